@@ -1,0 +1,3 @@
+//! One integration-test binary, a module per area (ripgrep's layout).
+mod common;
+mod differential;
