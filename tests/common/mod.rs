@@ -1,1 +1,906 @@
+//! Helpers shared by the integration tests.
+//!
+//! - [`Sandbox`]: a per-test directory on a real disk (never `/tmp`: saferm refuses stores
+//!   there and on tmpfs) holding `home/`, `data/` (`XDG_DATA_HOME`), `config/` and work dirs.
+//! - [`TestCommand`]: runs a program with a cleared environment (`PATH`, `LC_ALL=C`, the
+//!   sandbox's `HOME` and XDG dirs), `argv[0]` set to `rm`, empty stdin unless given, a
+//!   timeout, and optionally as the unprivileged uid 65534 through `setpriv`.
+//! - [`build_tree`] / [`snapshot`]: create a tree from a compact spec and describe a tree so
+//!   that two of them compare with `assert_eq!`.
+//! - [`Differential`]: the same tree, arguments and stdin given to GNU rm and to saferm;
+//!   exit status, stdout, stderr and the resulting trees must be identical.
+//!
+//! Spec and argument strings may write any byte as `\xHH` (a literal backslash followed by
+//! `x` and two hex digits), so non-UTF-8 names fit in a `&str` table.
 
+// Each test module uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::fmt::{self, Write as _};
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The reference implementation.
+pub const GNU_RM: &str = "/usr/bin/rm";
+/// The unprivileged user (and group) of permission tests: `nobody`/`nogroup`.
+pub const NOBODY: u32 = 65534;
+/// The program name both implementations are run under, so messages start with `rm:`.
+pub const ARG0: &str = "rm";
+/// A run taking longer than this is killed and reported (a prompt or FIFO read that blocks).
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The saferm binary built by cargo for these tests.
+pub fn saferm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_saferm"))
+}
+
+/// True when the tests run with euid 0 (CI does; mounts and uid switches need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Turns `\xHH` escapes into bytes; everything else is taken literally.
+pub fn unescape(s: &str) -> OsString {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') && i + 4 <= bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
+                out.push(b);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    OsString::from_vec(out)
+}
+
+/// Quotes an argument for display in a failure report (not for a real shell).
+fn display_arg(arg: &OsStr) -> String {
+    let s = arg.to_string_lossy();
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c));
+    if plain && !s.contains('\u{fffd}') {
+        s.into_owned()
+    } else {
+        format!("{:?}", ByteStr(arg.as_bytes()))
+    }
+}
+
+/// Debug-prints bytes as a string literal, escaping what is not printable UTF-8.
+struct ByteStr<'a>(&'a [u8]);
+
+impl fmt::Debug for ByteStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_char('"')?;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                // rm's messages are full of single quotes: leave them readable.
+                if c == '\'' {
+                    f.write_char(c)?;
+                } else {
+                    write!(f, "{}", c.escape_debug())?;
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        f.write_char('"')
+    }
+}
+
+/// A per-test directory under cargo's target tmpdir, removed when dropped.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        fs::create_dir_all(base).expect("create CARGO_TARGET_TMPDIR");
+        let dir = tempfile::Builder::new()
+            .prefix("sandbox-")
+            .tempdir_in(base)
+            .expect("create the sandbox directory");
+        for sub in ["home", "data", "config"] {
+            fs::create_dir(dir.path().join(sub)).expect("create a sandbox subdirectory");
+        }
+        Sandbox { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.root().join("home")
+    }
+
+    /// `XDG_DATA_HOME` of every command run in this sandbox.
+    pub fn data(&self) -> PathBuf {
+        self.root().join("data")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root().join("config")
+    }
+
+    /// Where saferm keeps its store when neither `SAFERM_STORE` is set nor a config says so.
+    pub fn store(&self) -> PathBuf {
+        self.data().join("saferm")
+    }
+
+    /// Creates (if needed) and returns a work directory `name` inside the sandbox.
+    pub fn work(&self, name: &str) -> PathBuf {
+        let dir = self.root().join(name);
+        fs::create_dir_all(&dir).expect("create a work directory");
+        dir
+    }
+
+    /// Gives everything in the sandbox, the sandbox itself included, to `uid:gid`, so that an
+    /// unprivileged run can traverse it, write the store and remove what it owns.
+    pub fn chown_all(&self, uid: u32, gid: u32) {
+        chown_tree(self.root(), uid, gid);
+    }
+
+    /// A command running `program` (as `rm`) in the sandbox root.
+    pub fn command(&self, program: impl AsRef<Path>) -> TestCommand {
+        TestCommand {
+            program: program.as_ref().to_path_buf(),
+            args: Vec::new(),
+            cwd: self.root().to_path_buf(),
+            stdin: None,
+            envs: Vec::new(),
+            unprivileged: false,
+            sandbox: self.root().to_path_buf(),
+        }
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Without root, mode 000/0555 directories would make TempDir's removal fail quietly.
+        if !is_root() {
+            make_removable(self.root());
+        }
+    }
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("lchown {}: {e}", path.display()));
+    let meta = fs::symlink_metadata(path).expect("lstat while chowning");
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).expect("read_dir while chowning") {
+            chown_tree(&entry.expect("dir entry").path(), uid, gid);
+        }
+    }
+}
+
+fn make_removable(path: &Path) {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = fs::read_dir(path) {
+            for entry in entries.flatten() {
+                make_removable(&entry.path());
+            }
+        }
+    }
+}
+
+/// How a run ended and what it printed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: Option<ExitStatus>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Outcome {
+    /// The exit code; `None` when killed by a signal or by the timeout.
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    /// `exit 1`, `signal 9` or `timed out`: comparable and readable.
+    pub fn status_text(&self) -> String {
+        match self.status {
+            None => format!("timed out after {}s", TIMEOUT.as_secs()),
+            Some(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => format!("exit {code}"),
+                (None, Some(sig)) => format!("signal {sig}"),
+                (None, None) => format!("{s}"),
+            },
+        }
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A program run with a clean, sandboxed environment.
+pub struct TestCommand {
+    program: PathBuf,
+    args: Vec<OsString>,
+    cwd: PathBuf,
+    stdin: Option<Vec<u8>>,
+    envs: Vec<(OsString, OsString)>,
+    unprivileged: bool,
+    sandbox: PathBuf,
+}
+
+impl TestCommand {
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = dir.as_ref().to_path_buf();
+        self
+    }
+
+    /// Bytes fed through a pipe that is closed afterwards. Without this, stdin is /dev/null.
+    pub fn stdin(mut self, bytes: impl AsRef<[u8]>) -> Self {
+        self.stdin = Some(bytes.as_ref().to_vec());
+        self
+    }
+
+    /// An extra environment variable (set after the defaults, so it may override them).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.envs
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// Runs as uid/gid 65534 with no supplementary groups, through
+    /// `setpriv --reuid=65534 --regid=65534 --clear-groups --`. setpriv execs its argument by
+    /// name, so the program is reached through a symlink called `rm` in a sandbox directory
+    /// put first on `PATH`: `argv[0]` stays `rm`. The caller makes the sandbox usable by that
+    /// user ([`Sandbox::chown_all`]). Requires root; fails loudly otherwise.
+    pub fn unprivileged(mut self) -> Self {
+        self.unprivileged = true;
+        self
+    }
+
+    fn build(&self) -> Command {
+        let sandbox = &self.sandbox;
+        let mut path = OsString::from("/usr/bin:/bin");
+        let mut cmd = if self.unprivileged {
+            assert!(
+                is_root(),
+                "running a program as uid {NOBODY} needs root: run the tests as root"
+            );
+            let bin = self.program_dir();
+            let mut p = bin.into_os_string();
+            p.push(":");
+            p.push(&path);
+            path = p;
+            let mut cmd = Command::new("/usr/bin/setpriv");
+            cmd.arg(format!("--reuid={NOBODY}"))
+                .arg(format!("--regid={NOBODY}"))
+                .args(["--clear-groups", "--", ARG0]);
+            cmd
+        } else {
+            let mut cmd = Command::new(&self.program);
+            cmd.arg0(ARG0);
+            cmd
+        };
+        cmd.args(&self.args)
+            .current_dir(&self.cwd)
+            .env_clear()
+            .env("PATH", path)
+            .env("LC_ALL", "C")
+            .env("HOME", sandbox.join("home"))
+            .env("XDG_DATA_HOME", sandbox.join("data"))
+            .env("XDG_CONFIG_HOME", sandbox.join("config"))
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        cmd
+    }
+
+    /// A root-owned, world-traversable directory holding `rm -> program`.
+    fn program_dir(&self) -> PathBuf {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.program.hash(&mut hasher);
+        let dir = self
+            .sandbox
+            .join("path")
+            .join(format!("{:016x}", hasher.finish()));
+        let link = dir.join(ARG0);
+        if fs::symlink_metadata(&link).is_err() {
+            fs::create_dir_all(&dir).expect("create the PATH directory");
+            for d in [dir.parent().expect("path/"), &dir] {
+                fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+                    .expect("chmod the PATH directory");
+            }
+            std::os::unix::fs::symlink(&self.program, &link).expect("symlink the program");
+        }
+        dir
+    }
+
+    /// Runs to completion (or kills after the timeout) and returns what happened.
+    pub fn run(&self) -> Outcome {
+        let mut child = self
+            .build()
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
+        let writer = child.stdin.take().map(|mut pipe| {
+            let bytes = self.stdin.clone().unwrap_or_default();
+            // The program may exit without reading: EPIPE is expected then.
+            thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            })
+        });
+        let read_all = |mut pipe: Box<dyn Read + Send>| {
+            thread::spawn(move || {
+                let mut buf = Vec::new();
+                pipe.read_to_end(&mut buf).expect("read the child's output");
+                buf
+            })
+        };
+        let stdout = read_all(Box::new(child.stdout.take().expect("stdout pipe")));
+        let stderr = read_all(Box::new(child.stderr.take().expect("stderr pipe")));
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the child") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(2));
+        };
+        if let Some(w) = writer {
+            w.join().expect("stdin writer thread");
+        }
+        Outcome {
+            status,
+            stdout: stdout.join().expect("stdout reader thread"),
+            stderr: stderr.join().expect("stderr reader thread"),
+        }
+    }
+
+    /// How this command reads in a report: `rm -r 'a b'`.
+    pub fn describe(&self) -> String {
+        describe_args(&self.args)
+    }
+}
+
+fn describe_args(args: &[OsString]) -> String {
+    let mut s = String::from(ARG0);
+    for a in args {
+        s.push(' ');
+        s.push_str(&display_arg(a));
+    }
+    s
+}
+
+/// One object of a tree spec.
+enum Node {
+    Dir,
+    File(Vec<u8>),
+    Symlink(OsString),
+    Fifo,
+}
+
+/// Parses one spec item:
+///
+/// | item | creates |
+/// |---|---|
+/// | `d/` | directory `d` |
+/// | `f` | empty regular file `f` |
+/// | `f=text` | regular file `f` holding `text` |
+/// | `l->target` | symlink `l` pointing at `target` (verbatim, may dangle or end in `/`) |
+/// | `p\|` | FIFO `p` |
+///
+/// Any item may end in `@NNN` or `@NNNN` (octal) to set its mode, e.g. `ro=x@0444`,
+/// `d/@0555`; a directory item may follow the items inside it. Missing parent directories
+/// are created (0755). Files default to 0644,
+/// directories to 0755, FIFOs to 0644.
+fn parse_item(item: &str) -> (PathBuf, Node, Option<u32>) {
+    let (item, mode) = match item.rsplit_once('@') {
+        Some((rest, m))
+            if (3..=4).contains(&m.len()) && m.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+        {
+            (rest, Some(u32::from_str_radix(m, 8).expect("octal mode")))
+        }
+        _ => (item, None),
+    };
+    let (name, node) = if let Some((name, target)) = item.split_once("->") {
+        (name, Node::Symlink(unescape(target)))
+    } else if let Some(name) = item.strip_suffix('/') {
+        (name, Node::Dir)
+    } else if let Some(name) = item.strip_suffix('|') {
+        (name, Node::Fifo)
+    } else if let Some((name, content)) = item.split_once('=') {
+        (name, Node::File(unescape(content).into_vec()))
+    } else {
+        (item, Node::File(Vec::new()))
+    };
+    assert!(!name.is_empty(), "spec item {item:?} has no name");
+    (PathBuf::from(unescape(name)), node, mode)
+}
+
+/// Creates the objects of `spec` (see [`parse_item`]) under `root`, which must exist.
+pub fn build_tree(root: &Path, spec: &[&str]) {
+    let mut modes = Vec::new();
+    for item in spec {
+        let (rel, node, mode) = parse_item(item);
+        assert!(rel.is_relative(), "spec path {item:?} must be relative");
+        let path = root.join(&rel);
+        if let Some(parent) = path.parent() {
+            create_dirs(root, parent);
+        }
+        let default_mode = match node {
+            Node::Dir => {
+                // A directory may be listed after its children, to give it a mode.
+                if !path.is_dir() {
+                    fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {item:?}: {e}"));
+                }
+                Some(0o755)
+            }
+            Node::File(content) => {
+                fs::write(&path, content).unwrap_or_else(|e| panic!("write {item:?}: {e}"));
+                Some(0o644)
+            }
+            Node::Symlink(target) => {
+                std::os::unix::fs::symlink(target, &path)
+                    .unwrap_or_else(|e| panic!("symlink {item:?}: {e}"));
+                None
+            }
+            Node::Fifo => {
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                    .unwrap_or_else(|e| panic!("mkfifo {item:?}: {e}"));
+                Some(0o644)
+            }
+        };
+        if let Some(m) = mode.or(default_mode) {
+            assert!(default_mode.is_some(), "a symlink has no mode: {item:?}");
+            modes.push((path, m));
+        }
+    }
+    // Children first, so that a read-only or mode 000 directory is closed last.
+    for (path, mode) in modes.into_iter().rev() {
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    }
+}
+
+fn create_dirs(root: &Path, dir: &Path) {
+    if dir == root || fs::symlink_metadata(dir).is_ok() {
+        return;
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(root, parent);
+    }
+    fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod a parent");
+}
+
+/// What an object is, as far as the tests care.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Dir,
+    /// The full content; shown shortened in reports.
+    File(Vec<u8>),
+    Symlink(PathBuf),
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    /// A regular file the snapshot could not read (only possible without root).
+    Unreadable(String),
+}
+
+/// One object of a [`snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// Relative to the snapshot root; the root itself is `.`.
+    pub path: PathBuf,
+    pub kind: Kind,
+    /// `st_mode & 0o7777` (0 for symlinks, whose mode means nothing on Linux).
+    pub mode: u32,
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.kind {
+            Kind::Dir => 'd',
+            Kind::File(_) | Kind::Unreadable(_) => 'f',
+            Kind::Symlink(_) => 'l',
+            Kind::Fifo => 'p',
+            Kind::Socket => 's',
+            Kind::CharDevice => 'c',
+            Kind::BlockDevice => 'b',
+        };
+        let path = ByteStr(self.path.as_os_str().as_bytes());
+        write!(f, "{tag} {:04o} {path:?}", self.mode)?;
+        match &self.kind {
+            Kind::File(bytes) if bytes.len() <= 64 => {
+                write!(f, " {} bytes {:?}", bytes.len(), ByteStr(bytes))
+            }
+            Kind::File(bytes) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                write!(f, " {} bytes, hash {:016x}", bytes.len(), h.finish())
+            }
+            Kind::Symlink(target) => {
+                write!(f, " -> {:?}", ByteStr(target.as_os_str().as_bytes()))
+            }
+            Kind::Unreadable(e) => write!(f, " unreadable: {e}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Describes every object under `root` (included, as `.`), sorted by path, without following
+/// symlinks. A missing root gives an empty snapshot. Directory sizes are left out: they
+/// depend on the filesystem's history, not on what the directory holds.
+pub fn snapshot(root: &Path) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    if fs::symlink_metadata(root).is_ok() {
+        walk(root, Path::new("."), &mut entries);
+    }
+    entries.sort();
+    entries
+}
+
+fn walk(path: &Path, rel: &Path, out: &mut Vec<Entry>) {
+    let meta = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {path:?}: {e}"));
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        match fs::read(path) {
+            Ok(bytes) => Kind::File(bytes),
+            Err(e) => Kind::Unreadable(e.to_string()),
+        }
+    } else if ft.is_symlink() {
+        Kind::Symlink(fs::read_link(path).expect("readlink"))
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_socket() {
+        Kind::Socket
+    } else if ft.is_char_device() {
+        Kind::CharDevice
+    } else {
+        Kind::BlockDevice
+    };
+    let mode = if ft.is_symlink() {
+        0
+    } else {
+        meta.mode() & 0o7777
+    };
+    out.push(Entry {
+        path: rel.to_path_buf(),
+        kind,
+        mode,
+    });
+    if ft.is_dir() {
+        let entries = match fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Only without root: record that the contents could not be listed.
+                out.push(Entry {
+                    path: rel.join("<unlistable>"),
+                    kind: Kind::Unreadable(e.to_string()),
+                    mode: 0,
+                });
+                return;
+            }
+        };
+        for entry in entries {
+            let entry = entry.expect("read a directory entry");
+            let name = entry.file_name();
+            let child = if rel == Path::new(".") {
+                PathBuf::from(name)
+            } else {
+                rel.join(name)
+            };
+            walk(&entry.path(), &child, out);
+        }
+    }
+}
+
+/// A tmpfs mounted for the life of the guard.
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a 1 MiB tmpfs on the existing directory `path`. Needs root.
+    pub fn mount(path: &Path) -> Result<Tmpfs, String> {
+        if !is_root() {
+            return Err(format!(
+                "mounting a tmpfs on {} needs root: run the tests as root",
+                path.display()
+            ));
+        }
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(path)
+            .status()
+            .map_err(|e| format!("run mount: {e}"))?;
+        if !status.success() {
+            return Err(format!("mount tmpfs on {}: {status}", path.display()));
+        }
+        Ok(Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+/// One differential case: GNU rm and saferm get copies of the same tree (in sibling
+/// directories `gnu/` and `saferm/` of one sandbox, so relative paths in messages are the
+/// same), the same arguments, stdin and working directory; everything observable must match.
+#[derive(Clone)]
+pub struct Differential {
+    tree: Vec<String>,
+    args: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+    cwd: PathBuf,
+    saferm_env: Vec<(OsString, OsString)>,
+    unprivileged: bool,
+    tmpfs: Vec<(String, Vec<String>)>,
+}
+
+impl Differential {
+    /// A case on a tree built from `spec` (see [`build_tree`]), with no arguments yet.
+    pub fn new(spec: &[&str]) -> Differential {
+        Differential {
+            tree: spec.iter().map(|s| s.to_string()).collect(),
+            args: Vec::new(),
+            stdin: None,
+            cwd: PathBuf::from("."),
+            saferm_env: Vec::new(),
+            unprivileged: false,
+            tmpfs: Vec::new(),
+        }
+    }
+
+    /// Arguments after `rm`; `\xHH` escapes stand for bytes.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| unescape(a)));
+        self
+    }
+
+    /// stdin for both runs (a pipe closed after these bytes); default /dev/null.
+    pub fn stdin(mut self, bytes: impl AsRef<[u8]>) -> Self {
+        self.stdin = Some(bytes.as_ref().to_vec());
+        self
+    }
+
+    /// The working directory, relative to the tree's root (default: the root).
+    pub fn cwd(mut self, rel: &str) -> Self {
+        self.cwd = PathBuf::from(rel);
+        self
+    }
+
+    /// An environment variable for the saferm run only.
+    pub fn saferm_env(mut self, key: &str, value: &str) -> Self {
+        self.saferm_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Both runs as uid 65534 (see [`TestCommand::unprivileged`]); the whole sandbox is
+    /// chowned to that user after the trees are built.
+    pub fn unprivileged(mut self) -> Self {
+        self.unprivileged = true;
+        self
+    }
+
+    /// Mounts a tmpfs on the directory `mount_point` (which the tree must create), then
+    /// builds `inside` (paths relative to the tree's root, so under `mount_point`).
+    pub fn tmpfs(mut self, mount_point: &str, inside: &[&str]) -> Self {
+        self.tmpfs.push((
+            mount_point.to_string(),
+            inside.iter().map(|s| s.to_string()).collect(),
+        ));
+        self
+    }
+
+    /// One line naming the case: the command and everything it ran with.
+    pub fn describe(&self) -> String {
+        let mut s = describe_args(&self.args);
+        write!(s, "   tree: {:?}", self.tree).expect("write to a String");
+        for (mp, inside) in &self.tmpfs {
+            write!(s, " + tmpfs on {mp:?}: {inside:?}").expect("write to a String");
+        }
+        if let Some(stdin) = &self.stdin {
+            write!(s, "   stdin: {:?}", ByteStr(stdin)).expect("write to a String");
+        }
+        if self.cwd != Path::new(".") {
+            write!(s, "   cwd: {:?}", self.cwd).expect("write to a String");
+        }
+        if self.unprivileged {
+            s.push_str("   as uid 65534");
+        }
+        for (k, v) in &self.saferm_env {
+            write!(s, "   saferm env {k:?}={v:?}").expect("write to a String");
+        }
+        s
+    }
+
+    /// Runs both sides; `Err` holds a readable report of every difference.
+    pub fn check(&self) -> Result<(), String> {
+        let sandbox = Sandbox::new();
+        let mut mounts = Vec::new();
+        let mut roots = Vec::new();
+        for side in ["gnu", "saferm"] {
+            let root = sandbox.work(side);
+            let spec: Vec<&str> = self.tree.iter().map(String::as_str).collect();
+            build_tree(&root, &spec);
+            for (mp, inside) in &self.tmpfs {
+                mounts.push(
+                    Tmpfs::mount(&root.join(mp))
+                        .map_err(|e| format!("{}\n  setup failed: {e}", self.describe()))?,
+                );
+                let inside: Vec<&str> = inside.iter().map(String::as_str).collect();
+                build_tree(&root, &inside);
+            }
+            roots.push(root);
+        }
+        if self.unprivileged {
+            if !is_root() {
+                return Err(format!(
+                    "{}\n  needs root to run as uid {NOBODY}: run the tests as root",
+                    self.describe()
+                ));
+            }
+            sandbox.chown_all(NOBODY, NOBODY);
+        }
+        let run = |program: &Path, root: &Path, env: &[(OsString, OsString)]| {
+            let mut cmd = sandbox
+                .command(program)
+                .args(&self.args)
+                .current_dir(root.join(&self.cwd));
+            if let Some(stdin) = &self.stdin {
+                cmd = cmd.stdin(stdin);
+            }
+            for (k, v) in env {
+                cmd = cmd.env(k, v);
+            }
+            if self.unprivileged {
+                cmd = cmd.unprivileged();
+            }
+            cmd.run()
+        };
+        let gnu = run(Path::new(GNU_RM), &roots[0], &[]);
+        let ours = run(&saferm_bin(), &roots[1], &self.saferm_env);
+        let gnu_tree = snapshot(&roots[0]);
+        let our_tree = snapshot(&roots[1]);
+        drop(mounts);
+
+        let mut report = String::new();
+        if gnu.status_text() != ours.status_text() {
+            writeln!(
+                report,
+                "  status: gnu {}, saferm {}",
+                gnu.status_text(),
+                ours.status_text()
+            )
+            .expect("write to a String");
+        }
+        for (name, g, o) in [
+            ("stdout", &gnu.stdout, &ours.stdout),
+            ("stderr", &gnu.stderr, &ours.stderr),
+        ] {
+            if g != o {
+                writeln!(report, "  {name} differs:\n    gnu:    {:?}", ByteStr(g))
+                    .expect("write to a String");
+                writeln!(report, "    saferm: {:?}", ByteStr(o)).expect("write to a String");
+            }
+        }
+        if gnu_tree != our_tree {
+            report.push_str("  resulting tree differs:\n");
+            for e in gnu_tree.iter().filter(|e| !our_tree.contains(e)) {
+                writeln!(report, "    only gnu:    {e}").expect("write to a String");
+            }
+            for e in our_tree.iter().filter(|e| !gnu_tree.contains(e)) {
+                writeln!(report, "    only saferm: {e}").expect("write to a String");
+            }
+        }
+        if report.is_empty() {
+            return Ok(());
+        }
+        if gnu.status_text() == ours.status_text() && gnu.stderr == ours.stderr {
+            writeln!(
+                report,
+                "  (both: {}, stderr {:?})",
+                gnu.status_text(),
+                ByteStr(&gnu.stderr)
+            )
+            .expect("write to a String");
+        }
+        Err(format!("{}\n{report}", self.describe()))
+    }
+}
+
+/// Checks one case and panics with its report if saferm and GNU rm differ.
+pub fn differential(spec: &[&str], args: &[&str], stdin: Option<&str>) {
+    let mut case = Differential::new(spec).args(args);
+    if let Some(stdin) = stdin {
+        case = case.stdin(stdin);
+    }
+    if let Err(report) = case.check() {
+        panic!("saferm differs from GNU rm:\n{report}");
+    }
+}
+
+/// Checks every case, then panics listing all that differ (with their arguments), so one
+/// broken behaviour does not hide the others.
+pub fn run_all(cases: impl IntoIterator<Item = Differential>) {
+    let mut total = 0;
+    let failures: Vec<String> = cases
+        .into_iter()
+        .inspect(|_| total += 1)
+        .filter_map(|case| case.check().err())
+        .collect();
+    if !failures.is_empty() {
+        panic!(
+            "{} of {total} cases differ from GNU rm:\n\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}
