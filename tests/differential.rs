@@ -1,1 +1,508 @@
+//! saferm against GNU rm 9.1 (`/usr/bin/rm`): same tree, arguments and stdin; exit status,
+//! stdout, stderr and the resulting tree must be identical (DESIGN.md §5).
+//!
+//! One `#[test]` per area; each runs its whole table and lists every differing case.
+//! Tree specs are described in `common::build_tree`.
 
+use crate::common::{build_tree, run_all, saferm_bin, Differential, Sandbox, NOBODY};
+
+fn case(tree: &[&str], args: &[&str]) -> Differential {
+    Differential::new(tree).args(args)
+}
+
+/// Guard for cases that name `/`: a store under /tmp is refused by saferm, so even a broken
+/// root check could not get as far as deleting anything.
+fn on_root(args: &[&str]) -> Differential {
+    case(&[], args).saferm_env("SAFERM_STORE", "/tmp/saferm-refused-store")
+}
+
+#[test]
+fn missing_operand() {
+    run_all([
+        case(&[], &[]),
+        case(&[], &["-f"]),
+        case(&[], &["-r"]),
+        case(&[], &["-rf"]),
+        case(&[], &["-i"]),
+        case(&[], &["--"]),
+        case(&[], &["-f", "--"]),
+        case(&["a"], &["-v"]),
+    ]);
+}
+
+#[test]
+fn nonexistent_operands() {
+    run_all([
+        case(&[], &["nonexist"]),
+        case(&[], &["-f", "nonexist"]),
+        case(&[], &["--force", "nonexist"]),
+        case(&[], &[""]),
+        case(&[], &["-f", ""]),
+        case(&[], &["nonexist/"]),
+        case(&[], &["-f", "nonexist/"]),
+        case(&[], &["-r", "nonexist"]),
+        case(&[], &["-rf", "nonexist", "nonexist2"]),
+        case(&["d/"], &["d/nonexist"]),
+        case(&[], &["nonexist/x"]),
+        case(&[], &["-v", "nonexist"]),
+        case(&[], &["-i", "nonexist"]),
+        case(&[], &["-"]),
+    ]);
+}
+
+#[test]
+fn regular_files_and_trailing_slash() {
+    run_all([
+        case(&["a=x"], &["a"]),
+        case(&["a"], &["a"]),
+        case(&["a=x"], &["-v", "a"]),
+        case(&["a=x"], &["a/"]),
+        case(&["a=x"], &["-f", "a/"]),
+        case(&["a=x"], &["-r", "a/"]),
+        case(&["a=x"], &["a/x"]),
+        case(&["a=x", "d/"], &["./a", "d/../a"]),
+        case(&["d/a=x"], &["d//a"]),
+        case(&["-g=x"], &["--", "-g"]),
+        case(&["-g=x"], &["./-g"]),
+        case(&["-=x"], &["-"]),
+    ]);
+}
+
+#[test]
+fn directories() {
+    let nested = ["nd/a=1", "nd/s/b=2", "nd/s/t/c=3", "nd/e/"];
+    run_all([
+        case(&["d/"], &["d"]),
+        case(&["d/"], &["-f", "d"]),
+        case(&["d/"], &["d/"]),
+        case(&["ed/"], &["-d", "ed"]),
+        case(&["ed/"], &["--dir", "ed"]),
+        case(&["ed/"], &["-dv", "ed"]),
+        case(&["ed/"], &["-d", "ed/"]),
+        case(&["nd/a"], &["-d", "nd"]),
+        case(&["nd/a"], &["-df", "nd"]),
+        case(&nested, &["-r", "nd"]),
+        case(&nested, &["-R", "nd"]),
+        case(&nested, &["--recursive", "nd"]),
+        case(&nested, &["--rec", "nd"]),
+        case(&nested, &["-r", "nd/"]),
+        case(&nested, &["-rv", "nd//"]),
+        case(&nested, &["-r", "nd/s", "nd/a"]),
+        case(&nested, &["-r", "nd/s/t/c", "nd/s"]),
+        case(&nested, &["-rd", "nd/e", "nd"]),
+        case(&["ed/"], &["-rv", "ed/"]),
+        case(&["nd/x/y/z/"], &["-d", "nd/x/y/z", "nd/x/y", "nd"]),
+    ]);
+}
+
+#[test]
+fn dot_and_dotdot_are_refused() {
+    let tree = ["w/nd/a=1", "w/f"];
+    run_all([
+        case(&tree, &["-r", "."]).cwd("w"),
+        case(&tree, &["-rf", "."]).cwd("w"),
+        case(&tree, &["-r", ".."]).cwd("w"),
+        case(&tree, &["-r", "./."]).cwd("w"),
+        case(&tree, &["-r", "./"]).cwd("w"),
+        case(&tree, &["-r", ".//"]).cwd("w"),
+        case(&tree, &["-r", "nd/.."]).cwd("w"),
+        case(&tree, &["-r", "nd/."]).cwd("w"),
+        case(&tree, &["-r", "nd/../"]).cwd("w"),
+        case(&tree, &["-rv", ".", "f"]).cwd("w"),
+        case(&tree, &["."]).cwd("w"),
+        case(&tree, &["-d", "."]).cwd("w"),
+        case(&tree, &["-r", "nd/../nd"]).cwd("w"),
+    ]);
+}
+
+#[test]
+fn root_is_refused() {
+    run_all([
+        on_root(&["-r", "/"]),
+        on_root(&["-rf", "/"]),
+        on_root(&["-r", "//"]),
+        on_root(&["-r", "///"]),
+        on_root(&["-r", "/."]),
+        on_root(&["-r", "/.."]),
+        on_root(&["-r", "--preserve-root", "/"]),
+        on_root(&["-r", "--preserve-root=all", "/"]),
+        on_root(&["-rI", "/"]),
+        on_root(&["/"]),
+        on_root(&["-d", "/"]),
+    ]);
+}
+
+#[test]
+fn mount_points() {
+    let tree = ["t/a/f=1", "t/mnt/", "t/z=2"];
+    let inside = ["t/mnt/g=in", "t/mnt/h/i=in"];
+    let with_mount = |args: &[&str]| case(&tree, args).tmpfs("t/mnt", &inside);
+    run_all([
+        with_mount(&["-r", "--one-file-system", "t"]),
+        with_mount(&["-rv", "--one-file-system", "t"]),
+        with_mount(&["-rf", "--one", "t"]),
+        with_mount(&["-r", "--one-file-system", "t/mnt"]),
+        with_mount(&["-r", "--preserve-root=all", "t/mnt"]),
+        with_mount(&["-rf", "--preserve-root=all", "t/mnt", "t/z"]),
+        with_mount(&["-r", "--preserve-root=all", "t"]),
+        with_mount(&["-r", "--preserve-root=all", "t/mnt/h"]),
+        with_mount(&["-rv", "t"]),
+        with_mount(&["-r", "--preserve-root", "t/mnt"]),
+        with_mount(&["-d", "t/mnt"]),
+    ]);
+}
+
+#[test]
+fn option_parsing() {
+    let nested = ["nd/a=1", "nd/s/b=2"];
+    run_all([
+        case(&["a"], &["-z", "a"]),
+        case(&["a"], &["--bogus", "a"]),
+        case(&["a"], &["-r", "--bogus=x", "a"]),
+        case(&["a"], &["--bogus", "-z", "a"]),
+        case(&["a"], &["-fz", "a"]),
+        case(&["a"], &["--force=x", "a"]),
+        case(&["a"], &["--verbose=1", "a"]),
+        case(&["a"], &["--no-preserve-root=x", "a"]),
+        case(&[], &["-g"]),
+        case(&["-g"], &["-g"]),
+        case(&["-g"], &["-f", "-g"]),
+        case(&["a"], &["-i=always", "a"]),
+        case(&["a"], &["--v", "a"]),
+        case(&["a"], &["--ve", "a"]),
+        case(&["a"], &["--verb", "a"]),
+        case(&[], &["--forc", "nonexist"]),
+        case(&[], &["--fo", "nonexist"]),
+        case(&nested, &["--rec", "nd"]),
+        case(&nested, &["--r", "nd"]),
+        case(&["ed/"], &["--d", "ed"]),
+        case(&nested, &["nd", "-r"]),
+        case(&["a", "b"], &["a", "-v", "b"]),
+        case(&["a", "-v"], &["a", "--", "-v"]),
+        case(&["a", "-v"], &["--", "a", "-v"]),
+        case(&["-r", "-f"], &["--", "-r", "-f"]),
+        case(&nested, &["-rfv", "nd"]),
+        case(&nested, &["-vfr", "nd", "nonexist"]),
+        case(&nested, &["-r", "-f", "-v", "nd"]),
+        case(&nested, &["-r", "--no-preserve-root", "nd"]),
+        case(&nested, &["-r", "--no-pres", "nd"]),
+        case(&nested, &["-r", "--no-preserve", "nd"]),
+        case(&nested, &["-r", "--n", "nd"]),
+        case(&nested, &["-r", "--preserve-root", "nd"]),
+        case(&nested, &["-r", "--pres", "nd"]),
+        case(&nested, &["-r", "--preserve-root=all", "nd"]),
+        case(&nested, &["-r", "--preserve-root=a", "nd"]),
+        case(&nested, &["-r", "--preserve-root=bad", "nd"]),
+        case(&nested, &["-r", "--preserve-root=", "nd"]),
+        case(&nested, &["-r", "--one-file-system", "nd"]),
+        case(&["a"], &["--interactive", "always", "a"]),
+        case(&[], &["--one"]),
+    ]);
+}
+
+#[test]
+fn interactive_when() {
+    let one = ["a=x"];
+    run_all([
+        case(&one, &["--interactive", "a"]).stdin("y\n"),
+        case(&one, &["--interactive", "a"]).stdin("n\n"),
+        case(&one, &["--interactive=always", "a"]).stdin("y\n"),
+        case(&one, &["--interactive=yes", "a"]).stdin("n\n"),
+        case(&one, &["--interactive=a", "a"]).stdin("y\n"),
+        case(&one, &["--interactive=never", "a"]),
+        case(&one, &["--interactive=no", "a"]),
+        case(&one, &["--interactive=none", "a"]),
+        case(&one, &["--interactive=n", "a"]),
+        case(&one, &["--interactive=once", "a"]),
+        case(&one, &["--interactive=o", "a"]),
+        case(&one, &["--inter=always", "a"]).stdin("y\n"),
+        case(&one, &["--interactive=sometimes", "a"]),
+        case(&one, &["--interactive=", "a"]),
+        case(&one, &["--interactive=always=x", "a"]),
+        case(&[], &["--interactive=never", "nonexist"]),
+        case(&[], &["--interactive=always", "nonexist"]),
+    ]);
+}
+
+#[test]
+fn interactive_answers() {
+    let one = ["a=x"];
+    run_all([
+        case(&one, &["-i", "a"]).stdin("y\n"),
+        case(&one, &["-i", "a"]).stdin("yes\n"),
+        case(&one, &["-i", "a"]).stdin("Y\n"),
+        case(&one, &["-i", "a"]).stdin("yup\n"),
+        case(&one, &["-i", "a"]).stdin("y"),
+        case(&one, &["-i", "a"]).stdin(" y\n"),
+        case(&one, &["-i", "a"]).stdin("n\n"),
+        case(&one, &["-i", "a"]).stdin("no\n"),
+        case(&one, &["-i", "a"]).stdin("\n"),
+        case(&one, &["-i", "a"]).stdin(""),
+        case(&one, &["-i", "a"]),
+        case(&one, &["-iv", "a"]).stdin("y\n"),
+        case(&["e"], &["-i", "e"]).stdin("y\n"),
+        case(&["p|"], &["-i", "p"]).stdin("y\n"),
+        case(&["a", "l->a"], &["-i", "l"]).stdin("y\n"),
+        case(&["l->nowhere"], &["-i", "l"]).stdin("y\n"),
+        case(&["ro=x@0444"], &["-i", "ro"]).stdin("y\n"),
+        case(&["ed/"], &["-i", "ed"]).stdin("y\n"),
+        case(&["ed/"], &["-id", "ed"]).stdin("y\n"),
+        case(&["ed/"], &["-ir", "ed"]).stdin("y\n"),
+        case(&["ed/"], &["-ir", "ed"]).stdin("y\nn\n"),
+        case(&["a", "b", "c"], &["-i", "a", "b", "c"]).stdin("y\nn\ny\n"),
+        case(&["a", "b"], &["-i", "a", "nonexist", "b"]).stdin("y\ny\n"),
+    ]);
+}
+
+#[test]
+fn interactive_recursive_sequences() {
+    let tree = ["d/a=1", "d/s/b=2", "d/s/c=", "d/e/", "d/l->a"];
+    run_all([
+        case(&tree, &["-ri", "d"]).stdin("y\n".repeat(20)),
+        case(&tree, &["-riv", "d"]).stdin("y\n".repeat(20)),
+        case(&tree, &["-ri", "d"]).stdin("n\n"),
+        case(&tree, &["-ri", "d"]),
+        case(&tree, &["-ri", "d"]).stdin("y\nn\n"),
+        case(&tree, &["-riv", "d"]).stdin("y\ny\nn\ny\ny\ny\ny\ny\ny\ny\n"),
+        case(&tree, &["-riv", "d"]).stdin("y\ny\ny\ny\ny\nn\ny\ny\ny\ny\n"),
+        case(&tree, &["-riv", "d"]).stdin("y\ny\ny\ny\ny\ny\ny\ny\ny\nn\n"),
+        case(&tree, &["-rif", "d"]),
+        case(&tree, &["-rfi", "d"]).stdin("y\ny\ny\ny\n"),
+    ]);
+}
+
+#[test]
+fn interactive_once() {
+    let four = ["a", "b", "c", "d"];
+    let tree = ["d/a=1", "d/s/b=2"];
+    run_all([
+        case(&four, &["-I", "a", "b", "c"]),
+        case(&four, &["-I", "a", "b", "c", "d"]).stdin("y\n"),
+        case(&four, &["-I", "a", "b", "c", "d"]).stdin("n\n"),
+        case(&four, &["-I", "a", "b", "c", "d"]),
+        case(&four, &["-Iv", "a", "b", "c", "d", "nonexist"]).stdin("yes\n"),
+        case(&four, &["--interactive=once", "a", "b", "c", "d"]).stdin("y\n"),
+        case(&tree, &["-I", "-r", "d"]).stdin("y\n"),
+        case(&tree, &["-rI", "d"]).stdin("n\n"),
+        case(&tree, &["-rI", "d"]),
+        case(&tree, &["-rIv", "d", "d/s"]).stdin("y\n"),
+        case(&["d/"], &["-I", "d"]),
+        case(&[], &["-I", "nonexist"]),
+    ]);
+}
+
+#[test]
+fn last_of_force_and_interactive_wins() {
+    run_all([
+        case(&[], &["-f", "-i", "nonexist"]),
+        case(&[], &["-i", "-f", "nonexist"]),
+        case(&[], &["-f", "-I", "nonexist"]),
+        case(&[], &["-I", "-f", "nonexist"]),
+        case(&[], &["-f", "--interactive=always", "nonexist"]),
+        case(&[], &["-f", "--interactive=never", "nonexist"]),
+        case(&[], &["--interactive=never", "-f", "nonexist"]),
+        case(&["a"], &["-i", "-f", "a"]),
+        case(&["a"], &["-f", "-i", "a"]).stdin("n\n"),
+        case(&["a"], &["-fi", "a"]).stdin("y\n"),
+        case(&["a"], &["-if", "a"]),
+        case(&["a"], &["-i", "--interactive=never", "a"]),
+        case(&["a", "b", "c", "d"], &["-I", "-i", "a", "b", "c", "d"]).stdin("y\nn\ny\nn\n"),
+        case(&["a", "b", "c", "d"], &["-i", "-I", "a", "b", "c", "d"]).stdin("y\n"),
+        case(&["ro=x@0444"], &["---presume-input-tty", "ro"]),
+        case(&["ro=x@0444"], &["---presume-input-tty", "-i", "ro"]).stdin("n\n"),
+    ]);
+}
+
+#[test]
+fn symlinks() {
+    let tree = [
+        "t/s/a=1",
+        "t/b=2",
+        "ld->t",
+        "f=3",
+        "lf->f",
+        "dang->nowhere",
+        "loop->loop",
+    ];
+    run_all([
+        case(&tree, &["lf"]),
+        case(&tree, &["-v", "lf"]),
+        case(&tree, &["ld"]),
+        case(&tree, &["-r", "ld"]),
+        case(&tree, &["-d", "ld"]),
+        case(&tree, &["dang"]),
+        case(&tree, &["-v", "dang", "loop"]),
+        case(&tree, &["ld/"]),
+        case(&tree, &["-d", "ld/"]),
+        case(&tree, &["-r", "ld/"]),
+        case(&tree, &["-rf", "ld/"]),
+        case(&tree, &["-rv", "ld/"]),
+        case(&tree, &["-rfv", "ld//"]),
+        case(&tree, &["-r", "ld/s"]),
+        case(&tree, &["lf/"]),
+        case(&tree, &["-r", "lf/"]),
+        case(&tree, &["-rf", "lf/"]),
+        case(&tree, &["dang/"]),
+        case(&tree, &["-rf", "dang/"]),
+        case(&tree, &["loop/"]),
+        case(&tree, &["-r", "t/s", "ld/b"]),
+        case(&["d/l->../f", "f=x"], &["-rv", "d"]),
+        case(&["e/", "ld->e"], &["-d", "ld/"]),
+    ]);
+}
+
+#[test]
+fn fifos_and_special_files() {
+    run_all([
+        case(&["p|"], &["p"]),
+        case(&["p|"], &["-v", "p"]),
+        case(&["p|"], &["p/"]),
+        case(&["p|"], &["-d", "p"]),
+        case(&["d/p|", "d/f=1"], &["-rv", "d"]),
+        case(&["p|@0000"], &["p"]),
+        case(&["d/p|"], &["-ri", "d"]).stdin("y\ny\ny\n"),
+    ]);
+}
+
+#[test]
+fn verbose() {
+    let vd = ["b=x", "vd/s/c=y"];
+    let deep = [
+        "r/a=1",
+        "r/b/c=2",
+        "r/b/d/e=3",
+        "r/b/d/f/",
+        "r/g/",
+        "r/h->b",
+        "r/i|",
+        "r/.hidden=4",
+    ];
+    run_all([
+        case(&vd, &["-rv", "b", "vd"]),
+        case(&vd, &["--verbose", "-r", "vd", "b"]),
+        case(&deep, &["-rv", "r"]),
+        case(&deep, &["-rv", "r/b", "r"]),
+        case(&deep, &["-rv", "./r/"]),
+        case(&["a", "b=x"], &["-v", "a", "b", "a"]),
+        case(&["ed/"], &["-dv", "ed"]),
+        case(&["a"], &["-v", "-v", "a"]),
+    ]);
+}
+
+#[test]
+fn multiple_operands_some_failing() {
+    run_all([
+        case(&["a", "b"], &["a", "nonexist", "b"]),
+        case(&["a", "d/x"], &["a", "d", "b"]),
+        case(&["a", "d/x"], &["-f", "a", "d", "b"]),
+        case(&["a", "d/x", "e/"], &["-d", "d", "a", "e"]),
+        case(&["a", "w/x"], &["-r", "a", ".", "w"]),
+        case(&["a", "nd/x"], &["-v", "a", "nd", "a"]),
+        case(&["a", "nd/x"], &["-rv", "nd/x", "nd", "nd/x"]),
+        case(&["a"], &["a", "", "a/"]),
+    ]);
+}
+
+#[test]
+fn quoting_in_messages() {
+    run_all([
+        case(&["a b"], &["-v", "a b"]),
+        case(&["it's"], &["-v", "it's"]),
+        case(&[], &["it's"]),
+        case(&[], &["a b"]),
+        case(&["bad\\xffname"], &["-v", "bad\\xffname"]),
+        case(&[], &["bad\\xffname"]),
+        case(&["new\nline"], &["-v", "new\nline"]),
+        case(&["tab\tx"], &["-v", "tab\tx"]),
+        case(&["d $x/a"], &["-rv", "d $x"]),
+        case(&["q\"uote"], &["-iv", "q\"uote"]).stdin("y\n"),
+        case(&["caf\u{e9}"], &["-v", "caf\u{e9}"]),
+        case(&["back\\slash"], &["-v", "back\\slash"]),
+    ]);
+}
+
+#[test]
+fn permissions_as_unprivileged_user() {
+    run_all([
+        case(&["ro=x@0444"], &["---presume-input-tty", "ro"])
+            .stdin("y\n")
+            .unprivileged(),
+        case(&["ro=x@0444"], &["---presume-input-tty", "ro"])
+            .stdin("n\n")
+            .unprivileged(),
+        case(&["ro=x@0444"], &["---presume-input-tty", "ro"]).unprivileged(),
+        case(&["ro=@0444"], &["---presume-input-tty", "-v", "ro"])
+            .stdin("y\n")
+            .unprivileged(),
+        case(&["ro=x@0444"], &["ro"]).unprivileged(),
+        case(&["ro=x@0444"], &["-v", "ro"])
+            .stdin("n\n")
+            .unprivileged(),
+        case(&["ro=x@0444"], &["-f", "---presume-input-tty", "ro"]).unprivileged(),
+        case(&["ro=x@0444"], &["-i", "ro"])
+            .stdin("n\n")
+            .unprivileged(),
+        case(&["lro->ro", "ro=x@0444"], &["---presume-input-tty", "lro"]).unprivileged(),
+        case(&["nw/f=x", "nw/@0555"], &["nw/f"]).unprivileged(),
+        case(&["nw/f=x", "nw/@0555"], &["-f", "nw/f"]).unprivileged(),
+        case(&["nw/f=x", "nw/@0555"], &["-rf", "nw"]).unprivileged(),
+        case(
+            &["nw/f=x", "nw/@0555"],
+            &["-r", "---presume-input-tty", "nw"],
+        )
+        .stdin("y\ny\n")
+        .unprivileged(),
+        case(
+            &["nw/f=x", "nw/@0555"],
+            &["-r", "---presume-input-tty", "nw"],
+        )
+        .stdin("n\n")
+        .unprivileged(),
+        case(&["ur/f=x", "ur/@0000"], &["-r", "ur"]).unprivileged(),
+        case(&["ur/f=x", "ur/@0000"], &["-rf", "ur"]).unprivileged(),
+        case(&["ur/s/f=x", "ur/s/@0000"], &["-rv", "ur"]).unprivileged(),
+        case(&["ur/@0000"], &["-r", "ur"]).unprivileged(),
+        case(&["wo/f=x", "wo/@0300"], &["-r", "wo"]).unprivileged(),
+        case(&["ed/@0555"], &["-d", "---presume-input-tty", "ed"])
+            .stdin("y\n")
+            .unprivileged(),
+        case(&["p|@0444"], &["---presume-input-tty", "p"])
+            .stdin("y\n")
+            .unprivileged(),
+    ]);
+}
+
+/// The one deliberate difference: GNU rm deletes a file it cannot read, saferm keeps it,
+/// because it cannot archive it. Everything else in the tree is still archived and removed.
+#[test]
+fn unreadable_file_is_kept_and_reported() {
+    assert!(
+        crate::common::is_root(),
+        "this test switches to uid {NOBODY}: run the tests as root"
+    );
+    let sandbox = Sandbox::new();
+    let work = sandbox.work("w");
+    build_tree(&work, &["d/secret=s@0000", "d/ok=ok"]);
+    sandbox.chown_all(NOBODY, NOBODY);
+    let out = sandbox
+        .command(saferm_bin())
+        .args(["-r", "d"])
+        .current_dir(&work)
+        .unprivileged()
+        .run();
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'd/secret': could not archive: Permission denied\n"
+    );
+    assert_eq!(out.stdout_text(), "");
+    assert_eq!(out.code(), Some(1), "status: {}", out.status_text());
+    assert!(
+        !work.join("d/ok").exists(),
+        "d/ok must be archived and removed"
+    );
+    assert!(
+        work.join("d/secret").symlink_metadata().is_ok(),
+        "d/secret must be kept"
+    );
+    assert!(work.join("d").is_dir(), "d must be kept: it is not empty");
+}
