@@ -55,12 +55,14 @@ pub fn unescape(s: &str) -> OsString {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') && i + 4 <= bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
-                out.push(b);
-                i += 4;
-                continue;
-            }
+        let hex = bytes
+            .get(i + 2..i + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if let (b'\\', Some(b'x'), Some(hex)) = (bytes[i], bytes.get(i + 1), hex) {
+            out.push(u8::from_str_radix(hex, 16).expect("two hex digits"));
+            i += 4;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -74,7 +76,7 @@ fn display_arg(arg: &OsStr) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c));
-    if plain && !s.contains('\u{fffd}') {
+    if plain {
         s.into_owned()
     } else {
         format!("{:?}", ByteStr(arg.as_bytes()))
