@@ -1,0 +1,21 @@
+//! Failure injection for tests: `SAFERM_FAULT=<step>` makes that step fail.
+//!
+//! Only debug builds (what `cargo test` runs) read the variable; a release build has no
+//! hook at all. Steps: `read` (reading a source file), `write` (writing the archive),
+//! `fsync`, `rename`, `dirsync`, `verify` (the archive is damaged before it is read back),
+//! `manifest`, `signal` (SIGINT arrives while archiving), `space` (the store is full).
+
+use std::io;
+
+/// Fail with an injected error if `SAFERM_FAULT` names this step.
+pub fn check(step: &str) -> io::Result<()> {
+    if active(step) {
+        return Err(io::Error::other(format!("injected fault at {step}")));
+    }
+    Ok(())
+}
+
+/// Whether `SAFERM_FAULT` names this step.
+pub fn active(step: &str) -> bool {
+    cfg!(debug_assertions) && std::env::var_os("SAFERM_FAULT").is_some_and(|v| v == step)
+}

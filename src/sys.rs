@@ -1,0 +1,394 @@
+//! Thin, safe wrappers over the `*at` system calls saferm walks with.
+//!
+//! Every traversal goes through directory file descriptors and never follows a symlink it
+//! did not get as an operand (DESIGN §1.6). libc is called directly where nix's wrappers
+//! would hide the flags that matter here. `unlinkat` is deliberately absent: it lives in
+//! `unlink.rs`, the one module allowed to delete.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+pub use libc::AT_FDCWD;
+
+/// A path as a C string; names with a NUL byte cannot exist, so they are reported as such.
+pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The identity and metadata of one object, as `fstatat` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+}
+
+impl Stat {
+    fn from_raw(st: &libc::stat) -> Stat {
+        Stat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            nlink: st.st_nlink,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            size: st.st_size.max(0) as u64,
+            blocks: st.st_blocks.max(0) as u64,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+            ctime: st.st_ctime,
+            ctime_nsec: st.st_ctime_nsec,
+        }
+    }
+
+    pub fn file_type(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.file_type() == libc::S_IFDIR
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.file_type() == libc::S_IFLNK
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.file_type() == libc::S_IFREG
+    }
+}
+
+/// `fstatat`, not following a final symlink unless `follow`.
+pub fn fstatat(dirfd: RawFd, name: &CStr, follow: bool) -> io::Result<Stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    // SAFETY: name is NUL-terminated; st is written by the kernel on success.
+    check(unsafe { libc::fstatat(dirfd, name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat returned 0, so st is initialised.
+    Ok(Stat::from_raw(unsafe { &st.assume_init() }))
+}
+
+/// `fstat` of an open descriptor.
+pub fn fstat(fd: RawFd) -> io::Result<Stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: st is written by the kernel on success.
+    check(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat returned 0.
+    Ok(Stat::from_raw(unsafe { &st.assume_init() }))
+}
+
+/// `openat` with `O_CLOEXEC` added.
+pub fn openat(
+    dirfd: RawFd,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    // SAFETY: name is NUL-terminated; the returned descriptor is owned by the OwnedFd.
+    let fd = check(unsafe {
+        libc::openat(
+            dirfd,
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fd was just returned by openat and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open a directory below `dirfd` without following a symlink in its place.
+pub fn open_dir_nofollow(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    openat(
+        dirfd,
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NOCTTY,
+        0,
+    )
+}
+
+/// Open a regular file below `dirfd` for reading, without following a symlink and without
+/// blocking on a FIFO swapped into its place.
+pub fn open_file_nofollow(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    openat(
+        dirfd,
+        name,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_NOATIME,
+        0,
+    )
+    .or_else(|e| {
+        // O_NOATIME is refused (EPERM) for files the caller does not own.
+        if e.raw_os_error() == Some(libc::EPERM) {
+            openat(
+                dirfd,
+                name,
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK,
+                0,
+            )
+        } else {
+            Err(e)
+        }
+    })
+}
+
+/// One directory entry: its name and the type readdir reported (`DT_*`).
+pub struct DirEntry {
+    pub name: CString,
+    pub d_type: u8,
+}
+
+/// Every entry of the directory open at `fd` except `.` and `..`, in the order readdir gives
+/// them (the order GNU rm processes them in, for small directories).
+pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEntry>> {
+    // fdopendir takes ownership of the descriptor it gets, so give it a duplicate.
+    // SAFETY: dup of a valid descriptor.
+    let dup = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: dup is a valid descriptor we own; on failure we close it ourselves.
+    let dir = unsafe { libc::fdopendir(dup) };
+    if dir.is_null() {
+        let err = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so dup is still ours to close.
+        unsafe { libc::close(dup) };
+        return Err(err);
+    }
+    // A fresh descriptor from dup shares the file offset: rewind so the listing is whole.
+    // SAFETY: dir is a valid DIR*.
+    unsafe { libc::rewinddir(dir) };
+    let mut out = Vec::new();
+    let result = loop {
+        // readdir signals errors only through errno, so clear it first.
+        // SAFETY: __errno_location is always valid for this thread.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: dir is a valid DIR*.
+        let ent = unsafe { libc::readdir64(dir) };
+        if ent.is_null() {
+            let errno = io::Error::last_os_error();
+            break match errno.raw_os_error() {
+                Some(0) | None => Ok(()),
+                Some(_) => Err(errno),
+            };
+        }
+        // SAFETY: ent points to a valid dirent64 until the next readdir call.
+        let (name, d_type) = unsafe { (CStr::from_ptr((*ent).d_name.as_ptr()), (*ent).d_type) };
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        out.push(DirEntry {
+            name: name.to_owned(),
+            d_type,
+        });
+    };
+    // SAFETY: dir is valid and closed exactly once.
+    unsafe { libc::closedir(dir) };
+    result.map(|_| out)
+}
+
+/// `faccessat` with the effective ids, as coreutils' `euidaccess` asks.
+pub fn access_effective(dirfd: RawFd, name: &CStr, mode: libc::c_int) -> io::Result<()> {
+    // SAFETY: name is NUL-terminated.
+    check(unsafe { libc::faccessat(dirfd, name.as_ptr(), mode, libc::AT_EACCESS) }).map(|_| ())
+}
+
+/// `readlinkat` of a symlink below `dirfd`.
+pub fn readlinkat(dirfd: RawFd, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: buf has buf.len() writable bytes.
+        let n =
+            unsafe { libc::readlinkat(dirfd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+}
+
+/// The extended attributes of an open file or directory, name and value.
+pub fn xattrs(fd: RawFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = xattr_call(|buf, len| unsafe { libc::flistxattr(fd, buf.cast(), len) })?;
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cname = cstr(name)?;
+        // SAFETY: cname is NUL-terminated; buf/len describe a writable buffer.
+        match xattr_call(|buf, len| unsafe { libc::fgetxattr(fd, cname.as_ptr(), buf.cast(), len) })
+        {
+            Ok(value) => out.push((name.to_vec(), value)),
+            // Removed between list and get: nothing to keep.
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Call a size-probing xattr function until the buffer is large enough.
+fn xattr_call(mut f: impl FnMut(*mut u8, usize) -> libc::ssize_t) -> io::Result<Vec<u8>> {
+    loop {
+        let size = f(std::ptr::null_mut(), 0);
+        if size < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::ENOTSUP) => Ok(Vec::new()),
+                _ => Err(err),
+            };
+        }
+        let mut buf = vec![0u8; size as usize];
+        let got = f(buf.as_mut_ptr(), buf.len());
+        if got < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ERANGE) {
+                continue; // grew in between
+            }
+            return Err(err);
+        }
+        buf.truncate(got as usize);
+        return Ok(buf);
+    }
+}
+
+/// `fsync`, reported as the error it is: a failed fsync is never retried (DESIGN §1.3).
+pub fn fsync(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid descriptor.
+    check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(|_| ())
+}
+
+/// `renameat`, no replace (the store's names are unique; an existing one is a bug).
+pub fn rename_noreplace(olddir: RawFd, old: &CStr, newdir: RawFd, new: &CStr) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            olddir,
+            old.as_ptr(),
+            newdir,
+            new.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `mkdirat`; an existing directory is fine.
+pub fn mkdirat_exist_ok(dirfd: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<bool> {
+    // SAFETY: name is NUL-terminated.
+    match check(unsafe { libc::mkdirat(dirfd, name.as_ptr(), mode) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The filesystem type (`f_type`) and free bytes for an unprivileged user.
+pub fn statfs(fd: RawFd) -> io::Result<(i64, u64)> {
+    let mut sf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: sf is written by the kernel on success.
+    check(unsafe { libc::fstatfs(fd, sf.as_mut_ptr()) })?;
+    // SAFETY: fstatfs returned 0.
+    let sf = unsafe { sf.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    Ok((
+        sf.f_type as i64,
+        (sf.f_bavail as u64).saturating_mul(sf.f_bsize as u64),
+    ))
+}
+
+/// `flock` on an open file.
+pub fn flock(fd: &impl AsRawFd, exclusive: bool, nonblocking: bool) -> io::Result<()> {
+    let mut op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    if nonblocking {
+        op |= libc::LOCK_NB;
+    }
+    loop {
+        // SAFETY: plain syscall on a valid descriptor.
+        match check(unsafe { libc::flock(fd.as_raw_fd(), op) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
+/// Whether stdin is a terminal.
+pub fn stdin_is_tty() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(0) == 1 }
+}
+
+/// The effective user id.
+pub fn geteuid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::geteuid() }
+}
+
+/// major/minor of a device number.
+pub fn dev_major_minor(rdev: u64) -> (u32, u32) {
+    (libc::major(rdev), libc::minor(rdev))
+}
+
+/// The errno text of an error, as C's `strerror` (and so GNU rm) prints it.
+pub fn strerror(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(code) => {
+            // SAFETY: strerror returns a pointer to a static or thread-local string.
+            let s = unsafe { CStr::from_ptr(libc::strerror(code)) };
+            s.to_string_lossy().into_owned()
+        }
+        None => err.to_string(),
+    }
+}
+
+/// Random bytes from the kernel, for unique ids.
+pub fn random_u32() -> u32 {
+    let mut buf = [0u8; 4];
+    // SAFETY: buf has 4 writable bytes.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
+    if n == 4 {
+        u32::from_ne_bytes(buf)
+    } else {
+        // Entropy not ready (early boot): the timestamp and pid in the id still keep it unique
+        // together with O_EXCL.
+        std::process::id().rotate_left(16)
+            ^ (std::time::SystemTime::now()
+                .elapsed()
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0))
+    }
+}
+
+/// Bytes of an OsStr.
+pub fn bytes(s: &OsStr) -> &[u8] {
+    s.as_bytes()
+}

@@ -1,0 +1,25 @@
+//! The only module that deletes. Every `unlinkat` saferm makes is here, so the one
+//! irreversible operation can be audited in one place; `std::fs::remove_*` is banned
+//! elsewhere by clippy.toml.
+//!
+//! Callers MUST have archived, sealed and verified what they remove (DESIGN §1.1) and re-stat
+//! it just before calling (§1.2) — or run with `--no-archive`, which the user asked for.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::RawFd;
+
+/// Remove one name below `dirfd`: a directory with `AT_REMOVEDIR`, anything else without.
+pub fn remove_object(dirfd: RawFd, name: &CStr, is_dir: bool) -> io::Result<()> {
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: name is NUL-terminated.
+    if unsafe { libc::unlinkat(dirfd, name.as_ptr(), flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Remove one of the store's own files (a temp file, an archive that failed verification).
+pub fn remove_store_file(dirfd: RawFd, name: &CStr) -> io::Result<()> {
+    remove_object(dirfd, name, false)
+}
