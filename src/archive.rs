@@ -1,0 +1,360 @@
+//! The archive writer: one `.tar.zst` per saferm run, entries under their absolute path
+//! without the leading `/`, so `tar --zstd -xpf ARCHIVE -C /` restores in place.
+//!
+//! The tar crate encodes headers (GNU long names for long or odd paths, PAX records for
+//! nanosecond mtimes and `SCHILY.xattr.*`); this module drives it: it reads each source once,
+//! hashing as it streams, refuses to let a file that changes size misframe the stream, rolls a
+//! new zstd frame at an entry boundary every [`FRAME_BYTES`] so one file can be restored by
+//! seeking, and appends a copy of the manifest in a skippable frame.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+
+use crate::manifest::Frame;
+
+/// Start a new zstd frame (at the next entry boundary) after this much tar data.
+pub const FRAME_BYTES: u64 = 32 << 20;
+
+/// The magic number of the skippable frame that carries the manifest copy.
+pub const MANIFEST_FRAME_MAGIC: u32 = 0x184D_2A5B;
+/// What the manifest copy starts with, so it can be told from other skippable frames.
+pub const MANIFEST_FRAME_TAG: &[u8] = b"saferm-manifest\n";
+
+/// Counts and hashes the compressed bytes on their way to the file.
+struct Sink {
+    file: File,
+    written: u64,
+    hasher: blake3::Hasher,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::fault::check("write")?;
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The tar stream's destination: a sequence of zstd frames.
+pub struct FrameWriter {
+    encoder: Option<zstd::stream::write::Encoder<'static, Sink>>,
+    sink: Option<Sink>,
+    level: i32,
+    threads: u32,
+    tar_pos: u64,
+    frame_start: u64,
+    frames: Vec<Frame>,
+}
+
+impl FrameWriter {
+    fn start_frame(&mut self) -> io::Result<()> {
+        let sink = self
+            .sink
+            .take()
+            .ok_or_else(|| io::Error::other("archive writer used after failure"))?;
+        self.frames.push(Frame {
+            compressed_offset: sink.written,
+            tar_offset: self.tar_pos,
+        });
+        let mut enc = zstd::stream::write::Encoder::new(sink, self.level)?;
+        enc.include_checksum(true)?;
+        if self.threads > 0 {
+            enc.multithread(self.threads)?;
+        }
+        self.encoder = Some(enc);
+        self.frame_start = self.tar_pos;
+        Ok(())
+    }
+
+    fn end_frame(&mut self) -> io::Result<()> {
+        if let Some(enc) = self.encoder.take() {
+            self.sink = Some(enc.finish()?);
+        }
+        Ok(())
+    }
+
+    fn encoder(&mut self) -> io::Result<&mut zstd::stream::write::Encoder<'static, Sink>> {
+        self.encoder
+            .as_mut()
+            .ok_or_else(|| io::Error::other("archive writer used after failure"))
+    }
+}
+
+impl Write for FrameWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.encoder()?.write(buf)?;
+        self.tar_pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder()?.flush()
+    }
+}
+
+/// What went wrong while appending an entry: the source (this object stays) or the archive
+/// (nothing can be removed).
+#[derive(Debug)]
+pub enum AppendError {
+    Source(io::Error),
+    Changed,
+    Archive(io::Error),
+}
+
+/// The finished archive file and what the manifest records about it.
+pub struct Sealed {
+    pub file: File,
+    pub size: u64,
+    pub blake3: String,
+    pub frames: Vec<Frame>,
+}
+
+/// Header fields of one entry.
+pub struct EntryMeta<'a> {
+    pub tar_path: &'a [u8],
+    pub kind: tar::EntryType,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: Option<&'a str>,
+    pub group: Option<&'a str>,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub link: Option<&'a [u8]>,
+    pub device: Option<(u32, u32)>,
+    pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+pub struct ArchiveWriter {
+    builder: tar::Builder<FrameWriter>,
+}
+
+impl ArchiveWriter {
+    /// Start writing into `file` (a fresh temp file) at zstd `level`, with `threads` workers
+    /// (0: compress on the calling thread).
+    pub fn new(file: File, level: i32, threads: u32) -> io::Result<ArchiveWriter> {
+        let mut fw = FrameWriter {
+            encoder: None,
+            sink: Some(Sink {
+                file,
+                written: 0,
+                hasher: blake3::Hasher::new(),
+            }),
+            level,
+            threads,
+            tar_pos: 0,
+            frame_start: 0,
+            frames: Vec::new(),
+        };
+        fw.start_frame()?;
+        let mut builder = tar::Builder::new(fw);
+        builder.follow_symlinks(false);
+        Ok(ArchiveWriter { builder })
+    }
+
+    /// The offset in the tar stream where the next entry starts.
+    pub fn position(&mut self) -> u64 {
+        self.builder.get_mut().tar_pos
+    }
+
+    /// Call between entries: start a new frame once the current one is large enough.
+    pub fn entry_boundary(&mut self) -> io::Result<()> {
+        let fw = self.builder.get_mut();
+        if fw.tar_pos - fw.frame_start >= FRAME_BYTES {
+            fw.end_frame()?;
+            fw.start_frame()?;
+        }
+        Ok(())
+    }
+
+    /// Append one entry. `data` is read for regular files only; it must yield exactly
+    /// `meta.size` bytes, or the entry fails with `Changed` and the stream is unusable (the
+    /// caller starts again without that object).
+    pub fn append(
+        &mut self,
+        meta: &EntryMeta<'_>,
+        data: Option<&mut dyn Read>,
+    ) -> Result<(), AppendError> {
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::with_capacity(1 + meta.xattrs.len());
+        pax.push((
+            "mtime".to_string(),
+            pax_time(meta.mtime, meta.mtime_nsec).into_bytes(),
+        ));
+        for (name, value) in meta.xattrs {
+            pax.push((
+                format!("SCHILY.xattr.{}", String::from_utf8_lossy(name)),
+                value.clone(),
+            ));
+        }
+        self.builder
+            .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+            .map_err(AppendError::Archive)?;
+
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(meta.kind);
+        header.set_mode(meta.mode & 0o7777);
+        header.set_uid(meta.uid as u64);
+        header.set_gid(meta.gid as u64);
+        header.set_mtime(meta.mtime.max(0) as u64);
+        if let Some(u) = meta.user {
+            let _ = header.set_username(u);
+        }
+        if let Some(g) = meta.group {
+            let _ = header.set_groupname(g);
+        }
+        if let Some((major, minor)) = meta.device {
+            header
+                .set_device_major(major)
+                .map_err(AppendError::Archive)?;
+            header
+                .set_device_minor(minor)
+                .map_err(AppendError::Archive)?;
+        }
+        let path = std::path::Path::new(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(meta.tar_path),
+        );
+        if let Some(target) = meta.link {
+            header.set_size(0);
+            let target = std::path::Path::new(
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(target),
+            );
+            return self
+                .builder
+                .append_link(&mut header, path, target)
+                .map_err(AppendError::Archive);
+        }
+        header.set_size(meta.size);
+        match data {
+            None => self
+                .builder
+                .append_data(&mut header, path, io::empty())
+                .map_err(AppendError::Archive),
+            Some(reader) => {
+                let mut guarded = Exact {
+                    inner: reader,
+                    remaining: meta.size,
+                    failure: None,
+                };
+                let result = self.builder.append_data(&mut header, path, &mut guarded);
+                match (guarded.failure, result) {
+                    (Some(f), _) => Err(f),
+                    (None, Err(e)) => Err(AppendError::Archive(e)),
+                    (None, Ok(())) => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Finish the tar stream and the last frame, append the manifest copy, and fsync.
+    pub fn finish(self, manifest_copy: &[u8]) -> io::Result<Sealed> {
+        let mut fw = self.builder.into_inner()?;
+        fw.end_frame()?;
+        let mut sink = fw
+            .sink
+            .take()
+            .ok_or_else(|| io::Error::other("archive writer used after failure"))?;
+        let len = MANIFEST_FRAME_TAG.len() + manifest_copy.len();
+        let len32 =
+            u32::try_from(len).map_err(|_| io::Error::other("manifest too large for its frame"))?;
+        sink.write_all(&MANIFEST_FRAME_MAGIC.to_le_bytes())?;
+        sink.write_all(&len32.to_le_bytes())?;
+        sink.write_all(MANIFEST_FRAME_TAG)?;
+        sink.write_all(manifest_copy)?;
+        sink.flush()?;
+        crate::fault::check("fsync")?;
+        crate::sys::fsync(&sink.file)?;
+        Ok(Sealed {
+            size: sink.written,
+            blake3: sink.hasher.finalize().to_hex().to_string(),
+            file: sink.file,
+            frames: fw.frames,
+        })
+    }
+}
+
+/// A PAX time value: seconds, a dot, nine digits of nanoseconds (negative times included).
+pub fn pax_time(sec: i64, nsec: u32) -> String {
+    if sec < 0 && nsec > 0 {
+        format!("-{}.{:09}", -(sec + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{sec}.{nsec:09}")
+    }
+}
+
+/// Yields exactly `remaining` bytes of the source, and records a failure when the source
+/// has fewer (it shrank), more (it grew) or cannot be read.
+struct Exact<'a> {
+    inner: &'a mut dyn Read,
+    remaining: u64,
+    failure: Option<AppendError>,
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe) {
+                Ok(0) => Ok(0),
+                Ok(_) => self.fail(AppendError::Changed),
+                Err(e) => self.fail(AppendError::Source(e)),
+            };
+        }
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        match self.inner.read(&mut buf[..want]) {
+            Ok(0) => self.fail(AppendError::Changed),
+            Ok(n) => {
+                self.remaining -= n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => self.fail(AppendError::Source(e)),
+        }
+    }
+}
+
+impl Exact<'_> {
+    fn fail(&mut self, f: AppendError) -> io::Result<usize> {
+        let text = match &f {
+            AppendError::Source(e) => e.to_string(),
+            AppendError::Changed => "changed while it was being archived".to_string(),
+            AppendError::Archive(e) => e.to_string(),
+        };
+        self.failure = Some(f);
+        Err(io::Error::other(text))
+    }
+}
+
+/// A reader that hashes what passes through it.
+pub struct Hashing<R> {
+    pub inner: R,
+    pub hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pax_time;
+
+    #[test]
+    fn pax_times_carry_nanoseconds() {
+        assert_eq!(pax_time(1_700_000_000, 5), "1700000000.000000005");
+        assert_eq!(pax_time(0, 0), "0.000000000");
+        assert_eq!(pax_time(-2, 500_000_000), "-1.500000000");
+    }
+}
