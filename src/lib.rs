@@ -1,1 +1,20 @@
+//! saferm: rm that keeps what it removes.
+//!
+//! Every removal is written into a zstd-compressed tar archive in a persistent per-user
+//! store, read back and verified, made durable, and only then unlinked. `unrm` restores.
+//! See DESIGN.md in the team's shared folder for the invariants this crate keeps.
 
+pub mod archive;
+pub mod cli;
+pub mod fault;
+pub mod manifest;
+pub mod output;
+pub mod quote;
+pub mod remove;
+pub mod rules;
+pub mod signal;
+pub mod store;
+pub mod sys;
+pub mod unlink;
+pub mod verify;
+pub mod walk;

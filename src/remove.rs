@@ -1,0 +1,981 @@
+//! The `saferm` command: parse, plan, archive, verify, and only then unlink.
+//!
+//! ```text
+//! argv ─parse─▶ Options ─plan (walk.rs)─▶ Plan ─archive─▶ tmp/<id>.tar.zst
+//!      ─seal (fsync, rename, fsync dir)─▶ ─verify─▶ manifest ─unlink (post-order, re-stat)─▶
+//! ```
+//! Anything that fails before the unlink phase keeps every original (DESIGN §1.3).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::archive::{AppendError, ArchiveWriter, EntryMeta, Hashing};
+use crate::cli::{self, Parsed};
+use crate::manifest::{self, Entry, Kind, Manifest, PathBytes};
+use crate::output::{stderr_write, stdout_write};
+use crate::quote::quote;
+use crate::rules;
+use crate::store::{self, Store};
+use crate::sys::{self, Stat};
+use crate::walk::{self, Fate, Plan, Walker};
+
+/// zstd level: 1 is ~370 MB/s per core here and only ~12% larger than 3.
+const ZSTD_LEVEL: i32 = 1;
+/// Compress on worker threads above this much data.
+const MULTITHREAD_BYTES: u64 = 8 << 20;
+
+/// Run saferm with `args` (without argv[0]); returns the exit status.
+pub fn run(prog: &str, args: &[OsString]) -> i32 {
+    let opts = match cli::parse(prog, args) {
+        Parsed::Run(o) => o,
+        Parsed::Help => {
+            let help = cli::command().bin_name(prog).render_long_help().to_string();
+            stdout_write(help.as_bytes());
+            return 0;
+        }
+        Parsed::Version => {
+            stdout_write(
+                format!(
+                    "saferm {} (rm compatible with GNU coreutils 9.1)\n",
+                    env!("CARGO_PKG_VERSION")
+                )
+                .as_bytes(),
+            );
+            return 0;
+        }
+        Parsed::Exit(code) => return code,
+    };
+    raise_fd_limit();
+    let yes_chars = walk::yes_chars();
+    if opts.prompt_once && rules::prompt_once_applies(opts.operands.len(), opts.recursive) {
+        let text = rules::prompt_once_text(prog, opts.operands.len(), opts.recursive);
+        if !walk::yes_no(&text, &yes_chars) {
+            return 0;
+        }
+    }
+    let root_dev_ino = if opts.recursive && opts.preserve_root {
+        match sys::fstatat(sys::AT_FDCWD, c"/", false) {
+            Ok(st) => Some((st.dev, st.ino)),
+            Err(e) => {
+                stderr_write(
+                    format!(
+                        "{prog}: failed to get attributes of '/': {}\n",
+                        sys::strerror(&e)
+                    )
+                    .as_bytes(),
+                );
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    // Open the store before walking, so that `saferm -rf ~` meets it (and skips it) even on
+    // the first run, when this is what creates it.
+    let store = if opts.no_archive {
+        None
+    } else {
+        Some(Store::open())
+    };
+    let (store_dev_ino, store_path) = match &store {
+        Some(Ok(s)) => (Some(s.dev_ino), Some(s.canonical.clone())),
+        _ => (None, None),
+    };
+    let cwd = std::env::current_dir()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_else(|_| b".".to_vec());
+    let mut walker = Walker {
+        opts: &opts,
+        prog,
+        stdin_tty: opts.presume_input_tty || sys::stdin_is_tty(),
+        euid: sys::geteuid(),
+        root_dev_ino,
+        store_dev_ino,
+        store_path,
+        archiving: !opts.no_archive,
+        cwd: cwd.clone(),
+        yes_chars,
+        plan: Plan::default(),
+    };
+    for (i, operand) in opts.operands.iter().enumerate() {
+        walker.operand(i, operand.as_bytes());
+    }
+    let mut plan = walker.plan;
+    let mut failed = plan.failed;
+
+    if let Some(store) = store {
+        let anything = plan.to_archive().next().is_some();
+        if anything {
+            let result = store.map_err(|e| anyhow!("{e:#}")).and_then(|store| {
+                let ctx = ArchiveContext {
+                    prog,
+                    cwd: &cwd,
+                    opts_operands: &opts.operands,
+                };
+                archive_plan(&ctx, &store, &mut plan)
+            });
+            match result {
+                Ok(()) => {}
+                Err(e) => {
+                    if let Some(sig) = crate::signal::caught() {
+                        crate::signal::reraise(sig);
+                    }
+                    let reason = format!("{e:#}");
+                    for &r in &plan.roots.clone() {
+                        if subtree_has_removal(&plan, r) {
+                            let msg = format!(
+                                "{prog}: cannot remove {}: could not archive: {reason}\n",
+                                quote(&plan.nodes[r].display)
+                            );
+                            stderr_write(msg.as_bytes());
+                        }
+                    }
+                    return 1;
+                }
+            }
+            if plan.failed {
+                failed = true;
+            }
+        }
+    }
+    crate::signal::restore();
+
+    let mut unlinker = Unlinker {
+        prog,
+        opts: &opts,
+        plan: &mut plan,
+        unlinked: HashSet::new(),
+        failed: false,
+    };
+    for r in unlinker.plan.roots.clone() {
+        unlinker.node(r, sys::AT_FDCWD);
+    }
+    failed |= unlinker.failed;
+    if failed {
+        1
+    } else {
+        0
+    }
+}
+
+fn subtree_has_removal(plan: &Plan, idx: usize) -> bool {
+    let mut stack = vec![idx];
+    while let Some(i) = stack.pop() {
+        if plan.nodes[i].fate == Fate::Remove {
+            return true;
+        }
+        stack.extend(plan.nodes[i].children.iter().copied());
+    }
+    false
+}
+
+/// Deep trees keep one descriptor per level open; use the hard limit, as much as allowed.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+struct ArchiveContext<'a> {
+    prog: &'a str,
+    cwd: &'a [u8],
+    opts_operands: &'a [OsString],
+}
+
+/// Archive everything the plan removes, seal it, verify it and write its manifest. A source
+/// that fails (unreadable, changed) keeps that object and its ancestors, and the archive is
+/// written again without it; a store failure fails the whole run.
+fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Result<()> {
+    crate::signal::catch();
+    let _lock = store.lock_shared()?;
+    let mut space_checked = false;
+    // Each retry keeps at least one more object, so this ends.
+    loop {
+        let order: Vec<usize> = plan.to_archive().collect();
+        if order.is_empty() {
+            return Ok(());
+        }
+        if !space_checked {
+            check_space(store, plan, &order)?;
+            space_checked = true;
+        }
+        match write_archive(ctx, store, plan)? {
+            Attempt::Done => return Ok(()),
+            Attempt::Retry { node, reason } => {
+                let msg = format!(
+                    "{}: cannot remove {}: {reason}\n",
+                    ctx.prog,
+                    quote(&plan.nodes[node].display)
+                );
+                stderr_write(msg.as_bytes());
+                plan.failed = true;
+                plan.keep_subtree(node);
+            }
+        }
+    }
+}
+
+/// Refuse before writing when the archive could not fit: its size is at most the content
+/// plus headers (zstd never grows data by more than a few bytes per block).
+fn check_space(store: &Store, plan: &Plan, order: &[usize]) -> Result<()> {
+    let mut need: u64 = 1 << 20;
+    for &i in order {
+        let n = &plan.nodes[i];
+        let content = if n.st.is_file() {
+            n.st.size.div_ceil(512) * 512
+        } else {
+            0
+        };
+        need = need.saturating_add(content + 1536 + n.abs.len() as u64 * 2);
+    }
+    let free = if crate::fault::active("space") {
+        0
+    } else {
+        store.free_bytes()?
+    };
+    if free < need {
+        return Err(anyhow!(
+            "not enough space in the store {} (needs up to {}, {} free); make room with 'unrm --purge', or delete for good with --no-archive",
+            store.root().display(),
+            human(need),
+            human(free)
+        ));
+    }
+    Ok(())
+}
+
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+enum Attempt {
+    Done,
+    Retry { node: usize, reason: String },
+}
+
+/// One attempt at writing, sealing and verifying the archive.
+fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Result<Attempt> {
+    let now = chrono::Utc::now();
+    let first = plan
+        .roots
+        .first()
+        .map(|&r| plan.nodes[r].display.clone())
+        .unwrap_or_default();
+    let id = store::new_id(now, &first);
+    let month = store::month_of(now);
+    let (tmp_name, file) = store.create_temp(id.as_bytes())?;
+    let result = fill_archive(ctx, plan, file, &id, now);
+    let (sealed, mut manifest) = match result {
+        Ok(Filled::Sealed(b)) => *b,
+        Ok(Filled::SourceFailed { node, reason }) => {
+            store.discard_temp(&tmp_name);
+            return Ok(Attempt::Retry { node, reason });
+        }
+        Err(e) => {
+            store.discard_temp(&tmp_name);
+            return Err(e);
+        }
+    };
+    drop(sealed.file);
+    let archive_name = format!("{id}.tar.zst");
+    let rel = match store.publish(&tmp_name, "archives", &month, &archive_name) {
+        Ok(rel) => rel,
+        Err(e) => {
+            store.discard_temp(&tmp_name);
+            return Err(e);
+        }
+    };
+    let verified = (|| -> Result<()> {
+        let file = store.open_published(&rel)?;
+        if crate::fault::active("verify") {
+            return crate::verify::verify_archive(Damaged::new(file), &manifest.entries);
+        }
+        crate::verify::verify_archive(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            &manifest.entries,
+        )
+    })();
+    if let Err(e) = verified {
+        let _ = store.unpublish(&rel);
+        return Err(e.context("the archive did not verify"));
+    }
+    manifest.archive = Some(manifest::ArchiveInfo {
+        path: rel.clone(),
+        size: sealed.size,
+        blake3: sealed.blake3,
+    });
+    manifest.frames = sealed.frames;
+    if let Err(e) = write_manifest(store, &manifest, &month) {
+        let _ = store.unpublish(&rel);
+        return Err(e);
+    }
+    Ok(Attempt::Done)
+}
+
+fn write_manifest(store: &Store, manifest: &Manifest, month: &str) -> Result<()> {
+    use std::io::Write;
+    let (tmp, mut file) = store.create_temp(format!("{}.json", manifest.id).as_bytes())?;
+    let written = (|| -> Result<()> {
+        crate::fault::check("manifest")?;
+        file.write_all(&manifest.to_json())?;
+        sys::fsync(&file)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        store.discard_temp(&tmp);
+        return Err(e.context("cannot write the manifest"));
+    }
+    if let Err(e) = store.publish(&tmp, "manifests", month, &format!("{}.json", manifest.id)) {
+        store.discard_temp(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// A reader that flips one byte in the middle, for the `verify` failure-injection test.
+struct Damaged {
+    inner: std::io::BufReader<File>,
+    pos: u64,
+    flip_at: u64,
+}
+
+impl Damaged {
+    fn new(file: File) -> Damaged {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Damaged {
+            inner: std::io::BufReader::new(file),
+            pos: 0,
+            flip_at: len / 2,
+        }
+    }
+}
+
+impl std::io::Read for Damaged {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.flip_at >= self.pos && self.flip_at < self.pos + n as u64 {
+            buf[(self.flip_at - self.pos) as usize] ^= 0x20;
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+enum Filled {
+    Sealed(Box<(crate::archive::Sealed, Manifest)>),
+    SourceFailed { node: usize, reason: String },
+}
+
+/// Stream every object to archive into `file`, parents first, through directory fds.
+fn fill_archive(
+    ctx: &ArchiveContext<'_>,
+    plan: &mut Plan,
+    file: File,
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Filled> {
+    let order: Vec<usize> = plan.to_archive().collect();
+    let total: u64 = order
+        .iter()
+        .map(|&i| {
+            if plan.nodes[i].st.is_file() {
+                plan.nodes[i].st.size
+            } else {
+                0
+            }
+        })
+        .sum();
+    let threads = if total >= MULTITHREAD_BYTES {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+            .min(4)
+    } else {
+        0
+    };
+    let mut writer =
+        ArchiveWriter::new(file, ZSTD_LEVEL, threads).context("cannot start the archive")?;
+    // Which nodes must be visited: archived ones and the directories above them.
+    let mut needed = vec![false; plan.nodes.len()];
+    for &i in &order {
+        let mut cur = Some(i);
+        while let Some(c) = cur {
+            if needed[c] {
+                break;
+            }
+            needed[c] = true;
+            cur = plan.nodes[c].parent;
+        }
+    }
+    let archived: HashSet<usize> = order.iter().copied().collect();
+    let mut names = Names::default();
+    let mut hard_links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut entries: Vec<Entry> = Vec::with_capacity(order.len());
+    let mut not_archived: Vec<Entry> = Vec::new();
+    let mut totals = manifest::Totals::default();
+    let mut stack: Vec<(usize, OwnedFd)> = Vec::new();
+    let mut buf_first = true;
+
+    for (idx, &need) in needed.iter().enumerate() {
+        if !need {
+            continue;
+        }
+        if crate::signal::caught().is_some() {
+            return Err(anyhow!("interrupted"));
+        }
+        if buf_first && crate::fault::active("signal") {
+            crate::signal::raise_interrupt();
+        }
+        buf_first = false;
+        let parent = plan.nodes[idx].parent;
+        while stack.last().is_some_and(|(top, _)| Some(*top) != parent) {
+            stack.pop();
+        }
+        let dirfd: RawFd = match (parent, stack.last()) {
+            (None, _) => sys::AT_FDCWD,
+            (Some(_), Some((_, fd))) => fd.as_raw_fd(),
+            (Some(_), None) => return Err(anyhow!("internal error: lost the parent directory")),
+        };
+        let node = &plan.nodes[idx];
+        let st = node.st;
+        let is_archived = archived.contains(&idx);
+        writer
+            .entry_boundary()
+            .context("cannot write the archive")?;
+        let offset = writer.position();
+        let mut entry = base_entry(node, &mut names, offset);
+
+        if st.is_dir() {
+            let mut xattrs = Vec::new();
+            if node.unreadable.is_none() {
+                let fd = match sys::open_dir_nofollow(dirfd, &node.name)
+                    .and_then(|fd| same_object(fd, &st))
+                {
+                    Ok(fd) => fd,
+                    Err(e) => return Ok(source_failed(idx, &e)),
+                };
+                if is_archived {
+                    xattrs = match sys::xattrs(fd.as_raw_fd()) {
+                        Ok(x) => x,
+                        Err(e) => return Ok(source_failed(idx, &e)),
+                    };
+                }
+                if !node.children.is_empty() {
+                    stack.push((idx, fd));
+                }
+            }
+            if is_archived {
+                entry.xattrs = xattr_names(&xattrs);
+                let meta = meta_for(&entry, node, tar::EntryType::Directory, None, None, &xattrs);
+                append(&mut writer, &meta, None, idx)?;
+                totals.dirs += 1;
+                entries.push(entry);
+            }
+            continue;
+        }
+        if !is_archived {
+            continue;
+        }
+        let ft = st.file_type();
+        if ft == libc::S_IFSOCK {
+            entry.kind = Kind::Socket;
+            let msg = format!(
+                "{}: warning: {} is a socket: removed without an archive copy (it holds no data)\n",
+                ctx.prog,
+                quote(&node.display)
+            );
+            stderr_write(msg.as_bytes());
+            not_archived.push(entry);
+            continue;
+        }
+        if st.nlink > 1 {
+            if let Some(first) = hard_links.get(&(st.dev, st.ino)) {
+                let target = first.clone();
+                entry.kind = Kind::Hardlink;
+                entry.size = 0;
+                let meta = meta_for(
+                    &entry,
+                    node,
+                    tar::EntryType::Link,
+                    Some(&target[1..]),
+                    None,
+                    &[],
+                );
+                append(&mut writer, &meta, None, idx)?;
+                entry.link = Some(PathBytes::new(&target));
+                entries.push(entry);
+                continue;
+            }
+            hard_links.insert((st.dev, st.ino), node.abs.clone());
+        }
+        match ft {
+            libc::S_IFREG => {
+                let fd = match sys::open_file_nofollow(dirfd, &node.name)
+                    .and_then(|fd| same_object(fd, &st))
+                {
+                    Ok(fd) => fd,
+                    Err(e) => return Ok(source_failed(idx, &e)),
+                };
+                let xattrs = match sys::xattrs(fd.as_raw_fd()) {
+                    Ok(x) => x,
+                    Err(e) => return Ok(source_failed(idx, &e)),
+                };
+                entry.xattrs = xattr_names(&xattrs);
+                let meta = meta_for(&entry, node, tar::EntryType::Regular, None, None, &xattrs);
+                let file = File::from(fd);
+                let mut reader = Hashing {
+                    inner: FaultyRead { file: &file },
+                    hasher: blake3::Hasher::new(),
+                };
+                match writer.append(&meta, Some(&mut reader)) {
+                    Ok(()) => {}
+                    Err(AppendError::Source(e)) => return Ok(source_failed(idx, &e)),
+                    Err(AppendError::Changed) => return Ok(changed(idx)),
+                    Err(AppendError::Archive(e)) => {
+                        return Err(anyhow::Error::new(e).context("cannot write the archive"))
+                    }
+                }
+                // Modified in place while it was read (same size): what we hold is not it.
+                match sys::fstat(file.as_raw_fd()) {
+                    Ok(now) if unchanged(&now, &st) => {}
+                    Ok(_) => return Ok(changed(idx)),
+                    Err(e) => return Ok(source_failed(idx, &e)),
+                }
+                entry.blake3 = Some(reader.hasher.finalize().to_hex().to_string());
+                totals.files += 1;
+                totals.bytes += st.size;
+            }
+            libc::S_IFLNK => {
+                let target = match sys::readlinkat(dirfd, &node.name) {
+                    Ok(t) => t,
+                    Err(e) => return Ok(source_failed(idx, &e)),
+                };
+                entry.size = 0;
+                let meta = meta_for(
+                    &entry,
+                    node,
+                    tar::EntryType::Symlink,
+                    Some(&target),
+                    None,
+                    &[],
+                );
+                append(&mut writer, &meta, None, idx)?;
+                entry.link = Some(PathBytes::new(&target));
+            }
+            libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK => {
+                let (kind, etype) = match ft {
+                    libc::S_IFIFO => (Kind::Fifo, tar::EntryType::Fifo),
+                    libc::S_IFCHR => (Kind::Char, tar::EntryType::Char),
+                    _ => (Kind::Block, tar::EntryType::Block),
+                };
+                entry.kind = kind;
+                entry.size = 0;
+                let device = if kind == Kind::Fifo {
+                    None
+                } else {
+                    Some(sys::dev_major_minor(st.rdev))
+                };
+                if let Some((ma, mi)) = device {
+                    entry.rdev_major = Some(ma);
+                    entry.rdev_minor = Some(mi);
+                }
+                let meta = meta_for(&entry, node, etype, None, device, &[]);
+                append(&mut writer, &meta, None, idx)?;
+            }
+            _ => {
+                return Ok(source_failed(
+                    idx,
+                    &std::io::Error::other("unknown file type"),
+                ))
+            }
+        }
+        entries.push(entry);
+    }
+    drop(stack);
+    totals.entries = entries.len() as u64;
+    let manifest = Manifest {
+        format: manifest::MANIFEST_VERSION,
+        id: id.to_string(),
+        created: now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        user: names.user(sys::geteuid()).unwrap_or_default(),
+        uid: sys::geteuid(),
+        cwd: PathBytes::new(ctx.cwd),
+        argv: std::env::args_os()
+            .map(|a| PathBytes::new(a.as_bytes()))
+            .collect(),
+        operands: plan
+            .roots
+            .iter()
+            .map(|&r| manifest::Operand {
+                given: PathBytes::new(ctx.opts_operands[plan.nodes[r].operand].as_bytes()),
+                absolute: PathBytes::new(&plan.nodes[r].abs),
+            })
+            .collect(),
+        totals,
+        archive: None,
+        zstd_level: ZSTD_LEVEL,
+        frames: Vec::new(),
+        not_archived,
+        entries,
+    };
+    let copy = manifest.to_json();
+    let sealed = writer.finish(&copy).context("cannot finish the archive")?;
+    Ok(Filled::Sealed(Box::new((sealed, manifest))))
+}
+
+fn append(
+    writer: &mut ArchiveWriter,
+    meta: &EntryMeta<'_>,
+    data: Option<&mut dyn std::io::Read>,
+    _idx: usize,
+) -> Result<()> {
+    writer.append(meta, data).map_err(|e| match e {
+        AppendError::Archive(e) | AppendError::Source(e) => {
+            anyhow::Error::new(e).context("cannot write the archive")
+        }
+        AppendError::Changed => anyhow!("cannot write the archive"),
+    })
+}
+
+fn source_failed(idx: usize, e: &std::io::Error) -> Filled {
+    let reason = if e.raw_os_error() == Some(libc::ESTALE) {
+        "changed while it was being archived".to_string()
+    } else {
+        format!("could not archive: {}", sys::strerror(e))
+    };
+    Filled::SourceFailed { node: idx, reason }
+}
+
+fn changed(idx: usize) -> Filled {
+    Filled::SourceFailed {
+        node: idx,
+        reason: "changed while it was being archived".to_string(),
+    }
+}
+
+/// Check that an fd opened by name is still the object the walk saw.
+fn same_object(fd: OwnedFd, st: &Stat) -> std::io::Result<OwnedFd> {
+    let now = sys::fstat(fd.as_raw_fd())?;
+    if (now.dev, now.ino, now.file_type()) != (st.dev, st.ino, st.file_type()) {
+        return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
+    }
+    if !now.is_dir() && !unchanged(&now, st) {
+        return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
+    }
+    Ok(fd)
+}
+
+/// The identity DESIGN §1.2 names: dev, ino, type, size, mtime, ctime.
+fn unchanged(now: &Stat, then: &Stat) -> bool {
+    (
+        now.dev,
+        now.ino,
+        now.file_type(),
+        now.size,
+        now.mtime,
+        now.mtime_nsec,
+        now.ctime,
+        now.ctime_nsec,
+    ) == (
+        then.dev,
+        then.ino,
+        then.file_type(),
+        then.size,
+        then.mtime,
+        then.mtime_nsec,
+        then.ctime,
+        then.ctime_nsec,
+    )
+}
+
+/// Reads a source file; the `read` fault makes the first read fail like a bad disk.
+struct FaultyRead<'a> {
+    file: &'a File,
+}
+
+impl std::io::Read for FaultyRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if crate::fault::active("read") {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        let mut f = self.file;
+        f.read(buf)
+    }
+}
+
+fn xattr_names(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
+    xattrs
+        .iter()
+        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+        .collect()
+}
+
+fn base_entry(node: &walk::Node, names: &mut Names, offset: u64) -> Entry {
+    let st = node.st;
+    let kind = match st.file_type() {
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFLNK => Kind::Symlink,
+        _ => Kind::File,
+    };
+    Entry {
+        path: PathBytes::new(&node.abs),
+        kind,
+        mode: st.mode & 0o7777,
+        uid: st.uid,
+        gid: st.gid,
+        user: names.user(st.uid),
+        group: names.group(st.gid),
+        size: if st.is_file() { st.size } else { 0 },
+        mtime: st.mtime,
+        mtime_nsec: st.mtime_nsec.clamp(0, 999_999_999) as u32,
+        dev: st.dev,
+        ino: st.ino,
+        nlink: st.nlink,
+        rdev_major: None,
+        rdev_minor: None,
+        blake3: None,
+        link: None,
+        xattrs: Vec::new(),
+        offset,
+        operand: node.operand,
+    }
+}
+
+fn meta_for<'a>(
+    entry: &'a Entry,
+    node: &'a walk::Node,
+    kind: tar::EntryType,
+    link: Option<&'a [u8]>,
+    device: Option<(u32, u32)>,
+    xattrs: &'a [(Vec<u8>, Vec<u8>)],
+) -> EntryMeta<'a> {
+    EntryMeta {
+        tar_path: tar_path(&node.abs),
+        kind,
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        user: entry.user.as_deref(),
+        group: entry.group.as_deref(),
+        size: entry.size,
+        mtime: entry.mtime,
+        mtime_nsec: entry.mtime_nsec,
+        link,
+        device,
+        xattrs,
+    }
+}
+
+/// The archive path: the absolute path without its leading slash.
+fn tar_path(abs: &[u8]) -> &[u8] {
+    let mut p = abs;
+    while let Some(rest) = p.strip_prefix(b"/") {
+        p = rest;
+    }
+    p
+}
+
+/// User and group names, looked up once per id.
+#[derive(Default)]
+struct Names {
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+}
+
+impl Names {
+    fn user(&mut self, uid: u32) -> Option<String> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .clone()
+    }
+
+    fn group(&mut self, gid: u32) -> Option<String> {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            })
+            .clone()
+    }
+}
+
+/// The unlink phase: post-order, re-stat each object, and say what rm says.
+struct Unlinker<'a> {
+    prog: &'a str,
+    opts: &'a cli::Options,
+    plan: &'a mut Plan,
+    /// Inodes this run unlinked a name of: their other names have a new ctime and nlink.
+    unlinked: HashSet<(u64, u64)>,
+    failed: bool,
+}
+
+impl Unlinker<'_> {
+    fn error(&mut self, display: &[u8], what: &str) {
+        stderr_write(
+            format!("{}: cannot remove {}: {what}\n", self.prog, quote(display)).as_bytes(),
+        );
+        self.failed = true;
+    }
+
+    fn node(&mut self, idx: usize, dirfd: RawFd) {
+        let (is_dir, has_children) = {
+            let n = &self.plan.nodes[idx];
+            (n.st.is_dir(), !n.children.is_empty())
+        };
+        if is_dir && has_children && subtree_has_removal(self.plan, idx) {
+            let n = &self.plan.nodes[idx];
+            match sys::open_dir_nofollow(dirfd, &n.name).and_then(|fd| {
+                let now = sys::fstat(fd.as_raw_fd())?;
+                if (now.dev, now.ino) != (n.st.dev, n.st.ino) {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
+                }
+                Ok(fd)
+            }) {
+                Ok(fd) => {
+                    for c in self.plan.nodes[idx].children.clone() {
+                        self.node(c, fd.as_raw_fd());
+                    }
+                }
+                Err(_) => {
+                    let display = self.plan.nodes[idx].display.clone();
+                    self.error(&display, "changed while it was being archived");
+                    self.plan.keep_subtree(idx);
+                    return;
+                }
+            }
+        }
+        let n = &self.plan.nodes[idx];
+        if n.fate == Fate::Keep {
+            return;
+        }
+        let (name, display, st, unreadable) =
+            (n.name.clone(), n.display.clone(), n.st, n.unreadable);
+        match sys::fstatat(dirfd, &name, false) {
+            Ok(now) => {
+                let same = if st.is_dir() {
+                    (now.dev, now.ino, now.file_type()) == (st.dev, st.ino, st.file_type())
+                } else if self.unlinked.contains(&(st.dev, st.ino)) {
+                    (
+                        now.dev,
+                        now.ino,
+                        now.file_type(),
+                        now.size,
+                        now.mtime,
+                        now.mtime_nsec,
+                    ) == (
+                        st.dev,
+                        st.ino,
+                        st.file_type(),
+                        st.size,
+                        st.mtime,
+                        st.mtime_nsec,
+                    )
+                } else {
+                    unchanged(&now, &st)
+                };
+                if !same {
+                    self.error(&display, "changed while it was being archived");
+                    self.plan.keep_with_ancestors(idx);
+                    return;
+                }
+            }
+            Err(e) => {
+                if self.ignorable(&e) {
+                    return;
+                }
+                self.error(&display, &sys::strerror(&e));
+                self.plan.keep_with_ancestors(idx);
+                return;
+            }
+        }
+        match crate::unlink::remove_object(dirfd, &name, st.is_dir()) {
+            Ok(()) => {
+                self.unlinked.insert((st.dev, st.ino));
+                if self.opts.verbose {
+                    let what = if st.is_dir() {
+                        "removed directory"
+                    } else {
+                        "removed"
+                    };
+                    stdout_write(format!("{what} {}\n", quote(&display)).as_bytes());
+                }
+            }
+            Err(e) => {
+                if self.ignorable(&e) {
+                    return;
+                }
+                let errno = e.raw_os_error().unwrap_or(0);
+                let shown = match unreadable {
+                    Some(saved)
+                        if matches!(
+                            errno,
+                            libc::ENOTEMPTY | libc::EISDIR | libc::ENOTDIR | libc::EEXIST
+                        ) =>
+                    {
+                        std::io::Error::from_raw_os_error(saved)
+                    }
+                    _ => e,
+                };
+                self.error(&display, &sys::strerror(&shown));
+                self.plan.keep_with_ancestors(idx);
+            }
+        }
+    }
+
+    /// rm's `ignorable_missing`: with -f, a name that is gone (or not a directory) is fine.
+    fn ignorable(&self, e: &std::io::Error) -> bool {
+        self.opts.ignore_missing
+            && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_paths_drop_the_leading_slash() {
+        assert_eq!(tar_path(b"/home/u/x"), b"home/u/x");
+        assert_eq!(tar_path(b"//x"), b"x");
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+    }
+}

@@ -1,0 +1,507 @@
+//! The plan: walk every operand as GNU rm's fts walk would, ask rm's questions, print rm's
+//! refusals, and record what is to be removed — without removing anything.
+//!
+//! The walk goes through directory descriptors (`openat` with `O_NOFOLLOW`, `fstatat` with
+//! `AT_SYMLINK_NOFOLLOW`), in readdir order, pre-order for "descend into" and post-order for
+//! "remove directory", exactly where rm asks them. A child that is kept (declined, refused,
+//! unreadable) keeps its ancestors silently, as rm's `mark_ancestor_dirs` does.
+
+use std::ffi::CString;
+use std::io::{self, BufRead};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use crate::cli::{InteractiveMode, Options};
+use crate::quote::quote;
+use crate::rules;
+use crate::sys::{self, Stat};
+
+/// What becomes of a planned object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Archive it, then unlink it.
+    Remove,
+    /// Leave it (declined, refused, failed, or an ancestor of such).
+    Keep,
+}
+
+/// One object met by the walk.
+#[derive(Debug)]
+pub struct Node {
+    pub parent: Option<usize>,
+    /// The name to use with the parent's descriptor; for an operand, its (trimmed) path,
+    /// used relative to the current directory as rm does.
+    pub name: CString,
+    /// The path rm prints (`d/s/c`).
+    pub display: Vec<u8>,
+    /// The absolute path it is archived under.
+    pub abs: Vec<u8>,
+    pub st: Stat,
+    pub children: Vec<usize>,
+    pub fate: Fate,
+    pub operand: usize,
+    /// Set for a directory that could not be read: its errno, reported if rmdir fails.
+    pub unreadable: Option<i32>,
+    /// False for what is walked but cannot itself be removed: `link/` (the symlink's target
+    /// directory) and `/`.
+    pub archive_self: bool,
+}
+
+/// The result of planning every operand.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub nodes: Vec<Node>,
+    pub roots: Vec<usize>,
+    /// Whether any error was reported (exit status 1).
+    pub failed: bool,
+}
+
+impl Plan {
+    /// Keep a node and, silently, every ancestor of it.
+    pub fn keep_with_ancestors(&mut self, mut idx: usize) {
+        self.nodes[idx].fate = Fate::Keep;
+        while let Some(p) = self.nodes[idx].parent {
+            if self.nodes[p].fate == Fate::Keep {
+                break;
+            }
+            self.nodes[p].fate = Fate::Keep;
+            idx = p;
+        }
+    }
+
+    /// Keep a node, all its descendants, and its ancestors.
+    pub fn keep_subtree(&mut self, idx: usize) {
+        let mut stack = vec![idx];
+        while let Some(i) = stack.pop() {
+            self.nodes[i].fate = Fate::Keep;
+            stack.extend(self.nodes[i].children.iter().copied());
+        }
+        self.keep_with_ancestors(idx);
+    }
+
+    /// The nodes to archive, parents before children.
+    pub fn to_archive(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].fate == Fate::Remove && self.nodes[i].archive_self)
+    }
+}
+
+/// Everything the walk needs to know besides the operands.
+pub struct Walker<'a> {
+    pub opts: &'a Options,
+    pub prog: &'a str,
+    pub stdin_tty: bool,
+    pub euid: u32,
+    /// `(dev, ino)` of `/` when `-r` and --preserve-root are in effect.
+    pub root_dev_ino: Option<(u64, u64)>,
+    /// `(dev, ino)` of the store, which is never removed.
+    pub store_dev_ino: Option<(u64, u64)>,
+    /// Canonical path of the store: operands inside it are refused.
+    pub store_path: Option<std::path::PathBuf>,
+    /// Whether files are to be read (false with --no-archive).
+    pub archiving: bool,
+    pub cwd: Vec<u8>,
+    pub yes_chars: Vec<u8>,
+    pub plan: Plan,
+}
+
+enum Asked {
+    Yes,
+    No,
+    Error,
+}
+
+impl Walker<'_> {
+    /// Print an error in rm's form and remember that the run failed.
+    pub fn error(&mut self, msg: &str) {
+        crate::output::stderr_write(format!("{}: {msg}\n", self.prog).as_bytes());
+        self.plan.failed = true;
+    }
+
+    fn cannot_remove(&mut self, display: &[u8], err: &io::Error) {
+        let msg = format!("cannot remove {}: {}", quote(display), sys::strerror(err));
+        self.error(&msg);
+    }
+
+    /// Walk one operand.
+    pub fn operand(&mut self, index: usize, operand: &[u8]) {
+        let path = rules::fts_trim(operand).to_vec();
+        let cpath = match sys::cstr(&path) {
+            Ok(c) => c,
+            Err(e) => return self.cannot_remove(&path, &e),
+        };
+        let st = match sys::fstatat(sys::AT_FDCWD, &cpath, false) {
+            Ok(st) => st,
+            Err(e) => return self.missing(&path, &e),
+        };
+        if let Some(store) = &self.store_path {
+            if let Some(abs) = absolute_of(&self.cwd, &path, st.is_dir()) {
+                if std::path::Path::new(std::ffi::OsStr::from_bytes(&abs)).starts_with(store) {
+                    let msg = format!(
+                        "cannot remove {}: it is inside the saferm store (use 'unrm --purge')",
+                        quote(&path)
+                    );
+                    return self.error(&msg);
+                }
+            }
+        }
+        let abs = absolute_of(&self.cwd, &path, st.is_dir())
+            .unwrap_or_else(|| rules::child_path(&self.cwd, &path));
+        // `link/` names the directory a symlink points to: its contents go, the link stays
+        // and rmdir fails with ENOTDIR, as with rm.
+        let through_link = path.ends_with(b"/") && path.len() > 1 && {
+            let trimmed = trim_trailing_slashes(&path);
+            sys::cstr(trimmed)
+                .ok()
+                .and_then(|c| sys::fstatat(sys::AT_FDCWD, &c, false).ok())
+                .is_some_and(|s| s.is_symlink())
+        };
+        let node = Node {
+            parent: None,
+            name: cpath,
+            display: path,
+            archive_self: !through_link && abs != b"/",
+            abs,
+            st,
+            children: Vec::new(),
+            fate: Fate::Remove,
+            operand: index,
+            unreadable: None,
+        };
+        let idx = self.push(node);
+        self.plan.roots.push(idx);
+        if st.is_dir() {
+            self.dir(idx, sys::AT_FDCWD, 0, st.dev);
+        } else {
+            self.leaf(idx, sys::AT_FDCWD);
+        }
+    }
+
+    fn push(&mut self, node: Node) -> usize {
+        let idx = self.plan.nodes.len();
+        if let Some(p) = node.parent {
+            self.plan.nodes[p].children.push(idx);
+        }
+        self.plan.nodes.push(node);
+        idx
+    }
+
+    /// An operand that lstat could not find (fts's FTS_NS).
+    fn missing(&mut self, display: &[u8], err: &io::Error) {
+        let ignorable = matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
+        if self.opts.interactive != InteractiveMode::Always && self.opts.ignore_missing && ignorable
+        {
+            return;
+        }
+        self.cannot_remove(display, err);
+    }
+
+    /// Anything but a directory: ask if rm would, check it can be archived.
+    fn leaf(&mut self, idx: usize, dirfd: RawFd) {
+        // A declined or refused file keeps only itself: rm then asks about the directory
+        // above and fails to remove it (Directory not empty), as GNU rm does.
+        match self.ask(idx, dirfd, false, false) {
+            Asked::Yes => {}
+            Asked::No => return self.plan.nodes[idx].fate = Fate::Keep,
+            Asked::Error => return self.fail_alone(idx),
+        }
+        let n = &self.plan.nodes[idx];
+        if self.archiving && n.st.is_file() && self.euid != 0 {
+            if let Err(e) = sys::access_effective(dirfd, &n.name, libc::R_OK) {
+                let msg = format!(
+                    "cannot remove {}: could not archive: {}",
+                    quote(&n.display),
+                    sys::strerror(&e)
+                );
+                self.error(&msg);
+                self.plan.keep_with_ancestors(idx);
+            }
+        }
+    }
+
+    fn fail(&mut self, idx: usize) {
+        self.plan.failed = true;
+        self.plan.keep_with_ancestors(idx);
+    }
+
+    fn fail_alone(&mut self, idx: usize) {
+        self.plan.failed = true;
+        self.plan.nodes[idx].fate = Fate::Keep;
+    }
+
+    /// A directory: rm's FTS_D checks, the descend question, the children, then FTS_DP.
+    fn dir(&mut self, idx: usize, dirfd: RawFd, level: usize, root_dev: u64) {
+        let opts = self.opts;
+        let (name, display, st) = {
+            let n = &self.plan.nodes[idx];
+            (n.name.clone(), n.display.clone(), n.st)
+        };
+        // Open and list it now: rm's is_empty_dir does, and the children come from it.
+        let opened = sys::open_dir_nofollow(dirfd, &name).and_then(|fd| {
+            let now = sys::fstat(fd.as_raw_fd())?;
+            if (now.dev, now.ino) != (st.dev, st.ino) {
+                return Err(io::Error::from_raw_os_error(libc::ESTALE));
+            }
+            let entries = sys::read_dir(fd.as_raw_fd())?;
+            Ok((fd, entries))
+        });
+        let is_empty = matches!(&opened, Ok((_, e)) if e.is_empty());
+
+        if !(opts.recursive || (opts.remove_empty_dirs && is_empty)) {
+            let errno = if opts.remove_empty_dirs {
+                libc::ENOTEMPTY
+            } else {
+                libc::EISDIR
+            };
+            self.cannot_remove(&display, &io::Error::from_raw_os_error(errno));
+            return self.fail(idx);
+        }
+        if level == 0 {
+            if rules::dot_or_dotdot(rules::last_component(&display)) {
+                let msg = rules::refusing_dot_text(&display);
+                self.error(&msg);
+                return self.fail(idx);
+            }
+            if self.root_dev_ino == Some((st.dev, st.ino)) {
+                for line in rules::dangerous_root_lines(&display) {
+                    self.error(&line);
+                }
+                return self.fail(idx);
+            }
+            if opts.preserve_all_root {
+                let probe = rules::parent_probe(name.as_bytes());
+                let parent = sys::cstr(&probe).and_then(|c| sys::fstatat(sys::AT_FDCWD, &c, false));
+                match parent {
+                    Err(_) => {
+                        let msg = format!(
+                            "failed to stat {}: skipping {}",
+                            quote(&probe),
+                            quote(&display)
+                        );
+                        self.error(&msg);
+                        return self.fail(idx);
+                    }
+                    Ok(p) if p.dev != st.dev => {
+                        let msg = rules::other_device_text(&display);
+                        self.error(&msg);
+                        self.error("and --preserve-root=all is in effect");
+                        return self.fail(idx);
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        if self.store_dev_ino == Some((st.dev, st.ino)) {
+            let msg = format!("skipping {}, since it is the saferm store", quote(&display));
+            self.error(&msg);
+            return self.fail(idx);
+        }
+
+        match self.ask(idx, dirfd, true, is_empty) {
+            Asked::Yes => {}
+            Asked::No => return self.plan.keep_with_ancestors(idx),
+            Asked::Error => return self.fail(idx),
+        }
+        if is_empty {
+            return; // removed as it is, no second question (rm's excise at FTS_D)
+        }
+        let (fd, entries): (OwnedFd, Vec<sys::DirEntry>) = match opened {
+            Ok(pair) => pair,
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::ESTALE) {
+                    let msg = format!(
+                        "cannot remove {}: changed while it was being archived",
+                        quote(&display)
+                    );
+                    self.error(&msg);
+                    return self.fail(idx);
+                }
+                // rm's FTS_DNR: try rmdir after asking; it fails unless the directory is empty.
+                self.plan.nodes[idx].unreadable = e.raw_os_error();
+                return self.post_order(idx, dirfd);
+            }
+        };
+        if opts.one_file_system && level > 0 && st.dev != root_dev {
+            let msg = rules::other_device_text(&display);
+            self.error(&msg);
+            return self.fail(idx);
+        }
+        let abs = self.plan.nodes[idx].abs.clone();
+        let operand = self.plan.nodes[idx].operand;
+        for entry in entries {
+            let child_display = rules::child_path(&display, entry.name.as_bytes());
+            let child_st = match sys::fstatat(fd.as_raw_fd(), &entry.name, false) {
+                Ok(s) => s,
+                Err(e) => {
+                    // Gone since readdir: rm's unlink would fail the same way.
+                    if !(opts.ignore_missing && e.raw_os_error() == Some(libc::ENOENT)) {
+                        self.cannot_remove(&child_display, &e);
+                        self.plan.keep_with_ancestors(idx);
+                    }
+                    continue;
+                }
+            };
+            let child = Node {
+                parent: Some(idx),
+                abs: rules::child_path(&abs, entry.name.as_bytes()),
+                name: entry.name,
+                display: child_display,
+                st: child_st,
+                children: Vec::new(),
+                fate: Fate::Remove,
+                operand,
+                unreadable: None,
+                archive_self: true,
+            };
+            let cidx = self.push(child);
+            if child_st.is_dir() {
+                self.dir(cidx, fd.as_raw_fd(), level + 1, root_dev);
+            } else {
+                self.leaf(cidx, fd.as_raw_fd());
+            }
+        }
+        drop(fd);
+        self.post_order(idx, dirfd);
+    }
+
+    /// rm's FTS_DP: a directory whose children all went is asked about (with -i) and removed.
+    fn post_order(&mut self, idx: usize, dirfd: RawFd) {
+        if self.plan.nodes[idx].fate == Fate::Keep {
+            return; // a child stayed: rm marks the ancestors and says nothing more
+        }
+        match self.ask(idx, dirfd, false, false) {
+            Asked::Yes => {}
+            Asked::No => self.plan.nodes[idx].fate = Fate::Keep,
+            Asked::Error => self.fail_alone(idx),
+        }
+    }
+
+    /// rm's `prompt()`: whether to go ahead with this object.
+    fn ask(&mut self, idx: usize, dirfd: RawFd, descend: bool, is_empty: bool) -> Asked {
+        let opts = self.opts;
+        if opts.interactive == InteractiveMode::Never {
+            return Asked::Yes;
+        }
+        let (name, display, st) = {
+            let n = &self.plan.nodes[idx];
+            (n.name.clone(), n.display.clone(), n.st)
+        };
+        let mut write_protected: i32 = 0;
+        let mut wp_errno = 0;
+        if !opts.ignore_missing && (opts.interactive == InteractiveMode::Always || self.stdin_tty) {
+            (write_protected, wp_errno) = self.write_protected(dirfd, &name, &st);
+        }
+        if write_protected == 0 && opts.interactive != InteractiveMode::Always {
+            return Asked::Yes;
+        }
+        if write_protected >= 0 {
+            if st.is_symlink() {
+                if opts.interactive != InteractiveMode::Always {
+                    return Asked::Yes;
+                }
+            } else if st.is_dir() && !(opts.recursive || (opts.remove_empty_dirs && is_empty)) {
+                write_protected = -1;
+                wp_errno = libc::EISDIR;
+            }
+        }
+        if write_protected < 0 {
+            self.cannot_remove(&display, &io::Error::from_raw_os_error(wp_errno));
+            return Asked::Error;
+        }
+        let text = rules::prompt_text(
+            self.prog,
+            &display,
+            descend && st.is_dir() && !is_empty,
+            write_protected > 0,
+            rules::file_type(st.mode, st.size),
+        );
+        if yes_no(&text, &self.yes_chars) {
+            Asked::Yes
+        } else {
+            Asked::No
+        }
+    }
+
+    /// coreutils' `write_protected_non_symlink`: 1 if protected, 0 if not, -1 with an errno.
+    fn write_protected(&self, dirfd: RawFd, name: &CString, st: &Stat) -> (i32, i32) {
+        if self.euid == 0 || st.is_symlink() {
+            return (0, 0);
+        }
+        match sys::access_effective(dirfd, name, libc::W_OK) {
+            Ok(()) => (0, 0),
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => (1, 0),
+            Err(e) => (-1, e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+}
+
+/// Print a question on stderr and read the answer line from stdin (a tty or not, as rm).
+/// End of input, or an unreadable stdin, is "no".
+pub fn yes_no(question: &str, yes_chars: &[u8]) -> bool {
+    crate::output::stderr_write(question.as_bytes());
+    let mut line = Vec::new();
+    match io::stdin().lock().read_until(b'\n', &mut line) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => rules::is_yes(&line, yes_chars),
+    }
+}
+
+/// The characters that start an affirmative answer in the current locale (from `YESEXPR`,
+/// which is `^[yY]` in the C locale and `^[+1yY]` in many others).
+pub fn yes_chars() -> Vec<u8> {
+    // SAFETY: setlocale reads the environment; nl_langinfo returns a static string.
+    let expr = unsafe {
+        libc::setlocale(libc::LC_MESSAGES, c"".as_ptr());
+        let p = libc::nl_langinfo(libc::YESEXPR);
+        if p.is_null() {
+            Vec::new()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_bytes().to_vec()
+        }
+    };
+    match expr.strip_prefix(b"^[").and_then(|r| {
+        r.iter()
+            .position(|&b| b == b']')
+            .map(|end| r[..end].to_vec())
+    }) {
+        Some(set) if !set.is_empty() && set.is_ascii() => set,
+        _ => b"yY".to_vec(),
+    }
+}
+
+fn trim_trailing_slashes(path: &[u8]) -> &[u8] {
+    let mut end = path.len();
+    while end > 1 && path[end - 1] == b'/' {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+/// The absolute path an operand names, resolving the directories above it (and, for `dir/`,
+/// the directory itself) but not a final symlink.
+pub fn absolute_of(cwd: &[u8], path: &[u8], is_dir: bool) -> Option<Vec<u8>> {
+    let os = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_os_string();
+    if path.ends_with(b"/") && is_dir {
+        let canon = std::fs::canonicalize(os(path)).ok()?;
+        return Some(canon.as_os_str().as_bytes().to_vec());
+    }
+    let trimmed = trim_trailing_slashes(path);
+    let (dir, base): (&[u8], &[u8]) = match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/", &trimmed[1..]),
+        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+        None => (b".", trimmed),
+    };
+    if base.is_empty() {
+        return Some(b"/".to_vec());
+    }
+    let parent = if dir == b"." {
+        cwd.to_vec()
+    } else {
+        std::fs::canonicalize(os(dir))
+            .ok()?
+            .as_os_str()
+            .as_bytes()
+            .to_vec()
+    };
+    Some(rules::child_path(&parent, base))
+}
