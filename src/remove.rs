@@ -101,6 +101,8 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         cwd: cwd.clone(),
         yes_chars,
         plan: Plan::default(),
+        seen_dirs: HashMap::new(),
+        seen_names: HashMap::new(),
     };
     for (i, operand) in opts.operands.iter().enumerate() {
         walker.operand(i, operand.as_bytes());

@@ -6,6 +6,7 @@
 //! "remove directory", exactly where rm asks them. A child that is kept (declined, refused,
 //! unreadable) keeps its ancestors silently, as rm's `mark_ancestor_dirs` does.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, BufRead};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -103,6 +104,11 @@ pub struct Walker<'a> {
     pub cwd: Vec<u8>,
     pub yes_chars: Vec<u8>,
     pub plan: Plan,
+    /// What earlier operands remove, so later operands see it gone, as rm (which removes
+    /// operand by operand) would: directories by `(dev, ino)`, other objects by their parent
+    /// directory's `(dev, ino)` and name.
+    pub seen_dirs: HashMap<(u64, u64), usize>,
+    pub seen_names: HashMap<(u64, u64, Vec<u8>), usize>,
 }
 
 enum Asked {
@@ -130,10 +136,38 @@ impl Walker<'_> {
             Ok(c) => c,
             Err(e) => return self.cannot_remove(&path, &e),
         };
+        let trimmed = trim_trailing_slashes(&path).to_vec();
+        let (dir_part, base) = split_dir_base(&trimmed);
+        let parent_id = sys::cstr(dir_part)
+            .and_then(|c| sys::fstatat(sys::AT_FDCWD, &c, true))
+            .ok()
+            .map(|p| (p.dev, p.ino));
+        let enoent = || io::Error::from_raw_os_error(libc::ENOENT);
+        // Inside a directory an earlier operand removes: gone by the time rm gets here.
+        let removed_before = parent_id.is_some_and(|(d, i)| {
+            self.removed_dir((d, i)) || self.removed_name(&(d, i, base.to_vec()))
+        });
+        if removed_before {
+            return self.missing(&path, &enoent(), &enoent());
+        }
         let st = match sys::fstatat(sys::AT_FDCWD, &cpath, false) {
             Ok(st) => st,
-            Err(e) => return self.missing(&path, &e),
+            Err(e) => {
+                // rm reports what unlinkat says: `dangling/` is "Not a directory".
+                let unlink_err = match sys::cstr(&trimmed)
+                    .and_then(|c| sys::fstatat(sys::AT_FDCWD, &c, false))
+                {
+                    Ok(l) if l.is_symlink() && trimmed.len() < path.len() => {
+                        io::Error::from_raw_os_error(libc::ENOTDIR)
+                    }
+                    _ => io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO)),
+                };
+                return self.missing(&path, &e, &unlink_err);
+            }
         };
+        if st.is_dir() && self.removed_dir((st.dev, st.ino)) {
+            return self.missing(&path, &enoent(), &enoent());
+        }
         if let Some(store) = &self.store_path {
             if let Some(abs) = absolute_of(&self.cwd, &path, st.is_dir()) {
                 if std::path::Path::new(std::ffi::OsStr::from_bytes(&abs)).starts_with(store) {
@@ -168,42 +202,118 @@ impl Walker<'_> {
             operand: index,
             unreadable: None,
         };
-        let idx = self.push(node);
+        let idx = self.push(node, parent_id, base);
         self.plan.roots.push(idx);
+        // May rm unlink in the directory this operand is in? (Asked once per operand.)
+        let unlinkable = self.unlinkable_in(sys::AT_FDCWD, dir_part);
         if st.is_dir() {
-            self.dir(idx, sys::AT_FDCWD, 0, st.dev);
+            self.dir(idx, sys::AT_FDCWD, 0, st.dev, unlinkable);
         } else {
-            self.leaf(idx, sys::AT_FDCWD);
+            self.leaf(idx, sys::AT_FDCWD, unlinkable);
         }
     }
 
-    fn push(&mut self, node: Node) -> usize {
+    fn push(&mut self, node: Node, parent_id: Option<(u64, u64)>, name: &[u8]) -> usize {
         let idx = self.plan.nodes.len();
         if let Some(p) = node.parent {
             self.plan.nodes[p].children.push(idx);
+        }
+        if node.st.is_dir() {
+            self.seen_dirs.insert((node.st.dev, node.st.ino), idx);
+        }
+        if let Some((d, i)) = parent_id {
+            self.seen_names.insert((d, i, name.to_vec()), idx);
         }
         self.plan.nodes.push(node);
         idx
     }
 
-    /// An operand that lstat could not find (fts's FTS_NS).
-    fn missing(&mut self, display: &[u8], err: &io::Error) {
-        let ignorable = matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
-        if self.opts.interactive != InteractiveMode::Always && self.opts.ignore_missing && ignorable
-        {
+    fn removed_dir(&self, id: (u64, u64)) -> bool {
+        self.seen_dirs
+            .get(&id)
+            .is_some_and(|&i| self.plan.nodes[i].fate == Fate::Remove)
+    }
+
+    fn removed_name(&self, key: &(u64, u64, Vec<u8>)) -> bool {
+        self.seen_names
+            .get(key)
+            .is_some_and(|&i| self.plan.nodes[i].fate == Fate::Remove)
+    }
+
+    /// Whether unlinkat in this directory would fail for every name (no write or search
+    /// permission, read-only filesystem), and with which errno. rm learns it from unlinkat;
+    /// saferm must know before archiving, to fail at the same point with the same message.
+    fn unlinkable_in(&self, dirfd: RawFd, dir: &[u8]) -> Result<(), i32> {
+        let c = sys::cstr(dir).map_err(|_| libc::EINVAL)?;
+        match sys::access_effective(dirfd, &c, libc::W_OK | libc::X_OK) {
+            Ok(()) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(code @ (libc::EACCES | libc::EROFS | libc::EPERM)) => Err(code),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The errno unlinkat would give for this object, predicted from its directory.
+    fn predicted_unlink_error(&self, idx: usize, dir_ok: Result<(), i32>) -> Option<io::Error> {
+        if let Err(code) = dir_ok {
+            return Some(io::Error::from_raw_os_error(code));
+        }
+        // A sticky directory lets only the owner of the file or of the directory unlink.
+        let n = &self.plan.nodes[idx];
+        if self.euid != 0 && n.st.uid != self.euid {
+            if let Some(p) = n.parent {
+                let ps = self.plan.nodes[p].st;
+                if ps.mode & libc::S_ISVTX != 0 && ps.uid != self.euid {
+                    return Some(io::Error::from_raw_os_error(libc::EPERM));
+                }
+            }
+        }
+        None
+    }
+
+    /// rm's excise failing: report, and keep the object and its ancestors.
+    fn excise_fails(&mut self, idx: usize, err: &io::Error) {
+        let display = self.plan.nodes[idx].display.clone();
+        self.cannot_remove(&display, err);
+        self.plan.keep_with_ancestors(idx);
+    }
+
+    /// An operand that lstat could not find (fts's FTS_NS). `stat_err` is what lstat said;
+    /// `unlink_err` what rm's unlinkat would say. rm reports the first when its prompt()
+    /// stats the name (-i, or a tty for a non-root user), else the second, which -f silences
+    /// when it is ENOENT or ENOTDIR.
+    fn missing(&mut self, display: &[u8], stat_err: &io::Error, unlink_err: &io::Error) {
+        let o = self.opts;
+        let prompt_stats = o.interactive == InteractiveMode::Always
+            || (o.interactive != InteractiveMode::Never
+                && !o.ignore_missing
+                && self.stdin_tty
+                && self.euid != 0);
+        if prompt_stats {
+            return self.cannot_remove(display, stat_err);
+        }
+        let ignorable = matches!(
+            unlink_err.raw_os_error(),
+            Some(libc::ENOENT) | Some(libc::ENOTDIR)
+        );
+        if o.ignore_missing && ignorable {
             return;
         }
-        self.cannot_remove(display, err);
+        self.cannot_remove(display, unlink_err);
     }
 
     /// Anything but a directory: ask if rm would, check it can be archived.
-    fn leaf(&mut self, idx: usize, dirfd: RawFd) {
+    fn leaf(&mut self, idx: usize, dirfd: RawFd, dir_ok: Result<(), i32>) {
         // A declined or refused file keeps only itself: rm then asks about the directory
         // above and fails to remove it (Directory not empty), as GNU rm does.
         match self.ask(idx, dirfd, false, false) {
             Asked::Yes => {}
             Asked::No => return self.plan.nodes[idx].fate = Fate::Keep,
             Asked::Error => return self.fail_alone(idx),
+        }
+        if let Some(e) = self.predicted_unlink_error(idx, dir_ok) {
+            return self.excise_fails(idx, &e);
         }
         let n = &self.plan.nodes[idx];
         if self.archiving && n.st.is_file() && self.euid != 0 {
@@ -230,7 +340,14 @@ impl Walker<'_> {
     }
 
     /// A directory: rm's FTS_D checks, the descend question, the children, then FTS_DP.
-    fn dir(&mut self, idx: usize, dirfd: RawFd, level: usize, root_dev: u64) {
+    fn dir(
+        &mut self,
+        idx: usize,
+        dirfd: RawFd,
+        level: usize,
+        root_dev: u64,
+        dir_ok: Result<(), i32>,
+    ) {
         let opts = self.opts;
         let (name, display, st) = {
             let n = &self.plan.nodes[idx];
@@ -242,7 +359,9 @@ impl Walker<'_> {
             if (now.dev, now.ino) != (st.dev, st.ino) {
                 return Err(io::Error::from_raw_os_error(libc::ESTALE));
             }
-            let entries = sys::read_dir(fd.as_raw_fd())?;
+            let mut entries = sys::read_dir(fd.as_raw_fd())?;
+            // What an earlier operand removes is gone by now, for rm.
+            entries.retain(|e| !self.removed_name(&(st.dev, st.ino, e.name.as_bytes().to_vec())));
             Ok((fd, entries))
         });
         let is_empty = matches!(&opened, Ok((_, e)) if e.is_empty());
@@ -303,7 +422,11 @@ impl Walker<'_> {
             Asked::Error => return self.fail(idx),
         }
         if is_empty {
-            return; // removed as it is, no second question (rm's excise at FTS_D)
+            // Removed as it is, with no second question (rm's excise at FTS_D).
+            if let Some(e) = self.predicted_unlink_error(idx, dir_ok) {
+                self.excise_fails(idx, &e);
+            }
+            return;
         }
         let (fd, entries): (OwnedFd, Vec<sys::DirEntry>) = match opened {
             Ok(pair) => pair,
@@ -318,7 +441,7 @@ impl Walker<'_> {
                 }
                 // rm's FTS_DNR: try rmdir after asking; it fails unless the directory is empty.
                 self.plan.nodes[idx].unreadable = e.raw_os_error();
-                return self.post_order(idx, dirfd);
+                return self.post_order(idx, dirfd, dir_ok);
             }
         };
         if opts.one_file_system && level > 0 && st.dev != root_dev {
@@ -328,6 +451,8 @@ impl Walker<'_> {
         }
         let abs = self.plan.nodes[idx].abs.clone();
         let operand = self.plan.nodes[idx].operand;
+        let here = (st.dev, st.ino);
+        let children_ok = self.unlinkable_in(fd.as_raw_fd(), b".");
         for entry in entries {
             let child_display = rules::child_path(&display, entry.name.as_bytes());
             let child_st = match sys::fstatat(fd.as_raw_fd(), &entry.name, false) {
@@ -353,26 +478,38 @@ impl Walker<'_> {
                 unreadable: None,
                 archive_self: true,
             };
-            let cidx = self.push(child);
+            let cname = child.name.as_bytes().to_vec();
+            let cidx = self.push(child, Some(here), &cname);
             if child_st.is_dir() {
-                self.dir(cidx, fd.as_raw_fd(), level + 1, root_dev);
+                self.dir(cidx, fd.as_raw_fd(), level + 1, root_dev, children_ok);
             } else {
-                self.leaf(cidx, fd.as_raw_fd());
+                self.leaf(cidx, fd.as_raw_fd(), children_ok);
             }
         }
         drop(fd);
-        self.post_order(idx, dirfd);
+        self.post_order(idx, dirfd, dir_ok);
     }
 
     /// rm's FTS_DP: a directory whose children all went is asked about (with -i) and removed.
-    fn post_order(&mut self, idx: usize, dirfd: RawFd) {
+    fn post_order(&mut self, idx: usize, dirfd: RawFd, dir_ok: Result<(), i32>) {
         if self.plan.nodes[idx].fate == Fate::Keep {
-            return; // a child stayed: rm marks the ancestors and says nothing more
+            return; // a child failed: rm marks the ancestors and says nothing more
         }
         match self.ask(idx, dirfd, false, false) {
             Asked::Yes => {}
-            Asked::No => self.plan.nodes[idx].fate = Fate::Keep,
-            Asked::Error => self.fail_alone(idx),
+            Asked::No => return self.plan.nodes[idx].fate = Fate::Keep,
+            Asked::Error => return self.fail_alone(idx),
+        }
+        // A child the user declined is still there: rm's rmdir fails right here.
+        let n = &self.plan.nodes[idx];
+        if n.children
+            .iter()
+            .any(|&c| self.plan.nodes[c].fate == Fate::Keep)
+        {
+            return self.excise_fails(idx, &io::Error::from_raw_os_error(libc::ENOTEMPTY));
+        }
+        if let Some(e) = self.predicted_unlink_error(idx, dir_ok) {
+            self.excise_fails(idx, &e);
         }
     }
 
@@ -469,6 +606,15 @@ pub fn yes_chars() -> Vec<u8> {
     }
 }
 
+/// `dirname` and `basename` of a path without trailing slashes (`.` for a bare name).
+fn split_dir_base(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b".", path),
+    }
+}
+
 fn trim_trailing_slashes(path: &[u8]) -> &[u8] {
     let mut end = path.len();
     while end > 1 && path[end - 1] == b'/' {
@@ -485,12 +631,7 @@ pub fn absolute_of(cwd: &[u8], path: &[u8], is_dir: bool) -> Option<Vec<u8>> {
         let canon = std::fs::canonicalize(os(path)).ok()?;
         return Some(canon.as_os_str().as_bytes().to_vec());
     }
-    let trimmed = trim_trailing_slashes(path);
-    let (dir, base): (&[u8], &[u8]) = match trimmed.iter().rposition(|&b| b == b'/') {
-        Some(0) => (b"/", &trimmed[1..]),
-        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
-        None => (b".", trimmed),
-    };
+    let (dir, base) = split_dir_base(trim_trailing_slashes(path));
     if base.is_empty() {
         return Some(b"/".to_vec());
     }
