@@ -146,6 +146,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         }
     }
     crate::signal::restore();
+    simulate_concurrent_change(&plan);
 
     let mut unlinker = Unlinker {
         prog,
@@ -162,6 +163,31 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         1
     } else {
         0
+    }
+}
+
+/// Failure injection for the re-stat rule (DESIGN §1.2): between sealing and unlinking,
+/// `mutate` appends to the first archived file and `swap` replaces the first archived
+/// subdirectory by a symlink to it, as another process could.
+fn simulate_concurrent_change(plan: &Plan) {
+    let archived = || plan.to_archive().map(|i| &plan.nodes[i]);
+    if crate::fault::active("mutate") {
+        if let Some(n) = archived().find(|n| n.st.is_file()) {
+            let path = std::ffi::OsStr::from_bytes(&n.abs);
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
+                let _ = std::io::Write::write_all(&mut f, b"+");
+            }
+        }
+    }
+    if crate::fault::active("swap") {
+        if let Some(n) = archived().find(|n| n.st.is_dir() && n.parent.is_some()) {
+            let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&n.abs));
+            let mut moved = path.clone().into_os_string();
+            moved.push(".moved");
+            if std::fs::rename(&path, &moved).is_ok() {
+                let _ = std::os::unix::fs::symlink(&moved, &path);
+            }
+        }
     }
 }
 
@@ -240,6 +266,9 @@ fn check_space(store: &Store, plan: &Plan, order: &[usize]) -> Result<()> {
         };
         need = need.saturating_add(content + 1536 + n.abs.len() as u64 * 2);
     }
+    if crate::fault::active("skip-space-check") {
+        return Ok(()); // to test ENOSPC during the write itself
+    }
     let free = if crate::fault::active("space") {
         0
     } else {
@@ -311,12 +340,11 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
     let verified = (|| -> Result<()> {
         let file = store.open_published(&rel)?;
         if crate::fault::active("verify") {
-            return crate::verify::verify_archive(Damaged::new(file), &manifest.entries);
+            let damaged = Damaged::new(file);
+            return crate::verify::verify_archive(damaged, &manifest.entries, Some(&sealed.blake3));
         }
-        crate::verify::verify_archive(
-            std::io::BufReader::with_capacity(1 << 20, file),
-            &manifest.entries,
-        )
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        crate::verify::verify_archive(reader, &manifest.entries, Some(&sealed.blake3))
     })();
     if let Err(e) = verified {
         let _ = store.unpublish(&rel);

@@ -307,8 +307,15 @@ impl Store {
                 self.root.join(kind).join(month).display()
             )
         })?;
-        crate::fault::check("dirsync")?;
-        sys::fsync(&month_fd).context("cannot sync the store directory")?;
+        let synced = crate::fault::check("dirsync").and_then(|_| sys::fsync(&month_fd));
+        if let Err(e) = synced {
+            // Not durable, so not published: take it back (never retry a failed fsync).
+            let _ = crate::unlink::remove_store_file(
+                month_fd.as_raw_fd(),
+                &sys::cstr(file_name.as_bytes())?,
+            );
+            return Err(anyhow::Error::new(e).context("cannot sync the store directory"));
+        }
         Ok(format!("{kind}/{month}/{file_name}"))
     }
 

@@ -11,10 +11,20 @@ use anyhow::{bail, Context, Result};
 
 use crate::manifest::{Entry, Kind};
 
-/// Read the archive from `reader` and check it holds exactly `expected`, in order.
-pub fn verify_archive(reader: impl Read, expected: &[Entry]) -> Result<()> {
+/// Read the archive from `reader` and check it holds exactly `expected`, in order, and,
+/// when `file_hash` is given, that the file's bytes (the manifest copy included, which the
+/// decoder skips) have that blake3.
+pub fn verify_archive(
+    reader: impl Read,
+    expected: &[Entry],
+    file_hash: Option<&str>,
+) -> Result<()> {
+    let hashed = crate::archive::Hashing {
+        inner: reader,
+        hasher: blake3::Hasher::new(),
+    };
     let decoder =
-        zstd::stream::read::Decoder::new(reader).context("cannot start decoding the archive")?;
+        zstd::stream::read::Decoder::new(hashed).context("cannot start decoding the archive")?;
     let mut archive = tar::Archive::new(decoder);
     let mut count = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
@@ -104,6 +114,13 @@ pub fn verify_archive(reader: impl Read, expected: &[Entry]) -> Result<()> {
     let mut decoder = archive.into_inner();
     io::copy(&mut decoder, &mut io::sink())
         .context("the archive is damaged after its last entry")?;
+    if let Some(want) = file_hash {
+        let mut hashed = decoder.finish().into_inner();
+        io::copy(&mut hashed, &mut io::sink()).context("cannot read the end of the archive")?;
+        if hashed.hasher.finalize().to_hex().as_str() != want {
+            bail!("the archive file differs from what was written (blake3 mismatch)");
+        }
+    }
     Ok(())
 }
 
@@ -118,4 +135,101 @@ pub fn kind_of(t: tar::EntryType) -> Option<Kind> {
         tar::EntryType::Block => Kind::Block,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{ArchiveWriter, EntryMeta};
+    use crate::manifest::PathBytes;
+
+    /// One archive holding one file, and the entry the manifest would record for it.
+    fn one_file_archive(content: &[u8]) -> (Vec<u8>, Vec<Entry>) {
+        let file = tempfile::tempfile().expect("temp file");
+        let mut w = ArchiveWriter::new(file, 1, 0).expect("writer");
+        let meta = EntryMeta {
+            tar_path: b"home/u/notes.txt",
+            kind: tar::EntryType::Regular,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size: content.len() as u64,
+            mtime: 1_700_000_000,
+            mtime_nsec: 1,
+            link: None,
+            device: None,
+            xattrs: &[],
+        };
+        let mut data: &[u8] = content;
+        assert!(w.append(&meta, Some(&mut data)).is_ok());
+        let sealed = w.finish(b"{}").expect("finish");
+        let mut f = sealed.file;
+        use std::io::Seek;
+        f.rewind().expect("rewind");
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).expect("read back");
+        let entry = Entry {
+            path: PathBytes::new(b"/home/u/notes.txt"),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size: content.len() as u64,
+            mtime: 1_700_000_000,
+            mtime_nsec: 1,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            rdev_major: None,
+            rdev_minor: None,
+            blake3: Some(blake3::hash(content).to_hex().to_string()),
+            link: None,
+            xattrs: Vec::new(),
+            offset: 0,
+            operand: 0,
+        };
+        (bytes, vec![entry])
+    }
+
+    #[test]
+    fn a_sound_archive_verifies() {
+        let (bytes, entries) = one_file_archive(&[7u8; 10_000]);
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        assert!(verify_archive(&bytes[..], &entries, Some(&hash)).is_ok());
+    }
+
+    #[test]
+    fn damage_anywhere_in_the_data_is_caught_without_the_file_hash() {
+        let content: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let (bytes, entries) = one_file_archive(&content);
+        // The zstd frame runs up to the skippable frame holding the manifest copy.
+        let data_end = bytes.len() - (8 + crate::archive::MANIFEST_FRAME_TAG.len() + 2);
+        for at in (6..data_end).step_by(7) {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x01;
+            assert!(
+                verify_archive(&bad[..], &entries, None).is_err(),
+                "flip at {at} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn truncation_and_a_damaged_manifest_copy_are_caught() {
+        let (bytes, entries) = one_file_archive(b"hello");
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        let data_end = bytes.len() - (8 + crate::archive::MANIFEST_FRAME_TAG.len() + 2);
+        assert!(verify_archive(&bytes[..data_end - 3], &entries, None).is_err());
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01; // inside the manifest copy, which the decoder skips
+        assert!(verify_archive(&bad[..], &entries, Some(&hash)).is_err());
+        let mut other = entries.clone();
+        other[0].blake3 = Some(blake3::hash(b"HELLO").to_hex().to_string());
+        assert!(verify_archive(&bytes[..], &other, Some(&hash)).is_err());
+    }
 }

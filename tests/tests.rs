@@ -1,3 +1,4 @@
 //! One integration-test binary, a module per area (ripgrep's layout).
 mod common;
 mod differential;
+mod saferm;

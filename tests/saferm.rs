@@ -1,0 +1,872 @@
+//! saferm's own guarantees, beyond rm compatibility: what lands in the archive and how it
+//! restores with GNU tar alone, failure at every pipeline step, the store's refusals and its
+//! protection, and objects that change while they are being archived.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{build_tree, is_root, saferm_bin, snapshot, Outcome, Sandbox, Tmpfs, NOBODY};
+
+/// Everything the round trip must preserve about one object.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone)]
+struct Full {
+    path: PathBuf,
+    kind: char,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// mtime in ns (not compared for symlinks: tar cannot set it portably).
+    mtime_ns: Option<i128>,
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+    rdev: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+    /// Index of the first path of its hard-link group (None when nlink == 1).
+    link_group: Option<PathBuf>,
+}
+
+fn full_snapshot(root: &Path) -> Vec<Full> {
+    let mut out = Vec::new();
+    let mut inodes: std::collections::HashMap<(u64, u64), PathBuf> = Default::default();
+    let mut paths = Vec::new();
+    collect(root, Path::new("."), &mut paths);
+    paths.sort();
+    for rel in paths {
+        let p = root.join(&rel);
+        let m = fs::symlink_metadata(&p).expect("lstat");
+        let ft = m.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        let kind = if ft.is_dir() {
+            'd'
+        } else if ft.is_file() {
+            'f'
+        } else if ft.is_symlink() {
+            'l'
+        } else if ft.is_fifo() {
+            'p'
+        } else if ft.is_char_device() {
+            'c'
+        } else if ft.is_block_device() {
+            'b'
+        } else {
+            's'
+        };
+        let link_group = if !ft.is_dir() && m.nlink() > 1 {
+            Some(
+                inodes
+                    .entry((m.dev(), m.ino()))
+                    .or_insert_with(|| rel.clone())
+                    .clone(),
+            )
+        } else {
+            None
+        };
+        out.push(Full {
+            kind,
+            mode: if ft.is_symlink() {
+                0
+            } else {
+                m.mode() & 0o7777
+            },
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime_ns: (!ft.is_symlink() && rel != Path::new("."))
+                .then(|| m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128),
+            content: ft.is_file().then(|| fs::read(&p).expect("read")),
+            link: ft
+                .is_symlink()
+                .then(|| fs::read_link(&p).expect("readlink")),
+            rdev: m.rdev(),
+            xattrs: if ft.is_file() || ft.is_dir() {
+                user_xattrs(&p)
+            } else {
+                Vec::new()
+            },
+            link_group,
+            path: rel,
+        });
+    }
+    out
+}
+
+fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+    out.push(rel.to_path_buf());
+    let p = root.join(rel);
+    if fs::symlink_metadata(&p).expect("lstat").is_dir() {
+        for e in fs::read_dir(&p).expect("read_dir") {
+            let name = e.expect("entry").file_name();
+            let child = if rel == Path::new(".") {
+                PathBuf::from(name)
+            } else {
+                rel.join(name)
+            };
+            collect(root, &child, out);
+        }
+    }
+}
+
+fn c_path(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_bytes()).expect("no NUL in test paths")
+}
+
+fn user_xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let c = c_path(p);
+    let mut names = vec![0u8; 4096];
+    // SAFETY: valid path and buffer.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "llistxattr {}", p.display());
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| n.starts_with(b"user.")) {
+        let cname = std::ffi::CString::new(name).expect("xattr name");
+        let mut val = vec![0u8; 65536];
+        // SAFETY: valid path, name and buffer.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                val.as_mut_ptr().cast(),
+                val.len(),
+            )
+        };
+        assert!(n >= 0, "lgetxattr");
+        val.truncate(n as usize);
+        out.push((String::from_utf8_lossy(name).into_owned(), val));
+    }
+    out.sort();
+    out
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let c = c_path(p);
+    let cname = std::ffi::CString::new(name).expect("name");
+    // SAFETY: valid path, name and buffer.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {} {name}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn set_mtime(p: &Path, sec: i64, nsec: i64) {
+    let c = c_path(p);
+    let ts = [
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+    ];
+    // SAFETY: valid path and times.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+/// Bytes zstd cannot shrink (xorshift64).
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    sb.command(saferm_bin()).current_dir(cwd).args(args).run()
+}
+
+fn archives(store: &Path) -> Vec<PathBuf> {
+    files_under(&store.join("archives"))
+}
+
+fn manifests(store: &Path) -> Vec<PathBuf> {
+    files_under(&store.join("manifests"))
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A tree with every kind of object rm can remove, with modes, owners, ns mtimes, xattrs,
+/// hard links, long and non-UTF-8 names. Needs root (devices, chown).
+fn rich_tree(root: &Path) {
+    build_tree(
+        root,
+        &[
+            "t/empty=",
+            "t/small=hello",
+            "t/sub/deep/file=deep",
+            "t/emptydir/",
+        ],
+    );
+    let t = root.join("t");
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(t.join("big"), &big).expect("big");
+    // Sparse: 8 MiB hole with data at both ends.
+    let f = fs::File::create(t.join("sparse")).expect("sparse");
+    f.set_len(8 << 20).expect("set_len");
+    drop(f);
+    std::os::unix::fs::symlink("small", t.join("link")).expect("symlink");
+    std::os::unix::fs::symlink("/nonexistent/target", t.join("dangling")).expect("symlink");
+    fs::hard_link(t.join("small"), t.join("hardlink")).expect("hard link");
+    fs::hard_link(t.join("small"), t.join("sub/hardlink2")).expect("hard link");
+    nix::unistd::mkfifo(
+        &t.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .expect("mkfifo");
+    let long = "n".repeat(150);
+    fs::write(t.join(&long), b"long name").expect("long name");
+    let deep_long = t.join("d".repeat(90)).join("e".repeat(90));
+    fs::create_dir_all(&deep_long).expect("deep long");
+    fs::write(deep_long.join("f".repeat(60)), b"long path").expect("long path");
+    fs::write(t.join(OsStr::from_bytes(b"bad\xffname")), b"not utf-8").expect("non-utf8");
+    fs::write(t.join("it's a \"name\" with\nnewline"), b"odd").expect("odd");
+    fs::write(t.join("setuid"), b"#!/bin/sh\n").expect("setuid");
+    fs::set_permissions(t.join("setuid"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+    fs::create_dir(t.join("sticky")).expect("sticky");
+    fs::set_permissions(t.join("sticky"), fs::Permissions::from_mode(0o1777)).expect("chmod");
+    fs::write(t.join("setgid"), b"x").expect("setgid");
+    fs::set_permissions(t.join("setgid"), fs::Permissions::from_mode(0o2750)).expect("chmod");
+    fs::write(t.join("secret"), b"key").expect("secret");
+    fs::set_permissions(t.join("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::lchown(t.join("secret"), Some(1234), Some(5678)).expect("chown");
+    std::os::unix::fs::lchown(t.join("sub"), Some(NOBODY), Some(NOBODY)).expect("chown");
+    let dev = |p: &Path, kind: libc::mode_t, major: u32, minor: u32| {
+        let c = c_path(p);
+        // SAFETY: valid path.
+        let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o660, libc::makedev(major, minor)) };
+        assert_eq!(r, 0, "mknod {}", p.display());
+    };
+    dev(&t.join("chardev"), libc::S_IFCHR, 1, 3);
+    dev(&t.join("blockdev"), libc::S_IFBLK, 7, 200);
+    set_xattr(&t.join("small"), "user.origin", b"test\x00binary\xff");
+    set_xattr(&t.join("sub"), "user.dir", b"on a directory");
+    for (i, p) in [
+        "small",
+        "big",
+        "sub/deep/file",
+        "fifo",
+        "sub/deep",
+        "emptydir",
+        "sub",
+        "sticky",
+    ]
+    .iter()
+    .enumerate()
+    {
+        set_mtime(&t.join(p), 1_600_000_000 + i as i64, 123_456_789 + i as i64);
+    }
+    set_mtime(&t.join("link"), 1_500_000_000, 5);
+}
+
+#[test]
+fn round_trip_every_object_type_through_gnu_tar() {
+    assert!(
+        is_root(),
+        "this test creates devices and other owners: run the tests as root"
+    );
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    rich_tree(&work);
+    let before = full_snapshot(&work.join("t"));
+    let out = saferm(&sb, &work, &["-r", "t"]);
+    assert_eq!(out.code(), Some(0), "saferm failed: {}", out.stderr_text());
+    assert_eq!(out.stderr_text(), "");
+    assert!(!work.join("t").exists(), "t was not removed");
+
+    let found = archives(&sb.store());
+    assert_eq!(found.len(), 1, "one archive per invocation: {found:?}");
+    let scratch = sb.work("scratch");
+    let tar = Command::new("tar")
+        .args(["--zstd", "-xpf"])
+        .arg(&found[0])
+        .args(["--xattrs", "--xattrs-include=user.*", "-C"])
+        .arg(&scratch)
+        .output()
+        .expect("run GNU tar");
+    assert!(
+        tar.status.success(),
+        "GNU tar failed: {}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let restored_root = scratch
+        .join(work.strip_prefix("/").expect("absolute"))
+        .join("t");
+    let after = full_snapshot(&restored_root);
+    // The top directory's own mtime changes as GNU tar fills it; everything else must match.
+    assert_eq!(before.len(), after.len(), "object count differs");
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(
+            b,
+            a,
+            "object {} differs after the round trip",
+            b.path.display()
+        );
+    }
+
+    // The manifest names every entry with its blake3, which matches the content.
+    let m = manifests(&sb.store());
+    assert_eq!(m.len(), 1);
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(&m[0]).expect("read manifest")).expect("json");
+    let entries = json["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), before.len(), "manifest entries");
+    let small = entries
+        .iter()
+        .find(|e| e["path"].as_str().is_some_and(|p| p.ends_with("/t/small")))
+        .expect("small in manifest");
+    assert_eq!(
+        small["blake3"].as_str(),
+        Some(blake3::hash(b"hello").to_hex().as_str())
+    );
+    assert_eq!(
+        json["archive"]["blake3"].as_str(),
+        Some(
+            blake3::hash(&fs::read(&found[0]).expect("archive"))
+                .to_hex()
+                .as_str()
+        )
+    );
+    let non_utf8 = entries
+        .iter()
+        .filter(|e| e.get("path_b64").is_some())
+        .count();
+    assert_eq!(non_utf8, 1, "the non-UTF-8 name is kept as path_b64");
+}
+
+#[test]
+fn gnu_tar_restores_in_place_from_the_root() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(
+        &work,
+        &[
+            "proj/src/main.rs=fn main() {}",
+            "proj/README=hi",
+            "proj/empty/",
+        ],
+    );
+    let before = snapshot(&work.join("proj"));
+    let out = saferm(&sb, &work, &["-r", "proj"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert!(!work.join("proj").exists());
+    let a = archives(&sb.store());
+    let tar = Command::new("tar")
+        .args(["--zstd", "-xpf"])
+        .arg(&a[0])
+        .args(["-C", "/"])
+        .output()
+        .expect("tar");
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    assert_eq!(snapshot(&work.join("proj")), before);
+}
+
+#[test]
+fn the_store_is_private_and_versioned() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["a=1"]);
+    assert_eq!(saferm(&sb, &work, &["a"]).code(), Some(0));
+    let store = sb.store();
+    assert_eq!(
+        fs::read_to_string(store.join("FORMAT")).expect("FORMAT"),
+        "saferm-store 1\n"
+    );
+    for dir in [
+        store.clone(),
+        store.join("archives"),
+        store.join("manifests"),
+        store.join("tmp"),
+    ] {
+        assert_eq!(
+            fs::metadata(&dir).expect("dir").mode() & 0o777,
+            0o700,
+            "{}",
+            dir.display()
+        );
+    }
+    for f in archives(&store).into_iter().chain(manifests(&store)) {
+        assert_eq!(
+            fs::metadata(&f).expect("file").mode() & 0o777,
+            0o600,
+            "{}",
+            f.display()
+        );
+    }
+    assert!(
+        files_under(&store.join("tmp")).is_empty(),
+        "temp files left behind"
+    );
+    // A store from a newer saferm is refused, and nothing is deleted.
+    fs::write(store.join("FORMAT"), "saferm-store 99\n").expect("write FORMAT");
+    build_tree(&work, &["b=2"]);
+    let out = saferm(&sb, &work, &["b"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text()
+            .contains("newer than this saferm supports"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(work.join("b").exists());
+}
+
+#[test]
+fn one_archive_holds_every_operand() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["a=1", "b=2", "d/c=3"]);
+    let out = saferm(&sb, &work, &["-r", "a", "b", "d"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(archives(&sb.store()).len(), 1);
+    let list = Command::new("tar")
+        .args(["--zstd", "-tf"])
+        .arg(&archives(&sb.store())[0])
+        .output()
+        .expect("tar");
+    let names = String::from_utf8_lossy(&list.stdout).into_owned();
+    for n in ["/a\n", "/b\n", "/d/c\n"] {
+        assert!(names.contains(&n[1..]), "{n:?} missing from {names}");
+    }
+}
+
+/// Every step of the pipeline fails in turn: the originals stay, no temp file is left, and
+/// the store holds no half deletion.
+#[test]
+fn failure_at_any_step_keeps_everything() {
+    let steps = [
+        "read", "write", "fsync", "rename", "dirsync", "verify", "manifest", "space",
+    ];
+    for step in steps {
+        let sb = Sandbox::new();
+        let work = sb.work("w");
+        build_tree(&work, &["d/a=alpha", "d/s/b=beta", "f=solo"]);
+        let before = snapshot(&work);
+        let out = sb
+            .command(saferm_bin())
+            .current_dir(&work)
+            .args(["-r", "d", "f"])
+            .env("SAFERM_FAULT", step)
+            .run();
+        assert_eq!(out.code(), Some(1), "step {step}: {}", out.status_text());
+        assert_eq!(
+            snapshot(&work),
+            before,
+            "step {step}: the originals changed"
+        );
+        let err = out.stderr_text();
+        assert!(err.starts_with("rm: cannot remove "), "step {step}: {err}");
+        assert!(err.contains("could not archive"), "step {step}: {err}");
+        assert!(
+            files_under(&sb.store().join("tmp")).is_empty(),
+            "step {step}: temp files left"
+        );
+        assert_eq!(
+            archives(&sb.store()).len(),
+            manifests(&sb.store()).len(),
+            "step {step}: an archive without a manifest (or the reverse)"
+        );
+        if step != "read" {
+            assert!(
+                archives(&sb.store()).is_empty(),
+                "step {step}: a failed archive was kept"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_read_error_keeps_that_file_and_its_ancestors_only() {
+    // The `read` fault fails every source read: each file is reported and kept, and a
+    // directory holding a kept file is kept; an operand with no files still goes.
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=alpha", "e/", "l->d"]);
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-r", "d", "e", "l"])
+        .env("SAFERM_FAULT", "read")
+        .run();
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'd/a': could not archive: Input/output error\n"
+    );
+    assert!(work.join("d/a").exists());
+    assert!(!work.join("e").exists());
+    assert!(fs::symlink_metadata(work.join("l")).is_err());
+    assert_eq!(archives(&sb.store()).len(), 1);
+}
+
+#[test]
+fn ctrl_c_while_archiving_keeps_everything_and_dies_of_sigint() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=alpha", "d/b=beta"]);
+    let before = snapshot(&work);
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-r", "d"])
+        .env("SAFERM_FAULT", "signal")
+        .run();
+    assert_eq!(out.status_text(), "signal 2");
+    assert_eq!(snapshot(&work), before);
+    assert!(
+        files_under(&sb.store().join("tmp")).is_empty(),
+        "temp file left after SIGINT"
+    );
+    assert!(archives(&sb.store()).is_empty());
+}
+
+#[test]
+fn enospc_during_the_write_keeps_everything() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let store = sb.work("smallstore");
+    let _mount = Tmpfs::mount(&store).expect("mount a 1 MiB tmpfs");
+    let noise = incompressible(3_000_000);
+    build_tree(&work, &["d/"]);
+    fs::write(work.join("d/noise"), &noise).expect("write noise");
+    let before = snapshot(&work);
+    for (fault, expect) in [
+        ("space", "not enough space in the store"),
+        ("skip-space-check", "No space left on device"),
+    ] {
+        let out = sb
+            .command(saferm_bin())
+            .current_dir(&work)
+            .args(["-r", "d"])
+            .env("SAFERM_STORE", store.join("s"))
+            .env("SAFERM_TEST_ALLOW_VOLATILE_STORE", "1")
+            .env("SAFERM_FAULT", fault)
+            .run();
+        assert_eq!(out.code(), Some(1), "{fault}");
+        assert!(
+            out.stderr_text().contains(expect),
+            "{fault}: {}",
+            out.stderr_text()
+        );
+        assert_eq!(snapshot(&work), before, "{fault}");
+        assert!(
+            files_under(&store.join("s/tmp")).is_empty(),
+            "{fault}: temp left"
+        );
+    }
+    // Without any fault, the real free-space check refuses before writing.
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-r", "d"])
+        .env("SAFERM_STORE", store.join("s"))
+        .env("SAFERM_TEST_ALLOW_VOLATILE_STORE", "1")
+        .run();
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("not enough space in the store"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(
+        out.stderr_text().contains("--no-archive"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(snapshot(&work), before);
+}
+
+#[test]
+fn volatile_and_foreign_stores_are_refused() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["a=1"]);
+    let mnt = sb.work("mnt");
+    let _mount = Tmpfs::mount(&mnt).expect("mount tmpfs");
+    let foreign = sb.work("foreign");
+    std::os::unix::fs::chown(&foreign, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (PathBuf::from("/tmp/saferm-test-store"), "is under /tmp"),
+        (
+            PathBuf::from("/dev/shm/saferm-test-store"),
+            "is under /dev/shm",
+        ),
+        (mnt.join("store"), "memory filesystem"),
+        (foreign.clone(), "belongs to uid 65534"),
+        (PathBuf::from("relative/store"), "must be an absolute path"),
+    ];
+    for (store, why) in cases {
+        let out = sb
+            .command(saferm_bin())
+            .current_dir(&work)
+            .arg("a")
+            .env("SAFERM_STORE", &store)
+            .run();
+        assert_eq!(out.code(), Some(1), "{}", store.display());
+        let err = out.stderr_text();
+        assert!(
+            err.starts_with("rm: cannot remove 'a': could not archive: "),
+            "{err}"
+        );
+        assert!(err.contains(why), "{}: {err}", store.display());
+        assert!(
+            err.contains("SAFERM_STORE"),
+            "the message names SAFERM_STORE: {err}"
+        );
+        assert!(
+            work.join("a").exists(),
+            "a was deleted with store {}",
+            store.display()
+        );
+    }
+    assert!(!Path::new("/tmp/saferm-test-store").exists());
+    // Nothing to archive, nothing to refuse: `rm -f missing` stays silent and successful.
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-f", "missing"])
+        .env("SAFERM_STORE", "/tmp/x")
+        .run();
+    assert_eq!((out.code(), out.stderr_text()), (Some(0), String::new()));
+}
+
+#[test]
+fn rm_rf_home_keeps_the_store_and_everything_goes_into_it() {
+    let sb = Sandbox::new();
+    let home = sb.home();
+    build_tree(&home, &["notes.txt=n", "proj/a.rs=a", ".config/x=1"]);
+    let data = home.join(".local/share");
+    let run = |args: &[&str]| {
+        sb.command(saferm_bin())
+            .current_dir(sb.root())
+            .args(args)
+            .env("XDG_DATA_HOME", &data)
+            .run()
+    };
+    // First use: the store does not exist yet and is created inside the tree being removed.
+    let out = run(&["-rf", "home"]);
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "the skipped store makes it a partial removal"
+    );
+    assert_eq!(
+        out.stderr_text(),
+        "rm: skipping 'home/.local/share/saferm', since it is the saferm store\n"
+    );
+    let left = snapshot(&home);
+    let names: Vec<String> = left.iter().map(|e| e.path.display().to_string()).collect();
+    assert!(
+        names.iter().all(|n| n == "." || n.starts_with(".local")),
+        "left: {names:?}"
+    );
+    let store = data.join("saferm");
+    assert_eq!(archives(&store).len(), 1);
+    // The archive has the user's files and none of the store's.
+    let list = Command::new("tar")
+        .args(["--zstd", "-tf"])
+        .arg(&archives(&store)[0])
+        .output()
+        .expect("tar");
+    let names = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        names.contains("home/notes.txt") && names.contains("home/proj/a.rs"),
+        "{names}"
+    );
+    assert!(
+        !names.contains("saferm/"),
+        "the store archived itself: {names}"
+    );
+    // Still usable, and deleting inside it is refused.
+    build_tree(&home, &["again=1"]);
+    assert_eq!(run(&["home/again"]).code(), Some(0));
+    assert_eq!(archives(&store).len(), 2);
+    let inside = archives(&store)[0].clone();
+    let out = run(&[inside.to_str().expect("utf-8 path")]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("it is inside the saferm store"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(inside.exists());
+}
+
+#[test]
+fn a_file_changed_after_archiving_is_kept() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=alpha", "d/e/"]);
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-rv", "d"])
+        .env("SAFERM_FAULT", "mutate")
+        .run();
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'd/a': changed while it was being archived\n"
+    );
+    assert_eq!(fs::read(work.join("d/a")).expect("kept"), b"alpha+");
+    assert!(!work.join("d/e").exists());
+    assert_eq!(out.stdout_text(), "removed directory 'd/e'\n");
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_is_not_followed() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/s/a=alpha", "d/s/b=beta", "d/c=gamma"]);
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-r", "d"])
+        .env("SAFERM_FAULT", "swap")
+        .run();
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'd/s': changed while it was being archived\n"
+    );
+    // What the symlink points to is untouched; the link itself was not archived, so it stays.
+    assert_eq!(fs::read(work.join("d/s.moved/a")).expect("a"), b"alpha");
+    assert_eq!(fs::read(work.join("d/s.moved/b")).expect("b"), b"beta");
+    assert!(fs::symlink_metadata(work.join("d/s"))
+        .expect("link")
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn sockets_are_removed_with_a_warning() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=1"]);
+    let _sock = std::os::unix::net::UnixListener::bind(work.join("d/sock")).expect("bind");
+    let out = saferm(&sb, &work, &["-r", "d"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(
+        out.stderr_text(),
+        "rm: warning: 'd/sock' is a socket: removed without an archive copy (it holds no data)\n"
+    );
+    assert!(!work.join("d").exists());
+}
+
+#[test]
+fn no_archive_deletes_for_real() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=1"]);
+    let out = saferm(&sb, &work, &["-r", "--no-archive", "d"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert!(!work.join("d").exists());
+    assert!(archives(&sb.store()).is_empty());
+}
+
+#[test]
+fn closed_stdout_does_not_stop_the_removal() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=1", "d/b=2", "d/c=3"]);
+    let mut child = Command::new(saferm_bin())
+        .args(["-rv", "d"])
+        .current_dir(&work)
+        .env("XDG_DATA_HOME", sb.data())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take()); // the reader went away (`| head -0`)
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!work.join("d").exists());
+}
+
+#[test]
+fn the_program_name_is_argv0_as_invoked() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let bin = sb.work("bin");
+    std::os::unix::fs::symlink(saferm_bin(), bin.join("rm")).expect("symlink");
+    let full = bin.join("rm");
+    let out = Command::new(&full)
+        .arg("missing")
+        .current_dir(&work)
+        .env("XDG_DATA_HOME", sb.data())
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{}: cannot remove 'missing': No such file or directory\n",
+            full.display()
+        )
+    );
+    let out = Command::new(saferm_bin())
+        .arg("missing")
+        .current_dir(&work)
+        .env("XDG_DATA_HOME", sb.data())
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with(&format!("{}: cannot remove", saferm_bin().display())));
+}
