@@ -252,22 +252,36 @@ impl ArchiveWriter {
         }
     }
 
-    /// Finish the tar stream and the last frame, append the manifest copy, and fsync.
-    pub fn finish(self, manifest_copy: &[u8]) -> io::Result<Sealed> {
+    /// Finish the tar stream and the last frame, append the manifest copy (`copy_len` bytes,
+    /// written by `write_copy`, so it is streamed rather than held in memory), and fsync.
+    pub fn finish(
+        self,
+        copy_len: u64,
+        write_copy: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<Sealed> {
         let mut fw = self.builder.into_inner()?;
         fw.end_frame()?;
         let mut sink = fw
             .sink
             .take()
             .ok_or_else(|| io::Error::other("archive writer used after failure"))?;
-        let len = MANIFEST_FRAME_TAG.len() + manifest_copy.len();
+        let len = MANIFEST_FRAME_TAG.len() as u64 + copy_len;
         let len32 =
             u32::try_from(len).map_err(|_| io::Error::other("manifest too large for its frame"))?;
         sink.write_all(&MANIFEST_FRAME_MAGIC.to_le_bytes())?;
         sink.write_all(&len32.to_le_bytes())?;
         sink.write_all(MANIFEST_FRAME_TAG)?;
-        sink.write_all(manifest_copy)?;
+        let start = sink.written;
+        {
+            let mut buffered = io::BufWriter::with_capacity(256 * 1024, &mut sink);
+            write_copy(&mut buffered)?;
+            buffered.flush()?;
+        }
+        if sink.written - start != copy_len {
+            return Err(io::Error::other("the manifest copy changed size while it was written"));
+        }
         sink.flush()?;
+
         crate::fault::check("fsync")?;
         crate::sys::fsync(&sink.file)?;
         Ok(Sealed {

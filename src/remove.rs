@@ -368,7 +368,11 @@ fn write_manifest(store: &Store, manifest: &Manifest, month: &str) -> Result<()>
     let (tmp, mut file) = store.create_temp(format!("{}.json", manifest.id).as_bytes())?;
     let written = (|| -> Result<()> {
         crate::fault::check("manifest")?;
-        file.write_all(&manifest.to_json())?;
+        {
+            let mut w = std::io::BufWriter::with_capacity(256 * 1024, &mut file);
+            manifest.write_json(&mut w)?;
+            w.flush()?;
+        }
         sys::fsync(&file)?;
         Ok(())
     })();
@@ -672,8 +676,11 @@ fn fill_archive(
         not_archived,
         entries,
     };
-    let copy = manifest.to_json();
-    let sealed = writer.finish(&copy).context("cannot finish the archive")?;
+    let copy_len = manifest.json_len();
+    let sealed = writer
+        .finish(copy_len, |w| manifest.write_json(w))
+        .context("cannot finish the archive")?;
+
     Ok(Filled::Sealed(Box::new((sealed, manifest))))
 }
 

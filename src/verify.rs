@@ -164,7 +164,7 @@ mod tests {
         };
         let mut data: &[u8] = content;
         assert!(w.append(&meta, Some(&mut data)).is_ok());
-        let sealed = w.finish(b"{}").expect("finish");
+        let sealed = w.finish(2, |out| out.write_all(b"{}")).expect("finish");
         let mut f = sealed.file;
         use std::io::Seek;
         f.rewind().expect("rewind");
