@@ -5,16 +5,21 @@
 //! See DESIGN.md in the team's shared folder for the invariants this crate keeps.
 
 pub mod archive;
+pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod fault;
 pub mod manifest;
 pub mod output;
 pub mod quote;
 pub mod remove;
+pub mod restore;
 pub mod rules;
 pub mod signal;
 pub mod store;
 pub mod sys;
 pub mod unlink;
+pub mod unrm;
+pub mod unrm_cli;
 pub mod verify;
 pub mod walk;

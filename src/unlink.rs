@@ -23,3 +23,9 @@ pub fn remove_object(dirfd: RawFd, name: &CStr, is_dir: bool) -> io::Result<()> 
 pub fn remove_store_file(dirfd: RawFd, name: &CStr) -> io::Result<()> {
     remove_object(dirfd, name, false)
 }
+
+/// Remove a regular file `unrm` has just created and found damaged (its content did not match
+/// the manifest's blake3), so that no partial copy is left where the original was.
+pub fn remove_partial_restore(dirfd: RawFd, name: &CStr) -> io::Result<()> {
+    remove_object(dirfd, name, false)
+}

@@ -2,3 +2,4 @@
 mod common;
 mod differential;
 mod saferm;
+mod unrm;

@@ -1,15 +1,9 @@
-//! `unrm`: restore what saferm removed (being built; see the README).
+//! `unrm`: restore what saferm removed, list and check the store.
+
+use std::ffi::OsString;
 
 fn main() {
-    let arg = std::env::args().nth(1).unwrap_or_default();
-    match arg.as_str() {
-        "--version" => println!("unrm {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            println!(
-                "unrm {}: restore what saferm removed.",
-                env!("CARGO_PKG_VERSION")
-            );
-            println!("Until unrm can restore, recover with GNU tar: tar --zstd -xpf ARCHIVE -C /");
-        }
-    }
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let code = saferm::unrm::run(&args);
+    std::process::exit(code);
 }

@@ -1,0 +1,297 @@
+//! `unrm --check [ID...]`: re-read archives and verify every entry against its manifest (like
+//! `restic check --read-data`), and find archives without a manifest and manifests without an
+//! archive. `--repair` rebuilds a lost manifest from the copy inside its archive.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::archive::{MANIFEST_FRAME_MAGIC, MANIFEST_FRAME_TAG};
+use crate::catalog::{Catalog, Deletion, IdMatch};
+use crate::manifest::{ArchiveInfo, Frame, Manifest};
+use crate::output::{stderr_write, stdout_write};
+use crate::store::Store;
+use crate::sys;
+
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// Check the named deletions (all when `ids` is empty); returns the exit status.
+pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Result<i32> {
+    let mut bad = 0usize;
+    let mut chosen: Vec<&Deletion> = Vec::new();
+    if ids.is_empty() {
+        chosen.extend(catalog.deletions.iter());
+    } else {
+        for id in ids {
+            match catalog.find_id(id) {
+                IdMatch::One(d) => chosen.push(&catalog.deletions[d]),
+                IdMatch::None => {
+                    problem(&format!("could not check {id}: no deletion has that id"));
+                    bad += 1;
+                }
+                IdMatch::Several(_) => {
+                    problem(&format!(
+                        "could not check {id}: it is the start of several deletion ids"
+                    ));
+                    bad += 1;
+                }
+            }
+        }
+    }
+    for d in &chosen {
+        if let Err(e) = check_deletion(store, d) {
+            problem(&format!("deletion {} is damaged: {e:#}", d.id()));
+            bad += 1;
+        }
+    }
+    let mut repaired = 0usize;
+    if ids.is_empty() {
+        for u in &catalog.unreadable {
+            problem(&format!(
+                "manifest '{}' is damaged: {}",
+                u.path.display(),
+                u.reason
+            ));
+            bad += 1;
+        }
+        let known: HashSet<&str> = catalog.deletions.iter().map(|d| d.id()).collect();
+        let _lock = if repair {
+            Some(store.lock_exclusive()?)
+        } else {
+            None
+        };
+        for (month, name) in archive_files(store)? {
+            let Some(id) = name.strip_suffix(".tar.zst") else {
+                continue;
+            };
+            if known.contains(id) {
+                continue;
+            }
+            let rel = format!("archives/{month}/{name}");
+            if repair {
+                match rebuild_manifest(store, &month, &rel) {
+                    Ok(()) => {
+                        stdout_write(format!("rebuilt the manifest of {id}\n").as_bytes());
+                        repaired += 1;
+                    }
+                    Err(e) => {
+                        problem(&format!("could not rebuild the manifest of '{rel}': {e:#}"));
+                        bad += 1;
+                    }
+                }
+            } else {
+                problem(&format!(
+                    "archive '{rel}' has no manifest (unrm --check --repair rebuilds it)"
+                ));
+                bad += 1;
+            }
+        }
+    }
+    let summary = format!(
+        "checked {} deletion(s): {}{}\n",
+        chosen.len(),
+        if bad == 0 {
+            "no problems found".to_string()
+        } else {
+            format!("{bad} problem(s)")
+        },
+        if repaired > 0 {
+            format!(", {repaired} manifest(s) rebuilt")
+        } else {
+            String::new()
+        }
+    );
+    stdout_write(summary.as_bytes());
+    Ok(if bad == 0 { 0 } else { 1 })
+}
+
+fn problem(msg: &str) {
+    stderr_write(format!("unrm: {msg}\n").as_bytes());
+}
+
+/// Decode the whole archive, compare every entry with the manifest, then compare the
+/// archive file itself with the size and blake3 recorded when it was sealed.
+fn check_deletion(store: &Store, d: &Deletion) -> Result<()> {
+    let info = d
+        .manifest
+        .archive
+        .as_ref()
+        .ok_or_else(|| anyhow!("its manifest names no archive"))?;
+    let file = store.open_published(&info.path)?;
+    let size = file.metadata()?.len();
+    if size != info.size {
+        bail!(
+            "the archive file has {size} bytes, {} were sealed",
+            info.size
+        );
+    }
+    crate::verify::verify_archive(
+        BufReader::with_capacity(1 << 20, file),
+        &d.manifest.entries,
+        Some(&info.blake3),
+    )
+}
+
+fn hash_file(mut file: File) -> Result<(u64, String)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).context("cannot read the archive")?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, hasher.finalize().to_hex().to_string()))
+}
+
+/// `(month, file name)` of every file under `archives/<month>/`.
+fn archive_files(store: &Store) -> Result<Vec<(String, String)>> {
+    let dir = store.root().join("archives");
+    let mut out = Vec::new();
+    let months = match std::fs::read_dir(&dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("cannot read '{}'", dir.display())),
+    };
+    for month in months {
+        let month = month?;
+        if !month.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let m = month.file_name().to_string_lossy().into_owned();
+        for f in std::fs::read_dir(month.path())? {
+            let f = f?;
+            out.push((m.clone(), f.file_name().to_string_lossy().into_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// Rebuild `manifests/<month>/<id>.json` from the copy at the end of an archive, after
+/// checking the archive against it.
+fn rebuild_manifest(store: &Store, month: &str, rel: &str) -> Result<()> {
+    let file = store.open_published(rel)?;
+    let copy = manifest_copy(&file)?;
+    let mut manifest = Manifest::from_json(&copy).context("the manifest copy is damaged")?;
+    let (size, hash) = hash_file(store.open_published(rel)?)?;
+    manifest.archive = Some(ArchiveInfo {
+        path: rel.to_string(),
+        size,
+        blake3: hash,
+    });
+    // Where later frames start in the tar stream is not known without decoding; one frame
+    // at the start is always a valid place to begin.
+    manifest.frames = vec![Frame {
+        compressed_offset: 0,
+        tar_offset: 0,
+    }];
+    crate::verify::verify_archive(
+        BufReader::with_capacity(1 << 20, store.open_published(rel)?),
+        &manifest.entries,
+        None,
+    )
+    .context("the archive does not match its manifest copy")?;
+    let name = format!("{}.json", manifest.id);
+    if !rel.ends_with(&format!("/{}.tar.zst", manifest.id)) {
+        bail!(
+            "the manifest copy is for another deletion ({})",
+            manifest.id
+        );
+    }
+    let (tmp, mut out) = store.create_temp(name.as_bytes())?;
+    let written = (|| -> Result<()> {
+        out.write_all(&manifest.to_json())?;
+        sys::fsync(&out)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        store.discard_temp(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = store.publish(&tmp, "manifests", month, &name) {
+        store.discard_temp(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The manifest JSON carried in the archive's skippable frame, found by walking the zstd
+/// frames from the start (frame and block headers only; nothing is decompressed).
+pub fn manifest_copy(file: &File) -> Result<Vec<u8>> {
+    let len = file.metadata()?.len();
+    let mut pos = 0u64;
+    let read_u32 = |at: u64| -> Result<u32> {
+        let mut b = [0u8; 4];
+        file.read_exact_at(&mut b, at)
+            .context("the archive ends inside a frame")?;
+        Ok(u32::from_le_bytes(b))
+    };
+    while pos + 8 <= len {
+        let magic = read_u32(pos)?;
+        if magic == ZSTD_MAGIC {
+            pos = skip_zstd_frame(file, pos)?;
+        } else if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+            let size = read_u32(pos + 4)? as u64;
+            if magic == MANIFEST_FRAME_MAGIC && size >= MANIFEST_FRAME_TAG.len() as u64 {
+                let mut body = vec![0u8; size as usize];
+                file.read_exact_at(&mut body, pos + 8)
+                    .context("the manifest copy is truncated")?;
+                if let Some(json) = body.strip_prefix(MANIFEST_FRAME_TAG) {
+                    return Ok(json.to_vec());
+                }
+            }
+            pos += 8 + size;
+        } else {
+            bail!("no zstd frame at offset {pos}");
+        }
+    }
+    bail!("the archive holds no manifest copy")
+}
+
+fn skip_zstd_frame(file: &File, start: u64) -> Result<u64> {
+    let byte = |at: u64| -> Result<u8> {
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, at)
+            .context("the archive ends inside a frame")?;
+        Ok(b[0])
+    };
+    let desc = byte(start + 4)?;
+    let fcs_flag = desc >> 6;
+    let single_segment = (desc >> 5) & 1 == 1;
+    let has_checksum = (desc >> 2) & 1 == 1;
+    let dict_id_size = [0u64, 1, 2, 4][(desc & 3) as usize];
+    let fcs_size = match fcs_flag {
+        0 => u64::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let mut pos = start + 5 + u64::from(!single_segment) + dict_id_size + fcs_size;
+    loop {
+        let mut h = [0u8; 3];
+        file.read_exact_at(&mut h, pos)
+            .context("the archive ends inside a frame")?;
+        let header = u32::from(h[0]) | (u32::from(h[1]) << 8) | (u32::from(h[2]) << 16);
+        pos += 3;
+        let last = header & 1 == 1;
+        let size = u64::from(header >> 3);
+        pos += match (header >> 1) & 3 {
+            0 | 2 => size,
+            1 => 1,
+            _ => bail!("a reserved block type at offset {pos}"),
+        };
+        if last {
+            break;
+        }
+    }
+    if has_checksum {
+        pos += 4;
+    }
+    Ok(pos)
+}

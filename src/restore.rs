@@ -1,0 +1,911 @@
+//! Restoring: read one deletion's archive and recreate what it holds, exactly, without ever
+//! writing outside the destination (DESIGN §1.7, §6).
+//!
+//! The rules this module keeps:
+//! - The manifest is the source of truth for what an object is (path, type, mode, owner,
+//!   mtime, content hash); the archive supplies the bytes, and an archive entry that does not
+//!   match its manifest entry (path, type) stops the restore of that deletion.
+//! - Paths MUST be absolute and normal (no `.`, `..` or empty components) in the manifest; the
+//!   tar path is only compared with it, never used to create anything. Hard links are made
+//!   only to files this run restored; a link naming anything else is refused.
+//! - Every object is created through directory descriptors: existing directories are opened
+//!   with `O_NOFOLLOW` from the anchor (`/`, or the `--to` directory the user named), new
+//!   ones with `mkdirat`, files with `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600. A symlink in
+//!   the way is never followed, so a crafted "symlink, then a file below it" cannot escape.
+//! - Nothing that exists is replaced: an existing destination is a conflict (skipped, or
+//!   restored beside it as `NAME.~N~` with `--rename`).
+//! - A regular file gets its recorded mode (setuid included) only after its data is written
+//!   and its owner set; directories get their mode and mtime last, after their contents.
+//! - Every regular file is hashed while written and compared with the manifest's blake3; a
+//!   mismatch removes the partial file (through `unlink.rs`) and is reported.
+//! - A restore seeks to the zstd frame holding the first wanted entry and stops after the
+//!   last one, so one small file from a large deletion does not decode the whole archive.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::manifest::{Entry, Kind, Manifest};
+use crate::output::stderr_write;
+use crate::quote::quote;
+use crate::store::Store;
+use crate::sys;
+
+/// What to do when the destination of a restored object already exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    /// Leave it alone, report it, restore the rest (the default).
+    Skip,
+    /// Restore beside it as `NAME.~N~` (GNU's numbered backups).
+    Rename,
+}
+
+/// One object to restore with everything below it: `source` is an entry path of the
+/// manifest, `dest` the absolute path to create it at (the same path for an in-place restore).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub source: Vec<u8>,
+    pub dest: Vec<u8>,
+}
+
+/// How to restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    pub conflict: Conflict,
+    /// The directory every destination is below: `/` in place, or the `--to` directory.
+    /// It is opened by path (the user named it); everything below it through descriptors.
+    pub anchor: Vec<u8>,
+    pub euid: u32,
+    /// `-v`: print each restored object.
+    pub verbose: bool,
+}
+
+/// What a restore did, for the summary and the exit code.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Objects created.
+    pub restored: u64,
+    /// Objects that could not be restored (each reported on stderr).
+    pub failed: u64,
+    /// Destinations that existed and were left alone.
+    pub conflicts: Vec<Vec<u8>>,
+    /// Targets restored under another name (`--rename`): (wanted, used).
+    pub renamed: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Objects whose recorded owner could not be set (not root).
+    pub ownership_not_set: u64,
+    /// Extended attributes that could not be set (EPERM: a namespace only root may write).
+    pub xattrs_not_set: u64,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.conflicts.is_empty()
+    }
+}
+
+/// Check that a manifest path is absolute and normal; anything else is a crafted or damaged
+/// manifest and is never restored.
+pub fn normal_absolute(path: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return false;
+    };
+    !rest.is_empty()
+        && !path.contains(&0)
+        && rest
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..")
+}
+
+/// `(parent, name)` of a normal absolute path; the parent of `/x` is `/`.
+pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b".", path),
+    }
+}
+
+/// Whether `path` is `root` or below it.
+pub fn is_under(path: &[u8], root: &[u8]) -> bool {
+    if root == b"/" {
+        return path.starts_with(b"/");
+    }
+    path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/')
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = parent.to_vec();
+    if !p.ends_with(b"/") {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// What happens to one manifest entry in this restore.
+#[derive(Clone, Debug)]
+enum Job {
+    /// Create it at this destination.
+    Create(Vec<u8>),
+    /// A hard link whose first name is not restored: its content was restored here already
+    /// (the first name's entry was redirected to this link's destination).
+    AlreadyDone,
+}
+
+/// Restore `targets` from one deletion. Errors are for the deletion as a whole (the archive
+/// cannot be opened, the manifest is damaged); per-object failures go into the report.
+pub fn restore(
+    store: &Store,
+    manifest: &Manifest,
+    targets: &[Target],
+    opts: &RestoreOptions,
+    report: &mut Report,
+) -> Result<()> {
+    let paths: Vec<Vec<u8>> = manifest
+        .entries
+        .iter()
+        .map(|e| e.path.bytes().unwrap_or_default())
+        .collect();
+    for p in &paths {
+        if !normal_absolute(p) {
+            bail!(
+                "its manifest has an unsafe path {}: refusing to restore from it",
+                quote(p)
+            );
+        }
+    }
+    let index: HashMap<&[u8], usize> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_slice(), i))
+        .collect();
+    let mut r = Restorer {
+        opts,
+        report,
+        manifest,
+        paths: &paths,
+        index: &index,
+        dirs: HashMap::new(),
+        created_dirs: HashSet::new(),
+        finalize: Vec::new(),
+        first_names: HashMap::new(),
+        skipped_below: Vec::new(),
+        roots: Vec::new(),
+        buf: Vec::new(),
+    };
+    let jobs = r.plan(targets)?;
+    if jobs.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    let result = r.stream(store, &jobs);
+    r.finish();
+    result
+}
+
+struct Restorer<'a> {
+    opts: &'a RestoreOptions,
+    report: &'a mut Report,
+    manifest: &'a Manifest,
+    paths: &'a [Vec<u8>],
+    index: &'a HashMap<&'a [u8], usize>,
+    /// Open directories by destination path.
+    dirs: HashMap<Vec<u8>, OwnedFd>,
+    /// Directories this run created (so a directory entry arriving later adopts them).
+    created_dirs: HashSet<Vec<u8>>,
+    /// Directories to give their recorded metadata at the end: (dest, entry index).
+    finalize: Vec<(Vec<u8>, usize)>,
+    /// Where each restored regular file is, by original path (for hard links).
+    first_names: HashMap<Vec<u8>, Vec<u8>>,
+    /// Destinations whose subtree is skipped (a conflict or failure below a target root).
+    skipped_below: Vec<Vec<u8>>,
+    /// (source, dest) of every target root, after conflict resolution.
+    roots: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The copy buffer, reused for every file.
+    buf: Vec<u8>,
+}
+
+impl Restorer<'_> {
+    fn fail(&mut self, dest: &[u8], reason: &str) {
+        stderr_write(format!("unrm: could not restore {}: {reason}\n", quote(dest)).as_bytes());
+        self.report.failed += 1;
+    }
+
+    /// Decide each entry's destination; settle conflicts at the target roots.
+    fn plan(&mut self, targets: &[Target]) -> Result<Vec<Option<Job>>> {
+        let n = self.paths.len();
+        let mut jobs: Vec<Option<Job>> = vec![None; n];
+        // Outermost targets first, so a target inside another is restored once.
+        let mut sorted: Vec<&Target> = targets.iter().collect();
+        sorted.sort_by_key(|t| t.source.len());
+        for t in sorted {
+            if !normal_absolute(&t.dest) || !is_under(&t.dest, &self.opts.anchor) {
+                self.fail(&t.dest, "the destination is not a normal absolute path");
+                continue;
+            }
+            if !self.index.contains_key(t.source.as_slice()) {
+                self.fail(&t.source, "it is not in this deletion");
+                continue;
+            }
+            if self.roots.iter().any(|(s, _)| is_under(&t.source, s)) {
+                continue;
+            }
+            let dest = match self.settle_root(&t.dest) {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.fail(&t.dest, &format!("{e:#}"));
+                    continue;
+                }
+            };
+            for (i, p) in self.paths.iter().enumerate() {
+                if is_under(p, &t.source) && jobs[i].is_none() {
+                    let mut d = dest.clone();
+                    d.extend_from_slice(&p[t.source.len()..]);
+                    jobs[i] = Some(Job::Create(d));
+                }
+            }
+            self.roots.push((t.source.clone(), dest));
+        }
+        // A hard link whose first name is not restored: restore that content at the link.
+        for i in 0..n {
+            let manifest = self.manifest;
+            let e = &manifest.entries[i];
+            if e.kind != Kind::Hardlink {
+                continue;
+            }
+            let Some(Job::Create(dest)) = jobs[i].clone() else {
+                continue;
+            };
+            let target = e.link.as_ref().and_then(|l| l.bytes()).unwrap_or_default();
+            match self.index.get(target.as_slice()) {
+                Some(&t) if t < i && self.manifest.entries[t].kind == Kind::File => {
+                    if jobs[t].is_none() {
+                        jobs[t] = Some(Job::Create(dest));
+                        jobs[i] = Some(Job::AlreadyDone);
+                    }
+                }
+                _ => {
+                    jobs[i] = None;
+                    self.fail(
+                        &dest,
+                        "it is a hard link to something that is not an earlier file of the deletion",
+                    );
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Look at a target root's destination: free, a conflict to skip, or a name to rename to.
+    fn settle_root(&mut self, dest: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (parent, name) = split_parent(dest);
+        let pfd = match self.existing_dir(parent)? {
+            Some(fd) => fd,
+            None => return Ok(Some(dest.to_vec())), // parents are missing: it cannot exist
+        };
+        let cname = sys::cstr(name)?;
+        match sys::fstatat(pfd, &cname, false) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Some(dest.to_vec())),
+            Err(e) => Err(e).with_context(|| format!("cannot look at {}", quote(dest))),
+            Ok(_) => match self.opts.conflict {
+                Conflict::Skip => {
+                    stderr_write(
+                        format!(
+                            "unrm: could not restore {}: it exists (use --rename to restore beside it)\n",
+                            quote(dest)
+                        )
+                        .as_bytes(),
+                    );
+                    self.report.conflicts.push(dest.to_vec());
+                    Ok(None)
+                }
+                Conflict::Rename => {
+                    let free = numbered_name(pfd, name)?;
+                    let new = join(parent, &free);
+                    self.report.renamed.push((dest.to_vec(), new.clone()));
+                    Ok(Some(new))
+                }
+            },
+        }
+    }
+
+    /// An open existing directory at `path` (None when it or a parent does not exist).
+    fn existing_dir(&mut self, path: &[u8]) -> Result<Option<RawFd>> {
+        match self.dir(path, false) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot open {}", quote(path))),
+        }
+    }
+
+    /// The descriptor of the directory at destination `path`, opened from the anchor one
+    /// component at a time without following symlinks; missing ones are created when
+    /// `create` (with the recorded mode when the deletion has them, applied at the end).
+    fn dir(&mut self, path: &[u8], create: bool) -> io::Result<RawFd> {
+        if let Some(fd) = self.dirs.get(path) {
+            return Ok(fd.as_raw_fd());
+        }
+        if path == self.opts.anchor.as_slice() {
+            let c = sys::cstr(path)?;
+            let fd = sys::openat(sys::AT_FDCWD, &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let raw = fd.as_raw_fd();
+            self.dirs.insert(path.to_vec(), fd);
+            return Ok(raw);
+        }
+        if !is_under(path, &self.opts.anchor) || path == b"/" {
+            return Err(io::Error::other("outside the destination"));
+        }
+        let (parent, name) = split_parent(path);
+        let pfd = self.dir(parent, create)?;
+        let cname = sys::cstr(name)?;
+        let fd = match sys::open_dir_nofollow(pfd, &cname) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                let recorded = self
+                    .original_of(path)
+                    .and_then(|o| self.index.get(o.as_slice()).copied())
+                    .filter(|&i| self.manifest.entries[i].kind == Kind::Dir);
+                let mode = if recorded.is_some() { 0o700 } else { 0o777 };
+                sys::mkdirat_exist_ok(pfd, &cname, mode)?;
+                let fd = sys::open_dir_nofollow(pfd, &cname)?;
+                self.created_dirs.insert(path.to_vec());
+                if let Some(i) = recorded {
+                    self.finalize.push((path.to_vec(), i));
+                }
+                fd
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                return Err(io::Error::other(format!(
+                    "{} is not a directory (a symlink is never followed)",
+                    quote(path)
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let raw = fd.as_raw_fd();
+        self.dirs.insert(path.to_vec(), fd);
+        Ok(raw)
+    }
+
+    /// The original path a destination stands for, when known.
+    fn original_of(&self, dest: &[u8]) -> Option<Vec<u8>> {
+        for (s, d) in &self.roots {
+            if is_under(dest, d) {
+                let mut o = s.clone();
+                o.extend_from_slice(&dest[d.len()..]);
+                return Some(o);
+            }
+        }
+        // In place, the parents above a target are where they were.
+        (self.opts.anchor == b"/").then(|| dest.to_vec())
+    }
+
+    fn skipped(&self, dest: &[u8]) -> bool {
+        self.skipped_below.iter().any(|s| is_under(dest, s))
+    }
+
+    /// Decode the archive from the frame holding the first wanted entry to the last one.
+    fn stream(&mut self, store: &Store, jobs: &[Option<Job>]) -> Result<()> {
+        let first = jobs.iter().position(Option::is_some).unwrap_or(0);
+        let last = jobs.iter().rposition(Option::is_some).unwrap_or(0);
+        let archive = self
+            .manifest
+            .archive
+            .as_ref()
+            .ok_or_else(|| anyhow!("deletion {} has no archive", self.manifest.id))?;
+        let mut file = store.open_published(&archive.path)?;
+        // The frame to start from: the last one at or before the first wanted entry, and an
+        // entry must start exactly there.
+        let want = self.manifest.entries[first].offset;
+        let mut start = (0usize, 0u64);
+        for f in &self.manifest.frames {
+            if f.tar_offset <= want {
+                if let Some(i) = self.manifest.entries[..=first]
+                    .iter()
+                    .position(|e| e.offset == f.tar_offset)
+                {
+                    start = (i, f.compressed_offset);
+                }
+            }
+        }
+        file.seek(SeekFrom::Start(start.1))
+            .with_context(|| format!("cannot read {}", quote(archive.path.as_bytes())))?;
+        let decoder =
+            zstd::stream::read::Decoder::new(file).context("cannot start decoding the archive")?;
+        let mut tar = tar::Archive::new(decoder);
+        let entries = tar.entries().context("cannot read the archive")?;
+        let mut i = start.0;
+        for entry in entries {
+            if i > last {
+                break;
+            }
+            let mut entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    self.abandon(jobs, i);
+                    bail!("the archive is damaged at entry {i}: {e}");
+                }
+            };
+            let paths = self.paths;
+            let want_path = &paths[i];
+            if entry.path_bytes().as_ref() != &want_path[1..] {
+                self.abandon(jobs, i);
+                bail!(
+                    "the archive does not match its manifest at entry {i} ({} instead of {})",
+                    quote(&entry.path_bytes()),
+                    quote(want_path)
+                );
+            }
+            let kind = crate::verify::kind_of(entry.header().entry_type());
+            if kind != Some(self.manifest.entries[i].kind) {
+                self.abandon(jobs, i);
+                bail!(
+                    "the archive does not match its manifest at {} (type)",
+                    quote(want_path)
+                );
+            }
+            if let Some(Job::Create(dest)) = &jobs[i] {
+                let dest = dest.clone();
+                if !self.skipped(&dest) {
+                    let xattrs = pax_xattrs(&mut entry);
+                    self.create(i, &dest, &mut entry, &xattrs);
+                }
+            }
+            i += 1;
+        }
+        if i <= last {
+            self.abandon(jobs, i);
+            bail!("the archive ends before entry {i} of its manifest");
+        }
+        Ok(())
+    }
+
+    /// Count what can no longer be restored after the stream broke at entry `from`.
+    fn abandon(&mut self, jobs: &[Option<Job>], from: usize) {
+        let n = jobs[from..]
+            .iter()
+            .filter(|j| matches!(j, Some(Job::Create(_))))
+            .count();
+        self.report.failed += n as u64;
+    }
+
+    /// Create one object at `dest` from entry `i`.
+    fn create(
+        &mut self,
+        i: usize,
+        dest: &[u8],
+        data: &mut dyn Read,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) {
+        let manifest = self.manifest;
+        let e = &manifest.entries[i];
+        let (parent, name) = split_parent(dest);
+        let pfd = match self.dir(parent, true) {
+            Ok(fd) => fd,
+            Err(err) => {
+                self.fail(dest, &reason(&err));
+                if e.kind == Kind::Dir {
+                    self.skipped_below.push(dest.to_vec());
+                }
+                return;
+            }
+        };
+        let cname = match sys::cstr(name) {
+            Ok(c) => c,
+            Err(err) => return self.fail(dest, &reason(&err)),
+        };
+        let result = match e.kind {
+            Kind::Dir => self.create_dir(i, pfd, &cname, dest, xattrs),
+            Kind::File => self.create_file(e, pfd, &cname, dest, data, xattrs),
+            Kind::Hardlink => self.create_link(e, pfd, &cname),
+            Kind::Symlink => create_symlink(e, pfd, &cname),
+            Kind::Fifo | Kind::Char | Kind::Block => create_node(e, pfd, &cname, self.opts.euid),
+            Kind::Socket => Err(io::Error::other("sockets are not archived")),
+        };
+        match result {
+            Ok(Done { owner_set }) => {
+                if !owner_set {
+                    self.report.ownership_not_set += 1;
+                }
+                if e.kind == Kind::File {
+                    self.first_names
+                        .insert(self.paths[i].clone(), dest.to_vec());
+                }
+                self.report.restored += 1;
+                if self.opts.verbose {
+                    crate::output::stdout_write(format!("restored {}\n", quote(dest)).as_bytes());
+                }
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+                stderr_write(
+                    format!("unrm: could not restore {}: it exists\n", quote(dest)).as_bytes(),
+                );
+                self.report.conflicts.push(dest.to_vec());
+                if e.kind == Kind::Dir {
+                    self.skipped_below.push(dest.to_vec());
+                }
+            }
+            Err(err) => {
+                self.fail(dest, &reason(&err));
+                if e.kind == Kind::Dir {
+                    self.skipped_below.push(dest.to_vec());
+                }
+            }
+        }
+    }
+
+    fn create_dir(
+        &mut self,
+        i: usize,
+        pfd: RawFd,
+        name: &CStr,
+        dest: &[u8],
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> io::Result<Done> {
+        if self.created_dirs.contains(dest) {
+            // Made earlier in this run as a parent: it becomes this entry.
+            if !self.finalize.iter().any(|(d, _)| d == dest) {
+                self.finalize.push((dest.to_vec(), i));
+            }
+        } else {
+            // SAFETY: name is NUL-terminated.
+            if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = sys::open_dir_nofollow(pfd, name)?;
+            self.dirs.insert(dest.to_vec(), fd);
+            self.created_dirs.insert(dest.to_vec());
+            self.finalize.push((dest.to_vec(), i));
+        }
+        if let Some(fd) = self.dirs.get(dest) {
+            let fd = fd.as_raw_fd();
+            self.set_xattrs(fd, dest, xattrs);
+        }
+        Ok(Done { owner_set: true })
+    }
+
+    fn create_file(
+        &mut self,
+        e: &Entry,
+        pfd: RawFd,
+        name: &CStr,
+        dest: &[u8],
+        data: &mut dyn Read,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> io::Result<Done> {
+        let fd = sys::openat(
+            pfd,
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_NOCTTY,
+            0o600,
+        )?;
+        let mut file = File::from(fd);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(256 * 1024, 0);
+        let copied = copy_hashed(data, &mut file, &mut buf);
+        self.buf = buf;
+        let verdict = match copied {
+            Ok((n, hash)) if n == e.size && Some(&hash) == e.blake3.as_ref() => Ok(()),
+            Ok(_) => Err(io::Error::other(
+                "the archived copy is damaged (blake3 mismatch); nothing was left in its place",
+            )),
+            Err(err) => Err(io::Error::other(format!(
+                "cannot read it from the archive ({}); nothing was left in its place",
+                reason(&err)
+            ))),
+        };
+        if let Err(err) = verdict {
+            remove_partial(pfd, name, &file);
+            return Err(err);
+        }
+        self.set_xattrs(file.as_raw_fd(), dest, xattrs);
+        let owner_set = set_owner_fd(file.as_raw_fd(), e, self.opts.euid)?;
+        fchmod(file.as_raw_fd(), e.mode)?;
+        set_times_fd(file.as_raw_fd(), e)?;
+        Ok(Done { owner_set })
+    }
+
+    fn create_link(&mut self, e: &Entry, pfd: RawFd, name: &CStr) -> io::Result<Done> {
+        let target = e.link.as_ref().and_then(|l| l.bytes()).unwrap_or_default();
+        let Some(first) = self.first_names.get(&target).cloned() else {
+            return Err(io::Error::other(
+                "the file it is a hard link of was not restored",
+            ));
+        };
+        let (tparent, tname) = split_parent(&first);
+        let tfd = self.dir(tparent, false)?;
+        let ctname = sys::cstr(tname)?;
+        // SAFETY: both names are NUL-terminated; flags 0: a symlink is linked, not followed.
+        if unsafe { libc::linkat(tfd, ctname.as_ptr(), pfd, name.as_ptr(), 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Done { owner_set: true })
+    }
+
+    fn set_xattrs(&mut self, fd: RawFd, dest: &[u8], xattrs: &[(Vec<u8>, Vec<u8>)]) {
+        for (name, value) in xattrs {
+            let Ok(cname) = sys::cstr(name) else { continue };
+            // SAFETY: cname is NUL-terminated; value is a valid buffer of its length.
+            let ret = unsafe {
+                libc::fsetxattr(fd, cname.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+            };
+            if ret < 0 {
+                let err = io::Error::last_os_error();
+                if matches!(
+                    err.raw_os_error(),
+                    Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
+                ) {
+                    self.report.xattrs_not_set += 1;
+                } else {
+                    stderr_write(
+                        format!(
+                            "unrm: could not restore the attribute {} of {}: {}\n",
+                            String::from_utf8_lossy(name),
+                            quote(dest),
+                            reason(&err)
+                        )
+                        .as_bytes(),
+                    );
+                    self.report.failed += 1;
+                }
+            }
+        }
+    }
+
+    /// Give the directories their recorded owner, mode and mtime, deepest (latest) first.
+    fn finish(&mut self) {
+        let list = std::mem::take(&mut self.finalize);
+        for (dest, i) in list.iter().rev() {
+            let Some(fd) = self.dirs.get(dest).map(|f| f.as_raw_fd()) else {
+                continue;
+            };
+            let e = &self.manifest.entries[*i];
+            let res = set_owner_fd(fd, e, self.opts.euid).and_then(|owner_set| {
+                fchmod(fd, e.mode)?;
+                set_times_fd(fd, e)?;
+                Ok(owner_set)
+            });
+            match res {
+                Ok(true) => {}
+                Ok(false) => self.report.ownership_not_set += 1,
+                Err(err) => self.fail(dest, &reason(&err)),
+            }
+        }
+        self.dirs.clear();
+    }
+}
+
+/// The outcome of creating one object.
+struct Done {
+    /// False when the recorded owner could not be set (not root).
+    owner_set: bool,
+}
+
+fn reason(err: &io::Error) -> String {
+    sys::strerror(err)
+}
+
+/// The `SCHILY.xattr.*` records of an entry's PAX header.
+fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Ok(Some(exts)) = entry.pax_extensions() {
+        for ext in exts.flatten() {
+            if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                out.push((name.to_vec(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// Copy everything from `src` to `dst`, returning the byte count and blake3.
+fn copy_hashed(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result<(u64, String)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    Ok((total, hasher.finalize().to_hex().to_string()))
+}
+
+/// Remove a file this run created and found damaged, if the name still is that file.
+fn remove_partial(pfd: RawFd, name: &CStr, file: &File) {
+    let (Ok(ours), Ok(there)) = (sys::fstat(file.as_raw_fd()), sys::fstatat(pfd, name, false))
+    else {
+        return;
+    };
+    if (ours.dev, ours.ino) == (there.dev, there.ino) {
+        let _ = crate::unlink::remove_partial_restore(pfd, name);
+    }
+}
+
+/// Set the recorded owner when it differs; false when not permitted (not root).
+fn set_owner_fd(fd: RawFd, e: &Entry, euid: u32) -> io::Result<bool> {
+    let st = sys::fstat(fd)?;
+    if (st.uid, st.gid) == (e.uid, e.gid) {
+        return Ok(true);
+    }
+    // SAFETY: plain syscall on a valid descriptor.
+    if unsafe { libc::fchown(fd, e.uid, e.gid) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EPERM) && euid != 0 {
+            return Ok(false);
+        }
+        return Err(err);
+    }
+    Ok(true)
+}
+
+fn set_owner_at(pfd: RawFd, name: &CStr, e: &Entry, euid: u32) -> io::Result<bool> {
+    let st = sys::fstatat(pfd, name, false)?;
+    if (st.uid, st.gid) == (e.uid, e.gid) {
+        return Ok(true);
+    }
+    // SAFETY: name is NUL-terminated; AT_SYMLINK_NOFOLLOW changes a symlink itself.
+    if unsafe { libc::fchownat(pfd, name.as_ptr(), e.uid, e.gid, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EPERM) && euid != 0 {
+            return Ok(false);
+        }
+        return Err(err);
+    }
+    Ok(true)
+}
+
+fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid descriptor.
+    if unsafe { libc::fchmod(fd, (mode & 0o7777) as libc::mode_t) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn times_of(e: &Entry) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: e.mtime as libc::time_t,
+            tv_nsec: e.mtime_nsec.min(999_999_999) as libc::c_long,
+        },
+    ]
+}
+
+fn set_times_fd(fd: RawFd, e: &Entry) -> io::Result<()> {
+    let times = times_of(e);
+    // SAFETY: times points to two timespecs.
+    if unsafe { libc::futimens(fd, times.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_times_at(pfd: RawFd, name: &CStr, e: &Entry) -> io::Result<()> {
+    let times = times_of(e);
+    // SAFETY: name is NUL-terminated; times points to two timespecs.
+    if unsafe {
+        libc::utimensat(
+            pfd,
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn create_symlink(e: &Entry, pfd: RawFd, name: &CStr) -> io::Result<Done> {
+    let target = e.link.as_ref().and_then(|l| l.bytes()).unwrap_or_default();
+    let ctarget = sys::cstr(&target)?;
+    // SAFETY: both strings are NUL-terminated.
+    if unsafe { libc::symlinkat(ctarget.as_ptr(), pfd, name.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let owner_set = set_owner_at(pfd, name, e, sys::geteuid())?;
+    set_times_at(pfd, name, e)?;
+    Ok(Done { owner_set })
+}
+
+fn create_node(e: &Entry, pfd: RawFd, name: &CStr, euid: u32) -> io::Result<Done> {
+    let (ftype, dev) = match e.kind {
+        Kind::Fifo => (libc::S_IFIFO, 0),
+        Kind::Char | Kind::Block => {
+            if euid != 0 {
+                return Err(io::Error::other("only root can create device nodes"));
+            }
+            let ft = if e.kind == Kind::Char {
+                libc::S_IFCHR
+            } else {
+                libc::S_IFBLK
+            };
+            (
+                ft,
+                libc::makedev(e.rdev_major.unwrap_or(0), e.rdev_minor.unwrap_or(0)),
+            )
+        }
+        _ => return Err(io::Error::other("not a special file")),
+    };
+    // SAFETY: name is NUL-terminated.
+    if unsafe { libc::mknodat(pfd, name.as_ptr(), ftype | 0o600, dev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let owner_set = set_owner_at(pfd, name, e, euid)?;
+    // glibc implements AT_SYMLINK_NOFOLLOW through O_PATH: the new node itself, never a
+    // symlink swapped into its place.
+    // SAFETY: name is NUL-terminated.
+    if unsafe {
+        libc::fchmodat(
+            pfd,
+            name.as_ptr(),
+            (e.mode & 0o7777) as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    set_times_at(pfd, name, e)?;
+    Ok(Done { owner_set })
+}
+
+/// `NAME.~N~` with N one more than the highest numbered backup beside NAME (GNU's rule).
+fn numbered_name(pfd: RawFd, name: &[u8]) -> io::Result<Vec<u8>> {
+    let mut highest = 0u64;
+    for ent in sys::read_dir(pfd)? {
+        let n = ent.name.as_bytes();
+        if let Some(rest) = n.strip_prefix(name).and_then(|r| r.strip_prefix(b".~")) {
+            if let Some(num) = rest.strip_suffix(b"~") {
+                if let Some(v) = std::str::from_utf8(num).ok().and_then(|s| s.parse().ok()) {
+                    highest = highest.max(v);
+                }
+            }
+        }
+    }
+    let mut out = name.to_vec();
+    out.extend_from_slice(format!(".~{}~", highest + 1).as_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_normal_absolute_paths_are_restored() {
+        assert!(normal_absolute(b"/a/b"));
+        assert!(!normal_absolute(b"a/b"));
+        assert!(!normal_absolute(b"/a/../b"));
+        assert!(!normal_absolute(b"/a/./b"));
+        assert!(!normal_absolute(b"/a//b"));
+        assert!(!normal_absolute(b"/a/"));
+        assert!(!normal_absolute(b"/"));
+        assert!(!normal_absolute(b"/.."));
+    }
+
+    #[test]
+    fn parents_and_containment() {
+        assert_eq!(split_parent(b"/x"), (&b"/"[..], &b"x"[..]));
+        assert_eq!(split_parent(b"/a/b/c"), (&b"/a/b"[..], &b"c"[..]));
+        assert!(is_under(b"/a/b", b"/a"));
+        assert!(is_under(b"/a", b"/a"));
+        assert!(!is_under(b"/ab", b"/a"));
+        assert!(is_under(b"/ab", b"/"));
+    }
+}

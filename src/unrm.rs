@@ -1,0 +1,584 @@
+//! The `unrm` command: parse, resolve names against the catalog, then restore, list, show
+//! or check.
+//!
+//! ```text
+//! argv ─parse (unrm_cli)─▶ Options ─resolve (catalog)─▶ (deletion, source path)…
+//!      ─group by deletion─▶ restore::restore (one pass over each archive) ─▶ summary
+//! ```
+//! Errors read `unrm: could not …` on stderr; problems with one NAME do not stop the others,
+//! and any of them makes the exit status 1.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
+use anyhow::{Context, Result};
+
+use crate::catalog::{self, Catalog, Deletion, IdMatch, Restored};
+use crate::manifest::{Kind, PathBytes};
+use crate::output::{stderr_write, stdout_write};
+use crate::quote::quote;
+use crate::restore::{self, is_under, split_parent, Report, RestoreOptions, Target};
+use crate::store::Store;
+use crate::sys;
+use crate::unrm_cli::{self, Action, Options, Parsed};
+
+/// Run unrm with `args` (without argv[0]); returns the exit status.
+pub fn run(args: &[OsString]) -> i32 {
+    let opts = match unrm_cli::parse(args) {
+        Parsed::Run(o) => o,
+        Parsed::Exit { text, code } => {
+            if code == 0 {
+                stdout_write(text.as_bytes());
+            } else {
+                stderr_write(text.as_bytes());
+            }
+            return code;
+        }
+    };
+    match execute(&opts) {
+        Ok(code) => code,
+        Err(e) => {
+            stderr_write(format!("unrm: {e:#}\n").as_bytes());
+            1
+        }
+    }
+}
+
+fn execute(opts: &Options) -> Result<i32> {
+    let store = Store::open().context("could not open the store")?;
+    let catalog = Catalog::load(&store).context("could not read the store")?;
+    let cwd = std::env::current_dir()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_else(|_| b"/".to_vec());
+    match &opts.action {
+        Action::Restore(names) => restore_names(opts, &store, &catalog, &cwd, names),
+        Action::Last(n) => {
+            let picks: Vec<(usize, Vec<u8>)> = (0..(*n).min(catalog.deletions.len()))
+                .flat_map(|d| {
+                    catalog.deletions[d]
+                        .roots()
+                        .into_iter()
+                        .map(move |r| (d, r))
+                })
+                .collect();
+            if picks.is_empty() {
+                stderr_write(b"unrm: could not restore: the store holds no deletion\n");
+                return Ok(1);
+            }
+            Ok(restore_picks(opts, &store, &catalog, &cwd, picks, false))
+        }
+        Action::List(patterns) => Ok(list(opts, &catalog, &cwd, patterns)),
+        Action::Show(id) => Ok(show(opts, &catalog, id)),
+        Action::Check { ids, repair } => crate::check::run(&store, &catalog, ids, *repair),
+    }
+}
+
+/// The absolute path a NAME stands for: lexically normalised against the cwd (the deleted
+/// object is gone, so it cannot be canonicalised).
+pub fn absolute(cwd: &[u8], name: &[u8]) -> Vec<u8> {
+    let joined = if name.starts_with(b"/") {
+        name.to_vec()
+    } else {
+        let mut j = cwd.to_vec();
+        j.push(b'/');
+        j.extend_from_slice(name);
+        j
+    };
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in joined.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut out = Vec::new();
+    for p in parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+fn has_glob(name: &[u8]) -> bool {
+    name.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
+}
+
+/// `fnmatch(3)` with `FNM_PATHNAME`: `*` does not cross `/`.
+pub fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
+    let (Ok(p), Ok(s)) = (sys::cstr(pattern), sys::cstr(path)) else {
+        return false;
+    };
+    // SAFETY: both are NUL-terminated.
+    unsafe { libc::fnmatch(p.as_ptr(), s.as_ptr(), libc::FNM_PATHNAME) == 0 }
+}
+
+/// Which deletions and paths a NAME means, newest deletion first.
+fn resolve(catalog: &Catalog, cwd: &[u8], name: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
+    let abs = absolute(cwd, name);
+    // 1. An original path, or a path inside a deleted tree: the newest deletion holding it.
+    for (d, del) in catalog.deletions.iter().enumerate() {
+        if del
+            .manifest
+            .entries
+            .iter()
+            .any(|e| e.path.bytes().as_deref() == Some(abs.as_slice()))
+        {
+            return Ok(vec![(d, abs)]);
+        }
+    }
+    // 2. A deletion id or an unambiguous prefix of one.
+    if let Ok(text) = std::str::from_utf8(name) {
+        match catalog.find_id(text) {
+            IdMatch::One(d) => {
+                return Ok(catalog.deletions[d]
+                    .roots()
+                    .into_iter()
+                    .map(|r| (d, r))
+                    .collect())
+            }
+            IdMatch::Several(ds) => {
+                let mut msg = String::from("it is the start of several deletion ids:");
+                for d in ds {
+                    msg.push_str("\n  ");
+                    msg.push_str(catalog.deletions[d].id());
+                }
+                return Err(msg);
+            }
+            IdMatch::None => {}
+        }
+    }
+    // 3. A glob: every matching deleted path (the newest deletion of each).
+    if has_glob(name) {
+        let pattern = absolute(cwd, name);
+        let mut found: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (d, del) in catalog.deletions.iter().enumerate() {
+            for e in &del.manifest.entries {
+                let Some(p) = e.path.bytes() else { continue };
+                if glob_match(&pattern, &p) && !found.iter().any(|(_, f)| is_under(&p, f)) {
+                    found.retain(|(_, f)| !is_under(f, &p));
+                    found.push((d, p));
+                }
+            }
+        }
+        if found.is_empty() {
+            return Err("no deleted path matches".to_string());
+        }
+        return Ok(found);
+    }
+    // 4. A bare name: the one deleted object of that name, wherever it was.
+    if !name.contains(&b'/') {
+        let mut found: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (d, del) in catalog.deletions.iter().enumerate() {
+            for e in &del.manifest.entries {
+                let Some(p) = e.path.bytes() else { continue };
+                if split_parent(&p).1 == name && !found.iter().any(|(_, f)| *f == p) {
+                    found.push((d, p));
+                }
+            }
+        }
+        match found.len() {
+            0 => {}
+            1 => return Ok(found),
+            _ => {
+                let mut msg = String::from(
+                    "several deleted objects have that name (give the path, or an id with --to):",
+                );
+                for (d, p) in &found {
+                    let del = &catalog.deletions[*d];
+                    msg.push_str(&format!(
+                        "\n  {}  {}  {}",
+                        local_time(&del.manifest.created),
+                        quote(p),
+                        del.id()
+                    ));
+                }
+                return Err(msg);
+            }
+        }
+    }
+    Err("no deletion in the store holds it".to_string())
+}
+
+fn restore_names(
+    opts: &Options,
+    store: &Store,
+    catalog: &Catalog,
+    cwd: &[u8],
+    names: &[OsString],
+) -> Result<i32> {
+    let mut picks = Vec::new();
+    let mut failed = false;
+    for name in names {
+        match resolve(catalog, cwd, name.as_bytes()) {
+            Ok(found) => picks.extend(found),
+            Err(msg) => {
+                stderr_write(
+                    format!(
+                        "unrm: could not restore {}: {msg}\n",
+                        quote(name.as_bytes())
+                    )
+                    .as_bytes(),
+                );
+                failed = true;
+            }
+        }
+    }
+    if picks.is_empty() {
+        return Ok(1);
+    }
+    let code = restore_picks(opts, store, catalog, cwd, picks, failed);
+    Ok(code)
+}
+
+/// Restore every (deletion, source path), one pass over each archive; print the summary.
+fn restore_picks(
+    opts: &Options,
+    store: &Store,
+    catalog: &Catalog,
+    cwd: &[u8],
+    picks: Vec<(usize, Vec<u8>)>,
+    mut failed: bool,
+) -> i32 {
+    if opts.overwrite {
+        stderr_write(
+            b"unrm: could not restore: --overwrite is not available yet; use --rename or --to\n",
+        );
+        return 1;
+    }
+    let anchor = match &opts.to {
+        None => b"/".to_vec(),
+        Some(dir) => match prepare_to(dir) {
+            Ok(a) => a,
+            Err(e) => {
+                stderr_write(format!("unrm: {e:#}\n").as_bytes());
+                return 1;
+            }
+        },
+    };
+    let ropts = RestoreOptions {
+        conflict: opts.conflict,
+        anchor: anchor.clone(),
+        euid: sys::geteuid(),
+        verbose: opts.verbose,
+    };
+    // Group by deletion, keeping the order of first mention.
+    let mut order: Vec<usize> = Vec::new();
+    let mut by_deletion: HashMap<usize, Vec<Target>> = HashMap::new();
+    for (d, source) in picks {
+        let dest = if opts.to.is_some() {
+            let mut p = anchor.clone();
+            if !p.ends_with(b"/") {
+                p.push(b'/');
+            }
+            p.extend_from_slice(split_parent(&source).1);
+            p
+        } else {
+            source.clone()
+        };
+        let list = by_deletion.entry(d).or_insert_with(|| {
+            order.push(d);
+            Vec::new()
+        });
+        if !list.iter().any(|t| t.source == source) {
+            list.push(Target { source, dest });
+        }
+    }
+    let mut total = Report::default();
+    for d in order {
+        let del = &catalog.deletions[d];
+        let targets = &by_deletion[&d];
+        let mut report = Report::default();
+        if let Err(e) = restore::restore(store, &del.manifest, targets, &ropts, &mut report) {
+            stderr_write(
+                format!(
+                    "unrm: could not restore from deletion {}: {e:#}\n",
+                    del.id()
+                )
+                .as_bytes(),
+            );
+            failed = true;
+        }
+        for t in targets {
+            if report.conflicts.contains(&t.dest) {
+                continue;
+            }
+            let renamed = report.renamed.iter().find(|(w, _)| *w == t.dest);
+            let line = match renamed {
+                Some((_, used)) => format!(
+                    "restored {} as {}\n",
+                    quote(&display(cwd, &t.dest)),
+                    quote(&display(cwd, used))
+                ),
+                None => format!("restored {}\n", quote(&display(cwd, &t.dest))),
+            };
+            if report.restored > 0 {
+                stdout_write(line.as_bytes());
+            }
+        }
+        if report.restored > 0 {
+            let whole = targets.len() == del.roots().len()
+                && targets.iter().all(|t| del.roots().contains(&t.source));
+            let note = Restored {
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                to: targets.iter().map(|t| PathBytes::new(&t.dest)).collect(),
+                objects: report.restored,
+                complete: whole && report.ok(),
+            };
+            if let Err(e) = catalog::mark_restored(store, del, &note) {
+                stderr_write(
+                    format!(
+                        "unrm: warning: could not note that {} was restored: {e:#}\n",
+                        del.id()
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+        total.restored += report.restored;
+        total.failed += report.failed;
+        total.conflicts.extend(report.conflicts);
+        total.renamed.extend(report.renamed);
+        total.ownership_not_set += report.ownership_not_set;
+        total.xattrs_not_set += report.xattrs_not_set;
+    }
+    if total.ownership_not_set > 0 {
+        stderr_write(
+            format!(
+                "unrm: could not give {} restored object(s) their recorded owner (only root can); they belong to you\n",
+                total.ownership_not_set
+            )
+            .as_bytes(),
+        );
+    }
+    if total.xattrs_not_set > 0 {
+        stderr_write(
+            format!(
+                "unrm: could not restore {} extended attribute(s) (not permitted or not supported here)\n",
+                total.xattrs_not_set
+            )
+            .as_bytes(),
+        );
+    }
+    if !total.ok() || failed {
+        let mut parts = vec![format!("restored {} object(s)", total.restored)];
+        if !total.conflicts.is_empty() {
+            parts.push(format!(
+                "{} left alone because they exist",
+                total.conflicts.len()
+            ));
+        }
+        if total.failed > 0 {
+            parts.push(format!("{} could not be restored", total.failed));
+        }
+        stderr_write(format!("unrm: {}\n", parts.join("; ")).as_bytes());
+        return 1;
+    }
+    0
+}
+
+/// The `--to` directory, created if missing, as a canonical absolute path.
+fn prepare_to(dir: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("could not create '{}'", dir.display()))?;
+    let canon = std::fs::canonicalize(dir)
+        .with_context(|| format!("could not resolve '{}'", dir.display()))?;
+    Ok(canon.as_os_str().as_bytes().to_vec())
+}
+
+/// A path as the user would type it from `cwd`: relative when it is below it.
+fn display(cwd: &[u8], path: &[u8]) -> Vec<u8> {
+    if cwd != b"/" && is_under(path, cwd) && path.len() > cwd.len() {
+        return path[cwd.len() + 1..].to_vec();
+    }
+    path.to_vec()
+}
+
+/// An RFC 3339 time as local `YYYY-MM-DD HH:MM:SS`.
+fn local_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+fn matches_pattern(del: &Deletion, cwd: &[u8], pattern: &[u8]) -> bool {
+    if del.id().as_bytes().starts_with(pattern) {
+        return true;
+    }
+    let glob = has_glob(pattern);
+    let abs_pattern = absolute(cwd, pattern);
+    del.manifest.operands.iter().any(|o| {
+        let abs = o.absolute.bytes().unwrap_or_default();
+        let given = o.given.bytes().unwrap_or_default();
+        if glob {
+            glob_match(&abs_pattern, &abs)
+                || glob_match(pattern, &given)
+                || glob_match(pattern, split_parent(&abs).1)
+        } else {
+            is_under(&abs, &abs_pattern) || abs.windows(pattern.len().max(1)).any(|w| w == pattern)
+        }
+    })
+}
+
+fn list(opts: &Options, catalog: &Catalog, cwd: &[u8], patterns: &[OsString]) -> i32 {
+    let shown: Vec<&Deletion> = catalog
+        .deletions
+        .iter()
+        .filter(|d| {
+            patterns.is_empty()
+                || patterns
+                    .iter()
+                    .any(|p| matches_pattern(d, cwd, p.as_bytes()))
+        })
+        .collect();
+    if opts.json {
+        let items: Vec<serde_json::Value> = shown
+            .iter()
+            .map(|d| {
+                let m = &d.manifest;
+                serde_json::json!({
+                    "id": m.id,
+                    "created": m.created,
+                    "cwd": m.cwd,
+                    "operands": m.operands,
+                    "entries": m.totals.entries,
+                    "files": m.totals.files,
+                    "dirs": m.totals.dirs,
+                    "bytes": m.totals.bytes,
+                    "archive_bytes": m.archive.as_ref().map(|a| a.size),
+                    "restored": d.restored,
+                })
+            })
+            .collect();
+        let mut text = serde_json::to_string_pretty(&items).unwrap_or_default();
+        text.push('\n');
+        stdout_write(text.as_bytes());
+        return 0;
+    }
+    for d in shown {
+        let m = &d.manifest;
+        let operands: Vec<String> = m
+            .operands
+            .iter()
+            .map(|o| quote(&display(cwd, &o.absolute.bytes().unwrap_or_default())))
+            .collect();
+        let line = format!(
+            "{}  {}  {:>6} files  {:>10} -> {:<10}  {:<8}  {}\n",
+            m.id,
+            local_time(&m.created),
+            m.totals.files,
+            crate::remove::human(m.totals.bytes),
+            m.archive
+                .as_ref()
+                .map(|a| crate::remove::human(a.size))
+                .unwrap_or_else(|| "?".to_string()),
+            if d.restored.is_some() {
+                "restored"
+            } else {
+                "-"
+            },
+            operands.join(" ")
+        );
+        stdout_write(line.as_bytes());
+        if crate::output::stdout_closed() {
+            break;
+        }
+    }
+    0
+}
+
+fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
+    let d = match catalog.find_id(id) {
+        IdMatch::One(d) => &catalog.deletions[d],
+        IdMatch::None => {
+            stderr_write(
+                format!("unrm: could not show {id}: no deletion has that id\n").as_bytes(),
+            );
+            return 1;
+        }
+        IdMatch::Several(_) => {
+            stderr_write(
+                format!("unrm: could not show {id}: it is the start of several deletion ids\n")
+                    .as_bytes(),
+            );
+            return 1;
+        }
+    };
+    if opts.json {
+        let mut text = serde_json::to_string_pretty(&d.manifest).unwrap_or_default();
+        text.push('\n');
+        stdout_write(text.as_bytes());
+        return 0;
+    }
+    for e in &d.manifest.entries {
+        let tag = match e.kind {
+            Kind::File => '-',
+            Kind::Dir => 'd',
+            Kind::Symlink => 'l',
+            Kind::Hardlink => 'h',
+            Kind::Fifo => 'p',
+            Kind::Char => 'c',
+            Kind::Block => 'b',
+            Kind::Socket => 's',
+        };
+        let time = chrono::DateTime::from_timestamp(e.mtime, e.mtime_nsec)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let mut line = format!(
+            "{tag}{:04o} {:>8} {:>8} {:>12} {time} {}",
+            e.mode & 0o7777,
+            e.user.clone().unwrap_or_else(|| e.uid.to_string()),
+            e.group.clone().unwrap_or_else(|| e.gid.to_string()),
+            e.size,
+            quote(&e.path.bytes().unwrap_or_default())
+        );
+        if let Some(l) = &e.link {
+            let arrow = if e.kind == Kind::Hardlink {
+                " => "
+            } else {
+                " -> "
+            };
+            line.push_str(arrow);
+            line.push_str(&quote(&l.bytes().unwrap_or_default()));
+        }
+        line.push('\n');
+        stdout_write(line.as_bytes());
+        if crate::output::stdout_closed() {
+            break;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_normal_absolute_paths() {
+        assert_eq!(absolute(b"/home/u", b"a/b"), b"/home/u/a/b");
+        assert_eq!(absolute(b"/home/u", b"./a/../b/"), b"/home/u/b");
+        assert_eq!(absolute(b"/home/u", b"/x//y"), b"/x/y");
+        assert_eq!(absolute(b"/", b".."), b"/");
+    }
+
+    #[test]
+    fn globs_do_not_cross_slashes() {
+        assert!(glob_match(b"/a/*.log", b"/a/x.log"));
+        assert!(!glob_match(b"/a/*.log", b"/a/b/x.log"));
+    }
+}

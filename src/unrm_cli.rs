@@ -1,0 +1,257 @@
+//! unrm's command line. It has no subcommands (a file called `list` must still be restorable
+//! with `unrm list`): every action other than restoring is an option. clap stays in this
+//! module; the command layer gets a plain [`Options`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{value_parser, Arg, ArgAction, ArgGroup, Command};
+
+use crate::restore::Conflict;
+
+/// What unrm is asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Restore these names (paths, names inside deletions, ids, id prefixes).
+    Restore(Vec<OsString>),
+    /// Undo the N most recent deletions.
+    Last(usize),
+    /// List deletions, optionally those matching any of these patterns.
+    List(Vec<OsString>),
+    /// The files inside one deletion.
+    Show(String),
+    /// Verify archives against manifests (all, or these ids).
+    Check { ids: Vec<String>, repair: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub action: Action,
+    pub to: Option<PathBuf>,
+    pub conflict: Conflict,
+    pub overwrite: bool,
+    pub json: bool,
+    pub verbose: bool,
+}
+
+/// The outcome of parsing.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Options),
+    /// Help, version or a usage error: print this (to stdout when `code` is 0) and exit.
+    Exit {
+        text: String,
+        code: i32,
+    },
+}
+
+pub fn command() -> Command {
+    Command::new("unrm")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Restore what saferm removed")
+        .long_about(
+            "Restore what saferm removed.\n\n\
+             NAME is an original path (relative to the current directory or absolute), a path \
+             inside a deleted directory, or a deletion id (or an unambiguous prefix of one). \
+             The newest deletion of a path wins. Nothing that exists is replaced.",
+        )
+        .arg(
+            Arg::new("names")
+                .value_name("NAME")
+                .num_args(0..)
+                .value_parser(value_parser!(OsString))
+                .help("What to restore (with --list: patterns; with --check: ids)"),
+        )
+        .arg(
+            Arg::new("last")
+                .long("last")
+                .value_name("N")
+                .num_args(0..=1)
+                .default_missing_value("1")
+                .value_parser(value_parser!(usize))
+                .help("Undo the last saferm command (or the last N)"),
+        )
+        .arg(
+            Arg::new("to")
+                .long("to")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .help("Restore under DIR instead of the original place"),
+        )
+        .arg(
+            Arg::new("rename")
+                .long("rename")
+                .action(ArgAction::SetTrue)
+                .help("Restore beside an existing file as NAME.~N~"),
+        )
+        .arg(
+            Arg::new("overwrite")
+                .long("overwrite")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("rename")
+                .help("Replace an existing file (it is archived by saferm first)"),
+        )
+        .arg(
+            Arg::new("list")
+                .long("list")
+                .action(ArgAction::SetTrue)
+                .help("List deletions (those matching NAME patterns, if given)"),
+        )
+        .arg(
+            Arg::new("show")
+                .long("show")
+                .value_name("ID")
+                .help("List the files inside one deletion"),
+        )
+        .arg(
+            Arg::new("check")
+                .long("check")
+                .action(ArgAction::SetTrue)
+                .help("Re-read archives and verify them against their manifests"),
+        )
+        .arg(
+            Arg::new("repair")
+                .long("repair")
+                .action(ArgAction::SetTrue)
+                .requires("check")
+                .help("With --check: rebuild lost manifests from their archives"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("With --list or --show: print JSON"),
+        )
+        .arg(
+            Arg::new("verbose")
+                .short('v')
+                .long("verbose")
+                .action(ArgAction::SetTrue)
+                .help("Print each restored object"),
+        )
+        .group(
+            ArgGroup::new("action")
+                .args(["last", "list", "show", "check"])
+                .multiple(false),
+        )
+}
+
+/// Parse `args` (without argv[0]).
+pub fn parse(args: &[OsString]) -> Parsed {
+    let matches = match command()
+        .try_get_matches_from(std::iter::once(OsString::from("unrm")).chain(args.iter().cloned()))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            return Parsed::Exit {
+                text: e.render().to_string(),
+                code,
+            };
+        }
+    };
+    let names: Vec<OsString> = matches
+        .get_many::<OsString>("names")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let usage = |msg: &str| Parsed::Exit {
+        text: format!("unrm: {msg}\nTry 'unrm --help' for more information.\n"),
+        code: 2,
+    };
+    let action = if let Some(&n) = matches.get_one::<usize>("last") {
+        if !names.is_empty() {
+            return usage("--last takes no NAME");
+        }
+        if n == 0 {
+            return usage("--last needs a number of deletions of at least 1");
+        }
+        Action::Last(n)
+    } else if matches.get_flag("list") {
+        Action::List(names)
+    } else if let Some(id) = matches.get_one::<String>("show") {
+        if !names.is_empty() {
+            return usage("--show takes one ID and no NAME");
+        }
+        Action::Show(id.clone())
+    } else if matches.get_flag("check") {
+        let ids = names
+            .iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        Action::Check {
+            ids,
+            repair: matches.get_flag("repair"),
+        }
+    } else {
+        if names.is_empty() {
+            return usage("missing NAME (or --last, --list, --show, --check)");
+        }
+        Action::Restore(names)
+    };
+    Parsed::Run(Options {
+        action,
+        to: matches.get_one::<PathBuf>("to").cloned(),
+        conflict: if matches.get_flag("rename") {
+            Conflict::Rename
+        } else {
+            Conflict::Skip
+        },
+        overwrite: matches.get_flag("overwrite"),
+        json: matches.get_flag("json"),
+        verbose: matches.get_flag("verbose"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Options {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        match parse(&args) {
+            Parsed::Run(o) => o,
+            Parsed::Exit { text, code } => panic!("exit {code}: {text}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn names_that_look_like_actions_are_names() {
+        assert_eq!(
+            run(&["list", "check"]).action,
+            Action::Restore(vec!["list".into(), "check".into()])
+        );
+    }
+
+    #[test]
+    fn last_defaults_to_one() {
+        assert_eq!(run(&["--last"]).action, Action::Last(1));
+        assert_eq!(run(&["--last", "3"]).action, Action::Last(3));
+    }
+
+    #[test]
+    fn list_takes_patterns_and_check_takes_ids() {
+        assert_eq!(
+            run(&["--list", "*.log"]).action,
+            Action::List(vec!["*.log".into()])
+        );
+        assert_eq!(
+            run(&["--check", "2026"]).action,
+            Action::Check {
+                ids: vec!["2026".into()],
+                repair: false
+            }
+        );
+    }
+
+    #[test]
+    fn two_actions_are_refused() {
+        let args: Vec<OsString> = ["--list", "--check"].iter().map(OsString::from).collect();
+        assert!(matches!(parse(&args), Parsed::Exit { code: 2, .. }));
+        assert!(matches!(parse(&[]), Parsed::Exit { code: 2, .. }));
+    }
+}

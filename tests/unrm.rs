@@ -1,0 +1,957 @@
+//! unrm: round trips through saferm and back for every object type and every NAME form,
+//! conflicts, listing and checking the store, damaged archives, and crafted archives that
+//! try to write outside their destination.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::common::{build_tree, is_root, saferm_bin, Outcome, Sandbox, NOBODY};
+
+fn unrm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_unrm"))
+}
+
+fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    let out = sb.command(saferm_bin()).current_dir(cwd).args(args).run();
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "saferm {args:?}: {}",
+        out.stderr_text()
+    );
+    out
+}
+
+fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    sb.command(unrm_bin()).current_dir(cwd).args(args).run()
+}
+
+/// Run unrm and require success.
+fn unrm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    let out = unrm(sb, cwd, args);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "unrm {args:?}\nstdout: {}\nstderr: {}",
+        out.stdout_text(),
+        out.stderr_text()
+    );
+    out
+}
+
+/// Everything a restore must preserve about one object.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone)]
+struct Full {
+    path: PathBuf,
+    kind: char,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i128,
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+    rdev: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+    /// The first path of its hard-link group (None when nlink == 1).
+    link_group: Option<PathBuf>,
+}
+
+/// Every object under `root` (itself included as `.`), sorted by path.
+fn full_snapshot(root: &Path) -> Vec<Full> {
+    let mut paths = Vec::new();
+    collect(root, Path::new("."), &mut paths);
+    paths.sort();
+    let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut out = Vec::new();
+    for rel in paths {
+        let p = root.join(&rel);
+        let m = fs::symlink_metadata(&p).expect("lstat");
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            'd'
+        } else if ft.is_file() {
+            'f'
+        } else if ft.is_symlink() {
+            'l'
+        } else if ft.is_fifo() {
+            'p'
+        } else if ft.is_char_device() {
+            'c'
+        } else if ft.is_block_device() {
+            'b'
+        } else {
+            's'
+        };
+        let link_group = (!ft.is_dir() && m.nlink() > 1).then(|| {
+            inodes
+                .entry((m.dev(), m.ino()))
+                .or_insert_with(|| rel.clone())
+                .clone()
+        });
+        out.push(Full {
+            kind,
+            mode: if ft.is_symlink() {
+                0
+            } else {
+                m.mode() & 0o7777
+            },
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            content: ft.is_file().then(|| fs::read(&p).expect("read")),
+            link: ft
+                .is_symlink()
+                .then(|| fs::read_link(&p).expect("readlink")),
+            rdev: m.rdev(),
+            xattrs: if ft.is_file() || ft.is_dir() {
+                user_xattrs(&p)
+            } else {
+                Vec::new()
+            },
+            link_group,
+            path: rel,
+        });
+    }
+    out
+}
+
+fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+    out.push(rel.to_path_buf());
+    let p = root.join(rel);
+    if fs::symlink_metadata(&p).expect("lstat").is_dir() {
+        for e in fs::read_dir(&p).expect("read_dir") {
+            let name = e.expect("entry").file_name();
+            let child = if rel == Path::new(".") {
+                PathBuf::from(name)
+            } else {
+                rel.join(name)
+            };
+            collect(root, &child, out);
+        }
+    }
+}
+
+fn c_path(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_bytes()).expect("no NUL in test paths")
+}
+
+fn user_xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let c = c_path(p);
+    let mut names = vec![0u8; 4096];
+    // SAFETY: valid path and buffer.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "llistxattr {}", p.display());
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| n.starts_with(b"user.")) {
+        let cname = std::ffi::CString::new(name).expect("xattr name");
+        let mut val = vec![0u8; 65536];
+        // SAFETY: valid path, name and buffer.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                val.as_mut_ptr().cast(),
+                val.len(),
+            )
+        };
+        assert!(n >= 0, "lgetxattr");
+        val.truncate(n as usize);
+        out.push((String::from_utf8_lossy(name).into_owned(), val));
+    }
+    out.sort();
+    out
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let c = c_path(p);
+    let cname = std::ffi::CString::new(name).expect("name");
+    // SAFETY: valid path, name and buffer.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn set_mtime(p: &Path, sec: i64, nsec: i64) {
+    let c = c_path(p);
+    let ts = [
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+    ];
+    // SAFETY: valid path and times.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+/// A tree with every kind of object, with modes (setuid, a read-only directory with
+/// contents), owners, ns mtimes (directories and symlinks too), xattrs, hard links, long
+/// and non-UTF-8 names. Devices and other owners only as root.
+fn rich_tree(root: &Path) {
+    build_tree(
+        root,
+        &[
+            "t/empty=",
+            "t/small=hello",
+            "t/sub/deep/file=deep",
+            "t/emptydir/",
+            "t/ro/inside=read-only parent",
+        ],
+    );
+    let t = root.join("t");
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(t.join("big"), &big).expect("big");
+    std::os::unix::fs::symlink("small", t.join("link")).expect("symlink");
+    std::os::unix::fs::symlink("/nonexistent/target", t.join("dangling")).expect("symlink");
+    fs::hard_link(t.join("small"), t.join("hardlink")).expect("hard link");
+    fs::hard_link(t.join("small"), t.join("sub/hardlink2")).expect("hard link");
+    nix::unistd::mkfifo(
+        &t.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .expect("mkfifo");
+    fs::write(t.join("n".repeat(150)), b"long name").expect("long name");
+    fs::write(t.join(OsStr::from_bytes(b"bad\xffname")), b"not utf-8").expect("non-utf8");
+    fs::write(t.join("setuid"), b"#!/bin/sh\n").expect("setuid");
+    fs::set_permissions(t.join("setuid"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+    fs::create_dir(t.join("sticky")).expect("sticky");
+    fs::set_permissions(t.join("sticky"), fs::Permissions::from_mode(0o1777)).expect("chmod");
+    fs::write(t.join("secret"), b"key").expect("secret");
+    fs::set_permissions(t.join("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    if is_root() {
+        std::os::unix::fs::lchown(t.join("secret"), Some(1234), Some(5678)).expect("chown");
+        std::os::unix::fs::lchown(t.join("sub"), Some(NOBODY), Some(NOBODY)).expect("chown");
+        std::os::unix::fs::lchown(t.join("link"), Some(NOBODY), Some(NOBODY)).expect("chown");
+        let dev = |p: &Path, kind: libc::mode_t, major: u32, minor: u32| {
+            let c = c_path(p);
+            // SAFETY: valid path.
+            let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o660, libc::makedev(major, minor)) };
+            assert_eq!(r, 0, "mknod {}", p.display());
+        };
+        dev(&t.join("chardev"), libc::S_IFCHR, 1, 3);
+        dev(&t.join("blockdev"), libc::S_IFBLK, 7, 200);
+    }
+    set_xattr(&t.join("small"), "user.origin", b"test\x00binary\xff");
+    set_xattr(&t.join("sub"), "user.dir", b"on a directory");
+    for (i, p) in [
+        "small",
+        "big",
+        "sub/deep/file",
+        "fifo",
+        "sub/deep",
+        "emptydir",
+        "sub",
+        "sticky",
+        "ro/inside",
+    ]
+    .iter()
+    .enumerate()
+    {
+        set_mtime(&t.join(p), 1_600_000_000 + i as i64, 123_456_789 + i as i64);
+    }
+    set_mtime(&t.join("link"), 1_500_000_000, 5);
+    fs::set_permissions(t.join("ro"), fs::Permissions::from_mode(0o555)).expect("chmod");
+    set_mtime(&t.join("ro"), 1_400_000_000, 999_999_999);
+    set_mtime(&t, 1_300_000_000, 1);
+}
+
+/// The deletions in the store, newest first, from `unrm --list --json`.
+fn deletions(sb: &Sandbox) -> Vec<serde_json::Value> {
+    let out = unrm_ok(sb, sb.root(), &["--list", "--json"]);
+    serde_json::from_slice(&out.stdout).expect("--list --json is JSON")
+}
+
+fn newest_id(sb: &Sandbox) -> String {
+    deletions(sb)[0]["id"].as_str().expect("an id").to_string()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn only_archive(sb: &Sandbox) -> PathBuf {
+    let archives = files_under(&sb.store().join("archives"));
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    archives[0].clone()
+}
+
+#[test]
+fn round_trip_every_object_type_in_place() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    rich_tree(&w);
+    let before = full_snapshot(&w.join("t"));
+    saferm(&sb, &w, &["-r", "t"]);
+    assert!(fs::symlink_metadata(w.join("t")).is_err(), "t was removed");
+    let out = unrm_ok(&sb, &w, &["t"]);
+    assert_eq!(out.stdout_text(), "restored 't'\n");
+    assert_eq!(full_snapshot(&w.join("t")), before);
+    // The listing says it was restored; the archive is still there.
+    assert!(deletions(&sb)[0]["restored"].is_object());
+    only_archive(&sb);
+}
+
+#[test]
+fn round_trip_with_to_keeps_the_names_below_the_operand() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    rich_tree(&w);
+    let before = full_snapshot(&w.join("t"));
+    saferm(&sb, &w, &["-r", "t"]);
+    unrm_ok(&sb, &w, &["--to", "elsewhere/deeper", "t"]);
+    assert_eq!(full_snapshot(&w.join("elsewhere/deeper/t")), before);
+    assert!(
+        fs::symlink_metadata(w.join("t")).is_err(),
+        "not restored in place"
+    );
+}
+
+#[test]
+fn a_path_inside_a_deleted_tree_restores_just_that_with_recorded_parents() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(
+        &w,
+        &[
+            "proj/src/main.rs=fn main() {}",
+            "proj/src/lib.rs=lib",
+            "proj/README=readme",
+            "proj/src/@0750",
+            "proj/@0700",
+        ],
+    );
+    set_mtime(&w.join("proj/src"), 1_234_567_890, 42);
+    saferm(&sb, &w, &["-r", "proj"]);
+    unrm_ok(&sb, &w, &["proj/src/main.rs"]);
+    assert_eq!(
+        fs::read(w.join("proj/src/main.rs")).expect("restored"),
+        b"fn main() {}"
+    );
+    assert!(!w.join("proj/src/lib.rs").exists());
+    assert!(!w.join("proj/README").exists());
+    let src = fs::metadata(w.join("proj/src")).expect("src");
+    assert_eq!(src.mode() & 0o7777, 0o750);
+    assert_eq!((src.mtime(), src.mtime_nsec()), (1_234_567_890, 42));
+    assert_eq!(
+        fs::metadata(w.join("proj")).expect("proj").mode() & 0o7777,
+        0o700
+    );
+    // Then the rest of the tree, from another directory, by absolute path; what is there
+    // already is a conflict, the rest is restored.
+    let abs = w.join("proj");
+    let out = unrm(&sb, sb.root(), &[abs.to_str().expect("utf-8")]);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("it exists"),
+        "{}",
+        out.stderr_text()
+    );
+    let out = unrm_ok(&sb, &w, &["proj/README", "proj/src/lib.rs"]);
+    assert_eq!(
+        out.stdout_text(),
+        "restored 'proj/README'\nrestored 'proj/src/lib.rs'\n"
+    );
+}
+
+#[test]
+fn ids_and_unambiguous_id_prefixes_restore_the_whole_deletion() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["a=1", "b=2", "d/c=3"]);
+    saferm(&sb, &w, &["-r", "a", "d"]);
+    let first = newest_id(&sb);
+    saferm(&sb, &w, &["b"]);
+    // Both ids share their first characters (the date): a short prefix is ambiguous.
+    let out = unrm(&sb, &w, &["2"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("several"),
+        "{}",
+        out.stderr_text()
+    );
+    let prefix = &first[..first.len() - 3];
+    unrm_ok(&sb, sb.root(), &[prefix]);
+    assert_eq!(fs::read(w.join("a")).expect("a"), b"1");
+    assert_eq!(fs::read(w.join("d/c")).expect("d/c"), b"3");
+    assert!(!w.join("b").exists());
+}
+
+#[test]
+fn last_undoes_whole_commands() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["a=1", "b=2", "c/d=3", "e=4"]);
+    // The work directory itself is not part of any deletion: its own mtime moves on.
+    let before = full_snapshot(&w)[1..].to_vec();
+    saferm(&sb, &w, &["-r", "a", "b", "c"]);
+    saferm(&sb, &w, &["e"]);
+    unrm_ok(&sb, sb.root(), &["--last", "2"]);
+    assert_eq!(full_snapshot(&w)[1..], before);
+    saferm(&sb, &w, &["-r", "a", "b", "c"]);
+    saferm(&sb, &w, &["e"]);
+    unrm_ok(&sb, sb.root(), &["--last"]);
+    assert!(w.join("e").exists());
+    assert!(!w.join("a").exists());
+}
+
+#[test]
+fn the_newest_deletion_of_a_path_wins() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::write(w.join("f"), "one").expect("write");
+    saferm(&sb, &w, &["f"]);
+    fs::write(w.join("f"), "two").expect("write");
+    saferm(&sb, &w, &["f"]);
+    unrm_ok(&sb, &w, &["f"]);
+    assert_eq!(fs::read(w.join("f")).expect("f"), b"two");
+}
+
+#[test]
+fn names_that_look_like_options_or_actions_are_names() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["list=L", "check=C", "-v=V"]);
+    saferm(&sb, &w, &["--", "list", "check", "-v"]);
+    unrm_ok(&sb, &w, &["list", "check", "--", "-v"]);
+    assert_eq!(fs::read(w.join("list")).expect("list"), b"L");
+    assert_eq!(fs::read(w.join("check")).expect("check"), b"C");
+    assert_eq!(fs::read(w.join("-v")).expect("-v"), b"V");
+}
+
+#[test]
+fn conflicts_are_left_alone_reported_and_the_rest_restored() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["f=old", "g=gee"]);
+    saferm(&sb, &w, &["f", "g"]);
+    fs::write(w.join("f"), "new").expect("write");
+    let out = unrm(&sb, &w, &["f", "g"]);
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(fs::read(w.join("f")).expect("f"), b"new", "not replaced");
+    assert_eq!(
+        fs::read(w.join("g")).expect("g"),
+        b"gee",
+        "the rest restored"
+    );
+    let err = out.stderr_text();
+    assert!(err.contains("it exists"), "{err}");
+    assert!(err.contains("1 left alone"), "{err}");
+    // --rename restores beside it, numbered as GNU backups are.
+    let out = unrm_ok(&sb, &w, &["--rename", "f"]);
+    assert_eq!(out.stdout_text(), "restored 'f' as 'f.~1~'\n");
+    unrm_ok(&sb, &w, &["--rename", "f"]);
+    assert_eq!(fs::read(w.join("f.~1~")).expect("f.~1~"), b"old");
+    assert_eq!(fs::read(w.join("f.~2~")).expect("f.~2~"), b"old");
+    assert_eq!(fs::read(w.join("f")).expect("f"), b"new");
+}
+
+#[test]
+fn unknown_names_are_reported_and_the_others_restored() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["f=x"]);
+    saferm(&sb, &w, &["f"]);
+    let out = unrm(&sb, &w, &["nothing-like-it", "f"]);
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(
+        out.stderr_text(),
+        "unrm: could not restore 'nothing-like-it': no deletion in the store holds it\n\
+         unrm: restored 1 object(s)\n"
+    );
+    assert!(w.join("f").exists());
+}
+
+#[test]
+fn a_bare_name_finds_the_one_deleted_object_of_that_name() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let other = sb.work("other");
+    build_tree(&w, &["docs/notes.txt=notes", "a/x=1", "b/x=2"]);
+    saferm(&sb, &w, &["-r", "docs", "a", "b"]);
+    unrm_ok(&sb, &other, &["notes.txt"]);
+    assert_eq!(fs::read(w.join("docs/notes.txt")).expect("notes"), b"notes");
+    // Two objects named x: listed, and nothing restored without a tty to ask on.
+    let out = unrm(&sb, &other, &["x"]);
+    assert_eq!(out.code(), Some(1));
+    let err = out.stderr_text();
+    assert!(err.contains("/a/x") && err.contains("/b/x"), "{err}");
+    assert!(!w.join("a/x").exists() && !w.join("b/x").exists());
+}
+
+#[test]
+fn a_quoted_glob_restores_every_matching_path() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["logs/a.log=a", "logs/b.log=b", "logs/keep.txt=k"]);
+    saferm(&sb, &w, &["-r", "logs"]);
+    unrm_ok(&sb, &w, &["logs/*.log"]);
+    assert_eq!(fs::read(w.join("logs/a.log")).expect("a"), b"a");
+    assert_eq!(fs::read(w.join("logs/b.log")).expect("b"), b"b");
+    assert!(!w.join("logs/keep.txt").exists());
+}
+
+#[test]
+fn list_show_and_json_describe_the_store() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["proj/a=12345", "proj/b=6", "lone=x"]);
+    saferm(&sb, &w, &["-r", "proj"]);
+    saferm(&sb, &w, &["lone"]);
+    let out = unrm_ok(&sb, &w, &["--list"]);
+    let lines: Vec<String> = out.stdout_text().lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].ends_with("'lone'"), "newest first: {lines:?}");
+    assert!(lines[1].contains("2 files"), "{lines:?}");
+    assert!(
+        lines[1].ends_with("'proj'"),
+        "relative to the cwd: {lines:?}"
+    );
+    let out = unrm_ok(&sb, &w, &["--list", "proj"]);
+    assert_eq!(out.stdout_text().lines().count(), 1);
+    let json = deletions(&sb);
+    assert_eq!(json[1]["files"], 2);
+    assert_eq!(json[1]["bytes"], 6);
+    assert!(json[1]["restored"].is_null());
+    let id = json[1]["id"].as_str().expect("id");
+    let out = unrm_ok(&sb, &w, &["--show", id]);
+    let text = out.stdout_text();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.contains("/proj/a'") || text.contains("/proj/a\n"),
+        "{text}"
+    );
+    let out = unrm_ok(&sb, &w, &["--show", id, "--json"]);
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(m["entries"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn a_closed_pipe_ends_the_listing_quietly() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let many: Vec<String> = (0..3000).map(|i| format!("d/file-{i:05}=x")).collect();
+    let spec: Vec<&str> = many.iter().map(String::as_str).collect();
+    build_tree(&w, &spec);
+    saferm(&sb, &w, &["-r", "d"]);
+    let id = newest_id(&sb);
+    let script = format!(
+        "set -o pipefail; '{}' --show '{id}' | head -c 10 >/dev/null",
+        unrm_bin().display()
+    );
+    let out = sb.command("/bin/bash").args(["-c", &script]).run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(out.stderr_text(), "");
+}
+
+#[test]
+fn check_passes_on_a_sound_store() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    rich_tree(&w);
+    saferm(&sb, &w, &["-r", "t"]);
+    let out = unrm_ok(&sb, &w, &["--check"]);
+    assert_eq!(
+        out.stdout_text(),
+        "checked 1 deletion(s): no problems found\n"
+    );
+}
+
+/// Flip one byte of the archive in the middle of a file's compressed data.
+fn flip_a_byte(path: &Path) {
+    let mut bytes = fs::read(path).expect("read archive");
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x01;
+    fs::write(path, bytes).expect("write archive");
+}
+
+#[test]
+fn a_flipped_byte_is_caught_by_check_and_by_restore() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let big: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    fs::write(w.join("big"), &big).expect("big");
+    saferm(&sb, &w, &["big"]);
+    flip_a_byte(&only_archive(&sb));
+    let out = unrm(&sb, &w, &["--check"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("is damaged"),
+        "{}",
+        out.stderr_text()
+    );
+    let out = unrm(&sb, &w, &["big"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stdout_text());
+    assert!(
+        !w.join("big").exists(),
+        "no partial file is left: {}",
+        out.stderr_text()
+    );
+    assert!(
+        out.stderr_text().contains("could not"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn check_repair_rebuilds_a_lost_manifest_from_the_archive() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["d/a=1", "d/b=2"]);
+    saferm(&sb, &w, &["-r", "d"]);
+    let manifests = files_under(&sb.store().join("manifests"));
+    assert_eq!(manifests.len(), 1);
+    let saved = fs::read(&manifests[0]).expect("manifest");
+    fs::rename(&manifests[0], sb.root().join("lost.json")).expect("lose the manifest");
+    let out = unrm(&sb, &w, &["--check"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("has no manifest"),
+        "{}",
+        out.stderr_text()
+    );
+    let out = unrm_ok(&sb, &w, &["--check", "--repair"]);
+    assert!(
+        out.stdout_text().contains("rebuilt"),
+        "{}",
+        out.stdout_text()
+    );
+    let rebuilt: serde_json::Value =
+        serde_json::from_slice(&fs::read(&manifests[0]).expect("rebuilt")).expect("json");
+    let original: serde_json::Value = serde_json::from_slice(&saved).expect("json");
+    assert_eq!(rebuilt["entries"], original["entries"]);
+    assert_eq!(rebuilt["archive"], original["archive"]);
+    unrm_ok(&sb, &w, &["--check"]);
+    unrm_ok(&sb, &w, &["d"]);
+    assert_eq!(fs::read(w.join("d/b")).expect("d/b"), b"2");
+}
+
+#[test]
+fn a_symlink_planted_in_place_of_a_parent_is_not_followed() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let outside = sb.work("outside");
+    build_tree(&w, &["proj/secret=s"]);
+    saferm(&sb, &w, &["proj/secret"]);
+    fs::rename(w.join("proj"), w.join("gone")).expect("move proj away");
+    std::os::unix::fs::symlink(&outside, w.join("proj")).expect("plant a symlink");
+    let out = unrm(&sb, &w, &["proj/secret"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        fs::read_dir(&outside).expect("outside").next().is_none(),
+        "nothing written through the symlink"
+    );
+}
+
+#[test]
+fn restoring_as_an_unprivileged_user_reports_foreign_owners_once() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run as uid {NOBODY}");
+        return;
+    }
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["d/mine=m", "d/theirs=t", "d/also=a"]);
+    sb.chown_all(NOBODY, NOBODY);
+    std::os::unix::fs::lchown(w.join("d/theirs"), Some(0), Some(0)).expect("chown");
+    std::os::unix::fs::lchown(w.join("d/also"), Some(1234), Some(1234)).expect("chown");
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&w)
+        .args(["-rf", "d"])
+        .unprivileged()
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let out = sb
+        .command(unrm_bin())
+        .current_dir(&w)
+        .arg("d")
+        .unprivileged()
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(
+        out.stderr_text(),
+        "unrm: could not give 2 restored object(s) their recorded owner (only root can); they belong to you\n"
+    );
+    for f in ["mine", "theirs", "also"] {
+        let m = fs::metadata(w.join("d").join(f)).expect("restored");
+        assert_eq!(m.uid(), NOBODY, "{f}");
+    }
+    assert_eq!(fs::read(w.join("d/theirs")).expect("theirs"), b"t");
+}
+
+// --- crafted archives -------------------------------------------------------------------
+
+/// One entry of a crafted deletion.
+struct Crafted {
+    /// Path in the manifest (absolute, or crafted).
+    manifest_path: Vec<u8>,
+    /// Path in the tar header (normally the manifest path without its '/').
+    tar_path: Vec<u8>,
+    kind: saferm::manifest::Kind,
+    link: Option<Vec<u8>>,
+    data: Vec<u8>,
+}
+
+fn crafted(path: &[u8], kind: saferm::manifest::Kind, link: Option<&[u8]>, data: &[u8]) -> Crafted {
+    Crafted {
+        manifest_path: path.to_vec(),
+        tar_path: path.strip_prefix(b"/").unwrap_or(path).to_vec(),
+        kind,
+        link: link.map(<[u8]>::to_vec),
+        data: data.to_vec(),
+    }
+}
+
+/// Write a deletion straight into the store, headers set by hand so that nothing the tar
+/// crate would refuse to write (`..`, absolute paths) is filtered out. Returns its id.
+fn write_crafted(sb: &Sandbox, label: &str, entries: &[Crafted]) -> String {
+    use saferm::manifest::{ArchiveInfo, Entry, Frame, Kind, Manifest, Operand, PathBytes, Totals};
+    // Make sure the store exists (any unrm run creates it).
+    let _ = unrm(sb, sb.root(), &["--list"]);
+    let id = format!("20260101T000000.000000000Z-1-00000000-{label}");
+    let mut tar_bytes = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar_bytes);
+        for c in entries {
+            let mut h = tar::Header::new_old();
+            let (etype, mode) = match c.kind {
+                Kind::Dir => (tar::EntryType::Directory, 0o755),
+                Kind::File => (tar::EntryType::Regular, 0o644),
+                Kind::Symlink => (tar::EntryType::Symlink, 0o777),
+                Kind::Hardlink => (tar::EntryType::Link, 0o644),
+                _ => (tar::EntryType::Fifo, 0o644),
+            };
+            h.set_entry_type(etype);
+            h.set_mode(mode);
+            h.set_size(c.data.len() as u64);
+            let name = &mut h.as_old_mut().name;
+            name[..c.tar_path.len()].copy_from_slice(&c.tar_path);
+            if let Some(l) = &c.link {
+                let ln = &mut h.as_old_mut().linkname;
+                ln[..l.len()].copy_from_slice(l);
+            }
+            h.set_cksum();
+            b.append(&h, c.data.as_slice()).expect("append");
+        }
+        b.finish().expect("finish tar");
+    }
+    let compressed = zstd::encode_all(tar_bytes.as_slice(), 1).expect("zstd");
+    let month = "2026-01";
+    let rel = format!("archives/{month}/{id}.tar.zst");
+    let store = sb.store();
+    fs::create_dir_all(store.join("archives").join(month)).expect("mkdir");
+    fs::create_dir_all(store.join("manifests").join(month)).expect("mkdir");
+    fs::write(store.join(&rel), &compressed).expect("write archive");
+    let manifest = Manifest {
+        format: 1,
+        id: id.clone(),
+        created: "2026-01-01T00:00:00.000000000Z".to_string(),
+        host: "h".to_string(),
+        user: "u".to_string(),
+        uid: 0,
+        cwd: PathBytes::new(b"/"),
+        argv: Vec::new(),
+        operands: vec![Operand {
+            given: PathBytes::new(&entries[0].manifest_path),
+            absolute: PathBytes::new(&entries[0].manifest_path),
+        }],
+        totals: Totals::default(),
+        archive: Some(ArchiveInfo {
+            path: rel,
+            size: compressed.len() as u64,
+            blake3: blake3::hash(&compressed).to_hex().to_string(),
+        }),
+        zstd_level: 1,
+        frames: vec![Frame {
+            compressed_offset: 0,
+            tar_offset: 0,
+        }],
+        not_archived: Vec::new(),
+        entries: entries
+            .iter()
+            .map(|c| Entry {
+                path: PathBytes::new(&c.manifest_path),
+                kind: c.kind,
+                mode: match c.kind {
+                    Kind::Dir => 0o755,
+                    Kind::Symlink => 0o777,
+                    _ => 0o644,
+                },
+                uid: 0,
+                gid: 0,
+                user: None,
+                group: None,
+                size: c.data.len() as u64,
+                mtime: 0,
+                mtime_nsec: 0,
+                dev: 0,
+                ino: 0,
+                nlink: 1,
+                rdev_major: None,
+                rdev_minor: None,
+                blake3: (c.kind == Kind::File).then(|| blake3::hash(&c.data).to_hex().to_string()),
+                link: c.link.as_ref().map(|l| PathBytes::new(l)),
+                xattrs: Vec::new(),
+                offset: 0,
+                operand: 0,
+            })
+            .collect(),
+    };
+    let mut f = fs::File::create(
+        store
+            .join("manifests")
+            .join(month)
+            .join(format!("{id}.json")),
+    )
+    .expect("manifest");
+    f.write_all(&manifest.to_json()).expect("write manifest");
+    id
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+fn join(p: &Path, rest: &str) -> Vec<u8> {
+    let mut b = bytes(p);
+    b.extend_from_slice(rest.as_bytes());
+    b
+}
+
+#[test]
+fn crafted_archives_cannot_write_outside_their_destination() {
+    use saferm::manifest::Kind;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let outside = sb.work("outside");
+    fs::write(outside.join("target"), b"precious").expect("target");
+    let cases: Vec<(&str, Vec<Crafted>)> = vec![
+        (
+            "dotdot",
+            vec![
+                crafted(&join(&w, "/d"), Kind::Dir, None, b""),
+                crafted(&join(&w, "/d/../../outside/dotdot"), Kind::File, None, b"x"),
+            ],
+        ),
+        (
+            "relative",
+            vec![crafted(b"outside/relative", Kind::File, None, b"x")],
+        ),
+        ("tarpath", {
+            // A sound manifest, but the tar header says '../..': they must match.
+            let mut c = crafted(&join(&w, "/tarpath"), Kind::File, None, b"x");
+            c.tar_path = b"../../outside/tarpath".to_vec();
+            vec![c]
+        }),
+        (
+            "symlink",
+            vec![
+                crafted(&join(&w, "/s"), Kind::Dir, None, b""),
+                crafted(
+                    &join(&w, "/s/link"),
+                    Kind::Symlink,
+                    Some(&bytes(&outside)),
+                    b"",
+                ),
+                crafted(&join(&w, "/s/link/pwned"), Kind::File, None, b"x"),
+            ],
+        ),
+        (
+            "hardlink",
+            vec![
+                crafted(&join(&w, "/h"), Kind::Dir, None, b""),
+                crafted(
+                    &join(&w, "/h/link"),
+                    Kind::Hardlink,
+                    Some(&join(&outside, "/target")),
+                    b"",
+                ),
+            ],
+        ),
+    ];
+    for (label, entries) in cases {
+        let id = write_crafted(&sb, label, &entries);
+        let out = unrm(&sb, &w, &[&id]);
+        assert_eq!(out.code(), Some(1), "{label}: {}", out.stderr_text());
+        let mut names: Vec<_> = fs::read_dir(&outside)
+            .expect("outside")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![OsStr::new("target")],
+            "{label}: {}",
+            out.stderr_text()
+        );
+        assert_eq!(
+            fs::metadata(outside.join("target"))
+                .expect("target")
+                .nlink(),
+            1,
+            "{label}: no hard link to something outside"
+        );
+        assert_eq!(
+            fs::read(outside.join("target")).expect("target"),
+            b"precious"
+        );
+        // Also with --to: everything stays below it.
+        let to = sb.work(&format!("to-{label}"));
+        let _ = unrm(&sb, &w, &["--to", to.to_str().expect("utf-8"), &id]);
+        assert_eq!(
+            fs::read_dir(&outside).expect("outside").count(),
+            1,
+            "{label} with --to"
+        );
+    }
+    assert!(!sb.root().join("relative").exists());
+    assert!(!w.join("s/link/pwned").exists());
+    assert!(fs::symlink_metadata(w.join("s/link")).is_ok_and(|m| m.file_type().is_symlink()));
+}
