@@ -16,6 +16,7 @@
 // Each test module uses a different subset of these helpers.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt::{self, Write as _};
 use std::fs;
@@ -431,6 +432,7 @@ enum Node {
     File(Vec<u8>),
     Symlink(OsString),
     Fifo,
+    Socket,
 }
 
 /// Parses one spec item:
@@ -442,11 +444,11 @@ enum Node {
 /// | `f=text` | regular file `f` holding `text` |
 /// | `l->target` | symlink `l` pointing at `target` (verbatim, may dangle or end in `/`) |
 /// | `p\|` | FIFO `p` |
+/// | `s#` | Unix socket `s` (bound, then closed: the file stays) |
 ///
 /// Any item may end in `@NNN` or `@NNNN` (octal) to set its mode, e.g. `ro=x@0444`,
 /// `d/@0555`; a directory item may follow the items inside it. Missing parent directories
-/// are created (0755). Files default to 0644,
-/// directories to 0755, FIFOs to 0644.
+/// are created (0755). Directories default to 0755, everything else to 0644.
 fn parse_item(item: &str) -> (PathBuf, Node, Option<u32>) {
     let (item, mode) = match item.rsplit_once('@') {
         Some((rest, m))
@@ -462,6 +464,8 @@ fn parse_item(item: &str) -> (PathBuf, Node, Option<u32>) {
         (name, Node::Dir)
     } else if let Some(name) = item.strip_suffix('|') {
         (name, Node::Fifo)
+    } else if let Some(name) = item.strip_suffix('#') {
+        (name, Node::Socket)
     } else if let Some((name, content)) = item.split_once('=') {
         (name, Node::File(unescape(content).into_vec()))
     } else {
@@ -501,6 +505,11 @@ pub fn build_tree(root: &Path, spec: &[&str]) {
             Node::Fifo => {
                 nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644))
                     .unwrap_or_else(|e| panic!("mkfifo {item:?}: {e}"));
+                Some(0o644)
+            }
+            Node::Socket => {
+                std::os::unix::net::UnixListener::bind(&path)
+                    .unwrap_or_else(|e| panic!("bind a socket at {}: {e}", path.display()));
                 Some(0o644)
             }
         };
@@ -764,7 +773,17 @@ impl Differential {
     /// One line naming the case: the command and everything it ran with.
     pub fn describe(&self) -> String {
         let mut s = describe_args(&self.args);
-        write!(s, "   tree: {:?}", self.tree).expect("write to a String");
+        if self.tree.len() > REPORT_LINES {
+            let head = &self.tree[..REPORT_LINES];
+            write!(
+                s,
+                "   tree: {head:?} and {} more",
+                self.tree.len() - REPORT_LINES
+            )
+        } else {
+            write!(s, "   tree: {:?}", self.tree)
+        }
+        .expect("write to a String");
         for (mp, inside) in &self.tmpfs {
             write!(s, " + tmpfs on {mp:?}: {inside:?}").expect("write to a String");
         }
@@ -848,18 +867,23 @@ impl Differential {
             ("stderr", &gnu.stderr, &ours.stderr),
         ] {
             if g != o {
-                writeln!(report, "  {name} differs:\n    gnu:    {:?}", ByteStr(g))
-                    .expect("write to a String");
-                writeln!(report, "    saferm: {:?}", ByteStr(o)).expect("write to a String");
+                writeln!(report, "  {name} differs:").expect("write to a String");
+                report.push_str(&output_diff(g, o));
             }
         }
         if gnu_tree != our_tree {
             report.push_str("  resulting tree differs:\n");
-            for e in gnu_tree.iter().filter(|e| !our_tree.contains(e)) {
-                writeln!(report, "    only gnu:    {e}").expect("write to a String");
+            let gnu_set: BTreeSet<&Entry> = gnu_tree.iter().collect();
+            let our_set: BTreeSet<&Entry> = our_tree.iter().collect();
+            let only_gnu = gnu_set.difference(&our_set).map(|e| ("gnu:   ", e));
+            let only_ours = our_set.difference(&gnu_set).map(|e| ("saferm:", e));
+            let lines: Vec<_> = only_gnu.chain(only_ours).collect();
+            for (side, e) in lines.iter().take(REPORT_LINES) {
+                writeln!(report, "    only {side} {e}").expect("write to a String");
             }
-            for e in our_tree.iter().filter(|e| !gnu_tree.contains(e)) {
-                writeln!(report, "    only saferm: {e}").expect("write to a String");
+            if lines.len() > REPORT_LINES {
+                writeln!(report, "    ... {} more", lines.len() - REPORT_LINES)
+                    .expect("write to a String");
             }
         }
         if report.is_empty() {
@@ -876,6 +900,34 @@ impl Differential {
         }
         Err(format!("{}\n{report}", self.describe()))
     }
+}
+
+/// How many lines of a long difference a report shows.
+const REPORT_LINES: usize = 12;
+
+/// Both outputs in full when short; otherwise where they start to differ, line by line.
+fn output_diff(gnu: &[u8], ours: &[u8]) -> String {
+    if gnu.len() + ours.len() <= 2000 {
+        return format!(
+            "    gnu:    {:?}\n    saferm: {:?}\n",
+            ByteStr(gnu),
+            ByteStr(ours)
+        );
+    }
+    let g: Vec<&[u8]> = gnu.split_inclusive(|&b| b == b'\n').collect();
+    let o: Vec<&[u8]> = ours.split_inclusive(|&b| b == b'\n').collect();
+    let first = g.iter().zip(&o).take_while(|(a, b)| a == b).count();
+    let mut s = format!(
+        "    {} lines from gnu, {} from saferm; the first {first} are equal, then:\n",
+        g.len(),
+        o.len()
+    );
+    for (side, lines) in [("gnu:   ", &g), ("saferm:", &o)] {
+        for line in lines.iter().skip(first).take(REPORT_LINES / 2) {
+            writeln!(s, "    {side} {:?}", ByteStr(line)).expect("write to a String");
+        }
+    }
+    s
 }
 
 /// Checks one case and panics with its report if saferm and GNU rm differ.
