@@ -364,6 +364,53 @@ fn fifos_and_special_files() {
     ]);
 }
 
+/// rm removes sockets silently; there is nothing in them to archive.
+#[test]
+fn sockets() {
+    run_all([
+        case(&["s#"], &["s"]),
+        case(&["s#"], &["-v", "s"]),
+        case(&["s#"], &["-i", "s"]).stdin("y\n"),
+        case(&["s#"], &["-i", "s"]).stdin("n\n"),
+        case(&["d/s#", "d/f=1"], &["-rv", "d"]),
+        case(&["s#"], &["s/"]),
+    ]);
+}
+
+#[test]
+fn long_names_and_big_trees() {
+    let long = "n".repeat(200);
+    let deep = format!("{long}/{long}/{long}/f=deep");
+    let too_long = "x".repeat(300);
+    let big_file = format!("big={}", "0123456789abcdef".repeat(1 << 16));
+    run_all([
+        case(&[&deep], &["-rv", &long]),
+        case(&[&format!("{long}=x")], &["-v", &long]),
+        case(&[], &[&too_long]),
+        case(&[], &["-f", &too_long]),
+        case(&[&big_file, "small=x"], &["-v", "big", "small"]),
+    ]);
+}
+
+/// With more than 10,000 entries GNU rm (fts) visits a directory in inode order instead of
+/// readdir order on most filesystems, which shows in `-v` output.
+#[test]
+fn verbose_order_in_a_huge_directory() {
+    let spec: Vec<String> = (0..10_001).map(|i| format!("big/f{i}")).collect();
+    let spec: Vec<&str> = spec.iter().map(String::as_str).collect();
+    run_all([case(&spec, &["-rv", "big"])]);
+}
+
+#[test]
+fn removing_an_ancestor_of_the_working_directory() {
+    let tree = ["w/sub/f=1", "w/g=2"];
+    run_all([
+        case(&tree, &["-rv", "../../w"]).cwd("w/sub"),
+        case(&tree, &["-r", "../sub"]).cwd("w/sub"),
+        case(&tree, &["-rv", "../g", "f"]).cwd("w/sub"),
+    ]);
+}
+
 #[test]
 fn verbose() {
     let vd = ["b=x", "vd/s/c=y"];
