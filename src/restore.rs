@@ -26,6 +26,7 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -42,6 +43,9 @@ pub enum Conflict {
     Skip,
     /// Restore beside it as `NAME.~N~` (GNU's numbered backups).
     Rename,
+    /// Replace it, after archiving it through saferm's own delete path, so that even an
+    /// overwrite loses nothing.
+    Overwrite,
 }
 
 /// One object to restore with everything below it: `source` is an entry path of the
@@ -75,6 +79,8 @@ pub struct Report {
     pub conflicts: Vec<Vec<u8>>,
     /// Targets restored under another name (`--rename`): (wanted, used).
     pub renamed: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Destinations that existed and were archived and replaced (`--overwrite`).
+    pub replaced: Vec<Vec<u8>>,
     /// Objects whose recorded owner could not be set (not root).
     pub ownership_not_set: u64,
     /// Extended attributes that could not be set (EPERM: a namespace only root may write).
@@ -308,6 +314,23 @@ impl Restorer<'_> {
                     let new = join(parent, &free);
                     self.report.renamed.push((dest.to_vec(), new.clone()));
                     Ok(Some(new))
+                }
+                Conflict::Overwrite => {
+                    // saferm archives, verifies and only then unlinks it (a deletion of its
+                    // own in the store); its messages read `unrm: cannot remove ...`.
+                    let operand = std::ffi::OsString::from_vec(dest.to_vec());
+                    let args = ["-r".into(), "-f".into(), "--".into(), operand];
+                    let code = crate::remove::run("unrm", &args);
+                    match sys::fstatat(pfd, &cname, false) {
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && code == 0 => {
+                            self.report.replaced.push(dest.to_vec());
+                            Ok(Some(dest.to_vec()))
+                        }
+                        _ => {
+                            self.fail(dest, "it exists and could not be archived and removed");
+                            Ok(None)
+                        }
+                    }
                 }
             },
         }

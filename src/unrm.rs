@@ -246,12 +246,6 @@ fn restore_picks(
     picks: Vec<(usize, Vec<u8>)>,
     mut failed: bool,
 ) -> i32 {
-    if opts.overwrite {
-        stderr_write(
-            b"unrm: could not restore: --overwrite is not available yet; use --rename or --to\n",
-        );
-        return 1;
-    }
     let anchor = match &opts.to {
         None => b"/".to_vec(),
         Some(dir) => match prepare_to(dir) {
@@ -315,6 +309,10 @@ fn restore_picks(
                     "restored {} as {}\n",
                     quote(&display(cwd, &t.dest)),
                     quote(&display(cwd, used))
+                ),
+                None if report.replaced.contains(&t.dest) => format!(
+                    "restored {} (what was there is archived in the store)\n",
+                    quote(&display(cwd, &t.dest))
                 ),
                 None => format!("restored {}\n", quote(&display(cwd, &t.dest))),
             };

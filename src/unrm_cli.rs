@@ -29,7 +29,6 @@ pub struct Options {
     pub action: Action,
     pub to: Option<PathBuf>,
     pub conflict: Conflict,
-    pub overwrite: bool,
     pub json: bool,
     pub verbose: bool,
 }
@@ -193,10 +192,11 @@ pub fn parse(args: &[OsString]) -> Parsed {
         to: matches.get_one::<PathBuf>("to").cloned(),
         conflict: if matches.get_flag("rename") {
             Conflict::Rename
+        } else if matches.get_flag("overwrite") {
+            Conflict::Overwrite
         } else {
             Conflict::Skip
         },
-        overwrite: matches.get_flag("overwrite"),
         json: matches.get_flag("json"),
         verbose: matches.get_flag("verbose"),
     })

@@ -487,6 +487,25 @@ fn conflicts_are_left_alone_reported_and_the_rest_restored() {
     assert_eq!(fs::read(w.join("f.~1~")).expect("f.~1~"), b"old");
     assert_eq!(fs::read(w.join("f.~2~")).expect("f.~2~"), b"old");
     assert_eq!(fs::read(w.join("f")).expect("f"), b"new");
+    // --overwrite replaces it, after archiving it as a deletion of its own.
+    let out = unrm_ok(&sb, &w, &["--overwrite", "f"]);
+    assert_eq!(
+        out.stdout_text(),
+        "restored 'f' (what was there is archived in the store)\n"
+    );
+    assert_eq!(fs::read(w.join("f")).expect("f"), b"old");
+    let replaced = newest_id(&sb);
+    let back = sb.work("back");
+    unrm_ok(&sb, &w, &["--to", back.to_str().expect("utf-8"), &replaced]);
+    assert_eq!(fs::read(back.join("f")).expect("back/f"), b"new");
+    // A directory is replaced whole, and kept whole.
+    build_tree(&w, &["dir/x=1"]);
+    saferm(&sb, &w, &["-r", "dir"]);
+    build_tree(&w, &["dir/y=2"]);
+    unrm_ok(&sb, &w, &["--overwrite", "dir"]);
+    assert!(w.join("dir/x").exists() && !w.join("dir/y").exists());
+    unrm_ok(&sb, sb.root(), &["--to", "back", &newest_id(&sb)]);
+    assert_eq!(fs::read(back.join("dir/y")).expect("back/dir/y"), b"2");
 }
 
 #[test]
