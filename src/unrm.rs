@@ -119,29 +119,59 @@ pub fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
     unsafe { libc::fnmatch(p.as_ptr(), s.as_ptr(), libc::FNM_PATHNAME) == 0 }
 }
 
-/// Which deletions and paths a NAME means, newest deletion first.
-fn resolve(catalog: &Catalog, cwd: &[u8], name: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
+/// What a NAME resolved to.
+enum Resolution {
+    /// These (deletion, path) pairs.
+    Found(Vec<(usize, Vec<u8>)>),
+    /// One of these, which the user must choose (several objects or versions).
+    Choose(Vec<(usize, Vec<u8>)>),
+}
+
+/// Which deletions and paths a NAME means, newest deletion first, among the deletions
+/// `allowed` lets through (`--at`).
+fn resolve(
+    catalog: &Catalog,
+    allowed: &dyn Fn(usize) -> bool,
+    cwd: &[u8],
+    name: &[u8],
+    pick: bool,
+) -> Result<Resolution, String> {
     let abs = absolute(cwd, name);
-    // 1. An original path, or a path inside a deleted tree: the newest deletion holding it.
-    for (d, del) in catalog.deletions.iter().enumerate() {
-        if del
-            .manifest
-            .entries
+    let deletions = || {
+        catalog
+            .deletions
             .iter()
-            .any(|e| e.path.bytes().as_deref() == Some(abs.as_slice()))
-        {
-            return Ok(vec![(d, abs)]);
-        }
+            .enumerate()
+            .filter(|(d, _)| allowed(*d))
+    };
+    // 1. An original path, or a path inside a deleted tree: the newest deletion holding it
+    //    (or, with --pick, the one the user chooses).
+    let versions: Vec<(usize, Vec<u8>)> = deletions()
+        .filter(|(_, del)| {
+            del.manifest
+                .entries
+                .iter()
+                .any(|e| e.path.bytes().as_deref() == Some(abs.as_slice()))
+        })
+        .map(|(d, _)| (d, abs.clone()))
+        .collect();
+    if versions.len() > 1 && pick {
+        return Ok(Resolution::Choose(versions));
+    }
+    if let Some(newest) = versions.into_iter().next() {
+        return Ok(Resolution::Found(vec![newest]));
     }
     // 2. A deletion id or an unambiguous prefix of one.
     if let Ok(text) = std::str::from_utf8(name) {
         match catalog.find_id(text) {
             IdMatch::One(d) => {
-                return Ok(catalog.deletions[d]
-                    .roots()
-                    .into_iter()
-                    .map(|r| (d, r))
-                    .collect())
+                return Ok(Resolution::Found(
+                    catalog.deletions[d]
+                        .roots()
+                        .into_iter()
+                        .map(|r| (d, r))
+                        .collect(),
+                ))
             }
             IdMatch::Several(ds) => {
                 let mut msg = String::from("it is the start of several deletion ids:");
@@ -158,7 +188,7 @@ fn resolve(catalog: &Catalog, cwd: &[u8], name: &[u8]) -> Result<Vec<(usize, Vec
     if has_glob(name) {
         let pattern = absolute(cwd, name);
         let mut found: Vec<(usize, Vec<u8>)> = Vec::new();
-        for (d, del) in catalog.deletions.iter().enumerate() {
+        for (d, del) in deletions() {
             for e in &del.manifest.entries {
                 let Some(p) = e.path.bytes() else { continue };
                 if glob_match(&pattern, &p) && !found.iter().any(|(_, f)| is_under(&p, f)) {
@@ -170,40 +200,99 @@ fn resolve(catalog: &Catalog, cwd: &[u8], name: &[u8]) -> Result<Vec<(usize, Vec
         if found.is_empty() {
             return Err("no deleted path matches".to_string());
         }
-        return Ok(found);
+        return Ok(Resolution::Found(found));
     }
     // 4. A bare name: the one deleted object of that name, wherever it was.
     if !name.contains(&b'/') {
         let mut found: Vec<(usize, Vec<u8>)> = Vec::new();
-        for (d, del) in catalog.deletions.iter().enumerate() {
+        for (d, del) in deletions() {
             for e in &del.manifest.entries {
                 let Some(p) = e.path.bytes() else { continue };
-                if split_parent(&p).1 == name && !found.iter().any(|(_, f)| *f == p) {
+                if split_parent(&p).1 == name && (pick || !found.iter().any(|(_, f)| *f == p)) {
                     found.push((d, p));
                 }
             }
         }
         match found.len() {
             0 => {}
-            1 => return Ok(found),
-            _ => {
-                let mut msg = String::from(
-                    "several deleted objects have that name (give the path, or an id with --to):",
-                );
-                for (d, p) in &found {
-                    let del = &catalog.deletions[*d];
-                    msg.push_str(&format!(
-                        "\n  {}  {}  {}",
-                        local_time(&del.manifest.created),
-                        quote(p),
-                        del.id()
-                    ));
-                }
-                return Err(msg);
-            }
+            1 => return Ok(Resolution::Found(found)),
+            _ => return Ok(Resolution::Choose(found)),
         }
     }
     Err("no deletion in the store holds it".to_string())
+}
+
+/// The candidates of a choice, numbered, newest first.
+fn candidates_text(catalog: &Catalog, found: &[(usize, Vec<u8>)]) -> String {
+    let mut text = String::new();
+    for (n, (d, p)) in found.iter().enumerate() {
+        let del = &catalog.deletions[*d];
+        text.push_str(&format!(
+            "  {}) {}  {}  ({})\n",
+            n + 1,
+            local_time(&del.manifest.created),
+            quote(p),
+            del.id()
+        ));
+    }
+    text
+}
+
+/// Ask on the terminal which candidate to restore; None when the answer picks none.
+fn choose(catalog: &Catalog, name: &[u8], found: &[(usize, Vec<u8>)]) -> Option<usize> {
+    stderr_write(
+        format!(
+            "unrm: {} matches several deleted objects:\n{}unrm: restore which? [1-{}] ",
+            quote(name),
+            candidates_text(catalog, found),
+            found.len()
+        )
+        .as_bytes(),
+    );
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).ok()?;
+    let n: usize = line.trim().parse().ok()?;
+    (1..=found.len()).contains(&n).then(|| n - 1)
+}
+
+/// The deletions `--at ID|TIME` allows: that deletion, or those made at or before TIME
+/// (RFC 3339, or local `YYYY-MM-DD[ HH:MM[:SS]]`).
+fn at_filter(catalog: &Catalog, at: &str) -> Result<Box<dyn Fn(usize) -> bool>, String> {
+    if let IdMatch::One(d) = catalog.find_id(at) {
+        return Ok(Box::new(move |i| i == d));
+    }
+    let time = parse_time(at).ok_or_else(|| {
+        format!("'{at}' is neither a deletion id nor a time (YYYY-MM-DD[ HH:MM[:SS]])")
+    })?;
+    let created: Vec<Option<chrono::DateTime<chrono::Utc>>> = catalog
+        .deletions
+        .iter()
+        .map(|d| {
+            chrono::DateTime::parse_from_rfc3339(&d.manifest.created)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc))
+        })
+        .collect();
+    Ok(Box::new(move |i| created[i].is_some_and(|c| c <= time)))
+}
+
+fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(23, 59, 59))
+        })?;
+    chrono::Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 fn restore_names(
@@ -213,19 +302,42 @@ fn restore_names(
     cwd: &[u8],
     names: &[OsString],
 ) -> Result<i32> {
+    let allowed: Box<dyn Fn(usize) -> bool> = match &opts.at {
+        None => Box::new(|_| true),
+        Some(at) => match at_filter(catalog, at) {
+            Ok(f) => f,
+            Err(msg) => {
+                stderr_write(format!("unrm: could not restore: --at {msg}\n").as_bytes());
+                return Ok(1);
+            }
+        },
+    };
+    let tty = sys::stdin_is_tty();
     let mut picks = Vec::new();
     let mut failed = false;
     for name in names {
-        match resolve(catalog, cwd, name.as_bytes()) {
-            Ok(found) => picks.extend(found),
+        let name = name.as_bytes();
+        let fail = |msg: &str| {
+            stderr_write(format!("unrm: could not restore {}: {msg}\n", quote(name)).as_bytes());
+        };
+        match resolve(catalog, &*allowed, cwd, name, opts.pick) {
+            Ok(Resolution::Found(found)) => picks.extend(found),
+            Ok(Resolution::Choose(found)) if tty => match choose(catalog, name, &found) {
+                Some(n) => picks.push(found[n].clone()),
+                None => {
+                    fail("nothing was chosen");
+                    failed = true;
+                }
+            },
+            Ok(Resolution::Choose(found)) => {
+                fail(&format!(
+                    "it matches several deleted objects; give the path, or choose with --at ID (or on a terminal):\n{}",
+                    candidates_text(catalog, &found).trim_end()
+                ));
+                failed = true;
+            }
             Err(msg) => {
-                stderr_write(
-                    format!(
-                        "unrm: could not restore {}: {msg}\n",
-                        quote(name.as_bytes())
-                    )
-                    .as_bytes(),
-                );
+                fail(&msg);
                 failed = true;
             }
         }

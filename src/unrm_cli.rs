@@ -31,6 +31,10 @@ pub struct Options {
     pub conflict: Conflict,
     pub json: bool,
     pub verbose: bool,
+    /// `--at ID|TIME`: restore from that deletion, or the newest one made by TIME.
+    pub at: Option<String>,
+    /// `--pick`: choose among every deletion of a path, not just the newest.
+    pub pick: bool,
 }
 
 /// The outcome of parsing.
@@ -89,6 +93,19 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .conflicts_with("rename")
                 .help("Replace an existing file (it is archived by saferm first)"),
+        )
+        .arg(
+            Arg::new("at")
+                .long("at")
+                .value_name("ID|TIME")
+                .help("Restore the version from that deletion, or the newest one made by TIME"),
+        )
+        .arg(
+            Arg::new("pick")
+                .long("pick")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("at")
+                .help("Choose among every deleted version of a path (on a terminal)"),
         )
         .arg(
             Arg::new("list")
@@ -199,6 +216,8 @@ pub fn parse(args: &[OsString]) -> Parsed {
         },
         json: matches.get_flag("json"),
         verbose: matches.get_flag("verbose"),
+        at: matches.get_one::<String>("at").cloned(),
+        pick: matches.get_flag("pick"),
     })
 }
 

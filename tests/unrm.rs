@@ -974,3 +974,154 @@ fn crafted_archives_cannot_write_outside_their_destination() {
     assert!(!w.join("s/link/pwned").exists());
     assert!(fs::symlink_metadata(w.join("s/link")).is_ok_and(|m| m.file_type().is_symlink()));
 }
+
+#[test]
+fn one_file_restores_from_its_own_frame_without_decoding_the_ones_before() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let chunk: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::create_dir(w.join("d")).expect("mkdir");
+    for name in ["big1", "big2", "big3"] {
+        fs::write(w.join("d").join(name), &chunk).expect("big");
+    }
+    saferm(&sb, &w, &["-r", "d"]);
+    let id = newest_id(&sb);
+    let out = unrm_ok(&sb, &w, &["--show", &id, "--json"]);
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let frames = m["frames"].as_array().expect("frames").clone();
+    assert!(frames.len() >= 3, "{frames:?}");
+    // Which file starts which frame (archive order is readdir order).
+    let last_frame = frames[frames.len() - 1]["tar_offset"]
+        .as_u64()
+        .expect("offset");
+    let entries = m["entries"].as_array().expect("entries");
+    let name_at = |pred: &dyn Fn(u64) -> bool| -> String {
+        let e = entries
+            .iter()
+            .find(|e| e["type"] == "file" && pred(e["offset"].as_u64().expect("offset")))
+            .expect("a file");
+        let path = e["path"].as_str().expect("path");
+        path.rsplit('/').next().expect("name").to_string()
+    };
+    let in_last = name_at(&|o| o == last_frame);
+    let in_first = name_at(&|o| o < frames[1]["tar_offset"].as_u64().expect("offset"));
+    // Damage the first frame: a file of the last one still restores.
+    let second = frames[1]["compressed_offset"].as_u64().expect("offset");
+    let archive = only_archive(&sb);
+    let mut bytes = fs::read(&archive).expect("archive");
+    bytes[(second / 2) as usize] ^= 0xff;
+    fs::write(&archive, bytes).expect("damage");
+    unrm_ok(&sb, &w, &[&format!("d/{in_last}")]);
+    assert!(fs::read(w.join("d").join(&in_last)).expect("restored") == chunk);
+    let out = unrm(&sb, &w, &[&format!("d/{in_first}")]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        !w.join("d").join(&in_first).exists(),
+        "no damaged copy is left"
+    );
+}
+
+#[test]
+fn at_chooses_an_older_version_by_id_or_time() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    for text in ["one", "two", "three"] {
+        fs::write(w.join("f"), text).expect("write");
+        saferm(&sb, &w, &["f"]);
+    }
+    let list = deletions(&sb);
+    let oldest = list[2]["id"].as_str().expect("id").to_string();
+    let middle_time = list[1]["created"].as_str().expect("created").to_string();
+    unrm_ok(&sb, &w, &["--at", &oldest, "f"]);
+    assert_eq!(fs::read(w.join("f")).expect("f"), b"one");
+    unrm_ok(&sb, &w, &["--at", &middle_time, "--to", "v2", "f"]);
+    assert_eq!(fs::read(w.join("v2/f")).expect("v2/f"), b"two");
+    let out = unrm(&sb, &w, &["--at", "1999-01-01", "--to", "none", "f"]);
+    assert_eq!(out.code(), Some(1));
+    let out = unrm(&sb, &w, &["--at", "yesterday-ish", "f"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(out
+        .stderr_text()
+        .contains("neither a deletion id nor a time"));
+}
+
+/// Run unrm with stdin on a pseudo-terminal that has `answer` typed into it; returns the exit
+/// code, stdout and stderr.
+fn unrm_on_a_tty(
+    sb: &Sandbox,
+    cwd: &Path,
+    args: &[&str],
+    answer: &str,
+) -> (Option<i32>, String, String) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors; the other arguments may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let child = std::process::Command::new(unrm_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LC_ALL", "C")
+        .env("HOME", sb.home())
+        .env("XDG_DATA_HOME", sb.data())
+        .env("XDG_CONFIG_HOME", sb.config())
+        .stdin(std::process::Stdio::from(slave))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn unrm");
+    let mut tty = fs::File::from(master);
+    tty.write_all(answer.as_bytes()).expect("type the answer");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_terminal_chooser_picks_among_same_named_objects_and_versions() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let other = sb.work("other");
+    build_tree(&w, &["a/x=in a", "b/x=in b"]);
+    saferm(&sb, &w, &["-r", "a", "b"]);
+    let (code, _, err) = unrm_on_a_tty(&sb, &other, &["x"], "2\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("restore which? [1-2]"), "{err}");
+    let restored: Vec<bool> = ["a/x", "b/x"].iter().map(|p| w.join(p).exists()).collect();
+    assert_eq!(restored.iter().filter(|&&r| r).count(), 1, "{restored:?}");
+    // Nothing chosen: nothing restored, exit 1.
+    let (code, _, _) = unrm_on_a_tty(&sb, &other, &["x"], "\n");
+    assert_eq!(code, Some(1));
+    // --pick offers every deleted version of one path, newest first.
+    for text in ["old", "new"] {
+        fs::write(w.join("f"), text).expect("write");
+        saferm(&sb, &w, &["f"]);
+    }
+    let (code, _, err) = unrm_on_a_tty(&sb, &w, &["--pick", "f"], "2\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(fs::read(w.join("f")).expect("f"), b"old");
+    // Without a terminal, --pick lists the versions and fails.
+    let out = unrm(&sb, &w, &["--pick", "--to", "elsewhere", "f"]);
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(
+        out.stderr_text().matches(") ").count(),
+        2,
+        "{}",
+        out.stderr_text()
+    );
+}
