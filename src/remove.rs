@@ -103,8 +103,10 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         plan: Plan::default(),
         seen_dirs: HashMap::new(),
         seen_names: HashMap::new(),
+        more_operands: false,
     };
     for (i, operand) in opts.operands.iter().enumerate() {
+        walker.more_operands = i + 1 < opts.operands.len();
         walker.operand(i, operand.as_bytes());
     }
     let mut plan = walker.plan;
@@ -132,7 +134,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
                         if subtree_has_removal(&plan, r) {
                             let msg = format!(
                                 "{prog}: cannot remove {}: could not archive: {reason}\n",
-                                quote(&plan.nodes[r].display)
+                                quote(&plan.display(r))
                             );
                             stderr_write(msg.as_bytes());
                         }
@@ -156,7 +158,8 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         failed: false,
     };
     for r in unlinker.plan.roots.clone() {
-        unlinker.node(r, sys::AT_FDCWD);
+        let display = unlinker.plan.display(r);
+        unlinker.node(r, sys::AT_FDCWD, &display);
     }
     failed |= unlinker.failed;
     if failed {
@@ -170,18 +173,21 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
 /// `mutate` appends to the first archived file and `swap` replaces the first archived
 /// subdirectory by a symlink to it, as another process could.
 fn simulate_concurrent_change(plan: &Plan) {
-    let archived = || plan.to_archive().map(|i| &plan.nodes[i]);
+    let archived = || plan.to_archive();
     if crate::fault::active("mutate") {
-        if let Some(n) = archived().find(|n| n.st.is_file()) {
-            let path = std::ffi::OsStr::from_bytes(&n.abs);
+        if let Some(i) = archived().find(|&i| plan.nodes[i].st.is_file()) {
+            let abs = plan.abs(i);
+            let path = std::ffi::OsStr::from_bytes(&abs);
             if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
                 let _ = std::io::Write::write_all(&mut f, b"+");
             }
         }
     }
     if crate::fault::active("swap") {
-        if let Some(n) = archived().find(|n| n.st.is_dir() && n.parent.is_some()) {
-            let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&n.abs));
+        let found =
+            archived().find(|&i| plan.nodes[i].st.is_dir() && plan.nodes[i].parent.is_some());
+        if let Some(i) = found {
+            let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&plan.abs(i)));
             let mut moved = path.clone().into_os_string();
             moved.push(".moved");
             if std::fs::rename(&path, &moved).is_ok() {
@@ -243,7 +249,7 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
                 let msg = format!(
                     "{}: cannot remove {}: {reason}\n",
                     ctx.prog,
-                    quote(&plan.nodes[node].display)
+                    quote(&plan.display(node))
                 );
                 stderr_write(msg.as_bytes());
                 plan.failed = true;
@@ -264,7 +270,7 @@ fn check_space(store: &Store, plan: &Plan, order: &[usize]) -> Result<()> {
         } else {
             0
         };
-        need = need.saturating_add(content + 1536 + n.abs.len() as u64 * 2);
+        need = need.saturating_add(content + 2048);
     }
     if crate::fault::active("skip-space-check") {
         return Ok(()); // to test ENOSPC during the write itself
@@ -311,7 +317,7 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
     let first = plan
         .roots
         .first()
-        .map(|&r| plan.nodes[r].display.clone())
+        .map(|&r| plan.display(r))
         .unwrap_or_default();
     let id = store::new_id(now, &first);
     let month = store::month_of(now);
@@ -462,7 +468,10 @@ fn fill_archive(
             cur = plan.nodes[c].parent;
         }
     }
-    let archived: HashSet<usize> = order.iter().copied().collect();
+    let mut archived = vec![false; plan.nodes.len()];
+    for &i in &order {
+        archived[i] = true;
+    }
     let mut names = Names::default();
     let mut hard_links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut entries: Vec<Entry> = Vec::with_capacity(order.len());
@@ -493,12 +502,13 @@ fn fill_archive(
         };
         let node = &plan.nodes[idx];
         let st = node.st;
-        let is_archived = archived.contains(&idx);
+        let is_archived = archived[idx];
         writer
             .entry_boundary()
             .context("cannot write the archive")?;
         let offset = writer.position();
-        let mut entry = base_entry(node, &mut names, offset);
+        let abs = plan.abs(idx);
+        let mut entry = base_entry(node, &abs, &mut names, offset);
 
         if st.is_dir() {
             let mut xattrs = Vec::new();
@@ -521,7 +531,7 @@ fn fill_archive(
             }
             if is_archived {
                 entry.xattrs = xattr_names(&xattrs);
-                let meta = meta_for(&entry, node, tar::EntryType::Directory, None, None, &xattrs);
+                let meta = meta_for(&entry, &abs, tar::EntryType::Directory, None, None, &xattrs);
                 append(&mut writer, &meta, None, idx)?;
                 totals.dirs += 1;
                 entries.push(entry);
@@ -537,7 +547,7 @@ fn fill_archive(
             let msg = format!(
                 "{}: warning: {} is a socket: removed without an archive copy (it holds no data)\n",
                 ctx.prog,
-                quote(&node.display)
+                quote(&plan.display(idx))
             );
             stderr_write(msg.as_bytes());
             not_archived.push(entry);
@@ -550,7 +560,7 @@ fn fill_archive(
                 entry.size = 0;
                 let meta = meta_for(
                     &entry,
-                    node,
+                    &abs,
                     tar::EntryType::Link,
                     Some(&target[1..]),
                     None,
@@ -561,7 +571,7 @@ fn fill_archive(
                 entries.push(entry);
                 continue;
             }
-            hard_links.insert((st.dev, st.ino), node.abs.clone());
+            hard_links.insert((st.dev, st.ino), abs.clone());
         }
         match ft {
             libc::S_IFREG => {
@@ -576,7 +586,7 @@ fn fill_archive(
                     Err(e) => return Ok(source_failed(idx, &e)),
                 };
                 entry.xattrs = xattr_names(&xattrs);
-                let meta = meta_for(&entry, node, tar::EntryType::Regular, None, None, &xattrs);
+                let meta = meta_for(&entry, &abs, tar::EntryType::Regular, None, None, &xattrs);
                 let file = File::from(fd);
                 let mut reader = Hashing {
                     inner: FaultyRead { file: &file },
@@ -608,7 +618,7 @@ fn fill_archive(
                 entry.size = 0;
                 let meta = meta_for(
                     &entry,
-                    node,
+                    &abs,
                     tar::EntryType::Symlink,
                     Some(&target),
                     None,
@@ -634,7 +644,7 @@ fn fill_archive(
                     entry.rdev_major = Some(ma);
                     entry.rdev_minor = Some(mi);
                 }
-                let meta = meta_for(&entry, node, etype, None, device, &[]);
+                let meta = meta_for(&entry, &abs, etype, None, device, &[]);
                 append(&mut writer, &meta, None, idx)?;
             }
             _ => {
@@ -666,7 +676,7 @@ fn fill_archive(
             .iter()
             .map(|&r| manifest::Operand {
                 given: PathBytes::new(ctx.opts_operands[plan.nodes[r].operand].as_bytes()),
-                absolute: PathBytes::new(&plan.nodes[r].abs),
+                absolute: PathBytes::new(&plan.abs(r)),
             })
             .collect(),
         totals,
@@ -771,7 +781,7 @@ fn xattr_names(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
         .collect()
 }
 
-fn base_entry(node: &walk::Node, names: &mut Names, offset: u64) -> Entry {
+fn base_entry(node: &walk::Node, abs: &[u8], names: &mut Names, offset: u64) -> Entry {
     let st = node.st;
     let kind = match st.file_type() {
         libc::S_IFDIR => Kind::Dir,
@@ -779,7 +789,7 @@ fn base_entry(node: &walk::Node, names: &mut Names, offset: u64) -> Entry {
         _ => Kind::File,
     };
     Entry {
-        path: PathBytes::new(&node.abs),
+        path: PathBytes::new(abs),
         kind,
         mode: st.mode & 0o7777,
         uid: st.uid,
@@ -804,14 +814,14 @@ fn base_entry(node: &walk::Node, names: &mut Names, offset: u64) -> Entry {
 
 fn meta_for<'a>(
     entry: &'a Entry,
-    node: &'a walk::Node,
+    abs: &'a [u8],
     kind: tar::EntryType,
     link: Option<&'a [u8]>,
     device: Option<(u32, u32)>,
     xattrs: &'a [(Vec<u8>, Vec<u8>)],
 ) -> EntryMeta<'a> {
     EntryMeta {
-        tar_path: tar_path(&node.abs),
+        tar_path: tar_path(abs),
         kind,
         mode: entry.mode,
         uid: entry.uid,
@@ -887,7 +897,7 @@ impl Unlinker<'_> {
         self.failed = true;
     }
 
-    fn node(&mut self, idx: usize, dirfd: RawFd) {
+    fn node(&mut self, idx: usize, dirfd: RawFd, display: &[u8]) {
         let (is_dir, has_children) = {
             let n = &self.plan.nodes[idx];
             (n.st.is_dir(), !n.children.is_empty())
@@ -903,11 +913,12 @@ impl Unlinker<'_> {
             }) {
                 Ok(fd) => {
                     for c in self.plan.nodes[idx].children.clone() {
-                        self.node(c, fd.as_raw_fd());
+                        let child = rules::child_path(display, self.plan.nodes[c].name.as_bytes());
+                        self.node(c, fd.as_raw_fd(), &child);
                     }
                 }
                 Err(_) => {
-                    let display = self.plan.nodes[idx].display.clone();
+                    let display = display.to_vec();
                     self.error(&display, "changed while it was being archived");
                     self.plan.keep_subtree(idx);
                     return;
@@ -919,7 +930,7 @@ impl Unlinker<'_> {
             return;
         }
         let (name, display, st, unreadable) =
-            (n.name.clone(), n.display.clone(), n.st, n.unreadable);
+            (n.name.clone(), display.to_vec(), n.st, n.unreadable);
         match sys::fstatat(dirfd, &name, false) {
             Ok(now) => {
                 let same = if st.is_dir() {

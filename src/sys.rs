@@ -156,6 +156,7 @@ pub fn open_file_nofollow(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
 pub struct DirEntry {
     pub name: CString,
     pub d_type: u8,
+    pub ino: u64,
 }
 
 /// Every entry of the directory open at `fd` except `.` and `..`, in the order readdir gives
@@ -190,7 +191,13 @@ pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEntry>> {
             };
         }
         // SAFETY: ent points to a valid dirent64 until the next readdir call.
-        let (name, d_type) = unsafe { (CStr::from_ptr((*ent).d_name.as_ptr()), (*ent).d_type) };
+        let (name, d_type, ino) = unsafe {
+            (
+                CStr::from_ptr((*ent).d_name.as_ptr()),
+                (*ent).d_type,
+                (*ent).d_ino,
+            )
+        };
         let bytes = name.to_bytes();
         if bytes == b"." || bytes == b".." {
             continue;
@@ -198,6 +205,7 @@ pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEntry>> {
         out.push(DirEntry {
             name: name.to_owned(),
             d_type,
+            ino,
         });
     };
     // SAFETY: dir is valid and closed exactly once.

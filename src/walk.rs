@@ -33,10 +33,6 @@ pub struct Node {
     /// The name to use with the parent's descriptor; for an operand, its (trimmed) path,
     /// used relative to the current directory as rm does.
     pub name: CString,
-    /// The path rm prints (`d/s/c`).
-    pub display: Vec<u8>,
-    /// The absolute path it is archived under.
-    pub abs: Vec<u8>,
     pub st: Stat,
     pub children: Vec<usize>,
     pub fate: Fate,
@@ -53,11 +49,32 @@ pub struct Node {
 pub struct Plan {
     pub nodes: Vec<Node>,
     pub roots: Vec<usize>,
+    /// The absolute path of each root node. Other nodes' paths are derived from their
+    /// parents' (50,000 nodes would otherwise hold 100,000 path copies).
+    pub root_abs: HashMap<usize, Vec<u8>>,
     /// Whether any error was reported (exit status 1).
     pub failed: bool,
 }
 
 impl Plan {
+    /// The path rm prints for a node (`d/s/c`).
+    pub fn display(&self, idx: usize) -> Vec<u8> {
+        let n = &self.nodes[idx];
+        match n.parent {
+            None => n.name.as_bytes().to_vec(),
+            Some(p) => rules::child_path(&self.display(p), n.name.as_bytes()),
+        }
+    }
+
+    /// The absolute path a node is archived under.
+    pub fn abs(&self, idx: usize) -> Vec<u8> {
+        let n = &self.nodes[idx];
+        match n.parent {
+            None => self.root_abs.get(&idx).cloned().unwrap_or_default(),
+            Some(p) => rules::child_path(&self.abs(p), n.name.as_bytes()),
+        }
+    }
+
     /// Keep a node and, silently, every ancestor of it.
     pub fn keep_with_ancestors(&mut self, mut idx: usize) {
         self.nodes[idx].fate = Fate::Keep;
@@ -109,6 +126,8 @@ pub struct Walker<'a> {
     /// directory's `(dev, ino)` and name.
     pub seen_dirs: HashMap<(u64, u64), usize>,
     pub seen_names: HashMap<(u64, u64, Vec<u8>), usize>,
+    /// Whether operands follow the one being walked (else nothing needs `seen_*`).
+    pub more_operands: bool,
 }
 
 enum Asked {
@@ -193,9 +212,7 @@ impl Walker<'_> {
         let node = Node {
             parent: None,
             name: cpath,
-            display: path,
             archive_self: !through_link && abs != b"/",
-            abs,
             st,
             children: Vec::new(),
             fate: Fate::Remove,
@@ -204,6 +221,7 @@ impl Walker<'_> {
         };
         let idx = self.push(node, parent_id, base);
         self.plan.roots.push(idx);
+        self.plan.root_abs.insert(idx, abs);
         // May rm unlink in the directory this operand is in? (Asked once per operand.)
         let unlinkable = self.unlinkable_in(sys::AT_FDCWD, dir_part);
         if st.is_dir() {
@@ -218,11 +236,13 @@ impl Walker<'_> {
         if let Some(p) = node.parent {
             self.plan.nodes[p].children.push(idx);
         }
-        if node.st.is_dir() {
-            self.seen_dirs.insert((node.st.dev, node.st.ino), idx);
-        }
-        if let Some((d, i)) = parent_id {
-            self.seen_names.insert((d, i, name.to_vec()), idx);
+        if self.more_operands {
+            if node.st.is_dir() {
+                self.seen_dirs.insert((node.st.dev, node.st.ino), idx);
+            }
+            if let Some((d, i)) = parent_id {
+                self.seen_names.insert((d, i, name.to_vec()), idx);
+            }
         }
         self.plan.nodes.push(node);
         idx
@@ -274,7 +294,7 @@ impl Walker<'_> {
 
     /// rm's excise failing: report, and keep the object and its ancestors.
     fn excise_fails(&mut self, idx: usize, err: &io::Error) {
-        let display = self.plan.nodes[idx].display.clone();
+        let display = self.plan.display(idx);
         self.cannot_remove(&display, err);
         self.plan.keep_with_ancestors(idx);
     }
@@ -320,7 +340,7 @@ impl Walker<'_> {
             if let Err(e) = sys::access_effective(dirfd, &n.name, libc::R_OK) {
                 let msg = format!(
                     "cannot remove {}: could not archive: {}",
-                    quote(&n.display),
+                    quote(&self.plan.display(idx)),
                     sys::strerror(&e)
                 );
                 self.error(&msg);
@@ -351,7 +371,7 @@ impl Walker<'_> {
         let opts = self.opts;
         let (name, display, st) = {
             let n = &self.plan.nodes[idx];
-            (n.name.clone(), n.display.clone(), n.st)
+            (n.name.clone(), self.plan.display(idx), n.st)
         };
         // Open and list it now: rm's is_empty_dir does, and the children come from it.
         let opened = sys::open_dir_nofollow(dirfd, &name).and_then(|fd| {
@@ -360,6 +380,7 @@ impl Walker<'_> {
                 return Err(io::Error::from_raw_os_error(libc::ESTALE));
             }
             let mut entries = sys::read_dir(fd.as_raw_fd())?;
+            sort_like_fts(fd.as_raw_fd(), &mut entries);
             // What an earlier operand removes is gone by now, for rm.
             entries.retain(|e| !self.removed_name(&(st.dev, st.ino, e.name.as_bytes().to_vec())));
             Ok((fd, entries))
@@ -449,7 +470,6 @@ impl Walker<'_> {
             self.error(&msg);
             return self.fail(idx);
         }
-        let abs = self.plan.nodes[idx].abs.clone();
         let operand = self.plan.nodes[idx].operand;
         let here = (st.dev, st.ino);
         let children_ok = self.unlinkable_in(fd.as_raw_fd(), b".");
@@ -468,9 +488,7 @@ impl Walker<'_> {
             };
             let child = Node {
                 parent: Some(idx),
-                abs: rules::child_path(&abs, entry.name.as_bytes()),
                 name: entry.name,
-                display: child_display,
                 st: child_st,
                 children: Vec::new(),
                 fate: Fate::Remove,
@@ -521,7 +539,7 @@ impl Walker<'_> {
         }
         let (name, display, st) = {
             let n = &self.plan.nodes[idx];
-            (n.name.clone(), n.display.clone(), n.st)
+            (n.name.clone(), self.plan.display(idx), n.st)
         };
         let mut write_protected: i32 = 0;
         let mut wp_errno = 0;
@@ -603,6 +621,23 @@ pub fn yes_chars() -> Vec<u8> {
     }) {
         Some(set) if !set.is_empty() && set.is_ascii() => set,
         _ => b"yY".to_vec(),
+    }
+}
+
+/// gnulib's fts sorts a directory of more than 10,000 entries by inode number (it makes
+/// the walk faster on most filesystems, so it skips the sort on tmpfs, NFS and CIFS). rm's
+/// order, and so `rm -rv`'s output, follows.
+fn sort_like_fts(fd: RawFd, entries: &mut [sys::DirEntry]) {
+    const THRESHOLD: usize = 10_000;
+    const TMPFS: i64 = 0x0102_1994;
+    const NFS: i64 = 0x6969;
+    const CIFS: i64 = 0xFF53_4D42;
+    if entries.len() <= THRESHOLD {
+        return;
+    }
+    match sys::statfs(fd) {
+        Ok((TMPFS | NFS | CIFS, _)) => {}
+        _ => entries.sort_by_key(|e| e.ino),
     }
 }
 

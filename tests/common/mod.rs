@@ -713,6 +713,7 @@ pub struct Differential {
     saferm_env: Vec<(OsString, OsString)>,
     unprivileged: bool,
     tmpfs: Vec<(String, Vec<String>)>,
+    saferm_warnings: Vec<String>,
 }
 
 impl Differential {
@@ -726,7 +727,15 @@ impl Differential {
             saferm_env: Vec::new(),
             unprivileged: false,
             tmpfs: Vec::new(),
+            saferm_warnings: Vec::new(),
         }
+    }
+
+    /// A line saferm adds to stderr where rm says nothing (a documented difference, like the
+    /// socket warning): it must appear exactly once, and the rest must match GNU.
+    pub fn saferm_warning(mut self, line: &str) -> Self {
+        self.saferm_warnings.push(line.to_string());
+        self
     }
 
     /// Arguments after `rm`; `\xHH` escapes stand for bytes.
@@ -847,12 +856,25 @@ impl Differential {
             cmd.run()
         };
         let gnu = run(Path::new(GNU_RM), &roots[0], &[]);
-        let ours = run(&saferm_bin(), &roots[1], &self.saferm_env);
+        let mut ours = run(&saferm_bin(), &roots[1], &self.saferm_env);
+        let mut missing_warnings = Vec::new();
+        for w in &self.saferm_warnings {
+            let text = String::from_utf8_lossy(&ours.stderr).into_owned();
+            if text.matches(w.as_str()).count() == 1 {
+                ours.stderr = text.replacen(w.as_str(), "", 1).into_bytes();
+            } else {
+                missing_warnings.push(w.clone());
+            }
+        }
         let gnu_tree = snapshot(&roots[0]);
         let our_tree = snapshot(&roots[1]);
         drop(mounts);
 
         let mut report = String::new();
+        for w in &missing_warnings {
+            writeln!(report, "  saferm's stderr lacks (or repeats) {w:?}")
+                .expect("write to a String");
+        }
         if gnu.status_text() != ours.status_text() {
             writeln!(
                 report,
