@@ -3,14 +3,21 @@
 //!
 //! The manifest stays the immutable source of truth; a restore writes a small sidecar
 //! `manifests/YYYY-MM/<id>.restored.json` next to it instead of rewriting it.
+//!
+//! Listing must stay fast with 10,000 deletions, so `--list` reads [`Header`]s (a manifest
+//! without its entries) from `index.jsonl` in the store, a cache rebuilt from the manifests:
+//! the manifest directories are listed on every run, headers of manifests the cache does
+//! not know are read from them, and headers of manifests that are gone are dropped. Losing
+//! or damaging the cache costs one slow listing, nothing more.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{Manifest, PathBytes};
+use crate::manifest::{ArchiveInfo, Manifest, Operand, PathBytes, Totals};
 use crate::store::Store;
 use crate::sys;
 
@@ -206,4 +213,114 @@ pub fn mark_restored(store: &Store, deletion: &Deletion, note: &Restored) -> Res
         return Err(e);
     }
     Ok(())
+}
+
+/// What `--list` shows of a deletion: its manifest without the entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub id: String,
+    /// The month directory (not in the manifest: filled in from where it was found).
+    #[serde(default)]
+    pub month: String,
+    pub created: String,
+    pub cwd: PathBytes,
+    pub operands: Vec<Operand>,
+    pub totals: Totals,
+    #[serde(default)]
+    pub archive: Option<ArchiveInfo>,
+    /// Whether a restore note is beside the manifest (from the directory listing).
+    #[serde(skip)]
+    pub restored: bool,
+}
+
+/// The cache of headers, in the store's root.
+const INDEX: &str = "index.jsonl";
+
+/// Every deletion's header, newest first, through the `index.jsonl` cache.
+pub fn headers(store: &Store) -> Result<Vec<Header>> {
+    let dir = store.root().join("manifests");
+    // id -> (month, restored)
+    let mut present: std::collections::HashMap<String, (String, bool)> = Default::default();
+    let mut restored_ids: std::collections::HashSet<String> = Default::default();
+    for (month, path) in manifest_files(&dir)? {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(id) = name.strip_suffix(".restored.json") {
+            restored_ids.insert(id.to_string());
+        } else if let Some(id) = name.strip_suffix(".json") {
+            present.insert(id.to_string(), (month, false));
+        }
+    }
+    for id in restored_ids {
+        if let Some(p) = present.get_mut(&id) {
+            p.1 = true;
+        }
+    }
+    let mut out: Vec<Header> = Vec::with_capacity(present.len());
+    let mut seen: std::collections::HashSet<String> = Default::default();
+    let cached = std::fs::read(store.root().join(INDEX)).unwrap_or_default();
+    for line in cached.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(mut h) = serde_json::from_slice::<Header>(line) else {
+            continue;
+        };
+        match present.get(&h.id) {
+            Some((month, restored)) if *month == h.month && seen.insert(h.id.clone()) => {
+                h.restored = *restored;
+                out.push(h);
+            }
+            _ => {}
+        }
+    }
+    let cached_count = out.len();
+    for (id, (month, restored)) in &present {
+        if seen.contains(id) {
+            continue;
+        }
+        let path = dir.join(month).join(format!("{id}.json"));
+        // A manifest that cannot be read is left to --check; listing goes on.
+        let Some(mut h) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Header>(&b).ok())
+        else {
+            continue;
+        };
+        h.month = month.clone();
+        h.restored = *restored;
+        out.push(h);
+    }
+    out.sort_by(|a, b| b.id.cmp(&a.id));
+    if out.len() != cached_count || cached_count != cached.iter().filter(|&&b| b == b'\n').count() {
+        // Best effort: a cache that cannot be written only makes the next listing slower.
+        let _ = write_index(store, &out);
+    }
+    Ok(out)
+}
+
+/// Replace `index.jsonl` atomically (a temp file renamed over it; no fsync: it is a cache).
+fn write_index(store: &Store, headers: &[Header]) -> Result<()> {
+    let (tmp, file) = store.create_temp(b"index")?;
+    let written = (|| -> Result<()> {
+        let mut w = std::io::BufWriter::new(file);
+        for h in headers {
+            serde_json::to_writer(&mut w, h)?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()?;
+        Ok(())
+    })();
+    let tmp_path = store
+        .root()
+        .join("tmp")
+        .join(std::ffi::OsStr::from_bytes(tmp.as_bytes()));
+    match written.and_then(|()| {
+        std::fs::rename(&tmp_path, store.root().join(INDEX)).map_err(anyhow::Error::new)
+    }) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            store.discard_temp(&tmp);
+            Err(e)
+        }
+    }
 }

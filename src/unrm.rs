@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use anyhow::{Context, Result};
 
-use crate::catalog::{self, Catalog, Deletion, IdMatch, Restored};
+use crate::catalog::{self, Catalog, Header, IdMatch, Restored};
 use crate::manifest::{Kind, PathBytes};
 use crate::output::{stderr_write, stdout_write};
 use crate::quote::quote;
@@ -47,10 +47,14 @@ pub fn run(args: &[OsString]) -> i32 {
 
 fn execute(opts: &Options) -> Result<i32> {
     let store = Store::open().context("could not open the store")?;
-    let catalog = Catalog::load(&store).context("could not read the store")?;
     let cwd = std::env::current_dir()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b"/".to_vec());
+    if let Action::List(patterns) = &opts.action {
+        let headers = catalog::headers(&store).context("could not read the store")?;
+        return Ok(list(opts, &headers, &cwd, patterns));
+    }
+    let catalog = Catalog::load(&store).context("could not read the store")?;
     match &opts.action {
         Action::Restore(names) => restore_names(opts, &store, &catalog, &cwd, names),
         Action::Last(n) => {
@@ -68,7 +72,7 @@ fn execute(opts: &Options) -> Result<i32> {
             }
             Ok(restore_picks(opts, &store, &catalog, &cwd, picks, false))
         }
-        Action::List(patterns) => Ok(list(opts, &catalog, &cwd, patterns)),
+        Action::List(_) => Ok(0),
         Action::Show(id) => Ok(show(opts, &catalog, id)),
         Action::Check { ids, repair } => crate::check::run(&store, &catalog, ids, *repair),
     }
@@ -521,13 +525,13 @@ fn local_time(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
-fn matches_pattern(del: &Deletion, cwd: &[u8], pattern: &[u8]) -> bool {
-    if del.id().as_bytes().starts_with(pattern) {
+fn matches_pattern(del: &Header, cwd: &[u8], pattern: &[u8]) -> bool {
+    if del.id.as_bytes().starts_with(pattern) {
         return true;
     }
     let glob = has_glob(pattern);
     let abs_pattern = absolute(cwd, pattern);
-    del.manifest.operands.iter().any(|o| {
+    del.operands.iter().any(|o| {
         let abs = o.absolute.bytes().unwrap_or_default();
         let given = o.given.bytes().unwrap_or_default();
         if glob {
@@ -540,9 +544,8 @@ fn matches_pattern(del: &Deletion, cwd: &[u8], pattern: &[u8]) -> bool {
     })
 }
 
-fn list(opts: &Options, catalog: &Catalog, cwd: &[u8], patterns: &[OsString]) -> i32 {
-    let shown: Vec<&Deletion> = catalog
-        .deletions
+fn list(opts: &Options, headers: &[Header], cwd: &[u8], patterns: &[OsString]) -> i32 {
+    let shown: Vec<&Header> = headers
         .iter()
         .filter(|d| {
             patterns.is_empty()
@@ -554,8 +557,7 @@ fn list(opts: &Options, catalog: &Catalog, cwd: &[u8], patterns: &[OsString]) ->
     if opts.json {
         let items: Vec<serde_json::Value> = shown
             .iter()
-            .map(|d| {
-                let m = &d.manifest;
+            .map(|m| {
                 serde_json::json!({
                     "id": m.id,
                     "created": m.created,
@@ -566,7 +568,7 @@ fn list(opts: &Options, catalog: &Catalog, cwd: &[u8], patterns: &[OsString]) ->
                     "dirs": m.totals.dirs,
                     "bytes": m.totals.bytes,
                     "archive_bytes": m.archive.as_ref().map(|a| a.size),
-                    "restored": d.restored,
+                    "restored": m.restored,
                 })
             })
             .collect();
@@ -575,8 +577,8 @@ fn list(opts: &Options, catalog: &Catalog, cwd: &[u8], patterns: &[OsString]) ->
         stdout_write(text.as_bytes());
         return 0;
     }
-    for d in shown {
-        let m = &d.manifest;
+    let mut out = String::new();
+    for m in shown {
         let operands: Vec<String> = m
             .operands
             .iter()
@@ -592,18 +594,19 @@ fn list(opts: &Options, catalog: &Catalog, cwd: &[u8], patterns: &[OsString]) ->
                 .as_ref()
                 .map(|a| crate::remove::human(a.size))
                 .unwrap_or_else(|| "?".to_string()),
-            if d.restored.is_some() {
-                "restored"
-            } else {
-                "-"
-            },
+            if m.restored { "restored" } else { "-" },
             operands.join(" ")
         );
-        stdout_write(line.as_bytes());
-        if crate::output::stdout_closed() {
-            break;
+        out.push_str(&line);
+        if out.len() >= 64 * 1024 {
+            stdout_write(out.as_bytes());
+            out.clear();
+            if crate::output::stdout_closed() {
+                return 0;
+            }
         }
     }
+    stdout_write(out.as_bytes());
     0
 }
 
@@ -630,6 +633,7 @@ fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
         stdout_write(text.as_bytes());
         return 0;
     }
+    let mut out = String::new();
     for e in &d.manifest.entries {
         let tag = match e.kind {
             Kind::File => '-',
@@ -666,11 +670,16 @@ fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
             line.push_str(&quote(&l.bytes().unwrap_or_default()));
         }
         line.push('\n');
-        stdout_write(line.as_bytes());
-        if crate::output::stdout_closed() {
-            break;
+        out.push_str(&line);
+        if out.len() >= 64 * 1024 {
+            stdout_write(out.as_bytes());
+            out.clear();
+            if crate::output::stdout_closed() {
+                return 0;
+            }
         }
     }
+    stdout_write(out.as_bytes());
     0
 }
 

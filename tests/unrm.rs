@@ -331,7 +331,7 @@ fn round_trip_every_object_type_in_place() {
     assert_eq!(out.stdout_text(), "restored 't'\n");
     assert_eq!(full_snapshot(&w.join("t")), before);
     // The listing says it was restored; the archive is still there.
-    assert!(deletions(&sb)[0]["restored"].is_object());
+    assert_eq!(deletions(&sb)[0]["restored"], true);
     only_archive(&sb);
 }
 
@@ -574,7 +574,7 @@ fn list_show_and_json_describe_the_store() {
     let json = deletions(&sb);
     assert_eq!(json[1]["files"], 2);
     assert_eq!(json[1]["bytes"], 6);
-    assert!(json[1]["restored"].is_null());
+    assert_eq!(json[1]["restored"], false);
     let id = json[1]["id"].as_str().expect("id");
     let out = unrm_ok(&sb, &w, &["--show", id]);
     let text = out.stdout_text();
@@ -1124,4 +1124,68 @@ fn the_terminal_chooser_picks_among_same_named_objects_and_versions() {
         "{}",
         out.stderr_text()
     );
+}
+
+#[test]
+fn the_listing_cache_follows_the_manifests() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["a=1", "b=2"]);
+    saferm(&sb, &w, &["a"]);
+    assert_eq!(deletions(&sb).len(), 1);
+    assert!(sb.store().join("index.jsonl").exists());
+    saferm(&sb, &w, &["b"]);
+    let list = deletions(&sb);
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["restored"], false);
+    unrm_ok(&sb, &w, &["b"]);
+    assert_eq!(deletions(&sb)[0]["restored"], true);
+    // A damaged cache costs a slow listing, not a wrong one.
+    fs::write(sb.store().join("index.jsonl"), b"{not json\n\x00\xff\n").expect("damage");
+    assert_eq!(deletions(&sb).len(), 2);
+    // A manifest moved away disappears from the listing.
+    let manifests = files_under(&sb.store().join("manifests"));
+    let a_manifest = manifests
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-a.json"))
+        .expect("a's manifest");
+    fs::rename(a_manifest, sb.root().join("away.json")).expect("move");
+    assert_eq!(deletions(&sb).len(), 1);
+}
+
+/// `cargo test --release --test tests unrm::bench_list -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_list_10000_deletions() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["d/a=1", "d/b=2", "d/c=3"]);
+    saferm(&sb, &w, &["-r", "d"]);
+    let manifests = files_under(&sb.store().join("manifests"));
+    let text = fs::read_to_string(&manifests[0]).expect("manifest");
+    let m: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let id = m["id"].as_str().expect("id").to_string();
+    let dir = manifests[0].parent().expect("month");
+    for i in 0..10_000 {
+        let new_id = id.replacen("Z-", &format!("Z-{i:05}"), 1);
+        fs::write(
+            dir.join(format!("{new_id}.json")),
+            text.replace(&id, &new_id),
+        )
+        .expect("write");
+    }
+    let first = std::time::Instant::now();
+    let out = unrm_ok(&sb, &w, &["--list"]);
+    let cold = first.elapsed();
+    assert_eq!(out.stdout_text().lines().count(), 10_001);
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        unrm_ok(&sb, &w, &["--list"]);
+        best = best.min(t.elapsed());
+    }
+    eprintln!("unrm --list, 10,001 deletions: first {cold:?} (builds the cache), then {best:?}");
+    if !cfg!(debug_assertions) {
+        assert!(best.as_millis() <= 100, "{best:?}");
+    }
 }
