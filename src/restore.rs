@@ -474,6 +474,7 @@ impl Restorer<'_> {
             if let Some(Job::Create(dest)) = &jobs[i] {
                 let dest = dest.clone();
                 if !self.skipped(&dest) {
+                    self.retire(&dest);
                     let xattrs = pax_xattrs(&mut entry);
                     self.create(i, &dest, &mut entry, &xattrs);
                 }
@@ -584,10 +585,8 @@ impl Restorer<'_> {
             self.created_dirs.insert(dest.to_vec());
             self.finalize.push((dest.to_vec(), i));
         }
-        if let Some(fd) = self.dirs.get(dest) {
-            let fd = fd.as_raw_fd();
-            self.set_xattrs(fd, dest, xattrs);
-        }
+        let fd = self.dir(dest, false)?;
+        self.set_xattrs(fd, dest, xattrs);
         Ok(Done { owner_set: true })
     }
 
@@ -679,9 +678,31 @@ impl Restorer<'_> {
         }
     }
 
-    /// Give the directories their recorded owner, mode and mtime, deepest (latest) first.
+    /// Give the directories still open their recorded metadata, then close them.
     fn finish(&mut self) {
         let list = std::mem::take(&mut self.finalize);
+        self.finalize_dirs(&list);
+        self.dirs.clear();
+    }
+
+    /// Keep the number of open directories bounded: once there are many, finish and close
+    /// every directory that is not above `next` (the archive lists a directory's subtree
+    /// contiguously, so they are complete; one that is needed again is reopened).
+    fn retire(&mut self, next: &[u8]) {
+        if self.dirs.len() < MAX_OPEN_DIRS {
+            return;
+        }
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.finalize)
+            .into_iter()
+            .partition(|(d, _)| !is_under(next, d));
+        self.finalize = keep;
+        self.finalize_dirs(&done);
+        self.dirs
+            .retain(|d, _| is_under(next, d) || d.as_slice() == self.opts.anchor.as_slice());
+    }
+
+    /// Give directories their recorded owner, mode and mtime, latest (deepest) first.
+    fn finalize_dirs(&mut self, list: &[(Vec<u8>, usize)]) {
         for (dest, i) in list.iter().rev() {
             let Some(fd) = self.dirs.get(dest).map(|f| f.as_raw_fd()) else {
                 continue;
@@ -698,9 +719,11 @@ impl Restorer<'_> {
                 Err(err) => self.fail(dest, &reason(&err)),
             }
         }
-        self.dirs.clear();
     }
 }
+
+/// Open directories kept before finished ones are closed ([`Restorer::retire`]).
+const MAX_OPEN_DIRS: usize = 256;
 
 /// The outcome of creating one object.
 struct Done {

@@ -1189,3 +1189,47 @@ fn bench_list_10000_deletions() {
         assert!(best.as_millis() <= 100, "{best:?}");
     }
 }
+
+#[test]
+fn many_directories_get_their_modes_and_times_with_few_descriptors_open() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let mut spec = Vec::new();
+    for i in 0..300 {
+        spec.push(format!("many/d{i:03}/sub/f=x{i}"));
+        spec.push(format!("many/d{i:03}/@0555"));
+    }
+    let spec: Vec<&str> = spec.iter().map(String::as_str).collect();
+    build_tree(&w, &spec);
+    for i in 0..300 {
+        let d = w.join(format!("many/d{i:03}"));
+        set_mtime(&d.join("sub"), 1_500_000_000 + i, i);
+        set_mtime(&d, 1_400_000_000 + i, i);
+    }
+    let before = full_snapshot(&w.join("many"));
+    saferm(&sb, &w, &["-r", "many"]);
+    unrm_ok(&sb, &w, &["many"]);
+    assert_eq!(full_snapshot(&w.join("many")), before);
+}
+
+#[test]
+fn a_hard_link_restored_without_its_first_name_gets_the_content() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["t/a/first=shared", "t/b/"]);
+    fs::hard_link(w.join("t/a/first"), w.join("t/b/second")).expect("link");
+    fs::hard_link(w.join("t/a/first"), w.join("t/b/third")).expect("link");
+    saferm(&sb, &w, &["-r", "t"]);
+    unrm_ok(&sb, &w, &["t/b"]);
+    assert!(!w.join("t/a").exists());
+    assert_eq!(fs::read(w.join("t/b/second")).expect("second"), b"shared");
+    let (m2, m3) = (
+        fs::metadata(w.join("t/b/second")).expect("second"),
+        fs::metadata(w.join("t/b/third")).expect("third"),
+    );
+    assert_eq!(
+        (m2.ino(), m2.nlink()),
+        (m3.ino(), 2),
+        "still linked together"
+    );
+}
