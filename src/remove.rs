@@ -34,7 +34,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
     let opts = match cli::parse(prog, args) {
         Parsed::Run(o) => o,
         Parsed::Help => {
-            let help = cli::command().bin_name(prog).render_long_help().to_string();
+            let help = cli::command().bin_name(prog).render_help().to_string();
             stdout_write(help.as_bytes());
             return 0;
         }

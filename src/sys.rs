@@ -267,6 +267,9 @@ fn xattr_call(mut f: impl FnMut(*mut u8, usize) -> libc::ssize_t) -> io::Result<
                 _ => Err(err),
             };
         }
+        if size == 0 {
+            return Ok(Vec::new()); // nothing to fetch (the common case)
+        }
         let mut buf = vec![0u8; size as usize];
         let got = f(buf.as_mut_ptr(), buf.len());
         if got < 0 {

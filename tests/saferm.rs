@@ -870,3 +870,31 @@ fn the_program_name_is_argv0_as_invoked() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with(&format!("{}: cannot remove", saferm_bin().display())));
 }
+
+#[test]
+fn help_and_version_exit_zero_on_stdout() {
+    let sb = Sandbox::new();
+    let out = saferm(&sb, sb.root(), &["--help"]);
+    assert_eq!(out.code(), Some(0));
+    let help = out.stdout_text();
+    for needle in [
+        "Usage:",
+        "--recursive",
+        "--interactive",
+        "--no-archive",
+        "unrm",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}: {help}");
+    }
+    // --help wins over what follows it, as with getopt; an error before it wins.
+    assert_eq!(saferm(&sb, sb.root(), &["--help", "-z"]).code(), Some(0));
+    assert_eq!(saferm(&sb, sb.root(), &["-z", "--help"]).code(), Some(1));
+    let out = saferm(&sb, sb.root(), &["--vers"]);
+    assert_eq!(out.code(), Some(0));
+    assert!(
+        out.stdout_text().starts_with("saferm "),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(out.stderr.is_empty());
+}
