@@ -1233,3 +1233,64 @@ fn a_hard_link_restored_without_its_first_name_gets_the_content() {
         "still linked together"
     );
 }
+
+/// `cargo test --release --test tests unrm::bench_restore -- --ignored --nocapture`:
+/// a full-tree restore against `tar --zstd -xf` of the same archive, best of three each.
+#[test]
+#[ignore]
+fn bench_restore_against_gnu_tar() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 2 == 0 {
+                    (x >> 24) as u8
+                } else {
+                    0
+                }
+            })
+            .collect()
+    };
+    for d in 0..50 {
+        let dir = w.join(format!("tree/d{d}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..200 {
+            let len = [100, 1000, 5000, 20000][(d * 7 + f) % 4];
+            fs::write(dir.join(format!("f{f}")), noise(len)).expect("write");
+        }
+    }
+    fs::write(w.join("tree/big"), noise(100 << 20)).expect("big");
+    saferm(&sb, &w, &["-r", "tree"]);
+    let archive = only_archive(&sb);
+    let (mut tar_best, mut unrm_best) = (f64::MAX, f64::MAX);
+    for round in 0..3 {
+        let tar_dir = sb.work(&format!("tar{round}"));
+        let t = std::time::Instant::now();
+        let status = std::process::Command::new("tar")
+            .arg("--zstd")
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&tar_dir)
+            .status()
+            .expect("tar");
+        assert!(status.success());
+        tar_best = tar_best.min(t.elapsed().as_secs_f64());
+        let to = sb.root().join(format!("unrm{round}"));
+        let t = std::time::Instant::now();
+        unrm_ok(&sb, &w, &["--to", to.to_str().expect("utf-8"), "tree"]);
+        unrm_best = unrm_best.min(t.elapsed().as_secs_f64());
+    }
+    eprintln!(
+        "full-tree restore of 10,001 files (~190 MiB): tar --zstd -xf {tar_best:.3} s, unrm {unrm_best:.3} s ({:.2}x)",
+        unrm_best / tar_best
+    );
+    if !cfg!(debug_assertions) {
+        assert!(unrm_best <= tar_best * 1.0, "{unrm_best} vs {tar_best}");
+    }
+}
