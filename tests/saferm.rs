@@ -200,6 +200,15 @@ fn incompressible(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Run saferm with `SAFERM_FAULT` set to `step` (honoured by debug builds only).
+fn with_fault(sb: &Sandbox, cwd: &Path, args: &[&str], step: &str) -> Outcome {
+    sb.command(saferm_bin())
+        .current_dir(cwd)
+        .args(args)
+        .env("SAFERM_FAULT", step)
+        .run()
+}
+
 fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
     sb.command(saferm_bin()).current_dir(cwd).args(args).run()
 }
@@ -490,12 +499,7 @@ fn failure_at_any_step_keeps_everything() {
         let work = sb.work("w");
         build_tree(&work, &["d/a=alpha", "d/s/b=beta", "f=solo"]);
         let before = snapshot(&work);
-        let out = sb
-            .command(saferm_bin())
-            .current_dir(&work)
-            .args(["-r", "d", "f"])
-            .env("SAFERM_FAULT", step)
-            .run();
+        let out = with_fault(&sb, &work, &["-r", "d", "f"], step);
         assert_eq!(out.code(), Some(1), "step {step}: {}", out.status_text());
         assert_eq!(
             snapshot(&work),
@@ -530,12 +534,7 @@ fn a_read_error_keeps_that_file_and_its_ancestors_only() {
     let sb = Sandbox::new();
     let work = sb.work("w");
     build_tree(&work, &["d/a=alpha", "e/", "l->d"]);
-    let out = sb
-        .command(saferm_bin())
-        .current_dir(&work)
-        .args(["-r", "d", "e", "l"])
-        .env("SAFERM_FAULT", "read")
-        .run();
+    let out = with_fault(&sb, &work, &["-r", "d", "e", "l"], "read");
     assert_eq!(out.code(), Some(1));
     assert_eq!(
         out.stderr_text(),
@@ -553,12 +552,7 @@ fn ctrl_c_while_archiving_keeps_everything_and_dies_of_sigint() {
     let work = sb.work("w");
     build_tree(&work, &["d/a=alpha", "d/b=beta"]);
     let before = snapshot(&work);
-    let out = sb
-        .command(saferm_bin())
-        .current_dir(&work)
-        .args(["-r", "d"])
-        .env("SAFERM_FAULT", "signal")
-        .run();
+    let out = with_fault(&sb, &work, &["-r", "d"], "signal");
     assert_eq!(out.status_text(), "signal 2");
     assert_eq!(snapshot(&work), before);
     assert!(
@@ -745,12 +739,7 @@ fn a_file_changed_after_archiving_is_kept() {
     let sb = Sandbox::new();
     let work = sb.work("w");
     build_tree(&work, &["d/a=alpha", "d/e/"]);
-    let out = sb
-        .command(saferm_bin())
-        .current_dir(&work)
-        .args(["-rv", "d"])
-        .env("SAFERM_FAULT", "mutate")
-        .run();
+    let out = with_fault(&sb, &work, &["-rv", "d"], "mutate");
     assert_eq!(out.code(), Some(1));
     assert_eq!(
         out.stderr_text(),
@@ -766,12 +755,7 @@ fn a_directory_swapped_for_a_symlink_is_not_followed() {
     let sb = Sandbox::new();
     let work = sb.work("w");
     build_tree(&work, &["d/s/a=alpha", "d/s/b=beta", "d/c=gamma"]);
-    let out = sb
-        .command(saferm_bin())
-        .current_dir(&work)
-        .args(["-r", "d"])
-        .env("SAFERM_FAULT", "swap")
-        .run();
+    let out = with_fault(&sb, &work, &["-r", "d"], "swap");
     assert_eq!(out.code(), Some(1));
     assert_eq!(
         out.stderr_text(),
