@@ -882,3 +882,55 @@ fn help_and_version_exit_zero_on_stdout() {
     );
     assert!(out.stderr.is_empty());
 }
+
+#[test]
+fn large_deletions_are_split_into_seekable_frames() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/"]);
+    // 80 MiB in three files: frames roll at entry boundaries every 32 MiB of tar data.
+    fs::write(work.join("d/a"), incompressible(30 << 20)).expect("a");
+    fs::write(work.join("d/b"), vec![b'x'; 30 << 20]).expect("b");
+    fs::write(work.join("d/c"), incompressible(20 << 20)).expect("c");
+    let before = snapshot(&work);
+    let out = saferm(&sb, &work, &["-r", "d"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let m = manifests(&sb.store());
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(&m[0]).expect("manifest")).expect("json");
+    let frames = json["frames"].as_array().expect("frames");
+    assert!(frames.len() >= 2, "expected several frames: {frames:?}");
+    let archive = fs::read(&archives(&sb.store())[0]).expect("archive");
+    for f in frames {
+        let at = f["compressed_offset"].as_u64().expect("offset") as usize;
+        assert_eq!(
+            &archive[at..at + 4],
+            &[0x28, 0xb5, 0x2f, 0xfd],
+            "no zstd frame at {at}"
+        );
+        // Each frame starts at an entry: its tar offset is some entry's offset.
+        let tar_at = f["tar_offset"].as_u64().expect("tar offset");
+        let starts_entry = json["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["offset"].as_u64() == Some(tar_at));
+        assert!(
+            starts_entry,
+            "frame at tar offset {tar_at} does not start an entry"
+        );
+    }
+    // GNU tar reads the concatenated frames as one stream.
+    let tar = Command::new("tar")
+        .args(["--zstd", "-xpf"])
+        .arg(&archives(&sb.store())[0])
+        .args(["-C", "/"])
+        .output()
+        .expect("tar");
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    assert_eq!(snapshot(&work), before);
+}
