@@ -362,6 +362,15 @@ fn restore_picks(
     picks: Vec<(usize, Vec<u8>)>,
     mut failed: bool,
 ) -> i32 {
+    // Held shared, as writers do, so that a collector (exclusive) never removes an archive
+    // that is being restored from.
+    let _lock = match store.lock_shared() {
+        Ok(l) => l,
+        Err(e) => {
+            stderr_write(format!("unrm: could not restore: {e:#}\n").as_bytes());
+            return 1;
+        }
+    };
     let anchor = match &opts.to {
         None => b"/".to_vec(),
         Some(dir) => match prepare_to(dir) {

@@ -1294,3 +1294,51 @@ fn bench_restore_against_gnu_tar() {
         assert!(unrm_best <= tar_best * 1.0, "{unrm_best} vs {tar_best}");
     }
 }
+
+/// `cargo test --release --test tests unrm::bench_single -- --ignored --nocapture`:
+/// one small file, archived after 2 GiB of incompressible data, restored by seeking to its
+/// zstd frame (the issue asks for under 0.2 s).
+#[test]
+#[ignore]
+fn bench_single_file_from_a_2gib_deletion() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir(w.join("d")).expect("mkdir");
+    {
+        let mut f = fs::File::create(w.join("d/huge")).expect("huge");
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..2048 {
+            for chunk in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&block).expect("write");
+        }
+    }
+    for i in 0..20 {
+        fs::write(w.join(format!("d/s{i:02}")), format!("small {i}")).expect("small");
+    }
+    saferm(&sb, &w, &["-r", "d"]);
+    let id = newest_id(&sb);
+    let out = unrm_ok(&sb, &w, &["--show", &id, "--json"]);
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let last = m["entries"]
+        .as_array()
+        .expect("entries")
+        .last()
+        .expect("an entry")["path"]
+        .as_str()
+        .expect("path")
+        .to_string();
+    assert!(!last.ends_with("/huge"), "the small files come after it");
+    let t = std::time::Instant::now();
+    unrm_ok(&sb, &w, &[&last]);
+    let took = t.elapsed();
+    eprintln!("one small file after 2 GiB: {took:?}");
+    if !cfg!(debug_assertions) {
+        assert!(took.as_millis() < 200, "{took:?}");
+    }
+}
