@@ -1342,3 +1342,61 @@ fn bench_single_file_from_a_2gib_deletion() {
         assert!(took.as_millis() < 200, "{took:?}");
     }
 }
+
+#[test]
+fn check_reports_a_manifest_whose_archive_is_gone() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["f=1"]);
+    saferm(&sb, &w, &["f"]);
+    fs::rename(only_archive(&sb), sb.root().join("away.tar.zst")).expect("move");
+    let out = unrm(&sb, &w, &["--check"]);
+    assert_eq!(out.code(), Some(1));
+    let err = out.stderr_text();
+    assert!(
+        err.contains("is damaged") && err.contains("No such file"),
+        "{err}"
+    );
+    assert_eq!(out.stdout_text(), "checked 1 deletion(s): 1 problem(s)\n");
+    let out = unrm(&sb, &w, &["f"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(!w.join("f").exists());
+}
+
+#[test]
+fn non_utf8_names_restore() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let name = OsStr::from_bytes(b"caf\xe9");
+    fs::write(w.join(name), b"latin-1").expect("write");
+    let out = sb.command(saferm_bin()).current_dir(&w).arg(name).run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let out = sb.command(unrm_bin()).current_dir(&w).arg(name).run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(out.stdout_text(), "restored 'caf'$'\\351'\n");
+    assert_eq!(fs::read(w.join(name)).expect("restored"), b"latin-1");
+}
+
+#[test]
+fn help_version_and_usage_errors() {
+    let sb = Sandbox::new();
+    let out = unrm_ok(&sb, sb.root(), &["--help"]);
+    assert!(
+        out.stdout_text().contains("--list"),
+        "{}",
+        out.stdout_text()
+    );
+    let out = unrm_ok(&sb, sb.root(), &["--version"]);
+    assert!(out.stdout_text().starts_with("unrm "));
+    for args in [
+        &[][..],
+        &["--list", "--check"],
+        &["--bogus"],
+        &["--last", "0"],
+    ] {
+        let out = unrm(&sb, sb.root(), args);
+        assert_eq!(out.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+}
