@@ -64,6 +64,8 @@ pub struct RestoreOptions {
     /// It is opened by path (the user named it); everything below it through descriptors.
     pub anchor: Vec<u8>,
     pub euid: u32,
+    /// The current directory, to show paths below it relative to it.
+    pub cwd: Vec<u8>,
     /// `-v`: print each restored object.
     pub verbose: bool,
 }
@@ -121,6 +123,14 @@ pub fn is_under(path: &[u8], root: &[u8]) -> bool {
         return path.starts_with(b"/");
     }
     path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/')
+}
+
+/// A path as the user would type it from `cwd`: relative when it is below it.
+pub fn display(cwd: &[u8], path: &[u8]) -> Vec<u8> {
+    if cwd != b"/" && is_under(path, cwd) && path.len() > cwd.len() {
+        return path[cwd.len() + 1..].to_vec();
+    }
+    path.to_vec()
 }
 
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
@@ -215,8 +225,14 @@ struct Restorer<'a> {
 }
 
 impl Restorer<'_> {
+    /// A path as the user would type it: relative when it is below the current directory.
+    fn shown(&self, path: &[u8]) -> String {
+        quote(&display(&self.opts.cwd, path))
+    }
+
     fn fail(&mut self, dest: &[u8], reason: &str) {
-        stderr_write(format!("unrm: could not restore {}: {reason}\n", quote(dest)).as_bytes());
+        let shown = self.shown(dest);
+        stderr_write(format!("unrm: could not restore {shown}: {reason}\n").as_bytes());
         self.report.failed += 1;
     }
 
@@ -296,13 +312,13 @@ impl Restorer<'_> {
         let cname = sys::cstr(name)?;
         match sys::fstatat(pfd, &cname, false) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Some(dest.to_vec())),
-            Err(e) => Err(e).with_context(|| format!("cannot look at {}", quote(dest))),
+            Err(e) => Err(e).with_context(|| format!("cannot look at {}", self.shown(dest))),
             Ok(_) => match self.opts.conflict {
                 Conflict::Skip => {
                     stderr_write(
                         format!(
                             "unrm: could not restore {}: it exists (use --rename to restore beside it)\n",
-                            quote(dest)
+                            self.shown(dest)
                         )
                         .as_bytes(),
                     );
@@ -341,7 +357,7 @@ impl Restorer<'_> {
         match self.dir(path, false) {
             Ok(fd) => Ok(Some(fd)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot open {}", quote(path))),
+            Err(e) => Err(e).with_context(|| format!("cannot open {}", self.shown(path))),
         }
     }
 
@@ -384,7 +400,7 @@ impl Restorer<'_> {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
                 return Err(io::Error::other(format!(
                     "{} is not a directory (a symlink is never followed)",
-                    quote(path)
+                    self.shown(path)
                 )))
             }
             Err(e) => return Err(e),
@@ -526,7 +542,7 @@ impl Restorer<'_> {
             Kind::Dir => self.create_dir(i, pfd, &cname, dest, xattrs),
             Kind::File => self.create_file(e, pfd, &cname, dest, data, xattrs),
             Kind::Hardlink => self.create_link(e, pfd, &cname),
-            Kind::Symlink => create_symlink(e, pfd, &cname),
+            Kind::Symlink => create_symlink(e, pfd, &cname, self.opts.euid),
             Kind::Fifo | Kind::Char | Kind::Block => create_node(e, pfd, &cname, self.opts.euid),
             Kind::Socket => Err(io::Error::other("sockets are not archived")),
         };
@@ -541,12 +557,13 @@ impl Restorer<'_> {
                 }
                 self.report.restored += 1;
                 if self.opts.verbose {
-                    crate::output::stdout_write(format!("restored {}\n", quote(dest)).as_bytes());
+                    let line = format!("restored {}\n", self.shown(dest));
+                    crate::output::stdout_write(line.as_bytes());
                 }
             }
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
                 stderr_write(
-                    format!("unrm: could not restore {}: it exists\n", quote(dest)).as_bytes(),
+                    format!("unrm: could not restore {}: it exists\n", self.shown(dest)).as_bytes(),
                 );
                 self.report.conflicts.push(dest.to_vec());
                 if e.kind == Kind::Dir {
@@ -624,9 +641,17 @@ impl Restorer<'_> {
             remove_partial(pfd, name, &file);
             return Err(err);
         }
-        self.set_xattrs(file.as_raw_fd(), dest, xattrs);
+        // chown clears file capabilities (and setuid): security.capability goes on after
+        // it; the others before the mode, which may take away the write permission that
+        // user.* attributes need.
+        let (caps, others): (Vec<_>, Vec<_>) = xattrs
+            .iter()
+            .cloned()
+            .partition(|(n, _)| n == b"security.capability");
+        self.set_xattrs(file.as_raw_fd(), dest, &others);
         let owner_set = set_owner_fd(file.as_raw_fd(), e, self.opts.euid)?;
         fchmod(file.as_raw_fd(), e.mode)?;
+        self.set_xattrs(file.as_raw_fd(), dest, &caps);
         set_times_fd(file.as_raw_fd(), e)?;
         Ok(Done { owner_set })
     }
@@ -667,7 +692,7 @@ impl Restorer<'_> {
                         format!(
                             "unrm: could not restore the attribute {} of {}: {}\n",
                             String::from_utf8_lossy(name),
-                            quote(dest),
+                            self.shown(dest),
                             reason(&err)
                         )
                         .as_bytes(),
@@ -857,14 +882,14 @@ fn set_times_at(pfd: RawFd, name: &CStr, e: &Entry) -> io::Result<()> {
     Ok(())
 }
 
-fn create_symlink(e: &Entry, pfd: RawFd, name: &CStr) -> io::Result<Done> {
+fn create_symlink(e: &Entry, pfd: RawFd, name: &CStr, euid: u32) -> io::Result<Done> {
     let target = e.link.as_ref().and_then(|l| l.bytes()).unwrap_or_default();
     let ctarget = sys::cstr(&target)?;
     // SAFETY: both strings are NUL-terminated.
     if unsafe { libc::symlinkat(ctarget.as_ptr(), pfd, name.as_ptr()) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let owner_set = set_owner_at(pfd, name, e, sys::geteuid())?;
+    let owner_set = set_owner_at(pfd, name, e, euid)?;
     set_times_at(pfd, name, e)?;
     Ok(Done { owner_set })
 }

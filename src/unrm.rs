@@ -18,7 +18,7 @@ use crate::catalog::{self, Catalog, Header, IdMatch, Restored};
 use crate::manifest::{Kind, PathBytes};
 use crate::output::{stderr_write, stdout_write};
 use crate::quote::quote;
-use crate::restore::{self, is_under, split_parent, Report, RestoreOptions, Target};
+use crate::restore::{self, display, is_under, split_parent, Report, RestoreOptions, Target};
 use crate::store::Store;
 use crate::sys;
 use crate::unrm_cli::{self, Action, Options, Parsed};
@@ -385,6 +385,7 @@ fn restore_picks(
         conflict: opts.conflict,
         anchor: anchor.clone(),
         euid: sys::geteuid(),
+        cwd: cwd.to_vec(),
         verbose: opts.verbose,
     };
     // Group by deletion, keeping the order of first mention.
@@ -513,14 +514,6 @@ fn prepare_to(dir: &std::path::Path) -> Result<Vec<u8>> {
     let canon = std::fs::canonicalize(dir)
         .with_context(|| format!("could not resolve '{}'", dir.display()))?;
     Ok(canon.as_os_str().as_bytes().to_vec())
-}
-
-/// A path as the user would type it from `cwd`: relative when it is below it.
-fn display(cwd: &[u8], path: &[u8]) -> Vec<u8> {
-    if cwd != b"/" && is_under(path, cwd) && path.len() > cwd.len() {
-        return path[cwd.len() + 1..].to_vec();
-    }
-    path.to_vec()
 }
 
 /// An RFC 3339 time as local `YYYY-MM-DD HH:MM:SS`.

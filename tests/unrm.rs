@@ -168,6 +168,28 @@ fn user_xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+fn xattr(p: &Path, name: &str) -> Vec<u8> {
+    let c = c_path(p);
+    let cname = std::ffi::CString::new(name).expect("name");
+    let mut val = vec![0u8; 65536];
+    // SAFETY: valid path, name and buffer.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            cname.as_ptr(),
+            val.as_mut_ptr().cast(),
+            val.len(),
+        )
+    };
+    assert!(
+        n >= 0,
+        "lgetxattr {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    val.truncate(n as usize);
+    val
+}
+
 fn set_xattr(p: &Path, name: &str, value: &[u8]) {
     let c = c_path(p);
     let cname = std::ffi::CString::new(name).expect("name");
@@ -324,12 +346,22 @@ fn round_trip_every_object_type_in_place() {
     let sb = Sandbox::new();
     let w = sb.work("w");
     rich_tree(&w);
+    // File capabilities (CAP_NET_RAW permitted+effective), which chown would clear.
+    let caps: [u8; 20] = [
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    if is_root() {
+        set_xattr(&w.join("t/secret"), "security.capability", &caps);
+    }
     let before = full_snapshot(&w.join("t"));
     saferm(&sb, &w, &["-r", "t"]);
     assert!(fs::symlink_metadata(w.join("t")).is_err(), "t was removed");
     let out = unrm_ok(&sb, &w, &["t"]);
     assert_eq!(out.stdout_text(), "restored 't'\n");
     assert_eq!(full_snapshot(&w.join("t")), before);
+    if is_root() {
+        assert_eq!(xattr(&w.join("t/secret"), "security.capability"), caps);
+    }
     // The listing says it was restored; the archive is still there.
     assert_eq!(deletions(&sb)[0]["restored"], true);
     only_archive(&sb);
