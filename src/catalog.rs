@@ -34,23 +34,17 @@ pub struct Restored {
     pub complete: bool,
 }
 
-/// One deletion.
+/// One deletion, its manifest read in full.
 #[derive(Clone, Debug)]
 pub struct Deletion {
     pub manifest: Manifest,
     /// The month directory the manifest is filed under.
     pub month: String,
-    pub restored: Option<Restored>,
 }
 
 impl Deletion {
     pub fn id(&self) -> &str {
         &self.manifest.id
-    }
-
-    /// The manifest's path relative to the store.
-    pub fn manifest_rel(&self) -> String {
-        format!("manifests/{}/{}.json", self.month, self.manifest.id)
     }
 
     /// Paths of the top objects of the deletion: entries whose parent is not an entry.
@@ -79,10 +73,14 @@ pub struct Unreadable {
     pub reason: String,
 }
 
-/// Every deletion, newest first.
+/// Every deletion, newest first: headers up front (from the cache), full manifests read on
+/// first use, so that restoring something deleted recently reads few manifests.
 pub struct Catalog {
-    pub deletions: Vec<Deletion>,
+    dir: PathBuf,
+    pub headers: Vec<Header>,
+    /// Manifests whose header could not be read.
     pub unreadable: Vec<Unreadable>,
+    loaded: Vec<std::cell::OnceCell<Result<Deletion, String>>>,
 }
 
 /// How an id prefix matched.
@@ -93,48 +91,51 @@ pub enum IdMatch {
 }
 
 impl Catalog {
-    pub fn load(store: &Store) -> Result<Catalog> {
-        let dir = store.root().join("manifests");
-        let mut deletions = Vec::new();
-        let mut unreadable = Vec::new();
-        for (month, path) in manifest_files(&dir)? {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let Some(id) = name.strip_suffix(".json") else {
-                continue;
-            };
-            if id.ends_with(".restored") {
-                continue;
-            }
-            let parsed = std::fs::read(&path)
-                .map_err(anyhow::Error::new)
-                .and_then(|b| Manifest::from_json(&b));
-            match parsed {
-                Ok(manifest) => {
-                    let restored =
-                        std::fs::read(dir.join(&month).join(format!("{id}.restored.json")))
-                            .ok()
-                            .and_then(|b| serde_json::from_slice(&b).ok());
-                    deletions.push(Deletion {
-                        manifest,
-                        month,
-                        restored,
-                    });
-                }
-                Err(e) => unreadable.push(Unreadable {
-                    path,
-                    reason: format!("{e:#}"),
-                }),
-            }
-        }
-        // Ids start with the UTC time to the nanosecond: they sort by age.
-        deletions.sort_by(|a, b| b.manifest.id.cmp(&a.manifest.id));
+    pub fn open(store: &Store) -> Result<Catalog> {
+        let (headers, unreadable) = headers(store)?;
+        let loaded = headers.iter().map(|_| std::cell::OnceCell::new()).collect();
         Ok(Catalog {
-            deletions,
+            dir: store.root().join("manifests"),
+            headers,
             unreadable,
+            loaded,
         })
+    }
+
+    pub fn len(&self) -> usize {
+        self.headers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    pub fn id(&self, i: usize) -> &str {
+        &self.headers[i].id
+    }
+
+    /// Deletion `i` with its full manifest, read now if it was not yet.
+    pub fn load(&self, i: usize) -> Result<&Deletion, String> {
+        self.loaded[i]
+            .get_or_init(|| {
+                let h = &self.headers[i];
+                let path = self.dir.join(&h.month).join(format!("{}.json", h.id));
+                std::fs::read(&path)
+                    .map_err(anyhow::Error::new)
+                    .and_then(|b| Manifest::from_json(&b))
+                    .map(|manifest| Deletion {
+                        manifest,
+                        month: h.month.clone(),
+                    })
+                    .map_err(|e| format!("cannot read '{}': {e:#}", path.display()))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Deletion `i` when its manifest can be read (a damaged one is left to --check).
+    pub fn get(&self, i: usize) -> Option<&Deletion> {
+        self.load(i).ok()
     }
 
     /// The deletion whose id is `prefix` or starts with it.
@@ -142,14 +143,14 @@ impl Catalog {
         if prefix.is_empty() {
             return IdMatch::None;
         }
-        if let Some(i) = self.deletions.iter().position(|d| d.id() == prefix) {
+        if let Some(i) = self.headers.iter().position(|h| h.id == prefix) {
             return IdMatch::One(i);
         }
         let hits: Vec<usize> = self
-            .deletions
+            .headers
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.id().starts_with(prefix))
+            .filter(|(_, h)| h.id.starts_with(prefix))
             .map(|(i, _)| i)
             .collect();
         match hits.len() {
@@ -236,8 +237,9 @@ pub struct Header {
 /// The cache of headers, in the store's root.
 const INDEX: &str = "index.jsonl";
 
-/// Every deletion's header, newest first, through the `index.jsonl` cache.
-pub fn headers(store: &Store) -> Result<Vec<Header>> {
+/// Every deletion's header, newest first, through the `index.jsonl` cache; and the
+/// manifests whose header could not be read.
+pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
     let dir = store.root().join("manifests");
     // id -> (month, restored)
     let mut present: std::collections::HashMap<String, (String, bool)> = Default::default();
@@ -274,17 +276,32 @@ pub fn headers(store: &Store) -> Result<Vec<Header>> {
         }
     }
     let cached_count = out.len();
+    let mut unreadable = Vec::new();
     for (id, (month, restored)) in &present {
         if seen.contains(id) {
             continue;
         }
         let path = dir.join(month).join(format!("{id}.json"));
-        // A manifest that cannot be read is left to --check; listing goes on.
-        let Some(mut h) = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Header>(&b).ok())
-        else {
-            continue;
+        // A manifest that cannot be read is left out (and reported by --check).
+        let parsed = std::fs::read(&path)
+            .map_err(anyhow::Error::new)
+            .and_then(|b| serde_json::from_slice::<Header>(&b).map_err(anyhow::Error::new));
+        let mut h = match parsed {
+            Ok(h) if h.id == *id => h,
+            Ok(h) => {
+                unreadable.push(Unreadable {
+                    path,
+                    reason: format!("it is the manifest of {}", h.id),
+                });
+                continue;
+            }
+            Err(e) => {
+                unreadable.push(Unreadable {
+                    path,
+                    reason: format!("{e:#}"),
+                });
+                continue;
+            }
         };
         h.month = month.clone();
         h.restored = *restored;
@@ -295,7 +312,7 @@ pub fn headers(store: &Store) -> Result<Vec<Header>> {
         // Best effort: a cache that cannot be written only makes the next listing slower.
         let _ = write_index(store, &out);
     }
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 /// Replace `index.jsonl` atomically (a temp file renamed over it; no fsync: it is a cache).

@@ -21,13 +21,13 @@ const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 /// Check the named deletions (all when `ids` is empty); returns the exit status.
 pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Result<i32> {
     let mut bad = 0usize;
-    let mut chosen: Vec<&Deletion> = Vec::new();
+    let mut chosen: Vec<usize> = Vec::new();
     if ids.is_empty() {
-        chosen.extend(catalog.deletions.iter());
+        chosen.extend(0..catalog.len());
     } else {
         for id in ids {
             match catalog.find_id(id) {
-                IdMatch::One(d) => chosen.push(&catalog.deletions[d]),
+                IdMatch::One(d) => chosen.push(d),
                 IdMatch::None => {
                     problem(&format!("could not check {id}: no deletion has that id"));
                     bad += 1;
@@ -41,10 +41,31 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
             }
         }
     }
-    for d in &chosen {
-        if let Err(e) = check_deletion(store, d) {
-            problem(&format!("deletion {} is damaged: {e:#}", d.id()));
-            bad += 1;
+    // Manifests that cannot be read: with --repair they are moved aside (kept, renamed
+    // `*.damaged`) and rebuilt from their archives like lost ones.
+    let mut damaged: Vec<(std::path::PathBuf, String)> = Vec::new();
+    for &d in &chosen {
+        let result = match catalog.load(d) {
+            Ok(del) => check_deletion(store, del),
+            Err(e) => {
+                let h = &catalog.headers[d];
+                damaged.push((
+                    store
+                        .root()
+                        .join("manifests")
+                        .join(&h.month)
+                        .join(format!("{}.json", h.id)),
+                    h.id.clone(),
+                ));
+                Err(anyhow!("its manifest is damaged: {e}"))
+            }
+        };
+        if let Err(e) = result {
+            problem(&format!("deletion {} is damaged: {e:#}", catalog.id(d)));
+            // With --repair, counted only if it cannot be rebuilt (below).
+            if !(repair && ids.is_empty()) || catalog.load(d).is_ok() {
+                bad += 1;
+            }
         }
     }
     let mut repaired = 0usize;
@@ -55,15 +76,46 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
                 u.path.display(),
                 u.reason
             ));
-            bad += 1;
+            let id = u
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
+                .unwrap_or_default();
+            damaged.push((u.path.clone(), id));
+            if !repair {
+                bad += 1;
+            }
         }
-        let known: HashSet<&str> = catalog.deletions.iter().map(|d| d.id()).collect();
         let _lock = if repair {
             Some(store.lock_exclusive()?)
         } else {
             None
         };
-        for (month, name) in archive_files(store)? {
+        let archives = archive_files(store)?;
+        if repair {
+            for (path, id) in &damaged {
+                let mut aside = path.clone().into_os_string();
+                aside.push(".damaged");
+                std::fs::rename(path, &aside).with_context(|| {
+                    format!("could not move the damaged '{}' aside", path.display())
+                })?;
+                let archive = format!("{id}.tar.zst");
+                if !archives.iter().any(|(_, n)| *n == archive) {
+                    problem(&format!(
+                        "could not rebuild the manifest of {id}: its archive is gone too"
+                    ));
+                    bad += 1;
+                }
+            }
+        }
+        let damaged_ids: HashSet<&str> = damaged.iter().map(|(_, id)| id.as_str()).collect();
+        let known: HashSet<&str> = catalog
+            .headers
+            .iter()
+            .map(|h| h.id.as_str())
+            .filter(|id| !(repair && damaged_ids.contains(id)))
+            .collect();
+        for (month, name) in archives {
             let Some(id) = name.strip_suffix(".tar.zst") else {
                 continue;
             };

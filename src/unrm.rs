@@ -50,29 +50,24 @@ fn execute(opts: &Options) -> Result<i32> {
     let cwd = std::env::current_dir()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b"/".to_vec());
-    if let Action::List(patterns) = &opts.action {
-        let headers = catalog::headers(&store).context("could not read the store")?;
-        return Ok(list(opts, &headers, &cwd, patterns));
-    }
-    let catalog = Catalog::load(&store).context("could not read the store")?;
+    let catalog = Catalog::open(&store).context("could not read the store")?;
     match &opts.action {
         Action::Restore(names) => restore_names(opts, &store, &catalog, &cwd, names),
         Action::Last(n) => {
-            let picks: Vec<(usize, Vec<u8>)> = (0..(*n).min(catalog.deletions.len()))
-                .flat_map(|d| {
-                    catalog.deletions[d]
-                        .roots()
-                        .into_iter()
-                        .map(move |r| (d, r))
-                })
-                .collect();
+            let mut picks: Vec<(usize, Vec<u8>)> = Vec::new();
+            for d in 0..(*n).min(catalog.len()) {
+                match catalog.load(d) {
+                    Ok(del) => picks.extend(del.roots().into_iter().map(|r| (d, r))),
+                    Err(e) => stderr_write(format!("unrm: could not restore: {e}\n").as_bytes()),
+                }
+            }
             if picks.is_empty() {
                 stderr_write(b"unrm: could not restore: the store holds no deletion\n");
                 return Ok(1);
             }
             Ok(restore_picks(opts, &store, &catalog, &cwd, picks, false))
         }
-        Action::List(_) => Ok(0),
+        Action::List(patterns) => Ok(list(opts, &catalog.headers, &cwd, patterns)),
         Action::Show(id) => Ok(show(opts, &catalog, id)),
         Action::Check { ids, repair } => crate::check::run(&store, &catalog, ids, *repair),
     }
@@ -141,47 +136,52 @@ fn resolve(
     pick: bool,
 ) -> Result<Resolution, String> {
     let abs = absolute(cwd, name);
-    let deletions = || {
+    let roots_of = |d: usize| -> Vec<(usize, Vec<u8>)> {
         catalog
-            .deletions
-            .iter()
-            .enumerate()
-            .filter(|(d, _)| allowed(*d))
+            .get(d)
+            .map(|del| del.roots().into_iter().map(|r| (d, r)).collect())
+            .unwrap_or_default()
+    };
+    // A whole id is an id (nobody names a file like that); reading no manifest for it.
+    if let Some(d) = catalog.headers.iter().position(|h| h.id.as_bytes() == name) {
+        return Ok(Resolution::Found(roots_of(d)));
+    }
+    // Newest first; manifests are read as they are reached.
+    let deletions = || {
+        (0..catalog.len())
+            .filter(|&d| allowed(d))
+            .filter_map(|d| catalog.get(d).map(|del| (d, del)))
     };
     // 1. An original path, or a path inside a deleted tree: the newest deletion holding it
     //    (or, with --pick, the one the user chooses).
-    let versions: Vec<(usize, Vec<u8>)> = deletions()
+    let mut versions = deletions()
         .filter(|(_, del)| {
             del.manifest
                 .entries
                 .iter()
                 .any(|e| e.path.bytes().as_deref() == Some(abs.as_slice()))
         })
-        .map(|(d, _)| (d, abs.clone()))
-        .collect();
-    if versions.len() > 1 && pick {
-        return Ok(Resolution::Choose(versions));
-    }
-    if let Some(newest) = versions.into_iter().next() {
+        .map(|(d, _)| (d, abs.clone()));
+    if let Some(newest) = versions.next() {
+        if pick {
+            let mut all = vec![newest];
+            all.extend(versions);
+            if all.len() > 1 {
+                return Ok(Resolution::Choose(all));
+            }
+            return Ok(Resolution::Found(all));
+        }
         return Ok(Resolution::Found(vec![newest]));
     }
     // 2. A deletion id or an unambiguous prefix of one.
     if let Ok(text) = std::str::from_utf8(name) {
         match catalog.find_id(text) {
-            IdMatch::One(d) => {
-                return Ok(Resolution::Found(
-                    catalog.deletions[d]
-                        .roots()
-                        .into_iter()
-                        .map(|r| (d, r))
-                        .collect(),
-                ))
-            }
+            IdMatch::One(d) => return Ok(Resolution::Found(roots_of(d))),
             IdMatch::Several(ds) => {
                 let mut msg = String::from("it is the start of several deletion ids:");
                 for d in ds {
                     msg.push_str("\n  ");
-                    msg.push_str(catalog.deletions[d].id());
+                    msg.push_str(catalog.id(d));
                 }
                 return Err(msg);
             }
@@ -230,13 +230,12 @@ fn resolve(
 fn candidates_text(catalog: &Catalog, found: &[(usize, Vec<u8>)]) -> String {
     let mut text = String::new();
     for (n, (d, p)) in found.iter().enumerate() {
-        let del = &catalog.deletions[*d];
         text.push_str(&format!(
             "  {}) {}  {}  ({})\n",
             n + 1,
-            local_time(&del.manifest.created),
+            local_time(&catalog.headers[*d].created),
             quote(p),
-            del.id()
+            catalog.id(*d)
         ));
     }
     text
@@ -269,10 +268,10 @@ fn at_filter(catalog: &Catalog, at: &str) -> Result<Box<dyn Fn(usize) -> bool>, 
         format!("'{at}' is neither a deletion id nor a time (YYYY-MM-DD[ HH:MM[:SS]])")
     })?;
     let created: Vec<Option<chrono::DateTime<chrono::Utc>>> = catalog
-        .deletions
+        .headers
         .iter()
-        .map(|d| {
-            chrono::DateTime::parse_from_rfc3339(&d.manifest.created)
+        .map(|h| {
+            chrono::DateTime::parse_from_rfc3339(&h.created)
                 .ok()
                 .map(|t| t.with_timezone(&chrono::Utc))
         })
@@ -412,7 +411,14 @@ fn restore_picks(
     }
     let mut total = Report::default();
     for d in order {
-        let del = &catalog.deletions[d];
+        let del = match catalog.load(d) {
+            Ok(del) => del,
+            Err(e) => {
+                stderr_write(format!("unrm: could not restore: {e}\n").as_bytes());
+                failed = true;
+                continue;
+            }
+        };
         let targets = &by_deletion[&d];
         let mut report = Report::default();
         if let Err(e) = restore::restore(store, &del.manifest, targets, &ropts, &mut report) {
@@ -614,7 +620,13 @@ fn list(opts: &Options, headers: &[Header], cwd: &[u8], patterns: &[OsString]) -
 
 fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
     let d = match catalog.find_id(id) {
-        IdMatch::One(d) => &catalog.deletions[d],
+        IdMatch::One(d) => match catalog.load(d) {
+            Ok(del) => del,
+            Err(e) => {
+                stderr_write(format!("unrm: could not show {id}: {e}\n").as_bytes());
+                return 1;
+            }
+        },
         IdMatch::None => {
             stderr_write(
                 format!("unrm: could not show {id}: no deletion has that id\n").as_bytes(),

@@ -1432,3 +1432,31 @@ fn help_version_and_usage_errors() {
         assert!(!out.stderr.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn a_damaged_manifest_is_reported_by_check_and_does_not_block_other_restores() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["old=1", "new=2"]);
+    saferm(&sb, &w, &["old"]);
+    let old_manifest = files_under(&sb.store().join("manifests"))[0].clone();
+    saferm(&sb, &w, &["new"]);
+    fs::write(&old_manifest, b"{\"format\": 1, \"id\": ").expect("damage");
+    unrm_ok(&sb, &w, &["new"]);
+    assert_eq!(fs::read(w.join("new")).expect("new"), b"2");
+    let out = unrm(&sb, &w, &["--check"]);
+    assert_eq!(out.code(), Some(1));
+    let err = out.stderr_text();
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(
+        err.contains("has no manifest"),
+        "its archive is an orphan now: {err}"
+    );
+    // --repair moves it aside and rebuilds it from the copy inside the archive.
+    unrm_ok(&sb, &w, &["--check", "--repair"]);
+    let mut aside = old_manifest.clone().into_os_string();
+    aside.push(".damaged");
+    assert!(Path::new(&aside).exists(), "the damaged manifest is kept");
+    unrm_ok(&sb, &w, &["old"]);
+    assert_eq!(fs::read(w.join("old")).expect("old"), b"1");
+}
