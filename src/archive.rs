@@ -278,7 +278,9 @@ impl ArchiveWriter {
             buffered.flush()?;
         }
         if sink.written - start != copy_len {
-            return Err(io::Error::other("the manifest copy changed size while it was written"));
+            return Err(io::Error::other(
+                "the manifest copy changed size while it was written",
+            ));
         }
         sink.flush()?;
 

@@ -182,7 +182,6 @@ impl Manifest {
         c.0
     }
 
-
     pub fn from_json(bytes: &[u8]) -> anyhow::Result<Manifest> {
         let m: Manifest = serde_json::from_slice(bytes)?;
         if m.format > MANIFEST_VERSION {
