@@ -22,7 +22,7 @@
 //!   last one, so one small file from a large deletion does not decode the whole archive.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -337,6 +337,8 @@ impl Restorer<'_> {
                     let operand = std::ffi::OsString::from_vec(dest.to_vec());
                     let args = ["-r".into(), "-f".into(), "--".into(), operand];
                     let code = crate::remove::run("unrm", &args);
+                    // saferm puts the default signal handlers back when it is done.
+                    crate::signal::catch();
                     match sys::fstatat(pfd, &cname, false) {
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) && code == 0 => {
                             self.report.replaced.push(dest.to_vec());
@@ -462,6 +464,10 @@ impl Restorer<'_> {
             if i > last {
                 break;
             }
+            if crate::signal::caught().is_some() {
+                self.abandon(jobs, i);
+                bail!("interrupted");
+            }
             let mut entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
@@ -561,6 +567,7 @@ impl Restorer<'_> {
                     crate::output::stdout_write(line.as_bytes());
                 }
             }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
                 stderr_write(
                     format!("unrm: could not restore {}: it exists\n", self.shown(dest)).as_bytes(),
@@ -616,30 +623,50 @@ impl Restorer<'_> {
         data: &mut dyn Read,
         xattrs: &[(Vec<u8>, Vec<u8>)],
     ) -> io::Result<Done> {
-        let fd = sys::openat(
-            pfd,
-            name,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_NOCTTY,
-            0o600,
-        )?;
+        // Written under a temporary name and renamed into place (without replacing) once
+        // complete: an interrupted or damaged restore never leaves a partial file under
+        // the real name.
+        let (tmp, fd) = create_temp_file(pfd)?;
         let mut file = File::from(fd);
+        let result = self
+            .fill_file(e, &mut file, dest, data, xattrs)
+            .and_then(|done| {
+                sys::rename_noreplace(pfd, &tmp, pfd, name)?;
+                Ok(done)
+            });
+        if result.is_err() {
+            remove_partial(pfd, &tmp, &file);
+        }
+        result
+    }
+
+    /// Write, check and give its metadata to a file being restored.
+    fn fill_file(
+        &mut self,
+        e: &Entry,
+        file: &mut File,
+        dest: &[u8],
+        data: &mut dyn Read,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> io::Result<Done> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(256 * 1024, 0);
-        let copied = copy_hashed(data, &mut file, &mut buf);
+        let copied = copy_hashed(data, file, &mut buf);
         self.buf = buf;
-        let verdict = match copied {
-            Ok((n, hash)) if n == e.size && Some(&hash) == e.blake3.as_ref() => Ok(()),
-            Ok(_) => Err(io::Error::other(
-                "the archived copy is damaged (blake3 mismatch); nothing was left in its place",
-            )),
-            Err(err) => Err(io::Error::other(format!(
-                "cannot read it from the archive ({}); nothing was left in its place",
-                reason(&err)
-            ))),
-        };
-        if let Err(err) = verdict {
-            remove_partial(pfd, name, &file);
-            return Err(err);
+        match copied {
+            Ok((n, hash)) if n == e.size && Some(&hash) == e.blake3.as_ref() => {}
+            Ok(_) => {
+                return Err(io::Error::other(
+                    "the archived copy is damaged (blake3 mismatch); nothing was left in its place",
+                ))
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Err(err),
+            Err(err) => {
+                return Err(io::Error::other(format!(
+                    "cannot read it from the archive ({}); nothing was left in its place",
+                    reason(&err)
+                )))
+            }
         }
         // chown clears file capabilities (and setuid): security.capability goes on after
         // it; the others before the mode, which may take away the write permission that
@@ -787,8 +814,33 @@ fn copy_hashed(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result
         hasher.update(&buf[..n]);
         dst.write_all(&buf[..n])?;
         total += n as u64;
+        // Failure injection (debug builds): Ctrl-C arrives while a file is being written.
+        if crate::fault::active("restore-signal") {
+            crate::signal::raise_interrupt();
+        }
+        if crate::signal::caught().is_some() {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
     }
     Ok((total, hasher.finalize().to_hex().to_string()))
+}
+
+/// A new, private (0600) file with a temporary name in the directory `pfd`.
+fn create_temp_file(pfd: RawFd) -> io::Result<(CString, OwnedFd)> {
+    loop {
+        let name = format!(".unrm.{}.{:08x}.tmp", std::process::id(), sys::random_u32());
+        let cname = sys::cstr(name.as_bytes())?;
+        match sys::openat(
+            pfd,
+            &cname,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_NOCTTY,
+            0o600,
+        ) {
+            Ok(fd) => return Ok((cname, fd)),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Remove a file this run created and found damaged, if the name still is that file.

@@ -370,6 +370,9 @@ fn restore_picks(
             return 1;
         }
     };
+    // Ctrl-C stops after the current object (a file being written is removed), leaves what
+    // is complete in place, and dies of the signal.
+    crate::signal::catch();
     let anchor = match &opts.to {
         None => b"/".to_vec(),
         Some(dir) => match prepare_to(dir) {
@@ -470,6 +473,16 @@ fn restore_picks(
                     .as_bytes(),
                 );
             }
+        }
+        if let Some(sig) = crate::signal::caught() {
+            stderr_write(
+                format!(
+                    "unrm: interrupted after restoring {} object(s)\n",
+                    total.restored + report.restored
+                )
+                .as_bytes(),
+            );
+            crate::signal::reraise(sig);
         }
         total.restored += report.restored;
         total.failed += report.failed;

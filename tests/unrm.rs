@@ -688,6 +688,39 @@ fn a_flipped_byte_is_caught_by_check_and_by_restore() {
         "{}",
         out.stderr_text()
     );
+    assert_eq!(
+        fs::read_dir(&w).expect("w").count(),
+        0,
+        "no temporary file is left"
+    );
+}
+
+#[test]
+fn ctrl_c_while_restoring_leaves_no_partial_file_and_dies_of_sigint() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir(w.join("d")).expect("mkdir");
+    fs::write(w.join("d/big"), vec![7u8; 3 << 20]).expect("big");
+    saferm(&sb, &w, &["-r", "d"]);
+    let out = sb
+        .command(unrm_bin())
+        .current_dir(&w)
+        .arg("d")
+        .env("SAFERM_FAULT", "restore-signal")
+        .run();
+    assert_eq!(
+        out.status.and_then(|s| s.signal()),
+        Some(libc::SIGINT),
+        "{}",
+        out.stderr_text()
+    );
+    // The directory was made; the file being written is gone, temp name included.
+    assert_eq!(fs::read_dir(w.join("d")).expect("d").count(), 0);
+    // Run again: everything is restored (the directory that is there is a conflict).
+    let out = unrm(&sb, &w, &["d/big"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(fs::read(w.join("d/big")).expect("big").len(), 3 << 20);
 }
 
 #[test]
