@@ -83,6 +83,8 @@ pub struct Report {
     pub renamed: Vec<(Vec<u8>, Vec<u8>)>,
     /// Destinations that existed and were archived and replaced (`--overwrite`).
     pub replaced: Vec<Vec<u8>>,
+    /// Destinations of the target roots that were created (after any rename).
+    pub roots_restored: Vec<Vec<u8>>,
     /// Objects whose recorded owner could not be set (not root).
     pub ownership_not_set: u64,
     /// Extended attributes that could not be set (EPERM: a namespace only root may write).
@@ -562,6 +564,9 @@ impl Restorer<'_> {
                         .insert(self.paths[i].clone(), dest.to_vec());
                 }
                 self.report.restored += 1;
+                if self.roots.iter().any(|(_, d)| d == dest) {
+                    self.report.roots_restored.push(dest.to_vec());
+                }
                 if self.opts.verbose {
                     let line = format!("restored {}\n", self.shown(dest));
                     crate::output::stdout_write(line.as_bytes());

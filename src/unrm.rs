@@ -435,10 +435,11 @@ fn restore_picks(
             failed = true;
         }
         for t in targets {
-            if report.conflicts.contains(&t.dest) {
+            let renamed = report.renamed.iter().find(|(w, _)| *w == t.dest);
+            let used = renamed.map(|(_, u)| u).unwrap_or(&t.dest);
+            if opts.verbose || !report.roots_restored.contains(used) {
                 continue;
             }
-            let renamed = report.renamed.iter().find(|(w, _)| *w == t.dest);
             let line = match renamed {
                 Some((_, used)) => format!(
                     "restored {} as {}\n",
@@ -451,9 +452,7 @@ fn restore_picks(
                 ),
                 None => format!("restored {}\n", quote(&display(cwd, &t.dest))),
             };
-            if report.restored > 0 {
-                stdout_write(line.as_bytes());
-            }
+            stdout_write(line.as_bytes());
         }
         if report.restored > 0 {
             let whole = targets.len() == del.roots().len()
@@ -661,7 +660,8 @@ fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
         return 0;
     }
     let mut out = String::new();
-    for e in &d.manifest.entries {
+    // Sockets were removed without an archive entry (they hold no data): listed last.
+    for e in d.manifest.entries.iter().chain(&d.manifest.not_archived) {
         let tag = match e.kind {
             Kind::File => '-',
             Kind::Dir => 'd',
@@ -695,6 +695,9 @@ fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
             };
             line.push_str(arrow);
             line.push_str(&quote(&l.bytes().unwrap_or_default()));
+        }
+        if e.kind == Kind::Socket {
+            line.push_str("  (not archived: a socket holds no data)");
         }
         line.push('\n');
         out.push_str(&line);
