@@ -402,10 +402,13 @@ impl Restorer<'_> {
                 fd
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
-                return Err(io::Error::other(format!(
-                    "{} is not a directory (a symlink is never followed)",
-                    self.shown(path)
-                )))
+                let symlink = sys::fstatat(pfd, &cname, false).is_ok_and(|st| st.is_symlink());
+                let what = if symlink {
+                    "is a symlink (restores never follow one)"
+                } else {
+                    "is not a directory"
+                };
+                return Err(io::Error::other(format!("{} {what}", self.shown(path))));
             }
             Err(e) => return Err(e),
         };

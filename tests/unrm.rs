@@ -767,6 +767,11 @@ fn a_symlink_planted_in_place_of_a_parent_is_not_followed() {
     std::os::unix::fs::symlink(&outside, w.join("proj")).expect("plant a symlink");
     let out = unrm(&sb, &w, &["proj/secret"]);
     assert_eq!(out.code(), Some(1));
+    assert_eq!(
+        out.stderr_text(),
+        "unrm: could not restore 'proj/secret': 'proj' is a symlink (restores never follow one)\n\
+         unrm: restored 0 object(s); 1 could not be restored\n"
+    );
     assert!(
         fs::read_dir(&outside).expect("outside").next().is_none(),
         "nothing written through the symlink"
