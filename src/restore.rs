@@ -361,6 +361,8 @@ impl Restorer<'_> {
         match self.dir(path, false) {
             Ok(fd) => Ok(Some(fd)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            // Our own errors already name the path.
+            Err(e) if e.raw_os_error().is_none() => Err(e.into()),
             Err(e) => Err(e).with_context(|| format!("cannot open {}", self.shown(path))),
         }
     }
