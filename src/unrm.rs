@@ -54,15 +54,20 @@ fn execute(opts: &Options) -> Result<i32> {
     match &opts.action {
         Action::Restore(names) => restore_names(opts, &store, &catalog, &cwd, names),
         Action::Last(n) => {
+            // The newest commands not undone yet: `unrm --last` twice undoes two commands.
             let mut picks: Vec<(usize, Vec<u8>)> = Vec::new();
-            for d in 0..(*n).min(catalog.len()) {
+            let newest: Vec<usize> = (0..catalog.len())
+                .filter(|&d| !catalog.headers[d].restored)
+                .take(*n)
+                .collect();
+            for d in newest {
                 match catalog.load(d) {
                     Ok(del) => picks.extend(del.roots().into_iter().map(|r| (d, r))),
                     Err(e) => stderr_write(format!("unrm: could not restore: {e}\n").as_bytes()),
                 }
             }
             if picks.is_empty() {
-                stderr_write(b"unrm: could not restore: the store holds no deletion\n");
+                stderr_write(b"unrm: could not restore: no deletion is left to undo\n");
                 return Ok(1);
             }
             Ok(restore_picks(opts, &store, &catalog, &cwd, picks, false))

@@ -72,7 +72,7 @@ pub fn command() -> Command {
                 .num_args(0..=1)
                 .default_missing_value("1")
                 .value_parser(value_parser!(usize))
-                .help("Undo the last saferm command (or the last N)"),
+                .help("Undo the last saferm command not undone yet (or the last N)"),
         )
         .arg(
             Arg::new("to")
@@ -111,7 +111,9 @@ pub fn command() -> Command {
             Arg::new("list")
                 .long("list")
                 .action(ArgAction::SetTrue)
-                .help("List deletions (those matching NAME patterns, if given)"),
+                .help(
+                    "List deletions; NAMEs are patterns: an id prefix, part of a path, or a glob",
+                ),
         )
         .arg(
             Arg::new("show")

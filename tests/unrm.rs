@@ -374,7 +374,14 @@ fn round_trip_with_to_keeps_the_names_below_the_operand() {
     rich_tree(&w);
     let before = full_snapshot(&w.join("t"));
     saferm(&sb, &w, &["-r", "t"]);
-    unrm_ok(&sb, &w, &["--to", "elsewhere/deeper", "t"]);
+    // By an id prefix, from another directory.
+    let id = newest_id(&sb);
+    let to = w.join("elsewhere/deeper");
+    unrm_ok(
+        &sb,
+        sb.root(),
+        &["--to", to.to_str().expect("utf-8"), &id[..24]],
+    );
     assert_eq!(full_snapshot(&w.join("elsewhere/deeper/t")), before);
     assert!(
         fs::symlink_metadata(w.join("t")).is_err(),
@@ -468,6 +475,15 @@ fn last_undoes_whole_commands() {
     unrm_ok(&sb, sb.root(), &["--last"]);
     assert!(w.join("e").exists());
     assert!(!w.join("a").exists());
+    // Again: the command before it (the last one is undone already).
+    unrm_ok(&sb, sb.root(), &["--last"]);
+    assert_eq!(full_snapshot(&w)[1..], before);
+    let out = unrm(&sb, sb.root(), &["--last", "9"]);
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(
+        out.stderr_text(),
+        "unrm: could not restore: no deletion is left to undo\n"
+    );
 }
 
 #[test]
