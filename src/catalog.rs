@@ -1,8 +1,9 @@
 //! The catalog: every deletion in the store, read from its manifest, newest first, with the
 //! "restored" note `unrm` leaves beside it.
 //!
-//! The manifest stays the immutable source of truth; a restore writes a small sidecar
-//! `manifests/YYYY-MM/<id>.restored.json` next to it instead of rewriting it.
+//! The manifest stays the immutable source of truth; a restore writes a small sidecar next
+//! to it instead of rewriting it: `manifests/YYYY-MM/<id>.restored.json` when everything
+//! the deletion holds was put back, `<id>.restored-part.json` when only part of it was.
 //!
 //! Listing must stay fast with 10,000 deletions, so `--list` reads [`Header`]s (a manifest
 //! without its entries) from `index.jsonl` in the store, a cache rebuilt from the manifests:
@@ -187,10 +188,14 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-/// Record that `deletion` was restored. The first restore's note is kept: the sidecar is
-/// published without replacing, like every store file.
+/// Record that `deletion` was restored (in part). The first note of each kind is kept: the
+/// sidecar is published without replacing, like every store file.
 pub fn mark_restored(store: &Store, deletion: &Deletion, note: &Restored) -> Result<()> {
-    let name = format!("{}.restored.json", deletion.id());
+    let name = if note.complete {
+        format!("{}.restored.json", deletion.id())
+    } else {
+        format!("{}.restored-part.json", deletion.id())
+    };
     let existing = store
         .root()
         .join("manifests")
@@ -229,9 +234,12 @@ pub struct Header {
     pub totals: Totals,
     #[serde(default)]
     pub archive: Option<ArchiveInfo>,
-    /// Whether a restore note is beside the manifest (from the directory listing).
+    /// Whether everything it holds was restored (from the names beside the manifest).
     #[serde(skip)]
     pub restored: bool,
+    /// Whether part of it was restored.
+    #[serde(skip)]
+    pub partly_restored: bool,
 }
 
 /// The cache of headers, in the store's root.
@@ -241,23 +249,29 @@ const INDEX: &str = "index.jsonl";
 /// manifests whose header could not be read.
 pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
     let dir = store.root().join("manifests");
-    // id -> (month, restored)
-    let mut present: std::collections::HashMap<String, (String, bool)> = Default::default();
-    let mut restored_ids: std::collections::HashSet<String> = Default::default();
+    // id -> (month, (restored, partly restored))
+    let mut present: std::collections::HashMap<String, (String, (bool, bool))> = Default::default();
+    let mut notes: Vec<(String, bool)> = Vec::new();
     for (month, path) in manifest_files(&dir)? {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if let Some(id) = name.strip_suffix(".restored.json") {
-            restored_ids.insert(id.to_string());
+            notes.push((id.to_string(), true));
+        } else if let Some(id) = name.strip_suffix(".restored-part.json") {
+            notes.push((id.to_string(), false));
         } else if let Some(id) = name.strip_suffix(".json") {
-            present.insert(id.to_string(), (month, false));
+            present.insert(id.to_string(), (month, (false, false)));
         }
     }
-    for id in restored_ids {
+    for (id, complete) in notes {
         if let Some(p) = present.get_mut(&id) {
-            p.1 = true;
+            if complete {
+                p.1 .0 = true;
+            } else {
+                p.1 .1 = true;
+            }
         }
     }
     let mut out: Vec<Header> = Vec::with_capacity(present.len());
@@ -268,8 +282,8 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
             continue;
         };
         match present.get(&h.id) {
-            Some((month, restored)) if *month == h.month && seen.insert(h.id.clone()) => {
-                h.restored = *restored;
+            Some((month, (all, part))) if *month == h.month && seen.insert(h.id.clone()) => {
+                (h.restored, h.partly_restored) = (*all, *part);
                 out.push(h);
             }
             _ => {}
@@ -277,7 +291,7 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
     }
     let cached_count = out.len();
     let mut unreadable = Vec::new();
-    for (id, (month, restored)) in &present {
+    for (id, (month, (all, part))) in &present {
         if seen.contains(id) {
             continue;
         }
@@ -304,7 +318,7 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
             }
         };
         h.month = month.clone();
-        h.restored = *restored;
+        (h.restored, h.partly_restored) = (*all, *part);
         out.push(h);
     }
     out.sort_by(|a, b| b.id.cmp(&a.id));

@@ -83,8 +83,11 @@ pub struct Report {
     pub renamed: Vec<(Vec<u8>, Vec<u8>)>,
     /// Destinations that existed and were archived and replaced (`--overwrite`).
     pub replaced: Vec<Vec<u8>>,
-    /// Destinations of the target roots that were created (after any rename).
+    /// Destinations of the target roots that were created, restored into, or found
+    /// identical already (after any rename).
     pub roots_restored: Vec<Vec<u8>>,
+    /// Objects found already there, identical (a restore run again).
+    pub already: u64,
     /// Objects whose recorded owner could not be set (not root).
     pub ownership_not_set: u64,
     /// Extended attributes that could not be set (EPERM: a namespace only root may write).
@@ -214,8 +217,8 @@ struct Restorer<'a> {
     dirs: HashMap<Vec<u8>, OwnedFd>,
     /// Directories this run created (so a directory entry arriving later adopts them).
     created_dirs: HashSet<Vec<u8>>,
-    /// Directories to give their recorded metadata at the end: (dest, entry index).
-    finalize: Vec<(Vec<u8>, usize)>,
+    /// Directories to finish at the end: (dest, what to give them).
+    finalize: Vec<(Vec<u8>, Finish)>,
     /// Where each restored regular file is, by original path (for hard links).
     first_names: HashMap<Vec<u8>, Vec<u8>>,
     /// Destinations whose subtree is skipped (a conflict or failure below a target root).
@@ -316,17 +319,8 @@ impl Restorer<'_> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Some(dest.to_vec())),
             Err(e) => Err(e).with_context(|| format!("cannot look at {}", self.shown(dest))),
             Ok(_) => match self.opts.conflict {
-                Conflict::Skip => {
-                    stderr_write(
-                        format!(
-                            "unrm: could not restore {}: it exists (use --rename to restore beside it)\n",
-                            self.shown(dest)
-                        )
-                        .as_bytes(),
-                    );
-                    self.report.conflicts.push(dest.to_vec());
-                    Ok(None)
-                }
+                // Restored into (a directory), found identical, or reported, entry by entry.
+                Conflict::Skip => Ok(Some(dest.to_vec())),
                 Conflict::Rename => {
                     let free = numbered_name(pfd, name)?;
                     let new = join(parent, &free);
@@ -399,7 +393,7 @@ impl Restorer<'_> {
                 let fd = sys::open_dir_nofollow(pfd, &cname)?;
                 self.created_dirs.insert(path.to_vec());
                 if let Some(i) = recorded {
-                    self.finalize.push((path.to_vec(), i));
+                    self.finalize.push((path.to_vec(), Finish::Recorded(i)));
                 }
                 fd
             }
@@ -551,6 +545,17 @@ impl Restorer<'_> {
             Ok(c) => c,
             Err(err) => return self.fail(dest, &reason(&err)),
         };
+        // Something is there already: a directory is restored into, an identical object is
+        // left as it is (so a restore can be run again after an interruption or a partial
+        // restore), anything else is a conflict.
+        let ours = e.kind == Kind::Dir && self.created_dirs.contains(dest);
+        if !ours {
+            match sys::fstatat(pfd, &cname, false) {
+                Ok(st) => return self.existing(i, pfd, &cname, dest, &st),
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(err) => return self.fail(dest, &reason(&err)),
+            }
+        }
         let result = match e.kind {
             Kind::Dir => self.create_dir(i, pfd, &cname, dest, xattrs),
             Kind::File => self.create_file(e, pfd, &cname, dest, data, xattrs),
@@ -578,21 +583,80 @@ impl Restorer<'_> {
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
-                stderr_write(
-                    format!("unrm: could not restore {}: it exists\n", self.shown(dest)).as_bytes(),
-                );
-                self.report.conflicts.push(dest.to_vec());
-                if e.kind == Kind::Dir {
-                    self.skipped_below.push(dest.to_vec());
-                }
-            }
+            Err(err) if err.raw_os_error() == Some(libc::EEXIST) => self.conflict(e, dest),
             Err(err) => {
                 self.fail(dest, &reason(&err));
                 if e.kind == Kind::Dir {
                     self.skipped_below.push(dest.to_vec());
                 }
             }
+        }
+    }
+
+    fn conflict(&mut self, e: &Entry, dest: &[u8]) {
+        stderr_write(
+            format!(
+                "unrm: could not restore {}: something else is there (--rename restores beside it)\n",
+                self.shown(dest)
+            )
+            .as_bytes(),
+        );
+        self.report.conflicts.push(dest.to_vec());
+        if e.kind == Kind::Dir {
+            self.skipped_below.push(dest.to_vec());
+        }
+    }
+
+    /// Entry `i` meets an existing object `st` at its destination.
+    fn existing(&mut self, i: usize, pfd: RawFd, name: &CStr, dest: &[u8], st: &sys::Stat) {
+        let manifest = self.manifest;
+        let e = &manifest.entries[i];
+        let same = match e.kind {
+            Kind::Dir if st.is_dir() => {
+                // Restore into it, and give it its own mtime back afterwards.
+                if self.dir(dest, false).is_err() {
+                    return self.conflict(e, dest);
+                }
+                self.finalize
+                    .push((dest.to_vec(), Finish::KeepTime(st.mtime, st.mtime_nsec)));
+                true
+            }
+            Kind::File => st.is_file() && same_content(pfd, name, e.size, e.blake3.as_deref()),
+            Kind::Hardlink => {
+                let target = e.link.as_ref().and_then(|l| l.bytes()).unwrap_or_default();
+                let first = self
+                    .index
+                    .get(target.as_slice())
+                    .map(|&t| &manifest.entries[t]);
+                st.is_file()
+                    && first.is_some_and(|f| same_content(pfd, name, f.size, f.blake3.as_deref()))
+            }
+            Kind::Symlink => {
+                st.is_symlink()
+                    && sys::readlinkat(pfd, name).ok() == e.link.as_ref().and_then(|l| l.bytes())
+            }
+            Kind::Fifo => st.file_type() == libc::S_IFIFO,
+            Kind::Char | Kind::Block => {
+                let ft = if e.kind == Kind::Char {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
+                st.file_type() == ft
+                    && Some(sys::dev_major_minor(st.rdev)) == e.rdev_major.zip(e.rdev_minor)
+            }
+            Kind::Socket | Kind::Dir => false,
+        };
+        if !same {
+            return self.conflict(e, dest);
+        }
+        if e.kind == Kind::File {
+            self.first_names
+                .insert(self.paths[i].clone(), dest.to_vec());
+        }
+        self.report.already += 1;
+        if self.roots.iter().any(|(_, d)| d == dest) {
+            self.report.roots_restored.push(dest.to_vec());
         }
     }
 
@@ -607,7 +671,7 @@ impl Restorer<'_> {
         if self.created_dirs.contains(dest) {
             // Made earlier in this run as a parent: it becomes this entry.
             if !self.finalize.iter().any(|(d, _)| d == dest) {
-                self.finalize.push((dest.to_vec(), i));
+                self.finalize.push((dest.to_vec(), Finish::Recorded(i)));
             }
         } else {
             // SAFETY: name is NUL-terminated.
@@ -617,7 +681,7 @@ impl Restorer<'_> {
             let fd = sys::open_dir_nofollow(pfd, name)?;
             self.dirs.insert(dest.to_vec(), fd);
             self.created_dirs.insert(dest.to_vec());
-            self.finalize.push((dest.to_vec(), i));
+            self.finalize.push((dest.to_vec(), Finish::Recorded(i)));
         }
         let fd = self.dir(dest, false)?;
         self.set_xattrs(fd, dest, xattrs);
@@ -763,18 +827,24 @@ impl Restorer<'_> {
             .retain(|d, _| is_under(next, d) || d.as_slice() == self.opts.anchor.as_slice());
     }
 
-    /// Give directories their recorded owner, mode and mtime, latest (deepest) first.
-    fn finalize_dirs(&mut self, list: &[(Vec<u8>, usize)]) {
-        for (dest, i) in list.iter().rev() {
+    /// Give directories their recorded owner, mode and mtime (or, for one that was there,
+    /// its own mtime back), latest (deepest) first.
+    fn finalize_dirs(&mut self, list: &[(Vec<u8>, Finish)]) {
+        for (dest, finish) in list.iter().rev() {
             let Some(fd) = self.dirs.get(dest).map(|f| f.as_raw_fd()) else {
                 continue;
             };
-            let e = &self.manifest.entries[*i];
-            let res = set_owner_fd(fd, e, self.opts.euid).and_then(|owner_set| {
-                fchmod(fd, e.mode)?;
-                set_times_fd(fd, e)?;
-                Ok(owner_set)
-            });
+            let res = match *finish {
+                Finish::Recorded(i) => {
+                    let e = &self.manifest.entries[i];
+                    set_owner_fd(fd, e, self.opts.euid).and_then(|owner_set| {
+                        fchmod(fd, e.mode)?;
+                        set_times_fd(fd, e)?;
+                        Ok(owner_set)
+                    })
+                }
+                Finish::KeepTime(sec, nsec) => set_mtime_fd(fd, sec, nsec).map(|()| true),
+            };
             match res {
                 Ok(true) => {}
                 Ok(false) => self.report.ownership_not_set += 1,
@@ -786,6 +856,15 @@ impl Restorer<'_> {
 
 /// Open directories kept before finished ones are closed ([`Restorer::retire`]).
 const MAX_OPEN_DIRS: usize = 256;
+
+/// What a directory gets once its contents are restored.
+#[derive(Clone, Copy, Debug)]
+enum Finish {
+    /// The recorded owner, mode and mtime of this entry (a directory this run made).
+    Recorded(usize),
+    /// Its own mtime from before (a directory that was there and was restored into).
+    KeepTime(i64, i64),
+}
 
 /// The outcome of creating one object.
 struct Done {
@@ -833,6 +912,31 @@ fn copy_hashed(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result
         }
     }
     Ok((total, hasher.finalize().to_hex().to_string()))
+}
+
+/// Whether the regular file `name` below `pfd` has this size and blake3.
+fn same_content(pfd: RawFd, name: &CStr, size: u64, blake3: Option<&str>) -> bool {
+    let Ok(fd) = sys::open_file_nofollow(pfd, name) else {
+        return false;
+    };
+    let mut file = File::from(fd);
+    match sys::fstat(file.as_raw_fd()) {
+        Ok(st) if st.is_file() && st.size == size => {}
+        _ => return false,
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    Some(hasher.finalize().to_hex().as_str()) == blake3
 }
 
 /// A new, private (0600) file with a temporary name in the directory `pfd`.
@@ -916,6 +1020,24 @@ fn times_of(e: &Entry) -> [libc::timespec; 2] {
             tv_nsec: e.mtime_nsec.min(999_999_999) as libc::c_long,
         },
     ]
+}
+
+fn set_mtime_fd(fd: RawFd, sec: i64, nsec: i64) -> io::Result<()> {
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: sec as libc::time_t,
+            tv_nsec: nsec as libc::c_long,
+        },
+    ];
+    // SAFETY: times points to two timespecs.
+    if unsafe { libc::futimens(fd, times.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_times_fd(fd: RawFd, e: &Entry) -> io::Result<()> {

@@ -594,6 +594,7 @@ fn list(opts: &Options, headers: &[Header], cwd: &[u8], patterns: &[OsString]) -
                     "bytes": m.totals.bytes,
                     "archive_bytes": m.archive.as_ref().map(|a| a.size),
                     "restored": m.restored,
+                    "partly_restored": m.partly_restored && !m.restored,
                 })
             })
             .collect();
@@ -619,7 +620,13 @@ fn list(opts: &Options, headers: &[Header], cwd: &[u8], patterns: &[OsString]) -
                 .as_ref()
                 .map(|a| crate::remove::human(a.size))
                 .unwrap_or_else(|| "?".to_string()),
-            if m.restored { "restored" } else { "-" },
+            if m.restored {
+                "restored"
+            } else if m.partly_restored {
+                "partly"
+            } else {
+                "-"
+            },
             operands.join(" ")
         );
         out.push_str(&line);

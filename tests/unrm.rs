@@ -404,6 +404,7 @@ fn a_path_inside_a_deleted_tree_restores_just_that_with_recorded_parents() {
         ],
     );
     set_mtime(&w.join("proj/src"), 1_234_567_890, 42);
+    let before = full_snapshot(&w.join("proj"));
     saferm(&sb, &w, &["-r", "proj"]);
     unrm_ok(&sb, &w, &["proj/src/main.rs"]);
     assert_eq!(
@@ -419,21 +420,26 @@ fn a_path_inside_a_deleted_tree_restores_just_that_with_recorded_parents() {
         fs::metadata(w.join("proj")).expect("proj").mode() & 0o7777,
         0o700
     );
-    // Then the rest of the tree, from another directory, by absolute path; what is there
-    // already is a conflict, the rest is restored.
+    // Then the whole tree, from another directory, by absolute path: restored into the
+    // directories that are there, what is there already identical is left alone, and the
+    // result is the tree as it was deleted.
     let abs = w.join("proj");
-    let out = unrm(&sb, sb.root(), &[abs.to_str().expect("utf-8")]);
-    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
-    assert!(
-        out.stderr_text().contains("it exists"),
-        "{}",
-        out.stderr_text()
-    );
-    let out = unrm_ok(&sb, &w, &["proj/README", "proj/src/lib.rs"]);
+    let out = unrm_ok(&sb, sb.root(), &[abs.to_str().expect("utf-8")]);
+    assert_eq!(out.stdout_text(), "restored 'w/proj'\n");
+    assert_eq!(full_snapshot(&w.join("proj")), before);
+    // Run again: nothing to do, nothing wrong.
+    unrm_ok(&sb, &w, &["proj"]);
+    assert_eq!(full_snapshot(&w.join("proj")), before);
+    // A file that differs is a conflict; the rest is still restored.
+    fs::write(w.join("proj/README"), "changed").expect("write");
+    let out = unrm(&sb, &w, &["proj"]);
+    assert_eq!(out.code(), Some(1));
     assert_eq!(
-        out.stdout_text(),
-        "restored 'proj/README'\nrestored 'proj/src/lib.rs'\n"
+        out.stderr_text(),
+        "unrm: could not restore 'proj/README': something else is there (--rename restores beside it)\n\
+         unrm: restored 0 object(s); 1 left alone because they exist\n"
     );
+    assert_eq!(fs::read(w.join("proj/README")).expect("kept"), b"changed");
 }
 
 #[test]
@@ -526,7 +532,7 @@ fn conflicts_are_left_alone_reported_and_the_rest_restored() {
         "the rest restored"
     );
     let err = out.stderr_text();
-    assert!(err.contains("it exists"), "{err}");
+    assert!(err.contains("something else is there"), "{err}");
     assert!(err.contains("1 left alone"), "{err}");
     // --rename restores beside it, numbered as GNU backups are.
     let out = unrm_ok(&sb, &w, &["--rename", "f"]);
@@ -733,8 +739,8 @@ fn ctrl_c_while_restoring_leaves_no_partial_file_and_dies_of_sigint() {
     );
     // The directory was made; the file being written is gone, temp name included.
     assert_eq!(fs::read_dir(w.join("d")).expect("d").count(), 0);
-    // Run again: everything is restored (the directory that is there is a conflict).
-    let out = unrm(&sb, &w, &["d/big"]);
+    // Run again: restored into the directory that is there.
+    let out = unrm(&sb, &w, &["d"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(fs::read(w.join("d/big")).expect("big").len(), 3 << 20);
 }
@@ -1513,4 +1519,22 @@ fn a_damaged_manifest_is_reported_by_check_and_does_not_block_other_restores() {
     assert!(Path::new(&aside).exists(), "the damaged manifest is kept");
     unrm_ok(&sb, &w, &["old"]);
     assert_eq!(fs::read(w.join("old")).expect("old"), b"1");
+}
+
+#[test]
+fn a_partly_restored_deletion_is_still_undone_by_last_and_listed_as_partly() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["proj/a=1", "proj/b=2"]);
+    let before = full_snapshot(&w.join("proj"));
+    saferm(&sb, &w, &["-r", "proj"]);
+    unrm_ok(&sb, &w, &["proj/a"]);
+    let list = deletions(&sb);
+    assert_eq!(list[0]["restored"], false);
+    assert_eq!(list[0]["partly_restored"], true);
+    let text = unrm_ok(&sb, &w, &["--list"]).stdout_text();
+    assert!(text.contains(" partly "), "{text}");
+    unrm_ok(&sb, &w, &["--last"]);
+    assert_eq!(full_snapshot(&w.join("proj")), before);
+    assert_eq!(deletions(&sb)[0]["restored"], true);
 }
