@@ -1538,3 +1538,48 @@ fn a_partly_restored_deletion_is_still_undone_by_last_and_listed_as_partly() {
     assert_eq!(full_snapshot(&w.join("proj")), before);
     assert_eq!(deletions(&sb)[0]["restored"], true);
 }
+
+#[test]
+fn device_nodes_need_root_and_the_rest_is_restored_without() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a device node and to run as uid {NOBODY}");
+        return;
+    }
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["d/f=x", "d/p|"]);
+    let c = c_path(&w.join("d/null"));
+    // SAFETY: valid path.
+    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(r, 0);
+    fs::set_permissions(w.join("d/null"), fs::Permissions::from_mode(0o666)).expect("chmod");
+    sb.chown_all(NOBODY, NOBODY);
+    let run = |program: PathBuf, args: &[&str]| {
+        sb.command(program)
+            .current_dir(&w)
+            .args(args)
+            .unprivileged()
+            .run()
+    };
+    let out = run(saferm_bin(), &["-r", "d"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let out = run(unrm_bin(), &["d"]);
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(
+        out.stderr_text(),
+        "unrm: could not restore 'd/null': only root can create device nodes\n\
+         unrm: restored 3 object(s); 1 could not be restored\n"
+    );
+    assert_eq!(fs::read(w.join("d/f")).expect("f"), b"x");
+    assert!(fs::symlink_metadata(w.join("d/p"))
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
+    // As root (with the store given back to root), the device comes back too.
+    sb.chown_all(0, 0);
+    let out = unrm(&sb, &w, &["d"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let m = fs::symlink_metadata(w.join("d/null")).expect("device");
+    assert!(m.file_type().is_char_device());
+    assert_eq!((m.rdev(), m.mode() & 0o7777), (libc::makedev(1, 3), 0o666));
+}
