@@ -901,7 +901,13 @@ fn copy_hashed(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result
             Err(e) => return Err(e),
         };
         hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n])?;
+        // Runs of zeros become holes, so a sparse file comes back sparse (as `cp
+        // --sparse=auto` makes it); the length is set at the end.
+        if n >= 4096 && buf[..n].iter().all(|&b| b == 0) {
+            dst.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            dst.write_all(&buf[..n])?;
+        }
         total += n as u64;
         // Failure injection (debug builds): Ctrl-C arrives while a file is being written.
         if crate::fault::active("restore-signal") {
@@ -911,6 +917,7 @@ fn copy_hashed(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result
             return Err(io::Error::from(io::ErrorKind::Interrupted));
         }
     }
+    dst.set_len(total)?;
     Ok((total, hasher.finalize().to_hex().to_string()))
 }
 

@@ -1583,3 +1583,21 @@ fn device_nodes_need_root_and_the_rest_is_restored_without() {
     assert!(m.file_type().is_char_device());
     assert_eq!((m.rdev(), m.mode() & 0o7777), (libc::makedev(1, 3), 0o666));
 }
+
+#[test]
+fn sparse_files_come_back_sparse() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let f = fs::File::create(w.join("sparse")).expect("sparse");
+    f.set_len(16 << 20).expect("set_len");
+    std::os::unix::fs::FileExt::write_at(&f, b"end", (16 << 20) - 3).expect("write");
+    drop(f);
+    saferm(&sb, &w, &["sparse"]);
+    unrm_ok(&sb, &w, &["sparse"]);
+    let m = fs::metadata(w.join("sparse")).expect("restored");
+    assert_eq!(m.len(), 16 << 20);
+    assert!(m.blocks() * 512 < 1 << 20, "{} blocks", m.blocks());
+    let bytes = fs::read(w.join("sparse")).expect("read");
+    assert!(bytes[..(16 << 20) - 3].iter().all(|&b| b == 0));
+    assert_eq!(&bytes[(16 << 20) - 3..], b"end");
+}
