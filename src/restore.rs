@@ -197,6 +197,7 @@ pub fn restore(
         skipped_below: Vec::new(),
         roots: Vec::new(),
         buf: Vec::new(),
+        current: None,
     };
     let jobs = r.plan(targets)?;
     if jobs.iter().all(Option::is_none) {
@@ -227,6 +228,9 @@ struct Restorer<'a> {
     roots: Vec<(Vec<u8>, Vec<u8>)>,
     /// The copy buffer, reused for every file.
     buf: Vec<u8>,
+    /// (original, destination) of the object being made, to find what its missing parents
+    /// were.
+    current: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Restorer<'_> {
@@ -415,6 +419,15 @@ impl Restorer<'_> {
 
     /// The original path a destination stands for, when known.
     fn original_of(&self, dest: &[u8]) -> Option<Vec<u8>> {
+        // A parent of the object being made: the same tail below both.
+        if let Some((o, d)) = &self.current {
+            if is_under(d, dest) && d.len() > dest.len() {
+                let tail = &d[dest.len()..];
+                if let Some(head) = o.strip_suffix(tail) {
+                    return Some(head.to_vec());
+                }
+            }
+        }
         for (s, d) in &self.roots {
             if is_under(dest, d) {
                 let mut o = s.clone();
@@ -531,6 +544,7 @@ impl Restorer<'_> {
         let manifest = self.manifest;
         let e = &manifest.entries[i];
         let (parent, name) = split_parent(dest);
+        self.current = Some((self.paths[i].clone(), dest.to_vec()));
         let pfd = match self.dir(parent, true) {
             Ok(fd) => fd,
             Err(err) => {

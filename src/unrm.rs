@@ -400,11 +400,23 @@ fn restore_picks(
     let mut by_deletion: HashMap<usize, Vec<Target>> = HashMap::new();
     for (d, source) in picks {
         let dest = if opts.to.is_some() {
+            // Under DIR, the names below the parent of the deleted operand are kept:
+            // `--to out proj/src/a.rs` makes out/proj/src/a.rs.
+            let root = catalog
+                .get(d)
+                .and_then(|del| del.roots().into_iter().find(|r| is_under(&source, r)))
+                .unwrap_or_else(|| source.clone());
+            let base = split_parent(&root).0;
+            let rel = if base == b"/" {
+                &source[1..]
+            } else {
+                &source[base.len() + 1..]
+            };
             let mut p = anchor.clone();
             if !p.ends_with(b"/") {
                 p.push(b'/');
             }
-            p.extend_from_slice(split_parent(&source).1);
+            p.extend_from_slice(rel);
             p
         } else {
             source.clone()

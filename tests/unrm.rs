@@ -1601,3 +1601,27 @@ fn sparse_files_come_back_sparse() {
     assert!(bytes[..(16 << 20) - 3].iter().all(|&b| b == 0));
     assert_eq!(&bytes[(16 << 20) - 3..], b"end");
 }
+
+#[test]
+fn to_keeps_the_names_below_the_deleted_operand_for_a_path_inside_it() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(
+        &w,
+        &["proj/src/main.rs=main", "proj/src/@0750", "proj/@0700"],
+    );
+    set_mtime(&w.join("proj/src"), 1_234_567_890, 7);
+    saferm(&sb, &w, &["-r", "proj"]);
+    unrm_ok(&sb, &w, &["--to", "out", "proj/src/main.rs"]);
+    assert_eq!(
+        fs::read(w.join("out/proj/src/main.rs")).expect("main"),
+        b"main"
+    );
+    let src = fs::metadata(w.join("out/proj/src")).expect("src");
+    assert_eq!(src.mode() & 0o7777, 0o750);
+    assert_eq!((src.mtime(), src.mtime_nsec()), (1_234_567_890, 7));
+    assert_eq!(
+        fs::metadata(w.join("out/proj")).expect("proj").mode() & 0o7777,
+        0o700
+    );
+}
