@@ -55,8 +55,12 @@ pub fn command() -> Command {
         .long_about(
             "Restore what saferm removed.\n\n\
              NAME is an original path (relative to the current directory or absolute), a path \
-             inside a deleted directory, or a deletion id (or an unambiguous prefix of one). \
-             The newest deletion of a path wins. Nothing that exists is replaced.",
+             inside a deleted directory, a name found anywhere in the store, a quoted glob \
+             ('logs/*.log'), or a deletion id (or an unambiguous prefix of one). The newest \
+             deletion of a path wins (--at, --pick choose another).\n\n\
+             Nothing that exists is replaced: directories are restored into, identical objects \
+             are left as they are, anything else is reported and unrm exits 1 \
+             (--rename restores beside it, --overwrite archives it first, then replaces it).",
         )
         .arg(
             Arg::new("names")
@@ -92,7 +96,7 @@ pub fn command() -> Command {
                 .long("overwrite")
                 .action(ArgAction::SetTrue)
                 .conflicts_with("rename")
-                .help("Replace an existing file (it is archived by saferm first)"),
+                .help("Replace what is in the way (saferm archives it first)"),
         )
         .arg(
             Arg::new("at")
@@ -132,7 +136,7 @@ pub fn command() -> Command {
                 .long("repair")
                 .action(ArgAction::SetTrue)
                 .requires("check")
-                .help("With --check: rebuild lost manifests from their archives"),
+                .help("With --check: rebuild lost or damaged manifests from their archives"),
         )
         .arg(
             Arg::new("json")
