@@ -259,8 +259,37 @@ impl ArchiveWriter {
         copy_len: u64,
         write_copy: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<Sealed> {
+        self.end_data()?.seal(copy_len, write_copy)
+    }
+
+    /// Finish the tar stream and its last frame; the frame table is then complete, for the
+    /// manifest copy that [`DataEnd::seal`] appends.
+    pub fn end_data(self) -> io::Result<DataEnd> {
         let mut fw = self.builder.into_inner()?;
         fw.end_frame()?;
+        Ok(DataEnd { fw })
+    }
+}
+
+/// An archive whose data is complete, waiting for its manifest copy.
+pub struct DataEnd {
+    fw: FrameWriter,
+}
+
+impl DataEnd {
+    /// Where each zstd frame starts.
+    pub fn frames(&self) -> &[Frame] {
+        &self.fw.frames
+    }
+
+    /// Append the manifest copy (`copy_len` bytes, written by `write_copy`, so it is
+    /// streamed rather than held in memory) and fsync.
+    pub fn seal(
+        self,
+        copy_len: u64,
+        write_copy: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<Sealed> {
+        let mut fw = self.fw;
         let mut sink = fw
             .sink
             .take()

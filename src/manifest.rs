@@ -92,7 +92,7 @@ pub struct Entry {
     pub xattrs: Vec<String>,
     /// Offset of the entry's first header in the uncompressed tar stream.
     pub offset: u64,
-    /// Index of the operand it was removed under.
+    /// Index (in `Manifest::operands`) of the operand it was removed under.
     pub operand: usize,
 }
 

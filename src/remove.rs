@@ -473,6 +473,12 @@ fn fill_archive(
         archived[i] = true;
     }
     let mut names = Names::default();
+    let operand_pos: HashMap<usize, usize> = plan
+        .roots
+        .iter()
+        .enumerate()
+        .map(|(pos, &r)| (plan.nodes[r].operand, pos))
+        .collect();
     let mut hard_links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut entries: Vec<Entry> = Vec::with_capacity(order.len());
     let mut not_archived: Vec<Entry> = Vec::new();
@@ -509,6 +515,8 @@ fn fill_archive(
         let offset = writer.position();
         let abs = plan.abs(idx);
         let mut entry = base_entry(node, &abs, &mut names, offset);
+        // Index into the manifest's operands (the roots), not the command line's.
+        entry.operand = operand_pos.get(&node.operand).copied().unwrap_or(0);
 
         if st.is_dir() {
             let mut xattrs = Vec::new();
@@ -658,7 +666,7 @@ fn fill_archive(
     }
     drop(stack);
     totals.entries = entries.len() as u64;
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: manifest::MANIFEST_VERSION,
         id: id.to_string(),
         created: now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
@@ -686,9 +694,13 @@ fn fill_archive(
         not_archived,
         entries,
     };
+    let end = writer.end_data().context("cannot finish the archive")?;
+    // The copy inside the archive has the frame table too, so a manifest rebuilt from it
+    // can still seek.
+    manifest.frames = end.frames().to_vec();
     let copy_len = manifest.json_len();
-    let sealed = writer
-        .finish(copy_len, |w| manifest.write_json(w))
+    let sealed = end
+        .seal(copy_len, |w| manifest.write_json(w))
         .context("cannot finish the archive")?;
 
     Ok(Filled::Sealed(Box::new((sealed, manifest))))

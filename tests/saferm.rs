@@ -934,3 +934,44 @@ fn large_deletions_are_split_into_seekable_frames() {
     );
     assert_eq!(snapshot(&work), before);
 }
+
+#[test]
+fn the_manifest_copy_in_the_archive_matches_and_operands_line_up() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=1", "e=2"]);
+    let out = saferm(&sb, &work, &["-r", "missing", "d", "e"]);
+    assert_eq!(out.code(), Some(1));
+    let external: serde_json::Value =
+        serde_json::from_slice(&fs::read(&manifests(&sb.store())[0]).expect("manifest"))
+            .expect("json");
+    let operands = external["operands"].as_array().expect("operands");
+    assert_eq!(operands.len(), 2, "only what was removed: {operands:?}");
+    for e in external["entries"].as_array().expect("entries") {
+        let idx = e["operand"].as_u64().expect("operand") as usize;
+        let root = operands[idx]["absolute"]["path"]
+            .as_str()
+            .expect("root path");
+        let path = e["path"].as_str().expect("path");
+        assert!(
+            path.starts_with(root),
+            "{path} is not under its operand {root}"
+        );
+    }
+    // The copy after the data: magic, length, tag, JSON.
+    let archive = fs::read(&archives(&sb.store())[0]).expect("archive");
+    let tag = b"saferm-manifest\n";
+    let at = archive
+        .windows(tag.len())
+        .rposition(|w| w == tag)
+        .expect("tag")
+        + tag.len();
+    let copy: serde_json::Value = serde_json::from_slice(&archive[at..]).expect("copy json");
+    assert_eq!(copy["entries"], external["entries"]);
+    assert_eq!(copy["frames"], external["frames"]);
+    assert!(!copy["frames"].as_array().expect("frames").is_empty());
+    assert!(
+        copy.get("archive").is_none(),
+        "the copy cannot know its own hash"
+    );
+}
