@@ -802,10 +802,10 @@ fn a_symlink_planted_in_place_of_a_parent_is_not_followed() {
 
 #[test]
 fn restoring_as_an_unprivileged_user_reports_foreign_owners_once() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run as uid {NOBODY}");
-        return;
-    }
+    assert!(
+        is_root(),
+        "needs root to run as uid {NOBODY}: run the tests as root, as CI does"
+    );
     let sb = Sandbox::new();
     let w = sb.work("w");
     build_tree(&w, &["d/mine=m", "d/theirs=t", "d/also=a"]);
@@ -1541,10 +1541,10 @@ fn a_partly_restored_deletion_is_still_undone_by_last_and_listed_as_partly() {
 
 #[test]
 fn device_nodes_need_root_and_the_rest_is_restored_without() {
-    if !is_root() {
-        eprintln!("skipped: needs root to make a device node and to run as uid {NOBODY}");
-        return;
-    }
+    assert!(
+        is_root(),
+        "needs root to make a device node and to run as uid {NOBODY}: run the tests as root"
+    );
     let sb = Sandbox::new();
     let w = sb.work("w");
     build_tree(&w, &["d/f=x", "d/p|"]);
