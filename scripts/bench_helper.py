@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Helper for scripts/bench (python3 standard library only).
+
+  bench_helper.py gen KIND DIR SCALE        create tree KIND (small|large|src) at DIR;
+                                            prints "FILES BYTES"
+  bench_helper.py percall OUT CALLS DIR SAFERM STORE PIPEDIR
+                                            one-file-per-call timing loop (tree "single");
+                                            appends result rows to OUT
+  bench_helper.py report RESULTS [--markdown]
+                                            print the result table(s)
+
+Every byte is a function of fixed seeds: two runs generate identical trees.
+"""
+
+import bisect
+import hashlib
+import itertools
+import os
+import random
+import statistics
+import string
+import subprocess
+import sys
+import time
+
+SEED = 20251126
+KIB = 1024
+MIB = 1024 * 1024
+
+# ---------------------------------------------------------------- content
+
+
+def make_text_pool(rng, approx_bytes=8 * MIB):
+    """Source-code-like text (zstd -1 compresses it ~3x): lines of Zipf-distributed
+    tokens, the lines themselves drawn with a Zipf law, as code repeats idioms."""
+    letters = string.ascii_lowercase
+    idents = []
+    for _ in range(4000):
+        n = min(12, int(rng.expovariate(1 / 5)) + 2)
+        w = "".join(rng.choices(letters, k=n))
+        if rng.random() < 0.2:
+            w += "_" + "".join(rng.choices(letters, k=rng.randint(2, 6)))
+        idents.append(w)
+    kw = ("fn let if else return for in match pub struct impl use mod self true false "
+          "None Some Ok Err const while loop break the a of to and is").split()
+    punct = ["(", ")", "{", "}", ";", ",", ".", "=", "==", "->", "&", "::", "+", "-",
+             "*", '"', "[", "]", "<", ">", "0", "1", "42", "//", "#"]
+    vocab = kw + punct + idents
+    weights = [8.0] * len(kw) + [6.0] * len(punct) + [
+        30.0 / (r + 1) ** 0.9 for r in range(len(idents))]
+    cum = list(itertools.accumulate(weights))
+    lines = []
+    for _ in range(20000):
+        indent = "    " * min(4, int(rng.expovariate(1 / 1.2)))
+        lines.append(indent + " ".join(rng.choices(vocab, cum_weights=cum,
+                                                   k=rng.randint(1, 12))))
+    line_cum = list(itertools.accumulate(1.0 / (r + 1) ** 0.6 for r in range(len(lines))))
+    out, size = [], 0
+    while size < approx_bytes:
+        for line in rng.choices(lines, cum_weights=line_cum, k=10000):
+            out.append(line)
+            size += len(line) + 1
+    return "\n".join(out).encode()
+
+
+class Content:
+    """Deterministic text-like and random byte strings."""
+
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.pool = make_text_pool(self.rng)
+        # Each text chunk goes through one of these letter permutations: the
+        # statistics (and zstd -1 ratio) stay those of the pool, but chunks cut
+        # from the same pool offset are no longer byte-identical, so a
+        # compressor with a long window cannot deduplicate the 8 MiB pool.
+        lower = string.ascii_lowercase.encode()
+        self.tables = []
+        for _ in range(1024):
+            perm = bytearray(lower)
+            self.rng.shuffle(perm)
+            self.tables.append(bytes.maketrans(lower, bytes(perm)))
+        self.counter = 0
+
+    def text(self, n):
+        if n == 0:
+            return b""
+        off = self.rng.randrange(len(self.pool) - n)
+        return self.pool[off:off + n].translate(self.rng.choice(self.tables))
+
+    def random(self, n):
+        self.counter += 1
+        return hashlib.shake_128(b"%d-%d" % (self.seed, self.counter)).digest(n)
+
+
+# ---------------------------------------------------------------- trees
+
+
+def write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def gen_small(root, scale):
+    """(a) ~50,000 files of 0-16 KiB (mean ~5.9 KiB, ~290 MiB), 70% text-like,
+    30% random, in a 3-level tree with fan-out 8 (585 directories)."""
+    c = Content(SEED + 1)
+    rng = random.Random(SEED + 11)
+    nfiles = max(1, round(50000 * scale))
+    dirs = [""]
+    for a in range(8):
+        dirs.append(f"d{a}")
+        for b in range(8):
+            dirs.append(f"d{a}/s{b}")
+            for k in range(8):
+                dirs.append(f"d{a}/s{b}/t{k}")
+    for d in dirs:
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    plan = []
+    for i in range(nfiles):
+        d = rng.choice(dirs)
+        size = int(16 * KIB * rng.random() ** 1.7)  # skewed to small files
+        is_text = rng.random() < 0.7
+        plan.append((d, f"f{i:05d}.{'txt' if is_text else 'bin'}", size, is_text))
+    plan.sort()  # create directory by directory, as a checkout or unpack would
+    total = 0
+    for d, name, size, is_text in plan:
+        write_file(os.path.join(root, d, name), c.text(size) if is_text else c.random(size))
+        total += size
+    return nfiles, total
+
+
+def gen_large(root, scale):
+    """(b) 4 files of 500 MiB: two text-like, two random (2000 MiB)."""
+    c = Content(SEED + 2)
+    rng = random.Random(SEED + 22)
+    os.makedirs(root, exist_ok=True)
+    size = max(1, int(500 * MIB * scale))
+    total = 0
+    for i, kind in enumerate(["text", "random", "text", "random"]):
+        left = size
+        with open(os.path.join(root, f"large{i}.{'txt' if kind == 'text' else 'bin'}"),
+                  "wb") as f:
+            while left:
+                n = min(left, rng.randint(64 * KIB, MIB) if kind == "text" else 4 * MIB)
+                f.write(c.text(n) if kind == "text" else c.random(n))
+                left -= n
+        total += size
+    return 4, total
+
+
+def gen_src(root, scale):
+    """(c) a source tree: 10,000 text-like files, log-normal sizes, 480 MiB total,
+    in ~400 directories up to 6 levels deep."""
+    c = Content(SEED + 3)
+    rng = random.Random(SEED + 33)
+    nfiles = max(1, round(10000 * scale))
+    target = int(480 * MIB * scale)
+    words = ["src", "lib", "core", "net", "util", "test", "fs", "io", "sync", "cli",
+             "parse", "proto", "db", "http", "auth", "cache", "log", "api", "ui", "ffi"]
+    dirs = [("", 0)]
+    for i in range(max(1, nfiles // 25) - 1):
+        parent, depth = rng.choice([d for d in dirs if d[1] < 6] or dirs)
+        dirs.append((os.path.join(parent, f"{rng.choice(words)}{i}"), depth + 1))
+    for d, _ in dirs:
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    raw = [min(rng.lognormvariate(10.0, 1.1), 4 * MIB) for _ in range(nfiles)]
+    k = target / sum(raw)
+    exts = ["rs", "c", "h", "py", "js", "go", "md", "toml", "json", "txt"]
+    plan = []
+    for i, r in enumerate(raw):
+        plan.append((rng.choice(dirs)[0], f"{rng.choice(words)}_{i}.{rng.choice(exts)}",
+                     int(r * k)))
+    plan.sort()
+    total = 0
+    for d, name, size in plan:
+        write_file(os.path.join(root, d, name), c.text(size))
+        total += size
+    return nfiles, total
+
+
+def single_file_content():
+    return Content(SEED + 4).text(4 * KIB)
+
+
+# ---------------------------------------------------------------- per-call loop
+
+
+def percall(out, calls, workdir, saferm, store, pipedir):
+    """(d) delete one 4 KiB file, one process per call, for each method.
+
+    Each call: the file is (re)created without timing, then only the deleting
+    process is timed (fork/exec of the child included, which is what a script
+    pays). The methods are interleaved and their order rotated every call, so
+    drift (writeback, journal commits) is shared between them."""
+    data = single_file_content()
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "file-4k.txt")
+    env = dict(os.environ, SAFERM_STORE=store)
+    methods = ["rm", "pipeline", "saferm"]
+    rows = []
+    for i in range(calls):
+        k = i % len(methods)
+        for m in methods[k:] + methods[:k]:
+            write_file(path, data)
+            if m == "rm":
+                cmd = ["/usr/bin/rm", path]
+            elif m == "pipeline":
+                arc = os.path.join(pipedir, f"x{i}.tar.zst")
+                cmd = ["sh", "-c", 'tar -I "zstd -1 -T0" -C / -cf "$1" "$2" && '
+                       'zstd -q -t "$1" && rm -f "/$2"', "sh", arc, path.lstrip("/")]
+            else:
+                cmd = [saferm, path]
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=env)
+            t1 = time.perf_counter()
+            if r.returncode != 0 or os.path.lexists(path):
+                sys.exit(f"bench: {m} call {i} failed (exit {r.returncode}) "
+                         f"or left {path} in place")
+            rows.append(f"single\t{m}\t{i + 1}\t{t1 - t0:.6f}\t-\t-\n")
+    with open(out, "a") as f:
+        f.writelines(rows)
+
+
+# ---------------------------------------------------------------- report
+
+TREES = [  # result key ("tree:cache"; the per-call test has no cache state), label
+    ("small:warm", "(a) small files, warm"),
+    ("small:cold", "(a) small files, cold"),
+    ("large:warm", "(b) 4 large files, warm"),
+    ("large:cold", "(b) 4 large files, cold"),
+    ("src:warm", "(c) source tree, warm"),
+    ("src:cold", "(c) source tree, cold"),
+    ("single", "(d) 4 KiB file, per call"),
+]
+METHODS = ["rm", "pipeline", "saferm"]
+
+
+def report(path, markdown):
+    meta, params, times, rss, arch = {}, {}, {}, {}, {}
+    with open(path) as f:
+        for line in f:
+            p = line.rstrip("\n").split("\t")
+            if p[0] == "param":
+                params[p[1]] = p[2]
+            elif p[0] == "meta":
+                meta[p[1]] = (int(p[2]), int(p[3]))
+            elif p[0] == "rss":  # peak RSS from extra, untimed calls
+                rss[(p[1], p[2])] = int(p[3])
+            elif len(p) == 6:
+                tree, m, _, sec, kib, nbytes = p
+                times.setdefault((tree, m), []).append(float(sec))
+                if kib != "-":
+                    rss[(tree, m)] = max(rss.get((tree, m), 0), int(kib))
+                if nbytes != "-":
+                    arch.setdefault((tree, m), []).append(int(nbytes))
+
+    def fmt_t(tree, sec):
+        return f"{sec * 1000:.2f} ms" if tree == "single" else f"{sec:.2f} s"
+
+    def cell(tree, m):
+        v = times.get((tree, m))
+        return fmt_t(tree, statistics.median(v)) if v else "-"
+
+    def ratio(tree, a, b):
+        va, vb = times.get((tree, a)), times.get((tree, b))
+        if not va or not vb:
+            return "-"
+        return f"{statistics.median(va) / statistics.median(vb):.2f}x"
+
+    def mib(tree, m):
+        v = arch.get((tree, m))
+        return f"{statistics.median(v) / MIB:.1f}" if v else "-"
+
+    def rss_cell(tree, m):
+        return f"{rss[(tree, m)] / 1024:.1f}" if (tree, m) in rss else "-"
+
+    head = ["tree", "files", "MiB", "rm -rf", "pipeline", "saferm", "saferm/pipeline",
+            "saferm/rm", "saferm peak RSS MiB", "archive MiB pipeline / saferm"]
+    rows = []
+    for tree, label in TREES:
+        if not any((tree, m) in times for m in METHODS):
+            continue
+        files, nbytes = meta.get(tree.split(":")[0], (0, 0))
+        rows.append([label, str(files), f"{nbytes / MIB:.1f}", cell(tree, "rm"),
+                     cell(tree, "pipeline"), cell(tree, "saferm"),
+                     ratio(tree, "saferm", "pipeline"), ratio(tree, "saferm", "rm"),
+                     rss_cell(tree, "saferm"),
+                     f"{mib(tree, 'pipeline')} / {mib(tree, 'saferm')}"])
+    note = (f"median of {params.get('runs', '?')} runs per tree, cache state and method "
+            f"({params.get('calls', '?')} calls for (d)); scale {params.get('scale', '?')}; "
+            "warm: the tree as just written (after sync), cold: sync + drop_caches; "
+            "peak RSS: the largest of the runs; "
+            f"saferm = {params.get('saferm', '?')}")
+    machine = (f"machine: {params.get('machine', '?')}; "
+               f"benchmark filesystem: {params.get('fs', '?')}; load average (1, 5, 15 min) "
+               f"at start {params.get('load_start', '?')}, at end {params.get('load_end', '?')}")
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        print()
+        print(note + ".  ")
+        print(machine + ".")
+        return
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    for r in [head] + rows:
+        print("  ".join([r[0].ljust(widths[0])] +
+                        [x.rjust(w) for x, w in zip(r[1:], widths[1:])]))
+    print(note)
+    print(machine)
+    print("\nall runs (peak RSS of each method, MiB, in brackets):")
+    for tree, _ in TREES:
+        for m in METHODS:
+            v = times.get((tree, m))
+            if not v:
+                continue
+            if tree == "single":
+                q = statistics.quantiles(v, n=10) if len(v) >= 2 else v * 9
+                spread = (f"min {fmt_t(tree, min(v))}  p10 {fmt_t(tree, q[0])}  "
+                          f"median {fmt_t(tree, statistics.median(v))}  "
+                          f"p90 {fmt_t(tree, q[-1])}  max {fmt_t(tree, max(v))}")
+            else:
+                spread = "  ".join(fmt_t(tree, s) for s in v)
+            print(f"  {tree:<10} {m:<9} [{rss_cell(tree, m):>6}]  {spread}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv):
+    if len(argv) >= 4 and argv[0] == "gen":
+        kind, root, scale = argv[1], argv[2], float(argv[3])
+        gen = {"small": gen_small, "large": gen_large, "src": gen_src}[kind]
+        files, nbytes = gen(root, scale)
+        print(files, nbytes)
+    elif len(argv) == 7 and argv[0] == "percall":
+        percall(argv[1], int(argv[2]), argv[3], argv[4], argv[5], argv[6])
+    elif len(argv) >= 2 and argv[0] == "report":
+        report(argv[1], "--markdown" in argv[2:])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
