@@ -47,6 +47,9 @@ pub struct FrameWriter {
     sink: Option<Sink>,
     level: i32,
     threads: u32,
+    /// zstd window for small deletions: a window larger than the data only costs memory
+    /// and time (allocating and clearing it is most of a one-file saferm's CPU time).
+    window_log: Option<u32>,
     tar_pos: u64,
     frame_start: u64,
     frames: Vec<Frame>,
@@ -64,6 +67,9 @@ impl FrameWriter {
         });
         let mut enc = zstd::stream::write::Encoder::new(sink, self.level)?;
         enc.include_checksum(true)?;
+        if let Some(log) = self.window_log {
+            enc.window_log(log)?;
+        }
         if self.threads > 0 {
             enc.multithread(self.threads)?;
         }
@@ -138,8 +144,19 @@ pub struct ArchiveWriter {
 
 impl ArchiveWriter {
     /// Start writing into `file` (a fresh temp file) at zstd `level`, with `threads` workers
-    /// (0: compress on the calling thread).
-    pub fn new(file: File, level: i32, threads: u32) -> io::Result<ArchiveWriter> {
+    /// (0: compress on the calling thread). `expected_bytes` is about how much tar data will
+    /// come (it only sizes the compression window).
+    pub fn new(
+        file: File,
+        level: i32,
+        threads: u32,
+        expected_bytes: u64,
+    ) -> io::Result<ArchiveWriter> {
+        // zstd's default window at level 1 is 2^19; below that, fit it to the data.
+        let window_log = (expected_bytes < 1 << 19).then(|| {
+            let bits = 64 - expected_bytes.max(1024).saturating_sub(1).leading_zeros();
+            bits.clamp(10, 19)
+        });
         let mut fw = FrameWriter {
             encoder: None,
             sink: Some(Sink {
@@ -149,6 +166,7 @@ impl ArchiveWriter {
             }),
             level,
             threads,
+            window_log,
             tar_pos: 0,
             frame_start: 0,
             frames: Vec::new(),

@@ -33,12 +33,13 @@ pub fn utf8_locale() -> bool {
 
 /// `quoteaf`: always quoted, shell-escaped (`'a b'`, `"it's"`, `'bad'$'\377''name'`).
 pub fn quote(name: &[u8]) -> String {
-    quote_with(name, utf8_locale(), false)
+    // The locale only matters for bytes above ASCII; loading it costs a one-file rm time.
+    quote_with(name, !name.is_ascii() && utf8_locale(), false)
 }
 
 /// `shell_escape_quoting_style`: quoted only when the shell needs it (`./-g`, `'./a b'`).
 pub fn quote_if_needed(name: &[u8]) -> String {
-    quote_with(name, utf8_locale(), true)
+    quote_with(name, !name.is_ascii() && utf8_locale(), true)
 }
 
 /// gnulib's `quote` in the locale style: `'x'` in the C locale, `‘x’` in a UTF-8 one.

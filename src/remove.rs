@@ -51,10 +51,9 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         Parsed::Exit(code) => return code,
     };
     raise_fd_limit();
-    let yes_chars = walk::yes_chars();
     if opts.prompt_once && rules::prompt_once_applies(opts.operands.len(), opts.recursive) {
         let text = rules::prompt_once_text(prog, opts.operands.len(), opts.recursive);
-        if !walk::yes_no(&text, &yes_chars) {
+        if !walk::yes_no(&text) {
             return 0;
         }
     }
@@ -99,7 +98,6 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         store_path,
         archiving: !opts.no_archive,
         cwd: cwd.clone(),
-        yes_chars,
         plan: Plan::default(),
         seen_dirs: HashMap::new(),
         seen_names: HashMap::new(),
@@ -321,39 +319,42 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
         .unwrap_or_default();
     let id = store::new_id(now, &first);
     let month = store::month_of(now);
-    let (tmp_name, file) = store.create_temp(id.as_bytes())?;
+    let archive_name = format!("{id}.tar.zst");
+    let mut pending = store.create_archive(&month, &archive_name)?;
+    let file = pending
+        .file
+        .take()
+        .ok_or_else(|| anyhow!("archive file already taken"))?;
     let result = fill_archive(ctx, plan, file, &id, now);
     let (sealed, mut manifest) = match result {
         Ok(Filled::Sealed(b)) => *b,
         Ok(Filled::SourceFailed { node, reason }) => {
-            store.discard_temp(&tmp_name);
+            store.discard_archive(&pending);
             return Ok(Attempt::Retry { node, reason });
         }
         Err(e) => {
-            store.discard_temp(&tmp_name);
+            store.discard_archive(&pending);
             return Err(e);
         }
     };
     drop(sealed.file);
-    let archive_name = format!("{id}.tar.zst");
-    let rel = match store.publish(&tmp_name, "archives", &month, &archive_name) {
-        Ok(rel) => rel,
-        Err(e) => {
-            store.discard_temp(&tmp_name);
-            return Err(e);
-        }
-    };
+    if let Err(e) = pending.sync_dir() {
+        store.discard_archive(&pending);
+        return Err(e);
+    }
+    let rel = pending.rel.clone();
     let verified = (|| -> Result<()> {
         let file = store.open_published(&rel)?;
         if crate::fault::active("verify") {
             let damaged = Damaged::new(file);
             return crate::verify::verify_archive(damaged, &manifest.entries, Some(&sealed.blake3));
         }
-        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let capacity = sealed.size.clamp(64 << 10, 1 << 20) as usize;
+        let reader = std::io::BufReader::with_capacity(capacity, file);
         crate::verify::verify_archive(reader, &manifest.entries, Some(&sealed.blake3))
     })();
     if let Err(e) = verified {
-        let _ = store.unpublish(&rel);
+        store.discard_archive(&pending);
         return Err(e.context("the archive did not verify"));
     }
     manifest.archive = Some(manifest::ArchiveInfo {
@@ -363,7 +364,7 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
     });
     manifest.frames = sealed.frames;
     if let Err(e) = write_manifest(store, &manifest, &month) {
-        let _ = store.unpublish(&rel);
+        store.discard_archive(&pending);
         return Err(e);
     }
     Ok(Attempt::Done)
@@ -379,7 +380,6 @@ fn write_manifest(store: &Store, manifest: &Manifest, month: &str) -> Result<()>
             manifest.write_json(&mut w)?;
             w.flush()?;
         }
-        sys::fsync(&file)?;
         Ok(())
     })();
     if let Err(e) = written {
@@ -454,8 +454,18 @@ fn fill_archive(
     } else {
         0
     };
-    let mut writer =
-        ArchiveWriter::new(file, ZSTD_LEVEL, threads).context("cannot start the archive")?;
+    // Tar data: contents padded to 512 bytes, plus a header and a PAX record per entry.
+    let expected = order.iter().fold(0u64, |acc, &i| {
+        let n = &plan.nodes[i];
+        let content = if n.st.is_file() {
+            n.st.size.div_ceil(512) * 512
+        } else {
+            0
+        };
+        acc.saturating_add(content + 1536)
+    });
+    let mut writer = ArchiveWriter::new(file, ZSTD_LEVEL, threads, expected)
+        .context("cannot start the archive")?;
     // Which nodes must be visited: archived ones and the directories above them.
     let mut needed = vec![false; plan.nodes.len()];
     for &i in &order {

@@ -4,7 +4,7 @@
 //! $SAFERM_STORE | $XDG_DATA_HOME/saferm | ~/.local/share/saferm
 //!   FORMAT                          "saferm-store 1"
 //!   lock                            flock: shared for writers, exclusive for GC/repair
-//!   tmp/                            files being written
+//!   tmp/                            manifests and indexes being written
 //!   archives/YYYY-MM/<id>.tar.zst   0600
 //!   manifests/YYYY-MM/<id>.json     0600
 //! ```
@@ -13,8 +13,13 @@
 //! - The store MUST be persistent and private: never on tmpfs/ramfs, never under `/tmp`,
 //!   `/var/tmp`, `/dev/shm` or `/run`; directories 0700, files 0600, owned by the effective
 //!   user. A store that breaks this is refused, and then nothing is deleted.
-//! - An archive MUST be fsynced, renamed into place and its directory fsynced before anything
-//!   it holds is unlinked. A failed fsync is an error, never retried.
+//! - An archive MUST be fsynced and its directory fsynced before anything it holds is
+//!   unlinked. A failed fsync is an error, never retried: the archive is discarded.
+//! - Archives are written in place under their final name (readers list deletions by
+//!   manifest, so a half-written archive is invisible; a crash leaves an orphan that
+//!   `unrm --check` reports). Manifests are published by atomic rename but not fsynced: each
+//!   archive carries a copy of its manifest, from which `unrm --check --repair` rebuilds one
+//!   that a crash lost. That keeps one journal commit per deletion.
 //! - Writers MUST hold the lock shared from creating their temp file to the last rename, so a
 //!   collector holding it exclusively never sees a half-written deletion.
 //! - The store MUST never archive or delete itself: callers get its `(dev, ino)` to skip it.
@@ -85,6 +90,25 @@ pub struct Store {
     pub dev_ino: (u64, u64),
     /// Canonical path, to refuse operands inside the store.
     pub canonical: PathBuf,
+}
+
+/// An archive being written in place: the file, its directory and its name.
+pub struct PendingArchive {
+    pub file: Option<File>,
+    dir: OwnedFd,
+    name: CString,
+    /// Path relative to the store.
+    pub rel: String,
+}
+
+impl PendingArchive {
+    /// Make the directory entry durable (the file itself was fsynced when sealed). A failed
+    /// fsync is not retried: the caller discards the archive and fails.
+    pub fn sync_dir(&self) -> Result<()> {
+        crate::fault::check("dirsync")
+            .and_then(|_| sys::fsync(&self.dir))
+            .context("cannot sync the store directory")
+    }
 }
 
 /// A held store lock; released on drop.
@@ -278,8 +302,52 @@ impl Store {
         Ok(LockGuard { _file: file })
     }
 
-    /// Move a finished temp file to `<kind>/<month>/<id><ext>` and make the rename durable.
-    /// Returns the path relative to the store.
+    /// `<kind>/<month>/`, created (durably) on first use.
+    fn month_dir(&self, kind: &str, month: &str) -> Result<OwnedFd> {
+        let kind_fd = self.subdir_fd(kind.as_bytes())?;
+        let cmonth = sys::cstr(month.as_bytes())?;
+        if sys::mkdirat_exist_ok(kind_fd.as_raw_fd(), &cmonth, 0o700)? {
+            sys::fsync(&kind_fd).context("cannot sync the store directory")?;
+        }
+        Ok(sys::open_dir_nofollow(kind_fd.as_raw_fd(), &cmonth)?)
+    }
+
+    /// Create a new archive file directly under its final name, `archives/<month>/<name>`
+    /// (O_EXCL, 0600). Writing it in place rather than renaming it there lets the file's
+    /// fsync commit its directory entry too (on ext4 the directory fsync that follows then
+    /// has nothing left to do): one journal commit per deletion instead of two. Readers
+    /// list deletions by manifest, so an archive being written is invisible to them.
+    pub fn create_archive(&self, month: &str, name: &str) -> Result<PendingArchive> {
+        let dir = self.month_dir("archives", month)?;
+        let cname = sys::cstr(name.as_bytes())?;
+        let fd = sys::openat(
+            dir.as_raw_fd(),
+            &cname,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+        )
+        .with_context(|| {
+            format!(
+                "cannot create an archive in '{}'",
+                self.root.join("archives").join(month).display()
+            )
+        })?;
+        Ok(PendingArchive {
+            file: Some(File::from(fd)),
+            dir,
+            name: cname,
+            rel: format!("archives/{month}/{name}"),
+        })
+    }
+
+    /// Remove an archive that did not make it (failed write, verification or manifest).
+    pub fn discard_archive(&self, p: &PendingArchive) {
+        let _ = crate::unlink::remove_store_file(p.dir.as_raw_fd(), &p.name);
+    }
+
+    /// Move a finished temp file to `<kind>/<month>/<name>` atomically, without fsync:
+    /// manifests are rebuilt from the copy inside their (durable) archive if a crash loses
+    /// them (`unrm --check --repair`). Returns the path relative to the store.
     pub fn publish(
         &self,
         tmp_name: &CString,
@@ -287,12 +355,7 @@ impl Store {
         month: &str,
         file_name: &str,
     ) -> Result<String> {
-        let kind_fd = self.subdir_fd(kind.as_bytes())?;
-        let cmonth = sys::cstr(month.as_bytes())?;
-        if sys::mkdirat_exist_ok(kind_fd.as_raw_fd(), &cmonth, 0o700)? {
-            sys::fsync(&kind_fd).context("cannot sync the store directory")?;
-        }
-        let month_fd = sys::open_dir_nofollow(kind_fd.as_raw_fd(), &cmonth)?;
+        let month_fd = self.month_dir(kind, month)?;
         let tmp = self.subdir_fd(b"tmp")?;
         crate::fault::check("rename")?;
         sys::rename_noreplace(
@@ -307,15 +370,6 @@ impl Store {
                 self.root.join(kind).join(month).display()
             )
         })?;
-        let synced = crate::fault::check("dirsync").and_then(|_| sys::fsync(&month_fd));
-        if let Err(e) = synced {
-            // Not durable, so not published: take it back (never retry a failed fsync).
-            let _ = crate::unlink::remove_store_file(
-                month_fd.as_raw_fd(),
-                &sys::cstr(file_name.as_bytes())?,
-            );
-            return Err(anyhow::Error::new(e).context("cannot sync the store directory"));
-        }
         Ok(format!("{kind}/{month}/{file_name}"))
     }
 

@@ -27,7 +27,7 @@ pub fn verify_archive(
         zstd::stream::read::Decoder::new(hashed).context("cannot start decoding the archive")?;
     let mut archive = tar::Archive::new(decoder);
     let mut count = 0usize;
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 128 * 1024];
     {
         let entries = archive.entries().context("cannot read the archive")?;
         for (i, entry) in entries.enumerate() {
@@ -146,7 +146,7 @@ mod tests {
     /// One archive holding one file, and the entry the manifest would record for it.
     fn one_file_archive(content: &[u8]) -> (Vec<u8>, Vec<Entry>) {
         let file = tempfile::tempfile().expect("temp file");
-        let mut w = ArchiveWriter::new(file, 1, 0).expect("writer");
+        let mut w = ArchiveWriter::new(file, 1, 0, content.len() as u64).expect("writer");
         let meta = EntryMeta {
             tar_path: b"home/u/notes.txt",
             kind: tar::EntryType::Regular,

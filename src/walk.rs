@@ -119,7 +119,6 @@ pub struct Walker<'a> {
     /// Whether files are to be read (false with --no-archive).
     pub archiving: bool,
     pub cwd: Vec<u8>,
-    pub yes_chars: Vec<u8>,
     pub plan: Plan,
     /// What earlier operands remove, so later operands see it gone, as rm (which removes
     /// operand by operand) would: directories by `(dev, ino)`, other objects by their parent
@@ -570,7 +569,7 @@ impl Walker<'_> {
             write_protected > 0,
             rules::file_type(st.mode, st.size),
         );
-        if yes_no(&text, &self.yes_chars) {
+        if yes_no(&text) {
             Asked::Yes
         } else {
             Asked::No
@@ -592,18 +591,23 @@ impl Walker<'_> {
 
 /// Print a question on stderr and read the answer line from stdin (a tty or not, as rm).
 /// End of input, or an unreadable stdin, is "no".
-pub fn yes_no(question: &str, yes_chars: &[u8]) -> bool {
+pub fn yes_no(question: &str) -> bool {
     crate::output::stderr_write(question.as_bytes());
     let mut line = Vec::new();
     match io::stdin().lock().read_until(b'\n', &mut line) {
         Ok(0) | Err(_) => false,
-        Ok(_) => rules::is_yes(&line, yes_chars),
+        Ok(_) => rules::is_yes(&line, yes_chars()),
     }
 }
 
 /// The characters that start an affirmative answer in the current locale (from `YESEXPR`,
 /// which is `^[yY]` in the C locale and `^[+1yY]` in many others).
-pub fn yes_chars() -> Vec<u8> {
+pub fn yes_chars() -> &'static [u8] {
+    static YES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    YES.get_or_init(read_yes_chars)
+}
+
+fn read_yes_chars() -> Vec<u8> {
     // SAFETY: setlocale reads the environment; nl_langinfo returns a static string.
     let expr = unsafe {
         libc::setlocale(libc::LC_MESSAGES, c"".as_ptr());
