@@ -294,8 +294,9 @@ pub fn manifest_copy(file: &File) -> Result<Vec<u8>> {
                 let mut body = vec![0u8; size as usize];
                 file.read_exact_at(&mut body, pos + 8)
                     .context("the manifest copy is truncated")?;
-                if let Some(json) = body.strip_prefix(MANIFEST_FRAME_TAG) {
-                    return Ok(json.to_vec());
+                if let Some(copy) = body.strip_prefix(MANIFEST_FRAME_TAG) {
+                    return crate::archive::decode_manifest_copy(copy)
+                        .context("the manifest copy is damaged");
                 }
             }
             pos += 8 + size;

@@ -165,23 +165,6 @@ impl Manifest {
         serde_json::to_writer(w, self).map_err(std::io::Error::other)
     }
 
-    /// The length of the JSON, without building it.
-    pub fn json_len(&self) -> u64 {
-        struct Count(u64);
-        impl std::io::Write for Count {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0 += buf.len() as u64;
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut c = Count(0);
-        let _ = serde_json::to_writer(&mut c, self);
-        c.0
-    }
-
     pub fn from_json(bytes: &[u8]) -> anyhow::Result<Manifest> {
         let m: Manifest = serde_json::from_slice(bytes)?;
         if m.format > MANIFEST_VERSION {

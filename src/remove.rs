@@ -708,9 +708,8 @@ fn fill_archive(
     // The copy inside the archive has the frame table too, so a manifest rebuilt from it
     // can still seek.
     manifest.frames = end.frames().to_vec();
-    let copy_len = manifest.json_len();
     let sealed = end
-        .seal(copy_len, |w| manifest.write_json(w))
+        .seal(|w| manifest.write_json(w))
         .context("cannot finish the archive")?;
 
     Ok(Filled::Sealed(Box::new((sealed, manifest))))

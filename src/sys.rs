@@ -290,6 +290,15 @@ pub fn fsync(fd: &impl AsRawFd) -> io::Result<()> {
     check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(|_| ())
 }
 
+/// Ask the kernel to start writing a file's dirty pages back (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`: it does not wait and guarantees nothing; the fsync does).
+pub fn start_writeback(fd: &impl AsRawFd) {
+    // SAFETY: plain syscall on a valid descriptor; errors are irrelevant (a hint).
+    unsafe {
+        libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// `renameat`, no replace (the store's names are unique; an existing one is a bug).
 pub fn rename_noreplace(olddir: RawFd, old: &CStr, newdir: RawFd, new: &CStr) -> io::Result<()> {
     // SAFETY: both names are NUL-terminated.

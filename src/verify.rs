@@ -164,7 +164,7 @@ mod tests {
         };
         let mut data: &[u8] = content;
         assert!(w.append(&meta, Some(&mut data)).is_ok());
-        let sealed = w.finish(2, |out| out.write_all(b"{}")).expect("finish");
+        let sealed = w.finish(|out| out.write_all(b"{}")).expect("finish");
         let mut f = sealed.file;
         use std::io::Seek;
         f.rewind().expect("rewind");
@@ -195,6 +195,15 @@ mod tests {
         (bytes, vec![entry])
     }
 
+    /// Where the zstd data ends and the skippable frame with the manifest copy begins.
+    fn data_end(bytes: &[u8]) -> usize {
+        let magic = crate::archive::MANIFEST_FRAME_MAGIC.to_le_bytes();
+        bytes
+            .windows(4)
+            .rposition(|w| w == magic)
+            .expect("manifest frame")
+    }
+
     #[test]
     fn a_sound_archive_verifies() {
         let (bytes, entries) = one_file_archive(&[7u8; 10_000]);
@@ -207,7 +216,7 @@ mod tests {
         let content: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         let (bytes, entries) = one_file_archive(&content);
         // The zstd frame runs up to the skippable frame holding the manifest copy.
-        let data_end = bytes.len() - (8 + crate::archive::MANIFEST_FRAME_TAG.len() + 2);
+        let data_end = data_end(&bytes);
         for at in (6..data_end).step_by(7) {
             let mut bad = bytes.clone();
             bad[at] ^= 0x01;
@@ -222,7 +231,7 @@ mod tests {
     fn truncation_and_a_damaged_manifest_copy_are_caught() {
         let (bytes, entries) = one_file_archive(b"hello");
         let hash = blake3::hash(&bytes).to_hex().to_string();
-        let data_end = bytes.len() - (8 + crate::archive::MANIFEST_FRAME_TAG.len() + 2);
+        let data_end = data_end(&bytes);
         assert!(verify_archive(&bytes[..data_end - 3], &entries, None).is_err());
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
