@@ -26,6 +26,8 @@ use crate::walk::{self, Fate, Plan, Walker};
 
 /// zstd level: 1 is ~370 MB/s per core here and only ~12% larger than 3.
 const ZSTD_LEVEL: i32 = 1;
+/// Files up to this size are read whole, in one call, into a reused buffer.
+const WHOLE_READ_BYTES: u64 = 4 << 20;
 /// Compress on worker threads above this much data.
 const MULTITHREAD_BYTES: u64 = 8 << 20;
 
@@ -483,6 +485,7 @@ fn fill_archive(
         archived[i] = true;
     }
     let mut names = Names::default();
+    let mut content: Vec<u8> = Vec::new();
     let operand_pos: HashMap<usize, usize> = plan
         .roots
         .iter()
@@ -606,11 +609,28 @@ fn fill_archive(
                 entry.xattrs = xattr_names(&xattrs);
                 let meta = meta_for(&entry, &abs, tar::EntryType::Regular, None, None, &xattrs);
                 let file = File::from(fd);
-                let mut reader = Hashing {
-                    inner: FaultyRead { file: &file },
-                    hasher: blake3::Hasher::new(),
+                let mut hasher = blake3::Hasher::new();
+                let appended = if st.size <= WHOLE_READ_BYTES {
+                    // Small files in one read, hashed in one call.
+                    content.clear();
+                    let mut limited = std::io::Read::take(FaultyRead { file: &file }, st.size);
+                    if let Err(e) = std::io::Read::read_to_end(&mut limited, &mut content) {
+                        return Ok(source_failed(idx, &e));
+                    }
+                    hasher.update(&content);
+                    writer.append(&meta, Some(&mut &content[..]))
+                } else {
+                    let buffered =
+                        std::io::BufReader::with_capacity(1 << 20, FaultyRead { file: &file });
+                    let mut reader = Hashing {
+                        inner: buffered,
+                        hasher,
+                    };
+                    let r = writer.append(&meta, Some(&mut reader));
+                    hasher = reader.hasher;
+                    r
                 };
-                match writer.append(&meta, Some(&mut reader)) {
+                match appended {
                     Ok(()) => {}
                     Err(AppendError::Source(e)) => return Ok(source_failed(idx, &e)),
                     Err(AppendError::Changed) => return Ok(changed(idx)),
@@ -624,7 +644,7 @@ fn fill_archive(
                     Ok(_) => return Ok(changed(idx)),
                     Err(e) => return Ok(source_failed(idx, &e)),
                 }
-                entry.blake3 = Some(reader.hasher.finalize().to_hex().to_string());
+                entry.blake3 = Some(hasher.finalize().to_hex().to_string());
                 totals.files += 1;
                 totals.bytes += st.size;
             }
