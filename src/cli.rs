@@ -71,6 +71,12 @@ pub enum Parsed {
     Run(Options),
     Help,
     Version,
+    /// `--shell-init SHELL`: print the snippet that aliases `rm`.
+    ShellInit(String),
+    /// `--completions SHELL`.
+    Completions(String),
+    /// `--man`: print saferm(1).
+    Man,
     /// Exit with this code; stderr has been written (a usage error), or nothing is to be done.
     Exit(i32),
 }
@@ -79,6 +85,7 @@ pub enum Parsed {
 enum HasArg {
     No,
     Optional,
+    Required,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +102,9 @@ enum Opt {
     Help,
     Version,
     NoArchive,
+    ShellInit,
+    Completions,
+    Man,
 }
 
 struct LongOpt {
@@ -164,11 +174,28 @@ const GNU_LONG: &[LongOpt] = &[
 
 /// saferm's own long options. They are matched only when no GNU option matches, so every
 /// abbreviation GNU rm accepts keeps its meaning (`--no` is still `--no-preserve-root`).
-const OWN_LONG: &[LongOpt] = &[LongOpt {
-    name: "no-archive",
-    has_arg: HasArg::No,
-    opt: Opt::NoArchive,
-}];
+const OWN_LONG: &[LongOpt] = &[
+    LongOpt {
+        name: "no-archive",
+        has_arg: HasArg::No,
+        opt: Opt::NoArchive,
+    },
+    LongOpt {
+        name: "shell-init",
+        has_arg: HasArg::Required,
+        opt: Opt::ShellInit,
+    },
+    LongOpt {
+        name: "completions",
+        has_arg: HasArg::Required,
+        opt: Opt::Completions,
+    },
+    LongOpt {
+        name: "man",
+        has_arg: HasArg::No,
+        opt: Opt::Man,
+    },
+];
 
 /// `interactive_args` / `interactive_types` of rm.c.
 const INTERACTIVE_WHEN: &[(&str, InteractiveWhen)] = &[
@@ -229,7 +256,8 @@ fn parse_inner(prog: &str, args: &[OsString]) -> Result<Parsed, UsageError> {
     let mut o = Options::default();
     let posixly_correct = std::env::var_os("POSIXLY_CORRECT").is_some();
     let mut operands_only = false;
-    for arg in args {
+    let mut rest_args = args.iter();
+    while let Some(arg) = rest_args.next() {
         let bytes = arg.as_bytes();
         if operands_only || bytes.len() < 2 || bytes[0] != b'-' {
             o.operands.push(arg.clone());
@@ -243,7 +271,17 @@ fn parse_inner(prog: &str, args: &[OsString]) -> Result<Parsed, UsageError> {
             continue;
         }
         if let Some(rest) = bytes.strip_prefix(b"--") {
-            let (opt, value) = match_long(rest)?;
+            let (opt, mut value) = match_long(rest)?;
+            if value.is_none() && own_required(opt) {
+                // getopt takes a required argument from the next word.
+                match rest_args.next() {
+                    Some(next) => value = Some(next.as_bytes().to_vec()),
+                    None => {
+                        let name = long_name(opt);
+                        return Err(usage(format!("option '--{name}' requires an argument")));
+                    }
+                }
+            }
             if let Some(done) = apply(&mut o, opt, value, arg, prog)? {
                 return Ok(done);
             }
@@ -390,8 +428,47 @@ fn apply(
         Opt::Help => return Ok(Some(Parsed::Help)),
         Opt::Version => return Ok(Some(Parsed::Version)),
         Opt::NoArchive => o.no_archive = true,
+        Opt::ShellInit | Opt::Completions => {
+            let v = String::from_utf8_lossy(&value.unwrap_or_default()).into_owned();
+            let (valid, what): (&[&str], _) = if opt == Opt::ShellInit {
+                (crate::docs::INIT_SHELLS, "--shell-init")
+            } else {
+                (crate::docs::COMPLETION_SHELLS, "--completions")
+            };
+            if !valid.contains(&v.as_str()) {
+                let list: Vec<String> = valid.iter().map(|s| locale_quote(s)).collect();
+                return Err(usage(format!(
+                    "invalid argument {} for {}\nValid arguments are: {}",
+                    locale_quote(&v),
+                    locale_quote(what),
+                    list.join(", ")
+                )));
+            }
+            return Ok(Some(if opt == Opt::ShellInit {
+                Parsed::ShellInit(v)
+            } else {
+                Parsed::Completions(v)
+            }));
+        }
+        Opt::Man => return Ok(Some(Parsed::Man)),
     }
     Ok(None)
+}
+
+/// Whether an option is one of saferm's own that takes a required argument.
+fn own_required(opt: Opt) -> bool {
+    OWN_LONG
+        .iter()
+        .any(|o| o.opt == opt && o.has_arg == HasArg::Required)
+}
+
+fn long_name(opt: Opt) -> &'static str {
+    GNU_LONG
+        .iter()
+        .chain(OWN_LONG)
+        .find(|o| o.opt == opt)
+        .map(|o| o.name)
+        .unwrap_or("?")
 }
 
 /// gnulib's XARGMATCH for `--interactive=WHEN`: exact, else a prefix that names one value.
@@ -498,6 +575,26 @@ pub fn command() -> Command {
         .arg(Arg::new("no-archive").long("no-archive").action(ArgAction::SetTrue).help(
             "delete for real: keep no archive of what is removed (saferm only)",
         ))
+        .arg(
+            Arg::new("shell-init")
+                .long("shell-init")
+                .value_name("SHELL")
+                .value_parser(["bash", "zsh", "fish", "sh"])
+                .help("print the snippet that makes `rm` run saferm in interactive SHELL (saferm only)"),
+        )
+        .arg(
+            Arg::new("completions")
+                .long("completions")
+                .value_name("SHELL")
+                .value_parser(["bash", "zsh", "fish"])
+                .help("print saferm's completions for SHELL (saferm only)"),
+        )
+        .arg(
+            Arg::new("man")
+                .long("man")
+                .action(ArgAction::SetTrue)
+                .help("print the saferm(1) man page (saferm only)"),
+        )
         .arg(Arg::new("help").long("help").action(ArgAction::Help).help("display this help and exit"))
         .arg(Arg::new("version").long("version").action(ArgAction::Version).help("output version information and exit"))
         .arg(Arg::new("FILE").num_args(0..).value_parser(clap::value_parser!(OsString)))

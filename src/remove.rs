@@ -50,6 +50,25 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
             );
             return 0;
         }
+        Parsed::ShellInit(shell) => {
+            stdout_write(
+                crate::docs::shell_init(&shell)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            return 0;
+        }
+        Parsed::Completions(shell) => {
+            let text = crate::docs::completions(crate::docs::Program::Saferm, &shell);
+            stdout_write(text.unwrap_or_default().as_bytes());
+            return 0;
+        }
+        Parsed::Man => {
+            let mut page = Vec::new();
+            let _ = crate::docs::man_page(crate::docs::Program::Saferm, &mut page);
+            stdout_write(&page);
+            return 0;
+        }
         Parsed::Exit(code) => return code,
     };
     raise_fd_limit();

@@ -36,6 +36,20 @@ pub fn run(args: &[OsString]) -> i32 {
             return code;
         }
     };
+    match &opts.action {
+        Action::Completions(shell) => {
+            let text = crate::docs::completions(crate::docs::Program::Unrm, shell);
+            stdout_write(text.unwrap_or_default().as_bytes());
+            return 0;
+        }
+        Action::Man => {
+            let mut page = Vec::new();
+            let _ = crate::docs::man_page(crate::docs::Program::Unrm, &mut page);
+            stdout_write(&page);
+            return 0;
+        }
+        _ => {}
+    }
     match execute(&opts) {
         Ok(code) => code,
         Err(e) => {
@@ -75,7 +89,44 @@ fn execute(opts: &Options) -> Result<i32> {
         Action::List(patterns) => Ok(list(opts, &catalog.headers, &cwd, patterns)),
         Action::Show(id) => Ok(show(opts, &catalog, id)),
         Action::Check { ids, repair } => crate::check::run(&store, &catalog, ids, *repair),
+        Action::CompleteNames => {
+            stdout_write(&complete_names(&catalog.headers, &cwd));
+            Ok(0)
+        }
+        Action::Completions(_) | Action::Man => Ok(0), // answered before the store is opened
     }
+}
+
+/// Names a shell can complete `unrm` with: each deleted operand's path relative to the
+/// current directory (when it was below it) and its last component, newest deletions first.
+fn complete_names(headers: &[Header], cwd: &[u8]) -> Vec<u8> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut prefix = cwd.to_vec();
+    if !prefix.ends_with(b"/") {
+        prefix.push(b'/');
+    }
+    for h in headers.iter().take(2000) {
+        for op in &h.operands {
+            let Some(abs) = op.absolute.bytes() else {
+                continue;
+            };
+            let mut candidates: Vec<Vec<u8>> = Vec::new();
+            if let Some(rel) = abs.strip_prefix(prefix.as_slice()) {
+                candidates.push(rel.to_vec());
+            }
+            if let Some(base) = abs.rsplit(|&b| b == b'/').find(|c| !c.is_empty()) {
+                candidates.push(base.to_vec());
+            }
+            for c in candidates {
+                if !c.is_empty() && !c.contains(&b'\n') && seen.insert(c.clone()) {
+                    out.extend_from_slice(&c);
+                    out.push(b'\n');
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The absolute path a NAME stands for: lexically normalised against the cwd (the deleted

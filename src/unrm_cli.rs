@@ -22,6 +22,12 @@ pub enum Action {
     Show(String),
     /// Verify archives against manifests (all, or these ids).
     Check { ids: Vec<String>, repair: bool },
+    /// Print completions for a shell.
+    Completions(String),
+    /// Print the unrm(1) man page.
+    Man,
+    /// Print deleted names, one a line, for shell completion.
+    CompleteNames,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,9 +157,37 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Print each restored object"),
         )
+        .arg(
+            Arg::new("completions")
+                .long("completions")
+                .value_name("SHELL")
+                .value_parser(["bash", "zsh", "fish"])
+                .help("Print unrm's completions for SHELL"),
+        )
+        .arg(
+            Arg::new("man")
+                .long("man")
+                .action(ArgAction::SetTrue)
+                .help("Print the unrm(1) man page"),
+        )
+        .arg(
+            Arg::new("complete-names")
+                .long("complete-names")
+                .action(ArgAction::SetTrue)
+                .hide(true)
+                .help("Print deleted names for shell completion"),
+        )
         .group(
             ArgGroup::new("action")
-                .args(["last", "list", "show", "check"])
+                .args([
+                    "last",
+                    "list",
+                    "show",
+                    "check",
+                    "completions",
+                    "man",
+                    "complete-names",
+                ])
                 .multiple(false),
         )
 }
@@ -180,7 +214,13 @@ pub fn parse(args: &[OsString]) -> Parsed {
         text: format!("unrm: {msg}\nTry 'unrm --help' for more information.\n"),
         code: 2,
     };
-    let action = if let Some(&n) = matches.get_one::<usize>("last") {
+    let action = if let Some(shell) = matches.get_one::<String>("completions") {
+        Action::Completions(shell.clone())
+    } else if matches.get_flag("man") {
+        Action::Man
+    } else if matches.get_flag("complete-names") {
+        Action::CompleteNames
+    } else if let Some(&n) = matches.get_one::<usize>("last") {
         if !names.is_empty() {
             return usage("--last takes no NAME");
         }

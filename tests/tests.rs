@@ -2,4 +2,5 @@
 mod common;
 mod differential;
 mod saferm;
+mod shell;
 mod unrm;

@@ -1,0 +1,180 @@
+//! What saferm and unrm print about themselves: the shell snippets that alias `rm`, shell
+//! completions and man pages. Completions and man pages are generated from the clap
+//! definitions (`cli::command`, `unrm_cli::command`), so they cannot drift from the code;
+//! the snippets are the files in `shell/`, compiled in, so `saferm --shell-init SHELL` and
+//! the repository say the same thing.
+
+use std::io::{self, Write};
+
+/// The shells `--shell-init` knows.
+pub const INIT_SHELLS: &[&str] = &["bash", "zsh", "fish", "sh"];
+/// The shells `--completions` knows.
+pub const COMPLETION_SHELLS: &[&str] = &["bash", "zsh", "fish"];
+
+/// The snippet that makes `rm` run saferm in an interactive SHELL.
+pub fn shell_init(shell: &str) -> Option<&'static str> {
+    match shell {
+        "bash" => Some(include_str!("../shell/saferm.bash")),
+        "zsh" => Some(include_str!("../shell/saferm.zsh")),
+        "fish" => Some(include_str!("../shell/saferm.fish")),
+        "sh" | "dash" | "ksh" => Some(include_str!("../shell/saferm.sh")),
+        _ => None,
+    }
+}
+
+/// Which program's completions or man page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    Saferm,
+    Unrm,
+}
+
+impl Program {
+    fn command(self) -> clap::Command {
+        match self {
+            Program::Saferm => crate::cli::command(),
+            Program::Unrm => crate::unrm_cli::command(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Program::Saferm => "saferm",
+            Program::Unrm => "unrm",
+        }
+    }
+}
+
+/// Completions for `program` in `shell`. unrm's also offer the names in the store
+/// (`unrm --complete-names`), not only files on disk.
+pub fn completions(program: Program, shell: &str) -> Option<String> {
+    let generator = match shell {
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        "fish" => clap_complete::Shell::Fish,
+        _ => return None,
+    };
+    let mut cmd = program.command();
+    let mut out = Vec::new();
+    clap_complete::generate(generator, &mut cmd, program.name(), &mut out);
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    if program == Program::Unrm {
+        text = add_deleted_names(shell, text)?;
+    }
+    Some(text)
+}
+
+/// Make unrm's NAME arguments complete from the store too.
+fn add_deleted_names(shell: &str, generated: String) -> Option<String> {
+    match shell {
+        "bash" => Some(format!(
+            "{generated}\n\
+             # Deleted names from the saferm store, besides files on disk.\n\
+             _saferm_unrm_complete() {{\n    \
+                 _unrm \"$@\"\n    \
+                 local cur=\"${{COMP_WORDS[COMP_CWORD]}}\"\n    \
+                 if [[ $cur != -* ]]; then\n        \
+                     local IFS=$'\\n'\n        \
+                     COMPREPLY+=($(compgen -W \"$(unrm --complete-names 2>/dev/null)\" -- \"$cur\"))\n    \
+                 fi\n\
+             }}\n\
+             complete -F _saferm_unrm_complete -o bashdefault -o default unrm\n"
+        )),
+        "zsh" => {
+            // clap completes NAME with files (`_default`); offer deleted names as well.
+            let names_line = generated.lines().find(|l| l.contains("'*::names") && l.contains(":_default"))?;
+            let replaced_line = names_line.replace(":_default'", ":_saferm_unrm_names'");
+            let body = generated.replacen(names_line, &replaced_line, 1);
+            Some(format!(
+                "{body}\n\
+                 # Deleted names from the saferm store, besides files on disk.\n\
+                 (( $+functions[_saferm_unrm_names] )) ||\n\
+                 _saferm_unrm_names() {{\n    \
+                     local -a deleted\n    \
+                     deleted=(${{(f)\"$(unrm --complete-names 2>/dev/null)\"}})\n    \
+                     _alternative 'deleted:deleted name:compadd -a deleted' 'files:file:_files'\n\
+                 }}\n"
+            ))
+        }
+        "fish" => Some(format!(
+            "{generated}\n\
+             # Deleted names from the saferm store, besides files on disk.\n\
+             complete -c unrm -a '(unrm --complete-names 2>/dev/null)' -d 'deleted'\n"
+        )),
+        _ => None,
+    }
+}
+
+/// The man page, generated from the clap definition, with examples and the store layout.
+pub fn man_page(program: Program, w: &mut dyn Write) -> io::Result<()> {
+    let cmd = program.command();
+    let man = clap_mangen::Man::new(cmd)
+        .section("1")
+        .manual("User Commands");
+    man.render_title(w)?;
+    man.render_name_section(w)?;
+    man.render_synopsis_section(w)?;
+    man.render_description_section(w)?;
+    man.render_options_section(w)?;
+    let examples = match program {
+        Program::Saferm => SAFERM_EXAMPLES,
+        Program::Unrm => UNRM_EXAMPLES,
+    };
+    w.write_all(examples.as_bytes())?;
+    w.write_all(FILES_AND_ENVIRONMENT.as_bytes())?;
+    let see_also = match program {
+        Program::Saferm => {
+            ".SH \"SEE ALSO\"\n\\fBunrm\\fR(1), \\fBrm\\fR(1), \\fBtar\\fR(1), \\fBzstd\\fR(1)\n"
+        }
+        Program::Unrm => ".SH \"SEE ALSO\"\n\\fBsaferm\\fR(1), \\fBtar\\fR(1), \\fBzstd\\fR(1)\n",
+    };
+    w.write_all(see_also.as_bytes())?;
+    man.render_version_section(w)
+}
+
+const SAFERM_EXAMPLES: &str = r#".SH EXAMPLES
+.TP
+\fBsaferm \-rf build/\fR
+Archive build/ in the store, verify the archive, then remove it, exactly as \fBrm \-rf\fR would.
+.TP
+\fBeval "$(saferm \-\-shell\-init bash)"\fR
+In ~/.bashrc: make \fBrm\fR run saferm in interactive shells (\fB\e rm\fR or \fBcommand rm\fR bypass it).
+.TP
+\fBln \-s "$(command \-v saferm)" ~/.local/lib/saferm/rm; PATH=~/.local/lib/saferm:$PATH make clean\fR
+Let a script or build tool that runs \fBrm\fR by name go through saferm; it speaks exactly as GNU rm.
+.TP
+\fBsaferm \-\-no\-archive big.iso\fR
+Delete for real, keeping nothing.
+"#;
+
+const UNRM_EXAMPLES: &str = r#".SH EXAMPLES
+.TP
+\fBunrm notes.txt\fR
+Restore the newest deletion of notes.txt (in the current directory, or anywhere if the name is unique).
+.TP
+\fBunrm \-\-last\fR
+Undo the last saferm command.
+.TP
+\fBunrm proj/src/main.rs\fR
+Restore one file from a deleted tree; missing parent directories come back with their modes.
+.TP
+\fBunrm \-\-to /tmp/old build/\fR
+Restore under another directory.
+.TP
+\fBunrm \-\-list\fR, \fBunrm \-\-check\fR
+List the deletions; verify every archive against its manifest.
+"#;
+
+const FILES_AND_ENVIRONMENT: &str = r#".SH FILES
+.TP
+\fI$XDG_DATA_HOME/saferm/\fR (else \fI~/.local/share/saferm/\fR)
+The store, mode 0700: \fBarchives/YYYY\-MM/ID.tar.zst\fR (one per saferm command, entries under their absolute path without the leading /), \fBmanifests/YYYY\-MM/ID.json\fR (what each archive holds, with a blake3 of every file), \fBFORMAT\fR, \fBlock\fR, \fBtmp/\fR.
+Without saferm, restore with GNU tar: \fBtar \-\-zstd \-xpf ARCHIVE \-C /\fR.
+.SH ENVIRONMENT
+.TP
+\fBSAFERM_STORE\fR
+The store's path (absolute); it may not be on tmpfs or under /tmp, /var/tmp, /dev/shm, /run.
+.TP
+\fBSAFERM_ALIAS\fR
+Set by the shell snippets when \fBrm\fR runs saferm.
+"#;
