@@ -47,15 +47,13 @@ const VOLATILE_PREFIXES: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
 
 /// Where the store is, and why (for messages and `--stats`).
 pub fn location() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("SAFERM_STORE").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(p);
-        if !path.is_absolute() {
-            bail!(
-                "SAFERM_STORE must be an absolute path, not '{}'",
-                path.display()
-            );
-        }
-        return Ok(path);
+    location_with(&crate::config::Config::load()?)
+}
+
+/// Where the store is under this configuration (`store` / `SAFERM_STORE` first).
+pub fn location_with(config: &crate::config::Config) -> Result<PathBuf> {
+    if let Some(p) = &config.store.value {
+        return Ok(p.clone());
     }
     // The XDG spec says relative values are invalid and to be ignored.
     if let Some(p) = std::env::var_os("XDG_DATA_HOME")
