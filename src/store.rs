@@ -398,6 +398,11 @@ impl Store {
     pub fn free_bytes(&self) -> Result<u64> {
         Ok(sys::statfs(self.fd())?.1)
     }
+
+    /// The total size of the store's filesystem (for limits given in %).
+    pub fn fs_bytes(&self) -> Result<u64> {
+        Ok(sys::fs_size(self.fd())?)
+    }
 }
 
 /// A unique, sortable id: UTC time to the nanosecond, pid, randomness, and a readable label

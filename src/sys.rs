@@ -342,6 +342,17 @@ pub fn statfs(fd: RawFd) -> io::Result<(i64, u64)> {
     ))
 }
 
+/// The total size in bytes of the filesystem holding `fd`.
+pub fn fs_size(fd: RawFd) -> io::Result<u64> {
+    let mut sf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: sf is written by the kernel on success.
+    check(unsafe { libc::fstatfs(fd, sf.as_mut_ptr()) })?;
+    // SAFETY: fstatfs returned 0.
+    let sf = unsafe { sf.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    Ok((sf.f_blocks as u64).saturating_mul(sf.f_frsize as u64))
+}
+
 /// `flock` on an open file.
 pub fn flock(fd: &impl AsRawFd, exclusive: bool, nonblocking: bool) -> io::Result<()> {
     let mut op = if exclusive {
