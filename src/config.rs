@@ -7,7 +7,7 @@
 //! zstd_level = 1           # SAFERM_ZSTD_LEVEL     1 (fast) .. 19 (small)
 //! max_age = "30d"          # SAFERM_MAX_AGE        purge deletions older than this ("never")
 //! max_size = "10%"         # SAFERM_MAX_SIZE       the store at most this (bytes or % of its fs)
-//! min_free = "5%"          # SAFERM_MIN_FREE       leave this much free on the store's fs
+//! min_free = "2%"          # SAFERM_MIN_FREE       leave this much free on the store's fs
 //! keep_last = 10           # SAFERM_KEEP_LAST      never purge the newest N deletions
 //! confirm_above = "10GiB"  # SAFERM_CONFIRM_ABOVE  ask on a terminal before archiving more
 //! refuse_above = "never"   # SAFERM_REFUSE_ABOVE   without a terminal, refuse above this
@@ -93,7 +93,7 @@ const KEYS: &[&str] = &[
 
 impl Config {
     /// The defaults: keep deletions 30 days, the store at most 10% of its filesystem, leave
-    /// 5% free, always keep the last 10, ask before archiving more than 10 GiB.
+    /// 2% free, always keep the last 10, ask before archiving more than 10 GiB.
     pub fn defaults() -> Config {
         let d = |v| Setting {
             value: v,
@@ -114,7 +114,7 @@ impl Config {
                 source: Source::Default,
             },
             max_size: d(Size::PerMille(100)),
-            min_free: d(Size::PerMille(50)),
+            min_free: d(Size::PerMille(20)),
             keep_last: Setting {
                 value: 10,
                 source: Source::Default,
@@ -155,7 +155,10 @@ impl Config {
                 None => None,
                 Some(toml::Value::String(s)) => Some(s.clone()),
                 Some(toml::Value::Integer(i)) => Some(i.to_string()),
-                Some(other) => bail!("'{key}' must be a string or a number, not a {}", other.type_str()),
+                Some(other) => bail!(
+                    "'{key}' must be a string or a number, not a {}",
+                    other.type_str()
+                ),
             })
         };
         for key in KEYS {

@@ -24,8 +24,6 @@ use crate::store::{self, Store};
 use crate::sys::{self, Stat};
 use crate::walk::{self, Fate, Plan, Walker};
 
-/// zstd level: 1 is ~370 MB/s per core here and only ~12% larger than 3.
-const ZSTD_LEVEL: i32 = 1;
 /// Files up to this size are read whole, in one call, into a reused buffer.
 const WHOLE_READ_BYTES: u64 = 4 << 20;
 /// Compress on worker threads above this much data.
@@ -97,11 +95,15 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
     };
     // Open the store before walking, so that `saferm -rf ~` meets it (and skips it) even on
     // the first run, when this is what creates it.
-    let store = if opts.no_archive {
+    let config = if opts.no_archive {
         None
     } else {
-        Some(Store::open())
+        Some(crate::config::Config::load())
     };
+    let store = config.as_ref().map(|c| match c {
+        Ok(c) => store::location_with(c).and_then(|root| Store::open_at(&root)),
+        Err(e) => Err(anyhow!("{e:#}")),
+    });
     let (store_dev_ino, store_path) = match &store {
         Some(Ok(s)) => (Some(s.dev_ino), Some(s.canonical.clone())),
         _ => (None, None),
@@ -134,16 +136,24 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
     if let Some(store) = store {
         let anything = plan.to_archive().next().is_some();
         if anything {
+            let config = config
+                .and_then(|c| c.ok())
+                .unwrap_or_else(crate::config::Config::defaults);
             let result = store.map_err(|e| anyhow!("{e:#}")).and_then(|store| {
                 let ctx = ArchiveContext {
                     prog,
                     cwd: &cwd,
                     opts_operands: &opts.operands,
+                    config: &config,
+                    interactive: opts.presume_input_tty || sys::stdin_is_tty(),
                 };
                 archive_plan(&ctx, &store, &mut plan)
             });
             match result {
-                Ok(()) => {}
+                Ok(Archived::Yes) => {}
+                // The user said no to archiving a large deletion: nothing is removed, and, as
+                // with rm -I, that is not an error.
+                Ok(Archived::Declined) => return 0,
                 Err(e) => {
                     if let Some(sig) = crate::signal::caught() {
                         crate::signal::reraise(sig);
@@ -243,12 +253,24 @@ struct ArchiveContext<'a> {
     prog: &'a str,
     cwd: &'a [u8],
     opts_operands: &'a [OsString],
+    config: &'a crate::config::Config,
+    /// Whether a person can be asked (stdin is a terminal, or ---presume-input-tty).
+    interactive: bool,
+}
+
+enum Archived {
+    Yes,
+    Declined,
 }
 
 /// Archive everything the plan removes, seal it, verify it and write its manifest. A source
 /// that fails (unreadable, changed) keeps that object and its ancestors, and the archive is
 /// written again without it; a store failure fails the whole run.
-fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Result<()> {
+fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Result<Archived> {
+    let first: Vec<usize> = plan.to_archive().collect();
+    if !large_deletion_allowed(ctx, store, plan, &first)? {
+        return Ok(Archived::Declined);
+    }
     crate::signal::catch();
     let _lock = store.lock_shared()?;
     let mut space_checked = false;
@@ -256,14 +278,14 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
     loop {
         let order: Vec<usize> = plan.to_archive().collect();
         if order.is_empty() {
-            return Ok(());
+            return Ok(Archived::Yes);
         }
         if !space_checked {
-            check_space(store, plan, &order)?;
+            check_space(ctx, store, plan, &order)?;
             space_checked = true;
         }
         match write_archive(ctx, store, plan)? {
-            Attempt::Done => return Ok(()),
+            Attempt::Done => return Ok(Archived::Yes),
             Attempt::Retry { node, reason } => {
                 let msg = format!(
                     "{}: cannot remove {}: {reason}\n",
@@ -278,9 +300,71 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
     }
 }
 
-/// Refuse before writing when the archive could not fit: its size is at most the content
-/// plus headers (zstd never grows data by more than a few bytes per block).
-fn check_space(store: &Store, plan: &Plan, order: &[usize]) -> Result<()> {
+/// Bytes of file content among these nodes.
+fn content_bytes(plan: &Plan, order: &[usize]) -> u64 {
+    order
+        .iter()
+        .filter(|&&i| plan.nodes[i].st.is_file())
+        .map(|&i| plan.nodes[i].st.size)
+        .sum()
+}
+
+/// Above `confirm_above`, ask a person once before archiving; above `refuse_above`, refuse
+/// when nobody can be asked. Scripts never get a surprise prompt.
+fn large_deletion_allowed(
+    ctx: &ArchiveContext<'_>,
+    store: &Store,
+    plan: &Plan,
+    order: &[usize],
+) -> Result<bool> {
+    let total = content_bytes(plan, order);
+    let limits = (
+        ctx.config.confirm_above.value,
+        ctx.config.refuse_above.value,
+    );
+    if matches!(
+        limits,
+        (
+            crate::config::Size::Unlimited,
+            crate::config::Size::Unlimited
+        )
+    ) {
+        return Ok(true);
+    }
+    let fs = store.fs_bytes().unwrap_or(u64::MAX);
+    if ctx.interactive {
+        if let Some(limit) = ctx.config.confirm_above.value.bytes_of(fs) {
+            if total > limit {
+                let question = format!(
+                    "{}: archive {} before removing? [y/N] ",
+                    ctx.prog,
+                    human(total)
+                );
+                return Ok(walk::yes_no(&question));
+            }
+        }
+    } else if let Some(limit) = ctx.config.refuse_above.value.bytes_of(fs) {
+        if total > limit {
+            return Err(anyhow!(
+                "{} is more than refuse_above ({}, from {}) allows without a terminal; delete for good with --no-archive, or raise refuse_above",
+                human(total),
+                human(limit),
+                ctx.config.refuse_above.source
+            ));
+        }
+    }
+    Ok(true)
+}
+
+/// Refuse before writing when the archive could not fit, leaving `min_free` free: its size
+/// is at most the content plus headers (zstd never grows data by more than a few bytes per
+/// block).
+fn check_space(
+    ctx: &ArchiveContext<'_>,
+    store: &Store,
+    plan: &Plan,
+    order: &[usize],
+) -> Result<()> {
     let mut need: u64 = 1 << 20;
     for &i in order {
         let n = &plan.nodes[i];
@@ -299,12 +383,22 @@ fn check_space(store: &Store, plan: &Plan, order: &[usize]) -> Result<()> {
     } else {
         store.free_bytes()?
     };
-    if free < need {
+    let floor = match ctx
+        .config
+        .min_free
+        .value
+        .bytes_of(store.fs_bytes().unwrap_or(0))
+    {
+        Some(f) => f,
+        None => 0,
+    };
+    if free < need.saturating_add(floor) {
         return Err(anyhow!(
-            "not enough space in the store {} (needs up to {}, {} free); make room with 'unrm --purge', or delete for good with --no-archive",
+            "not enough space in the store {} (needs up to {}, {} free, {} to be left free); make room with 'unrm --purge', or delete for good with --no-archive",
             store.root().display(),
             human(need),
-            human(free)
+            human(free),
+            human(floor)
         ));
     }
     Ok(())
@@ -485,8 +579,10 @@ fn fill_archive(
         };
         acc.saturating_add(content + 1536)
     });
-    let mut writer = ArchiveWriter::new(file, ZSTD_LEVEL, threads, expected)
-        .context("cannot start the archive")?;
+    let mut progress = crate::progress::Progress::new(total);
+    let level = ctx.config.zstd_level.value;
+    let mut writer =
+        ArchiveWriter::new(file, level, threads, expected).context("cannot start the archive")?;
     // Which nodes must be visited: archived ones and the directories above them.
     let mut needed = vec![false; plan.nodes.len()];
     for &i in &order {
@@ -664,6 +760,7 @@ fn fill_archive(
                     Err(e) => return Ok(source_failed(idx, &e)),
                 }
                 entry.blake3 = Some(hasher.finalize().to_hex().to_string());
+                progress.advance(st.size);
                 totals.files += 1;
                 totals.bytes += st.size;
             }
@@ -738,11 +835,12 @@ fn fill_archive(
             .collect(),
         totals,
         archive: None,
-        zstd_level: ZSTD_LEVEL,
+        zstd_level: level,
         frames: Vec::new(),
         not_archived,
         entries,
     };
+    progress.finish();
     let end = writer.end_data().context("cannot finish the archive")?;
     // The copy inside the archive has the frame table too, so a manifest rebuilt from it
     // can still seek.

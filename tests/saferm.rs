@@ -976,3 +976,184 @@ fn the_manifest_copy_in_the_archive_matches_and_operands_line_up() {
         "the copy cannot know its own hash"
     );
 }
+
+fn manifest_json(sb: &Sandbox) -> serde_json::Value {
+    let m = manifests(&sb.store());
+    let newest = m.last().expect("a manifest");
+    serde_json::from_slice(&fs::read(newest).expect("read manifest")).expect("json")
+}
+
+#[test]
+fn large_deletions_ask_a_person_and_never_a_script() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/"]);
+    fs::write(work.join("d/big"), vec![b'x'; 3000]).expect("big");
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut c = sb
+            .command(saferm_bin())
+            .current_dir(&work)
+            .args(args)
+            .env("SAFERM_CONFIRM_ABOVE", "2KiB");
+        if let Some(s) = stdin {
+            c = c.stdin(s);
+        }
+        c.run()
+    };
+    // A person (a terminal) is asked once; "no" removes nothing and is not an error.
+    let out = run(&["-r", "---presume-input-tty", "d"], Some("n\n"));
+    assert_eq!(out.code(), Some(0));
+    assert_eq!(
+        out.stderr_text(),
+        "rm: archive 2.9 KiB before removing? [y/N] "
+    );
+    assert!(work.join("d/big").exists());
+    assert!(archives(&sb.store()).is_empty());
+    let out = run(&["-r", "---presume-input-tty", "d"], Some("y\n"));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert!(!work.join("d").exists());
+    // A script is never asked.
+    build_tree(&work, &["d/"]);
+    fs::write(work.join("d/big"), vec![b'x'; 3000]).expect("big");
+    let out = run(&["-r", "d"], None);
+    assert_eq!((out.code(), out.stderr_text()), (Some(0), String::new()));
+    assert!(!work.join("d").exists());
+    // Unless configured to refuse above a size.
+    build_tree(&work, &["d/"]);
+    fs::write(work.join("d/big"), vec![b'x'; 3000]).expect("big");
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-r", "d"])
+        .env("SAFERM_REFUSE_ABOVE", "1KiB")
+        .run();
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().starts_with("rm: cannot remove 'd': could not archive: 2.9 KiB is more than refuse_above (1.0 KiB, from $SAFERM_REFUSE_ABOVE)"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(work.join("d/big").exists());
+}
+
+#[test]
+fn configuration_comes_from_the_file_and_the_environment() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let conf = sb.config().join("saferm");
+    fs::create_dir_all(&conf).expect("config dir");
+    fs::write(conf.join("config.toml"), "zstd_level = 3\n").expect("config");
+    build_tree(&work, &["a=1", "b=2", "c=3"]);
+    assert_eq!(saferm(&sb, &work, &["a"]).code(), Some(0));
+    assert_eq!(manifest_json(&sb)["zstd_level"], 3);
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .arg("b")
+        .env("SAFERM_ZSTD_LEVEL", "19")
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(manifest_json(&sb)["zstd_level"], 19);
+    // A mistake in the file stops saferm before anything is removed, and says where.
+    fs::write(conf.join("config.toml"), "zstd_levl = 3\n").expect("config");
+    let out = saferm(&sb, &work, &["c"]);
+    assert_eq!(out.code(), Some(1));
+    let err = out.stderr_text();
+    assert!(
+        err.contains("unknown setting 'zstd_levl'") && err.contains("config.toml"),
+        "{err}"
+    );
+    assert!(work.join("c").exists());
+    // The free-space floor is part of the space check.
+    fs::write(conf.join("config.toml"), "min_free = \"100%\"\n").expect("config");
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .arg("c")
+        .env("SAFERM_MIN_FREE", "") // empty: the file decides
+        .run();
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("to be left free"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(work.join("c").exists());
+}
+
+/// Run saferm with stdin, stdout and stderr on a pseudo-terminal; returns what it wrote.
+fn saferm_on_a_tty(sb: &Sandbox, cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors; the other arguments may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let dup = |fd: &OwnedFd| fd.try_clone().expect("dup the pty");
+    let mut child = Command::new(saferm_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("XDG_DATA_HOME", sb.data())
+        .env("XDG_CONFIG_HOME", sb.config())
+        .env("SAFERM_MIN_FREE", "0")
+        .env("TERM", "xterm")
+        .env("SAFERM_TEST_PROGRESS_NOW", "1")
+        .stdin(std::process::Stdio::from(dup(&slave)))
+        .stdout(std::process::Stdio::from(dup(&slave)))
+        .stderr(std::process::Stdio::from(slave))
+        .spawn()
+        .expect("spawn saferm");
+    let status = child.wait().expect("wait");
+    let mut screen = Vec::new();
+    let mut tty = fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    // Read what is buffered; the pty reports EIO once the child's side is closed.
+    while let Ok(n) = tty.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        screen.extend_from_slice(&buf[..n]);
+    }
+    (status.code(), String::from_utf8_lossy(&screen).into_owned())
+}
+
+#[test]
+fn a_progress_bar_shows_on_a_terminal_only() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/"]);
+    for i in 0..20 {
+        fs::write(work.join(format!("d/f{i}")), vec![b'x'; 100_000]).expect("file");
+    }
+    let (code, screen) = saferm_on_a_tty(&sb, &work, &["-r", "d"]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains("saferm: archiving"),
+        "no progress on the terminal: {screen:?}"
+    );
+    assert!(!work.join("d").exists());
+    // The same run with stderr on a pipe (a script, a log) shows nothing.
+    build_tree(&work, &["d/"]);
+    for i in 0..20 {
+        fs::write(work.join(format!("d/f{i}")), vec![b'x'; 100_000]).expect("file");
+    }
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-r", "d"])
+        .env("SAFERM_TEST_PROGRESS_NOW", "1")
+        .run();
+    assert_eq!((out.code(), out.stderr_text()), (Some(0), String::new()));
+}

@@ -336,6 +336,9 @@ impl TestCommand {
             .env("HOME", sandbox.join("home"))
             .env("XDG_DATA_HOME", sandbox.join("data"))
             .env("XDG_CONFIG_HOME", sandbox.join("config"))
+            // The space saferm leaves free is a share of the disk: tests must not depend on
+            // how full the machine's disk is.
+            .env("SAFERM_MIN_FREE", "0")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
