@@ -383,15 +383,13 @@ fn check_space(
     } else {
         store.free_bytes()?
     };
-    let floor = match ctx
+    let fs_bytes = store.fs_bytes().unwrap_or(0);
+    let floor = ctx
         .config
         .min_free
         .value
-        .bytes_of(store.fs_bytes().unwrap_or(0))
-    {
-        Some(f) => f,
-        None => 0,
-    };
+        .bytes_of(fs_bytes)
+        .unwrap_or_default();
     if free < need.saturating_add(floor) {
         return Err(anyhow!(
             "not enough space in the store {} (needs up to {}, {} free, {} to be left free); make room with 'unrm --purge', or delete for good with --no-archive",
