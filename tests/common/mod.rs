@@ -16,6 +16,8 @@
 // Each test module uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod full;
+
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt::{self, Write as _};
