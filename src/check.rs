@@ -18,8 +18,48 @@ use crate::sys;
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 
+/// Temp files older than this (seconds) are left by a process that died: swept.
+pub const STALE_TEMP_SECS: u64 = 3600;
+
+/// The archive ends before its manifest copy: its writer died before sealing it, so nothing
+/// was unlinked on its account (saferm unlinks only after the archive is sealed, verified
+/// and its manifest published).
+#[derive(Debug)]
+struct NoManifestCopy;
+
+impl std::fmt::Display for NoManifestCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the archive holds no manifest copy")
+    }
+}
+
+impl std::error::Error for NoManifestCopy {}
+
+/// Whether an archive was never finished: it ends inside a zstd frame, or after its data
+/// frames but before the manifest copy that sealing writes last. (A damaged finished
+/// archive fails differently: a bad magic number, a reserved block type.)
+pub fn is_incomplete(file: &File) -> bool {
+    match manifest_copy(file) {
+        Ok(_) => false,
+        Err(e) => {
+            let root = e.root_cause();
+            root.downcast_ref::<NoManifestCopy>().is_some()
+                || root
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        }
+    }
+}
+
 /// Check the named deletions (all when `ids` is empty); returns the exit status.
 pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Result<i32> {
+    // Held shared while archives are read, as restores do: a purge cannot remove one under
+    // us. The catalog is read again under it, so a purge that ran since it was opened is
+    // not taken for damage.
+    let shared = store.lock_shared()?;
+    let _ = catalog;
+    let fresh = Catalog::open(store)?;
+    let catalog = &fresh;
     let mut bad = 0usize;
     let mut chosen: Vec<usize> = Vec::new();
     if ids.is_empty() {
@@ -86,11 +126,21 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
                 bad += 1;
             }
         }
-        let _lock = if repair {
-            Some(store.lock_exclusive()?)
-        } else {
-            None
-        };
+        // Housekeeping needs the store to itself: no writer may be between its archive and
+        // its manifest while orphans are looked for.
+        drop(shared);
+        let lock = store.lock_exclusive()?;
+        let scan = store.scan()?;
+        for id in store.finish_interrupted_purges(&lock, &scan)? {
+            stdout_write(
+                format!("removed what was left of deletion {id} (its purge was interrupted)\n")
+                    .as_bytes(),
+            );
+        }
+        let swept = store.sweep_temp(&lock, STALE_TEMP_SECS)?;
+        if swept > 0 {
+            stdout_write(format!("removed {swept} stale temp file(s)\n").as_bytes());
+        }
         let archives = archive_files(store)?;
         if repair {
             for (path, id) in &damaged {
@@ -109,10 +159,13 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
             }
         }
         let damaged_ids: HashSet<&str> = damaged.iter().map(|(_, id)| id.as_str()).collect();
+        // What is on disk now, under the lock (the catalog may predate a writer's rename).
+        let now = store.scan()?;
         let known: HashSet<&str> = catalog
             .headers
             .iter()
             .map(|h| h.id.as_str())
+            .chain(now.manifests.keys().map(|k| k.as_str()))
             .filter(|id| !(repair && damaged_ids.contains(id)))
             .collect();
         for (month, name) in archives {
@@ -123,7 +176,26 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
                 continue;
             }
             let rel = format!("archives/{month}/{name}");
-            if repair {
+            let incomplete = store.open_published(&rel).is_ok_and(|f| is_incomplete(&f));
+            if incomplete && repair {
+                match store.remove_orphan_archive(&lock, &month, id) {
+                    Ok(()) => stdout_write(
+                        format!(
+                            "removed the incomplete archive '{rel}' (an interrupted saferm; it removed nothing)\n"
+                        )
+                        .as_bytes(),
+                    ),
+                    Err(e) => {
+                        problem(&format!("{e:#}"));
+                        bad += 1;
+                    }
+                }
+            } else if incomplete {
+                problem(&format!(
+                    "archive '{rel}' is incomplete: an interrupted saferm left it and removed nothing (unrm --check --repair removes it)"
+                ));
+                bad += 1;
+            } else if repair {
                 match rebuild_manifest(store, &month, &rel) {
                     Ok(()) => {
                         stdout_write(format!("rebuilt the manifest of {id}\n").as_bytes());
@@ -227,7 +299,7 @@ fn archive_files(store: &Store) -> Result<Vec<(String, String)>> {
 
 /// Rebuild `manifests/<month>/<id>.json` from the copy at the end of an archive, after
 /// checking the archive against it.
-fn rebuild_manifest(store: &Store, month: &str, rel: &str) -> Result<()> {
+pub fn rebuild_manifest(store: &Store, month: &str, rel: &str) -> Result<()> {
     let file = store.open_published(rel)?;
     let copy = manifest_copy(&file)?;
     let mut manifest = Manifest::from_json(&copy).context("the manifest copy is damaged")?;
@@ -304,7 +376,7 @@ pub fn manifest_copy(file: &File) -> Result<Vec<u8>> {
             bail!("no zstd frame at offset {pos}");
         }
     }
-    bail!("the archive holds no manifest copy")
+    Err(anyhow::Error::new(NoManifestCopy))
 }
 
 fn skip_zstd_frame(file: &File, start: u64) -> Result<u64> {

@@ -112,6 +112,14 @@ impl PendingArchive {
 /// A held store lock; released on drop.
 pub struct LockGuard {
     _file: File,
+    exclusive: bool,
+}
+
+impl LockGuard {
+    /// Whether no writer or reader can be active beside its holder.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
 }
 
 impl Store {
@@ -286,6 +294,32 @@ impl Store {
         self.lock(true)
     }
 
+    /// Take the lock exclusively only if nobody holds it: None when a writer, a restore or
+    /// another collector is active (automatic retention never makes an `rm` wait).
+    pub fn try_lock_exclusive(&self) -> Result<Option<LockGuard>> {
+        let file = self.lock_file()?;
+        match sys::flock(&file, true, true) {
+            Ok(()) => Ok(Some(LockGuard {
+                _file: file,
+                exclusive: true,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(e)
+                .with_context(|| format!("cannot lock '{}'", self.root.join("lock").display())),
+        }
+    }
+
+    fn lock_file(&self) -> Result<File> {
+        let fd = sys::openat(
+            self.fd(),
+            c"lock",
+            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW,
+            0o600,
+        )
+        .with_context(|| format!("cannot open '{}'", self.root.join("lock").display()))?;
+        Ok(File::from(fd))
+    }
+
     fn lock(&self, exclusive: bool) -> Result<LockGuard> {
         let fd = sys::openat(
             self.fd(),
@@ -297,7 +331,10 @@ impl Store {
         let file = File::from(fd);
         sys::flock(&file, exclusive, false)
             .with_context(|| format!("cannot lock '{}'", self.root.join("lock").display()))?;
-        Ok(LockGuard { _file: file })
+        Ok(LockGuard {
+            _file: file,
+            exclusive,
+        })
     }
 
     /// `<kind>/<month>/`, created (durably) on first use.
@@ -402,6 +439,410 @@ impl Store {
     /// The total size of the store's filesystem (for limits given in %).
     pub fn fs_bytes(&self) -> Result<u64> {
         Ok(sys::fs_size(self.fd())?)
+    }
+}
+
+/// One archive file, as listing and stat'ing `archives/` shows it (nothing is read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveFile {
+    pub month: String,
+    pub id: String,
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// What the store's directories hold, from directory listings and stats only: cheap enough
+/// to run after every `rm`.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    pub archives: Vec<ArchiveFile>,
+    /// id -> month of every `manifests/<month>/<id>.json` (not the restored sidecars).
+    pub manifests: std::collections::HashMap<String, String>,
+    /// (month, id) of every purge marker `manifests/<month>/<id>.purging`.
+    pub purging: Vec<(String, String)>,
+}
+
+impl Scan {
+    /// Archives with neither a manifest nor a purge marker: left by an interrupted saferm,
+    /// or their manifest was lost in a crash (`unrm --check --repair` tells which).
+    pub fn orphans(&self) -> impl Iterator<Item = &ArchiveFile> {
+        self.archives.iter().filter(|a| {
+            !self.manifests.contains_key(&a.id) && !self.purging.iter().any(|(_, id)| *id == a.id)
+        })
+    }
+
+    /// Total bytes of the archives.
+    pub fn archive_bytes(&self) -> u64 {
+        self.archives.iter().map(|a| a.size).sum()
+    }
+}
+
+/// A deletion to purge: its id, the month its manifest is filed under, and the month of its
+/// archive (None when there is no archive left).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurgeTarget {
+    pub id: String,
+    pub manifest_month: String,
+    pub archive_month: Option<String>,
+}
+
+/// The sidecar suffixes a deletion may have beside its manifest.
+const SIDECARS: &[&str] = &[".restored.json", ".restored-part.json"];
+/// The suffix of a purge marker, beside the manifest it dooms.
+const PURGING: &str = ".purging";
+
+/// A store path component that is safe to use as a name: not empty, no `/`, not a dot name.
+fn safe_component(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.starts_with('.') && !s.contains('\0')
+}
+
+impl Store {
+    /// `(month, fd)` of every month directory under `kind/`.
+    fn months(&self, kind: &str) -> Result<Vec<(String, OwnedFd)>> {
+        let kind_fd = match sys::open_dir_nofollow(self.fd(), &sys::cstr(kind.as_bytes())?) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open '{}'", self.root.join(kind).display()))
+            }
+        };
+        let mut out = Vec::new();
+        for e in sys::read_dir(kind_fd.as_raw_fd())
+            .with_context(|| format!("cannot read '{}'", self.root.join(kind).display()))?
+        {
+            let Ok(name) = e.name.to_str() else { continue };
+            if !safe_component(name) {
+                continue;
+            }
+            // Not a directory (or a symlink in its place): not part of the layout.
+            if let Ok(fd) = sys::open_dir_nofollow(kind_fd.as_raw_fd(), &e.name) {
+                out.push((name.to_string(), fd));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// List `archives/` and `manifests/`: names, sizes and times, no file contents.
+    pub fn scan(&self) -> Result<Scan> {
+        let mut scan = Scan::default();
+        for (month, fd) in self.months("archives")? {
+            for e in sys::read_dir(fd.as_raw_fd())? {
+                let Some(id) = e
+                    .name
+                    .to_str()
+                    .ok()
+                    .and_then(|n| n.strip_suffix(".tar.zst"))
+                else {
+                    continue;
+                };
+                // Gone in between (purged by someone else): not there.
+                let Ok(st) = sys::fstatat(fd.as_raw_fd(), &e.name, false) else {
+                    continue;
+                };
+                if !st.is_file() {
+                    continue;
+                }
+                scan.archives.push(ArchiveFile {
+                    month: month.clone(),
+                    id: id.to_string(),
+                    size: st.size,
+                    mtime: st.mtime,
+                });
+            }
+        }
+        for (month, fd) in self.months("manifests")? {
+            for e in sys::read_dir(fd.as_raw_fd())? {
+                let Ok(name) = e.name.to_str() else { continue };
+                if let Some(id) = name.strip_suffix(PURGING) {
+                    scan.purging.push((month.clone(), id.to_string()));
+                } else if SIDECARS.iter().any(|s| name.ends_with(s)) {
+                    continue;
+                } else if let Some(id) = name.strip_suffix(".json") {
+                    scan.manifests.insert(id.to_string(), month.clone());
+                }
+            }
+        }
+        scan.archives.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(scan)
+    }
+
+    /// Purge deletions, crash-safely, under the exclusive lock:
+    ///
+    /// 1. a marker `manifests/<month>/<id>.purging` is made durable;
+    /// 2. the manifest and its sidecars are removed, durably (the deletion is gone from
+    ///    every listing);
+    /// 3. the archive is removed, durably;
+    /// 4. the marker is removed.
+    ///
+    /// A crash leaves either a complete deletion with a marker (the next purge or
+    /// `unrm --check` finishes the purge), or an archive with a marker and no manifest (an
+    /// orphan that `unrm --check` removes, and that `--repair` must not rebuild: the
+    /// marker says it was being purged), or a lone marker (removed the same way). Without
+    /// the marker, an orphan from an interrupted purge could not be told from an archive
+    /// whose manifest a crash lost, which `--repair` rebuilds.
+    pub fn purge_deletions(&self, lock: &LockGuard, targets: &[PurgeTarget]) -> Result<()> {
+        if !lock.is_exclusive() {
+            bail!("purging needs the store's exclusive lock");
+        }
+        let targets: Vec<&PurgeTarget> = targets
+            .iter()
+            .filter(|t| {
+                safe_component(&t.id)
+                    && safe_component(&t.manifest_month)
+                    && t.archive_month.as_deref().map_or(true, safe_component)
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let mut manifest_dirs: std::collections::BTreeMap<&str, OwnedFd> = Default::default();
+        let mut archive_dirs: std::collections::BTreeMap<&str, OwnedFd> = Default::default();
+        for t in &targets {
+            if !manifest_dirs.contains_key(t.manifest_month.as_str()) {
+                let fd = self.month_dir("manifests", &t.manifest_month)?;
+                manifest_dirs.insert(&t.manifest_month, fd);
+            }
+            if let Some(m) = &t.archive_month {
+                if !archive_dirs.contains_key(m.as_str()) {
+                    match self.subdir_fd(b"archives").and_then(|a| {
+                        Ok(sys::open_dir_nofollow(
+                            a.as_raw_fd(),
+                            &sys::cstr(m.as_bytes())?,
+                        )?)
+                    }) {
+                        Ok(fd) => {
+                            archive_dirs.insert(m, fd);
+                        }
+                        Err(_) => continue, // no such month: nothing to remove there
+                    }
+                }
+            }
+        }
+        let dir_of = |t: &PurgeTarget| manifest_dirs.get(t.manifest_month.as_str());
+        // 1. Markers, durable before anything is removed.
+        for t in &targets {
+            let Some(dir) = dir_of(t) else { continue };
+            let marker = sys::cstr(format!("{}{PURGING}", t.id).as_bytes())?;
+            match sys::openat(
+                dir.as_raw_fd(),
+                &marker,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                0o600,
+            ) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot mark {} for purging", t.id))
+                }
+            }
+        }
+        for dir in manifest_dirs.values() {
+            sys::fsync(dir).context("cannot sync the store directory")?;
+        }
+        // 2. Manifests and sidecars, durably.
+        for t in &targets {
+            let Some(dir) = dir_of(t) else { continue };
+            for suffix in [".json"].iter().chain(SIDECARS) {
+                let name = sys::cstr(format!("{}{suffix}", t.id).as_bytes())?;
+                remove_if_present(dir.as_raw_fd(), &name)
+                    .with_context(|| format!("cannot remove the manifest of {}", t.id))?;
+            }
+        }
+        for dir in manifest_dirs.values() {
+            sys::fsync(dir).context("cannot sync the store directory")?;
+        }
+        if crate::fault::active("purge-crash") {
+            // A crash between the manifest and the archive: die as kill -9 would.
+            // SAFETY: plain syscalls.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+        // 3. Archives, durably.
+        for t in &targets {
+            let Some(dir) = t.archive_month.as_deref().and_then(|m| archive_dirs.get(m)) else {
+                continue;
+            };
+            let name = sys::cstr(format!("{}.tar.zst", t.id).as_bytes())?;
+            remove_if_present(dir.as_raw_fd(), &name)
+                .with_context(|| format!("cannot remove the archive of {}", t.id))?;
+        }
+        for dir in archive_dirs.values() {
+            sys::fsync(dir).context("cannot sync the store directory")?;
+        }
+        // 4. Markers.
+        for t in &targets {
+            let Some(dir) = dir_of(t) else { continue };
+            let marker = sys::cstr(format!("{}{PURGING}", t.id).as_bytes())?;
+            remove_if_present(dir.as_raw_fd(), &marker)
+                .with_context(|| format!("cannot remove the purge marker of {}", t.id))?;
+        }
+        Ok(())
+    }
+
+    /// Finish the purges a crash interrupted (their markers are still there); returns their
+    /// ids.
+    pub fn finish_interrupted_purges(&self, lock: &LockGuard, scan: &Scan) -> Result<Vec<String>> {
+        let targets: Vec<PurgeTarget> = scan
+            .purging
+            .iter()
+            .map(|(month, id)| PurgeTarget {
+                id: id.clone(),
+                manifest_month: month.clone(),
+                archive_month: scan
+                    .archives
+                    .iter()
+                    .find(|a| a.id == *id)
+                    .map(|a| a.month.clone()),
+            })
+            .collect();
+        self.purge_deletions(lock, &targets)?;
+        Ok(targets.into_iter().map(|t| t.id).collect())
+    }
+
+    /// Remove an archive that has no manifest and never will (an interrupted write), under
+    /// the exclusive lock, so that it cannot be one being written.
+    pub fn remove_orphan_archive(&self, lock: &LockGuard, month: &str, id: &str) -> Result<()> {
+        if !lock.is_exclusive() {
+            bail!("removing an archive needs the store's exclusive lock");
+        }
+        if !safe_component(month) || !safe_component(id) {
+            bail!("bad archive name {month}/{id}");
+        }
+        let rel = format!("archives/{month}/{id}.tar.zst");
+        self.unpublish(&rel)
+            .with_context(|| format!("cannot remove '{}'", self.root.join(&rel).display()))
+    }
+
+    /// Remove files in `tmp/` last modified more than `older_than` seconds ago, under the
+    /// exclusive lock (writers hold the lock shared while their temp files live; the age
+    /// covers the few temp files written without the lock: the listing cache, `FORMAT`).
+    /// Returns how many were removed.
+    pub fn sweep_temp(&self, lock: &LockGuard, older_than: u64) -> Result<usize> {
+        if !lock.is_exclusive() {
+            bail!("sweeping needs the store's exclusive lock");
+        }
+        let tmp = self.subdir_fd(b"tmp")?;
+        let now = chrono::Utc::now().timestamp();
+        let mut swept = 0;
+        for e in sys::read_dir(tmp.as_raw_fd())? {
+            let Ok(st) = sys::fstatat(tmp.as_raw_fd(), &e.name, false) else {
+                continue;
+            };
+            if !st.is_file() || now.saturating_sub(st.mtime) < older_than as i64 {
+                continue;
+            }
+            if remove_if_present(tmp.as_raw_fd(), &e.name).is_ok() {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Whether `tmp/` holds a file older than `older_than` seconds (a listing and a stat per
+    /// file; `tmp/` is empty but for writes in flight).
+    pub fn has_stale_temp(&self, older_than: u64) -> Result<bool> {
+        let tmp = self.subdir_fd(b"tmp")?;
+        let now = chrono::Utc::now().timestamp();
+        Ok(sys::read_dir(tmp.as_raw_fd())?.iter().any(|e| {
+            sys::fstatat(tmp.as_raw_fd(), &e.name, false)
+                .is_ok_and(|st| st.is_file() && now.saturating_sub(st.mtime) >= older_than as i64)
+        }))
+    }
+
+    /// The type, size and free space of the store's filesystem.
+    pub fn fs_stat(&self) -> Result<sys::FsStat> {
+        Ok(sys::statfs_full(self.fd())?)
+    }
+
+    /// The name of the store's filesystem type (`ext4`, `xfs`, `btrfs`...): from
+    /// `/proc/self/mountinfo` (the mount whose device is the store's), else from its magic.
+    pub fn fs_type_name(&self) -> String {
+        let magic = self.fs_stat().map(|s| s.fs_type).unwrap_or(0);
+        let (major, minor) = sys::dev_major_minor(self.dev_ino.0);
+        let dev = format!("{major}:{minor}");
+        if let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") {
+            // The deepest mount point above the store, among those of its device.
+            let mut best: Option<(usize, String)> = None;
+            for line in text.lines() {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let Some(sep) = fields.iter().position(|f| *f == "-") else {
+                    continue;
+                };
+                let (Some(d), Some(mp), Some(fstype)) =
+                    (fields.get(2), fields.get(4), fields.get(sep + 1))
+                else {
+                    continue;
+                };
+                let mp = unescape_mountinfo(mp);
+                if *d == dev && self.canonical.starts_with(&mp) {
+                    let depth = mp.len();
+                    if best.as_ref().map_or(true, |(b, _)| depth >= *b) {
+                        best = Some((depth, fstype.to_string()));
+                    }
+                }
+            }
+            if let Some((_, name)) = best {
+                return name;
+            }
+        }
+        fs_magic_name(magic)
+    }
+}
+
+/// mountinfo writes spaces, tabs, newlines and backslashes in paths as octal escapes.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A filesystem's name from its `statfs` magic number.
+pub fn fs_magic_name(magic: i64) -> String {
+    let name = match magic as u64 & 0xFFFF_FFFF {
+        0xEF53 => "ext2/ext3/ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x8584_58F6 => "ramfs",
+        0x2FC1_2FC2 => "zfs",
+        0x6969 => "nfs",
+        0x794C_7630 => "overlayfs",
+        0xF2F5_2010 => "f2fs",
+        0x6573_5546 => "fuse",
+        0xFF53_4D42 => "cifs",
+        0xFE53_4D42 => "smb2",
+        0x4D44 => "vfat",
+        0x2011_BAB0 => "exfat",
+        0x5346_544E => "ntfs",
+        0xCA45_1A4E => "bcachefs",
+        0xF15F => "ecryptfs",
+        _ => return format!("unknown (0x{:x})", magic),
+    };
+    name.to_string()
+}
+
+/// Remove a store file; one that is already gone is fine.
+fn remove_if_present(dirfd: RawFd, name: &std::ffi::CStr) -> io::Result<()> {
+    match crate::unlink::remove_store_file(dirfd, name) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
     }
 }
 

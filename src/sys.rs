@@ -423,3 +423,32 @@ pub fn random_u32() -> u32 {
 pub fn bytes(s: &OsStr) -> &[u8] {
     s.as_bytes()
 }
+
+/// What `fstatfs` says about a filesystem: its type and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsStat {
+    /// `f_type`, the filesystem's magic number.
+    pub fs_type: i64,
+    /// Total bytes.
+    pub total: u64,
+    /// Bytes free for an unprivileged user.
+    pub available: u64,
+}
+
+/// The type, size and free space of the filesystem holding `fd`.
+pub fn statfs_full(fd: RawFd) -> io::Result<FsStat> {
+    let mut sf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: sf is written by the kernel on success.
+    check(unsafe { libc::fstatfs(fd, sf.as_mut_ptr()) })?;
+    // SAFETY: fstatfs returned 0.
+    let sf = unsafe { sf.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    let (bsize, frsize) = (sf.f_bsize as u64, sf.f_frsize as u64);
+    let unit = if frsize > 0 { frsize } else { bsize };
+    #[allow(clippy::unnecessary_cast)]
+    Ok(FsStat {
+        fs_type: sf.f_type as i64,
+        total: (sf.f_blocks as u64).saturating_mul(unit),
+        available: (sf.f_bavail as u64).saturating_mul(unit),
+    })
+}

@@ -89,12 +89,122 @@ fn execute(opts: &Options) -> Result<i32> {
         Action::List(patterns) => Ok(list(opts, &catalog.headers, &cwd, patterns)),
         Action::Show(id) => Ok(show(opts, &catalog, id)),
         Action::Check { ids, repair } => crate::check::run(&store, &catalog, ids, *repair),
+        Action::Purge(p) => purge(opts, &store, &catalog, p),
+        Action::Stats => crate::stats::run(&store, &catalog, opts.json),
         Action::CompleteNames => {
             stdout_write(&complete_names(&catalog.headers, &cwd));
             Ok(0)
         }
         Action::Completions(_) | Action::Man => Ok(0), // answered before the store is opened
     }
+}
+
+/// `unrm --purge`: the configured limits, or those the options give, or the ids named.
+/// Ids that do not resolve purge nothing at all (a typo must not go with the rest).
+fn purge(
+    opts: &Options,
+    store: &Store,
+    catalog: &Catalog,
+    p: &crate::unrm_cli::PurgeOptions,
+) -> Result<i32> {
+    use crate::config::Size;
+    use crate::retention::{self, Rules};
+    let config = crate::config::Config::load()?;
+    let mut ids = Vec::new();
+    let mut bad = false;
+    for id in &p.ids {
+        match catalog.find_id(id) {
+            IdMatch::One(d) => ids.push(catalog.id(d).to_string()),
+            IdMatch::None => {
+                stderr_write(
+                    format!("unrm: could not purge {id}: no deletion has that id\n").as_bytes(),
+                );
+                bad = true;
+            }
+            IdMatch::Several(_) => {
+                stderr_write(
+                    format!(
+                        "unrm: could not purge {id}: it is the start of several deletion ids\n"
+                    )
+                    .as_bytes(),
+                );
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        stderr_write(b"unrm: nothing was purged\n");
+        return Ok(1);
+    }
+    let limits_given = p.older_than.is_some() || p.max_size.is_some();
+    let rules = if !limits_given && ids.is_empty() && p.keep.is_none() {
+        Rules::from_config(&config)
+    } else {
+        Rules {
+            max_age: p.older_than.flatten(),
+            max_size: p.max_size.unwrap_or(Size::Unlimited),
+            min_free: Size::Unlimited,
+            max_count: if !limits_given && ids.is_empty() {
+                p.keep
+            } else {
+                None
+            },
+            protect_newest: p.keep.unwrap_or(config.keep_last.value),
+            ids,
+        }
+    };
+    let lock = if p.dry_run {
+        None
+    } else {
+        let lock = store.lock_exclusive()?;
+        let scan = store.scan()?;
+        for id in store.finish_interrupted_purges(&lock, &scan)? {
+            stdout_write(format!("finished the interrupted purge of {id}\n").as_bytes());
+        }
+        Some(lock)
+    };
+    let purged = retention::purge(store, lock.as_ref(), &rules, None, p.dry_run)?;
+    let bytes: u64 = purged.iter().map(|x| x.archive_bytes).sum();
+    if opts.json {
+        let items: Vec<serde_json::Value> = purged
+            .iter()
+            .map(|x| {
+                serde_json::json!({
+                    "id": x.header.id,
+                    "created": x.header.created,
+                    "operands": x.header.operands,
+                    "archive_bytes": x.archive_bytes,
+                    "reason": format!("{:?}", x.reason).to_lowercase(),
+                    "purged": !p.dry_run,
+                })
+            })
+            .collect();
+        let mut text = serde_json::to_string_pretty(&items).unwrap_or_default();
+        text.push('\n');
+        stdout_write(text.as_bytes());
+        return Ok(0);
+    }
+    let verb = if p.dry_run { "would purge" } else { "purged" };
+    let mut out = String::new();
+    for x in &purged {
+        out.push_str(&format!("{verb} {}\n", retention::line_of(x)));
+    }
+    if purged.is_empty() {
+        out.push_str("nothing to purge\n");
+    } else {
+        out.push_str(&format!(
+            "{verb} {} deletion(s), {}{}\n",
+            purged.len(),
+            crate::remove::human(bytes),
+            if p.dry_run {
+                "; nothing was purged"
+            } else {
+                ""
+            }
+        ));
+    }
+    stdout_write(out.as_bytes());
+    Ok(0)
 }
 
 /// Names a shell can complete `unrm` with: each deleted operand's path relative to the

@@ -28,6 +28,22 @@ pub enum Action {
     Man,
     /// Print deleted names, one a line, for shell completion.
     CompleteNames,
+    /// Purge deletions: by the configured limits, or by these, or these ids.
+    Purge(PurgeOptions),
+    /// Describe the store, its filesystem and the configuration.
+    Stats,
+}
+
+/// `unrm --purge [--older-than D] [--keep N] [--max-size S] [--dry-run] [ID...]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurgeOptions {
+    /// Ids or unambiguous prefixes of ids.
+    pub ids: Vec<String>,
+    /// `--older-than`: Some(None) is `never`.
+    pub older_than: Option<Option<u64>>,
+    pub keep: Option<usize>,
+    pub max_size: Option<crate::config::Size>,
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,10 +161,59 @@ pub fn command() -> Command {
                 .help("With --check: rebuild lost or damaged manifests from their archives"),
         )
         .arg(
+            Arg::new("purge")
+                .long("purge")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "Purge deletions for good: those over the configured limits, those the \
+                     options below select, or the ids given as NAMEs",
+                ),
+        )
+        .arg(
+            Arg::new("older-than")
+                .long("older-than")
+                .value_name("DURATION")
+                .requires("purge")
+                .value_parser(|s: &str| crate::config::parse_duration(s).map_err(|e| e.to_string()))
+                .help("With --purge: purge deletions older than DURATION (30d, 12h, 2w)"),
+        )
+        .arg(
+            Arg::new("keep")
+                .long("keep")
+                .value_name("N")
+                .requires("purge")
+                .value_parser(value_parser!(usize))
+                .help("With --purge: never purge the newest N; alone, purge all but the newest N"),
+        )
+        .arg(
+            Arg::new("max-size")
+                .long("max-size")
+                .value_name("SIZE")
+                .requires("purge")
+                .value_parser(|s: &str| crate::config::parse_size(s).map_err(|e| e.to_string()))
+                .help(
+                    "With --purge: purge the oldest until the store holds at most SIZE (10GiB, 5%)",
+                ),
+        )
+        .arg(
+            Arg::new("dry-run")
+                .long("dry-run")
+                .action(ArgAction::SetTrue)
+                .requires("purge")
+                .help("With --purge: print what would be purged, purge nothing"),
+        )
+        .arg(
+            Arg::new("stats")
+                .long("stats")
+                .visible_alias("doctor")
+                .action(ArgAction::SetTrue)
+                .help("Describe the store, its filesystem, the configuration and the rm alias"),
+        )
+        .arg(
             Arg::new("json")
                 .long("json")
                 .action(ArgAction::SetTrue)
-                .help("With --list or --show: print JSON"),
+                .help("With --list, --show, --purge or --stats: print JSON"),
         )
         .arg(
             Arg::new("verbose")
@@ -187,6 +252,8 @@ pub fn command() -> Command {
                     "completions",
                     "man",
                     "complete-names",
+                    "purge",
+                    "stats",
                 ])
                 .multiple(false),
         )
@@ -235,6 +302,22 @@ pub fn parse(args: &[OsString]) -> Parsed {
             return usage("--show takes one ID and no NAME");
         }
         Action::Show(id.clone())
+    } else if matches.get_flag("purge") {
+        Action::Purge(PurgeOptions {
+            ids: names
+                .iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect(),
+            older_than: matches.get_one::<Option<u64>>("older-than").copied(),
+            keep: matches.get_one::<usize>("keep").copied(),
+            max_size: matches.get_one::<crate::config::Size>("max-size").copied(),
+            dry_run: matches.get_flag("dry-run"),
+        })
+    } else if matches.get_flag("stats") {
+        if !names.is_empty() {
+            return usage("--stats takes no NAME");
+        }
+        Action::Stats
     } else if matches.get_flag("check") {
         let ids = names
             .iter()
@@ -246,7 +329,7 @@ pub fn parse(args: &[OsString]) -> Parsed {
         }
     } else {
         if names.is_empty() {
-            return usage("missing NAME (or --last, --list, --show, --check)");
+            return usage("missing NAME (or --last, --list, --show, --check, --purge, --stats)");
         }
         Action::Restore(names)
     };
@@ -311,6 +394,37 @@ mod tests {
                 repair: false
             }
         );
+    }
+
+    #[test]
+    fn purge_takes_limits_and_ids() {
+        assert_eq!(
+            run(&[
+                "--purge",
+                "--older-than",
+                "7d",
+                "--keep",
+                "3",
+                "--dry-run",
+                "2026"
+            ])
+            .action,
+            Action::Purge(PurgeOptions {
+                ids: vec!["2026".into()],
+                older_than: Some(Some(7 * 86_400)),
+                keep: Some(3),
+                max_size: None,
+                dry_run: true,
+            })
+        );
+        assert_eq!(run(&["--doctor"]).action, Action::Stats);
+        let args: Vec<OsString> = ["--older-than", "7d"].iter().map(OsString::from).collect();
+        assert!(matches!(parse(&args), Parsed::Exit { code: 2, .. }));
+        let args: Vec<OsString> = ["--purge", "--max-size", "lots"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert!(matches!(parse(&args), Parsed::Exit { code: 2, .. }));
     }
 
     #[test]

@@ -3,4 +3,5 @@ mod common;
 mod differential;
 mod saferm;
 mod shell;
+mod store;
 mod unrm;

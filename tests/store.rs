@@ -1,0 +1,633 @@
+//! The store over time: retention rules and `unrm --purge` (dry run, explicit ids,
+//! keep_last), automatic retention after a saferm run (never the deletion just made, never
+//! waiting for the lock), crash-safe purging, stale temp files and incomplete archives,
+//! concurrent saferm processes beside a purge, kill -9 at random moments, `unrm --stats`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use saferm::config::{Config, Size};
+use saferm::store::Store;
+
+use crate::common::{saferm_bin, snapshot, Outcome, Sandbox};
+
+fn unrm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_unrm"))
+}
+
+fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    let out = sb.command(saferm_bin()).current_dir(cwd).args(args).run();
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "saferm {args:?}: {}",
+        out.stderr_text()
+    );
+    out
+}
+
+fn unrm_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let mut c = sb.command(unrm_bin()).args(args);
+    for (k, v) in env {
+        c = c.env(k, v);
+    }
+    c.run()
+}
+
+fn unrm(sb: &Sandbox, args: &[&str]) -> Outcome {
+    unrm_env(sb, args, &[])
+}
+
+fn unrm_ok(sb: &Sandbox, args: &[&str]) -> Outcome {
+    let out = unrm(sb, args);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "unrm {args:?}\nstdout: {}\nstderr: {}",
+        out.stdout_text(),
+        out.stderr_text()
+    );
+    out
+}
+
+/// Ids in the store, oldest first.
+fn ids(sb: &Sandbox) -> Vec<String> {
+    let out = unrm_ok(sb, &["--list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list json");
+    let mut ids: Vec<String> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| d["id"].as_str().expect("id").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Content that zstd cannot shrink, so archive sizes are predictable.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `n` deletions of one 100 KiB file each, made in order; returns their ids, oldest first.
+fn make_deletions(sb: &Sandbox, n: usize) -> Vec<String> {
+    let w = sb.work("w");
+    for i in 0..n {
+        let name = format!("f{i}");
+        fs::write(w.join(&name), noise(i as u64 + 1, 100 * 1024)).expect("write");
+        saferm(sb, &w, &[&name]);
+    }
+    let got = ids(sb);
+    assert_eq!(got.len(), n);
+    got
+}
+
+fn store_files(sb: &Sandbox, id: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for kind in ["archives", "manifests"] {
+        let Ok(months) = fs::read_dir(sb.store().join(kind)) else {
+            continue;
+        };
+        for m in months.flatten() {
+            for f in fs::read_dir(m.path()).expect("month").flatten() {
+                if f.file_name().to_string_lossy().starts_with(id) {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn purge_dry_run_prints_and_keeps_everything() {
+    let sb = Sandbox::new();
+    let before = make_deletions(&sb, 4);
+    let out = unrm_ok(&sb, &["--purge", "--keep", "1", "--dry-run"]);
+    let text = out.stdout_text();
+    for id in &before[..3] {
+        assert!(text.contains(&format!("would purge {id}")), "{text}");
+    }
+    assert!(!text.contains(&before[3]), "{text}");
+    assert!(text.contains("would purge 3 deletion(s)"), "{text}");
+    assert!(text.contains("nothing was purged"), "{text}");
+    assert_eq!(ids(&sb), before);
+}
+
+#[test]
+fn purge_by_age_spares_the_newer_and_the_kept() {
+    let sb = Sandbox::new();
+    let old = make_deletions(&sb, 3);
+    std::thread::sleep(Duration::from_millis(2100));
+    let w = sb.work("w");
+    fs::write(w.join("new"), b"new").expect("write");
+    saferm(&sb, &w, &["new"]);
+    let all = ids(&sb);
+    // --keep 3 protects the newest three: of the old ones only the oldest goes.
+    let out = unrm_ok(&sb, &["--purge", "--older-than", "1s", "--keep", "3"]);
+    assert!(out.stdout_text().contains(&format!("purged {}", old[0])));
+    assert_eq!(ids(&sb), all[1..].to_vec());
+    assert!(store_files(&sb, &old[0]).is_empty(), "files left behind");
+    // The configured max_age, without options.
+    unrm_ok(&sb, &["--purge"]); // defaults: 30 days, nothing that old
+    assert_eq!(ids(&sb).len(), 3);
+    let out = unrm_env(
+        &sb,
+        &["--purge"],
+        &[("SAFERM_MAX_AGE", "1s"), ("SAFERM_KEEP_LAST", "0")],
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(ids(&sb), vec![all[3].clone()]);
+}
+
+#[test]
+fn purge_by_size_goes_oldest_first_until_the_store_fits() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 5);
+    // Each archive holds 100 KiB of noise: a little over 100 KiB.
+    let out = unrm_ok(&sb, &["--purge", "--max-size", "250K", "--keep", "0"]);
+    assert!(
+        out.stdout_text().contains("purged 3 deletion(s)"),
+        "{}",
+        out.stdout_text()
+    );
+    assert_eq!(ids(&sb), all[3..].to_vec());
+    // The configured max_size, as SAFERM_MAX_SIZE; keep_last still protects.
+    let out = unrm_env(
+        &sb,
+        &["--purge"],
+        &[("SAFERM_MAX_SIZE", "1"), ("SAFERM_KEEP_LAST", "1")],
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(ids(&sb), all[4..].to_vec());
+}
+
+#[test]
+fn purge_for_free_space_keeps_the_last_ones() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 4);
+    // 100% free can never be reached: everything but keep_last goes.
+    let out = unrm_env(
+        &sb,
+        &["--purge"],
+        &[("SAFERM_MIN_FREE", "100%"), ("SAFERM_KEEP_LAST", "2")],
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(ids(&sb), all[2..].to_vec());
+}
+
+#[test]
+fn purge_named_ids_even_within_keep_last_and_nothing_on_a_typo() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 3);
+    let out = unrm(&sb, &["--purge", &all[2], "nosuchid"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(out
+        .stderr_text()
+        .contains("nosuchid: no deletion has that id"));
+    assert!(out.stderr_text().contains("nothing was purged"));
+    assert_eq!(ids(&sb), all);
+    // A whole id and a prefix; keep_last (10 by default) does not protect a named one.
+    let prefix = &all[0][..all[0].len() - 3];
+    let out = unrm_ok(&sb, &["--purge", &all[2], prefix]);
+    assert!(out.stdout_text().contains("purged 2 deletion(s)"));
+    assert_eq!(ids(&sb), vec![all[1].clone()]);
+    unrm_ok(&sb, &["--check"]);
+}
+
+fn config_with(f: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::defaults();
+    f(&mut c);
+    c
+}
+
+#[test]
+fn automatic_retention_spares_keep_last_and_the_deletion_just_made() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 5);
+    let store = Store::open_at(&sb.store()).expect("open store");
+    // Within the limits: nothing happens, nothing is printed.
+    let lines = saferm::retention::after_saferm_run(&store, &Config::defaults(), Some(&all[4]));
+    assert!(lines.is_empty(), "{lines:?}");
+    assert_eq!(ids(&sb), all);
+    // A store limit of 1 byte: everything goes but the newest two and the one just made
+    // (here the oldest, as if its clock were behind).
+    let config = config_with(|c| {
+        c.max_size.value = Size::Bytes(1);
+        c.keep_last.value = 2;
+    });
+    let lines = saferm::retention::after_saferm_run(&store, &config, Some(&all[0]));
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.starts_with("saferm: purged 2 old deletions (")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains(&all[1])), "{lines:?}");
+    assert_eq!(
+        ids(&sb),
+        vec![all[0].clone(), all[3].clone(), all[4].clone()]
+    );
+    unrm_ok(&sb, &["--check"]);
+}
+
+#[test]
+fn automatic_retention_never_waits_for_the_lock() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 3);
+    let store = Store::open_at(&sb.store()).expect("open store");
+    let config = config_with(|c| {
+        c.max_size.value = Size::Bytes(1);
+        c.keep_last.value = 0;
+    });
+    let writer = store.lock_shared().expect("lock");
+    let started = Instant::now();
+    let lines = saferm::retention::after_saferm_run(&store, &config, None);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(lines.is_empty(), "{lines:?}");
+    assert_eq!(ids(&sb), all);
+    drop(writer);
+    saferm::retention::after_saferm_run(&store, &config, None);
+    assert!(ids(&sb).is_empty());
+}
+
+#[test]
+fn a_purge_that_crashes_after_the_manifest_is_finished_by_check_not_resurrected() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 3);
+    let out = unrm_env(
+        &sb,
+        &["--purge", &all[0]],
+        &[("SAFERM_FAULT", "purge-crash")],
+    );
+    assert_eq!(
+        out.code(),
+        None,
+        "the fault hook kills unrm: {}",
+        out.status_text()
+    );
+    // The deletion is gone from every listing; its archive is still there, with a marker.
+    assert_eq!(ids(&sb), all[1..].to_vec());
+    let left = store_files(&sb, &all[0]);
+    assert!(
+        left.iter()
+            .any(|p| p.to_string_lossy().ends_with(".tar.zst")),
+        "{left:?}"
+    );
+    assert!(
+        left.iter()
+            .any(|p| p.to_string_lossy().ends_with(".purging")),
+        "{left:?}"
+    );
+    // --repair must not rebuild its manifest from the archive: the marker says why.
+    let out = unrm_ok(&sb, &["--check", "--repair"]);
+    assert!(
+        out.stdout_text()
+            .contains(&format!("removed what was left of deletion {}", all[0])),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(
+        !out.stdout_text().contains("rebuilt"),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(store_files(&sb, &all[0]).is_empty());
+    assert_eq!(ids(&sb), all[1..].to_vec());
+    unrm_ok(&sb, &["--check"]);
+
+    // The same crash, then a plain --check, then the next purge.
+    let out = unrm_env(
+        &sb,
+        &["--purge", &all[1]],
+        &[("SAFERM_FAULT", "purge-crash")],
+    );
+    assert_eq!(out.code(), None);
+    let out = unrm_ok(&sb, &["--check"]);
+    assert!(out.stdout_text().contains("its purge was interrupted"));
+    assert!(store_files(&sb, &all[1]).is_empty());
+    assert_eq!(ids(&sb), all[2..].to_vec());
+}
+
+fn age(path: &Path, secs: u64) {
+    let f = fs::File::options().write(true).open(path).expect("open");
+    f.set_modified(SystemTime::now() - Duration::from_secs(secs))
+        .expect("set mtime");
+}
+
+#[test]
+fn stale_temp_files_are_swept_fresh_ones_kept() {
+    let sb = Sandbox::new();
+    make_deletions(&sb, 1);
+    let tmp = sb.store().join("tmp");
+    fs::write(tmp.join("old.1.tmp"), b"x").expect("write");
+    fs::write(tmp.join("new.1.tmp"), b"x").expect("write");
+    age(&tmp.join("old.1.tmp"), 7200);
+    let out = unrm_ok(&sb, &["--check"]);
+    assert!(out.stdout_text().contains("removed 1 stale temp file(s)"));
+    assert!(!tmp.join("old.1.tmp").exists());
+    assert!(tmp.join("new.1.tmp").exists());
+    // And after a saferm run.
+    fs::write(tmp.join("old.2.tmp"), b"x").expect("write");
+    age(&tmp.join("old.2.tmp"), 7200);
+    let store = Store::open_at(&sb.store()).expect("open store");
+    saferm::retention::after_saferm_run(&store, &Config::defaults(), None);
+    assert!(!tmp.join("old.2.tmp").exists());
+    assert!(tmp.join("new.1.tmp").exists());
+}
+
+/// A copy of a real archive cut short, filed under a new id, as a killed saferm leaves it.
+fn plant_incomplete_archive(sb: &Sandbox, id: &str, of: &str) -> PathBuf {
+    let full = store_files(sb, of)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .expect("archive");
+    let bytes = fs::read(&full).expect("read");
+    let cut = full.with_file_name(format!("{id}.tar.zst"));
+    fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    cut
+}
+
+#[test]
+fn incomplete_archives_are_reported_and_removed_complete_orphans_rebuilt() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 2);
+    let cut = plant_incomplete_archive(&sb, "20200101T000000.000000000Z-1-00000000-cut", &all[0]);
+    let out = unrm(&sb, &["--check"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("is incomplete"),
+        "{}",
+        out.stderr_text()
+    );
+    let out = unrm_ok(&sb, &["--check", "--repair"]);
+    assert!(out.stdout_text().contains("removed the incomplete archive"));
+    assert!(!cut.exists());
+    // After a saferm run: an old incomplete archive goes, a lost manifest comes back.
+    let cut = plant_incomplete_archive(&sb, "20200101T000000.000000000Z-2-00000000-cut", &all[0]);
+    age(&cut, 7200);
+    let manifest = store_files(&sb, &all[1])
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".json"))
+        .expect("manifest");
+    fs::rename(&manifest, manifest.with_extension("lost")).expect("lose the manifest");
+    let archive = store_files(&sb, &all[1])
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .expect("archive");
+    age(&archive, 7200);
+    let store = Store::open_at(&sb.store()).expect("open store");
+    let lines = saferm::retention::after_saferm_run(&store, &Config::defaults(), None);
+    assert!(!cut.exists(), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("rebuilt the lost manifest")),
+        "{lines:?}"
+    );
+    assert_eq!(ids(&sb), all);
+    unrm_ok(&sb, &["--check"]);
+}
+
+#[test]
+fn stats_names_the_filesystem_the_settings_and_the_alias() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 2);
+    let cfg = sb.config().join("saferm");
+    fs::create_dir_all(&cfg).expect("mkdir");
+    fs::write(cfg.join("config.toml"), "keep_last = 4\n").expect("write config");
+    let out = unrm_env(
+        &sb,
+        &["--stats"],
+        &[("SAFERM_ALIAS", "bash"), ("SAFERM_MAX_AGE", "7d")],
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let text = out.stdout_text();
+    let fstype = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(sb.store())
+        .output()
+        .expect("stat -f");
+    let fstype = String::from_utf8_lossy(&fstype.stdout).trim().to_string();
+    let expect_fs = if fstype == "ext2/ext3" {
+        "ext4".to_string()
+    } else {
+        fstype
+    };
+    for want in [
+        format!("store:          {}", sb.store().display()),
+        format!("filesystem:     {expect_fs}"),
+        "deletions:      2".to_string(),
+        format!("({})", all[0]),
+        format!("({})", all[1]),
+        "rm runs saferm in this shell (bash)".to_string(),
+        "$SAFERM_MAX_AGE".to_string(),
+        format!("{}", cfg.join("config.toml").display()),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("keep_last") && l.contains("4") && l.contains("config.toml")),
+        "{text}"
+    );
+    let out = unrm_ok(&sb, &["--doctor"]);
+    assert!(out
+        .stdout_text()
+        .contains("rm is not aliased to saferm in this shell: see saferm --shell-init"));
+    let out = unrm_ok(&sb, &["--stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["deletions"], 2);
+    assert_eq!(v["alias_active"], false);
+    assert_eq!(v["oldest"]["id"], all[0].as_str());
+    assert!(v["filesystem"]["size_bytes"]
+        .as_u64()
+        .is_some_and(|s| s > 0));
+    assert!(v["settings"].as_array().is_some_and(|s| s
+        .iter()
+        .any(|x| x["name"] == "keep_last" && x["value"] == "4")));
+}
+
+/// The sandbox's environment for a `Command` that must be spawned, not run to completion.
+fn sandboxed(sb: &Sandbox, program: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LC_ALL", "C")
+        .env("HOME", sb.home())
+        .env("XDG_DATA_HOME", sb.data())
+        .env("XDG_CONFIG_HOME", sb.config())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// A tree of small files and one larger one, each with content unique to `seed`.
+fn build_round_tree(dir: &Path, seed: u64, files: usize) {
+    fs::create_dir_all(dir.join("sub/deeper")).expect("mkdir");
+    for i in 0..files {
+        let sub = if i % 3 == 0 { "sub/deeper" } else { "sub" };
+        fs::write(
+            dir.join(sub).join(format!("f{i}")),
+            noise(seed * 1000 + i as u64, 2000 + i * 7),
+        )
+        .expect("write");
+    }
+    fs::write(dir.join("big"), noise(seed, 3 << 20)).expect("write");
+}
+
+#[test]
+fn concurrent_saferms_beside_a_purge_lose_nothing() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    const WORKERS: u64 = 8;
+    const ROUNDS: u64 = 3;
+    let mut expected = std::collections::HashMap::new();
+    for p in 0..WORKERS {
+        for r in 0..ROUNDS {
+            let dir = w.join(format!("t{p}-{r}"));
+            build_round_tree(&dir, p * 100 + r + 1, 30);
+            expected.insert(format!("t{p}-{r}"), snapshot(&dir));
+        }
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let purger = s.spawn(|| {
+            let mut purges = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = unrm(&sb, &["--purge", "--keep", "6"]);
+                assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+                purges += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            purges
+        });
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|p| {
+                let sb = &sb;
+                let w = &w;
+                s.spawn(move || {
+                    for r in 0..ROUNDS {
+                        saferm(sb, w, &["-r", &format!("t{p}-{r}")]);
+                    }
+                })
+            })
+            .collect();
+        for h in workers {
+            h.join().expect("worker");
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(purger.join().expect("purger") > 0);
+    });
+    for name in expected.keys() {
+        assert!(!w.join(name).exists(), "{name} was not removed");
+    }
+    let out = unrm_ok(&sb, &["--check"]);
+    assert!(out.stdout_text().contains("no problems found"));
+    // Every deletion left is restorable and holds what was removed.
+    let left = ids(&sb);
+    assert!(left.len() >= 6, "{left:?}");
+    for id in &left {
+        let label = id.rsplit('-').take(2).collect::<Vec<_>>();
+        let name = format!("{}-{}", label[1], label[0]);
+        unrm_ok(&sb, &[id.as_str()]);
+        assert_eq!(
+            snapshot(&w.join(&name)),
+            expected[&name],
+            "{name} from {id}"
+        );
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let started = Instant::now();
+    let mut rounds = Vec::new();
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(7)
+        | 1;
+    // How long one uninterrupted run takes, so that the kills spread over all of it.
+    let probe = w.join("probe");
+    build_round_tree(&probe, 999, 300);
+    let t0 = Instant::now();
+    saferm(&sb, &w, &["-r", "probe"]);
+    let span = (t0.elapsed().as_micros() as u64 * 6 / 5).max(1000);
+    for r in 0..30u64 {
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        let name = format!("k{r}");
+        let dir = w.join(&name);
+        build_round_tree(&dir, r + 1, 300);
+        let before = snapshot(&dir);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_micros(seed % span);
+        let mut child = sandboxed(&sb, &saferm_bin())
+            .current_dir(&w)
+            .args(["-r", &name])
+            .spawn()
+            .expect("spawn saferm");
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        rounds.push((name, before));
+    }
+    // Where the kills landed: before anything was removed, during, or after.
+    let (mut intact, mut gone, mut partly) = (0, 0, 0);
+    for (name, before) in &rounds {
+        let dir = w.join(name);
+        if !dir.exists() {
+            gone += 1;
+        } else if snapshot(&dir) == *before {
+            intact += 1;
+        } else {
+            partly += 1;
+        }
+    }
+    eprintln!("kill -9: {intact} intact, {partly} partly removed, {gone} removed");
+    // Whatever the kills left: repair, then a clean check.
+    let out = unrm(&sb, &["--check", "--repair"]);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "{}\n{}",
+        out.stdout_text(),
+        out.stderr_text()
+    );
+    unrm_ok(&sb, &["--check"]);
+    // Every original is in place or comes back.
+    for (name, before) in &rounds {
+        let dir = w.join(name);
+        if dir.exists() && snapshot(&dir) == *before {
+            continue;
+        }
+        let out = unrm(&sb, &[dir.to_str().expect("utf-8")]);
+        assert_eq!(
+            snapshot(&dir),
+            *before,
+            "{name} after unrm: {}",
+            out.stderr_text()
+        );
+    }
+    assert!(rounds.len() >= 5);
+}
