@@ -324,7 +324,7 @@ impl ArchiveWriter {
         self,
         write_copy: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<Sealed> {
-        self.end_data()?.seal(write_copy)
+        self.end_data()?.seal(true, write_copy)
     }
 
     /// Finish the tar stream and its last frame; the frame table is then complete, for the
@@ -347,17 +347,22 @@ impl DataEnd {
         &self.fw.frames
     }
 
-    /// Append the manifest copy, written by `write_copy` through a zstd encoder, and fsync.
+    /// Append the manifest copy, written by `write_copy` (through a zstd encoder when
+    /// `compress`), and fsync.
     pub fn seal(
         self,
+        compress: bool,
         write_copy: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<Sealed> {
         let mut packed = Vec::new();
-        {
+        if compress {
             let mut enc = zstd::stream::write::Encoder::new(&mut packed, 1)?;
             enc.include_checksum(true)?;
             write_copy(&mut enc)?;
             enc.finish()?;
+        } else {
+            // A few entries: plain JSON (creating an encoder costs more than it saves).
+            write_copy(&mut packed)?;
         }
         let copy_len = packed.len() as u64;
         let mut fw = self.fw;

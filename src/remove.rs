@@ -24,6 +24,8 @@ use crate::store::{self, Store};
 use crate::sys::{self, Stat};
 use crate::walk::{self, Fate, Plan, Walker};
 
+/// Archives up to this size are verified in memory, on the calling thread.
+const SMALL_ARCHIVE_BYTES: u64 = 1 << 20;
 /// Files up to this size are read whole, in one call, into a reused buffer.
 const WHOLE_READ_BYTES: u64 = 4 << 20;
 /// Compress on worker threads above this much data.
@@ -462,6 +464,12 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
             let damaged = Damaged::new(file);
             return crate::verify::verify_archive(damaged, &manifest.entries, Some(&sealed.blake3));
         }
+        if sealed.size <= SMALL_ARCHIVE_BYTES {
+            // A thread costs more than decoding a small archive.
+            let mut bytes = Vec::with_capacity(sealed.size as usize);
+            std::io::Read::read_to_end(&mut &file, &mut bytes)?;
+            return crate::verify::verify_in_memory(&bytes, &manifest.entries, &sealed.blake3);
+        }
         let capacity = sealed.size.clamp(64 << 10, 1 << 20) as usize;
         let reader = std::io::BufReader::with_capacity(capacity, file);
         crate::verify::verify_archive(reader, &manifest.entries, Some(&sealed.blake3))
@@ -843,8 +851,9 @@ fn fill_archive(
     // The copy inside the archive has the frame table too, so a manifest rebuilt from it
     // can still seek.
     manifest.frames = end.frames().to_vec();
+    let compress_copy = manifest.entries.len() >= 64;
     let sealed = end
-        .seal(|w| manifest.write_json(w))
+        .seal(compress_copy, |w| manifest.write_json(w))
         .context("cannot finish the archive")?;
 
     Ok(Filled::Sealed(Box::new((sealed, manifest))))

@@ -56,6 +56,16 @@ pub fn verify_archive(
     })
 }
 
+/// [`verify_archive`] for an archive already in memory (a small one): no thread.
+pub fn verify_in_memory(bytes: &[u8], expected: &[Entry], file_hash: &str) -> Result<()> {
+    if blake3::hash(bytes).to_hex().as_str() != file_hash {
+        bail!("the archive file differs from what was written (blake3 mismatch)");
+    }
+    // Decodes every frame to the end (checksums included) and skips the manifest copy.
+    let tar_stream = zstd::stream::decode_all(bytes).context("the archive is damaged")?;
+    compare_entries(&mut &tar_stream[..], expected)
+}
+
 /// Decompressed data comes in chunks of this size.
 const CHUNK: usize = 256 << 10;
 
@@ -130,7 +140,7 @@ impl Read for ChannelReader {
 }
 
 /// Walk the tar stream and compare each entry with the manifest's.
-fn compare_entries(tar_stream: &mut ChannelReader, expected: &[Entry]) -> Result<()> {
+fn compare_entries(tar_stream: &mut impl Read, expected: &[Entry]) -> Result<()> {
     let mut archive = tar::Archive::new(tar_stream);
     let mut count = 0usize;
     let mut buf = vec![0u8; 128 * 1024];
@@ -304,6 +314,29 @@ mod tests {
         let (bytes, entries) = one_file_archive(&[7u8; 10_000]);
         let hash = blake3::hash(&bytes).to_hex().to_string();
         assert!(verify_archive(&bytes[..], &entries, Some(&hash)).is_ok());
+        assert!(verify_in_memory(&bytes, &entries, &hash).is_ok());
+    }
+
+    #[test]
+    fn in_memory_verification_catches_the_same_damage() {
+        let content: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let (bytes, entries) = one_file_archive(&content);
+        let end = data_end(&bytes);
+        for at in (6..end).step_by(11) {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x01;
+            // Same file hash as written: only decoding and comparing can tell.
+            let hash = blake3::hash(&bad).to_hex().to_string();
+            assert!(
+                verify_in_memory(&bad, &entries, &hash).is_err(),
+                "flip at {at} went unnoticed"
+            );
+        }
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        let mut other = entries.clone();
+        other[0].mode = 0o600;
+        assert!(verify_in_memory(&bytes, &other, &hash).is_err());
+        assert!(verify_in_memory(&bytes, &entries, "0").is_err());
     }
 
     #[test]

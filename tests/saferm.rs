@@ -801,8 +801,9 @@ fn the_manifest_copy_in_the_archive_matches_and_operands_line_up() {
         .rposition(|w| w == tag)
         .expect("tag")
         + tag.len();
-    let json = zstd::stream::decode_all(&archive[at..]).expect("the copy is a zstd frame");
-    let copy: serde_json::Value = serde_json::from_slice(&json).expect("copy json");
+    // A few entries are kept as plain JSON; 64 or more as a zstd frame.
+    assert_eq!(archive[at], b'{', "a small manifest copy is plain JSON");
+    let copy: serde_json::Value = serde_json::from_slice(&archive[at..]).expect("copy json");
     assert_eq!(copy["entries"], external["entries"]);
     assert_eq!(copy["frames"], external["frames"]);
     assert!(!copy["frames"].as_array().expect("frames").is_empty());
@@ -810,6 +811,25 @@ fn the_manifest_copy_in_the_archive_matches_and_operands_line_up() {
         copy.get("archive").is_none(),
         "the copy cannot know its own hash"
     );
+
+    // A larger deletion's copy is compressed.
+    let many: Vec<String> = (0..70).map(|i| format!("m/f{i}={i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    build_tree(&work, &many);
+    assert_eq!(saferm(&sb, &work, &["-r", "m"]).code(), Some(0));
+    let newest = archives(&sb.store())
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("-m.tar.zst"))
+        .expect("the archive of m");
+    let archive = fs::read(newest).expect("archive");
+    let at = archive
+        .windows(tag.len())
+        .rposition(|w| w == tag)
+        .expect("tag")
+        + tag.len();
+    let json = zstd::stream::decode_all(&archive[at..]).expect("the copy is a zstd frame");
+    let copy: serde_json::Value = serde_json::from_slice(&json).expect("copy json");
+    assert_eq!(copy["entries"].as_array().map(Vec::len), Some(71));
 }
 
 fn manifest_json(sb: &Sandbox) -> serde_json::Value {
