@@ -256,15 +256,58 @@ pub fn after_saferm_run(store: &Store, config: &Config, just_made: Option<&str>)
     }
 }
 
+/// The last full retention check, cached in the store (`retention.json`): between full
+/// checks (every [`FULL_CHECK_SECS`]), a saferm run looks only at the free space and at the
+/// size of the archive it just made, not at every archive.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Checked {
+    /// When (seconds since the epoch).
+    at: i64,
+    /// Total bytes of the archives then.
+    archive_bytes: u64,
+}
+
+const CHECKED: &str = "retention.json";
+/// How often a saferm run lists and stats every archive (the only check that costs
+/// anything with thousands of deletions: ~3 ms per 1,000).
+pub const FULL_CHECK_SECS: i64 = 300;
+
 fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Result<Vec<String>> {
     let rules = Rules::from_config(config);
-    let scan = store.scan()?;
     let fs = store.fs_stat()?;
     let space = Space {
         total: fs.total,
         available: fs.available,
     };
     let now = chrono::Utc::now().timestamp();
+    let checked: Option<Checked> = store
+        .read_cache(CHECKED)
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(c) = checked.filter(|c| (0..FULL_CHECK_SECS).contains(&(now - c.at))) {
+        let total = c
+            .archive_bytes
+            .saturating_add(just_made.and_then(|id| store.archive_size(id)).unwrap_or(0));
+        let over_size = rules
+            .max_size
+            .bytes_of(space.total)
+            .is_some_and(|limit| total > limit);
+        let over_free = rules
+            .min_free
+            .bytes_of(space.total)
+            .is_some_and(|floor| space.available < floor);
+        // Ages move slowly: max_age waits for the next full check.
+        if !over_size && !over_free {
+            return Ok(Vec::new());
+        }
+    }
+    let scan = store.scan()?;
+    // Best effort: without the cache, the next run checks in full again.
+    let _ = serde_json::to_vec(&Checked {
+        at: now,
+        archive_bytes: scan.archive_bytes(),
+    })
+    .map_err(anyhow::Error::new)
+    .and_then(|b| store.write_cache(CHECKED, &b));
     let stale = crate::check::STALE_TEMP_SECS as i64;
     let cands: Vec<Candidate> = scan
         .archives

@@ -7,6 +7,8 @@
 //!   tmp/                            manifests and indexes being written
 //!   archives/YYYY-MM/<id>.tar.zst   0600
 //!   manifests/YYYY-MM/<id>.json     0600
+//!   manifests/YYYY-MM/<id>.purging  a purge in progress (see `Store::purge_deletions`)
+//!   index.jsonl, retention.json     caches (listing headers; the last retention check)
 //! ```
 //!
 //! The rules this module keeps (DESIGN §1):
@@ -751,6 +753,68 @@ impl Store {
             sys::fstatat(tmp.as_raw_fd(), &e.name, false)
                 .is_ok_and(|st| st.is_file() && now.saturating_sub(st.mtime) >= older_than as i64)
         }))
+    }
+
+    /// The size of the archive of deletion `id`, found by the month its id starts with.
+    pub fn archive_size(&self, id: &str) -> Option<u64> {
+        let month = format!("{}-{}", id.get(..4)?, id.get(4..6)?);
+        if !safe_component(id) || !safe_component(&month) {
+            return None;
+        }
+        let rel = format!("archives/{month}/{id}.tar.zst");
+        let st = sys::fstatat(self.fd(), &sys::cstr(rel.as_bytes()).ok()?, false).ok()?;
+        st.is_file().then_some(st.size)
+    }
+
+    /// Read a small cache file in the store's root (None if missing or unreadable).
+    pub fn read_cache(&self, name: &str) -> Option<Vec<u8>> {
+        if !safe_component(name) {
+            return None;
+        }
+        let fd = sys::openat(
+            self.fd(),
+            &sys::cstr(name.as_bytes()).ok()?,
+            libc::O_RDONLY | libc::O_NOFOLLOW,
+            0,
+        )
+        .ok()?;
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut File::from(fd), &mut out).ok()?;
+        Some(out)
+    }
+
+    /// Replace a small cache file in the store's root atomically (temp file, rename over
+    /// it), without fsync: a cache lost in a crash is only recomputed.
+    pub fn write_cache(&self, name: &str, content: &[u8]) -> Result<()> {
+        if !safe_component(name) {
+            bail!("bad cache file name '{name}'");
+        }
+        let (tmp_name, mut file) = self.create_temp(name.as_bytes())?;
+        let written = io::Write::write_all(&mut file, content);
+        let tmp = self.subdir_fd(b"tmp")?;
+        let cname = sys::cstr(name.as_bytes())?;
+        let renamed = written.and_then(|()| {
+            // SAFETY: both names are NUL-terminated.
+            let ret = unsafe {
+                libc::renameat(
+                    tmp.as_raw_fd(),
+                    tmp_name.as_ptr(),
+                    self.fd(),
+                    cname.as_ptr(),
+                )
+            };
+            if ret < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = renamed {
+            self.discard_temp(&tmp_name);
+            return Err(e)
+                .with_context(|| format!("cannot write '{}'", self.root.join(name).display()));
+        }
+        Ok(())
     }
 
     /// The type, size and free space of the store's filesystem.

@@ -208,6 +208,12 @@ fn purge_named_ids_even_within_keep_last_and_nothing_on_a_typo() {
     unrm_ok(&sb, &["--check"]);
 }
 
+/// Make the next `after_saferm_run` check in full, as it does every few minutes (between
+/// full checks it looks only at the free space and the archive just made).
+fn forget_last_check(sb: &Sandbox) {
+    fs::write(sb.store().join("retention.json"), b"{}").expect("write retention.json");
+}
+
 fn config_with(f: impl FnOnce(&mut Config)) -> Config {
     let mut c = Config::defaults();
     f(&mut c);
@@ -219,6 +225,7 @@ fn automatic_retention_spares_keep_last_and_the_deletion_just_made() {
     let sb = Sandbox::new();
     let all = make_deletions(&sb, 5);
     let store = Store::open_at(&sb.store()).expect("open store");
+    forget_last_check(&sb);
     // Within the limits: nothing happens, nothing is printed.
     let lines = saferm::retention::after_saferm_run(&store, &Config::defaults(), Some(&all[4]));
     assert!(lines.is_empty(), "{lines:?}");
@@ -242,6 +249,30 @@ fn automatic_retention_spares_keep_last_and_the_deletion_just_made() {
         vec![all[0].clone(), all[3].clone(), all[4].clone()]
     );
     unrm_ok(&sb, &["--check"]);
+}
+
+#[test]
+fn between_full_checks_only_free_space_and_size_are_looked_at() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 3);
+    let store = Store::open_at(&sb.store()).expect("open store");
+    forget_last_check(&sb);
+    assert!(saferm::retention::after_saferm_run(&store, &Config::defaults(), None).is_empty());
+    // A stale temp file waits for the next full check...
+    let tmp = sb.store().join("tmp").join("old.tmp");
+    fs::write(&tmp, b"x").expect("write");
+    age(&tmp, 7200);
+    saferm::retention::after_saferm_run(&store, &Config::defaults(), Some(&all[2]));
+    assert!(tmp.exists());
+    // ...but a store over its size, counting the archive just made, is checked at once.
+    let config = config_with(|c| {
+        c.max_size.value = Size::Bytes(150 * 1024);
+        c.keep_last.value = 0;
+    });
+    let lines = saferm::retention::after_saferm_run(&store, &config, Some(&all[2]));
+    assert!(!lines.is_empty());
+    assert!(!tmp.exists());
+    assert_eq!(ids(&sb), all[2..].to_vec());
 }
 
 #[test]
@@ -344,6 +375,7 @@ fn stale_temp_files_are_swept_fresh_ones_kept() {
     fs::write(tmp.join("old.2.tmp"), b"x").expect("write");
     age(&tmp.join("old.2.tmp"), 7200);
     let store = Store::open_at(&sb.store()).expect("open store");
+    forget_last_check(&sb);
     saferm::retention::after_saferm_run(&store, &Config::defaults(), None);
     assert!(!tmp.join("old.2.tmp").exists());
     assert!(tmp.join("new.1.tmp").exists());
@@ -390,6 +422,7 @@ fn incomplete_archives_are_reported_and_removed_complete_orphans_rebuilt() {
         .expect("archive");
     age(&archive, 7200);
     let store = Store::open_at(&sb.store()).expect("open store");
+    forget_last_check(&sb);
     let lines = saferm::retention::after_saferm_run(&store, &Config::defaults(), None);
     assert!(!cut.exists(), "{lines:?}");
     assert!(
