@@ -165,11 +165,24 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
             .headers
             .iter()
             .map(|h| h.id.as_str())
-            .chain(now.manifests.keys().map(|k| k.as_str()))
             .filter(|id| !(repair && damaged_ids.contains(id)))
+            // Manifests published since the catalog was read; not the damaged ones, whose
+            // archives are reported (and with --repair rebuilt) like orphans.
+            .chain(
+                now.manifests
+                    .keys()
+                    .map(|k| k.as_str())
+                    .filter(|id| !damaged_ids.contains(id)),
+            )
             .collect();
         for (month, name) in archives {
             let Some(id) = name.strip_suffix(".tar.zst") else {
+                if name.ends_with(&format!(".tar.zst{}", crate::store::DAMAGED)) {
+                    problem(&format!(
+                        "archive 'archives/{month}/{name}' has no manifest and could not be rebuilt: it was set aside; recover what you need with tar --zstd -xf, then remove it with /bin/rm"
+                    ));
+                    bad += 1;
+                }
                 continue;
             };
             if known.contains(id) {

@@ -363,10 +363,15 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
                     "saferm: rebuilt the lost manifest of deletion {} from its archive",
                     a.id
                 )),
-                Err(e) => lines.push(format!(
-                    "saferm: warning: archive '{}' has no manifest and cannot be rebuilt ({e:#}); see 'unrm --check'",
-                    store.root().join(&rel).display()
-                )),
+                Err(e) => {
+                    // Kept for recovery by hand, and not read again after every run.
+                    let aside = store.set_aside_archive(&lock, &a.month, &a.id)?;
+                    lines.push(format!(
+                        "saferm: warning: archive {} has no manifest and cannot be rebuilt ({e:#}); kept as '{}', see 'unrm --check'",
+                        a.id,
+                        store.root().join(&aside).display()
+                    ))
+                }
             }
         }
     }

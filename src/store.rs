@@ -491,6 +491,8 @@ pub struct PurgeTarget {
 
 /// The sidecar suffixes a deletion may have beside its manifest.
 const SIDECARS: &[&str] = &[".restored.json", ".restored-part.json"];
+/// The suffix of an archive without a manifest that could not be rebuilt, set aside.
+pub const DAMAGED: &str = ".damaged";
 /// The suffix of a purge marker, beside the manifest it dooms.
 const PURGING: &str = ".purging";
 
@@ -717,6 +719,32 @@ impl Store {
         let rel = format!("archives/{month}/{id}.tar.zst");
         self.unpublish(&rel)
             .with_context(|| format!("cannot remove '{}'", self.root.join(&rel).display()))
+    }
+
+    /// Rename an archive that has no manifest and cannot be rebuilt to
+    /// `archives/<month>/<id>.tar.zst.damaged`: kept for recovery by hand, out of the way of
+    /// the checks after every saferm run. Returns its path relative to the store.
+    pub fn set_aside_archive(&self, lock: &LockGuard, month: &str, id: &str) -> Result<String> {
+        if !lock.is_exclusive() {
+            bail!("setting an archive aside needs the store's exclusive lock");
+        }
+        if !safe_component(month) || !safe_component(id) {
+            bail!("bad archive name {month}/{id}");
+        }
+        let dir = sys::open_dir_nofollow(
+            self.subdir_fd(b"archives")?.as_raw_fd(),
+            &sys::cstr(month.as_bytes())?,
+        )?;
+        let aside = format!("{id}.tar.zst{DAMAGED}");
+        sys::rename_noreplace(
+            dir.as_raw_fd(),
+            &sys::cstr(format!("{id}.tar.zst").as_bytes())?,
+            dir.as_raw_fd(),
+            &sys::cstr(aside.as_bytes())?,
+        )
+        .with_context(|| format!("cannot set archive {id} aside"))?;
+        sys::fsync(&dir).context("cannot sync the store directory")?;
+        Ok(format!("archives/{month}/{aside}"))
     }
 
     /// Remove files in `tmp/` last modified more than `older_than` seconds ago, under the

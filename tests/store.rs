@@ -436,6 +436,40 @@ fn incomplete_archives_are_reported_and_removed_complete_orphans_rebuilt() {
 }
 
 #[test]
+fn an_orphan_that_cannot_be_rebuilt_is_set_aside_once() {
+    let sb = Sandbox::new();
+    let all = make_deletions(&sb, 1);
+    let full = store_files(&sb, &all[0])
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .expect("archive");
+    let mut bytes = fs::read(&full).expect("read");
+    bytes[50_000] ^= 0xff; // inside the (stored) data block: the frames still walk
+    let bad = full.with_file_name("20200101T000000.000000000Z-3-00000000-bad.tar.zst");
+    fs::write(&bad, &bytes).expect("write");
+    age(&bad, 7200);
+    let store = Store::open_at(&sb.store()).expect("open store");
+    forget_last_check(&sb);
+    let lines = saferm::retention::after_saferm_run(&store, &Config::defaults(), None);
+    assert!(
+        lines.iter().any(|l| l.contains("cannot be rebuilt")),
+        "{lines:?}"
+    );
+    let aside = bad.with_file_name("20200101T000000.000000000Z-3-00000000-bad.tar.zst.damaged");
+    assert!(aside.exists() && !bad.exists());
+    // Not looked at again.
+    forget_last_check(&sb);
+    assert!(saferm::retention::after_saferm_run(&store, &Config::defaults(), None).is_empty());
+    let out = unrm(&sb, &["--check"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("set aside"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
 fn stats_names_the_filesystem_the_settings_and_the_alias() {
     let sb = Sandbox::new();
     let all = make_deletions(&sb, 2);
