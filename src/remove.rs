@@ -452,32 +452,51 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
             return Err(e);
         }
     };
-    drop(sealed.file);
-    if let Err(e) = pending.sync_dir() {
+    let rel = pending.rel.clone();
+    // Making the archive durable (fsync the file, then its directory) and reading it back
+    // are independent, so they run side by side; both must succeed before the manifest is
+    // published and anything is unlinked. What verification reads is the file's bytes as
+    // the kernel holds them either way.
+    let (durable, verified) = std::thread::scope(|scope| {
+        let durable = scope.spawn(|| -> Result<()> {
+            crate::fault::check("fsync").context("cannot sync the archive")?;
+            sys::fsync(&sealed.file).context("cannot sync the archive")?;
+            pending.sync_dir()
+        });
+        let verified = (|| -> Result<()> {
+            let file = store.open_published(&rel)?;
+            if crate::fault::active("verify") {
+                let damaged = Damaged::new(file);
+                return crate::verify::verify_archive(
+                    damaged,
+                    &manifest.entries,
+                    Some(&sealed.blake3),
+                );
+            }
+            if sealed.size <= SMALL_ARCHIVE_BYTES {
+                // A thread costs more than decoding a small archive.
+                let mut bytes = Vec::with_capacity(sealed.size as usize);
+                std::io::Read::read_to_end(&mut &file, &mut bytes)?;
+                return crate::verify::verify_in_memory(&bytes, &manifest.entries, &sealed.blake3);
+            }
+            let capacity = sealed.size.clamp(64 << 10, 1 << 20) as usize;
+            let reader = std::io::BufReader::with_capacity(capacity, file);
+            crate::verify::verify_archive(reader, &manifest.entries, Some(&sealed.blake3))
+        })();
+        let durable = durable
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("cannot sync the archive")));
+        (durable, verified)
+    });
+    if let Err(e) = durable {
         store.discard_archive(&pending);
         return Err(e);
     }
-    let rel = pending.rel.clone();
-    let verified = (|| -> Result<()> {
-        let file = store.open_published(&rel)?;
-        if crate::fault::active("verify") {
-            let damaged = Damaged::new(file);
-            return crate::verify::verify_archive(damaged, &manifest.entries, Some(&sealed.blake3));
-        }
-        if sealed.size <= SMALL_ARCHIVE_BYTES {
-            // A thread costs more than decoding a small archive.
-            let mut bytes = Vec::with_capacity(sealed.size as usize);
-            std::io::Read::read_to_end(&mut &file, &mut bytes)?;
-            return crate::verify::verify_in_memory(&bytes, &manifest.entries, &sealed.blake3);
-        }
-        let capacity = sealed.size.clamp(64 << 10, 1 << 20) as usize;
-        let reader = std::io::BufReader::with_capacity(capacity, file);
-        crate::verify::verify_archive(reader, &manifest.entries, Some(&sealed.blake3))
-    })();
     if let Err(e) = verified {
         store.discard_archive(&pending);
         return Err(e.context("the archive did not verify"));
     }
+    drop(sealed.file);
     manifest.archive = Some(manifest::ArchiveInfo {
         path: rel.clone(),
         size: sealed.size,
