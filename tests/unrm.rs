@@ -2,7 +2,6 @@
 //! conflicts, listing and checking the store, damaged archives, and crafted archives that
 //! try to write outside their destination.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
@@ -10,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr, user_xattrs, xattr, Full};
+use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr, xattr};
 use crate::common::{build_tree, is_root, saferm_bin, Outcome, Sandbox, NOBODY};
 
 fn unrm_bin() -> PathBuf {
