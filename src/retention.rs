@@ -302,12 +302,15 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
     }
     let scan = store.scan()?;
     // Best effort: without the cache, the next run checks in full again.
-    let _ = serde_json::to_vec(&Checked {
-        at: now,
-        archive_bytes: scan.archive_bytes(),
-    })
-    .map_err(anyhow::Error::new)
-    .and_then(|b| store.write_cache(CHECKED, &b));
+    let remember = |archive_bytes: u64| {
+        let _ = serde_json::to_vec(&Checked {
+            at: now,
+            archive_bytes,
+        })
+        .map_err(anyhow::Error::new)
+        .and_then(|b| store.write_cache(CHECKED, &b));
+    };
+    remember(scan.archive_bytes());
     let stale = crate::check::STALE_TEMP_SECS as i64;
     let cands: Vec<Candidate> = scan
         .archives
@@ -377,6 +380,9 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
     }
     if over {
         let purged = purge(store, Some(&lock), &rules, just_made, false)?;
+        if !purged.is_empty() {
+            remember(store.scan()?.archive_bytes());
+        }
         lines.extend(report_lines(&purged, config));
     }
     Ok(lines)
