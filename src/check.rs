@@ -129,7 +129,9 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
         // Housekeeping needs the store to itself: no writer may be between its archive and
         // its manifest while orphans are looked for.
         drop(shared);
-        let lock = store.lock_exclusive()?;
+        let lock = store.lock_exclusive_patiently(|| {
+            problem("waiting for other saferm and unrm processes to finish...")
+        })?;
         let scan = store.scan()?;
         for id in store.finish_interrupted_purges(&lock, &scan)? {
             stdout_write(

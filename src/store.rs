@@ -296,6 +296,16 @@ impl Store {
         self.lock(true)
     }
 
+    /// Take the lock exclusively, calling `waiting` first if that means waiting for other
+    /// processes (so that a user knows why `unrm --purge` or `--check` does not return).
+    pub fn lock_exclusive_patiently(&self, waiting: impl FnOnce()) -> Result<LockGuard> {
+        if let Some(lock) = self.try_lock_exclusive()? {
+            return Ok(lock);
+        }
+        waiting();
+        self.lock_exclusive()
+    }
+
     /// Take the lock exclusively only if nobody holds it: None when a writer, a restore or
     /// another collector is active (automatic retention never makes an `rm` wait).
     pub fn try_lock_exclusive(&self) -> Result<Option<LockGuard>> {
@@ -1027,6 +1037,15 @@ mod tests {
         assert!(a.ends_with("-packages"), "{a}");
         assert!(b.ends_with("-a_b_"), "{b}");
         assert_eq!(new_id(t1, b".").rsplit('-').next(), Some("deletion"));
+    }
+
+    #[test]
+    fn filesystems_are_named() {
+        assert_eq!(fs_magic_name(0x5846_5342), "xfs");
+        assert_eq!(fs_magic_name(0x9123_683E_u32 as i32 as i64), "btrfs");
+        assert!(fs_magic_name(0x1234).starts_with("unknown"));
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert!(safe_component("2026-11") && !safe_component("..") && !safe_component("a/b"));
     }
 
     #[test]

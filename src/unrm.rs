@@ -156,7 +156,9 @@ fn purge(
     let lock = if p.dry_run {
         None
     } else {
-        let lock = store.lock_exclusive()?;
+        let lock = store.lock_exclusive_patiently(|| {
+            stderr_write(b"unrm: waiting for other saferm and unrm processes to finish...\n")
+        })?;
         let scan = store.scan()?;
         for id in store.finish_interrupted_purges(&lock, &scan)? {
             stdout_write(format!("finished the interrupted purge of {id}\n").as_bytes());
