@@ -135,12 +135,14 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
     let mut plan = walker.plan;
     let mut failed = plan.failed;
 
+    let config = config
+        .and_then(|c| c.ok())
+        .unwrap_or_else(crate::config::Config::defaults);
+    // The store and the id of this run's deletion, for retention after the unlinks.
+    let mut made: Option<(Store, String)> = None;
     if let Some(store) = store {
         let anything = plan.to_archive().next().is_some();
         if anything {
-            let config = config
-                .and_then(|c| c.ok())
-                .unwrap_or_else(crate::config::Config::defaults);
             let result = store.map_err(|e| anyhow!("{e:#}")).and_then(|store| {
                 let ctx = ArchiveContext {
                     prog,
@@ -149,10 +151,14 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
                     config: &config,
                     interactive: opts.presume_input_tty || sys::stdin_is_tty(),
                 };
-                archive_plan(&ctx, &store, &mut plan)
+                let archived = archive_plan(&ctx, &store, &mut plan);
+                if let Ok(Archived::Yes(Some(id))) = &archived {
+                    made = Some((store, id.clone()));
+                }
+                archived
             });
             match result {
-                Ok(Archived::Yes) => {}
+                Ok(Archived::Yes(_)) => {}
                 // The user said no to archiving a large deletion: nothing is removed, and, as
                 // with rm -I, that is not an error.
                 Ok(Archived::Declined) => return 0,
@@ -193,6 +199,12 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         unlinker.node(r, sys::AT_FDCWD, &display);
     }
     failed |= unlinker.failed;
+    // Retention: cheap unless a limit is exceeded; never waits for a busy store.
+    if let Some((store, id)) = &made {
+        for line in crate::retention::after_saferm_run(store, &config, Some(id)) {
+            stderr_write(format!("{line}\n").as_bytes());
+        }
+    }
     if failed {
         1
     } else {
@@ -261,7 +273,8 @@ struct ArchiveContext<'a> {
 }
 
 enum Archived {
-    Yes,
+    /// Archived (with the deletion's id, unless there was nothing left to archive).
+    Yes(Option<String>),
     Declined,
 }
 
@@ -280,14 +293,14 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
     loop {
         let order: Vec<usize> = plan.to_archive().collect();
         if order.is_empty() {
-            return Ok(Archived::Yes);
+            return Ok(Archived::Yes(None));
         }
         if !space_checked {
             check_space(ctx, store, plan, &order)?;
             space_checked = true;
         }
         match write_archive(ctx, store, plan)? {
-            Attempt::Done => return Ok(Archived::Yes),
+            Attempt::Done(id) => return Ok(Archived::Yes(Some(id))),
             Attempt::Retry { node, reason } => {
                 let msg = format!(
                     "{}: cannot remove {}: {reason}\n",
@@ -420,7 +433,7 @@ pub fn human(bytes: u64) -> String {
 }
 
 enum Attempt {
-    Done,
+    Done(String),
     Retry { node: usize, reason: String },
 }
 
@@ -507,7 +520,7 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
         store.discard_archive(&pending);
         return Err(e);
     }
-    Ok(Attempt::Done)
+    Ok(Attempt::Done(manifest.id.clone()))
 }
 
 fn write_manifest(store: &Store, manifest: &Manifest, month: &str) -> Result<()> {

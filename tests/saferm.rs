@@ -1012,3 +1012,42 @@ fn a_progress_bar_shows_on_a_terminal_only() {
         .run();
     assert_eq!((out.code(), out.stderr_text()), (Some(0), String::new()));
 }
+
+#[test]
+fn retention_runs_after_a_removal_and_spares_the_new_deletion() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["a=1", "b=2", "c=3", "d=4"]);
+    for f in ["a", "b", "c"] {
+        assert_eq!(saferm(&sb, &work, &[f]).code(), Some(0));
+    }
+    assert_eq!(archives(&sb.store()).len(), 3);
+    // A store limited to one byte, keeping nothing by count: the older deletions go, the one
+    // just made stays, and saferm says so on stderr.
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .arg("d")
+        .env("SAFERM_MAX_SIZE", "1")
+        .env("SAFERM_KEEP_LAST", "0")
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("purged"),
+        "{}",
+        out.stderr_text()
+    );
+    let left = archives(&sb.store());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].to_string_lossy().ends_with("-d.tar.zst"),
+        "{left:?}"
+    );
+    assert_eq!(
+        manifests(&sb.store())
+            .iter()
+            .filter(|m| m.extension().is_some_and(|e| e == "json"))
+            .count(),
+        1
+    );
+}
