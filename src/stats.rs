@@ -37,7 +37,8 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
     let settings = settings(&config, fs.total);
     if json {
         let value = json!({
-            "store": store.root(),
+            // Lossy: json! would panic on a path that is not UTF-8.
+            "store": store.root().to_string_lossy(),
             "filesystem": {
                 "type": fs_type,
                 "size_bytes": fs.total,
@@ -51,7 +52,7 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
             "orphan_archives": orphans,
             "interrupted_purges": scan.purging.len(),
             "unreadable_manifests": catalog.unreadable.len(),
-            "config_file": config_path,
+            "config_file": config_path.as_ref().map(|p| p.to_string_lossy()),
             "config_file_exists": config_exists,
             "settings": settings
                 .iter()
