@@ -6,7 +6,8 @@
 //! `manifest`, `signal` (SIGINT arrives while archiving), `space` (the store looks full),
 //! `skip-space-check` (write until the filesystem says ENOSPC), and after sealing `mutate`
 //! (a file changes) and `swap` (a directory becomes a symlink). unrm: `restore-signal`
-//! (SIGINT while restoring).
+//! (SIGINT while restoring), `purge-crash` (a purge stops between the manifest and the
+//! archive).
 
 use std::io;
 
