@@ -59,6 +59,8 @@ pub struct FrameWriter {
     sink: Option<Sink>,
     level: i32,
     threads: u32,
+    /// Size of each multithreaded zstd job.
+    job_bytes: u32,
     /// zstd window for small deletions: a window larger than the data only costs memory
     /// and time (allocating and clearing it is most of a one-file saferm's CPU time).
     window_log: Option<u32>,
@@ -102,9 +104,7 @@ impl FrameWriter {
         }
         if self.threads > 0 {
             enc.multithread(self.threads)?;
-            // zstd's default jobs (4 windows each) keep ~27 MB of buffers in flight with
-            // two workers; 512 KiB jobs keep it near 6 MB for about the same speed here.
-            enc.set_parameter(zstd::stream::raw::CParameter::JobSize(512 << 10))?;
+            enc.set_parameter(zstd::stream::raw::CParameter::JobSize(self.job_bytes))?;
         }
         self.encoder = Some(enc);
         self.frame_start = self.tar_pos;
@@ -192,13 +192,19 @@ pub struct ArchiveWriter {
 impl ArchiveWriter {
     /// Start writing into `file` (a fresh temp file) at zstd `level`, with `threads` workers
     /// (0: compress on the calling thread). `expected_bytes` is about how much tar data will
-    /// come (it only sizes the compression window).
+    /// come (it only sizes the compression window); `entries` how many entries.
     pub fn new(
         file: File,
         level: i32,
         threads: u32,
         expected_bytes: u64,
+        entries: usize,
     ) -> io::Result<ArchiveWriter> {
+        // Jobs of 2 MiB compress 1 GB of mixed data in 1.8 s here, zstd's default jobs in
+        // 2.0 s and 512 KiB ones in 3.3 s; but with two workers 2 MiB jobs keep ~25 MB of
+        // buffers in flight, which a deletion of many files (each ~1 KiB of plan and
+        // manifest) cannot afford under 64 MiB. Many entries: small jobs.
+        let job_bytes = if entries > 20_000 { 512 << 10 } else { 2 << 20 };
         // zstd's default window at level 1 is 2^19; below that, fit it to the data.
         let window_log = (expected_bytes < 1 << 19).then(|| {
             let bits = 64 - expected_bytes.max(1024).saturating_sub(1).leading_zeros();
@@ -213,6 +219,7 @@ impl ArchiveWriter {
             }),
             level,
             threads,
+            job_bytes,
             window_log,
             tar_pos: 0,
             frame_start: 0,

@@ -619,8 +619,8 @@ fn fill_archive(
     });
     let mut progress = crate::progress::Progress::new(total);
     let level = ctx.config.zstd_level.value;
-    let mut writer =
-        ArchiveWriter::new(file, level, threads, expected).context("cannot start the archive")?;
+    let mut writer = ArchiveWriter::new(file, level, threads, expected, order.len())
+        .context("cannot start the archive")?;
     // Which nodes must be visited: archived ones and the directories above them.
     let mut needed = vec![false; plan.nodes.len()];
     for &i in &order {

@@ -251,7 +251,7 @@ mod tests {
     /// One archive holding one file, and the entry the manifest would record for it.
     fn one_file_archive(content: &[u8]) -> (Vec<u8>, Vec<Entry>) {
         let file = tempfile::tempfile().expect("temp file");
-        let mut w = ArchiveWriter::new(file, 1, 0, content.len() as u64).expect("writer");
+        let mut w = ArchiveWriter::new(file, 1, 0, content.len() as u64, 1).expect("writer");
         let meta = EntryMeta {
             tar_path: b"home/u/notes.txt",
             kind: tar::EntryType::Regular,
