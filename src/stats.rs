@@ -67,7 +67,7 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
         return Ok(0);
     }
     let when = |h: Option<&crate::catalog::Header>| {
-        h.map(|h| format!("{} ({})", local(&h.created), h.id))
+        h.map(|h| format!("{} ({})", crate::unrm::local_time(&h.created), h.id))
             .unwrap_or_else(|| "-".to_string())
     };
     let pct = |part: u64| {
@@ -163,14 +163,4 @@ fn settings(c: &Config, fs_total: u64) -> Vec<(String, String, String)> {
         ),
         row("refuse_above", &c.refuse_above, size(c.refuse_above.value)),
     ]
-}
-
-fn local(rfc3339: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_else(|_| rfc3339.to_string())
 }

@@ -715,7 +715,7 @@ fn prepare_to(dir: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 /// An RFC 3339 time as local `YYYY-MM-DD HH:MM:SS`.
-fn local_time(rfc3339: &str) -> String {
+pub fn local_time(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| {
             t.with_timezone(&chrono::Local)

@@ -5,11 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{saferm_bin, Sandbox};
-
-fn unrm_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_unrm"))
-}
+use crate::common::{saferm_bin, unrm_bin, Sandbox};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)

@@ -11,22 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use saferm::config::{Config, Size};
 use saferm::store::Store;
 
-use crate::common::{saferm_bin, snapshot, Outcome, Sandbox};
-
-fn unrm_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_unrm"))
-}
-
-fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    let out = sb.command(saferm_bin()).current_dir(cwd).args(args).run();
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "saferm {args:?}: {}",
-        out.stderr_text()
-    );
-    out
-}
+use crate::common::{saferm_bin, saferm_ok as saferm, snapshot, unrm_bin, Outcome, Sandbox};
 
 fn unrm_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     let mut c = sb.command(unrm_bin()).args(args);

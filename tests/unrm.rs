@@ -10,22 +10,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr, xattr};
-use crate::common::{build_tree, is_root, saferm_bin, Outcome, Sandbox, NOBODY};
-
-fn unrm_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_unrm"))
-}
-
-fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    let out = sb.command(saferm_bin()).current_dir(cwd).args(args).run();
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "saferm {args:?}: {}",
-        out.stderr_text()
-    );
-    out
-}
+use crate::common::{
+    build_tree, is_root, saferm_bin, saferm_ok as saferm, unrm_bin, Outcome, Sandbox, NOBODY,
+};
 
 fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
     sb.command(unrm_bin()).current_dir(cwd).args(args).run()

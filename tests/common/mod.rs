@@ -46,6 +46,23 @@ pub fn saferm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_saferm"))
 }
 
+/// The unrm binary under test.
+pub fn unrm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_unrm"))
+}
+
+/// Run saferm (as `rm`) in the sandbox and require it to succeed.
+pub fn saferm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    let out = sb.command(saferm_bin()).current_dir(cwd).args(args).run();
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "saferm {args:?}: {}",
+        out.stderr_text()
+    );
+    out
+}
+
 /// True when the tests run with euid 0 (CI does; mounts and uid switches need it).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
