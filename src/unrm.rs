@@ -64,6 +64,13 @@ fn execute(opts: &Options) -> Result<i32> {
     let cwd = std::env::current_dir()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b"/".to_vec());
+    // Restores hold the lock shared from reading the catalog on, so a purge cannot remove a
+    // deletion between resolving a name and reading its archive.
+    let _restore_lock = if matches!(opts.action, Action::Restore(_) | Action::Last(_)) {
+        Some(store.lock_shared().context("could not lock the store")?)
+    } else {
+        None
+    };
     let catalog = Catalog::open(&store).context("could not read the store")?;
     match &opts.action {
         Action::Restore(names) => restore_names(opts, &store, &catalog, &cwd, names),
