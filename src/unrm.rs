@@ -812,12 +812,8 @@ fn list(opts: &Options, headers: &[Header], cwd: &[u8], patterns: &[OsString]) -
             operands.join(" ")
         );
         out.push_str(&line);
-        if out.len() >= 64 * 1024 {
-            stdout_write(out.as_bytes());
-            out.clear();
-            if crate::output::stdout_closed() {
-                return 0;
-            }
+        if flush_full(&mut out) {
+            return 0; // the reader went away
         }
     }
     stdout_write(out.as_bytes());
@@ -895,16 +891,21 @@ fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
         }
         line.push('\n');
         out.push_str(&line);
-        if out.len() >= 64 * 1024 {
-            stdout_write(out.as_bytes());
-            out.clear();
-            if crate::output::stdout_closed() {
-                return 0;
-            }
+        if flush_full(&mut out) {
+            return 0; // the reader went away
         }
     }
     stdout_write(out.as_bytes());
     0
+}
+
+/// Write `out` to stdout once it holds 64 KiB; true when stdout is closed (`| head`).
+fn flush_full(out: &mut String) -> bool {
+    if out.len() >= 64 * 1024 {
+        stdout_write(out.as_bytes());
+        out.clear();
+    }
+    crate::output::stdout_closed()
 }
 
 #[cfg(test)]

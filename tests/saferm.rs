@@ -10,20 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr};
-use crate::common::{build_tree, is_root, saferm_bin, snapshot, Outcome, Sandbox, Tmpfs, NOBODY};
-
-/// Bytes zstd cannot shrink (xorshift64).
-fn incompressible(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use crate::common::{
+    build_tree, is_root, noise, saferm_bin, snapshot, Outcome, Sandbox, Tmpfs, NOBODY,
+};
 
 /// Run saferm with `SAFERM_FAULT` set to `step` (honoured by debug builds only).
 fn with_fault(sb: &Sandbox, cwd: &Path, args: &[&str], step: &str) -> Outcome {
@@ -403,7 +392,7 @@ fn enospc_during_the_write_keeps_everything() {
     let work = sb.work("w");
     let store = sb.work("smallstore");
     let _mount = Tmpfs::mount(&store).expect("mount a 1 MiB tmpfs");
-    let noise = incompressible(3_000_000);
+    let noise = noise(0, 3_000_000);
     build_tree(&work, &["d/"]);
     fs::write(work.join("d/noise"), &noise).expect("write noise");
     let before = snapshot(&work);
@@ -724,9 +713,9 @@ fn large_deletions_are_split_into_seekable_frames() {
     let work = sb.work("w");
     build_tree(&work, &["d/"]);
     // 80 MiB in three files: frames roll at entry boundaries every 32 MiB of tar data.
-    fs::write(work.join("d/a"), incompressible(30 << 20)).expect("a");
+    fs::write(work.join("d/a"), noise(0, 30 << 20)).expect("a");
     fs::write(work.join("d/b"), vec![b'x'; 30 << 20]).expect("b");
-    fs::write(work.join("d/c"), incompressible(20 << 20)).expect("c");
+    fs::write(work.join("d/c"), noise(0, 20 << 20)).expect("c");
     let before = snapshot(&work);
     let out = saferm(&sb, &work, &["-r", "d"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());

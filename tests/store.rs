@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use saferm::config::{Config, Size};
 use saferm::store::Store;
 
-use crate::common::{saferm_bin, saferm_ok as saferm, snapshot, unrm_bin, Outcome, Sandbox};
+use crate::common::{noise, saferm_bin, saferm_ok as saferm, snapshot, unrm_bin, Outcome, Sandbox};
 
 fn unrm_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     let mut c = sb.command(unrm_bin()).args(args);
@@ -49,22 +49,6 @@ fn ids(sb: &Sandbox) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-/// Content that zstd cannot shrink, so archive sizes are predictable.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// `n` deletions of one 100 KiB file each, made in order; returns their ids, oldest first.

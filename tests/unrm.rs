@@ -489,16 +489,7 @@ fn a_flipped_byte_is_caught_by_check_and_by_restore() {
     let w = sb.work("w");
     // Incompressible content: the middle of the compressed data is the file's own bytes
     // (a flip in a tar header's padding or a PAX time would not touch them).
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let big: Vec<u8> = (0..400_000u32)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
-    fs::write(w.join("big"), &big).expect("big");
+    fs::write(w.join("big"), crate::common::noise(0, 400_000)).expect("big");
     saferm(&sb, &w, &["big"]);
     flip_a_byte(&only_archive(&sb));
     let out = unrm(&sb, &w, &["--check"]);

@@ -46,6 +46,22 @@ pub fn saferm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_saferm"))
 }
 
+/// `len` bytes zstd cannot shrink (xorshift64 from `seed`; the same seed, the same bytes).
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// The unrm binary under test.
 pub fn unrm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_unrm"))
