@@ -5,10 +5,9 @@
 //! would hide the flags that matter here. `unlinkat` is deliberately absent: it lives in
 //! `unlink.rs`, the one module allowed to delete.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 
 pub use libc::AT_FDCWD;
 
@@ -417,11 +416,6 @@ pub fn random_u32() -> u32 {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0))
     }
-}
-
-/// Bytes of an OsStr.
-pub fn bytes(s: &OsStr) -> &[u8] {
-    s.as_bytes()
 }
 
 /// What `fstatfs` says about a filesystem: its type and size.
