@@ -536,18 +536,18 @@ impl Walker<'_> {
         if opts.interactive == InteractiveMode::Never {
             return Asked::Yes;
         }
-        let (name, display, st) = {
-            let n = &self.plan.nodes[idx];
-            (n.name.clone(), self.plan.display(idx), n.st)
-        };
+        let st = self.plan.nodes[idx].st;
         let mut write_protected: i32 = 0;
         let mut wp_errno = 0;
         if !opts.ignore_missing && (opts.interactive == InteractiveMode::Always || self.stdin_tty) {
-            (write_protected, wp_errno) = self.write_protected(dirfd, &name, &st);
+            let name = &self.plan.nodes[idx].name;
+            (write_protected, wp_errno) = self.write_protected(dirfd, name, &st);
         }
         if write_protected == 0 && opts.interactive != InteractiveMode::Always {
             return Asked::Yes;
         }
+        // Only now, with a question or an error to print, is the path worth building.
+        let display = self.plan.display(idx);
         if write_protected >= 0 {
             if st.is_symlink() {
                 if opts.interactive != InteractiveMode::Always {
