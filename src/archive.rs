@@ -9,6 +9,8 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::manifest::Frame;
 
@@ -37,6 +39,7 @@ struct Sink {
     file: File,
     written: u64,
     hasher: blake3::Hasher,
+    growth: Option<GrowthGuard>,
 }
 
 impl Write for Sink {
@@ -45,11 +48,107 @@ impl Write for Sink {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
+        if let Some(g) = &self.growth {
+            g.0.set(self.written, Written::Growing);
+        }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// How much of an archive being written is in its file, so that verification can read it
+/// back while it grows, and whether the writer finished it or gave up.
+#[derive(Default)]
+pub struct Growth {
+    state: Mutex<(u64, Written)>,
+    changed: Condvar,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+enum Written {
+    #[default]
+    Growing,
+    Sealed,
+    Abandoned,
+}
+
+impl Growth {
+    fn set(&self, len: u64, what: Written) {
+        if let Ok(mut st) = self.state.lock() {
+            if st.1 == Written::Growing {
+                *st = (len, what);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// The writer stopped: unless the archive was sealed, readers get an error.
+    pub fn abandon(&self) {
+        self.set(0, Written::Abandoned);
+    }
+
+    /// Wait until the file is longer than `pos`, or finished; returns its length then.
+    fn wait_past(&self, pos: u64) -> io::Result<u64> {
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| io::Error::other("the archive writer failed"))?;
+        loop {
+            match *st {
+                (_, Written::Abandoned) => {
+                    return Err(io::Error::other("the archive was not finished"))
+                }
+                (len, Written::Sealed) => return Ok(len),
+                (len, Written::Growing) if len > pos => return Ok(len),
+                _ => {}
+            }
+            st = self
+                .changed
+                .wait(st)
+                .map_err(|_| io::Error::other("the archive writer failed"))?;
+        }
+    }
+}
+
+/// Marks the archive abandoned if the writer is dropped before sealing it.
+struct GrowthGuard(Arc<Growth>);
+
+impl Drop for GrowthGuard {
+    fn drop(&mut self) {
+        self.0.set(0, Written::Abandoned);
+    }
+}
+
+/// Reads an archive from its start while another thread writes it: each read waits for
+/// bytes that are in the file, and the end is where the writer sealed it.
+pub struct Follow {
+    pub file: File,
+    pub pos: u64,
+    pub growth: Arc<Growth>,
+}
+
+impl Read for Follow {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let len = self.growth.wait_past(self.pos)?;
+        let want = buf.len().min(len.saturating_sub(self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive file is shorter than what was written",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -216,6 +315,7 @@ impl ArchiveWriter {
                 file,
                 written: 0,
                 hasher: blake3::Hasher::new(),
+                growth: None,
             }),
             level,
             threads,
@@ -230,6 +330,19 @@ impl ArchiveWriter {
         let mut builder = tar::Builder::new(fw);
         builder.follow_symlinks(false);
         Ok(ArchiveWriter { builder })
+    }
+
+    /// Report how far the file is written to `growth`, for a reader that follows it
+    /// ([`Follow`]); if the writer is dropped unsealed, the reader gets an error.
+    pub fn report_growth(&mut self, growth: Arc<Growth>) -> io::Result<()> {
+        let fw = self.builder.get_mut();
+        let sink = match (&mut fw.sink, &mut fw.encoder) {
+            (Some(sink), _) => sink,
+            (None, Some(enc)) => enc.get_mut(),
+            (None, None) => return Err(io::Error::other("archive writer used after failure")),
+        };
+        sink.growth = Some(GrowthGuard(growth));
+        Ok(())
     }
 
     /// The offset in the tar stream where the next entry starts.
@@ -385,6 +498,9 @@ impl DataEnd {
         sink.write_all(MANIFEST_FRAME_TAG)?;
         sink.write_all(&packed)?;
         sink.flush()?;
+        if let Some(g) = sink.growth.take() {
+            g.0.set(sink.written, Written::Sealed);
+        }
         // The caller fsyncs the file (alongside verification, see remove.rs).
         Ok(Sealed {
             size: sink.written,
