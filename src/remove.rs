@@ -6,15 +6,16 @@
 //! ```
 //! Anything that fails before the unlink phase keeps every original (DESIGN §1.3).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::{mpsc, Arc};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
-use crate::archive::{AppendError, ArchiveWriter, EntryMeta, Hashing};
+use crate::archive::{AppendError, ArchiveWriter, EntryMeta, Growth, Hashing};
 use crate::cli::{self, Parsed};
 use crate::manifest::{self, Entry, Kind, Manifest, PathBytes};
 use crate::output::{stderr_write, stdout_write};
@@ -28,6 +29,8 @@ use crate::walk::{self, Fate, Plan, Walker};
 const SMALL_ARCHIVE_BYTES: u64 = 1 << 20;
 /// Files up to this size are read whole, in one call, into a reused buffer.
 const WHOLE_READ_BYTES: u64 = 4 << 20;
+/// Verify while writing above this much file content.
+const STREAM_VERIFY_BYTES: u64 = 8 << 20;
 /// Compress on worker threads above this much data.
 const MULTITHREAD_BYTES: u64 = 8 << 20;
 
@@ -72,6 +75,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         Parsed::Exit(code) => return code,
     };
     raise_fd_limit();
+    crate::timing::start();
     if opts.prompt_once && rules::prompt_once_applies(opts.operands.len(), opts.recursive) {
         let text = rules::prompt_once_text(prog, opts.operands.len(), opts.recursive);
         if !walk::yes_no(&text) {
@@ -133,6 +137,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         walker.operand(i, operand.as_bytes());
     }
     let mut plan = walker.plan;
+    crate::timing::mark("walk");
     let mut failed = plan.failed;
 
     let config = config
@@ -184,21 +189,12 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
             }
         }
     }
+    crate::timing::mark("archiving done");
     crate::signal::restore();
     simulate_concurrent_change(&plan);
 
-    let mut unlinker = Unlinker {
-        prog,
-        opts: &opts,
-        plan: &mut plan,
-        unlinked: HashSet::new(),
-        failed: false,
-    };
-    for r in unlinker.plan.roots.clone() {
-        let display = unlinker.plan.display(r);
-        unlinker.node(r, sys::AT_FDCWD, &display);
-    }
-    failed |= unlinker.failed;
+    failed |= crate::sweep::unlink_plan(prog, &opts, &mut plan);
+    crate::timing::mark("unlinked");
     // Retention: cheap unless a limit is exceeded; never waits for a busy store.
     if let Some((store, id)) = &made {
         for line in crate::retention::after_saferm_run(store, &config, Some(id)) {
@@ -453,7 +449,56 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
         .file
         .take()
         .ok_or_else(|| anyhow!("archive file already taken"))?;
-    let result = fill_archive(ctx, plan, file, &id, now);
+    let rel = pending.rel.clone();
+    let order: Vec<usize> = plan.to_archive().collect();
+    // A large archive is read back and checked while it is written, on other threads; a
+    // small one after it is sealed (a thread costs more than decoding it).
+    let streamed = content_bytes(plan, &order) >= STREAM_VERIFY_BYTES;
+    let (result, early) = std::thread::scope(|scope| {
+        let mut stream = None;
+        let mut verifier = None;
+        if streamed {
+            match store.open_published(&rel) {
+                Ok(file) => {
+                    let growth = Arc::new(Growth::default());
+                    let (tx, rx) = mpsc::channel();
+                    let follow = crate::archive::Follow {
+                        file,
+                        pos: 0,
+                        growth: growth.clone(),
+                    };
+                    verifier = Some(scope.spawn(move || {
+                        let mut expected = crate::verify::Streamed { rx, current: None };
+                        if crate::fault::active("verify") {
+                            let damaged = Damaged {
+                                inner: follow,
+                                pos: 0,
+                                flip_at: 4096,
+                            };
+                            return crate::verify::verify_stream(damaged, &mut expected);
+                        }
+                        crate::verify::verify_stream(follow, &mut expected)
+                    }));
+                    stream = Some(Streaming {
+                        growth,
+                        entries: tx,
+                    });
+                }
+                Err(e) => return (Err(e), None),
+            }
+        }
+        let result = fill_archive(ctx, plan, file, &id, now, stream.as_ref());
+        // Unless it was sealed, the verifier stops at the end of what was written.
+        if let Some(s) = stream {
+            s.growth.abandon();
+        }
+        let early = verifier.map(|v| {
+            v.join()
+                .unwrap_or_else(|_| Err(anyhow!("the archive verifier failed")))
+        });
+        (result, early)
+    });
+    crate::timing::mark("archive written");
     let (sealed, mut manifest) = match result {
         Ok(Filled::Sealed(b)) => *b,
         Ok(Filled::SourceFailed { node, reason }) => {
@@ -465,7 +510,6 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
             return Err(e);
         }
     };
-    let rel = pending.rel.clone();
     // Making the archive durable (fsync the file, then its directory) and reading it back
     // are independent, so they run side by side; both must succeed before the manifest is
     // published and anything is unlinked. What verification reads is the file's bytes as
@@ -477,6 +521,13 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
             pending.sync_dir()
         });
         let verified = (|| -> Result<()> {
+            if let Some(early) = early {
+                let hash = early?;
+                if hash != sealed.blake3 {
+                    bail!("the archive file differs from what was written (blake3 mismatch)");
+                }
+                return Ok(());
+            }
             let file = store.open_published(&rel)?;
             if crate::fault::active("verify") {
                 let damaged = Damaged::new(file);
@@ -501,6 +552,7 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
             .unwrap_or_else(|_| Err(anyhow!("cannot sync the archive")));
         (durable, verified)
     });
+    crate::timing::mark("archive verified and durable");
     if let Err(e) = durable {
         store.discard_archive(&pending);
         return Err(e);
@@ -547,14 +599,14 @@ fn write_manifest(store: &Store, manifest: &Manifest, month: &str) -> Result<()>
 }
 
 /// A reader that flips one byte in the middle, for the `verify` failure-injection test.
-struct Damaged {
-    inner: std::io::BufReader<File>,
+struct Damaged<R> {
+    inner: R,
     pos: u64,
     flip_at: u64,
 }
 
-impl Damaged {
-    fn new(file: File) -> Damaged {
+impl Damaged<std::io::BufReader<File>> {
+    fn new(file: File) -> Self {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         Damaged {
             inner: std::io::BufReader::new(file),
@@ -564,7 +616,7 @@ impl Damaged {
     }
 }
 
-impl std::io::Read for Damaged {
+impl<R: std::io::Read> std::io::Read for Damaged<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if self.flip_at >= self.pos && self.flip_at < self.pos + n as u64 {
@@ -587,6 +639,7 @@ fn fill_archive(
     file: File,
     id: &str,
     now: chrono::DateTime<chrono::Utc>,
+    stream: Option<&Streaming>,
 ) -> Result<Filled> {
     let order: Vec<usize> = plan.to_archive().collect();
     let total: u64 = order
@@ -621,6 +674,11 @@ fn fill_archive(
     let level = ctx.config.zstd_level.value;
     let mut writer = ArchiveWriter::new(file, level, threads, expected, order.len())
         .context("cannot start the archive")?;
+    if let Some(s) = stream {
+        writer
+            .report_growth(s.growth.clone())
+            .context("cannot start the archive")?;
+    }
     // Which nodes must be visited: archived ones and the directories above them.
     let mut needed = vec![false; plan.nodes.len()];
     for &i in &order {
@@ -708,7 +766,7 @@ fn fill_archive(
                 let meta = meta_for(&entry, &abs, tar::EntryType::Directory, None, None, &xattrs);
                 append(&mut writer, &meta, None, idx)?;
                 totals.dirs += 1;
-                entries.push(entry);
+                record(&mut entries, stream, entry);
             }
             continue;
         }
@@ -742,7 +800,7 @@ fn fill_archive(
                 );
                 append(&mut writer, &meta, None, idx)?;
                 entry.link = Some(PathBytes::new(&target));
-                entries.push(entry);
+                record(&mut entries, stream, entry);
                 continue;
             }
             hard_links.insert((st.dev, st.ino), abs.clone());
@@ -846,7 +904,7 @@ fn fill_archive(
                 ))
             }
         }
-        entries.push(entry);
+        record(&mut entries, stream, entry);
     }
     drop(stack);
     totals.entries = entries.len() as u64;
@@ -889,6 +947,23 @@ fn fill_archive(
         .context("cannot finish the archive")?;
 
     Ok(Filled::Sealed(Box::new((sealed, manifest))))
+}
+
+/// What the archive is being verified against while it is written: how far it is in its
+/// file, and its entries as they are written.
+struct Streaming {
+    growth: Arc<Growth>,
+    entries: mpsc::Sender<Entry>,
+}
+
+/// Add an entry to the manifest, and pass it on to verification when that runs alongside.
+fn record(entries: &mut Vec<Entry>, stream: Option<&Streaming>, entry: Entry) {
+    if let Some(s) = stream {
+        // A closed channel means verification has already failed; the writer learns that
+        // when it joins it.
+        let _ = s.entries.send(entry.clone());
+    }
+    entries.push(entry);
 }
 
 fn append(
@@ -934,7 +1009,7 @@ fn same_object(fd: OwnedFd, st: &Stat) -> std::io::Result<OwnedFd> {
 }
 
 /// The identity DESIGN §1.2 names: dev, ino, type, size, mtime, ctime.
-fn unchanged(now: &Stat, then: &Stat) -> bool {
+pub(crate) fn unchanged(now: &Stat, then: &Stat) -> bool {
     (
         now.dev,
         now.ino,
@@ -1073,137 +1148,6 @@ impl Names {
                     .map(|g| g.name)
             })
             .clone()
-    }
-}
-
-/// The unlink phase: post-order, re-stat each object, and say what rm says.
-struct Unlinker<'a> {
-    prog: &'a str,
-    opts: &'a cli::Options,
-    plan: &'a mut Plan,
-    /// Inodes this run unlinked a name of: their other names have a new ctime and nlink.
-    unlinked: HashSet<(u64, u64)>,
-    failed: bool,
-}
-
-impl Unlinker<'_> {
-    fn error(&mut self, display: &[u8], what: &str) {
-        stderr_write(
-            format!("{}: cannot remove {}: {what}\n", self.prog, quote(display)).as_bytes(),
-        );
-        self.failed = true;
-    }
-
-    fn node(&mut self, idx: usize, dirfd: RawFd, display: &[u8]) {
-        let (is_dir, has_children) = {
-            let n = &self.plan.nodes[idx];
-            (n.st.is_dir(), !n.children.is_empty())
-        };
-        if is_dir && has_children && subtree_has_removal(self.plan, idx) {
-            let n = &self.plan.nodes[idx];
-            match sys::open_dir_nofollow(dirfd, &n.name).and_then(|fd| {
-                let now = sys::fstat(fd.as_raw_fd())?;
-                if (now.dev, now.ino) != (n.st.dev, n.st.ino) {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
-                }
-                Ok(fd)
-            }) {
-                Ok(fd) => {
-                    for c in self.plan.nodes[idx].children.clone() {
-                        let child = rules::child_path(display, self.plan.nodes[c].name.as_bytes());
-                        self.node(c, fd.as_raw_fd(), &child);
-                    }
-                }
-                Err(_) => {
-                    let display = display.to_vec();
-                    self.error(&display, "changed while it was being archived");
-                    self.plan.keep_subtree(idx);
-                    return;
-                }
-            }
-        }
-        let n = &self.plan.nodes[idx];
-        if n.fate == Fate::Keep {
-            return;
-        }
-        let (name, display, st, unreadable) =
-            (n.name.clone(), display.to_vec(), n.st, n.unreadable);
-        match sys::fstatat(dirfd, &name, false) {
-            Ok(now) => {
-                let same = if st.is_dir() {
-                    (now.dev, now.ino, now.file_type()) == (st.dev, st.ino, st.file_type())
-                } else if self.unlinked.contains(&(st.dev, st.ino)) {
-                    (
-                        now.dev,
-                        now.ino,
-                        now.file_type(),
-                        now.size,
-                        now.mtime,
-                        now.mtime_nsec,
-                    ) == (
-                        st.dev,
-                        st.ino,
-                        st.file_type(),
-                        st.size,
-                        st.mtime,
-                        st.mtime_nsec,
-                    )
-                } else {
-                    unchanged(&now, &st)
-                };
-                if !same {
-                    self.error(&display, "changed while it was being archived");
-                    self.plan.keep_with_ancestors(idx);
-                    return;
-                }
-            }
-            Err(e) => {
-                if self.ignorable(&e) {
-                    return;
-                }
-                self.error(&display, &sys::strerror(&e));
-                self.plan.keep_with_ancestors(idx);
-                return;
-            }
-        }
-        match crate::unlink::remove_object(dirfd, &name, st.is_dir()) {
-            Ok(()) => {
-                self.unlinked.insert((st.dev, st.ino));
-                if self.opts.verbose {
-                    let what = if st.is_dir() {
-                        "removed directory"
-                    } else {
-                        "removed"
-                    };
-                    stdout_write(format!("{what} {}\n", quote(&display)).as_bytes());
-                }
-            }
-            Err(e) => {
-                if self.ignorable(&e) {
-                    return;
-                }
-                let errno = e.raw_os_error().unwrap_or(0);
-                let shown = match unreadable {
-                    Some(saved)
-                        if matches!(
-                            errno,
-                            libc::ENOTEMPTY | libc::EISDIR | libc::ENOTDIR | libc::EEXIST
-                        ) =>
-                    {
-                        std::io::Error::from_raw_os_error(saved)
-                    }
-                    _ => e,
-                };
-                self.error(&display, &sys::strerror(&shown));
-                self.plan.keep_with_ancestors(idx);
-            }
-        }
-    }
-
-    /// rm's `ignorable_missing`: with -f, a name that is gone (or not a directory) is fine.
-    fn ignorable(&self, e: &std::io::Error) -> bool {
-        self.opts.ignore_missing
-            && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
     }
 }
 

@@ -595,3 +595,49 @@ fn unreadable_file_is_kept_and_reported() {
     );
     assert!(work.join("d").is_dir(), "d must be kept: it is not empty");
 }
+
+/// Under `big/`: `dirs` directories of four subdirectories holding `files` empty files in
+/// all, then `extra`.
+fn big_tree(dirs: usize, files: usize, extra: &[String]) -> Vec<String> {
+    let mut spec: Vec<String> = (0..dirs)
+        .flat_map(|d| (0..files).map(move |f| format!("big/d{d:02}/s{}/f{f:03}", f % 4)))
+        .collect();
+    spec.extend(extra.iter().cloned());
+    spec
+}
+
+/// Deletions of 4,096 objects or more unlink on several threads (src/sweep.rs, without -v):
+/// what they print, and what they leave, must still be rm's, in rm's order. Directories
+/// nobody can read fail only when rm removes them (after their siblings' contents), in
+/// several of the parts the threads take; their ancestors stay, silently.
+///
+/// The trees live on a tmpfs: creating 20,000 files on a disk that has just deleted as many
+/// is slow on ext4, and the unlink order does not depend on the filesystem.
+#[test]
+fn large_trees_unlinked_on_several_threads() {
+    let unreadable: Vec<String> = [1, 7, 12]
+        .iter()
+        .flat_map(|d| {
+            [
+                format!("big/d{d:02}/ur/f=x"),
+                format!("big/d{d:02}/ur/@0000"),
+                format!("big/d{d:02}/s2/ur{d}/g=y"),
+                format!("big/d{d:02}/s2/ur{d}/@0000"),
+            ]
+        })
+        .collect();
+    let plain = big_tree(16, 300, &["big/small/a=1".to_string()]);
+    let failing = big_tree(16, 300, &unreadable);
+    // Above the threshold (4,800 files and 80 directories), so the threaded path runs.
+    assert!(plain.len() > 4096 + 100);
+    let cases = [
+        (&plain, vec!["-r", "big/small", "big"]),
+        (&plain, vec!["-rf", "big/d03", "big/", "big/missing"]),
+        (&failing, vec!["-r", "big"]),
+        (&failing, vec!["-rf", "big/d03", "big"]),
+    ];
+    run_all(cases.iter().map(|(tree, args)| {
+        let tree: Vec<&str> = tree.iter().map(String::as_str).collect();
+        case(&["big/"], args).tmpfs("big", &tree).unprivileged()
+    }));
+}

@@ -311,6 +311,17 @@ fn one_archive_holds_every_operand() {
     }
 }
 
+/// A small tree, or with `large` one holding 10 MiB more: above 8 MiB of content the
+/// archive is verified while it is written, by other threads (src/remove.rs).
+fn fault_tree(work: &Path, large: bool) {
+    build_tree(work, &["d/a=alpha", "d/s/b=beta", "f=solo"]);
+    if large {
+        for i in 0..5u64 {
+            fs::write(work.join(format!("d/s/n{i}")), noise(i, 2 << 20)).expect("write noise");
+        }
+    }
+}
+
 /// Every step of the pipeline fails in turn: the originals stay, no temp file is left, and
 /// the store holds no half deletion.
 #[test]
@@ -318,12 +329,14 @@ fn failure_at_any_step_keeps_everything() {
     let steps = [
         "read", "write", "fsync", "rename", "dirsync", "verify", "manifest", "space",
     ];
-    for step in steps {
+    for (step, large) in steps.iter().flat_map(|&s| [(s, false), (s, true)]) {
+        let step = format!("{step}{}", if large { " (large)" } else { "" });
         let sb = Sandbox::new();
         let work = sb.work("w");
-        build_tree(&work, &["d/a=alpha", "d/s/b=beta", "f=solo"]);
+        fault_tree(&work, large);
         let before = snapshot(&work);
-        let out = with_fault(&sb, &work, &["-r", "d", "f"], step);
+        let fault = step.split(' ').next().unwrap_or_default();
+        let out = with_fault(&sb, &work, &["-r", "d", "f"], fault);
         assert_eq!(out.code(), Some(1), "step {step}: {}", out.status_text());
         assert_eq!(
             snapshot(&work),
@@ -342,7 +355,7 @@ fn failure_at_any_step_keeps_everything() {
             manifests(&sb.store()).len(),
             "step {step}: an archive without a manifest (or the reverse)"
         );
-        if step != "read" {
+        if fault != "read" {
             assert!(
                 archives(&sb.store()).is_empty(),
                 "step {step}: a failed archive was kept"
@@ -372,18 +385,20 @@ fn a_read_error_keeps_that_file_and_its_ancestors_only() {
 
 #[test]
 fn ctrl_c_while_archiving_keeps_everything_and_dies_of_sigint() {
-    let sb = Sandbox::new();
-    let work = sb.work("w");
-    build_tree(&work, &["d/a=alpha", "d/b=beta"]);
-    let before = snapshot(&work);
-    let out = with_fault(&sb, &work, &["-r", "d"], "signal");
-    assert_eq!(out.status_text(), "signal 2");
-    assert_eq!(snapshot(&work), before);
-    assert!(
-        files_under(&sb.store().join("tmp")).is_empty(),
-        "temp file left after SIGINT"
-    );
-    assert!(archives(&sb.store()).is_empty());
+    for large in [false, true] {
+        let sb = Sandbox::new();
+        let work = sb.work("w");
+        fault_tree(&work, large);
+        let before = snapshot(&work);
+        let out = with_fault(&sb, &work, &["-r", "d"], "signal");
+        assert_eq!(out.status_text(), "signal 2", "large: {large}");
+        assert_eq!(snapshot(&work), before, "large: {large}");
+        assert!(
+            files_under(&sb.store().join("tmp")).is_empty(),
+            "temp file left after SIGINT"
+        );
+        assert!(archives(&sb.store()).is_empty(), "large: {large}");
+    }
 }
 
 #[test]
@@ -392,14 +407,20 @@ fn enospc_during_the_write_keeps_everything() {
     let work = sb.work("w");
     let store = sb.work("smallstore");
     let _mount = Tmpfs::mount(&store).expect("mount a 1 MiB tmpfs");
-    let noise = noise(0, 3_000_000);
     build_tree(&work, &["d/"]);
-    fs::write(work.join("d/noise"), &noise).expect("write noise");
-    let before = snapshot(&work);
-    for (fault, expect) in [
-        ("space", "not enough space in the store"),
-        ("skip-space-check", "No space left on device"),
-    ] {
+    // 3 MB: verified after the write; 9 MB: verified while it is written (by a thread that
+    // must stop when the write fails).
+    let cases = [3_000_000, 9_000_000].into_iter().flat_map(|size| {
+        [
+            (size, "space", "not enough space in the store"),
+            (size, "skip-space-check", "No space left on device"),
+        ]
+    });
+    for (size, fault, expect) in cases {
+        fs::write(work.join("d/noise"), noise(0, size)).expect("write noise");
+        let before = snapshot(&work);
+        let fault_name = format!("{fault} ({size} bytes)");
+        let fault = fault_name.split(' ').next().unwrap_or_default();
         let out = sb
             .command(saferm_bin())
             .current_dir(&work)
@@ -408,19 +429,24 @@ fn enospc_during_the_write_keeps_everything() {
             .env("SAFERM_TEST_ALLOW_VOLATILE_STORE", "1")
             .env("SAFERM_FAULT", fault)
             .run();
-        assert_eq!(out.code(), Some(1), "{fault}");
+        assert_eq!(out.code(), Some(1), "{fault_name}");
         assert!(
             out.stderr_text().contains(expect),
-            "{fault}: {}",
+            "{fault_name}: {}",
             out.stderr_text()
         );
-        assert_eq!(snapshot(&work), before, "{fault}");
+        assert_eq!(snapshot(&work), before, "{fault_name}");
         assert!(
             files_under(&store.join("s/tmp")).is_empty(),
-            "{fault}: temp left"
+            "{fault_name}: temp left"
+        );
+        assert!(
+            files_under(&store.join("s/archives")).is_empty(),
+            "{fault_name}: a failed archive was kept"
         );
     }
     // Without any fault, the real free-space check refuses before writing.
+    let before = snapshot(&work);
     let out = sb
         .command(saferm_bin())
         .current_dir(&work)
@@ -1039,4 +1065,100 @@ fn retention_runs_after_a_removal_and_spares_the_new_deletion() {
             .count(),
         1
     );
+}
+
+/// 4,800 empty files in 80 directories under `big/t`, on a tmpfs mounted at `work/big`
+/// (creating that many files there is quick), and with `links` 50 hard links between
+/// directories far apart. That is enough objects for the unlink phase to run on several
+/// threads (src/sweep.rs), and the linked names end up in parts different threads take.
+fn big_tmpfs_tree(work: &Path, links: bool) -> Tmpfs {
+    let big = work.join("big");
+    fs::create_dir(&big).expect("mkdir big");
+    let mount = Tmpfs::mount(&big).expect("mount a tmpfs");
+    for d in 0..16 {
+        for s in 0..4 {
+            fs::create_dir_all(big.join(format!("t/d{d:02}/s{s}"))).expect("mkdir");
+        }
+        for f in 0..300 {
+            fs::write(big.join(format!("t/d{d:02}/s{}/f{f:03}", f % 4)), b"").expect("write");
+        }
+    }
+    for h in (0..50).filter(|_| links) {
+        fs::hard_link(
+            big.join(format!("t/d00/s0/f{:03}", h * 4)),
+            big.join(format!("t/d15/s3/h{h:02}")),
+        )
+        .expect("hard link");
+    }
+    mount
+}
+
+/// Every path under `root`, relative to it.
+fn paths_under(root: &Path) -> Vec<PathBuf> {
+    snapshot(root).into_iter().map(|e| e.path).collect()
+}
+
+#[test]
+fn large_deletions_unlink_on_several_threads() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let _mount = big_tmpfs_tree(&work, true);
+    let out = saferm(&sb, &work, &["-r", "big/t"]);
+    // Unlinking one name of a hard-linked file changes the other's ctime: that is not a
+    // change by someone else, whichever thread gets there first.
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(out.stderr_text(), "");
+    assert_eq!(paths_under(&work.join("big")), [PathBuf::from(".")]);
+    let list = Command::new("tar")
+        .args(["--zstd", "-tvf"])
+        .arg(&archives(&sb.store())[0])
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert_eq!(listing.lines().filter(|l| l.starts_with('h')).count(), 50);
+    assert_eq!(listing.lines().filter(|l| l.starts_with('-')).count(), 4800);
+}
+
+#[test]
+fn a_change_in_a_large_deletion_keeps_only_what_changed() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let _mount = big_tmpfs_tree(&work, false);
+    let out = with_fault(&sb, &work, &["-r", "big/t"], "mutate");
+    assert_eq!(out.code(), Some(1));
+    let err = out.stderr_text();
+    let changed = err
+        .strip_prefix("rm: cannot remove '")
+        .and_then(|rest| rest.strip_suffix("': changed while it was being archived\n"))
+        .unwrap_or_else(|| panic!("unexpected stderr: {err:?}"));
+    // What stays is the changed file and the directories above it.
+    let kept = Path::new(changed).strip_prefix("big").expect("under big/");
+    let mut expected: Vec<PathBuf> = kept.ancestors().map(Path::to_path_buf).collect();
+    expected.retain(|p| !p.as_os_str().is_empty());
+    expected.push(PathBuf::from("."));
+    expected.sort();
+    assert_eq!(paths_under(&work.join("big")), expected);
+    assert_eq!(fs::read(work.join(changed)).expect("kept"), b"+");
+}
+
+#[test]
+fn a_directory_swapped_in_a_large_deletion_is_not_followed() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let _mount = big_tmpfs_tree(&work, true);
+    let out = with_fault(&sb, &work, &["-r", "big/t"], "swap");
+    assert_eq!(out.code(), Some(1));
+    let err = out.stderr_text();
+    let swapped = err
+        .strip_prefix("rm: cannot remove '")
+        .and_then(|rest| rest.strip_suffix("': changed while it was being archived\n"))
+        .unwrap_or_else(|| panic!("unexpected stderr: {err:?}"));
+    assert!(fs::symlink_metadata(work.join(swapped))
+        .expect("the symlink stays")
+        .file_type()
+        .is_symlink());
+    // Everything the directory held is still there, under its new name.
+    let moved = work.join(format!("{swapped}.moved"));
+    let files = paths_under(&moved).len();
+    assert!(files > 1, "{} holds {files} objects", moved.display());
 }

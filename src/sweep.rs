@@ -1,0 +1,427 @@
+//! The unlink phase: post-order, re-stat each object just before its unlink, and say what
+//! rm says, in the order rm says it.
+//!
+//! Unlinking is the kernel's work, and on ext4 two threads that unlink in different
+//! directories take about half the time of one. So a large deletion without `-v` is cut into
+//! subtrees ("jobs") that worker threads take in turn. A job's messages are held and printed
+//! afterwards in the order of the jobs, which is the order one thread would have printed them
+//! in, so stderr stays what rm prints. With `-v` every line is printed as it happens, by one
+//! thread, as rm does.
+
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::cli;
+use crate::output::{stderr_write, stdout_write};
+use crate::quote::quote;
+use crate::rules;
+use crate::sys;
+use crate::walk::{Fate, Plan};
+
+/// Below this many objects to unlink, threads cost more than they save.
+const PARALLEL_MIN_OBJECTS: usize = 4096;
+/// At most this many unlinking threads; more only contend on the filesystem's journal.
+const MAX_THREADS: usize = 4;
+/// Cut the tree into about this many jobs per thread, so that threads finish together.
+const JOBS_PER_THREAD: usize = 8;
+
+/// Unlink everything the plan still removes. Returns whether any error was reported.
+pub fn unlink_plan(prog: &str, opts: &cli::Options, plan: &mut Plan) -> bool {
+    let keep: Vec<AtomicBool> = plan
+        .nodes
+        .iter()
+        .map(|n| AtomicBool::new(n.fate == Fate::Keep))
+        .collect();
+    let unlinked = Mutex::new(HashSet::new());
+    let shared = Shared {
+        prog,
+        opts,
+        plan,
+        keep: &keep,
+        unlinked: &unlinked,
+    };
+    let removals = keep.iter().filter(|k| !k.load(Ordering::Relaxed)).count();
+    let threads = if opts.verbose || removals < PARALLEL_MIN_OBJECTS {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_THREADS)
+    };
+    let failed = if threads > 1 {
+        parallel(&shared, threads)
+    } else {
+        let mut u = Unlinker::new(&shared, false);
+        for &r in &plan.roots {
+            u.node(r, sys::AT_FDCWD, &plan.display(r));
+        }
+        u.failed
+    };
+    for (node, k) in plan.nodes.iter_mut().zip(&keep) {
+        if k.load(Ordering::Relaxed) {
+            node.fate = Fate::Keep;
+        }
+    }
+    failed
+}
+
+/// What every unlinking thread reads.
+struct Shared<'a> {
+    prog: &'a str,
+    opts: &'a cli::Options,
+    plan: &'a Plan,
+    /// The plan's `Fate::Keep`, settable from any thread.
+    keep: &'a [AtomicBool],
+    /// Hard-linked inodes this run is unlinking a name of: their other names get a new ctime
+    /// and nlink from it, which is not a change by someone else.
+    unlinked: &'a Mutex<HashSet<(u64, u64)>>,
+}
+
+impl Shared<'_> {
+    fn kept(&self, idx: usize) -> bool {
+        self.keep[idx].load(Ordering::Relaxed)
+    }
+
+    fn keep_with_ancestors(&self, mut idx: usize) {
+        self.keep[idx].store(true, Ordering::Relaxed);
+        while let Some(p) = self.plan.nodes[idx].parent {
+            if self.keep[p].swap(true, Ordering::Relaxed) {
+                break;
+            }
+            idx = p;
+        }
+    }
+
+    fn keep_subtree(&self, idx: usize) {
+        let mut stack = vec![idx];
+        while let Some(i) = stack.pop() {
+            self.keep[i].store(true, Ordering::Relaxed);
+            stack.extend(self.plan.nodes[i].children.iter().copied());
+        }
+        self.keep_with_ancestors(idx);
+    }
+
+    fn subtree_has_removal(&self, idx: usize) -> bool {
+        let mut stack = vec![idx];
+        while let Some(i) = stack.pop() {
+            if !self.kept(i) {
+                return true;
+            }
+            stack.extend(self.plan.nodes[i].children.iter().copied());
+        }
+        false
+    }
+
+    /// Open a directory to unlink below it, if it is still the one that was archived.
+    fn open_dir(&self, idx: usize, dirfd: RawFd) -> std::io::Result<OwnedFd> {
+        let n = &self.plan.nodes[idx];
+        let fd = sys::open_dir_nofollow(dirfd, &n.name)?;
+        let now = sys::fstat(fd.as_raw_fd())?;
+        if (now.dev, now.ino) != (n.st.dev, n.st.ino) {
+            return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
+        }
+        Ok(fd)
+    }
+}
+
+/// One thread's unlinking, and where its messages go.
+struct Unlinker<'a, 's> {
+    s: &'s Shared<'a>,
+    /// Messages held for printing later (parallel jobs); `None` prints them now.
+    held: Option<Vec<u8>>,
+    failed: bool,
+}
+
+impl<'a, 's> Unlinker<'a, 's> {
+    fn new(s: &'s Shared<'a>, hold: bool) -> Self {
+        Unlinker {
+            s,
+            held: hold.then(Vec::new),
+            failed: false,
+        }
+    }
+
+    fn error(&mut self, display: &[u8], what: &str) {
+        let msg = format!(
+            "{}: cannot remove {}: {what}\n",
+            self.s.prog,
+            quote(display)
+        );
+        match &mut self.held {
+            Some(held) => held.extend_from_slice(msg.as_bytes()),
+            None => stderr_write(msg.as_bytes()),
+        }
+        self.failed = true;
+    }
+
+    /// Unlink a node and everything below it that is still to be removed, children first.
+    fn node(&mut self, idx: usize, dirfd: RawFd, display: &[u8]) {
+        let n = &self.s.plan.nodes[idx];
+        if n.st.is_dir() && !n.children.is_empty() && self.s.subtree_has_removal(idx) {
+            match self.s.open_dir(idx, dirfd) {
+                Ok(fd) => {
+                    for &c in &n.children {
+                        let child =
+                            rules::child_path(display, self.s.plan.nodes[c].name.as_bytes());
+                        self.node(c, fd.as_raw_fd(), &child);
+                    }
+                }
+                Err(_) => {
+                    self.error(display, "changed while it was being archived");
+                    self.s.keep_subtree(idx);
+                    return;
+                }
+            }
+        }
+        self.finish(idx, dirfd, display);
+    }
+
+    /// Unlink the node itself (its children are done): re-stat, compare, unlink.
+    fn finish(&mut self, idx: usize, dirfd: RawFd, display: &[u8]) {
+        let s = self.s;
+        if s.kept(idx) {
+            return;
+        }
+        let n = &s.plan.nodes[idx];
+        let st = n.st;
+        let hard_linked = !st.is_dir() && st.nlink > 1;
+        match sys::fstatat(dirfd, &n.name, false) {
+            Ok(now) => {
+                let same = if st.is_dir() {
+                    (now.dev, now.ino, now.file_type()) == (st.dev, st.ino, st.file_type())
+                } else if hard_linked && self.unlinking(st.dev, st.ino) {
+                    (
+                        now.dev,
+                        now.ino,
+                        now.file_type(),
+                        now.size,
+                        now.mtime,
+                        now.mtime_nsec,
+                    ) == (
+                        st.dev,
+                        st.ino,
+                        st.file_type(),
+                        st.size,
+                        st.mtime,
+                        st.mtime_nsec,
+                    )
+                } else {
+                    crate::remove::unchanged(&now, &st)
+                };
+                if !same {
+                    self.error(display, "changed while it was being archived");
+                    s.keep_with_ancestors(idx);
+                    return;
+                }
+            }
+            Err(e) => {
+                if self.ignorable(&e) {
+                    return;
+                }
+                self.error(display, &sys::strerror(&e));
+                s.keep_with_ancestors(idx);
+                return;
+            }
+        }
+        if hard_linked {
+            // Before the unlink: another thread may re-stat another name of it at any time
+            // after.
+            if let Ok(mut set) = s.unlinked.lock() {
+                set.insert((st.dev, st.ino));
+            }
+        }
+        match crate::unlink::remove_object(dirfd, &n.name, st.is_dir()) {
+            Ok(()) => {
+                if s.opts.verbose {
+                    let what = if st.is_dir() {
+                        "removed directory"
+                    } else {
+                        "removed"
+                    };
+                    stdout_write(format!("{what} {}\n", quote(display)).as_bytes());
+                }
+            }
+            Err(e) => {
+                if self.ignorable(&e) {
+                    return;
+                }
+                let errno = e.raw_os_error().unwrap_or(0);
+                let shown = match n.unreadable {
+                    Some(saved)
+                        if matches!(
+                            errno,
+                            libc::ENOTEMPTY | libc::EISDIR | libc::ENOTDIR | libc::EEXIST
+                        ) =>
+                    {
+                        std::io::Error::from_raw_os_error(saved)
+                    }
+                    _ => e,
+                };
+                self.error(display, &sys::strerror(&shown));
+                s.keep_with_ancestors(idx);
+            }
+        }
+    }
+
+    fn unlinking(&self, dev: u64, ino: u64) -> bool {
+        self.s
+            .unlinked
+            .lock()
+            .map(|set| set.contains(&(dev, ino)))
+            .unwrap_or(false)
+    }
+
+    /// rm's `ignorable_missing`: with -f, a name that is gone (or not a directory) is fine.
+    fn ignorable(&self, e: &std::io::Error) -> bool {
+        self.s.opts.ignore_missing
+            && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+    }
+}
+
+/// The top of the tree, opened by the calling thread; the jobs hang below it.
+enum Part {
+    /// A subtree one thread unlinks: the index into the job list.
+    Job(usize),
+    /// A directory cut into parts; unlinked itself after them.
+    Open {
+        idx: usize,
+        dirfd: RawFd,
+        display: Vec<u8>,
+        fd: OwnedFd,
+        parts: Vec<Part>,
+    },
+}
+
+struct Job {
+    idx: usize,
+    dirfd: RawFd,
+    display: Vec<u8>,
+}
+
+/// Cut the tree into jobs, let `threads` threads take them in turn, then print what they held
+/// and unlink the directories above them, in the order one thread would have.
+fn parallel(s: &Shared<'_>, threads: usize) -> bool {
+    let plan = s.plan;
+    // Objects in each subtree; a child's index is always above its parent's.
+    let mut size = vec![1usize; plan.nodes.len()];
+    for i in (0..plan.nodes.len()).rev() {
+        if let Some(p) = plan.nodes[i].parent {
+            size[p] += size[i];
+        }
+    }
+    let total: usize = plan.roots.iter().map(|&r| size[r]).sum();
+    let cut_above = (total / (threads * JOBS_PER_THREAD)).max(1);
+    let mut jobs = Vec::new();
+    let mut failed = false;
+    let mut main = Unlinker::new(s, false);
+    let mut parts = Vec::new();
+    for &r in &plan.roots {
+        parts.push(cut(
+            s,
+            &size,
+            cut_above,
+            r,
+            sys::AT_FDCWD,
+            plan.display(r),
+            &mut jobs,
+        ));
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Vec<u8>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let work = || -> bool {
+        let mut failed = false;
+        loop {
+            let j = next.fetch_add(1, Ordering::Relaxed);
+            let Some(job) = jobs.get(j) else {
+                return failed;
+            };
+            let mut u = Unlinker::new(s, true);
+            u.node(job.idx, job.dirfd, &job.display);
+            failed |= u.failed;
+            match (u.held, results[j].lock()) {
+                (Some(held), Ok(mut slot)) if !held.is_empty() => *slot = Some(held),
+                _ => {}
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        failed |= work();
+        for h in helpers {
+            // A helper that panicked left its jobs' objects in place; say so as an error.
+            failed |= h.join().unwrap_or(true);
+        }
+    });
+    for part in parts {
+        replay(&mut main, part, &results);
+    }
+    failed | main.failed
+}
+
+/// The part for `idx`: a job, or, for a large directory that is still the archived one, the
+/// directory opened with its children cut in turn.
+fn cut(
+    s: &Shared<'_>,
+    size: &[usize],
+    cut_above: usize,
+    idx: usize,
+    dirfd: RawFd,
+    display: Vec<u8>,
+    jobs: &mut Vec<Job>,
+) -> Part {
+    let n = &s.plan.nodes[idx];
+    if size[idx] > cut_above && n.st.is_dir() && s.subtree_has_removal(idx) {
+        // A directory that cannot be opened becomes a job, which reports it in its turn.
+        if let Ok(fd) = s.open_dir(idx, dirfd) {
+            let parts = n
+                .children
+                .iter()
+                .map(|&c| {
+                    let child = rules::child_path(&display, s.plan.nodes[c].name.as_bytes());
+                    cut(s, size, cut_above, c, fd.as_raw_fd(), child, jobs)
+                })
+                .collect();
+            return Part::Open {
+                idx,
+                dirfd,
+                display,
+                fd,
+                parts,
+            };
+        }
+    }
+    jobs.push(Job {
+        idx,
+        dirfd,
+        display,
+    });
+    Part::Job(jobs.len() - 1)
+}
+
+/// Print the held messages and unlink the opened directories, in post-order.
+fn replay(main: &mut Unlinker<'_, '_>, part: Part, results: &[Mutex<Option<Vec<u8>>>]) {
+    match part {
+        Part::Job(j) => {
+            let held = results.get(j).and_then(|m| m.lock().ok()?.take());
+            if let Some(held) = held {
+                stderr_write(&held);
+            }
+        }
+        Part::Open {
+            idx,
+            dirfd,
+            display,
+            fd,
+            parts,
+        } => {
+            for p in parts {
+                replay(main, p, results);
+            }
+            drop(fd);
+            main.finish(idx, dirfd, &display);
+        }
+    }
+}
