@@ -13,6 +13,7 @@ pub mod docs;
 pub mod fault;
 pub mod manifest;
 pub mod output;
+pub mod prefetch;
 pub mod progress;
 pub mod quote;
 pub mod remove;

@@ -704,6 +704,9 @@ fn fill_archive(
         .map(|(pos, &r)| (plan.nodes[r].operand, pos))
         .collect();
     let mut hard_links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    // Many files: watch for a cold tree, and read ahead when it is one.
+    let mut prefetch = (order.len() >= 2 * crate::prefetch::PROBE_EVERY)
+        .then(|| crate::prefetch::Prefetch::new(plan, &order, WHOLE_READ_BYTES));
     let mut entries: Vec<Entry> = Vec::with_capacity(order.len());
     let mut not_archived: Vec<Entry> = Vec::new();
     let mut totals = manifest::Totals::default();
@@ -820,6 +823,9 @@ fn fill_archive(
                 entry.xattrs = xattr_names(&xattrs);
                 let meta = meta_for(&entry, &abs, tar::EntryType::Regular, None, None, &xattrs);
                 let file = File::from(fd);
+                if let Some(p) = prefetch.as_mut() {
+                    p.reading(plan, idx, &file);
+                }
                 let mut hasher = blake3::Hasher::new();
                 let appended = if st.size <= WHOLE_READ_BYTES {
                     // Small files in one read, hashed in one call.

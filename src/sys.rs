@@ -446,3 +446,39 @@ pub fn statfs_full(fd: RawFd) -> io::Result<FsStat> {
         available: (sf.f_bavail as u64).saturating_mul(unit),
     })
 }
+
+/// Whether reading the start of `file` has to wait for the disk. A one-byte read that may not
+/// wait (`RWF_NOWAIT`) says whether its page is cached; the kernel also says EAGAIN now and
+/// then for a cached page (a lock held for a moment), so that answer is checked by reading
+/// the byte for real: from the cache that takes microseconds, from a disk far longer.
+pub fn from_disk(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+    let mut byte = [0u8; 1];
+    let iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one iovec over a local one-byte buffer.
+    let r = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
+    if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+        return false;
+    }
+    let start = Instant::now();
+    // SAFETY: as above, without the flag.
+    let r = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, 0) };
+    r >= 0 && start.elapsed() > Duration::from_micros(50)
+}
+
+/// Ask the kernel to read the first `size` bytes of the file at `path` into the page cache,
+/// without waiting for them. A hint: returns whether it could be given.
+pub fn read_ahead(path: &CStr, size: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
+    let Ok(fd) = openat(libc::AT_FDCWD, path, flags, 0) else {
+        return false;
+    };
+    let len = usize::try_from(size).unwrap_or(usize::MAX);
+    // SAFETY: a plain syscall on a descriptor we own.
+    unsafe { libc::readahead(fd.as_raw_fd(), 0, len) == 0 }
+}

@@ -27,6 +27,14 @@ pub fn mark(phase: &str) {
     crate::output::stderr_write(line.as_bytes());
 }
 
+/// Say something about the run, if timings were asked for.
+pub fn note(text: &str) {
+    start();
+    if let Some(Some(_)) = START.get() {
+        crate::output::stderr_write(format!("saferm: timing: {text}\n").as_bytes());
+    }
+}
+
 /// User and system CPU time of the whole process (every thread), in seconds.
 fn cpu_times() -> (f64, f64) {
     // SAFETY: getrusage fills a local struct.

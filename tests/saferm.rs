@@ -1162,3 +1162,64 @@ fn a_directory_swapped_in_a_large_deletion_is_not_followed() {
     let files = paths_under(&moved).len();
     assert!(files > 1, "{} holds {files} objects", moved.display());
 }
+
+/// A tree that is not in the page cache is read ahead by a second thread (src/prefetch.rs):
+/// `SAFERM_FAULT=cold` makes every file look uncached. What is archived, and removed, is the
+/// same; a tree in the cache is not read ahead.
+#[test]
+fn cold_trees_are_read_ahead() {
+    for cold in [true, false] {
+        let sb = Sandbox::new();
+        let work = sb.work("w");
+        for i in 0..400u64 {
+            let path = work.join(format!("t/d{}/f{i:03}", i % 4));
+            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            fs::write(&path, noise(i, 3000 + i as usize)).expect("write");
+        }
+        let before = snapshot(&work.join("t"));
+        let mut cmd = sb
+            .command(saferm_bin())
+            .current_dir(&work)
+            .args(["-r", "t"])
+            .env("SAFERM_TIMINGS", "1");
+        if cold {
+            cmd = cmd.env("SAFERM_FAULT", "cold");
+        }
+        let out = cmd.run();
+        assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+        assert!(!work.join("t").exists());
+        let err = out.stderr_text();
+        // "read ahead: ASKED of 400 files (QUEUED queued)"
+        let read_ahead: Option<Vec<usize>> = err
+            .lines()
+            .find_map(|l| l.strip_prefix("saferm: timing: read ahead: "))
+            .map(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            });
+        if cold {
+            let counts = read_ahead.unwrap_or_else(|| panic!("no read-ahead: {err}"));
+            let [asked, files, queued] = counts[..] else {
+                panic!("{err}");
+            };
+            assert_eq!(files, 400, "{err}");
+            // All but the first file or two, which showed that the tree is cold.
+            assert!((390..=400).contains(&queued), "{err}");
+            assert_eq!(asked, queued, "{err}");
+        } else {
+            assert_eq!(read_ahead, None, "{err}");
+        }
+        let restored = sb.work("restored");
+        let tar = Command::new("tar")
+            .args(["--zstd", "-xf"])
+            .arg(&archives(&sb.store())[0])
+            .arg("-C")
+            .arg(&restored)
+            .status()
+            .expect("tar");
+        assert!(tar.success());
+        let inside = restored.join(work.join("t").strip_prefix("/").expect("absolute"));
+        assert_eq!(snapshot(&inside), before, "cold: {cold}");
+    }
+}
