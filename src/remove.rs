@@ -454,80 +454,57 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
     // A large archive is read back and checked while it is written, on other threads; a
     // small one after it is sealed (a thread costs more than decoding it).
     let streamed = content_bytes(plan, &order) >= STREAM_VERIFY_BYTES;
-    let (result, early) = std::thread::scope(|scope| {
+    let written = std::thread::scope(|scope| -> Result<Written> {
         let mut stream = None;
         let mut verifier = None;
         if streamed {
-            match store.open_published(&rel) {
-                Ok(file) => {
-                    let growth = Arc::new(Growth::default());
-                    let (tx, rx) = mpsc::channel();
-                    let follow = crate::archive::Follow {
-                        file,
+            let file = store.open_published(&rel)?;
+            let growth = Arc::new(Growth::default());
+            let (tx, rx) = mpsc::channel();
+            let follow = crate::archive::Follow {
+                file,
+                pos: 0,
+                growth: growth.clone(),
+            };
+            verifier = Some(scope.spawn(move || {
+                let mut expected = crate::verify::Streamed { rx, current: None };
+                if crate::fault::active("verify") {
+                    let damaged = Damaged {
+                        inner: follow,
                         pos: 0,
-                        growth: growth.clone(),
+                        flip_at: 4096,
                     };
-                    verifier = Some(scope.spawn(move || {
-                        let mut expected = crate::verify::Streamed { rx, current: None };
-                        if crate::fault::active("verify") {
-                            let damaged = Damaged {
-                                inner: follow,
-                                pos: 0,
-                                flip_at: 4096,
-                            };
-                            return crate::verify::verify_stream(damaged, &mut expected);
-                        }
-                        crate::verify::verify_stream(follow, &mut expected)
-                    }));
-                    stream = Some(Streaming {
-                        growth,
-                        entries: tx,
-                    });
+                    return crate::verify::verify_stream(damaged, &mut expected);
                 }
-                Err(e) => return (Err(e), None),
-            }
+                crate::verify::verify_stream(follow, &mut expected)
+            }));
+            stream = Some(Streaming {
+                growth,
+                entries: tx,
+            });
         }
         let result = fill_archive(ctx, plan, file, &id, now, stream.as_ref());
-        // Unless it was sealed, the verifier stops at the end of what was written.
+        // Unless it was sealed, the verifier stops at the end of what was written (and the
+        // scope waits for it).
         if let Some(s) = stream {
             s.growth.abandon();
         }
-        let early = verifier.map(|v| {
-            v.join()
-                .unwrap_or_else(|_| Err(anyhow!("the archive verifier failed")))
-        });
-        (result, early)
-    });
-    crate::timing::mark("archive written");
-    let (sealed, mut manifest) = match result {
-        Ok(Filled::Sealed(b)) => *b,
-        Ok(Filled::SourceFailed { node, reason }) => {
-            store.discard_archive(&pending);
-            return Ok(Attempt::Retry { node, reason });
-        }
-        Err(e) => {
-            store.discard_archive(&pending);
-            return Err(e);
-        }
-    };
-    // Making the archive durable (fsync the file, then its directory) and reading it back
-    // are independent, so they run side by side; both must succeed before the manifest is
-    // published and anything is unlinked. What verification reads is the file's bytes as
-    // the kernel holds them either way.
-    let (durable, verified) = std::thread::scope(|scope| {
-        let durable = scope.spawn(|| -> Result<()> {
+        crate::timing::mark("archive written");
+        let (sealed, manifest) = match result? {
+            Filled::Sealed(b) => *b,
+            Filled::SourceFailed { node, reason } => return Ok(Written::Retry { node, reason }),
+        };
+        // Making the archive durable (fsync the file, then its directory) and reading it
+        // back are independent, so they overlap; both must succeed before the manifest is
+        // published and anything is unlinked. What verification reads is the file's bytes
+        // as the kernel holds them either way.
+        let pending = &pending;
+        let make_durable = move |file: &File| -> Result<()> {
             crate::fault::check("fsync").context("cannot sync the archive")?;
-            sys::fsync(&sealed.file).context("cannot sync the archive")?;
+            sys::fsync(file).context("cannot sync the archive")?;
             pending.sync_dir()
-        });
-        let verified = (|| -> Result<()> {
-            if let Some(early) = early {
-                let hash = early?;
-                if hash != sealed.blake3 {
-                    bail!("the archive file differs from what was written (blake3 mismatch)");
-                }
-                return Ok(());
-            }
+        };
+        let read_back = || -> Result<()> {
             let file = store.open_published(&rel)?;
             if crate::fault::active("verify") {
                 let damaged = Damaged::new(file);
@@ -538,7 +515,6 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
                 );
             }
             if sealed.size <= SMALL_ARCHIVE_BYTES {
-                // A thread costs more than decoding a small archive.
                 let mut bytes = Vec::with_capacity(sealed.size as usize);
                 std::io::Read::read_to_end(&mut &file, &mut bytes)?;
                 return crate::verify::verify_in_memory(&bytes, &manifest.entries, &sealed.blake3);
@@ -546,12 +522,51 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
             let capacity = sealed.size.clamp(64 << 10, 1 << 20) as usize;
             let reader = std::io::BufReader::with_capacity(capacity, file);
             crate::verify::verify_archive(reader, &manifest.entries, Some(&sealed.blake3))
-        })();
-        let durable = durable
-            .join()
-            .unwrap_or_else(|_| Err(anyhow!("cannot sync the archive")));
-        (durable, verified)
+        };
+        let (durable, verified) = match verifier {
+            // The verifier is reading the last of the archive: sync meanwhile.
+            Some(v) => {
+                let durable = make_durable(&sealed.file);
+                let verified = v
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("the archive verifier failed")))
+                    .and_then(|hash| {
+                        if hash != sealed.blake3 {
+                            bail!(
+                                "the archive file differs from what was written (blake3 mismatch)"
+                            );
+                        }
+                        Ok(())
+                    });
+                (durable, verified)
+            }
+            None if sealed.size > SMALL_ARCHIVE_BYTES => {
+                let file = sealed.file.try_clone()?;
+                let durable = scope.spawn(move || make_durable(&file));
+                let verified = read_back();
+                let durable = durable
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("cannot sync the archive")));
+                (durable, verified)
+            }
+            // A thread costs more than decoding a small archive.
+            None => (make_durable(&sealed.file), read_back()),
+        };
+        Ok(Written::Sealed(Box::new((
+            sealed, manifest, durable, verified,
+        ))))
     });
+    let (sealed, mut manifest, durable, verified) = match written {
+        Ok(Written::Sealed(b)) => *b,
+        Ok(Written::Retry { node, reason }) => {
+            store.discard_archive(&pending);
+            return Ok(Attempt::Retry { node, reason });
+        }
+        Err(e) => {
+            store.discard_archive(&pending);
+            return Err(e);
+        }
+    };
     crate::timing::mark("archive verified and durable");
     if let Err(e) = durable {
         store.discard_archive(&pending);
@@ -625,6 +640,16 @@ impl<R: std::io::Read> std::io::Read for Damaged<R> {
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// How writing an archive ended.
+enum Written {
+    /// The archive and its manifest, whether it was made durable, whether it verified.
+    Sealed(Box<(crate::archive::Sealed, Manifest, Result<()>, Result<()>)>),
+    Retry {
+        node: usize,
+        reason: String,
+    },
 }
 
 enum Filled {

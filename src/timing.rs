@@ -21,7 +21,7 @@ pub fn mark(phase: &str) {
     };
     let (user, sys) = cpu_times();
     let line = format!(
-        "saferm: timing: {phase} {:.3} s (user {user:.3} s, sys {sys:.3} s)\n",
+        "saferm: timing: {phase} {:.4} s (user {user:.3} s, sys {sys:.3} s)\n",
         t0.elapsed().as_secs_f64()
     );
     crate::output::stderr_write(line.as_bytes());
