@@ -6,7 +6,7 @@
 //! ```
 //! Anything that fails before the unlink phase keeps every original (DESIGN §1.3).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -131,6 +131,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         seen_dirs: HashMap::new(),
         seen_names: HashMap::new(),
         more_operands: false,
+        uncertain: HashSet::new(),
     };
     for (i, operand) in opts.operands.iter().enumerate() {
         walker.more_operands = i + 1 < opts.operands.len();

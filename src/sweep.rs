@@ -169,6 +169,8 @@ impl<'a, 's> Unlinker<'a, 's> {
                         self.node(c, fd.as_raw_fd(), &child);
                     }
                 }
+                // An earlier operand removed it after all.
+                Err(e) if n.repeat && e.raw_os_error() == Some(libc::ENOENT) => return,
                 Err(_) => {
                     self.error(display, "changed while it was being archived");
                     self.s.keep_subtree(idx);
@@ -218,7 +220,8 @@ impl<'a, 's> Unlinker<'a, 's> {
                 }
             }
             Err(e) => {
-                if self.ignorable(&e) {
+                let gone = e.raw_os_error() == Some(libc::ENOENT);
+                if self.ignorable(&e) || (gone && n.repeat) {
                     return;
                 }
                 self.error(display, &sys::strerror(&e));

@@ -6,7 +6,7 @@
 //! "remove directory", exactly where rm asks them. A child that is kept (declined, refused,
 //! unreadable) keeps its ancestors silently, as rm's `mark_ancestor_dirs` does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::io::{self, BufRead};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -42,6 +42,10 @@ pub struct Node {
     /// False for what is walked but cannot itself be removed: `link/` (the symlink's target
     /// directory) and `/`.
     pub archive_self: bool,
+    /// Also planned under an earlier operand, whose unlink phase may or may not remove it
+    /// (a directory with an unreadable one inside): if it is gone when its turn comes, that
+    /// operand removed it, and rm would not have met it.
+    pub repeat: bool,
 }
 
 /// The result of planning every operand.
@@ -127,6 +131,10 @@ pub struct Walker<'a> {
     pub seen_names: HashMap<(u64, u64, Vec<u8>), usize>,
     /// Whether operands follow the one being walked (else nothing needs `seen_*`).
     pub more_operands: bool,
+    /// Directories the walk could not read, and their ancestors: their rmdir fails unless
+    /// they are empty, which only the unlink phase finds out. A later operand meets them
+    /// again, as rm does when they are still there.
+    pub uncertain: HashSet<usize>,
 }
 
 enum Asked {
@@ -217,6 +225,7 @@ impl Walker<'_> {
             fate: Fate::Remove,
             operand: index,
             unreadable: None,
+            repeat: false,
         };
         let idx = self.push(node, parent_id, base);
         self.plan.roots.push(idx);
@@ -230,11 +239,17 @@ impl Walker<'_> {
         }
     }
 
-    fn push(&mut self, node: Node, parent_id: Option<(u64, u64)>, name: &[u8]) -> usize {
+    fn push(&mut self, mut node: Node, parent_id: Option<(u64, u64)>, name: &[u8]) -> usize {
         let idx = self.plan.nodes.len();
         if let Some(p) = node.parent {
             self.plan.nodes[p].children.push(idx);
         }
+        // Met again: only what an earlier operand may fail to remove is (see `uncertain`).
+        node.repeat = (node.st.is_dir()
+            && self.seen_dirs.contains_key(&(node.st.dev, node.st.ino)))
+            || (!self.seen_names.is_empty()
+                && parent_id
+                    .is_some_and(|(d, i)| self.seen_names.contains_key(&(d, i, name.to_vec()))));
         if self.more_operands {
             if node.st.is_dir() {
                 self.seen_dirs.insert((node.st.dev, node.st.ino), idx);
@@ -250,13 +265,17 @@ impl Walker<'_> {
     fn removed_dir(&self, id: (u64, u64)) -> bool {
         self.seen_dirs
             .get(&id)
-            .is_some_and(|&i| self.plan.nodes[i].fate == Fate::Remove)
+            .is_some_and(|&i| self.certainly_removed(i))
     }
 
     fn removed_name(&self, key: &(u64, u64, Vec<u8>)) -> bool {
         self.seen_names
             .get(key)
-            .is_some_and(|&i| self.plan.nodes[i].fate == Fate::Remove)
+            .is_some_and(|&i| self.certainly_removed(i))
+    }
+
+    fn certainly_removed(&self, idx: usize) -> bool {
+        self.plan.nodes[idx].fate == Fate::Remove && !self.uncertain.contains(&idx)
     }
 
     /// Whether unlinkat in this directory would fail for every name (no write or search
@@ -461,6 +480,12 @@ impl Walker<'_> {
                 }
                 // rm's FTS_DNR: try rmdir after asking; it fails unless the directory is empty.
                 self.plan.nodes[idx].unreadable = e.raw_os_error();
+                if self.more_operands {
+                    let mut cur = Some(idx);
+                    while let Some(c) = cur.filter(|&c| self.uncertain.insert(c)) {
+                        cur = self.plan.nodes[c].parent;
+                    }
+                }
                 return self.post_order(idx, dirfd, dir_ok);
             }
         };
@@ -494,6 +519,7 @@ impl Walker<'_> {
                 operand,
                 unreadable: None,
                 archive_self: true,
+                repeat: false,
             };
             let cname = child.name.as_bytes().to_vec();
             let cidx = self.push(child, Some(here), &cname);
