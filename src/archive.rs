@@ -200,6 +200,10 @@ impl FrameWriter {
         enc.include_checksum(true)?;
         if let Some(log) = self.window_log {
             enc.window_log(log)?;
+            // Tables sized for the window: a small deletion then allocates and clears a few
+            // KiB instead of level 1's few hundred.
+            enc.set_parameter(zstd::stream::raw::CParameter::HashLog(log.max(6)))?;
+            enc.set_parameter(zstd::stream::raw::CParameter::ChainLog(log.max(6)))?;
         }
         if self.threads > 0 {
             enc.multithread(self.threads)?;
