@@ -6,7 +6,8 @@
 //! `manifest`, `signal` (SIGINT arrives while archiving), `space` (the store looks full),
 //! `skip-space-check` (write until the filesystem says ENOSPC), and after sealing `mutate`
 //! (a file changes) and `swap` (a directory becomes a symlink); `cold` makes every source
-//! file look uncached, which starts the read-ahead thread (src/prefetch.rs). unrm: `restore-signal`
+//! file look uncached, which starts the read-ahead thread (src/prefetch.rs), and
+//! `cold-start` only starts it (it then finds the files cached and gives up). unrm: `restore-signal`
 //! (SIGINT while restoring), `purge-crash` (a purge stops between the manifest and the
 //! archive).
 

@@ -27,6 +27,8 @@ pub const PROBE_EVERY: usize = 32;
 const AHEAD_FILES: usize = 1024;
 /// ... and this many bytes queued ahead of the writer.
 const AHEAD_BYTES: u64 = 32 << 20;
+/// Stop after finding this many files in a row already cached.
+const GIVE_UP_AFTER_CACHED: usize = 256;
 
 /// Files the writer will read whole, in the order it reads them.
 pub struct Prefetch {
@@ -99,7 +101,8 @@ impl Prefetch {
                 if !self.missed && self.checked % PROBE_EVERY != 1 {
                     return;
                 }
-                if !(crate::fault::active("cold") || sys::from_disk(file)) {
+                let forced = crate::fault::active("cold") || crate::fault::active("cold-start");
+                if !(forced || sys::from_disk(file)) {
                     self.missed = false;
                     return;
                 }
@@ -126,6 +129,7 @@ impl Prefetch {
             .name("saferm-prefetch".into())
             .spawn(move || {
                 let mut asked = 0usize;
+                let mut cached_in_a_row = 0usize;
                 for (pos, path, size) in rx {
                     if s.load(Ordering::Relaxed) && !all {
                         break;
@@ -134,8 +138,20 @@ impl Prefetch {
                     if pos < r.load(Ordering::Relaxed) && !all {
                         continue;
                     }
-                    if sys::read_ahead(&path, size) {
-                        asked += 1;
+                    match sys::read_ahead(&path, size, !all) {
+                        Some(true) => {
+                            asked += 1;
+                            cached_in_a_row = 0;
+                        }
+                        Some(false) => {
+                            // The tree is in the cache after all (a few files were not):
+                            // stop spending a thread on it.
+                            cached_in_a_row += 1;
+                            if cached_in_a_row >= GIVE_UP_AFTER_CACHED {
+                                break;
+                            }
+                        }
+                        None => {}
                     }
                 }
                 asked
@@ -176,6 +192,10 @@ impl Prefetch {
                 .send((self.handed, path, plan.nodes[idx].st.size))
                 .is_err()
             {
+                // The thread gave up: hand it nothing more.
+                if let Some(r) = self.running.as_mut() {
+                    r.tx = None;
+                }
                 return;
             }
             self.handed += 1;

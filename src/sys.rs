@@ -448,12 +448,17 @@ pub fn statfs_full(fd: RawFd) -> io::Result<FsStat> {
 }
 
 /// Whether reading the start of `file` has to wait for the disk. A one-byte read that may not
-/// wait (`RWF_NOWAIT`) says whether its page is cached; the kernel also says EAGAIN now and
-/// then for a cached page (a lock held for a moment), so that answer is checked by reading
-/// the byte for real: from the cache that takes microseconds, from a disk far longer.
+/// wait (`RWF_NOWAIT`) fails with EAGAIN when its page is not cached, and now and then for a
+/// cached one too (a lock held for a moment), so EAGAIN is checked with mincore(2) on the
+/// first page. Where the kernel cannot tell, the answer is no.
 pub fn from_disk(file: &std::fs::File) -> bool {
+    would_wait(file) && first_page_cached(file) == Some(false)
+}
+
+/// Whether a one-byte read at the start of `file` would wait (`RWF_NOWAIT` says EAGAIN):
+/// its page is not cached, or, now and then, a lock is held for a moment.
+fn would_wait(file: &std::fs::File) -> bool {
     use std::os::fd::AsRawFd;
-    use std::time::{Duration, Instant};
     let mut byte = [0u8; 1];
     let iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
@@ -461,24 +466,49 @@ pub fn from_disk(file: &std::fs::File) -> bool {
     };
     // SAFETY: one iovec over a local one-byte buffer.
     let r = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
-    if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
-        return false;
+    r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
+}
+
+/// Whether the first page of `file` is in the page cache (None: the kernel would not say).
+fn first_page_cached(file: &std::fs::File) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    let len = 4096;
+    // SAFETY: a private read-only mapping of one page of a file we hold open, unmapped below;
+    // nothing reads through it.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return None;
     }
-    let start = Instant::now();
-    // SAFETY: as above, without the flag.
-    let r = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, 0) };
-    r >= 0 && start.elapsed() > Duration::from_micros(50)
+    let mut vec = [0u8; 1];
+    // SAFETY: addr..addr+len is the mapping made above; vec holds one byte per page.
+    let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(addr, len) };
+    (r == 0).then_some(vec[0] & 1 == 1)
 }
 
 /// Ask the kernel to read the first `size` bytes of the file at `path` into the page cache,
-/// without waiting for them. A hint: returns whether it could be given.
-pub fn read_ahead(path: &CStr, size: u64) -> bool {
+/// without waiting for them. With `unless_cached`, not if its first byte can be read without
+/// waiting.
+/// Returns whether it asked, or None if the file could not be opened.
+pub fn read_ahead(path: &CStr, size: u64, unless_cached: bool) -> Option<bool> {
     use std::os::fd::AsRawFd;
     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
-    let Ok(fd) = openat(libc::AT_FDCWD, path, flags, 0) else {
-        return false;
-    };
+    let fd = openat(libc::AT_FDCWD, path, flags, 0).ok()?;
+    let file = std::fs::File::from(fd);
+    if unless_cached && !would_wait(&file) {
+        return Some(false);
+    }
     let len = usize::try_from(size).unwrap_or(usize::MAX);
     // SAFETY: a plain syscall on a descriptor we own.
-    unsafe { libc::readahead(fd.as_raw_fd(), 0, len) == 0 }
+    Some(unsafe { libc::readahead(file.as_raw_fd(), 0, len) } == 0)
 }
