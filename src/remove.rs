@@ -1042,6 +1042,11 @@ fn same_object(fd: OwnedFd, st: &Stat) -> std::io::Result<OwnedFd> {
 
 /// The identity DESIGN §1.2 names: dev, ino, type, size, mtime, ctime.
 pub(crate) fn unchanged(now: &Stat, then: &Stat) -> bool {
+    unchanged_but_ctime(now, then) && (now.ctime, now.ctime_nsec) == (then.ctime, then.ctime_nsec)
+}
+
+/// [`unchanged`] without the ctime, which unlinking another name of the inode changes.
+pub(crate) fn unchanged_but_ctime(now: &Stat, then: &Stat) -> bool {
     (
         now.dev,
         now.ino,
@@ -1049,8 +1054,6 @@ pub(crate) fn unchanged(now: &Stat, then: &Stat) -> bool {
         now.size,
         now.mtime,
         now.mtime_nsec,
-        now.ctime,
-        now.ctime_nsec,
     ) == (
         then.dev,
         then.ino,
@@ -1058,8 +1061,6 @@ pub(crate) fn unchanged(now: &Stat, then: &Stat) -> bool {
         then.size,
         then.mtime,
         then.mtime_nsec,
-        then.ctime,
-        then.ctime_nsec,
     )
 }
 

@@ -195,21 +195,7 @@ impl<'a, 's> Unlinker<'a, 's> {
                 let same = if st.is_dir() {
                     (now.dev, now.ino, now.file_type()) == (st.dev, st.ino, st.file_type())
                 } else if hard_linked && self.unlinking(st.dev, st.ino) {
-                    (
-                        now.dev,
-                        now.ino,
-                        now.file_type(),
-                        now.size,
-                        now.mtime,
-                        now.mtime_nsec,
-                    ) == (
-                        st.dev,
-                        st.ino,
-                        st.file_type(),
-                        st.size,
-                        st.mtime,
-                        st.mtime_nsec,
-                    )
+                    crate::remove::unchanged_but_ctime(&now, &st)
                 } else {
                     crate::remove::unchanged(&now, &st)
                 };
