@@ -214,13 +214,17 @@ impl FrameWriter {
         Ok(())
     }
 
-    fn end_frame(&mut self) -> io::Result<()> {
+    /// Finish the current frame; `more` if another follows.
+    fn end_frame(&mut self, more: bool) -> io::Result<()> {
         self.flush_pending()?;
         if let Some(enc) = self.encoder.take() {
             let sink = enc.finish()?;
             // Start writing this frame out now, so the fsync at the end does not have to
-            // write the whole archive while nothing else happens.
-            crate::sys::start_writeback(&sink.file);
+            // write the whole archive while nothing else happens. (After the last frame the
+            // fsync comes next anyway.)
+            if more {
+                crate::sys::start_writeback(&sink.file);
+            }
             self.sink = Some(sink);
         }
         Ok(())
@@ -358,7 +362,7 @@ impl ArchiveWriter {
     pub fn entry_boundary(&mut self) -> io::Result<()> {
         let fw = self.builder.get_mut();
         if fw.tar_pos - fw.frame_start >= FRAME_BYTES {
-            fw.end_frame()?;
+            fw.end_frame(true)?;
             fw.start_frame()?;
         }
         Ok(())
@@ -455,7 +459,7 @@ impl ArchiveWriter {
     /// manifest copy that [`DataEnd::seal`] appends.
     pub fn end_data(self) -> io::Result<DataEnd> {
         let mut fw = self.builder.into_inner()?;
-        fw.end_frame()?;
+        fw.end_frame(false)?;
         Ok(DataEnd { fw })
     }
 }
