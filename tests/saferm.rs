@@ -1093,6 +1093,14 @@ fn big_tmpfs_tree(work: &Path, links: bool) -> Tmpfs {
     mount
 }
 
+/// The path in stderr when it is exactly one "changed while it was being archived" line.
+fn the_one_changed(stderr: &str) -> &str {
+    stderr
+        .strip_prefix("rm: cannot remove '")
+        .and_then(|rest| rest.strip_suffix("': changed while it was being archived\n"))
+        .unwrap_or_else(|| panic!("unexpected stderr: {stderr:?}"))
+}
+
 /// Every path under `root`, relative to it.
 fn paths_under(root: &Path) -> Vec<PathBuf> {
     snapshot(root).into_iter().map(|e| e.path).collect()
@@ -1127,10 +1135,7 @@ fn a_change_in_a_large_deletion_keeps_only_what_changed() {
     let out = with_fault(&sb, &work, &["-r", "big/t"], "mutate");
     assert_eq!(out.code(), Some(1));
     let err = out.stderr_text();
-    let changed = err
-        .strip_prefix("rm: cannot remove '")
-        .and_then(|rest| rest.strip_suffix("': changed while it was being archived\n"))
-        .unwrap_or_else(|| panic!("unexpected stderr: {err:?}"));
+    let changed = the_one_changed(&err);
     // What stays is the changed file and the directories above it.
     let kept = Path::new(changed).strip_prefix("big").expect("under big/");
     let mut expected: Vec<PathBuf> = kept.ancestors().map(Path::to_path_buf).collect();
@@ -1149,10 +1154,7 @@ fn a_directory_swapped_in_a_large_deletion_is_not_followed() {
     let out = with_fault(&sb, &work, &["-r", "big/t"], "swap");
     assert_eq!(out.code(), Some(1));
     let err = out.stderr_text();
-    let swapped = err
-        .strip_prefix("rm: cannot remove '")
-        .and_then(|rest| rest.strip_suffix("': changed while it was being archived\n"))
-        .unwrap_or_else(|| panic!("unexpected stderr: {err:?}"));
+    let swapped = the_one_changed(&err);
     assert!(fs::symlink_metadata(work.join(swapped))
         .expect("the symlink stays")
         .file_type()
