@@ -296,7 +296,7 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
             check_space(ctx, store, plan, &order)?;
             space_checked = true;
         }
-        match write_archive(ctx, store, plan)? {
+        match write_archive(ctx, store, plan, &order)? {
             Attempt::Done(id) => return Ok(Archived::Yes(Some(id))),
             Attempt::Retry { node, reason } => {
                 let msg = format!(
@@ -435,7 +435,13 @@ enum Attempt {
 }
 
 /// One attempt at writing, sealing and verifying the archive.
-fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Result<Attempt> {
+/// Archive `order` (the plan's nodes to archive), verify it and make it durable.
+fn write_archive(
+    ctx: &ArchiveContext<'_>,
+    store: &Store,
+    plan: &Plan,
+    order: &[usize],
+) -> Result<Attempt> {
     let now = chrono::Utc::now();
     let first = plan
         .roots
@@ -451,10 +457,9 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
         .take()
         .ok_or_else(|| anyhow!("archive file already taken"))?;
     let rel = pending.rel.clone();
-    let order: Vec<usize> = plan.to_archive().collect();
     // A large archive is read back and checked while it is written, on other threads; a
     // small one after it is sealed (a thread costs more than decoding it).
-    let streamed = content_bytes(plan, &order) >= STREAM_VERIFY_BYTES;
+    let streamed = content_bytes(plan, order) >= STREAM_VERIFY_BYTES;
     let written = std::thread::scope(|scope| -> Result<Written> {
         let mut stream = None;
         let mut verifier = None;
@@ -484,7 +489,7 @@ fn write_archive(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Re
                 entries: tx,
             });
         }
-        let result = fill_archive(ctx, plan, file, &id, now, stream.as_ref());
+        let result = fill_archive(ctx, plan, order, file, &id, now, stream.as_ref());
         // Unless it was sealed, the verifier stops at the end of what was written (and the
         // scope waits for it).
         if let Some(s) = stream {
@@ -661,23 +666,14 @@ enum Filled {
 /// Stream every object to archive into `file`, parents first, through directory fds.
 fn fill_archive(
     ctx: &ArchiveContext<'_>,
-    plan: &mut Plan,
+    plan: &Plan,
+    order: &[usize],
     file: File,
     id: &str,
     now: chrono::DateTime<chrono::Utc>,
     stream: Option<&Streaming>,
 ) -> Result<Filled> {
-    let order: Vec<usize> = plan.to_archive().collect();
-    let total: u64 = order
-        .iter()
-        .map(|&i| {
-            if plan.nodes[i].st.is_file() {
-                plan.nodes[i].st.size
-            } else {
-                0
-            }
-        })
-        .sum();
+    let total = content_bytes(plan, order);
     let threads = if total >= MULTITHREAD_BYTES {
         std::thread::available_parallelism()
             .map(|n| n.get() as u32)
@@ -707,7 +703,7 @@ fn fill_archive(
     }
     // Which nodes must be visited: archived ones and the directories above them.
     let mut needed = vec![false; plan.nodes.len()];
-    for &i in &order {
+    for &i in order {
         let mut cur = Some(i);
         while let Some(c) = cur {
             if needed[c] {
@@ -718,7 +714,7 @@ fn fill_archive(
         }
     }
     let mut archived = vec![false; plan.nodes.len()];
-    for &i in &order {
+    for &i in order {
         archived[i] = true;
     }
     let mut names = Names::default();
@@ -732,7 +728,7 @@ fn fill_archive(
     let mut hard_links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     // Many files: watch for a cold tree, and read ahead when it is one.
     let mut prefetch = (order.len() >= 2 * crate::prefetch::PROBE_EVERY)
-        .then(|| crate::prefetch::Prefetch::new(plan, &order, WHOLE_READ_BYTES));
+        .then(|| crate::prefetch::Prefetch::new(plan, order, WHOLE_READ_BYTES));
     let mut entries: Vec<Entry> = Vec::with_capacity(order.len());
     let mut not_archived: Vec<Entry> = Vec::new();
     let mut totals = manifest::Totals::default();
