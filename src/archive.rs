@@ -39,7 +39,7 @@ struct Sink {
     file: File,
     written: u64,
     hasher: blake3::Hasher,
-    growth: Option<GrowthGuard>,
+    growth: Option<Arc<Growth>>,
 }
 
 impl Write for Sink {
@@ -49,7 +49,7 @@ impl Write for Sink {
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
         if let Some(g) = &self.growth {
-            g.0.set(self.written, Written::Growing);
+            g.set(self.written, Written::Growing);
         }
         Ok(n)
     }
@@ -110,15 +110,6 @@ impl Growth {
                 .wait(st)
                 .map_err(|_| io::Error::other("the archive writer failed"))?;
         }
-    }
-}
-
-/// Marks the archive abandoned if the writer is dropped before sealing it.
-struct GrowthGuard(Arc<Growth>);
-
-impl Drop for GrowthGuard {
-    fn drop(&mut self) {
-        self.0.set(0, Written::Abandoned);
     }
 }
 
@@ -341,7 +332,8 @@ impl ArchiveWriter {
     }
 
     /// Report how far the file is written to `growth`, for a reader that follows it
-    /// ([`Follow`]); if the writer is dropped unsealed, the reader gets an error.
+    /// ([`Follow`]). Whoever reports to it calls [`Growth::abandon`] when the writer stops,
+    /// sealed or not: unless it was sealed, the reader then gets an error.
     pub fn report_growth(&mut self, growth: Arc<Growth>) -> io::Result<()> {
         let fw = self.builder.get_mut();
         let sink = match (&mut fw.sink, &mut fw.encoder) {
@@ -349,7 +341,7 @@ impl ArchiveWriter {
             (None, Some(enc)) => enc.get_mut(),
             (None, None) => return Err(io::Error::other("archive writer used after failure")),
         };
-        sink.growth = Some(GrowthGuard(growth));
+        sink.growth = Some(growth);
         Ok(())
     }
 
@@ -507,7 +499,7 @@ impl DataEnd {
         sink.write_all(&packed)?;
         sink.flush()?;
         if let Some(g) = sink.growth.take() {
-            g.0.set(sink.written, Written::Sealed);
+            g.set(sink.written, Written::Sealed);
         }
         // The caller fsyncs the file (alongside verification, see remove.rs).
         Ok(Sealed {

@@ -160,7 +160,6 @@ impl Prefetch {
         if thread.is_none() {
             return; // no thread: read as before
         }
-        self.handed = self.handed.max(self.at);
         self.running = Some(Running {
             first: self.at,
             tx: Some(tx),
