@@ -333,14 +333,7 @@ impl Store {
     }
 
     fn lock(&self, exclusive: bool) -> Result<LockGuard> {
-        let fd = sys::openat(
-            self.fd(),
-            c"lock",
-            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW,
-            0o600,
-        )
-        .with_context(|| format!("cannot open '{}'", self.root.join("lock").display()))?;
-        let file = File::from(fd);
+        let file = self.lock_file()?;
         sys::flock(&file, exclusive, false)
             .with_context(|| format!("cannot lock '{}'", self.root.join("lock").display()))?;
         Ok(LockGuard {
