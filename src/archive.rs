@@ -34,11 +34,12 @@ pub fn decode_manifest_copy(copy: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Counts and hashes the compressed bytes on their way to the file.
+/// Counts and hashes the compressed bytes on their way to the file (unless a reader
+/// follows the file and hashes it as it reads it back).
 struct Sink {
     file: File,
     written: u64,
-    hasher: blake3::Hasher,
+    hasher: Option<blake3::Hasher>,
     growth: Option<Arc<Growth>>,
 }
 
@@ -46,7 +47,9 @@ impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         crate::fault::check("write")?;
         let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.written += n as u64;
         if let Some(g) = &self.growth {
             g.set(self.written, Written::Growing);
@@ -143,10 +146,15 @@ impl Read for Follow {
     }
 }
 
-/// The tar stream's destination: a sequence of zstd frames.
+/// The tar stream's destination: a sequence of zstd frames, from one compression context
+/// (and, multithreaded, one pool of workers) reset between frames.
 pub struct FrameWriter {
-    encoder: Option<zstd::stream::write::Encoder<'static, Sink>>,
-    sink: Option<Sink>,
+    encoder: Option<zstd::stream::raw::Encoder<'static>>,
+    /// Compressed output on its way to `sink`.
+    out: Vec<u8>,
+    sink: Sink,
+    /// Set once a write failed: the stream is then unusable.
+    broken: bool,
     level: i32,
     threads: u32,
     /// Size of each multithreaded zstd job.
@@ -166,65 +174,104 @@ pub struct FrameWriter {
 const PENDING_BYTES: usize = 256 << 10;
 
 impl FrameWriter {
-    fn flush_pending(&mut self) -> io::Result<()> {
-        if !self.pending.is_empty() {
+    fn usable(&self) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other("archive writer used after failure"));
+        }
+        Ok(())
+    }
+
+    /// Run `step` on the encoder until it says it is done, writing what it outputs.
+    fn drive(
+        &mut self,
+        mut step: impl FnMut(
+            &mut zstd::stream::raw::Encoder<'static>,
+            &mut zstd::stream::raw::OutBuffer<'_, Vec<u8>>,
+        ) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        self.usable()?;
+        let result = (|| loop {
             let enc = self
                 .encoder
                 .as_mut()
-                .ok_or_else(|| io::Error::other("archive writer used after failure"))?;
-            enc.write_all(&self.pending)?;
+                .ok_or_else(|| io::Error::other("archive writer used outside a frame"))?;
+            let mut dst = zstd::stream::raw::OutBuffer::around(&mut self.out);
+            let done = step(enc, &mut dst)?;
+            let n = dst.pos();
+            self.sink.write_all(&self.out[..n])?;
+            if done {
+                return Ok(());
+            }
+        })();
+        self.broken = result.is_err();
+        result
+    }
+
+    /// Compress `data` into the current frame.
+    fn compress(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut src = zstd::stream::raw::InBuffer::around(data);
+        self.drive(|enc, dst| {
+            use zstd::stream::raw::Operation;
+            enc.run(&mut src, dst)?;
+            Ok(src.pos == src.src.len())
+        })
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            let result = self.compress(&pending);
+            self.pending = pending;
             self.pending.clear();
+            result?;
         }
         Ok(())
     }
 
     fn start_frame(&mut self) -> io::Result<()> {
-        let sink = self
-            .sink
-            .take()
-            .ok_or_else(|| io::Error::other("archive writer used after failure"))?;
+        self.usable()?;
         self.frames.push(Frame {
-            compressed_offset: sink.written,
+            compressed_offset: self.sink.written,
             tar_offset: self.tar_pos,
         });
-        let mut enc = zstd::stream::write::Encoder::new(sink, self.level)?;
-        enc.include_checksum(true)?;
+        self.frame_start = self.tar_pos;
+        if let Some(enc) = &mut self.encoder {
+            use zstd::stream::raw::Operation;
+            // Same parameters, same workers: only the frame starts over.
+            return enc.reinit();
+        }
+        use zstd::stream::raw::CParameter;
+        let mut enc = zstd::stream::raw::Encoder::new(self.level)?;
+        enc.set_parameter(CParameter::ChecksumFlag(true))?;
         if let Some(log) = self.window_log {
-            enc.window_log(log)?;
+            enc.set_parameter(CParameter::WindowLog(log))?;
             // Tables sized for the window: a small deletion then allocates and clears a few
             // KiB instead of level 1's few hundred.
-            enc.set_parameter(zstd::stream::raw::CParameter::HashLog(log.max(6)))?;
-            enc.set_parameter(zstd::stream::raw::CParameter::ChainLog(log.max(6)))?;
+            enc.set_parameter(CParameter::HashLog(log.max(6)))?;
+            enc.set_parameter(CParameter::ChainLog(log.max(6)))?;
         }
         if self.threads > 0 {
-            enc.multithread(self.threads)?;
-            enc.set_parameter(zstd::stream::raw::CParameter::JobSize(self.job_bytes))?;
+            enc.set_parameter(CParameter::NbWorkers(self.threads))?;
+            enc.set_parameter(CParameter::JobSize(self.job_bytes))?;
         }
         self.encoder = Some(enc);
-        self.frame_start = self.tar_pos;
         Ok(())
     }
 
     /// Finish the current frame; `more` if another follows.
     fn end_frame(&mut self, more: bool) -> io::Result<()> {
         self.flush_pending()?;
-        if let Some(enc) = self.encoder.take() {
-            let sink = enc.finish()?;
-            // Start writing this frame out now, so the fsync at the end does not have to
-            // write the whole archive while nothing else happens. (After the last frame the
-            // fsync comes next anyway.)
-            if more {
-                crate::sys::start_writeback(&sink.file);
-            }
-            self.sink = Some(sink);
+        self.drive(|enc, dst| {
+            use zstd::stream::raw::Operation;
+            Ok(enc.finish(dst, false)? == 0)
+        })?;
+        // Start writing this frame out now, so the fsync at the end does not have to
+        // write the whole archive while nothing else happens. (After the last frame the
+        // fsync comes next anyway.)
+        if more {
+            crate::sys::start_writeback(&self.sink.file);
         }
         Ok(())
-    }
-
-    fn encoder(&mut self) -> io::Result<&mut zstd::stream::write::Encoder<'static, Sink>> {
-        self.encoder
-            .as_mut()
-            .ok_or_else(|| io::Error::other("archive writer used after failure"))
     }
 }
 
@@ -234,9 +281,9 @@ impl Write for FrameWriter {
             self.flush_pending()?;
         }
         if buf.len() >= PENDING_BYTES {
-            let n = self.encoder()?.write(buf)?;
-            self.tar_pos += n as u64;
-            return Ok(n);
+            self.compress(buf)?;
+            self.tar_pos += buf.len() as u64;
+            return Ok(buf.len());
         }
         self.pending.extend_from_slice(buf);
         self.tar_pos += buf.len() as u64;
@@ -245,7 +292,11 @@ impl Write for FrameWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_pending()?;
-        self.encoder()?.flush()
+        self.drive(|enc, dst| {
+            use zstd::stream::raw::Operation;
+            Ok(enc.flush(dst)? == 0)
+        })?;
+        self.sink.flush()
     }
 }
 
@@ -262,8 +313,28 @@ pub enum AppendError {
 pub struct Sealed {
     pub file: File,
     pub size: u64,
-    pub blake3: String,
+    /// The blake3 of the file's bytes as they were written; `None` when a reader followed
+    /// the file ([`ArchiveWriter::report_growth`]): it hashes them as it reads them back.
+    pub blake3: Option<String>,
     pub frames: Vec<Frame>,
+    /// Where the frame with the manifest copy starts, and its bytes as written: a decoder
+    /// skips that frame, so [`Sealed::copy_reads_back`] checks it.
+    copy_at: u64,
+    copy: Vec<u8>,
+}
+
+impl Sealed {
+    /// Whether the file, read through `from`, holds the manifest copy's frame as it was
+    /// written, and nothing after.
+    pub fn copy_reads_back(&self, from: &File) -> io::Result<bool> {
+        if self.copy_at + self.copy.len() as u64 != self.size || from.metadata()?.len() != self.size
+        {
+            return Ok(false);
+        }
+        let mut back = vec![0u8; self.copy.len()];
+        from.read_exact_at(&mut back, self.copy_at)?;
+        Ok(back == self.copy)
+    }
 }
 
 /// Header fields of one entry.
@@ -310,12 +381,14 @@ impl ArchiveWriter {
         });
         let mut fw = FrameWriter {
             encoder: None,
-            sink: Some(Sink {
+            out: Vec::with_capacity(zstd::zstd_safe::CCtx::out_size()),
+            sink: Sink {
                 file,
                 written: 0,
-                hasher: blake3::Hasher::new(),
+                hasher: Some(blake3::Hasher::new()),
                 growth: None,
-            }),
+            },
+            broken: false,
             level,
             threads,
             job_bytes,
@@ -336,12 +409,10 @@ impl ArchiveWriter {
     /// sealed or not: unless it was sealed, the reader then gets an error.
     pub fn report_growth(&mut self, growth: Arc<Growth>) -> io::Result<()> {
         let fw = self.builder.get_mut();
-        let sink = match (&mut fw.sink, &mut fw.encoder) {
-            (Some(sink), _) => sink,
-            (None, Some(enc)) => enc.get_mut(),
-            (None, None) => return Err(io::Error::other("archive writer used after failure")),
-        };
+        fw.usable()?;
+        let sink = &mut fw.sink;
         sink.growth = Some(growth);
+        sink.hasher = None;
         Ok(())
     }
 
@@ -485,18 +556,22 @@ impl DataEnd {
             write_copy(&mut packed)?;
         }
         let copy_len = packed.len() as u64;
-        let mut fw = self.fw;
-        let mut sink = fw
-            .sink
-            .take()
-            .ok_or_else(|| io::Error::other("archive writer used after failure"))?;
+        let fw = self.fw;
+        fw.usable()?;
+        // The workers are done with the data; free them before writing the rest.
+        drop(fw.encoder);
+        let mut sink = fw.sink;
         let len = MANIFEST_FRAME_TAG.len() as u64 + copy_len;
         let len32 =
             u32::try_from(len).map_err(|_| io::Error::other("manifest too large for its frame"))?;
-        sink.write_all(&MANIFEST_FRAME_MAGIC.to_le_bytes())?;
-        sink.write_all(&len32.to_le_bytes())?;
-        sink.write_all(MANIFEST_FRAME_TAG)?;
-        sink.write_all(&packed)?;
+        let mut copy = Vec::with_capacity(8 + len as usize);
+        copy.extend_from_slice(&MANIFEST_FRAME_MAGIC.to_le_bytes());
+        copy.extend_from_slice(&len32.to_le_bytes());
+        copy.extend_from_slice(MANIFEST_FRAME_TAG);
+        copy.extend_from_slice(&packed);
+        drop(packed);
+        let copy_at = sink.written;
+        sink.write_all(&copy)?;
         sink.flush()?;
         if let Some(g) = sink.growth.take() {
             g.set(sink.written, Written::Sealed);
@@ -504,9 +579,11 @@ impl DataEnd {
         // The caller fsyncs the file (alongside verification, see remove.rs).
         Ok(Sealed {
             size: sink.written,
-            blake3: sink.hasher.finalize().to_hex().to_string(),
+            blake3: sink.hasher.map(|h| h.finalize().to_hex().to_string()),
             file: sink.file,
             frames: fw.frames,
+            copy_at,
+            copy,
         })
     }
 }
@@ -578,7 +655,91 @@ impl<R: Read> Read for Hashing<R> {
 
 #[cfg(test)]
 mod tests {
-    use super::pax_time;
+    use super::*;
+
+    /// An archive of one 20 MB entry in frames of [`FRAME_BYTES`], its writer followed
+    /// (`growth`) or not.
+    fn framed_archive(followed: bool) -> Sealed {
+        let file = tempfile::tempfile().expect("temp file");
+        let data: Vec<u8> = (0..20_000_000u32).map(|i| (i / 7 % 251) as u8).collect();
+        let mut w = ArchiveWriter::new(file, 1, 2, data.len() as u64, 3).expect("writer");
+        if followed {
+            w.report_growth(Arc::new(Growth::default()))
+                .expect("growth");
+        }
+        for name in ["a", "b", "c"] {
+            w.entry_boundary().expect("boundary");
+            let meta = EntryMeta {
+                tar_path: name.as_bytes(),
+                kind: tar::EntryType::Regular,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                user: None,
+                group: None,
+                size: data.len() as u64,
+                mtime: 0,
+                mtime_nsec: 0,
+                link: None,
+                device: None,
+                xattrs: &[],
+            };
+            assert!(w.append(&meta, Some(&mut &data[..])).is_ok());
+        }
+        w.finish(|out| out.write_all(b"{\"copy\": true}"))
+            .expect("finish")
+    }
+
+    #[test]
+    fn frames_from_one_context_decode_as_one_stream() {
+        let sealed = framed_archive(false);
+        assert_eq!(
+            sealed.frames.len(),
+            2,
+            "a new frame after {FRAME_BYTES} bytes"
+        );
+        let mut bytes = vec![0u8; sealed.size as usize];
+        sealed.file.read_exact_at(&mut bytes, 0).expect("read");
+        assert_eq!(
+            sealed.blake3.as_deref(),
+            Some(blake3::hash(&bytes).to_hex().as_str())
+        );
+        // Each frame starts where the table says, with zstd's magic number.
+        for f in &sealed.frames {
+            let at = f.compressed_offset as usize;
+            assert_eq!(bytes[at..at + 4], [0x28, 0xb5, 0x2f, 0xfd]);
+        }
+        let tar = zstd::stream::decode_all(&bytes[..]).expect("decode");
+        let mut archive = tar::Archive::new(&tar[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(sealed.copy_reads_back(&sealed.file).expect("read back"));
+    }
+
+    #[test]
+    fn a_followed_archive_leaves_hashing_to_its_reader_but_the_copy_is_checked() {
+        let sealed = framed_archive(true);
+        assert_eq!(sealed.blake3, None);
+        assert!(sealed.copy_reads_back(&sealed.file).expect("read back"));
+        let last = sealed.size - 1;
+        let mut byte = [0u8];
+        sealed.file.read_exact_at(&mut byte, last).expect("read");
+        sealed.file.write_all_at(&[!byte[0]], last).expect("damage");
+        assert!(!sealed.copy_reads_back(&sealed.file).expect("read back"));
+        sealed.file.write_all_at(&byte, last).expect("repair");
+        sealed.file.write_all_at(b"x", sealed.size).expect("extend");
+        assert!(!sealed.copy_reads_back(&sealed.file).expect("read back"));
+    }
 
     #[test]
     fn pax_times_carry_nanoseconds() {

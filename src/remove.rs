@@ -31,6 +31,9 @@ const SMALL_ARCHIVE_BYTES: u64 = 1 << 20;
 const WHOLE_READ_BYTES: u64 = 4 << 20;
 /// Verify while writing above this much file content.
 const STREAM_VERIFY_BYTES: u64 = 8 << 20;
+/// At most this much source content waits for the streamed verifier to compare it byte
+/// for byte (beyond that, files are compared by their blake3).
+const HELD_BYTES: usize = 8 << 20;
 /// Compress on worker threads above this much data.
 const MULTITHREAD_BYTES: u64 = 8 << 20;
 
@@ -235,6 +238,15 @@ fn simulate_concurrent_change(plan: &Plan) {
             }
         }
     }
+}
+
+/// Failure injection (`verify-copy`): flip the archive's last byte, in the manifest copy,
+/// which a zstd decoder skips.
+fn damage_last_byte(read: &File, write: &File, size: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut last = [0u8];
+    read.read_exact_at(&mut last, size.saturating_sub(1))?;
+    write.write_all_at(&[!last[0]], size.saturating_sub(1))
 }
 
 fn subtree_has_removal(plan: &Plan, idx: usize) -> bool {
@@ -467,13 +479,15 @@ fn write_archive(
             let file = store.open_published(&rel)?;
             let growth = Arc::new(Growth::default());
             let (tx, rx) = mpsc::channel();
+            let held = Arc::new(crate::verify::Held::new(HELD_BYTES));
             let follow = crate::archive::Follow {
                 file,
                 pos: 0,
                 growth: growth.clone(),
             };
+            let held_by_verifier = held.clone();
             verifier = Some(scope.spawn(move || {
-                let mut expected = crate::verify::Streamed { rx, current: None };
+                let mut expected = crate::verify::Streamed::new(rx, held_by_verifier);
                 if crate::fault::active("verify") {
                     let damaged = Damaged {
                         inner: follow,
@@ -487,6 +501,7 @@ fn write_archive(
             stream = Some(Streaming {
                 growth,
                 entries: tx,
+                held,
             });
         }
         let result = fill_archive(ctx, plan, order, file, &id, now, stream.as_ref());
@@ -496,10 +511,13 @@ fn write_archive(
             s.growth.abandon();
         }
         crate::timing::mark("archive written");
-        let (sealed, manifest) = match result? {
+        let (mut sealed, manifest) = match result? {
             Filled::Sealed(b) => *b,
             Filled::SourceFailed { node, reason } => return Ok(Written::Retry { node, reason }),
         };
+        if crate::fault::active("verify-copy") {
+            damage_last_byte(&store.open_published(&rel)?, &sealed.file, sealed.size)?;
+        }
         // Making the archive durable (fsync the file, then its directory) and reading it
         // back are independent, so they overlap; both must succeed before the manifest is
         // published and anything is unlinked. What verification reads is the file's bytes
@@ -510,53 +528,58 @@ fn write_archive(
             sys::fsync(file).context("cannot sync the archive")?;
             pending.sync_dir()
         };
-        let read_back = || -> Result<()> {
+        let read_back = |written_hash: &str| -> Result<()> {
             let file = store.open_published(&rel)?;
             if crate::fault::active("verify") {
                 let damaged = Damaged::new(file);
                 return crate::verify::verify_archive(
                     damaged,
                     &manifest.entries,
-                    Some(&sealed.blake3),
+                    Some(written_hash),
                 );
             }
             if sealed.size <= SMALL_ARCHIVE_BYTES {
                 let mut bytes = Vec::with_capacity(sealed.size as usize);
                 std::io::Read::read_to_end(&mut &file, &mut bytes)?;
-                return crate::verify::verify_in_memory(&bytes, &manifest.entries, &sealed.blake3);
+                return crate::verify::verify_in_memory(&bytes, &manifest.entries, written_hash);
             }
             let capacity = sealed.size.clamp(64 << 10, 1 << 20) as usize;
             let reader = std::io::BufReader::with_capacity(capacity, file);
-            crate::verify::verify_archive(reader, &manifest.entries, Some(&sealed.blake3))
+            crate::verify::verify_archive(reader, &manifest.entries, Some(written_hash))
         };
-        let (durable, verified) = match verifier {
-            // The verifier is reading the last of the archive: sync meanwhile.
-            Some(v) => {
+        let (durable, verified) = match (verifier, sealed.blake3.as_deref()) {
+            // The verifier is reading the last of the archive: sync meanwhile. It hashed
+            // the file as it read it, all but the manifest copy, which its decoder skips:
+            // that is compared here.
+            (Some(v), _) => {
                 let durable = make_durable(&sealed.file);
                 let verified = v
                     .join()
                     .unwrap_or_else(|_| Err(anyhow!("the archive verifier failed")))
                     .and_then(|hash| {
-                        if hash != sealed.blake3 {
+                        let back = store.open_published(&rel)?;
+                        if !sealed.copy_reads_back(&back)? {
                             bail!(
-                                "the archive file differs from what was written (blake3 mismatch)"
+                                "the archive's copy of the manifest differs from what was written"
                             );
                         }
-                        Ok(())
+                        Ok(hash)
                     });
+                let verified = verified.map(|hash| sealed.blake3 = Some(hash));
                 (durable, verified)
             }
-            None if sealed.size > SMALL_ARCHIVE_BYTES => {
+            (None, Some(hash)) if sealed.size > SMALL_ARCHIVE_BYTES => {
                 let file = sealed.file.try_clone()?;
                 let durable = scope.spawn(move || make_durable(&file));
-                let verified = read_back();
+                let verified = read_back(hash);
                 let durable = durable
                     .join()
                     .unwrap_or_else(|_| Err(anyhow!("cannot sync the archive")));
                 (durable, verified)
             }
             // A thread costs more than decoding a small archive.
-            None => (make_durable(&sealed.file), read_back()),
+            (None, Some(hash)) => (make_durable(&sealed.file), read_back(hash)),
+            (None, None) => bail!("internal error: the archive was neither hashed nor read back"),
         };
         Ok(Written::Sealed(Box::new((
             sealed, manifest, durable, verified,
@@ -583,10 +606,14 @@ fn write_archive(
         return Err(e.context("the archive did not verify"));
     }
     drop(sealed.file);
+    let Some(blake3) = sealed.blake3 else {
+        store.discard_archive(&pending);
+        bail!("internal error: the archive's blake3 is unknown");
+    };
     manifest.archive = Some(manifest::ArchiveInfo {
         path: rel.clone(),
         size: sealed.size,
-        blake3: sealed.blake3,
+        blake3,
     });
     manifest.frames = sealed.frames;
     if let Err(e) = write_manifest(store, &manifest, &month) {
@@ -791,7 +818,7 @@ fn fill_archive(
                 let meta = meta_for(&entry, &abs, tar::EntryType::Directory, None, None, &xattrs);
                 append(&mut writer, &meta, None, idx)?;
                 totals.dirs += 1;
-                record(&mut entries, stream, entry);
+                record(&mut entries, stream, entry, None);
             }
             continue;
         }
@@ -825,16 +852,18 @@ fn fill_archive(
                 );
                 append(&mut writer, &meta, None, idx)?;
                 entry.link = Some(PathBytes::new(&target));
-                record(&mut entries, stream, entry);
+                record(&mut entries, stream, entry, None);
                 continue;
             }
             hard_links.insert((st.dev, st.ino), abs.clone());
         }
+        // A small file's content, kept for the verifier.
+        let mut read_whole = false;
         match ft {
             libc::S_IFREG => {
-                let fd = match sys::open_file_nofollow(dirfd, &node.name)
-                    .and_then(|fd| same_object(fd, &st))
-                {
+                // Not checked against the walk's stat until after the read (below): an
+                // object swapped in meanwhile is caught there, without an fstat per file.
+                let fd = match sys::open_file_nofollow(dirfd, &node.name) {
                     Ok(fd) => fd,
                     Err(e) => return Ok(source_failed(idx, &e)),
                 };
@@ -851,7 +880,9 @@ fn fill_archive(
                 let mut hasher = blake3::Hasher::new();
                 let appended = if st.size <= WHOLE_READ_BYTES {
                     // Small files in one read, hashed in one call.
+                    read_whole = true;
                     content.clear();
+                    content.reserve_exact(st.size as usize);
                     let mut limited = std::io::Read::take(FaultyRead { file: &file }, st.size);
                     if let Err(e) = std::io::Read::read_to_end(&mut limited, &mut content) {
                         return Ok(source_failed(idx, &e));
@@ -932,7 +963,12 @@ fn fill_archive(
                 ))
             }
         }
-        record(&mut entries, stream, entry);
+        record(
+            &mut entries,
+            stream,
+            entry,
+            read_whole.then_some(&mut content),
+        );
     }
     drop(stack);
     totals.entries = entries.len() as u64;
@@ -981,15 +1017,29 @@ fn fill_archive(
 /// file, and its entries as they are written.
 struct Streaming {
     growth: Arc<Growth>,
-    entries: mpsc::Sender<Entry>,
+    entries: mpsc::Sender<crate::verify::Written>,
+    /// Source content on its way to the verifier.
+    held: Arc<crate::verify::Held>,
 }
 
-/// Add an entry to the manifest, and pass it on to verification when that runs alongside.
-fn record(entries: &mut Vec<Entry>, stream: Option<&Streaming>, entry: Entry) {
+/// Add an entry to the manifest, and pass it on to verification when that runs alongside,
+/// with the file's `content` as read (taken, leaving an empty buffer) if there is room.
+fn record(
+    entries: &mut Vec<Entry>,
+    stream: Option<&Streaming>,
+    entry: Entry,
+    content: Option<&mut Vec<u8>>,
+) {
     if let Some(s) = stream {
+        let content = content
+            .filter(|c| s.held.reserve(c.len()))
+            .map(|c| std::mem::replace(c, s.held.buffer()));
         // A closed channel means verification has already failed; the writer learns that
         // when it joins it.
-        let _ = s.entries.send(entry.clone());
+        let _ = s.entries.send(crate::verify::Written {
+            entry: entry.clone(),
+            content,
+        });
     }
     entries.push(entry);
 }

@@ -6,7 +6,8 @@
 //! damage are caught too.
 
 use std::io::{self, Read};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 
@@ -40,8 +41,9 @@ pub fn verify_archive(
 
 /// The entries an archive must hold, in order.
 pub trait Expected {
-    /// The next one, if any.
-    fn next_entry(&mut self) -> Option<&Entry>;
+    /// The next one, if any, with the bytes read from the source when they were kept (a
+    /// file's content is then compared byte for byte; otherwise by its blake3).
+    fn next_entry(&mut self) -> Option<(&Entry, Option<&[u8]>)>;
     /// How many are left after the ones taken.
     fn left(&mut self) -> usize;
 }
@@ -53,9 +55,9 @@ struct Listed<'a> {
 }
 
 impl Expected for Listed<'_> {
-    fn next_entry(&mut self) -> Option<&Entry> {
+    fn next_entry(&mut self) -> Option<(&Entry, Option<&[u8]>)> {
         self.next += 1;
-        self.entries.get(self.next - 1)
+        self.entries.get(self.next - 1).map(|e| (e, None))
     }
 
     fn left(&mut self) -> usize {
@@ -63,20 +65,128 @@ impl Expected for Listed<'_> {
     }
 }
 
+/// An entry as the writer hands it to the verifier, with the file's content as it was
+/// read when the writer could spare the memory ([`Held`]).
+pub struct Written {
+    pub entry: Entry,
+    pub content: Option<Vec<u8>>,
+}
+
+/// How many used buffers [`Held`] keeps.
+const SPARE_BUFFERS: usize = 64;
+
+/// How many bytes of source content are on their way to the verifier, at most `limit`:
+/// comparing bytes costs a fraction of hashing them again, but memory is bounded.
+pub struct Held {
+    bytes: AtomicUsize,
+    limit: usize,
+    /// Buffers the verifier is done with, for the writer to read into again.
+    spare: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Held {
+    pub fn new(limit: usize) -> Held {
+        Held {
+            bytes: AtomicUsize::new(0),
+            limit,
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An empty buffer, one used before if there is one.
+    pub fn buffer(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_default()
+    }
+
+    /// Reserve `n` bytes; false if that would pass the limit.
+    pub fn reserve(&self, n: usize) -> bool {
+        self.bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, mut buf: Vec<u8>) {
+        self.bytes.fetch_sub(buf.len(), Ordering::AcqRel);
+        buf.clear();
+        if let Ok(mut spare) = self.spare.lock() {
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buf);
+            }
+        }
+    }
+}
+
 /// Entries sent one by one by the thread writing the archive, as it writes them.
 pub struct Streamed {
-    pub rx: mpsc::Receiver<Entry>,
-    pub current: Option<Entry>,
+    rx: mpsc::Receiver<Written>,
+    current: Option<Written>,
+    held: Arc<Held>,
+    /// Files handed over with and without their content, for `SAFERM_TIMINGS`.
+    with_content: usize,
+    without: usize,
+}
+
+impl Streamed {
+    pub fn new(rx: mpsc::Receiver<Written>, held: Arc<Held>) -> Streamed {
+        Streamed {
+            rx,
+            current: None,
+            held,
+            with_content: 0,
+            without: 0,
+        }
+    }
+
+    fn drop_current(&mut self) {
+        if let Some(Written {
+            content: Some(c), ..
+        }) = self.current.take()
+        {
+            self.held.release(c);
+        }
+    }
 }
 
 impl Expected for Streamed {
-    fn next_entry(&mut self) -> Option<&Entry> {
+    fn next_entry(&mut self) -> Option<(&Entry, Option<&[u8]>)> {
+        self.drop_current();
         self.current = self.rx.recv().ok();
-        self.current.as_ref()
+        if let Some(w) = &self.current {
+            match (&w.content, w.entry.kind) {
+                (Some(_), _) => self.with_content += 1,
+                (None, Kind::File) => self.without += 1,
+                _ => {}
+            }
+        }
+        self.current
+            .as_ref()
+            .map(|w| (&w.entry, w.content.as_deref()))
     }
 
     fn left(&mut self) -> usize {
+        self.drop_current();
         self.rx.iter().count()
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        crate::timing::note(&format!(
+            "compared {} files byte for byte, {} by blake3",
+            self.with_content, self.without
+        ));
+        self.drop_current();
+        for w in self.rx.try_iter() {
+            if let Some(c) = w.content {
+                self.held.release(c);
+            }
+        }
     }
 }
 
@@ -209,10 +319,10 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
         for (i, entry) in entries.enumerate() {
             let mut entry =
                 entry.with_context(|| format!("cannot read entry {i} of the archive"))?;
-            let Some(want) = expected.next_entry() else {
+            let Some((want, source)) = expected.next_entry() else {
                 bail!("the archive has more entries than were written");
             };
-            let path = entry.path_bytes().into_owned();
+            let path = entry.path_bytes();
             let want_path = want.path.bytes().unwrap_or_default();
             if want_path.get(1..) != Some(&path[..]) {
                 bail!(
@@ -223,16 +333,17 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
             }
             let header = entry.header();
             let kind = kind_of(header.entry_type());
-            let name = String::from_utf8_lossy(&want_path).into_owned();
+            let name = || String::from_utf8_lossy(&want_path).into_owned();
             if kind != Some(want.kind) {
-                bail!("'{name}' has the wrong type in the archive");
+                bail!("'{}' has the wrong type in the archive", name());
             }
             let mode = header
                 .mode()
-                .with_context(|| format!("'{name}': bad mode"))?;
+                .with_context(|| format!("'{}': bad mode", name()))?;
             if mode != want.mode & 0o7777 {
                 bail!(
-                    "'{name}' has mode {mode:o} in the archive, {:o} on disk",
+                    "'{}' has mode {mode:o} in the archive, {:o} on disk",
+                    name(),
                     want.mode & 0o7777
                 );
             }
@@ -246,35 +357,28 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
                     want_link.remove(0); // stored relative, like every path
                 }
                 if got != want_link {
-                    bail!("'{name}' has the wrong link target in the archive");
+                    bail!("'{}' has the wrong link target in the archive", name());
                 }
             }
             if want.kind == Kind::File {
                 let size = entry
                     .header()
                     .size()
-                    .with_context(|| format!("'{name}': bad size"))?;
+                    .with_context(|| format!("'{}': bad size", name()))?;
                 if size != want.size {
                     bail!(
-                        "'{name}' has {size} bytes in the archive, {} on disk",
+                        "'{}' has {size} bytes in the archive, {} on disk",
+                        name(),
                         want.size
                     );
                 }
-                let mut hasher = blake3::Hasher::new();
-                let mut total = 0u64;
-                loop {
-                    let n = entry
-                        .read(&mut buf)
-                        .with_context(|| format!("cannot read '{name}' from the archive"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    total += n as u64;
+                let same = match source {
+                    Some(read) => same_bytes(&mut entry, read, &mut buf),
+                    None => same_hash(&mut entry, want, &mut buf),
                 }
-                let hash = hasher.finalize().to_hex().to_string();
-                if total != want.size || Some(&hash) != want.blake3.as_ref() {
-                    bail!("'{name}' in the archive differs from what was read (blake3 mismatch)");
+                .with_context(|| format!("cannot read '{}' from the archive", name()))?;
+                if !same {
+                    bail!("'{}' in the archive differs from what was read", name());
                 }
             }
             count += 1;
@@ -288,6 +392,37 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
         );
     }
     Ok(())
+}
+
+/// Whether `entry`'s content is `read`, byte for byte.
+fn same_bytes(entry: &mut impl Read, read: &[u8], buf: &mut [u8]) -> io::Result<bool> {
+    let mut rest = read;
+    loop {
+        let n = entry.read(buf)?;
+        if n == 0 {
+            return Ok(rest.is_empty());
+        }
+        match rest.split_at_checked(n) {
+            Some((head, tail)) if head == &buf[..n] => rest = tail,
+            _ => return Ok(false),
+        }
+    }
+}
+
+/// Whether `entry`'s content has the size and blake3 `want` records.
+fn same_hash(entry: &mut impl Read, want: &Entry, buf: &mut [u8]) -> io::Result<bool> {
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let n = entry.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    let hash = hasher.finalize().to_hex();
+    Ok(total == want.size && want.blake3.as_deref() == Some(hash.as_str()))
 }
 
 pub fn kind_of(t: tar::EntryType) -> Option<Kind> {
@@ -414,6 +549,67 @@ mod tests {
                 "flip at {at} went unnoticed"
             );
         }
+    }
+
+    /// Verify `bytes` against `entry` handed over as the writer does, with `content`.
+    fn verify_streamed(bytes: &[u8], entry: &Entry, content: Option<&[u8]>) -> Result<String> {
+        let held = Arc::new(Held::new(1 << 20));
+        let (tx, rx) = mpsc::channel();
+        let content = content.map(<[u8]>::to_vec);
+        if let Some(c) = &content {
+            assert!(held.reserve(c.len()));
+        }
+        tx.send(Written {
+            entry: entry.clone(),
+            content,
+        })
+        .expect("send");
+        drop(tx);
+        let result = verify_stream(bytes, &mut Streamed::new(rx, held.clone()));
+        assert_eq!(
+            held.bytes.load(Ordering::Acquire),
+            0,
+            "held bytes not given back"
+        );
+        result
+    }
+
+    #[test]
+    fn kept_content_is_compared_byte_for_byte() {
+        let content: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let (bytes, entries) = one_file_archive(&content);
+        let want = blake3::hash(&bytes).to_hex().to_string();
+        assert_eq!(
+            verify_streamed(&bytes, &entries[0], Some(&content)).ok(),
+            Some(want)
+        );
+        // The blake3 matches the archive; only the bytes the writer read do not.
+        let mut other = content.clone();
+        other[40_000] ^= 1;
+        assert!(verify_streamed(&bytes, &entries[0], Some(&other)).is_err());
+        assert!(verify_streamed(&bytes, &entries[0], Some(&content[1..])).is_err());
+        let mut longer = content.clone();
+        longer.push(0);
+        assert!(verify_streamed(&bytes, &entries[0], Some(&longer)).is_err());
+        // Without the content, the blake3 decides.
+        assert!(verify_streamed(&bytes, &entries[0], None).is_ok());
+        let mut wrong = entries[0].clone();
+        wrong.blake3 = Some(blake3::hash(&other).to_hex().to_string());
+        assert!(verify_streamed(&bytes, &wrong, None).is_err());
+    }
+
+    #[test]
+    fn held_content_is_bounded() {
+        let held = Held::new(100);
+        assert!(held.reserve(60));
+        assert!(!held.reserve(41));
+        assert!(held.reserve(40));
+        assert!(!held.reserve(1));
+        held.release(vec![0; 60]);
+        assert!(held.reserve(60));
+        // The released buffer comes back, empty, to be read into again.
+        let again = held.buffer();
+        assert!(again.is_empty() && again.capacity() >= 60);
     }
 
     #[test]

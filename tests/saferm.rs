@@ -327,7 +327,15 @@ fn fault_tree(work: &Path, large: bool) {
 #[test]
 fn failure_at_any_step_keeps_everything() {
     let steps = [
-        "read", "write", "fsync", "rename", "dirsync", "verify", "manifest", "space",
+        "read",
+        "write",
+        "fsync",
+        "rename",
+        "dirsync",
+        "verify",
+        "verify-copy",
+        "manifest",
+        "space",
     ];
     for (step, large) in steps.iter().flat_map(|&s| [(s, false), (s, true)]) {
         let step = format!("{step}{}", if large { " (large)" } else { "" });
