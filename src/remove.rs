@@ -249,6 +249,38 @@ fn damage_last_byte(read: &File, write: &File, size: u64) -> std::io::Result<()>
     write.write_all_at(&[!last[0]], size.saturating_sub(1))
 }
 
+/// Failure injection for a change between the walk and the archiving (DESIGN §1.2): once
+/// per run, `replace-file`, `replace-dir` and `replace-fifo` put another file of the same
+/// size, a directory or a FIFO in place of the first file to archive (moved to `NAME.moved`).
+fn simulate_replacement(plan: &Plan) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Some(step) = ["replace-file", "replace-dir", "replace-fifo"]
+        .into_iter()
+        .find(|step| crate::fault::active(step))
+    else {
+        return;
+    };
+    if DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let Some(i) = plan.to_archive().find(|&i| plan.nodes[i].st.is_file()) else {
+        return;
+    };
+    let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&plan.abs(i)));
+    let size = plan.nodes[i].st.size as usize;
+    let mut moved = path.clone().into_os_string();
+    moved.push(".moved");
+    if std::fs::rename(&path, &moved).is_err() {
+        return;
+    }
+    let _ = match step {
+        "replace-file" => std::fs::write(&path, vec![b'#'; size]),
+        "replace-dir" => std::fs::create_dir(&path),
+        _ => nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .map_err(std::io::Error::from),
+    };
+}
+
 fn subtree_has_removal(plan: &Plan, idx: usize) -> bool {
     let mut stack = vec![idx];
     while let Some(i) = stack.pop() {
@@ -454,6 +486,7 @@ fn write_archive(
     plan: &Plan,
     order: &[usize],
 ) -> Result<Attempt> {
+    simulate_replacement(plan);
     let now = chrono::Utc::now();
     let first = plan
         .roots
@@ -867,9 +900,14 @@ fn fill_archive(
                     Ok(fd) => fd,
                     Err(e) => return Ok(source_failed(idx, &e)),
                 };
+                // Something other than the file the walk saw fails to read as one: say so.
+                let failed = |e: &std::io::Error, fd: RawFd| match sys::fstat(fd) {
+                    Ok(now) if !unchanged(&now, &st) => changed(idx),
+                    _ => source_failed(idx, e),
+                };
                 let xattrs = match sys::xattrs(fd.as_raw_fd()) {
                     Ok(x) => x,
-                    Err(e) => return Ok(source_failed(idx, &e)),
+                    Err(e) => return Ok(failed(&e, fd.as_raw_fd())),
                 };
                 entry.xattrs = xattr_names(&xattrs);
                 let meta = meta_for(&entry, &abs, tar::EntryType::Regular, None, None, &xattrs);
@@ -885,7 +923,7 @@ fn fill_archive(
                     content.reserve_exact(st.size as usize);
                     let mut limited = std::io::Read::take(FaultyRead { file: &file }, st.size);
                     if let Err(e) = std::io::Read::read_to_end(&mut limited, &mut content) {
-                        return Ok(source_failed(idx, &e));
+                        return Ok(failed(&e, file.as_raw_fd()));
                     }
                     hasher.update(&content);
                     writer.append(&meta, Some(&mut &content[..]))
@@ -902,7 +940,7 @@ fn fill_archive(
                 };
                 match appended {
                     Ok(()) => {}
-                    Err(AppendError::Source(e)) => return Ok(source_failed(idx, &e)),
+                    Err(AppendError::Source(e)) => return Ok(failed(&e, file.as_raw_fd())),
                     Err(AppendError::Changed) => return Ok(changed(idx)),
                     Err(AppendError::Archive(e)) => {
                         return Err(anyhow::Error::new(e).context("cannot write the archive"))

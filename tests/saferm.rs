@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -1099,6 +1099,77 @@ fn big_tmpfs_tree(work: &Path, links: bool) -> Tmpfs {
         .expect("hard link");
     }
     mount
+}
+
+/// A file replaced between the walk and its archiving (by another file of the same size, a
+/// directory or a FIFO; the original moved to `a.moved`) is reported as changed and kept,
+/// and the rest goes, in a small deletion and in a large one (archive verified as it is
+/// written).
+#[test]
+fn a_file_replaced_before_it_is_read_is_kept() {
+    for (fault, large) in ["replace-file", "replace-dir", "replace-fifo"]
+        .into_iter()
+        .flat_map(|f| [(f, false), (f, true)])
+    {
+        let case = format!("{fault}{}", if large { " (large)" } else { "" });
+        let sb = Sandbox::new();
+        let work = sb.work("w");
+        fault_tree(&work, large);
+        let contents: Vec<(PathBuf, Vec<u8>)> = paths_under(&work)
+            .into_iter()
+            .filter_map(|p| fs::read(work.join(&p)).ok().map(|c| (p, c)))
+            .collect();
+        let out = with_fault(&sb, &work, &["-r", "d", "f"], fault);
+        assert_eq!(out.code(), Some(1), "{case}: {}", out.stderr_text());
+        let err = out.stderr_text();
+        let changed = the_one_changed(&err);
+        let (_, original) = contents
+            .iter()
+            .find(|(p, _)| p == Path::new(changed))
+            .unwrap_or_else(|| panic!("{case}: {changed} was not a file"));
+        let kept = fs::symlink_metadata(work.join(changed)).expect("the replacement stays");
+        let kind = kept.file_type();
+        match fault {
+            "replace-file" => assert_eq!(
+                fs::read(work.join(changed)).expect("read"),
+                vec![b'#'; original.len()]
+            ),
+            "replace-dir" => assert!(kind.is_dir(), "{case}"),
+            _ => assert!(kind.is_fifo(), "{case}"),
+        }
+        let moved = work.join(format!("{changed}.moved"));
+        assert_eq!(&fs::read(moved).expect("moved"), original, "{case}");
+        // What stays: the replacement, the original under its new name, the directories
+        // above them.
+        let mut expected = vec![PathBuf::from(".")];
+        for stays in [changed.to_string(), format!("{changed}.moved")] {
+            expected.extend(
+                Path::new(&stays)
+                    .ancestors()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(Path::to_path_buf),
+            );
+        }
+        expected.sort();
+        expected.dedup();
+        assert_eq!(paths_under(&work), expected, "{case}");
+        // The archive holds what was removed, and not the replacement.
+        let list = Command::new("tar")
+            .args(["--zstd", "-tf"])
+            .arg(&archives(&sb.store())[0])
+            .output()
+            .expect("tar");
+        let listing = String::from_utf8_lossy(&list.stdout).into_owned();
+        assert!(
+            listing.lines().any(|l| l.ends_with("/f")),
+            "{case}: {listing}"
+        );
+        let tail = format!("/{changed}");
+        assert!(
+            !listing.lines().any(|l| l.ends_with(&tail)),
+            "{case}: {listing}"
+        );
+    }
 }
 
 /// The path in stderr when it is exactly one "changed while it was being archived" line.
