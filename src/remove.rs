@@ -512,6 +512,7 @@ fn write_archive(
             let file = store.open_published(&rel)?;
             let growth = Arc::new(Growth::default());
             let (tx, rx) = mpsc::channel();
+            let (hash_tx, hash_rx) = mpsc::channel();
             let held = Arc::new(crate::verify::Held::new(HELD_BYTES));
             let follow = crate::archive::Follow {
                 file,
@@ -520,7 +521,7 @@ fn write_archive(
             };
             let held_by_verifier = held.clone();
             verifier = Some(scope.spawn(move || {
-                let mut expected = crate::verify::Streamed::new(rx, held_by_verifier);
+                let mut expected = crate::verify::Streamed::new(rx, hash_tx, held_by_verifier);
                 if crate::fault::active("verify") {
                     let damaged = Damaged {
                         inner: follow,
@@ -535,6 +536,8 @@ fn write_archive(
                 growth,
                 entries: tx,
                 held,
+                hashes: hash_rx,
+                left_to_verifier: std::cell::Cell::new(0),
             });
         }
         let result = fill_archive(ctx, plan, order, file, &id, now, stream.as_ref());
@@ -643,6 +646,14 @@ fn write_archive(
         store.discard_archive(&pending);
         bail!("internal error: the archive's blake3 is unknown");
     };
+    if manifest
+        .entries
+        .iter()
+        .any(|e| e.kind == Kind::File && e.blake3.is_none())
+    {
+        store.discard_archive(&pending);
+        bail!("internal error: a file's blake3 is unknown");
+    }
     manifest.archive = Some(manifest::ArchiveInfo {
         path: rel.clone(),
         size: sealed.size,
@@ -890,8 +901,8 @@ fn fill_archive(
             }
             hard_links.insert((st.dev, st.ino), abs.clone());
         }
-        // A small file's content, kept for the verifier.
-        let mut read_whole = false;
+        // A small file's content, kept for the verifier, which works out its blake3.
+        let mut handed_over = false;
         match ft {
             libc::S_IFREG => {
                 // Not checked against the walk's stat until after the read (below): an
@@ -917,15 +928,19 @@ fn fill_archive(
                 }
                 let mut hasher = blake3::Hasher::new();
                 let appended = if st.size <= WHOLE_READ_BYTES {
-                    // Small files in one read, hashed in one call.
-                    read_whole = true;
+                    // Small files in one read. When verification runs alongside and there
+                    // is room, it gets the content to compare and hashes it; otherwise it
+                    // is hashed here, in one call.
+                    handed_over = stream.is_some_and(|s| s.held.reserve(st.size as usize));
                     content.clear();
                     content.reserve_exact(st.size as usize);
                     let mut limited = std::io::Read::take(FaultyRead { file: &file }, st.size);
                     if let Err(e) = std::io::Read::read_to_end(&mut limited, &mut content) {
                         return Ok(failed(&e, file.as_raw_fd()));
                     }
-                    hasher.update(&content);
+                    if !handed_over {
+                        hasher.update(&content);
+                    }
                     writer.append(&meta, Some(&mut &content[..]))
                 } else {
                     let buffered =
@@ -952,7 +967,9 @@ fn fill_archive(
                     Ok(_) => return Ok(changed(idx)),
                     Err(e) => return Ok(source_failed(idx, &e)),
                 }
-                entry.blake3 = Some(hasher.finalize().to_hex().to_string());
+                if !handed_over {
+                    entry.blake3 = Some(hasher.finalize().to_hex().to_string());
+                }
                 progress.advance(st.size);
                 totals.files += 1;
                 totals.bytes += st.size;
@@ -1005,7 +1022,7 @@ fn fill_archive(
             &mut entries,
             stream,
             entry,
-            read_whole.then_some(&mut content),
+            handed_over.then_some(&mut content),
         );
     }
     drop(stack);
@@ -1040,6 +1057,7 @@ fn fill_archive(
     };
     progress.finish();
     let end = writer.end_data().context("cannot finish the archive")?;
+    blake3s_from_verifier(&mut manifest.entries, stream);
     // The copy inside the archive has the frame table too, so a manifest rebuilt from it
     // can still seek.
     manifest.frames = end.frames().to_vec();
@@ -1058,10 +1076,16 @@ struct Streaming {
     entries: mpsc::Sender<crate::verify::Written>,
     /// Source content on its way to the verifier.
     held: Arc<crate::verify::Held>,
+    /// The blake3s of content handed over unhashed, worked out by the verifier.
+    hashes: mpsc::Receiver<(usize, String)>,
+    /// How many of those to wait for.
+    left_to_verifier: std::cell::Cell<usize>,
 }
 
 /// Add an entry to the manifest, and pass it on to verification when that runs alongside,
-/// with the file's `content` as read (taken, leaving an empty buffer) if there is room.
+/// with the file's `content` as read (taken, leaving an empty buffer) if it holds it: room
+/// for it was reserved in [`Streaming::held`]. If the entry has no blake3 yet, the
+/// verifier works it out ([`blake3s_from_verifier`]).
 fn record(
     entries: &mut Vec<Entry>,
     stream: Option<&Streaming>,
@@ -1069,17 +1093,35 @@ fn record(
     content: Option<&mut Vec<u8>>,
 ) {
     if let Some(s) = stream {
-        let content = content
-            .filter(|c| s.held.reserve(c.len()))
-            .map(|c| std::mem::replace(c, s.held.buffer()));
+        let content = content.map(|c| std::mem::replace(c, s.held.buffer()));
+        if content.is_some() && entry.blake3.is_none() {
+            s.left_to_verifier.set(s.left_to_verifier.get() + 1);
+        }
         // A closed channel means verification has already failed; the writer learns that
         // when it joins it.
         let _ = s.entries.send(crate::verify::Written {
+            index: entries.len(),
             entry: entry.clone(),
             content,
         });
     }
     entries.push(entry);
+}
+
+/// Fill in the blake3s left to the verifier, once every entry has been written. If it
+/// stops early, some stay missing: it failed, and the writer learns why when it joins it.
+fn blake3s_from_verifier(entries: &mut [Entry], stream: Option<&Streaming>) {
+    let Some(s) = stream else {
+        return;
+    };
+    for _ in 0..s.left_to_verifier.get() {
+        let Ok((i, hash)) = s.hashes.recv() else {
+            return;
+        };
+        if let Some(e) = entries.get_mut(i) {
+            e.blake3 = Some(hash);
+        }
+    }
 }
 
 fn append(

@@ -46,6 +46,8 @@ pub trait Expected {
     fn next_entry(&mut self) -> Option<(&Entry, Option<&[u8]>)>;
     /// How many are left after the ones taken.
     fn left(&mut self) -> usize;
+    /// The blake3 of the last entry's content, when it came with its content and no blake3.
+    fn hashed(&mut self, _hash: String) {}
 }
 
 /// A manifest's entries.
@@ -66,8 +68,11 @@ impl Expected for Listed<'_> {
 }
 
 /// An entry as the writer hands it to the verifier, with the file's content as it was
-/// read when the writer could spare the memory ([`Held`]).
+/// read when the writer could spare the memory ([`Held`]). If the entry has no blake3
+/// yet, the verifier works it out from that content, once it has found the archive's
+/// copy identical, and sends it back with `index`.
 pub struct Written {
+    pub index: usize,
     pub entry: Entry,
     pub content: Option<Vec<u8>>,
 }
@@ -125,6 +130,8 @@ impl Held {
 /// Entries sent one by one by the thread writing the archive, as it writes them.
 pub struct Streamed {
     rx: mpsc::Receiver<Written>,
+    /// The blake3s the writer left to verification, by entry index.
+    hashes: mpsc::Sender<(usize, String)>,
     current: Option<Written>,
     held: Arc<Held>,
     /// Files handed over with and without their content, for `SAFERM_TIMINGS`.
@@ -133,9 +140,14 @@ pub struct Streamed {
 }
 
 impl Streamed {
-    pub fn new(rx: mpsc::Receiver<Written>, held: Arc<Held>) -> Streamed {
+    pub fn new(
+        rx: mpsc::Receiver<Written>,
+        hashes: mpsc::Sender<(usize, String)>,
+        held: Arc<Held>,
+    ) -> Streamed {
         Streamed {
             rx,
+            hashes,
             current: None,
             held,
             with_content: 0,
@@ -172,6 +184,13 @@ impl Expected for Streamed {
     fn left(&mut self) -> usize {
         self.drop_current();
         self.rx.iter().count()
+    }
+
+    fn hashed(&mut self, hash: String) {
+        if let Some(w) = &self.current {
+            // The writer may have given up already: it learns why when it joins.
+            let _ = self.hashes.send((w.index, hash));
+        }
     }
 }
 
@@ -254,11 +273,11 @@ fn decode_into(
     loop {
         let mut buf = recycle.try_recv().unwrap_or_default();
         buf.resize(CHUNK, 0);
-        let mut filled = 0;
-        while filled < CHUNK {
-            match decoder.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
+        // What one read decodes goes on at once: while the archive is being written, the
+        // next read may wait for the writer, and the writer may be waiting for this.
+        let filled = loop {
+            match decoder.read(&mut buf) {
+                Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let copy = io::Error::new(e.kind(), e.to_string());
@@ -266,7 +285,7 @@ fn decode_into(
                     return Err(copy);
                 }
             }
-        }
+        };
         if filled == 0 {
             break;
         }
@@ -379,6 +398,10 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
                 .with_context(|| format!("cannot read '{}' from the archive", name()))?;
                 if !same {
                     bail!("'{}' in the archive differs from what was read", name());
+                }
+                if let (Some(read), None) = (source, &want.blake3) {
+                    let hash = blake3::hash(read).to_hex().to_string();
+                    expected.hashed(hash);
                 }
             }
             count += 1;
@@ -553,25 +576,53 @@ mod tests {
 
     /// Verify `bytes` against `entry` handed over as the writer does, with `content`.
     fn verify_streamed(bytes: &[u8], entry: &Entry, content: Option<&[u8]>) -> Result<String> {
+        verify_streamed_hashes(bytes, entry, content).0
+    }
+
+    /// [`verify_streamed`], and the blake3s sent back.
+    fn verify_streamed_hashes(
+        bytes: &[u8],
+        entry: &Entry,
+        content: Option<&[u8]>,
+    ) -> (Result<String>, Vec<(usize, String)>) {
         let held = Arc::new(Held::new(1 << 20));
         let (tx, rx) = mpsc::channel();
+        let (hash_tx, hash_rx) = mpsc::channel();
         let content = content.map(<[u8]>::to_vec);
         if let Some(c) = &content {
             assert!(held.reserve(c.len()));
         }
         tx.send(Written {
+            index: 7,
             entry: entry.clone(),
             content,
         })
         .expect("send");
         drop(tx);
-        let result = verify_stream(bytes, &mut Streamed::new(rx, held.clone()));
+        let result = verify_stream(bytes, &mut Streamed::new(rx, hash_tx, held.clone()));
         assert_eq!(
             held.bytes.load(Ordering::Acquire),
             0,
             "held bytes not given back"
         );
-        result
+        (result, hash_rx.iter().collect())
+    }
+
+    #[test]
+    fn a_blake3_left_to_verification_is_sent_back_once_the_bytes_match() {
+        let content = b"left to the verifier".to_vec();
+        let (bytes, entries) = one_file_archive(&content);
+        let mut entry = entries[0].clone();
+        entry.blake3 = None;
+        let (result, hashes) = verify_streamed_hashes(&bytes, &entry, Some(&content));
+        assert!(result.is_ok());
+        assert_eq!(hashes, [(7, blake3::hash(&content).to_hex().to_string())]);
+        let (result, hashes) = verify_streamed_hashes(&bytes, &entry, Some(b"something else"));
+        assert!(result.is_err());
+        assert!(hashes.is_empty(), "a hash for content that did not match");
+        // With a blake3 already, none is sent back.
+        let (result, hashes) = verify_streamed_hashes(&bytes, &entries[0], Some(&content));
+        assert!(result.is_ok() && hashes.is_empty());
     }
 
     #[test]
