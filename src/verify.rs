@@ -77,8 +77,10 @@ pub struct Written {
     pub content: Option<Vec<u8>>,
 }
 
-/// How many used buffers [`Held`] keeps.
+/// How many used buffers [`Held`] keeps, and how large each may be: at most 4 MiB kept
+/// for reuse, on top of what is held.
 const SPARE_BUFFERS: usize = 64;
+const SPARE_CAPACITY: usize = 64 << 10;
 
 /// How many bytes of source content are on their way to the verifier, at most `limit`:
 /// comparing bytes costs a fraction of hashing them again, but memory is bounded.
@@ -119,6 +121,9 @@ impl Held {
     fn release(&self, mut buf: Vec<u8>) {
         self.bytes.fetch_sub(buf.len(), Ordering::AcqRel);
         buf.clear();
+        if buf.capacity() > SPARE_CAPACITY {
+            return; // a large one is freed, not kept
+        }
         if let Ok(mut spare) = self.spare.lock() {
             if spare.len() < SPARE_BUFFERS {
                 spare.push(buf);
@@ -661,6 +666,13 @@ mod tests {
         // The released buffer comes back, empty, to be read into again.
         let again = held.buffer();
         assert!(again.is_empty() && again.capacity() >= 60);
+        assert_eq!(held.buffer().capacity(), 0, "only one was given back");
+        // Large ones are not kept (their memory would stay taken).
+        let large = Held::new(1 << 30);
+        assert!(large.reserve(SPARE_CAPACITY + 1));
+        large.release(vec![0; SPARE_CAPACITY + 1]);
+        assert_eq!(large.bytes.load(Ordering::Acquire), 0);
+        assert_eq!(large.buffer().capacity(), 0);
     }
 
     #[test]
