@@ -77,7 +77,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         }
         Parsed::Exit(code) => return code,
     };
-    raise_fd_limit();
+    sys::raise_open_file_limit();
     crate::timing::start();
     if opts.prompt_once && rules::prompt_once_applies(opts.operands.len(), opts.recursive) {
         let text = rules::prompt_once_text(prog, opts.operands.len(), opts.recursive);
@@ -290,18 +290,6 @@ fn subtree_has_removal(plan: &Plan, idx: usize) -> bool {
         stack.extend(plan.nodes[i].children.iter().copied());
     }
     false
-}
-
-/// Deep trees keep one descriptor per level open; use the hard limit, as much as allowed.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max.min(1 << 20);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 struct ArchiveContext<'a> {

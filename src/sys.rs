@@ -88,6 +88,22 @@ pub fn fstatat(dirfd: RawFd, name: &CStr, follow: bool) -> io::Result<Stat> {
     Ok(Stat::from_raw(unsafe { &st.assume_init() }))
 }
 
+/// Raise the soft limit on open files to the hard limit. Walking, archiving and unlinking
+/// hold a directory descriptor per level of the tree, so the usual soft limit of 1,024
+/// would stop saferm in a tree deeper than that, which rm removes (Go's runtime raises it
+/// at start-up too). Up to 2^20; errors leave the limit as it was. A tree deeper than the
+/// limit fails cleanly, with EMFILE, before anything is removed.
+pub fn raise_open_file_limit() {
+    // SAFETY: getrlimit and setrlimit read and write a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// `fstat` of an open descriptor.
 pub fn fstat(fd: RawFd) -> io::Result<Stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();

@@ -25,6 +25,8 @@ use crate::unrm_cli::{self, Action, Options, Parsed};
 
 /// Run unrm with `args` (without argv[0]); returns the exit status.
 pub fn run(args: &[OsString]) -> i32 {
+    // Restoring holds a directory descriptor per level, like removing.
+    crate::sys::raise_open_file_limit();
     let opts = match unrm_cli::parse(args) {
         Parsed::Run(o) => o,
         Parsed::Exit { text, code } => {

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr};
 use crate::common::{
-    build_tree, is_root, noise, saferm_bin, snapshot, Outcome, Sandbox, Tmpfs, NOBODY,
+    build_tree, is_root, noise, saferm_bin, snapshot, unrm_bin, Outcome, Sandbox, Tmpfs, NOBODY,
 };
 
 /// Run saferm with `SAFERM_FAULT` set to `step` (honoured by debug builds only).
@@ -1170,6 +1170,50 @@ fn a_file_replaced_before_it_is_read_is_kept() {
             "{case}: {listing}"
         );
     }
+}
+
+/// A tree deeper than the soft limit on open files (one directory descriptor per level):
+/// saferm raises the soft limit to the hard one, as rm needs no such limit, and unrm
+/// restores the tree under the same limit. With the hard limit as low, it fails before
+/// removing anything.
+#[test]
+fn a_tree_deeper_than_the_open_file_limit() {
+    const DEPTH: usize = 200;
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let leaf_dir = work.join("deep").join(["d"; DEPTH].join("/"));
+    fs::create_dir_all(&leaf_dir).expect("deep tree");
+    fs::write(leaf_dir.join("leaf"), b"bottom").expect("leaf");
+    let limited = |limit: &str, bin: PathBuf, args: &[&str]| {
+        sb.command("sh")
+            .current_dir(&work)
+            .arg("-c")
+            .arg(format!("ulimit {limit} 64 && exec \"$0\" \"$@\""))
+            .arg(bin)
+            .args(args)
+            .run()
+    };
+    // Soft and hard limit 64: nothing can be archived, so nothing is removed.
+    let out = limited("-n", saferm_bin(), &["-rf", "deep"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("Too many open files"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(fs::read(leaf_dir.join("leaf")).expect("kept"), b"bottom");
+    assert!(files_under(&sb.store().join("tmp")).is_empty());
+    assert!(archives(&sb.store()).is_empty());
+    // Soft limit 64 only: removed, and restored.
+    let out = limited("-Sn", saferm_bin(), &["-rf", "deep"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert!(!work.join("deep").exists());
+    let out = limited("-Sn", unrm_bin(), &["--last"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(
+        fs::read(leaf_dir.join("leaf")).expect("restored"),
+        b"bottom"
+    );
 }
 
 /// The path in stderr when it is exactly one "changed while it was being archived" line.
