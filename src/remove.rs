@@ -493,6 +493,11 @@ fn write_archive(
     // A large archive is read back and checked while it is written, on other threads; a
     // small one after it is sealed (a thread costs more than decoding it).
     let streamed = content_bytes(plan, order) >= STREAM_VERIFY_BYTES;
+    let make_durable = |file: &File| -> Result<()> {
+        crate::fault::check("fsync").context("cannot sync the archive")?;
+        sys::fsync(file).context("cannot sync the archive")?;
+        pending.sync_dir()
+    };
     let written = std::thread::scope(|scope| -> Result<Written> {
         let mut stream = None;
         let mut verifier = None;
@@ -546,12 +551,6 @@ fn write_archive(
         // back are independent, so they overlap; both must succeed before the manifest is
         // published and anything is unlinked. What verification reads is the file's bytes
         // as the kernel holds them either way.
-        let pending = &pending;
-        let make_durable = move |file: &File| -> Result<()> {
-            crate::fault::check("fsync").context("cannot sync the archive")?;
-            sys::fsync(file).context("cannot sync the archive")?;
-            pending.sync_dir()
-        };
         let read_back = |written_hash: &str| -> Result<()> {
             let file = store.open_published(&rel)?;
             if crate::fault::active("verify") {
@@ -576,7 +575,7 @@ fn write_archive(
             // the file as it read it, all but the manifest copy, which its decoder skips:
             // that is compared here.
             (Some(v), _) => {
-                let durable = make_durable(&sealed.file);
+                let durable = Some(make_durable(&sealed.file));
                 let verified = v
                     .join()
                     .unwrap_or_else(|_| Err(anyhow!("the archive verifier failed")))
@@ -599,17 +598,30 @@ fn write_archive(
                 let durable = durable
                     .join()
                     .unwrap_or_else(|_| Err(anyhow!("cannot sync the archive")));
-                (durable, verified)
+                (Some(durable), verified)
             }
-            // A thread costs more than decoding a small archive.
-            (None, Some(hash)) => (make_durable(&sealed.file), read_back(hash)),
+            // A thread costs more than decoding a small archive. Its bytes go to the disk
+            // while it is read back and its manifest written; the fsync comes after that
+            // (below) and waits for less.
+            (None, Some(hash)) => {
+                crate::sys::start_writeback(&sealed.file);
+                (None, read_back(hash))
+            }
             (None, None) => bail!("internal error: the archive was neither hashed nor read back"),
         };
-        Ok(Written::Sealed(Box::new((
-            sealed, manifest, durable, verified,
-        ))))
+        Ok(Written::Sealed(Box::new(Checked {
+            sealed,
+            manifest,
+            durable,
+            verified,
+        })))
     });
-    let (sealed, mut manifest, durable, verified) = match written {
+    let Checked {
+        sealed,
+        mut manifest,
+        durable,
+        verified,
+    } = match written {
         Ok(Written::Sealed(b)) => *b,
         Ok(Written::Retry { node, reason }) => {
             store.discard_archive(&pending);
@@ -620,8 +632,8 @@ fn write_archive(
             return Err(e);
         }
     };
-    crate::timing::mark("archive verified and durable");
-    if let Err(e) = durable {
+    crate::timing::mark("archive verified");
+    if let Some(Err(e)) = durable {
         store.discard_archive(&pending);
         return Err(e);
     }
@@ -629,7 +641,6 @@ fn write_archive(
         store.discard_archive(&pending);
         return Err(e.context("the archive did not verify"));
     }
-    drop(sealed.file);
     let Some(blake3) = sealed.blake3 else {
         store.discard_archive(&pending);
         bail!("internal error: the archive's blake3 is unknown");
@@ -648,14 +659,36 @@ fn write_archive(
         blake3,
     });
     manifest.frames = sealed.frames;
-    if let Err(e) = write_manifest(store, &manifest, &month) {
+    let tmp = match write_manifest(store, &manifest) {
+        Ok(tmp) => tmp,
+        Err(e) => {
+            store.discard_archive(&pending);
+            return Err(e);
+        }
+    };
+    // Published only once the archive is durable (a small one is made so only now).
+    let published = match durable {
+        Some(_) => Ok(()),
+        None => make_durable(&sealed.file),
+    }
+    .and_then(|()| {
+        store
+            .publish(&tmp, "manifests", &month, &format!("{}.json", manifest.id))
+            .map(|_| ())
+    });
+    drop(sealed.file);
+    if let Err(e) = published {
+        store.discard_temp(&tmp);
         store.discard_archive(&pending);
         return Err(e);
     }
+    crate::timing::mark("archive durable, manifest published");
     Ok(Attempt::Done(manifest.id.clone()))
 }
 
-fn write_manifest(store: &Store, manifest: &Manifest, month: &str) -> Result<()> {
+/// Write the manifest to a temp file in the store, to be published (renamed into
+/// `manifests/`) once the archive is durable; returns the temp file's name.
+fn write_manifest(store: &Store, manifest: &Manifest) -> Result<std::ffi::CString> {
     use std::io::Write;
     let (tmp, mut file) = store.create_temp(format!("{}.json", manifest.id).as_bytes())?;
     let written = (|| -> Result<()> {
@@ -671,11 +704,7 @@ fn write_manifest(store: &Store, manifest: &Manifest, month: &str) -> Result<()>
         store.discard_temp(&tmp);
         return Err(e.context("cannot write the manifest"));
     }
-    if let Err(e) = store.publish(&tmp, "manifests", month, &format!("{}.json", manifest.id)) {
-        store.discard_temp(&tmp);
-        return Err(e);
-    }
-    Ok(())
+    Ok(tmp)
 }
 
 /// A reader that flips one byte in the middle, for the `verify` failure-injection test.
@@ -707,14 +736,19 @@ impl<R: std::io::Read> std::io::Read for Damaged<R> {
     }
 }
 
+/// A sealed archive, its manifest, and how far it got.
+struct Checked {
+    sealed: crate::archive::Sealed,
+    manifest: Manifest,
+    /// Whether it was made durable (`None`: not synced yet).
+    durable: Option<Result<()>>,
+    verified: Result<()>,
+}
+
 /// How writing an archive ended.
 enum Written {
-    /// The archive and its manifest, whether it was made durable, whether it verified.
-    Sealed(Box<(crate::archive::Sealed, Manifest, Result<()>, Result<()>)>),
-    Retry {
-        node: usize,
-        reason: String,
-    },
+    Sealed(Box<Checked>),
+    Retry { node: usize, reason: String },
 }
 
 enum Filled {
