@@ -506,7 +506,13 @@ fn write_archive(
             let growth = Arc::new(Growth::default());
             let (tx, rx) = mpsc::channel();
             let (hash_tx, hash_rx) = mpsc::channel();
-            let held = Arc::new(crate::verify::Held::new(HELD_BYTES));
+            // Fault `hold-nothing`: every file goes by its blake3, hashed by the writer.
+            let limit = if crate::fault::active("hold-nothing") {
+                0
+            } else {
+                HELD_BYTES
+            };
+            let held = Arc::new(crate::verify::Held::new(limit));
             let follow = crate::archive::Follow {
                 file,
                 pos: 0,

@@ -1216,6 +1216,78 @@ fn a_tree_deeper_than_the_open_file_limit() {
     );
 }
 
+/// In a large deletion the streamed verifier gets small files' content, compares it byte
+/// for byte and works out their blake3; with `hold-nothing` the writer hashes every file and
+/// the verifier compares blake3s. Either way the manifest records every file's blake3, and
+/// says how verification went in SAFERM_TIMINGS.
+#[test]
+fn every_file_in_a_large_deletion_has_its_blake3() {
+    for fault in ["", "hold-nothing"] {
+        let sb = Sandbox::new();
+        let work = sb.work("w");
+        fault_tree(&work, true);
+        for i in 0..40 {
+            fs::write(
+                work.join(format!("d/s/m{i}")),
+                noise(100 + i, 3000 + 97 * i as usize),
+            )
+            .expect("write");
+        }
+        let contents: Vec<(String, Vec<u8>)> = paths_under(&work)
+            .into_iter()
+            .filter_map(|p| {
+                fs::read(work.join(&p))
+                    .ok()
+                    .map(|c| (p.display().to_string(), c))
+            })
+            .collect();
+        let out = sb
+            .command(saferm_bin())
+            .current_dir(&work)
+            .args(["-r", "d", "f"])
+            .env("SAFERM_FAULT", fault)
+            .env("SAFERM_TIMINGS", "1")
+            .run();
+        assert_eq!(out.code(), Some(0), "{fault}: {}", out.stderr_text());
+        let err = out.stderr_text();
+        // "compared N files byte for byte, M by blake3"
+        let counts: Vec<usize> = err
+            .lines()
+            .find_map(|l| l.strip_prefix("saferm: timing: compared "))
+            .unwrap_or_else(|| panic!("{fault}: {err}"))
+            .split_whitespace()
+            .filter_map(|word| word.parse().ok())
+            .collect();
+        let [bytes, hashed] = counts[..] else {
+            panic!("{fault}: {err}")
+        };
+        assert_eq!(bytes + hashed, contents.len(), "{fault}: {err}");
+        if fault.is_empty() {
+            // At most 8 MiB waits at a time: most of the files, not the 2 MiB ones all.
+            assert!(bytes > contents.len() / 2, "{err}");
+        } else {
+            assert_eq!(bytes, 0, "{err}");
+        }
+        let m = manifests(&sb.store());
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&m[0]).expect("manifest")).expect("json");
+        let entries = json["entries"].as_array().expect("entries");
+        for (path, content) in &contents {
+            let tail = format!("/w/{path}");
+            let entry = entries
+                .iter()
+                .find(|e| e["path"].as_str().is_some_and(|p| p.ends_with(&tail)))
+                .unwrap_or_else(|| panic!("{fault}: {path} not in the manifest"));
+            assert_eq!(
+                entry["blake3"].as_str(),
+                Some(blake3::hash(content).to_hex().as_str()),
+                "{fault}: {path}"
+            );
+        }
+        assert_eq!(contents.len(), 48, "the tree's files");
+    }
+}
+
 /// The path in stderr when it is exactly one "changed while it was being archived" line.
 fn the_one_changed(stderr: &str) -> &str {
     stderr
