@@ -5,14 +5,14 @@
 //! `fsync`, `rename`, `dirsync`, `verify` (the archive is damaged before it is read back),
 //! `verify-copy` (the manifest copy at its end is damaged), `hold-nothing` (no content is
 //! handed to the streamed verifier: every file is compared by its blake3), `manifest`,
-//! `signal` (SIGINT arrives while archiving), `space` (the store looks full), `skip-space-
-//! check` (write until the filesystem says ENOSPC), and after sealing `mutate` (a file
-//! changes) and `swap` (a directory becomes a symlink); before archiving, `replace-file`,
-//! `replace-dir` and `replace-fifo` (a file is replaced); `cold` makes every source file
-//! look uncached, which starts the read-ahead thread (src/prefetch.rs), and `cold-start`
-//! only starts it (it then finds the files cached and gives up). unrm: `restore-signal`
-//! (SIGINT while restoring), `purge-crash` (a purge stops between the manifest and the
-//! archive).
+//! `signal` (SIGINT arrives while archiving), `space` (the store looks full),
+//! `skip-space-check` (write until the filesystem says ENOSPC), and after sealing `mutate`
+//! (a file changes) and `swap` (a directory becomes a symlink); before archiving,
+//! `replace-file`, `replace-dir` and `replace-fifo` (a file is replaced); `cold` makes
+//! every source file look uncached, which starts the read-ahead thread (src/prefetch.rs),
+//! and `cold-start` only starts it (it then finds the files cached and gives up). unrm:
+//! `restore-signal` (SIGINT while restoring), `purge-crash` (a purge stops between the
+//! manifest and the archive).
 
 use std::io;
 
