@@ -354,6 +354,28 @@ pub struct EntryMeta<'a> {
     pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
 }
 
+#[cfg(test)]
+impl<'a> EntryMeta<'a> {
+    /// A regular file's header fields (mode 0644, owned by root), for tests.
+    pub fn test_file(tar_path: &'a [u8], size: u64, mtime: i64, mtime_nsec: u32) -> Self {
+        EntryMeta {
+            tar_path,
+            kind: tar::EntryType::Regular,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size,
+            mtime,
+            mtime_nsec,
+            link: None,
+            device: None,
+            xattrs: &[],
+        }
+    }
+}
+
 pub struct ArchiveWriter {
     builder: tar::Builder<FrameWriter>,
 }
@@ -669,21 +691,7 @@ mod tests {
         }
         for name in ["a", "b", "c"] {
             w.entry_boundary().expect("boundary");
-            let meta = EntryMeta {
-                tar_path: name.as_bytes(),
-                kind: tar::EntryType::Regular,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                user: None,
-                group: None,
-                size: data.len() as u64,
-                mtime: 0,
-                mtime_nsec: 0,
-                link: None,
-                device: None,
-                xattrs: &[],
-            };
+            let meta = EntryMeta::test_file(name.as_bytes(), data.len() as u64, 0, 0);
             assert!(w.append(&meta, Some(&mut &data[..])).is_ok());
         }
         w.finish(|out| out.write_all(b"{\"copy\": true}"))

@@ -476,21 +476,8 @@ mod tests {
     fn one_file_archive(content: &[u8]) -> (Vec<u8>, Vec<Entry>) {
         let file = tempfile::tempfile().expect("temp file");
         let mut w = ArchiveWriter::new(file, 1, 0, content.len() as u64, 1).expect("writer");
-        let meta = EntryMeta {
-            tar_path: b"home/u/notes.txt",
-            kind: tar::EntryType::Regular,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
-            size: content.len() as u64,
-            mtime: 1_700_000_000,
-            mtime_nsec: 1,
-            link: None,
-            device: None,
-            xattrs: &[],
-        };
+        let meta =
+            EntryMeta::test_file(b"home/u/notes.txt", content.len() as u64, 1_700_000_000, 1);
         let mut data: &[u8] = content;
         assert!(w.append(&meta, Some(&mut data)).is_ok());
         let sealed = w.finish(|out| out.write_all(b"{}")).expect("finish");
