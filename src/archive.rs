@@ -401,9 +401,14 @@ impl ArchiveWriter {
             let bits = 64 - expected_bytes.max(1024).saturating_sub(1).leading_zeros();
             bits.clamp(10, 19)
         });
+        // Buffers no larger than the data needs: a one-file deletion then does not map
+        // (and unmap) a few hundred KiB it writes a few KiB of.
+        let expected = usize::try_from(expected_bytes).unwrap_or(usize::MAX);
         let mut fw = FrameWriter {
             encoder: None,
-            out: Vec::with_capacity(zstd::zstd_safe::CCtx::out_size()),
+            out: Vec::with_capacity(
+                zstd::zstd_safe::CCtx::out_size().min(expected.saturating_add(4096)),
+            ),
             sink: Sink {
                 file,
                 written: 0,
@@ -418,7 +423,7 @@ impl ArchiveWriter {
             tar_pos: 0,
             frame_start: 0,
             frames: Vec::new(),
-            pending: Vec::with_capacity(PENDING_BYTES),
+            pending: Vec::with_capacity(PENDING_BYTES.min(expected.saturating_add(4096))),
         };
         fw.start_frame()?;
         let mut builder = tar::Builder::new(fw);

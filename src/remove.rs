@@ -700,7 +700,13 @@ fn write_manifest(store: &Store, manifest: &Manifest) -> Result<std::ffi::CStrin
     let written = (|| -> Result<()> {
         crate::fault::check("manifest")?;
         {
-            let mut w = std::io::BufWriter::with_capacity(256 * 1024, &mut file);
+            // About 300 bytes of JSON per entry; no 256 KiB buffer for a one-file deletion.
+            let capacity = manifest
+                .entries
+                .len()
+                .saturating_mul(512)
+                .clamp(8 << 10, 256 << 10);
+            let mut w = std::io::BufWriter::with_capacity(capacity, &mut file);
             manifest.write_json(&mut w)?;
             w.flush()?;
         }

@@ -250,7 +250,7 @@ pub fn verify_in_memory(bytes: &[u8], expected: &[Entry], file_hash: &str) -> Re
         bail!("the archive file differs from what was written (blake3 mismatch)");
     }
     // Decodes every frame to the end (checksums included) and skips the manifest copy.
-    let tar_stream = zstd::stream::decode_all(bytes).context("the archive is damaged")?;
+    let tar_stream = decode_frames(bytes).context("the archive is damaged")?;
     compare_entries(
         &mut &tar_stream[..],
         &mut Listed {
@@ -258,6 +258,34 @@ pub fn verify_in_memory(bytes: &[u8], expected: &[Entry], file_hash: &str) -> Re
             next: 0,
         },
     )
+}
+
+/// Every frame of `bytes` decoded (checksums checked, skippable frames skipped), straight
+/// from the slice: `zstd::stream::decode_all` would copy it through a 128 KiB buffer first.
+fn decode_frames(bytes: &[u8]) -> io::Result<Vec<u8>> {
+    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+    let mut decoder = Decoder::new()?;
+    let mut src = InBuffer::around(bytes);
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len().saturating_mul(4).max(4096));
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.len().max(4096));
+        }
+        let (read, len) = (src.pos, out.len());
+        let mut dst = OutBuffer::around_pos(&mut out, len);
+        // zstd's hint: 0 once a frame is complete (and its checksum checked).
+        let hint = decoder.run(&mut src, &mut dst)?;
+        let produced = dst.pos() > len;
+        if hint == 0 && src.pos == bytes.len() {
+            return Ok(out);
+        }
+        if !produced && src.pos == read {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive ends in the middle of a zstd frame",
+            ));
+        }
+    }
 }
 
 /// Decompressed data comes in chunks of this size.
@@ -675,5 +703,27 @@ mod tests {
         let mut other = entries.clone();
         other[0].blake3 = Some(blake3::hash(b"HELLO").to_hex().to_string());
         assert!(verify_archive(&bytes[..], &other, Some(&hash)).is_err());
+    }
+
+    #[test]
+    fn frames_decode_from_a_slice_to_the_end_or_fail() {
+        let part = |data: &[u8]| zstd::bulk::compress(data, 1).expect("compress");
+        let one: Vec<u8> = (0..300_000u32).map(|i| (i / 3 % 256) as u8).collect();
+        let mut stream = part(&one);
+        // A skippable frame between two frames, as the manifest copy sits after the data.
+        stream.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        stream.extend_from_slice(&3u32.to_le_bytes());
+        stream.extend_from_slice(b"xyz");
+        stream.extend_from_slice(&part(b"two"));
+        let mut expected = one.clone();
+        expected.extend_from_slice(b"two");
+        assert_eq!(decode_frames(&stream).expect("decode"), expected);
+        // Cut anywhere inside a frame: an error, never a short result.
+        let first = part(&one).len();
+        for cut in [1, 4, 5, first / 2, first - 1, stream.len() - 1] {
+            assert!(decode_frames(&stream[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode_frames(&[]).is_err());
+        assert!(decode_frames(b"not zstd at all").is_err());
     }
 }
