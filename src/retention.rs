@@ -460,7 +460,7 @@ pub fn line_of(p: &Purged) -> String {
 /// `30d`, `12h`, `90m`, `45s`.
 pub fn duration_text(secs: u64) -> String {
     for (unit, n) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= n && secs % n == 0 {
+        if secs >= n && secs.is_multiple_of(n) {
             return format!("{}{unit}", secs / n);
         }
     }

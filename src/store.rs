@@ -599,7 +599,7 @@ impl Store {
             .filter(|t| {
                 safe_component(&t.id)
                     && safe_component(&t.manifest_month)
-                    && t.archive_month.as_deref().map_or(true, safe_component)
+                    && t.archive_month.as_deref().is_none_or(safe_component)
             })
             .collect();
         if targets.is_empty() {
@@ -875,7 +875,7 @@ impl Store {
                 let mp = unescape_mountinfo(mp);
                 if *d == dev && self.canonical.starts_with(&mp) {
                     let depth = mp.len();
-                    if best.as_ref().map_or(true, |(b, _)| depth >= *b) {
+                    if best.as_ref().is_none_or(|(b, _)| depth >= *b) {
                         best = Some((depth, fstype.to_string()));
                     }
                 }
