@@ -263,7 +263,11 @@ pub fn config_path() -> Option<PathBuf> {
     {
         return Some(x.join("saferm/config.toml"));
     }
-    dirs::home_dir().map(|h| h.join(".config/saferm/config.toml"))
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| crate::users::user(crate::sys::geteuid()).map(|u| u.home))
+        .map(|h| h.join(".config/saferm/config.toml"))
 }
 
 /// `30d`, `12h`, `90m`, `45s`, `2w`, a number of seconds, or `never` (None).

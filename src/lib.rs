@@ -29,5 +29,6 @@ pub mod timing;
 pub mod unlink;
 pub mod unrm;
 pub mod unrm_cli;
+pub mod users;
 pub mod verify;
 pub mod walk;

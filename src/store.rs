@@ -76,9 +76,9 @@ fn home_dir() -> Result<PathBuf> {
             return Ok(PathBuf::from(h));
         }
     }
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(euid)) {
-        Ok(Some(user)) => Ok(user.dir),
-        _ => bail!("cannot find the home directory of uid {euid}; set SAFERM_STORE"),
+    match crate::users::user(euid) {
+        Some(user) => Ok(user.home),
+        None => bail!("cannot find the home directory of uid {euid}; set SAFERM_STORE"),
     }
 }
 

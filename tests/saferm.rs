@@ -1428,3 +1428,107 @@ fn cold_trees_are_read_ahead() {
         assert_eq!(snapshot(&inside), before, "fault: {fault:?}");
     }
 }
+
+/// Owners that /etc/passwd and /etc/group do not know. saferm is linked statically, and a
+/// static glibc crashes loading an NSS module (nsswitch.conf's `systemd`, `sss`, `ldap`):
+/// such ids are looked up with `getent` instead (src/users.rs). Unknown to it too, the
+/// archive keeps the numbers alone, as GNU tar does; known to it (a directory service,
+/// here a stand-in `getent`), the archive carries its names.
+#[test]
+fn owners_not_in_the_local_files_are_archived_by_number_or_by_directory_name() {
+    assert!(
+        is_root(),
+        "this test gives files to unknown owners: run the tests as root"
+    );
+    const UID: u32 = 48_213;
+    const GID: u32 = 48_214;
+    let listing = |sb: &Sandbox| -> String {
+        let list = Command::new("tar")
+            .args(["--zstd", "-tvf"])
+            .arg(&archives(&sb.store())[0])
+            .output()
+            .expect("tar");
+        assert!(list.status.success(), "tar -tvf failed");
+        String::from_utf8_lossy(&list.stdout).into_owned()
+    };
+    let tree = |work: &Path| {
+        build_tree(work, &["t/a=alpha", "t/sub/b=beta"]);
+        for p in ["t", "t/a", "t/sub", "t/sub/b"] {
+            std::os::unix::fs::lchown(work.join(p), Some(UID), Some(GID)).expect("lchown");
+        }
+    };
+
+    // The system's own getent: nobody has these ids.
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    tree(&work);
+    let out = saferm(&sb, &work, &["-r", "t"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(out.stderr_text(), "");
+    assert!(!work.join("t").exists());
+    let list = listing(&sb);
+    assert_eq!(list.lines().count(), 4, "{list}");
+    for line in list.lines() {
+        assert!(line.contains(&format!(" {UID}/{GID} ")), "{line}");
+    }
+
+    // A directory service that knows them.
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    tree(&work);
+    let getent = sb.root().join("getent");
+    fs::write(
+        &getent,
+        format!(
+            "#!/bin/sh\ncase \"$1 $2\" in\n\
+             \"passwd {UID}\") echo 'dirann:x:{UID}:{GID}:Ann:/home/dirann:/bin/sh' ;;\n\
+             \"group {GID}\") echo 'dirstaff:x:{GID}:dirann' ;;\n\
+             *) exit 2 ;;\nesac\n"
+        ),
+    )
+    .expect("write getent");
+    fs::set_permissions(&getent, fs::Permissions::from_mode(0o755)).expect("chmod getent");
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-r", "t"])
+        .env("SAFERM_GETENT", &getent)
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let list = listing(&sb);
+    assert_eq!(list.lines().count(), 4, "{list}");
+    for line in list.lines() {
+        assert!(line.contains(" dirann/dirstaff "), "{line}");
+    }
+}
+
+/// Whether an ELF executable asks for a dynamic loader (has a `PT_INTERP` program header).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().expect("8 bytes"));
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "not a 64-bit ELF file");
+    assert_eq!(elf[5], 1, "not little-endian");
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| u32_at(phoff + i * phentsize) == 3)
+}
+
+/// On Linux with glibc, the binaries the tests run (and `cargo install` makes) are linked
+/// statically (.cargo/config.toml): the dynamic loader costs a one-file saferm ~0.4 ms.
+#[test]
+fn linux_gnu_binaries_need_no_dynamic_loader() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
+    for bin in [saferm_bin(), unrm_bin()] {
+        let elf = fs::read(&bin).expect("read the binary");
+        assert!(
+            !has_interpreter(&elf),
+            "{} is linked dynamically: is .cargo/config.toml read?",
+            bin.display()
+        );
+    }
+    // The check itself: a dynamically linked program has an interpreter.
+    let tar = fs::read("/usr/bin/tar").expect("read /usr/bin/tar");
+    assert!(has_interpreter(&tar));
+}
