@@ -1296,6 +1296,17 @@ fn the_one_changed(stderr: &str) -> &str {
         .unwrap_or_else(|| panic!("unexpected stderr: {stderr:?}"))
 }
 
+/// `tar --zstd -tvf` of the store's first archive: GNU tar's long listing.
+fn first_archive_listing(sb: &Sandbox) -> String {
+    let list = Command::new("tar")
+        .args(["--zstd", "-tvf"])
+        .arg(&archives(&sb.store())[0])
+        .output()
+        .expect("tar");
+    assert!(list.status.success(), "tar -tvf failed");
+    String::from_utf8_lossy(&list.stdout).into_owned()
+}
+
 /// Every path under `root`, relative to it.
 fn paths_under(root: &Path) -> Vec<PathBuf> {
     snapshot(root).into_iter().map(|e| e.path).collect()
@@ -1312,12 +1323,7 @@ fn large_deletions_unlink_on_several_threads() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(out.stderr_text(), "");
     assert_eq!(paths_under(&work.join("big")), [PathBuf::from(".")]);
-    let list = Command::new("tar")
-        .args(["--zstd", "-tvf"])
-        .arg(&archives(&sb.store())[0])
-        .output()
-        .expect("tar");
-    let listing = String::from_utf8_lossy(&list.stdout).into_owned();
+    let listing = first_archive_listing(&sb);
     assert_eq!(listing.lines().filter(|l| l.starts_with('h')).count(), 50);
     assert_eq!(listing.lines().filter(|l| l.starts_with('-')).count(), 4800);
 }
@@ -1442,15 +1448,6 @@ fn owners_not_in_the_local_files_are_archived_by_number_or_by_directory_name() {
     );
     const UID: u32 = 48_213;
     const GID: u32 = 48_214;
-    let listing = |sb: &Sandbox| -> String {
-        let list = Command::new("tar")
-            .args(["--zstd", "-tvf"])
-            .arg(&archives(&sb.store())[0])
-            .output()
-            .expect("tar");
-        assert!(list.status.success(), "tar -tvf failed");
-        String::from_utf8_lossy(&list.stdout).into_owned()
-    };
     let tree = |work: &Path| {
         build_tree(work, &["t/a=alpha", "t/sub/b=beta"]);
         for p in ["t", "t/a", "t/sub", "t/sub/b"] {
@@ -1466,7 +1463,7 @@ fn owners_not_in_the_local_files_are_archived_by_number_or_by_directory_name() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(out.stderr_text(), "");
     assert!(!work.join("t").exists());
-    let list = listing(&sb);
+    let list = first_archive_listing(&sb);
     assert_eq!(list.lines().count(), 4, "{list}");
     for line in list.lines() {
         assert!(line.contains(&format!(" {UID}/{GID} ")), "{line}");
@@ -1495,7 +1492,7 @@ fn owners_not_in_the_local_files_are_archived_by_number_or_by_directory_name() {
         .env("SAFERM_GETENT", &getent)
         .run();
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
-    let list = listing(&sb);
+    let list = first_archive_listing(&sb);
     assert_eq!(list.lines().count(), 4, "{list}");
     for line in list.lines() {
         assert!(line.contains(" dirann/dirstaff "), "{line}");
