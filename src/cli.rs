@@ -514,11 +514,10 @@ fn diagnose_leading_hyphen(prog: &str, args: &[OsString]) -> String {
     for arg in args {
         let b = arg.as_bytes();
         if b.len() > 1 && b[0] == b'-' && std::fs::symlink_metadata(arg).is_ok() {
-            let mut dotted = b"./".to_vec();
-            dotted.extend_from_slice(b);
+            // GNU quotes the name alone and puts `./` before the quotes: `./'-x y'`.
             return format!(
-                "Try '{prog} {}' to remove the file {}.\n",
-                quote_if_needed(&dotted),
+                "Try '{prog} ./{}' to remove the file {}.\n",
+                quote_if_needed(b),
                 quote(b)
             );
         }

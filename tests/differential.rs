@@ -167,6 +167,11 @@ fn option_parsing() {
         case(&[], &["-g"]),
         case(&["-g"], &["-g"]),
         case(&["-g"], &["-f", "-g"]),
+        // The hint quotes only the name after `./`, as GNU does: `./'-a'$'\t''b'\''c'`.
+        case(&["-a\tb'c"], &["-a\tb'c"]),
+        case(&["-x y"], &["-x y"]),
+        case(&["-it's"], &["-it's"]),
+        case(&["-bad\\xffname"], &["-bad\\xffname"]),
         case(&["a"], &["-i=always", "a"]),
         case(&["a"], &["--v", "a"]),
         case(&["a"], &["--ve", "a"]),
