@@ -11,7 +11,8 @@ use std::process::Command;
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr};
 use crate::common::{
-    build_tree, is_root, noise, saferm_bin, snapshot, unrm_bin, Outcome, Sandbox, Tmpfs, NOBODY,
+    build_tree, is_root, noise, saferm_bin, snapshot, unrm_bin, Outcome, Sandbox, Tmpfs, GNU_RM,
+    NOBODY,
 };
 
 /// Run saferm with `SAFERM_FAULT` set to `step` (honoured by debug builds only).
@@ -681,6 +682,50 @@ fn closed_stdout_does_not_stop_the_removal() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!work.join("d").exists());
+}
+
+#[test]
+fn write_errors_on_stdout_are_reported_as_gnu_does() {
+    // `rm -v f >/dev/full` removes f, then says `rm: write error: ...` and exits 1; so do
+    // --help and --version. (A closed pipe stays quiet: the test above.)
+    let sb = Sandbox::new();
+    for (i, args) in [
+        &["--help"][..],
+        &["--version"],
+        &["-v", "f"],
+        &["-v", "f", "nonexist", "g"],
+        &["-rv", "d"],
+        &["f"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut results = Vec::new();
+        for (name, program) in [("gnu", PathBuf::from(GNU_RM)), ("saferm", saferm_bin())] {
+            let work = sb.work(&format!("full-{i}-{name}"));
+            build_tree(&work, &["f=1", "g=2", "d/a=3", "d/s/b=4"]);
+            let out = sb
+                .command(&program)
+                .current_dir(&work)
+                .args(args)
+                .stdout_to("/dev/full")
+                .run();
+            results.push((out.code(), out.stderr_text(), snapshot(&work)));
+        }
+        assert_eq!(
+            results[0], results[1],
+            "rm {args:?} >/dev/full: gnu, then saferm"
+        );
+    }
+    let out = sb
+        .command(unrm_bin())
+        .args(["--list"])
+        .stdout_to("/dev/full")
+        .run();
+    assert_eq!(
+        (out.code(), out.stderr_text().as_str()),
+        (Some(1), "unrm: write error: No space left on device\n")
+    );
 }
 
 #[test]

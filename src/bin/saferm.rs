@@ -11,5 +11,5 @@ fn main() {
         .unwrap_or_else(|| "saferm".to_string());
     let rest: Vec<OsString> = args.collect();
     let code = saferm::remove::run(&prog, &rest);
-    std::process::exit(code);
+    std::process::exit(saferm::output::finish(&prog, code));
 }

@@ -5,5 +5,5 @@ use std::ffi::OsString;
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let code = saferm::unrm::run(&args);
-    std::process::exit(code);
+    std::process::exit(saferm::output::finish("unrm", code));
 }

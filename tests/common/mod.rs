@@ -205,6 +205,7 @@ impl Sandbox {
             stdin: None,
             envs: Vec::new(),
             unprivileged: false,
+            stdout_to: None,
             sandbox: self.root().to_path_buf(),
         }
     }
@@ -293,6 +294,8 @@ pub struct TestCommand {
     stdin: Option<Vec<u8>>,
     envs: Vec<(OsString, OsString)>,
     unprivileged: bool,
+    /// A file stdout is opened on for writing instead of the captured pipe (`/dev/full`).
+    stdout_to: Option<PathBuf>,
     sandbox: PathBuf,
 }
 
@@ -327,6 +330,12 @@ impl TestCommand {
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.envs
             .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// Writes stdout into `path` (opened for writing, e.g. `/dev/full`) instead of capturing it.
+    pub fn stdout_to(mut self, path: impl AsRef<Path>) -> Self {
+        self.stdout_to = Some(path.as_ref().to_path_buf());
         self
     }
 
@@ -375,7 +384,15 @@ impl TestCommand {
             // how full the machine's disk is.
             .env("SAFERM_MIN_FREE", "0")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
+            .stdout(match &self.stdout_to {
+                Some(p) => Stdio::from(
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(p)
+                        .unwrap_or_else(|e| panic!("open {}: {e}", p.display())),
+                ),
+                None => Stdio::piped(),
+            })
             .stderr(Stdio::piped())
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
@@ -425,7 +442,7 @@ impl TestCommand {
                 buf
             })
         };
-        let stdout = read_all(Box::new(child.stdout.take().expect("stdout pipe")));
+        let stdout = child.stdout.take().map(|p| read_all(Box::new(p)));
         let stderr = read_all(Box::new(child.stderr.take().expect("stderr pipe")));
         let deadline = Instant::now() + TIMEOUT;
         let status = loop {
@@ -444,7 +461,9 @@ impl TestCommand {
         }
         Outcome {
             status,
-            stdout: stdout.join().expect("stdout reader thread"),
+            stdout: stdout
+                .map(|t| t.join().expect("stdout reader thread"))
+                .unwrap_or_default(),
             stderr: stderr.join().expect("stderr reader thread"),
         }
     }
