@@ -435,15 +435,51 @@ fn check_space(
         .bytes_of(fs_bytes)
         .unwrap_or_default();
     if free < need.saturating_add(floor) {
+        let deficit = need.saturating_add(floor) - free;
         return Err(anyhow!(
-            "not enough space in the store {} (needs up to {}, {} free, {} to be left free); make room with 'unrm --purge', or delete for good with --no-archive",
+            "not enough space in the store {} (needs up to {}, {} free, {} to be left free); {}",
             store.root().display(),
             human(need),
             human(free),
-            human(floor)
+            human(floor),
+            room_advice(store, deficit)
         ));
     }
     Ok(())
+}
+
+/// What the user can run to make `deficit` bytes of room: a purge that frees that much if
+/// the store holds it (`--keep 0`, since the newest deletions are otherwise spared and may be
+/// all there is), else the truth that purging is not enough.
+fn room_advice(store: &Store, deficit: u64) -> String {
+    let held = store.scan().map(|s| s.archive_bytes()).unwrap_or(0);
+    let no_archive = "or delete for good with --no-archive";
+    if held >= deficit {
+        format!(
+            "make room with 'unrm --purge --keep 0 --max-size {}' (the oldest deletions go \
+             first; add --dry-run to see which), {no_archive}",
+            size_at_most(held - deficit)
+        )
+    } else if held > 0 {
+        format!(
+            "the store holds only {} of deletions: free space on its filesystem, {no_archive}",
+            human(held)
+        )
+    } else {
+        format!("free space on the store's filesystem, {no_archive}")
+    }
+}
+
+/// `bytes` rounded down to a size `unrm --max-size` takes (`812MiB`), so that a purge to it
+/// frees at least as much as asked.
+fn size_at_most(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (unit, name) in UNITS {
+        if bytes / unit >= 10 {
+            return format!("{}{name}", bytes / unit);
+        }
+    }
+    bytes.to_string()
 }
 
 pub fn human(bytes: u64) -> String {
@@ -1337,6 +1373,22 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn purge_advice_sizes_round_down_to_a_parseable_size() {
+        for (bytes, text) in [
+            (0, "0"),
+            (10_239, "10239"),
+            (10_240, "10KiB"),
+            (812 * (1 << 20) + 700_000, "812MiB"),
+            (9 * (1 << 30), "9216MiB"),
+            (12 * (1 << 30) + 5, "12GiB"),
+        ] {
+            assert_eq!(size_at_most(bytes), text);
+            let parsed = crate::config::parse_size(text).expect("unrm takes it");
+            assert!(parsed.bytes_of(0).is_some_and(|b| b <= bytes), "{text}");
+        }
+    }
 
     #[test]
     fn tar_paths_drop_the_leading_slash() {

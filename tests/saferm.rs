@@ -411,6 +411,57 @@ fn ctrl_c_while_archiving_keeps_everything_and_dies_of_sigint() {
 }
 
 #[test]
+fn the_advice_for_a_full_store_is_a_command_that_makes_room() {
+    // The newest 10 deletions are spared by a plain `unrm --purge`; the advice must be a
+    // command that really frees enough when they are all there is.
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let store_fs = sb.work("store-fs");
+    let _mount = Tmpfs::mount_sized(&store_fs, "8m").expect("mount an 8 MiB tmpfs");
+    let store = store_fs.join("s");
+    let run = |cmd: crate::common::TestCommand| {
+        cmd.current_dir(&work)
+            .env("SAFERM_STORE", &store)
+            .env("SAFERM_TEST_ALLOW_VOLATILE_STORE", "1")
+            .env("SAFERM_MAX_SIZE", "never")
+            .env("SAFERM_MAX_AGE", "never")
+            .run()
+    };
+    for i in 0..12 {
+        fs::write(work.join(format!("old{i}")), noise(i, 400_000)).expect("write noise");
+        let out = run(sb.command(saferm_bin()).arg(format!("old{i}")));
+        assert_eq!(out.code(), Some(0), "old{i}: {}", out.stderr_text());
+    }
+    fs::write(work.join("big"), noise(99, 2_500_000)).expect("write noise");
+    let out = run(sb.command(saferm_bin()).arg("big"));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert!(work.join("big").exists());
+    let stderr = out.stderr_text();
+    let advice = stderr
+        .split("make room with '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no command in the advice: {stderr}"));
+    let words: Vec<&str> = advice.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"unrm"), "{stderr}");
+    let out = run(sb.command(unrm_bin()).args(&words[1..]));
+    assert_eq!(out.code(), Some(0), "{advice}: {}", out.stderr_text());
+    assert!(
+        out.stdout_text().contains("purged "),
+        "{advice}: {}",
+        out.stdout_text()
+    );
+    let out = run(sb.command(saferm_bin()).arg("big"));
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "after '{advice}': {}",
+        out.stderr_text()
+    );
+    assert!(!work.join("big").exists());
+}
+
+#[test]
 fn enospc_during_the_write_keeps_everything() {
     let sb = Sandbox::new();
     let work = sb.work("w");

@@ -726,6 +726,11 @@ pub struct Tmpfs {
 impl Tmpfs {
     /// Mounts a 1 MiB tmpfs on the existing directory `path`. Needs root.
     pub fn mount(path: &Path) -> Result<Tmpfs, String> {
+        Tmpfs::mount_sized(path, "1m")
+    }
+
+    /// Mounts a tmpfs of `size` (mount's `size=` option: `8m`) on `path`. Needs root.
+    pub fn mount_sized(path: &Path, size: &str) -> Result<Tmpfs, String> {
         if !is_root() {
             return Err(format!(
                 "mounting a tmpfs on {} needs root: run the tests as root",
@@ -733,7 +738,7 @@ impl Tmpfs {
             ));
         }
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(path)
             .status()
             .map_err(|e| format!("run mount: {e}"))?;
