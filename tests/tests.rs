@@ -1,6 +1,7 @@
 //! One integration-test binary, a module per area (ripgrep's layout).
 mod common;
 mod differential;
+mod readme;
 mod saferm;
 mod shell;
 mod store;
