@@ -427,7 +427,16 @@ fn apply(
         Opt::Verbose => o.verbose = true,
         Opt::Help => return Ok(Some(Parsed::Help)),
         Opt::Version => return Ok(Some(Parsed::Version)),
-        Opt::NoArchive => o.no_archive = true,
+        Opt::NoArchive => {
+            // The one option that deletes for good is refused abbreviated, as rm.c refuses
+            // an abbreviated --no-preserve-root: a typo must never mean "keep nothing".
+            if arg.as_bytes() != b"--no-archive" {
+                return Err(die(
+                    "you may not abbreviate the --no-archive option".to_string()
+                ));
+            }
+            o.no_archive = true;
+        }
         Opt::ShellInit | Opt::Completions => {
             let v = String::from_utf8_lossy(&value.unwrap_or_default()).into_owned();
             let (valid, what): (&[&str], _) = if opt == Opt::ShellInit {
@@ -678,7 +687,13 @@ mod tests {
             err(&["--no"]),
             "you may not abbreviate the --no-preserve-root option"
         );
-        assert!(run(&["--no-a", "x"]).no_archive);
+        for abbreviated in ["--no-a", "--no-archiv"] {
+            assert_eq!(
+                err(&[abbreviated, "x"]),
+                "you may not abbreviate the --no-archive option"
+            );
+        }
+        assert!(run(&["--no-archive", "x"]).no_archive);
     }
 
     #[test]

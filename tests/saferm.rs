@@ -706,6 +706,34 @@ fn no_archive_deletes_for_real() {
     assert!(archives(&sb.store()).is_empty());
 }
 
+/// `--no-a` once deleted without keeping anything. The option that deletes for good is
+/// refused abbreviated, with the message and exit GNU rm gives for `--no-pres` (compared
+/// against /usr/bin/rm), and nothing is removed.
+#[test]
+fn no_archive_may_not_be_abbreviated() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=1"]);
+    let gnu = sb
+        .command(crate::common::GNU_RM)
+        .current_dir(&work)
+        .args(["-r", "--no-pres", "d"])
+        .run();
+    for abbreviated in ["--no-a", "--no-archiv"] {
+        let out = saferm(&sb, &work, &["-r", abbreviated, "d"]);
+        assert_eq!(out.status_text(), gnu.status_text(), "{abbreviated}");
+        assert_eq!(
+            out.stderr_text(),
+            gnu.stderr_text()
+                .replace("--no-preserve-root", "--no-archive"),
+            "{abbreviated}"
+        );
+        assert!(out.stdout.is_empty());
+        assert!(work.join("d/a").exists(), "{abbreviated} removed d");
+    }
+    assert!(archives(&sb.store()).is_empty());
+}
+
 #[test]
 fn closed_stdout_does_not_stop_the_removal() {
     let sb = Sandbox::new();
