@@ -1,6 +1,11 @@
 //! `unrm --stats` (`--doctor`): where the store is, what it holds, the filesystem under it,
-//! the effective configuration and where each value came from, and whether `rm` runs
-//! saferm in the calling shell.
+//! the effective configuration and where each value came from, and whether a saferm shell
+//! snippet was loaded in a parent shell.
+//!
+//! Whether `rm` is aliased cannot be known from here: aliases live in the interactive shell,
+//! and a child process sees only its exported environment. `SAFERM_ALIAS` (exported by the
+//! snippets) survives `unalias rm` and reaches `bash -c`, where no alias applies, so it is
+//! reported for what it is, a trace of the snippet, never as "rm runs saferm".
 
 use anyhow::Result;
 use serde_json::json;
@@ -29,10 +34,15 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
     let orphans = scan.orphans().count();
     let config_path = crate::config::config_path();
     let config_exists = config_path.as_ref().is_some_and(|p| p.exists());
-    let alias = std::env::var("SAFERM_ALIAS").ok().filter(|a| !a.is_empty());
-    let alias_text = match &alias {
-        Some(shell) => format!("rm runs saferm in this shell ({shell})"),
-        None => "rm is not aliased to saferm in this shell: see saferm --shell-init".to_string(),
+    let snippet = std::env::var("SAFERM_ALIAS").ok().filter(|a| !a.is_empty());
+    let snippet_text = match &snippet {
+        Some(shell) => format!(
+            "the {shell} snippet was loaded in a parent shell (SAFERM_ALIAS={shell}); \
+             whether rm is aliased there cannot be seen from unrm: 'type rm' in that shell tells"
+        ),
+        None => "none loaded in a parent shell (SAFERM_ALIAS is unset); 'type rm' in your \
+                 shell tells whether rm runs saferm; see saferm --shell-init"
+            .to_string(),
     };
     let settings = settings(&config, fs.total);
     if json {
@@ -58,8 +68,8 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
                 .iter()
                 .map(|(k, v, src)| json!({"name": k, "value": v, "source": src}))
                 .collect::<Vec<_>>(),
-            "alias": alias,
-            "alias_active": alias.is_some(),
+            // The shell SAFERM_ALIAS names, or null: a trace of the snippet, not of an alias.
+            "shell_snippet": snippet,
         });
         let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
         text.push('\n');
@@ -116,7 +126,7 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
     for (k, v, src) in &settings {
         out.push_str(&format!("  {k:<14} {v:<28} {src}\n"));
     }
-    out.push_str(&format!("alias:          {alias_text}\n"));
+    out.push_str(&format!("shell snippet:  {snippet_text}\n"));
     stdout_write(out.as_bytes());
     Ok(0)
 }

@@ -207,7 +207,9 @@ pub fn command() -> Command {
                 .long("stats")
                 .visible_alias("doctor")
                 .action(ArgAction::SetTrue)
-                .help("Describe the store, its filesystem, the configuration and the rm alias"),
+                .help(
+                    "Describe the store, its filesystem, the configuration and the shell snippet",
+                ),
         )
         .arg(
             Arg::new("json")

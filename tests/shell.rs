@@ -199,6 +199,37 @@ fn rm_is_saferm_in_interactive_shells_and_the_bypass_is_real_rm() {
     }
 }
 
+/// `unrm --stats` once said "rm runs saferm in this shell" after `unalias rm` and in
+/// `bash -c`, trusting the exported SAFERM_ALIAS. A child process cannot see its shell's
+/// aliases: it may say only that the snippet was loaded in a parent shell.
+#[test]
+fn stats_claims_no_alias_it_cannot_see() {
+    let sb = Sandbox::new();
+    let script = "eval \"$(saferm --shell-init bash)\"\n\
+                  unalias rm\n\
+                  unrm --stats\n\
+                  bash -c 'unrm --stats --json'\n";
+    let out = shell(
+        &sb,
+        &["bash", "--norc", "--noprofile", "-i"],
+        script,
+        sb.root(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "shell snippet:  the bash snippet was loaded in a parent shell (SAFERM_ALIAS=bash); \
+             whether rm is aliased there cannot be seen from unrm"
+        ),
+        "{out:?}"
+    );
+    assert!(
+        !stdout.contains("rm runs saferm") && !stdout.contains("alias_active"),
+        "claims an alias: {stdout}"
+    );
+    assert!(stdout.contains("\"shell_snippet\": \"bash\""), "{stdout}");
+}
+
 #[test]
 fn completions_load_in_each_shell() {
     let sb = Sandbox::new();

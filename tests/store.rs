@@ -469,7 +469,8 @@ fn stats_names_the_filesystem_the_settings_and_the_alias() {
         "deletions:      2".to_string(),
         format!("({})", all[0]),
         format!("({})", all[1]),
-        "rm runs saferm in this shell (bash)".to_string(),
+        "shell snippet:  the bash snippet was loaded in a parent shell (SAFERM_ALIAS=bash)"
+            .to_string(),
         "$SAFERM_MAX_AGE".to_string(),
         format!("{}", cfg.join("config.toml").display()),
     ] {
@@ -483,11 +484,11 @@ fn stats_names_the_filesystem_the_settings_and_the_alias() {
     let out = unrm_ok(&sb, &["--doctor"]);
     assert!(out
         .stdout_text()
-        .contains("rm is not aliased to saferm in this shell: see saferm --shell-init"));
+        .contains("shell snippet:  none loaded in a parent shell (SAFERM_ALIAS is unset)"));
     let out = unrm_ok(&sb, &["--stats", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["deletions"], 2);
-    assert_eq!(v["alias_active"], false);
+    assert_eq!(v["shell_snippet"], serde_json::Value::Null);
     assert_eq!(v["oldest"]["id"], all[0].as_str());
     assert!(v["filesystem"]["size_bytes"]
         .as_u64()
