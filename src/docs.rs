@@ -64,45 +64,87 @@ pub fn completions(program: Program, shell: &str) -> Option<String> {
     Some(text)
 }
 
-/// Make unrm's NAME arguments complete from the store too.
+/// Make unrm's NAME arguments complete from the store too. The names never pass through
+/// anything that expands them (`compgen -W`, `eval`, an unquoted `$(...)`): the scripts copy
+/// the words `unrm --complete-names SHELL` prints, NUL-separated (see `crate::complete`).
 fn add_deleted_names(shell: &str, generated: String) -> Option<String> {
     match shell {
         "bash" => Some(format!(
             "{generated}\n\
-             # Deleted names from the saferm store, besides files on disk.\n\
+             # A NAME completes from the deleted names in the saferm store (files on disk when\n\
+             # none matches); options and their values as clap generated them. unrm prints\n\
+             # each reply already quoted for this word; nothing here expands it.\n\
              _saferm_unrm_complete() {{\n    \
-                 _unrm \"$@\"\n    \
-                 local cur=\"${{COMP_WORDS[COMP_CWORD]}}\"\n    \
-                 if [[ $cur != -* ]]; then\n        \
-                     local IFS=$'\\n'\n        \
-                     COMPREPLY+=($(compgen -W \"$(unrm --complete-names 2>/dev/null)\" -- \"$cur\"))\n    \
-                 fi\n\
+                 local prev=\"$3\" reply\n    \
+                 if [[ $prev == = && $COMP_CWORD -ge 2 ]]; then\n        \
+                     prev=\"${{COMP_WORDS[COMP_CWORD-2]}}\"\n    \
+                 fi\n    \
+                 case $prev in\n        \
+                     {value_options}) _unrm \"$@\"; return 0 ;;\n    \
+                 esac\n    \
+                 if [[ $2 == -* ]]; then\n        \
+                     _unrm \"$@\"; return 0\n    \
+                 fi\n    \
+                 COMPREPLY=()\n    \
+                 while IFS= read -r -d '' reply; do\n        \
+                     COMPREPLY+=(\"$reply\")\n    \
+                 done < <(unrm --complete-names bash -- \"$2\" \"${{COMP_LINE:0:COMP_POINT}}\" 2>/dev/null)\n\
              }}\n\
-             complete -F _saferm_unrm_complete -o bashdefault -o default unrm\n"
+             complete -F _saferm_unrm_complete -o bashdefault -o default unrm\n",
+            value_options = value_options(&Program::Unrm.command()).join("|")
         )),
         "zsh" => {
-            // clap completes NAME with files (`_default`); offer deleted names as well.
-            let names_line = generated.lines().find(|l| l.contains("'*::names") && l.contains(":_default"))?;
+            // clap completes NAME with files (`_default`); offer deleted names as well. The
+            // helper is defined before the file's last lines, which call `_unrm` at once when
+            // the file is autoloaded from $fpath (the first Tab of a shell).
+            let names_line = generated
+                .lines()
+                .find(|l| l.contains("'*::names") && l.contains(":_default"))?;
             let replaced_line = names_line.replace(":_default'", ":_saferm_unrm_names'");
             let body = generated.replacen(names_line, &replaced_line, 1);
-            Some(format!(
-                "{body}\n\
-                 # Deleted names from the saferm store, besides files on disk.\n\
+            let dispatch = "if [ \"$funcstack[1]\" = \"_unrm\" ]; then";
+            let at = body.find(dispatch)?;
+            let helper = "# Deleted names from the saferm store, besides files on disk: NUL-separated,\n\
+                 # kept as they are; compadd quotes what it inserts.\n\
                  (( $+functions[_saferm_unrm_names] )) ||\n\
-                 _saferm_unrm_names() {{\n    \
+                 _saferm_unrm_names() {\n    \
                      local -a deleted\n    \
-                     deleted=(${{(f)\"$(unrm --complete-names 2>/dev/null)\"}})\n    \
+                     deleted=(${(0)\"$(unrm --complete-names zsh 2>/dev/null)\"})\n    \
                      _alternative 'deleted:deleted name:compadd -a deleted' 'files:file:_files'\n\
-                 }}\n"
-            ))
+                 }\n\n";
+            Some(format!("{}{helper}{}", &body[..at], &body[at..]))
         }
         "fish" => Some(format!(
             "{generated}\n\
-             # Deleted names from the saferm store, besides files on disk.\n\
-             complete -c unrm -a '(unrm --complete-names 2>/dev/null)' -d 'deleted'\n"
+             # Deleted names from the saferm store, besides files on disk: NUL-separated, kept\n\
+             # as they are; fish escapes what it inserts.\n\
+             complete -c unrm -a '(unrm --complete-names fish 2>/dev/null | string split0)' -d 'deleted'\n"
         )),
         _ => None,
     }
+}
+
+/// The spellings of the options whose value is not a NAME (`--to`, `-x`), for bash's `case`.
+fn value_options(cmd: &clap::Command) -> Vec<String> {
+    let mut out = Vec::new();
+    for arg in cmd.get_arguments() {
+        if !arg.get_action().takes_values() || arg.is_positional() {
+            continue;
+        }
+        out.extend(
+            arg.get_long_and_visible_aliases()
+                .into_iter()
+                .flatten()
+                .map(|l| format!("--{l}")),
+        );
+        out.extend(
+            arg.get_short_and_visible_aliases()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("-{c}")),
+        );
+    }
+    out
 }
 
 /// The man page, generated from the clap definition, with examples and the store layout.

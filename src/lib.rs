@@ -8,6 +8,7 @@ pub mod archive;
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod complete;
 pub mod config;
 pub mod docs;
 pub mod fault;

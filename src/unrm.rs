@@ -100,8 +100,14 @@ fn execute(opts: &Options) -> Result<i32> {
         Action::Check { ids, repair } => crate::check::run(&store, &catalog, ids, *repair),
         Action::Purge(p) => purge(opts, &store, &catalog, p),
         Action::Stats => crate::stats::run(&store, &catalog, opts.json),
-        Action::CompleteNames => {
-            stdout_write(&complete_names(&catalog.headers, &cwd));
+        Action::CompleteNames { shell, word } => {
+            let names = crate::complete::names(&catalog.headers, &cwd);
+            let out = match (shell.as_str(), word) {
+                ("bash", Some((text, line))) => crate::complete::bash_replies(&names, text, line),
+                ("bash", None) => crate::complete::bash_replies(&names, b"", b""),
+                _ => crate::complete::nul_list(&names, shell),
+            };
+            stdout_write(&out);
             Ok(0)
         }
         Action::Completions(_) | Action::Man => Ok(0), // answered before the store is opened
@@ -218,38 +224,6 @@ fn purge(
     Ok(0)
 }
 
-/// Names a shell can complete `unrm` with: each deleted operand's path relative to the
-/// current directory (when it was below it) and its last component, newest deletions first.
-fn complete_names(headers: &[Header], cwd: &[u8]) -> Vec<u8> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    let mut prefix = cwd.to_vec();
-    if !prefix.ends_with(b"/") {
-        prefix.push(b'/');
-    }
-    for h in headers.iter().take(2000) {
-        for op in &h.operands {
-            let Some(abs) = op.absolute.bytes() else {
-                continue;
-            };
-            let mut candidates: Vec<Vec<u8>> = Vec::new();
-            if let Some(rel) = abs.strip_prefix(prefix.as_slice()) {
-                candidates.push(rel.to_vec());
-            }
-            if let Some(base) = abs.rsplit(|&b| b == b'/').find(|c| !c.is_empty()) {
-                candidates.push(base.to_vec());
-            }
-            for c in candidates {
-                if !c.is_empty() && !c.contains(&b'\n') && seen.insert(c.clone()) {
-                    out.extend_from_slice(&c);
-                    out.push(b'\n');
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The absolute path a NAME stands for: lexically normalised against the cwd (the deleted
 /// object is gone, so it cannot be canonicalised).
 pub fn absolute(cwd: &[u8], name: &[u8]) -> Vec<u8> {
@@ -282,7 +256,7 @@ pub fn absolute(cwd: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
-fn has_glob(name: &[u8]) -> bool {
+pub fn has_glob(name: &[u8]) -> bool {
     name.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
 }
 

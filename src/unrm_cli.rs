@@ -3,6 +3,7 @@
 //! module; the command layer gets a plain [`Options`].
 
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use clap::{value_parser, Arg, ArgAction, ArgGroup, Command};
@@ -26,8 +27,12 @@ pub enum Action {
     Completions(String),
     /// Print the unrm(1) man page.
     Man,
-    /// Print deleted names, one a line, for shell completion.
-    CompleteNames,
+    /// Print deleted names for SHELL's completion (`crate::complete`). For bash, `word` is
+    /// the text readline replaces and the line up to the cursor.
+    CompleteNames {
+        shell: String,
+        word: Option<(Vec<u8>, Vec<u8>)>,
+    },
     /// Purge deletions: by the configured limits, or by these, or these ids.
     Purge(PurgeOptions),
     /// Describe the store, its filesystem and the configuration.
@@ -240,9 +245,10 @@ pub fn command() -> Command {
         .arg(
             Arg::new("complete-names")
                 .long("complete-names")
-                .action(ArgAction::SetTrue)
+                .value_name("SHELL")
+                .value_parser(["bash", "zsh", "fish"])
                 .hide(true)
-                .help("Print deleted names for shell completion"),
+                .help("Print deleted names for SHELL's completion (bash: -- WORD LINE)"),
         )
         .group(
             ArgGroup::new("action")
@@ -287,8 +293,16 @@ pub fn parse(args: &[OsString]) -> Parsed {
         Action::Completions(shell.clone())
     } else if matches.get_flag("man") {
         Action::Man
-    } else if matches.get_flag("complete-names") {
-        Action::CompleteNames
+    } else if let Some(shell) = matches.get_one::<String>("complete-names") {
+        let word = match names.as_slice() {
+            [] => None,
+            [text, line] => Some((text.as_bytes().to_vec(), line.as_bytes().to_vec())),
+            _ => return usage("--complete-names takes no NAME, or WORD and LINE"),
+        };
+        Action::CompleteNames {
+            shell: shell.clone(),
+            word,
+        }
     } else if let Some(&n) = matches.get_one::<usize>("last") {
         if !names.is_empty() {
             return usage("--last takes no NAME");

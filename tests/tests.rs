@@ -1,5 +1,6 @@
 //! One integration-test binary, a module per area (ripgrep's layout).
 mod common;
+mod completion;
 mod differential;
 mod readme;
 mod saferm;
