@@ -129,8 +129,10 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
         // Housekeeping needs the store to itself: no writer may be between its archive and
         // its manifest while orphans are looked for.
         drop(shared);
-        let lock = store.lock_exclusive_patiently(|| {
-            problem("waiting for other saferm and unrm processes to finish...")
+        let lock = store.lock_exclusive_patiently(|holder| {
+            problem(&format!(
+                "waiting for other saferm and unrm processes to finish ({holder} holds the store lock)..."
+            ))
         })?;
         let scan = store.scan()?;
         for id in store.finish_interrupted_purges(&lock, &scan)? {

@@ -315,8 +315,18 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
     if !large_deletion_allowed(ctx, store, plan, &first)? {
         return Ok(Archived::Declined);
     }
+    // Signals are caught from here on: Ctrl-C while waiting for the lock ends the wait, and
+    // the run dies of it with nothing removed.
     crate::signal::catch();
-    let _lock = store.lock_shared()?;
+    let _lock = store.lock_shared_patiently(|holder| {
+        stderr_write(
+            format!(
+                "{}: waiting for the saferm store, locked by {holder}; Ctrl-C stops without removing anything\n",
+                ctx.prog
+            )
+            .as_bytes(),
+        )
+    })?;
     let mut space_checked = false;
     // Each retry keeps at least one more object, so this ends.
     loop {

@@ -69,7 +69,16 @@ fn execute(opts: &Options) -> Result<i32> {
     // Restores hold the lock shared from reading the catalog on, so a purge cannot remove a
     // deletion between resolving a name and reading its archive.
     let _restore_lock = if matches!(opts.action, Action::Restore(_) | Action::Last(_)) {
-        Some(store.lock_shared().context("could not lock the store")?)
+        Some(
+            store
+                .lock_shared_patiently(|holder| {
+                    stderr_write(
+                        format!("unrm: waiting for the store lock, held by {holder}...\n")
+                            .as_bytes(),
+                    )
+                })
+                .context("could not lock the store")?,
+        )
     } else {
         None
     };
@@ -171,8 +180,11 @@ fn purge(
     let lock = if p.dry_run {
         None
     } else {
-        let lock = store.lock_exclusive_patiently(|| {
-            stderr_write(b"unrm: waiting for other saferm and unrm processes to finish...\n")
+        let lock = store.lock_exclusive_patiently(|holder| {
+            stderr_write(
+                format!("unrm: waiting for other saferm and unrm processes to finish ({holder} holds the store lock)...\n")
+                    .as_bytes(),
+            )
         })?;
         let scan = store.scan()?;
         for id in store.finish_interrupted_purges(&lock, &scan)? {

@@ -264,6 +264,69 @@ fn automatic_retention_never_waits_for_the_lock() {
     assert!(ids(&sb).is_empty());
 }
 
+/// saferm once waited for a held store lock in silence and ignored Ctrl-C until the other
+/// process let go. It must say that it waits and for whom, and Ctrl-C must end it at once,
+/// dying of SIGINT (the shell's 130) with the file still there and no temp file left.
+/// The lock is held for the whole test; 5 s for saferm to go is generous, not a timing.
+#[test]
+fn ctrl_c_ends_a_wait_for_the_store_lock() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    fs::write(work.join("f"), b"keep").expect("f");
+    let store = Store::open_at(&sb.store()).expect("open store");
+    let purge = store
+        .lock_exclusive()
+        .expect("hold the lock as a purge does");
+    let mut child = sandboxed(&sb, &saferm_bin())
+        .arg("f")
+        .current_dir(&work)
+        .spawn()
+        .expect("spawn saferm");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("saferm says nothing while it waits for the lock");
+    assert!(
+        line.contains(": waiting for the saferm store, locked by process ")
+            && line.contains(&format!("process {} (", std::process::id()))
+            && line.ends_with("Ctrl-C stops without removing anything"),
+        "{line}"
+    );
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill has no memory effects; pid is our child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("saferm still waits for the lock 5 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    let more: Vec<String> = rx.try_iter().collect();
+    assert!(more.is_empty(), "{more:?}");
+    assert_eq!(fs::read(work.join("f")).expect("f is kept"), b"keep");
+    drop(purge);
+    let tmp: Vec<_> = fs::read_dir(sb.store().join("tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    assert!(ids(&sb).is_empty());
+}
+
 #[test]
 fn a_purge_that_crashes_after_the_manifest_is_finished_by_check_not_resurrected() {
     let sb = Sandbox::new();
