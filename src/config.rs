@@ -257,16 +257,13 @@ impl Config {
 
 /// `$XDG_CONFIG_HOME/saferm/config.toml`, else `~/.config/saferm/config.toml`.
 pub fn config_path() -> Option<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-    {
+    // As root, a directory of another user's is ignored (`crate::home`): sudo -E must not
+    // make root read the user's config (nor put root's store where it says).
+    if let Some(x) = crate::home::xdg_dir("XDG_CONFIG_HOME") {
         return Some(x.join("saferm/config.toml"));
     }
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| crate::users::user(crate::sys::geteuid()).map(|u| u.home))
+    crate::home::home()
+        .ok()
         .map(|h| h.join(".config/saferm/config.toml"))
 }
 

@@ -212,6 +212,7 @@ const FILES_AND_ENVIRONMENT: &str = r#".SH FILES
 \fI$XDG_DATA_HOME/saferm/\fR (else \fI~/.local/share/saferm/\fR)
 The store, mode 0700: \fBarchives/YYYY\-MM/ID.tar.zst\fR (one per saferm command, entries under their absolute path without the leading /), \fBmanifests/YYYY\-MM/ID.json\fR (what each archive holds, with a blake3 of every file), \fBFORMAT\fR, \fBlock\fR, \fBtmp/\fR.
 Without saferm, restore with GNU tar: \fBtar \-\-zstd \-xpf ARCHIVE \-C /\fR.
+As root, \fBXDG_DATA_HOME\fR, \fBXDG_CONFIG_HOME\fR and \fBHOME\fR are ignored when they belong to another user (the directory, or its nearest existing ancestor, is not owned by root): root's store and config are then under root's home from the password database (\fBsudo \-E\fR never writes into the caller's home).
 .SH ENVIRONMENT
 .TP
 \fBSAFERM_STORE\fR

@@ -12,6 +12,7 @@ pub mod complete;
 pub mod config;
 pub mod docs;
 pub mod fault;
+pub mod home;
 pub mod manifest;
 pub mod output;
 pub mod prefetch;

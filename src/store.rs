@@ -54,34 +54,17 @@ pub fn location() -> Result<PathBuf> {
     location_with(&crate::config::Config::load()?)
 }
 
-/// Where the store is under this configuration (`store` / `SAFERM_STORE` first).
+/// Where the store is under this configuration (`store` / `SAFERM_STORE` first). As root,
+/// an `XDG_DATA_HOME` or `HOME` that belongs to another user is ignored (`crate::home`).
 pub fn location_with(config: &crate::config::Config) -> Result<PathBuf> {
     if let Some(p) = &config.store.value {
         return Ok(p.clone());
     }
     // The XDG spec says relative values are invalid and to be ignored.
-    if let Some(p) = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-    {
+    if let Some(p) = crate::home::xdg_dir("XDG_DATA_HOME") {
         return Ok(p.join("saferm"));
     }
-    Ok(home_dir()?.join(".local/share/saferm"))
-}
-
-/// The user's home. As root, the password database's, not `$HOME`: `sudo saferm` with the
-/// caller's HOME must not put root-owned files into the caller's home.
-fn home_dir() -> Result<PathBuf> {
-    let euid = sys::geteuid();
-    if euid != 0 {
-        if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-            return Ok(PathBuf::from(h));
-        }
-    }
-    match crate::users::user(euid) {
-        Some(user) => Ok(user.home),
-        None => bail!("cannot find the home directory of uid {euid}; set SAFERM_STORE"),
-    }
+    Ok(crate::home::home()?.join(".local/share/saferm"))
 }
 
 /// An open, checked store.

@@ -327,6 +327,117 @@ fn ctrl_c_ends_a_wait_for_the_store_lock() {
     assert!(ids(&sb).is_empty());
 }
 
+/// Runs `program args` as root with root's passwd home (/root) replaced, in a private
+/// mount namespace, by `root_home`: the test sees where root's store goes without touching
+/// the real /root. None (and a loud skip) when not root or namespaces are not allowed,
+/// unless SAFERM_TEST_REQUIRE_ALL=1.
+fn as_root_with_home(
+    root_home: &Path,
+    env: &[(&str, &Path)],
+    cwd: &Path,
+    program: &Path,
+    args: &[&str],
+) -> Option<std::process::Output> {
+    let required = std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_some_and(|v| v == "1");
+    let skip = |why: String| {
+        assert!(!required, "{why} and SAFERM_TEST_REQUIRE_ALL=1");
+        eprintln!("SKIPPED: {why}");
+        None
+    };
+    if !crate::common::is_root() {
+        return skip("this test runs saferm as root: run the tests as root".to_string());
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--"])
+        .args([
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /root && shift && exec \"$@\"",
+            "sh",
+        ])
+        .arg(root_home)
+        .arg(program)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("LC_ALL", "C")
+        .env("SAFERM_MIN_FREE", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.starts_with("unshare:") || stderr.starts_with("mount:") {
+        return skip(format!(
+            "no private mount namespace here ({})",
+            stderr.trim()
+        ));
+    }
+    Some(out)
+}
+
+/// `sudo -E rm f` once made root create a root-owned ~/.local/share/saferm in the user's
+/// home, which broke the user's own rm from then on. As root, XDG_DATA_HOME,
+/// XDG_CONFIG_HOME and HOME that belong to another user are ignored: the deletion lands
+/// in root's store (root's passwd home), the user's config is not read, and nothing is
+/// created in the user's home. unrm finds it there too. SAFERM_STORE still wins.
+#[test]
+fn sudo_e_leaves_the_users_home_alone() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    fs::write(work.join("f"), b"root's file").expect("f");
+    let user_home = sb.work("user-home");
+    // The user's config would move the store; root must not read it.
+    let decoy = sb.root().join("decoy-store");
+    fs::create_dir_all(user_home.join(".config/saferm")).expect("config dir");
+    fs::write(
+        user_home.join(".config/saferm/config.toml"),
+        format!("store = \"{}\"\n", decoy.display()),
+    )
+    .expect("config");
+    crate::common::chown_path_tree(&user_home, crate::common::NOBODY, crate::common::NOBODY);
+    let before = snapshot(&user_home);
+    let root_home = sb.work("root-home");
+    let env = [
+        ("HOME", user_home.as_path()),
+        ("XDG_DATA_HOME", &user_home.join(".local/share")),
+        ("XDG_CONFIG_HOME", &user_home.join(".config")),
+    ];
+    let Some(out) = as_root_with_home(&root_home, &env, &work, &saferm_bin(), &["f"]) else {
+        return;
+    };
+    assert!(out.status.success(), "{out:?}");
+    assert!(!work.join("f").exists());
+    assert_eq!(
+        snapshot(&user_home),
+        before,
+        "root wrote in the user's home"
+    );
+    assert!(!decoy.exists(), "root read the user's config");
+    let root_store = root_home.join(".local/share/saferm");
+    assert!(root_store.join("archives").is_dir(), "not in root's store");
+    // unrm follows the same rule: it finds the deletion in root's store and restores it.
+    let out = as_root_with_home(&root_home, &env, &work, &unrm_bin(), &["f"]).expect("unrm");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read(work.join("f")).expect("restored"), b"root's file");
+    assert_eq!(
+        snapshot(&user_home),
+        before,
+        "unrm wrote in the user's home"
+    );
+    // An explicit SAFERM_STORE is taken as given.
+    let explicit = sb.root().join("explicit");
+    let env_explicit = [
+        ("HOME", user_home.as_path()),
+        ("SAFERM_STORE", explicit.as_path()),
+    ];
+    let out =
+        as_root_with_home(&root_home, &env_explicit, &work, &saferm_bin(), &["f"]).expect("saferm");
+    assert!(out.status.success(), "{out:?}");
+    assert!(explicit.join("archives").is_dir());
+}
+
 #[test]
 fn a_purge_that_crashes_after_the_manifest_is_finished_by_check_not_resurrected() {
     let sb = Sandbox::new();

@@ -226,6 +226,11 @@ impl Drop for Sandbox {
     }
 }
 
+/// Gives `path` and everything below it to `uid:gid` (lchown: links are not followed).
+pub fn chown_path_tree(path: &Path, uid: u32, gid: u32) {
+    chown_tree(path, uid, gid);
+}
+
 fn chown_tree(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
         .unwrap_or_else(|e| panic!("lchown {}: {e}", path.display()));
