@@ -219,5 +219,5 @@ As root, \fBXDG_DATA_HOME\fR, \fBXDG_CONFIG_HOME\fR and \fBHOME\fR are ignored w
 The store's path (absolute); it may not be on tmpfs or under /tmp, /var/tmp, /dev/shm, /run.
 .TP
 \fBSAFERM_ALIAS\fR
-Set by the shell snippets when \fBrm\fR runs saferm.
+Exported by the shell snippets (the shell's name). It says that a snippet was loaded in a parent shell, not that \fBrm\fR is aliased there: it survives \fBunalias rm\fR and reaches scripts, where no alias applies; \fBtype rm\fR tells.
 "#;
