@@ -264,26 +264,18 @@ fn automatic_retention_never_waits_for_the_lock() {
     assert!(ids(&sb).is_empty());
 }
 
-/// saferm once waited for a held store lock in silence and ignored Ctrl-C until the other
-/// process let go. It must say that it waits and for whom, and Ctrl-C must end it at once,
-/// dying of SIGINT (the shell's 130) with the file still there and no temp file left.
-/// The lock is held for the whole test; 5 s for saferm to go is generous, not a timing.
-#[test]
-fn ctrl_c_ends_a_wait_for_the_store_lock() {
+/// Starts `program args` in `cwd` while the test holds the store lock, waits for the line
+/// that says it waits, interrupts it with SIGINT and requires it to die of it within 5 s
+/// (generous: the lock stays held for the whole test, so without the fix it would never go).
+/// Returns that line.
+fn interrupt_while_waiting(sb: &Sandbox, program: &Path, args: &[&str], cwd: &Path) -> String {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::ExitStatusExt;
-    let sb = Sandbox::new();
-    let work = sb.work("w");
-    fs::write(work.join("f"), b"keep").expect("f");
-    let store = Store::open_at(&sb.store()).expect("open store");
-    let purge = store
-        .lock_exclusive()
-        .expect("hold the lock as a purge does");
-    let mut child = sandboxed(&sb, &saferm_bin())
-        .arg("f")
-        .current_dir(&work)
+    let mut child = sandboxed(sb, program)
+        .args(args)
+        .current_dir(cwd)
         .spawn()
-        .expect("spawn saferm");
+        .expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -291,40 +283,69 @@ fn ctrl_c_ends_a_wait_for_the_store_lock() {
             let _ = tx.send(line);
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("saferm says nothing while it waits for the lock");
-    assert!(
-        line.contains(": waiting for the saferm store, locked by process ")
-            && line.contains(&format!("process {} (", std::process::id()))
-            && line.ends_with("Ctrl-C stops without removing anything"),
-        "{line}"
-    );
+    let line = rx.recv_timeout(Duration::from_secs(30));
     let pid = i32::try_from(child.id()).expect("pid");
     // SAFETY: kill has no memory effects; pid is our child, not yet reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+            break Some(status);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("saferm still waits for the lock 5 s after Ctrl-C");
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let line =
+        line.unwrap_or_else(|_| panic!("{program:?} says nothing while it waits for the lock"));
+    let status = status.unwrap_or_else(|| panic!("{program:?} still waits 5 s after Ctrl-C"));
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
     let more: Vec<String> = rx.try_iter().collect();
     assert!(more.is_empty(), "{more:?}");
+    line
+}
+
+/// saferm once waited for a held store lock in silence and ignored Ctrl-C until the other
+/// process let go. It must say that it waits and for whom, and Ctrl-C must end it at once,
+/// dying of SIGINT (the shell's 130) with the file still there and no temp file left.
+/// unrm says so too while a restore waits (Ctrl-C kills it there: it has done nothing).
+#[test]
+fn ctrl_c_ends_a_wait_for_the_store_lock() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    fs::write(work.join("g"), b"deleted").expect("g");
+    saferm(&sb, &work, &["g"]);
+    fs::write(work.join("f"), b"keep").expect("f");
+    let store = Store::open_at(&sb.store()).expect("open store");
+    let purge = store
+        .lock_exclusive()
+        .expect("hold the lock as a purge does");
+    let me = std::process::id();
+    let line = interrupt_while_waiting(&sb, &saferm_bin(), &["f"], &work);
+    assert!(
+        line.contains(": waiting for the saferm store, locked by process ")
+            && line.contains(&format!("process {me} ("))
+            && line.ends_with("Ctrl-C stops without removing anything"),
+        "{line}"
+    );
     assert_eq!(fs::read(work.join("f")).expect("f is kept"), b"keep");
+    let line = interrupt_while_waiting(&sb, &unrm_bin(), &["g"], &work);
+    assert!(
+        line.starts_with(&format!(
+            "unrm: waiting for the store lock, held by process {me} ("
+        )),
+        "{line}"
+    );
+    assert!(!work.join("g").exists());
     drop(purge);
     let tmp: Vec<_> = fs::read_dir(sb.store().join("tmp"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(tmp.is_empty(), "{tmp:?}");
-    assert!(ids(&sb).is_empty());
+    assert_eq!(ids(&sb).len(), 1, "only g's deletion");
 }
 
 /// Runs `program args` as root with root's passwd home (/root) replaced, in a private
