@@ -122,6 +122,11 @@ pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// Whether unrm reads a NAME as a glob (`*`, `?`, `[`), matched against deleted paths.
+pub fn has_glob(name: &[u8]) -> bool {
+    name.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
+}
+
 /// Whether `path` is `root` or below it.
 pub fn is_under(path: &[u8], root: &[u8]) -> bool {
     if root == b"/" {

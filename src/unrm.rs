@@ -18,7 +18,9 @@ use crate::catalog::{self, Catalog, Header, IdMatch, Restored};
 use crate::manifest::{Kind, PathBytes};
 use crate::output::{stderr_write, stdout_write};
 use crate::quote::quote;
-use crate::restore::{self, display, is_under, split_parent, Report, RestoreOptions, Target};
+use crate::restore::{
+    self, display, has_glob, is_under, split_parent, Report, RestoreOptions, Target,
+};
 use crate::store::Store;
 use crate::sys;
 use crate::unrm_cli::{self, Action, Options, Parsed};
@@ -266,10 +268,6 @@ pub fn absolute(cwd: &[u8], name: &[u8]) -> Vec<u8> {
         out.push(b'/');
     }
     out
-}
-
-pub fn has_glob(name: &[u8]) -> bool {
-    name.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
 }
 
 /// `fnmatch(3)` with `FNM_PATHNAME`: `*` does not cross `/`.
