@@ -506,12 +506,11 @@ impl ArchiveWriter {
         );
         if let Some(target) = meta.link {
             header.set_size(0);
-            let target = std::path::Path::new(
-                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(target),
-            );
+            self.set_link_name(&mut header, target)
+                .map_err(AppendError::Archive)?;
             return self
                 .builder
-                .append_link(&mut header, path, target)
+                .append_data(&mut header, path, io::empty())
                 .map_err(AppendError::Archive);
         }
         header.set_size(meta.size);
@@ -534,6 +533,33 @@ impl ArchiveWriter {
                 }
             }
         }
+    }
+
+    /// Put a link's target in `header` byte for byte, as readlink gave it (`/`, `x/.`,
+    /// `a//b` and non-UTF-8 bytes included): the tar crate's `set_link_name` would rewrite
+    /// it through `Path::components()`. A target longer than the header's 100 bytes goes
+    /// before it in a GNU long-link entry (`././@LongLink`, type `K`), whose bytes GNU tar
+    /// takes as they are (a PAX `linkpath` would have to be UTF-8).
+    fn set_link_name(&mut self, header: &mut tar::Header, target: &[u8]) -> io::Result<()> {
+        let field = header.as_old().linkname.len();
+        if target.len() > field {
+            let mut long = tar::Header::new_gnu();
+            // By hand: `set_path` would make it `@LongLink`.
+            let name = b"././@LongLink";
+            if let Some(gnu) = long.as_gnu_mut() {
+                gnu.name[..name.len()].copy_from_slice(name);
+            }
+            long.set_mode(0o644);
+            long.set_uid(0);
+            long.set_gid(0);
+            long.set_mtime(0);
+            long.set_size(target.len() as u64 + 1);
+            long.set_entry_type(tar::EntryType::GNULongLink);
+            long.set_cksum();
+            let data = target.chain(&[0u8][..]);
+            self.builder.append(&long, data)?;
+        }
+        header.set_link_name_literal(&target[..target.len().min(field)])
     }
 
     /// Finish the tar stream and the last frame, append the manifest copy (`copy_len` bytes,
@@ -783,6 +809,56 @@ mod tests {
         sealed.file.write_all_at(&byte, last).expect("repair");
         sealed.file.write_all_at(b"x", sealed.size).expect("extend");
         assert!(!sealed.copy_reads_back(&sealed.file).expect("read back"));
+    }
+
+    #[test]
+    fn link_targets_are_stored_byte_for_byte() {
+        let long: Vec<u8> = (0..300).map(|i| b"ab/./c//"[i % 8]).collect();
+        let targets: Vec<&[u8]> = vec![
+            b"/",
+            b"x/.",
+            b"a//b",
+            b"a/./b",
+            b"//x",
+            b"/.",
+            b"x/",
+            b"..",
+            b"../",
+            b"a/b/",
+            b"bad\xff/./name",
+            &long[..100],
+            &long[..101],
+            &long,
+        ];
+        let file = tempfile::tempfile().expect("temp file");
+        let mut w = ArchiveWriter::new(file, 1, 0, 1 << 16, targets.len()).expect("writer");
+        for (i, target) in targets.iter().enumerate() {
+            let name = format!("l{i}");
+            let mut meta = EntryMeta::test_file(name.as_bytes(), 0, 0, 0);
+            meta.kind = if i % 2 == 0 {
+                tar::EntryType::Symlink
+            } else {
+                tar::EntryType::Link
+            };
+            meta.link = Some(target);
+            assert!(w.append(&meta, None).is_ok());
+        }
+        let sealed = w.finish(|out| out.write_all(b"{}")).expect("finish");
+        let mut bytes = vec![0u8; sealed.size as usize];
+        sealed.file.read_exact_at(&mut bytes, 0).expect("read");
+        let tar = zstd::stream::decode_all(&bytes[..]).expect("decode");
+        let mut archive = tar::Archive::new(&tar[..]);
+        let got: Vec<Vec<u8>> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                assert_eq!(e.header().size().expect("size"), 0);
+                e.link_name_bytes().expect("a link name").into_owned()
+            })
+            .collect();
+        let want: Vec<Vec<u8>> = targets.iter().map(|t| t.to_vec()).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1652,4 +1652,89 @@ fn linux_gnu_binaries_need_no_dynamic_loader() {
     // The check itself: a dynamically linked program has an interpreter.
     let tar = fs::read("/usr/bin/tar").expect("read /usr/bin/tar");
     assert!(has_interpreter(&tar));
+}
+
+/// Symlink targets are kept byte for byte however untidy they are (issue 11 §1.1): the tar
+/// crate's `set_link_name` rewrote `/` as empty, `x/.` as `x`, `a//b` as `a/b`, and
+/// verification then refused to let any of them go. GNU tar extracts the same bytes, and so
+/// does unrm; hard links below a long directory name keep their link name too.
+#[test]
+fn untidy_symlink_targets_are_archived_byte_for_byte() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let long = "ab/./c//".repeat(40);
+    let mut targets: Vec<Vec<u8>> = [
+        "/", "x/.", "a//b", "a/./b", "//x", "/.", "x/", "..", "../", "./", "a/b//",
+    ]
+    .iter()
+    .map(|t| t.as_bytes().to_vec())
+    .collect();
+    targets.push(b"bad\xff/./name".to_vec());
+    for len in [99, 100, 101, 320] {
+        targets.push(long.as_bytes()[..len].to_vec());
+    }
+    let names: Vec<String> = (0..targets.len()).map(|i| format!("l{i}")).collect();
+    for (name, target) in names.iter().zip(&targets) {
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), work.join(name)).expect("symlink");
+    }
+    let deep = format!("hl/{}", "n".repeat(120));
+    build_tree(&work, &[&format!("{deep}/a=same inode")]);
+    fs::hard_link(work.join(&deep).join("a"), work.join(&deep).join("b")).expect("link");
+    let mut args: Vec<&str> = names.iter().map(String::as_str).collect();
+    args.extend(["-r", "hl"]);
+
+    let out = saferm(&sb, &work, &args);
+    assert_eq!(out.stderr_text(), "");
+    assert_eq!(out.code(), Some(0), "{}", out.status_text());
+    for name in &names {
+        assert!(
+            fs::symlink_metadata(work.join(name)).is_err(),
+            "{name} kept"
+        );
+    }
+    assert!(!work.join("hl").exists());
+
+    let readlinks = |dir: &Path| -> Vec<Vec<u8>> {
+        names
+            .iter()
+            .map(|n| {
+                fs::read_link(dir.join(n))
+                    .unwrap_or_else(|e| panic!("readlink {n}: {e}"))
+                    .into_os_string()
+                    .into_vec()
+            })
+            .collect()
+    };
+    let same_inode = |dir: &Path| {
+        let a = fs::metadata(dir.join(&deep).join("a")).expect("a");
+        let b = fs::metadata(dir.join(&deep).join("b")).expect("b");
+        a.ino() == b.ino() && a.nlink() == 2
+    };
+    let found = archives(&sb.store());
+    assert_eq!(found.len(), 1);
+    let scratch = sb.work("scratch");
+    let tar = Command::new("tar")
+        .args(["--zstd", "-xpf"])
+        .arg(&found[0])
+        .arg("-C")
+        .arg(&scratch)
+        .output()
+        .expect("run GNU tar");
+    assert!(
+        tar.status.success(),
+        "GNU tar failed: {}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let extracted = scratch.join(work.strip_prefix("/").expect("absolute"));
+    assert_eq!(readlinks(&extracted), targets, "GNU tar's extraction");
+    assert!(same_inode(&extracted), "GNU tar's hard link");
+
+    let back = sb
+        .command(unrm_bin())
+        .current_dir(&work)
+        .arg("--last")
+        .run();
+    assert_eq!(back.code(), Some(0), "unrm: {}", back.stderr_text());
+    assert_eq!(readlinks(&work), targets, "unrm's restore");
+    assert!(same_inode(&work), "unrm's hard link");
 }
