@@ -7,7 +7,9 @@
 //! handed to the streamed verifier: every file is compared by its blake3), `manifest`,
 //! `signal` (SIGINT arrives while archiving), `space` (the store looks full),
 //! `skip-space-check` (write until the filesystem says ENOSPC), and after sealing `mutate`
-//! (a file changes) and `swap` (a directory becomes a symlink); before archiving,
+//! (a file changes), `chmod` (a file's ctime changes, nothing else) and `swap` (a
+//! directory becomes a symlink); `mode-back` (the mode of a file saferm gave itself read
+//! permission on cannot be put back); before archiving,
 //! `replace-file`, `replace-dir` and `replace-fifo` (a file is replaced); `cold` makes
 //! every source file look uncached, which starts the read-ahead thread (src/prefetch.rs),
 //! and `cold-start` only starts it (it then finds the files cached and gives up). unrm:

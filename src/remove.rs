@@ -159,6 +159,8 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
                     opts_operands: &opts.operands,
                     config: &config,
                     interactive: opts.presume_input_tty || sys::stdin_is_tty(),
+                    euid: sys::geteuid(),
+                    own_changes: std::sync::Mutex::new(Vec::new()),
                 };
                 let archived = archive_plan(&ctx, &store, &mut plan);
                 if let Ok(Archived::Yes(Some(id))) = &archived {
@@ -213,10 +215,20 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
 }
 
 /// Failure injection for the re-stat rule (DESIGN §1.2): between sealing and unlinking,
-/// `mutate` appends to the first archived file and `swap` replaces the first archived
+/// `mutate` appends to the first archived file, `chmod` sets the first archived file's mode
+/// to what it is (only its ctime changes) and `swap` replaces the first archived
 /// subdirectory by a symlink to it, as another process could.
 fn simulate_concurrent_change(plan: &Plan) {
     let archived = || plan.to_archive();
+    if crate::fault::active("chmod") {
+        if let Some(i) = archived().find(|&i| plan.nodes[i].st.is_file()) {
+            let abs = plan.abs(i);
+            let path = std::ffi::OsStr::from_bytes(&abs);
+            let mode = plan.nodes[i].st.mode & 0o7777;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+        }
+    }
     if crate::fault::active("mutate") {
         if let Some(i) = archived().find(|&i| plan.nodes[i].st.is_file()) {
             let abs = plan.abs(i);
@@ -299,6 +311,9 @@ struct ArchiveContext<'a> {
     config: &'a crate::config::Config,
     /// Whether a person can be asked (stdin is a terminal, or ---presume-input-tty).
     interactive: bool,
+    euid: u32,
+    /// ctimes saferm changed itself while archiving ([`OwnChange`]).
+    own_changes: std::sync::Mutex<Vec<OwnChange>>,
 }
 
 enum Archived {
@@ -338,7 +353,12 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
             check_space(ctx, store, plan, &order)?;
             space_checked = true;
         }
-        match write_archive(ctx, store, plan, &order)? {
+        let attempt = write_archive(ctx, store, plan, &order);
+        // Also after an attempt that failed: the next one meets the files as they are now.
+        if let Ok(mut changes) = ctx.own_changes.lock() {
+            accept_own_changes(plan, std::mem::take(&mut *changes));
+        }
+        match attempt? {
             Attempt::Done(id) => return Ok(Archived::Yes(Some(id))),
             Attempt::Retry { node, reason } => {
                 let msg = format!(
@@ -987,8 +1007,14 @@ fn fill_archive(
             libc::S_IFREG => {
                 // Not checked against the walk's stat until after the read (below): an
                 // object swapped in meanwhile is caught there, without an fstat per file.
-                let fd = match sys::open_file_nofollow(dirfd, &node.name) {
-                    Ok(fd) => fd,
+                let (fd, st) = match sys::open_file_nofollow(dirfd, &node.name) {
+                    Ok(fd) => (fd, st),
+                    Err(e) if e.raw_os_error() == Some(libc::EACCES) && st.uid == ctx.euid => {
+                        match open_as_owner(ctx, dirfd, node, idx, &e) {
+                            Ok(pair) => pair,
+                            Err(failed) => return Ok(failed),
+                        }
+                    }
                     Err(e) => return Ok(source_failed(idx, &e)),
                 };
                 // Something other than the file the walk saw fails to read as one: say so.
@@ -1216,6 +1242,75 @@ fn append(
         }
         AppendError::Changed => anyhow!("cannot write the archive"),
     })
+}
+
+/// Open a file the user owns but may not read, as rm's user could after `chmod u+r`
+/// ([`sys::open_as_owner`]), and note the ctime that changes as saferm's own: the unlink
+/// phase accepts exactly that change ([`accept_own_changes`]). `denied` is the error the
+/// plain open got, reported if this fails too.
+fn open_as_owner(
+    ctx: &ArchiveContext<'_>,
+    dirfd: RawFd,
+    node: &walk::Node,
+    idx: usize,
+    denied: &std::io::Error,
+) -> Result<(OwnedFd, Stat), Filled> {
+    let st = node.st;
+    let opened = sys::open_as_owner(dirfd, &node.name, |now| {
+        unchanged(now, &st) && now.mode == st.mode && now.uid == st.uid
+    });
+    match opened {
+        Ok((fd, after)) => {
+            if let Ok(mut changes) = ctx.own_changes.lock() {
+                changes.push(OwnChange {
+                    dev: st.dev,
+                    ino: st.ino,
+                    before: (st.ctime, st.ctime_nsec),
+                    after: (after.ctime, after.ctime_nsec),
+                });
+            }
+            Ok((fd, after))
+        }
+        Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
+        Err(sys::OwnerOpen::Failed(_)) => Err(source_failed(idx, denied)),
+        Err(sys::OwnerOpen::ModeLeft(e)) => Err(Filled::SourceFailed {
+            node: idx,
+            reason: format!(
+                "could not archive: could not put its mode back (it is now readable by you): {}",
+                sys::strerror(&e)
+            ),
+        }),
+    }
+}
+
+/// A ctime saferm changed itself, giving its user read permission on a file of theirs for
+/// as long as it took to open it: the inode `(dev, ino)` had ctime `before` when the walk
+/// saw it, `after` once its mode was back.
+struct OwnChange {
+    dev: u64,
+    ino: u64,
+    before: (i64, i64),
+    after: (i64, i64),
+}
+
+/// Let the identity check before each unlink (DESIGN §1.2) accept saferm's own changes
+/// and no other: every name of such an inode that the walk saw with the ctime from before
+/// the change is expected with the ctime from after it. Size, mtime, mode and the rest are
+/// still compared as they were.
+fn accept_own_changes(plan: &mut Plan, changes: Vec<OwnChange>) {
+    if changes.is_empty() {
+        return;
+    }
+    let by_inode: HashMap<(u64, u64), &OwnChange> =
+        changes.iter().map(|c| ((c.dev, c.ino), c)).collect();
+    for node in &mut plan.nodes {
+        let st = &mut node.st;
+        if let Some(c) = by_inode.get(&(st.dev, st.ino)) {
+            if (st.ctime, st.ctime_nsec) == c.before {
+                (st.ctime, st.ctime_nsec) = c.after;
+            }
+        }
+    }
 }
 
 fn source_failed(idx: usize, e: &std::io::Error) -> Filled {

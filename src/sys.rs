@@ -167,6 +167,72 @@ pub fn open_file_nofollow(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
     })
 }
 
+/// How [`open_as_owner`] failed.
+#[derive(Debug)]
+pub enum OwnerOpen {
+    /// The object is not the one the caller expected: nothing was changed.
+    NotExpected,
+    /// Its mode could not be changed, or it could not be opened: nothing is left changed.
+    Failed(io::Error),
+    /// Its mode could not be put back: it keeps owner read permission it did not have.
+    ModeLeft(io::Error),
+}
+
+/// Open a regular file below `dirfd` that its owner, the caller, may not read (mode 0000,
+/// 0200, ...), as rm's owner could after `chmod u+r`: through an `O_PATH` descriptor (the
+/// object named, never a symlink's target, and no other name swapped in later), add owner
+/// read permission, open it, and put the mode back at once, before a byte is read; the
+/// permission check is made at open. Only the object `expected` accepts (as the caller
+/// last saw it) is touched. Returns the open file and its stat afterwards: same mode, a
+/// new ctime, which is this call's own change.
+///
+/// The mode is changed through `/proc/self/fd/N` (glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)`
+/// does the same), so it needs `/proc`. Between the two `chmod`s there is only the
+/// `open`: if the process dies there, the file is left with owner read permission (`u+r`)
+/// and nothing else changed.
+pub fn open_as_owner(
+    dirfd: RawFd,
+    name: &CStr,
+    expected: impl Fn(&Stat) -> bool,
+) -> Result<(OwnedFd, Stat), OwnerOpen> {
+    let path_fd =
+        openat(dirfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(OwnerOpen::Failed)?;
+    let before = fstat(path_fd.as_raw_fd()).map_err(OwnerOpen::Failed)?;
+    if before.file_type() != libc::S_IFREG || !expected(&before) {
+        return Err(OwnerOpen::NotExpected);
+    }
+    let proc = cstr(format!("/proc/self/fd/{}", path_fd.as_raw_fd()).as_bytes())
+        .map_err(OwnerOpen::Failed)?;
+    let mode = before.mode & 0o7777;
+    // SAFETY: proc is NUL-terminated.
+    check(unsafe { libc::chmod(proc.as_ptr(), (mode | libc::S_IRUSR) as libc::mode_t) })
+        .map_err(OwnerOpen::Failed)?;
+    let opened = openat(
+        AT_FDCWD,
+        &proc,
+        libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
+        0,
+    );
+    let restored = if crate::fault::active("mode-back") {
+        Err(io::Error::from_raw_os_error(libc::EIO))
+    } else {
+        // SAFETY: proc is NUL-terminated.
+        check(unsafe { libc::chmod(proc.as_ptr(), mode as libc::mode_t) })
+    };
+    let after = fstat(path_fd.as_raw_fd());
+    match (restored, after) {
+        (Err(e), _) | (_, Err(e)) => Err(OwnerOpen::ModeLeft(e)),
+        // chmod by a non-member of the file's group drops the setgid bit.
+        (Ok(_), Ok(after)) if after.mode & 0o7777 != mode => {
+            Err(OwnerOpen::ModeLeft(io::Error::other(format!(
+                "its mode is {:o}, not {mode:o}",
+                after.mode & 0o7777
+            ))))
+        }
+        (Ok(_), Ok(after)) => opened.map(|fd| (fd, after)).map_err(OwnerOpen::Failed),
+    }
+}
+
 /// One directory entry: its name and the type readdir reported (`DT_*`).
 pub struct DirEntry {
     pub name: CString,

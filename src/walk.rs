@@ -354,7 +354,9 @@ impl Walker<'_> {
             return self.excise_fails(idx, &e);
         }
         let n = &self.plan.nodes[idx];
-        if self.archiving && n.st.is_file() && self.euid != 0 {
+        // The user's own files can always be read: the archive writer gives its owner read
+        // permission for as long as an open takes (sys::open_as_owner).
+        if self.archiving && n.st.is_file() && self.euid != 0 && n.st.uid != self.euid {
             if let Err(e) = sys::access_effective(dirfd, &n.name, libc::R_OK) {
                 let msg = format!(
                     "cannot remove {}: could not archive: {}",

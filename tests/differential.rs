@@ -518,6 +518,24 @@ fn quoting_in_messages() {
 #[test]
 fn permissions_as_unprivileged_user() {
     run_all([
+        // The user's own files they may not read: rm removes them, so saferm archives them
+        // (giving itself read permission for as long as an open takes).
+        case(&["f=secret@0000"], &["f"]).unprivileged(),
+        case(&["f=secret@0000"], &["--interactive=never", "-v", "f"]).unprivileged(),
+        case(&["f=secret@0000"], &["---presume-input-tty", "f"])
+            .stdin("y\n")
+            .unprivileged(),
+        case(
+            &[
+                "d/f=x@0000",
+                "d/w=y@0200",
+                "d/e=@0000",
+                "d/s=z@6000",
+                "d/ok=ok",
+            ],
+            &["-rv", "d"],
+        )
+        .unprivileged(),
         case(&["ro=x@0444"], &["---presume-input-tty", "ro"])
             .stdin("y\n")
             .unprivileged(),
@@ -566,8 +584,9 @@ fn permissions_as_unprivileged_user() {
     ]);
 }
 
-/// The one deliberate difference: GNU rm deletes a file it cannot read, saferm keeps it,
-/// because it cannot archive it. Everything else in the tree is still archived and removed.
+/// The one deliberate difference: GNU rm deletes a file its user cannot read (another
+/// user's, in a directory the user may write), saferm keeps it, because it cannot archive
+/// it. Everything else in the tree is still archived and removed.
 #[test]
 fn unreadable_file_is_kept_and_reported() {
     assert!(
@@ -576,8 +595,9 @@ fn unreadable_file_is_kept_and_reported() {
     );
     let sandbox = Sandbox::new();
     let work = sandbox.work("w");
-    build_tree(&work, &["d/secret=s@0000", "d/ok=ok"]);
+    build_tree(&work, &["d/secret=s@0600", "d/ok=ok"]);
     sandbox.chown_all(NOBODY, NOBODY);
+    std::os::unix::fs::chown(work.join("d/secret"), Some(0), Some(0)).expect("chown to root");
     let out = sandbox
         .command(saferm_bin())
         .args(["-r", "d"])

@@ -1738,3 +1738,157 @@ fn untidy_symlink_targets_are_archived_byte_for_byte() {
     assert_eq!(readlinks(&work), targets, "unrm's restore");
     assert!(same_inode(&work), "unrm's hard link");
 }
+
+/// A file its owner may not read (mode 0000, 0200) is archived as rm's user could read it
+/// after `chmod u+r`: saferm gives itself that permission for as long as an open takes and
+/// puts the mode back (issue 11 §1.3). The archive and the restore keep the mode; the
+/// ctime that changes is accepted as saferm's own, for every name of the inode; when the
+/// deletion fails, the files are left with their modes as they were.
+#[test]
+fn the_owners_unreadable_files_are_archived_with_their_mode() {
+    assert!(
+        is_root(),
+        "this test switches to uid {NOBODY}: run the tests as root"
+    );
+    let big = noise(11, 9 << 20);
+    let build = |work: &Path| {
+        build_tree(
+            work,
+            &["d/zero=secret@0000", "d/wo=write only@0200", "d/ok=ok"],
+        );
+        fs::write(work.join("d/big"), &big).expect("write big");
+        fs::set_permissions(work.join("d/big"), fs::Permissions::from_mode(0o000)).expect("chmod");
+        fs::hard_link(work.join("d/zero"), work.join("d/zero2")).expect("link");
+    };
+    let modes = |work: &Path| -> Vec<(String, u32)> {
+        ["zero", "zero2", "wo", "big", "ok"]
+            .iter()
+            .map(|n| {
+                let m = fs::symlink_metadata(work.join("d").join(n)).expect("stat");
+                (n.to_string(), m.mode() & 0o7777)
+            })
+            .collect()
+    };
+    let want = [
+        ("zero", 0),
+        ("zero2", 0),
+        ("wo", 0o200),
+        ("big", 0),
+        ("ok", 0o644),
+    ]
+    .map(|(n, m)| (n.to_string(), m))
+    .to_vec();
+
+    // A failure after the files were read: everything stays, modes as they were.
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build(&work);
+    sb.chown_all(NOBODY, NOBODY);
+    let out = sb
+        .command(saferm_bin())
+        .args(["-r", "d"])
+        .current_dir(&work)
+        .env("SAFERM_FAULT", "verify")
+        .unprivileged()
+        .run();
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert_eq!(modes(&work), want);
+
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build(&work);
+    sb.chown_all(NOBODY, NOBODY);
+    let out = sb
+        .command(saferm_bin())
+        .args(["-r", "d"])
+        .current_dir(&work)
+        .unprivileged()
+        .run();
+    assert_eq!(out.stderr_text(), "");
+    assert_eq!(out.code(), Some(0), "{}", out.status_text());
+    assert!(!work.join("d").exists(), "d was not removed");
+    let back = sb
+        .command(unrm_bin())
+        .arg("--last")
+        .current_dir(&work)
+        .unprivileged()
+        .run();
+    assert_eq!(back.code(), Some(0), "unrm: {}", back.stderr_text());
+    assert_eq!(modes(&work), want, "restored modes");
+    // Read as root, whom the modes do not stop.
+    assert_eq!(fs::read(work.join("d/zero")).expect("zero"), b"secret");
+    assert_eq!(fs::read(work.join("d/wo")).expect("wo"), b"write only");
+    assert!(
+        fs::read(work.join("d/big")).expect("big") == big,
+        "big differs"
+    );
+    let (a, b) = (
+        fs::metadata(work.join("d/zero")).expect("zero"),
+        fs::metadata(work.join("d/zero2")).expect("zero2"),
+    );
+    assert_eq!(
+        (a.ino(), a.nlink()),
+        (b.ino(), 2),
+        "zero2 is a link to zero"
+    );
+}
+
+/// The ctime saferm accepts for a file it gave itself read permission on is the one its own
+/// `chmod` left, not any later one: a `chmod` by someone else after the archive was sealed
+/// (the `chmod` fault: same mode, new ctime) keeps the file.
+#[test]
+fn a_change_after_saferms_own_chmod_keeps_the_file() {
+    assert!(
+        is_root(),
+        "this test switches to uid {NOBODY}: run the tests as root"
+    );
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["zero=secret@0000", "other=x"]);
+    sb.chown_all(NOBODY, NOBODY);
+    let out = sb
+        .command(saferm_bin())
+        .args(["zero", "other"])
+        .current_dir(&work)
+        .env("SAFERM_FAULT", "chmod")
+        .unprivileged()
+        .run();
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'zero': changed while it was being archived\n"
+    );
+    assert_eq!(out.code(), Some(1));
+    let m = fs::symlink_metadata(work.join("zero")).expect("zero is kept");
+    assert_eq!(m.mode() & 0o7777, 0);
+    assert!(!work.join("other").exists(), "other was not removed");
+}
+
+/// When the mode of a file saferm gave itself read permission on cannot be put back (the
+/// `mode-back` fault), the file is kept and the message says what is left: owner read
+/// permission added, nothing else. The other operands still go.
+#[test]
+fn a_mode_that_cannot_be_put_back_keeps_the_file_and_says_so() {
+    assert!(
+        is_root(),
+        "this test switches to uid {NOBODY}: run the tests as root"
+    );
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["zero=secret@0000", "other=x"]);
+    sb.chown_all(NOBODY, NOBODY);
+    let out = sb
+        .command(saferm_bin())
+        .args(["zero", "other"])
+        .current_dir(&work)
+        .env("SAFERM_FAULT", "mode-back")
+        .unprivileged()
+        .run();
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'zero': could not archive: could not put its mode back (it is now readable by you): Input/output error\n"
+    );
+    assert_eq!(out.code(), Some(1));
+    let m = fs::symlink_metadata(work.join("zero")).expect("zero is kept");
+    assert_eq!(m.mode() & 0o7777, 0o400, "u+r added, nothing else");
+    assert!(!work.join("other").exists(), "other was not removed");
+}
