@@ -459,8 +459,11 @@ impl ArchiveWriter {
     }
 
     /// Append one entry. `data` is read for regular files only; it must yield exactly
-    /// `meta.size` bytes, or the entry fails with `Changed` and the stream is unusable (the
-    /// caller starts again without that object).
+    /// `meta.size` bytes, or the entry fails (`Changed` when it ends early, `Source` when a
+    /// read fails). The header has committed to the size by then: the rest of the entry is
+    /// padded with zeros, so the stream stays framed and the next entries can follow, but
+    /// the failed entry is not what the file holds: the caller must not record it, and
+    /// writes the archive again without that object.
     pub fn append(
         &mut self,
         meta: &EntryMeta<'_>,
@@ -527,8 +530,8 @@ impl ArchiveWriter {
                 };
                 let result = self.builder.append_data(&mut header, path, &mut guarded);
                 match (guarded.failure, result) {
-                    (Some(f), _) => Err(f),
-                    (None, Err(e)) => Err(AppendError::Archive(e)),
+                    (_, Err(e)) => Err(AppendError::Archive(e)),
+                    (Some(f), Ok(())) => Err(f),
                     (None, Ok(())) => Ok(()),
                 }
             }
@@ -658,7 +661,8 @@ pub fn pax_time(sec: i64, nsec: u32) -> String {
 }
 
 /// Yields exactly `remaining` bytes of the source, and records a failure when the source
-/// has fewer (it shrank), more (it grew) or cannot be read.
+/// has fewer (it shrank) or cannot be read; after a failure, zeros up to the size the
+/// header promised.
 struct Exact<'a> {
     inner: &'a mut dyn Read,
     remaining: u64,
@@ -675,27 +679,31 @@ impl Read for Exact<'_> {
         let want = buf
             .len()
             .min(self.remaining.min(usize::MAX as u64) as usize);
+        if self.failure.is_some() {
+            return Ok(self.pad(&mut buf[..want]));
+        }
         match self.inner.read(&mut buf[..want]) {
-            Ok(0) => self.fail(AppendError::Changed),
+            Ok(0) => self.fail(AppendError::Changed, &mut buf[..want]),
             Ok(n) => {
                 self.remaining -= n as u64;
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
-            Err(e) => self.fail(AppendError::Source(e)),
+            Err(e) => self.fail(AppendError::Source(e), &mut buf[..want]),
         }
     }
 }
 
 impl Exact<'_> {
-    fn fail(&mut self, f: AppendError) -> io::Result<usize> {
-        let text = match &f {
-            AppendError::Source(e) => e.to_string(),
-            AppendError::Changed => "changed while it was being archived".to_string(),
-            AppendError::Archive(e) => e.to_string(),
-        };
+    fn fail(&mut self, f: AppendError, buf: &mut [u8]) -> io::Result<usize> {
         self.failure = Some(f);
-        Err(io::Error::other(text))
+        Ok(self.pad(buf))
+    }
+
+    fn pad(&mut self, buf: &mut [u8]) -> usize {
+        buf.fill(0);
+        self.remaining -= buf.len() as u64;
+        buf.len()
     }
 }
 
@@ -859,6 +867,65 @@ mod tests {
             .collect();
         let want: Vec<Vec<u8>> = targets.iter().map(|t| t.to_vec()).collect();
         assert_eq!(got, want);
+    }
+
+    /// Fails after `ok` bytes.
+    struct FailsAfter {
+        ok: usize,
+    }
+
+    impl Read for FailsAfter {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.ok == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            let n = buf.len().min(self.ok);
+            buf[..n].fill(b'x');
+            self.ok -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_source_that_fails_midway_leaves_the_stream_framed() {
+        let file = tempfile::tempfile().expect("temp file");
+        let mut w = ArchiveWriter::new(file, 1, 0, 1 << 20, 3).expect("writer");
+        let failing = EntryMeta::test_file(b"bad", 100_000, 0, 0);
+        let r = w.append(&failing, Some(&mut FailsAfter { ok: 30_000 }));
+        assert!(matches!(r, Err(AppendError::Source(_))), "{r:?}");
+        let short = EntryMeta::test_file(b"short", 100, 0, 0);
+        let r = w.append(&short, Some(&mut &[b'y'; 60][..]));
+        assert!(matches!(r, Err(AppendError::Changed)), "{r:?}");
+        let good = EntryMeta::test_file(b"good", 5, 0, 0);
+        assert!(w.append(&good, Some(&mut &b"hello"[..])).is_ok());
+        let sealed = w.finish(|out| out.write_all(b"{}")).expect("finish");
+        let mut bytes = vec![0u8; sealed.size as usize];
+        sealed.file.read_exact_at(&mut bytes, 0).expect("read");
+        let tar = zstd::stream::decode_all(&bytes[..]).expect("decode");
+        let mut archive = tar::Archive::new(&tar[..]);
+        let got: Vec<(String, Vec<u8>)> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let mut e = e.expect("entry");
+                let path = e.path().expect("path").display().to_string();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).expect("data");
+                (path, data)
+            })
+            .collect();
+        let mut padded = vec![b'x'; 30_000];
+        padded.resize(100_000, 0);
+        let mut short_padded = vec![b'y'; 60];
+        short_padded.resize(100, 0);
+        assert_eq!(
+            got,
+            [
+                ("bad".to_string(), padded),
+                ("short".to_string(), short_padded),
+                ("good".to_string(), b"hello".to_vec())
+            ]
+        );
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //! and `cold-start` only starts it (it then finds the files cached and gives up). unrm:
 //! `restore-signal` (SIGINT while restoring), `purge-crash` (a purge stops between the
 //! manifest and the archive).
+//!
+//! Per-entry steps name the files they hit: `read=a,b` fails reading the files called `a`
+//! and `b` (at their first read), `read-late=a` after their first MiB (the tar header has
+//! committed to a size), and `verify-entry=a` makes the archive's entry for `a` differ from
+//! what its manifest says (as a bad read-back of that one entry would).
 
 use std::io;
 
@@ -29,4 +34,21 @@ pub fn check(step: &str) -> io::Result<()> {
 /// Whether `SAFERM_FAULT` names this step.
 pub fn active(step: &str) -> bool {
     cfg!(debug_assertions) && std::env::var_os("SAFERM_FAULT").is_some_and(|v| v == step)
+}
+
+/// Whether `SAFERM_FAULT` is `step=NAME,NAME...` and one of the names is `name` (a file
+/// name, the last component of a path).
+pub fn names(step: &str, name: &[u8]) -> bool {
+    if !cfg!(debug_assertions) {
+        return false;
+    }
+    let Some(value) = std::env::var_os("SAFERM_FAULT") else {
+        return false;
+    };
+    let value = std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str());
+    let base = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+    value
+        .strip_prefix(step.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"="))
+        .is_some_and(|list| list.split(|&b| b == b',').any(|n| n == base))
 }

@@ -161,6 +161,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
                     interactive: opts.presume_input_tty || sys::stdin_is_tty(),
                     euid: sys::geteuid(),
                     own_changes: std::sync::Mutex::new(Vec::new()),
+                    warned: std::sync::Mutex::new(HashSet::new()),
                 };
                 let archived = archive_plan(&ctx, &store, &mut plan);
                 if let Ok(Archived::Yes(Some(id))) = &archived {
@@ -314,6 +315,8 @@ struct ArchiveContext<'a> {
     euid: u32,
     /// ctimes saferm changed itself while archiving ([`OwnChange`]).
     own_changes: std::sync::Mutex<Vec<OwnChange>>,
+    /// Nodes warned about (sockets), so that writing the archive again does not repeat it.
+    warned: std::sync::Mutex<HashSet<usize>>,
 }
 
 enum Archived {
@@ -360,15 +363,18 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
         }
         match attempt? {
             Attempt::Done(id) => return Ok(Archived::Yes(Some(id))),
-            Attempt::Retry { node, reason } => {
-                let msg = format!(
-                    "{}: cannot remove {}: {reason}\n",
-                    ctx.prog,
-                    quote(&plan.display(node))
-                );
-                stderr_write(msg.as_bytes());
+            Attempt::Retry(mut failures) => {
+                failures.sort_by_key(|&(node, _)| node);
+                for (node, reason) in failures {
+                    let msg = format!(
+                        "{}: cannot remove {}: {reason}\n",
+                        ctx.prog,
+                        quote(&plan.display(node))
+                    );
+                    stderr_write(msg.as_bytes());
+                    plan.keep_subtree(node);
+                }
                 plan.failed = true;
-                plan.keep_subtree(node);
             }
         }
     }
@@ -529,7 +535,8 @@ pub fn human(bytes: u64) -> String {
 
 enum Attempt {
     Done(String),
-    Retry { node: usize, reason: String },
+    /// These nodes could not be archived (or verified), for these reasons.
+    Retry(Vec<(usize, String)>),
 }
 
 /// One attempt at writing, sealing and verifying the archive.
@@ -544,7 +551,8 @@ fn write_archive(
     let now = chrono::Utc::now();
     let first = plan
         .roots
-        .first()
+        .iter()
+        .find(|&&r| subtree_has_removal(plan, r))
         .map(|&r| plan.display(r))
         .unwrap_or_default();
     let id = store::new_id(now, &first);
@@ -612,9 +620,9 @@ fn write_archive(
             s.growth.abandon();
         }
         crate::timing::mark("archive written");
-        let (mut sealed, manifest) = match result? {
+        let (mut sealed, manifest, entry_nodes) = match result? {
             Filled::Sealed(b) => *b,
-            Filled::SourceFailed { node, reason } => return Ok(Written::Retry { node, reason }),
+            Filled::SourceFailed(failures) => return Ok(Written::Retry(failures)),
         };
         if crate::fault::active("verify-copy") {
             damage_last_byte(&store.open_published(&rel)?, &sealed.file, sealed.size)?;
@@ -684,6 +692,7 @@ fn write_archive(
         Ok(Written::Sealed(Box::new(Checked {
             sealed,
             manifest,
+            entry_nodes,
             durable,
             verified,
         })))
@@ -691,13 +700,14 @@ fn write_archive(
     let Checked {
         sealed,
         mut manifest,
+        entry_nodes,
         durable,
         verified,
     } = match written {
         Ok(Written::Sealed(b)) => *b,
-        Ok(Written::Retry { node, reason }) => {
+        Ok(Written::Retry(failures)) => {
             store.discard_archive(&pending);
-            return Ok(Attempt::Retry { node, reason });
+            return Ok(Attempt::Retry(failures));
         }
         Err(e) => {
             store.discard_archive(&pending);
@@ -711,6 +721,23 @@ fn write_archive(
     }
     if let Err(e) = verified {
         store.discard_archive(&pending);
+        // Entries that differ in a sound stream keep their objects; the rest go again.
+        if let Some(m) = e.downcast_ref::<crate::verify::Mismatch>() {
+            let failures = m
+                .entries
+                .iter()
+                .filter_map(|(i, what)| {
+                    let node = *entry_nodes.get(*i)?;
+                    Some((
+                        node,
+                        format!("could not archive: the archive did not verify: {what}"),
+                    ))
+                })
+                .collect::<Vec<_>>();
+            if failures.len() == m.entries.len() {
+                return Ok(Attempt::Retry(failures));
+            }
+        }
         return Err(e.context("the archive did not verify"));
     }
     let Some(blake3) = sealed.blake3 else {
@@ -818,6 +845,8 @@ impl<R: std::io::Read> std::io::Read for Damaged<R> {
 struct Checked {
     sealed: crate::archive::Sealed,
     manifest: Manifest,
+    /// The plan node of each manifest entry.
+    entry_nodes: Vec<usize>,
     /// Whether it was made durable (`None`: not synced yet).
     durable: Option<Result<()>>,
     verified: Result<()>,
@@ -826,12 +855,24 @@ struct Checked {
 /// How writing an archive ended.
 enum Written {
     Sealed(Box<Checked>),
-    Retry { node: usize, reason: String },
+    Retry(Vec<(usize, String)>),
 }
 
 enum Filled {
-    Sealed(Box<(crate::archive::Sealed, Manifest)>),
-    SourceFailed { node: usize, reason: String },
+    /// The archive, its manifest, and the plan node of each manifest entry.
+    Sealed(Box<(crate::archive::Sealed, Manifest, Vec<usize>)>),
+    /// These nodes could not be archived, for these reasons.
+    SourceFailed(Vec<(usize, String)>),
+}
+
+/// How archiving one node went.
+enum Visit {
+    Next,
+    /// It could not be archived: it is kept (and its subtree, and its ancestors).
+    Failed {
+        node: usize,
+        reason: String,
+    },
 }
 
 /// Stream every object to archive into `file`, parents first, through directory fds.
@@ -890,8 +931,10 @@ fn fill_archive(
     }
     let mut names = Names::default();
     let mut content: Vec<u8> = Vec::new();
-    let operand_pos: HashMap<usize, usize> = plan
-        .roots
+    // The operands this archive holds something of: one whose objects are all kept is not
+    // named in the manifest, so that unrm never offers it.
+    let roots: Vec<usize> = plan.roots.iter().copied().filter(|&r| needed[r]).collect();
+    let operand_pos: HashMap<usize, usize> = roots
         .iter()
         .enumerate()
         .map(|(pos, &r)| (plan.nodes[r].operand, pos))
@@ -906,232 +949,265 @@ fn fill_archive(
     let mut stack: Vec<(usize, OwnedFd)> = Vec::new();
     let mut buf_first = true;
 
-    for (idx, &need) in needed.iter().enumerate() {
-        if !need {
-            continue;
-        }
-        if crate::signal::caught().is_some() {
-            return Err(anyhow!("interrupted"));
-        }
-        if buf_first && crate::fault::active("signal") {
-            crate::signal::raise_interrupt();
-        }
-        buf_first = false;
-        let parent = plan.nodes[idx].parent;
-        while stack.last().is_some_and(|(top, _)| Some(*top) != parent) {
-            stack.pop();
-        }
-        let dirfd: RawFd = match (parent, stack.last()) {
-            (None, _) => sys::AT_FDCWD,
-            (Some(_), Some((_, fd))) => fd.as_raw_fd(),
-            (Some(_), None) => return Err(anyhow!("internal error: lost the parent directory")),
-        };
-        let node = &plan.nodes[idx];
-        let st = node.st;
-        let is_archived = archived[idx];
-        writer
-            .entry_boundary()
-            .context("cannot write the archive")?;
-        let offset = writer.position();
-        let abs = plan.abs(idx);
-        let mut entry = base_entry(node, &abs, &mut names, offset);
-        // Index into the manifest's operands (the roots), not the command line's.
-        entry.operand = operand_pos.get(&node.operand).copied().unwrap_or(0);
+    // A source that fails (unreadable, changed) fails only its entry: its subtree is
+    // skipped, the pass goes on, and every failure of the pass is reported at once; the
+    // caller then writes the archive again without them.
+    let mut failures: Vec<(usize, String)> = Vec::new();
+    let mut dead = vec![false; plan.nodes.len()];
+    let mut entry_nodes: Vec<usize> = Vec::with_capacity(order.len());
+    {
+        let mut visit = |idx: usize| -> Result<Visit> {
+            if crate::signal::caught().is_some() {
+                return Err(anyhow!("interrupted"));
+            }
+            if buf_first && crate::fault::active("signal") {
+                crate::signal::raise_interrupt();
+            }
+            buf_first = false;
+            let parent = plan.nodes[idx].parent;
+            while stack.last().is_some_and(|(top, _)| Some(*top) != parent) {
+                stack.pop();
+            }
+            let dirfd: RawFd = match (parent, stack.last()) {
+                (None, _) => sys::AT_FDCWD,
+                (Some(_), Some((_, fd))) => fd.as_raw_fd(),
+                (Some(_), None) => {
+                    return Err(anyhow!("internal error: lost the parent directory"))
+                }
+            };
+            let node = &plan.nodes[idx];
+            let st = node.st;
+            let is_archived = archived[idx];
+            writer
+                .entry_boundary()
+                .context("cannot write the archive")?;
+            let offset = writer.position();
+            let abs = plan.abs(idx);
+            let mut entry = base_entry(node, &abs, &mut names, offset);
+            // Index into the manifest's operands (the roots), not the command line's.
+            entry.operand = operand_pos.get(&node.operand).copied().unwrap_or(0);
 
-        if st.is_dir() {
-            let mut xattrs = Vec::new();
-            if node.unreadable.is_none() {
-                let fd = match sys::open_dir_nofollow(dirfd, &node.name)
-                    .and_then(|fd| same_object(fd, &st))
-                {
-                    Ok(fd) => fd,
-                    Err(e) => return Ok(source_failed(idx, &e)),
-                };
-                if is_archived {
-                    xattrs = match sys::xattrs(fd.as_raw_fd()) {
-                        Ok(x) => x,
+            if st.is_dir() {
+                let mut xattrs = Vec::new();
+                if node.unreadable.is_none() {
+                    let fd = match sys::open_dir_nofollow(dirfd, &node.name)
+                        .and_then(|fd| same_object(fd, &st))
+                    {
+                        Ok(fd) => fd,
                         Err(e) => return Ok(source_failed(idx, &e)),
                     };
+                    if is_archived {
+                        xattrs = match sys::xattrs(fd.as_raw_fd()) {
+                            Ok(x) => x,
+                            Err(e) => return Ok(source_failed(idx, &e)),
+                        };
+                    }
+                    if !node.children.is_empty() {
+                        stack.push((idx, fd));
+                    }
                 }
-                if !node.children.is_empty() {
-                    stack.push((idx, fd));
+                if is_archived {
+                    entry.xattrs = xattr_names(&xattrs);
+                    let meta =
+                        meta_for(&entry, &abs, tar::EntryType::Directory, None, None, &xattrs);
+                    append(&mut writer, &meta, None, idx)?;
+                    totals.dirs += 1;
+                    record(&mut entries, &mut entry_nodes, idx, stream, entry, None);
                 }
+                return Ok(Visit::Next);
             }
-            if is_archived {
-                entry.xattrs = xattr_names(&xattrs);
-                let meta = meta_for(&entry, &abs, tar::EntryType::Directory, None, None, &xattrs);
-                append(&mut writer, &meta, None, idx)?;
-                totals.dirs += 1;
-                record(&mut entries, stream, entry, None);
+            if !is_archived {
+                return Ok(Visit::Next);
             }
-            continue;
-        }
-        if !is_archived {
-            continue;
-        }
-        let ft = st.file_type();
-        if ft == libc::S_IFSOCK {
-            entry.kind = Kind::Socket;
-            let msg = format!(
-                "{}: warning: {} is a socket: removed without an archive copy (it holds no data)\n",
-                ctx.prog,
-                quote(&plan.display(idx))
-            );
-            stderr_write(msg.as_bytes());
-            not_archived.push(entry);
-            continue;
-        }
-        if st.nlink > 1 {
-            if let Some(first) = hard_links.get(&(st.dev, st.ino)) {
-                let target = first.clone();
-                entry.kind = Kind::Hardlink;
-                entry.size = 0;
-                let meta = meta_for(
-                    &entry,
-                    &abs,
-                    tar::EntryType::Link,
-                    Some(&target[1..]),
-                    None,
-                    &[],
+            let ft = st.file_type();
+            if ft == libc::S_IFSOCK {
+                entry.kind = Kind::Socket;
+                let msg = format!(
+                    "{}: warning: {} is a socket: removed without an archive copy (it holds no data)\n",
+                    ctx.prog,
+                    quote(&plan.display(idx))
                 );
-                append(&mut writer, &meta, None, idx)?;
-                entry.link = Some(PathBytes::new(&target));
-                record(&mut entries, stream, entry, None);
-                continue;
+                // Once, however many times the archive is written.
+                if ctx.warned.lock().is_ok_and(|mut w| w.insert(idx)) {
+                    stderr_write(msg.as_bytes());
+                }
+                not_archived.push(entry);
+                return Ok(Visit::Next);
             }
-            hard_links.insert((st.dev, st.ino), abs.clone());
-        }
-        // A small file's content, kept for the verifier, which works out its blake3.
-        let mut handed_over = false;
-        match ft {
-            libc::S_IFREG => {
-                // Not checked against the walk's stat until after the read (below): an
-                // object swapped in meanwhile is caught there, without an fstat per file.
-                let (fd, st) = match sys::open_file_nofollow(dirfd, &node.name) {
-                    Ok(fd) => (fd, st),
-                    Err(e) if e.raw_os_error() == Some(libc::EACCES) && st.uid == ctx.euid => {
-                        match open_as_owner(ctx, dirfd, node, idx, &e) {
-                            Ok(pair) => pair,
-                            Err(failed) => return Ok(failed),
+            if st.nlink > 1 {
+                if let Some(first) = hard_links.get(&(st.dev, st.ino)) {
+                    let target = first.clone();
+                    entry.kind = Kind::Hardlink;
+                    entry.size = 0;
+                    let meta = meta_for(
+                        &entry,
+                        &abs,
+                        tar::EntryType::Link,
+                        Some(&target[1..]),
+                        None,
+                        &[],
+                    );
+                    append(&mut writer, &meta, None, idx)?;
+                    entry.link = Some(PathBytes::new(&target));
+                    record(&mut entries, &mut entry_nodes, idx, stream, entry, None);
+                    return Ok(Visit::Next);
+                }
+                hard_links.insert((st.dev, st.ino), abs.clone());
+            }
+            // A small file's content, kept for the verifier, which works out its blake3.
+            let mut handed_over = false;
+            match ft {
+                libc::S_IFREG => {
+                    // Not checked against the walk's stat until after the read (below): an
+                    // object swapped in meanwhile is caught there, without an fstat per file.
+                    let (fd, st) = match sys::open_file_nofollow(dirfd, &node.name) {
+                        Ok(fd) => (fd, st),
+                        Err(e) if e.raw_os_error() == Some(libc::EACCES) && st.uid == ctx.euid => {
+                            match open_as_owner(ctx, dirfd, node, idx, &e) {
+                                Ok(pair) => pair,
+                                Err(failed) => return Ok(failed),
+                            }
+                        }
+                        Err(e) => return Ok(source_failed(idx, &e)),
+                    };
+                    // Something other than the file the walk saw fails to read as one: say so.
+                    let failed = |e: &std::io::Error, fd: RawFd| match sys::fstat(fd) {
+                        Ok(now) if !unchanged(&now, &st) => changed(idx),
+                        _ => source_failed(idx, e),
+                    };
+                    let xattrs = match sys::xattrs(fd.as_raw_fd()) {
+                        Ok(x) => x,
+                        Err(e) => return Ok(failed(&e, fd.as_raw_fd())),
+                    };
+                    entry.xattrs = xattr_names(&xattrs);
+                    let meta = meta_for(&entry, &abs, tar::EntryType::Regular, None, None, &xattrs);
+                    let file = File::from(fd);
+                    if let Some(p) = prefetch.as_mut() {
+                        p.reading(plan, idx, &file);
+                    }
+                    let mut hasher = blake3::Hasher::new();
+                    let appended = if st.size <= WHOLE_READ_BYTES {
+                        // Small files in one read. When verification runs alongside and there
+                        // is room, it gets the content to compare and hashes it; otherwise it
+                        // is hashed here, in one call.
+                        handed_over = stream.is_some_and(|s| s.held.reserve(st.size as usize));
+                        content.clear();
+                        content.reserve_exact(st.size as usize);
+                        let mut limited =
+                            std::io::Read::take(FaultyRead::new(&file, &node.name), st.size);
+                        if let Err(e) = std::io::Read::read_to_end(&mut limited, &mut content) {
+                            return Ok(failed(&e, file.as_raw_fd()));
+                        }
+                        if !handed_over {
+                            hasher.update(&content);
+                        }
+                        writer.append(&meta, Some(&mut &content[..]))
+                    } else {
+                        let buffered = std::io::BufReader::with_capacity(
+                            1 << 20,
+                            FaultyRead::new(&file, &node.name),
+                        );
+                        let mut reader = Hashing {
+                            inner: buffered,
+                            hasher,
+                        };
+                        let r = writer.append(&meta, Some(&mut reader));
+                        hasher = reader.hasher;
+                        r
+                    };
+                    match appended {
+                        Ok(()) => {}
+                        Err(AppendError::Source(e)) => return Ok(failed(&e, file.as_raw_fd())),
+                        Err(AppendError::Changed) => return Ok(changed(idx)),
+                        Err(AppendError::Archive(e)) => {
+                            return Err(anyhow::Error::new(e).context("cannot write the archive"))
                         }
                     }
-                    Err(e) => return Ok(source_failed(idx, &e)),
-                };
-                // Something other than the file the walk saw fails to read as one: say so.
-                let failed = |e: &std::io::Error, fd: RawFd| match sys::fstat(fd) {
-                    Ok(now) if !unchanged(&now, &st) => changed(idx),
-                    _ => source_failed(idx, e),
-                };
-                let xattrs = match sys::xattrs(fd.as_raw_fd()) {
-                    Ok(x) => x,
-                    Err(e) => return Ok(failed(&e, fd.as_raw_fd())),
-                };
-                entry.xattrs = xattr_names(&xattrs);
-                let meta = meta_for(&entry, &abs, tar::EntryType::Regular, None, None, &xattrs);
-                let file = File::from(fd);
-                if let Some(p) = prefetch.as_mut() {
-                    p.reading(plan, idx, &file);
-                }
-                let mut hasher = blake3::Hasher::new();
-                let appended = if st.size <= WHOLE_READ_BYTES {
-                    // Small files in one read. When verification runs alongside and there
-                    // is room, it gets the content to compare and hashes it; otherwise it
-                    // is hashed here, in one call.
-                    handed_over = stream.is_some_and(|s| s.held.reserve(st.size as usize));
-                    content.clear();
-                    content.reserve_exact(st.size as usize);
-                    let mut limited = std::io::Read::take(FaultyRead { file: &file }, st.size);
-                    if let Err(e) = std::io::Read::read_to_end(&mut limited, &mut content) {
-                        return Ok(failed(&e, file.as_raw_fd()));
+                    // Modified in place while it was read (same size): what we hold is not it.
+                    match sys::fstat(file.as_raw_fd()) {
+                        Ok(now) if unchanged(&now, &st) => {}
+                        Ok(_) => return Ok(changed(idx)),
+                        Err(e) => return Ok(source_failed(idx, &e)),
                     }
                     if !handed_over {
-                        hasher.update(&content);
+                        entry.blake3 = Some(hasher.finalize().to_hex().to_string());
                     }
-                    writer.append(&meta, Some(&mut &content[..]))
-                } else {
-                    let buffered =
-                        std::io::BufReader::with_capacity(1 << 20, FaultyRead { file: &file });
-                    let mut reader = Hashing {
-                        inner: buffered,
-                        hasher,
+                    progress.advance(st.size);
+                    totals.files += 1;
+                    totals.bytes += st.size;
+                }
+                libc::S_IFLNK => {
+                    let target = match sys::readlinkat(dirfd, &node.name) {
+                        Ok(t) => t,
+                        Err(e) => return Ok(source_failed(idx, &e)),
                     };
-                    let r = writer.append(&meta, Some(&mut reader));
-                    hasher = reader.hasher;
-                    r
-                };
-                match appended {
-                    Ok(()) => {}
-                    Err(AppendError::Source(e)) => return Ok(failed(&e, file.as_raw_fd())),
-                    Err(AppendError::Changed) => return Ok(changed(idx)),
-                    Err(AppendError::Archive(e)) => {
-                        return Err(anyhow::Error::new(e).context("cannot write the archive"))
+                    entry.size = 0;
+                    let meta = meta_for(
+                        &entry,
+                        &abs,
+                        tar::EntryType::Symlink,
+                        Some(&target),
+                        None,
+                        &[],
+                    );
+                    append(&mut writer, &meta, None, idx)?;
+                    entry.link = Some(PathBytes::new(&target));
+                }
+                libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK => {
+                    let (kind, etype) = match ft {
+                        libc::S_IFIFO => (Kind::Fifo, tar::EntryType::Fifo),
+                        libc::S_IFCHR => (Kind::Char, tar::EntryType::Char),
+                        _ => (Kind::Block, tar::EntryType::Block),
+                    };
+                    entry.kind = kind;
+                    entry.size = 0;
+                    let device = if kind == Kind::Fifo {
+                        None
+                    } else {
+                        Some(sys::dev_major_minor(st.rdev))
+                    };
+                    if let Some((ma, mi)) = device {
+                        entry.rdev_major = Some(ma);
+                        entry.rdev_minor = Some(mi);
                     }
+                    let meta = meta_for(&entry, &abs, etype, None, device, &[]);
+                    append(&mut writer, &meta, None, idx)?;
                 }
-                // Modified in place while it was read (same size): what we hold is not it.
-                match sys::fstat(file.as_raw_fd()) {
-                    Ok(now) if unchanged(&now, &st) => {}
-                    Ok(_) => return Ok(changed(idx)),
-                    Err(e) => return Ok(source_failed(idx, &e)),
+                _ => {
+                    return Ok(source_failed(
+                        idx,
+                        &std::io::Error::other("unknown file type"),
+                    ))
                 }
-                if !handed_over {
-                    entry.blake3 = Some(hasher.finalize().to_hex().to_string());
-                }
-                progress.advance(st.size);
-                totals.files += 1;
-                totals.bytes += st.size;
             }
-            libc::S_IFLNK => {
-                let target = match sys::readlinkat(dirfd, &node.name) {
-                    Ok(t) => t,
-                    Err(e) => return Ok(source_failed(idx, &e)),
-                };
-                entry.size = 0;
-                let meta = meta_for(
-                    &entry,
-                    &abs,
-                    tar::EntryType::Symlink,
-                    Some(&target),
-                    None,
-                    &[],
-                );
-                append(&mut writer, &meta, None, idx)?;
-                entry.link = Some(PathBytes::new(&target));
+            record(
+                &mut entries,
+                &mut entry_nodes,
+                idx,
+                stream,
+                entry,
+                handed_over.then_some(&mut content),
+            );
+            Ok(Visit::Next)
+        };
+        for (idx, &need) in needed.iter().enumerate() {
+            if !need {
+                continue;
             }
-            libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK => {
-                let (kind, etype) = match ft {
-                    libc::S_IFIFO => (Kind::Fifo, tar::EntryType::Fifo),
-                    libc::S_IFCHR => (Kind::Char, tar::EntryType::Char),
-                    _ => (Kind::Block, tar::EntryType::Block),
-                };
-                entry.kind = kind;
-                entry.size = 0;
-                let device = if kind == Kind::Fifo {
-                    None
-                } else {
-                    Some(sys::dev_major_minor(st.rdev))
-                };
-                if let Some((ma, mi)) = device {
-                    entry.rdev_major = Some(ma);
-                    entry.rdev_minor = Some(mi);
-                }
-                let meta = meta_for(&entry, &abs, etype, None, device, &[]);
-                append(&mut writer, &meta, None, idx)?;
+            if plan.nodes[idx].parent.is_some_and(|p| dead[p]) {
+                dead[idx] = true;
+                continue;
             }
-            _ => {
-                return Ok(source_failed(
-                    idx,
-                    &std::io::Error::other("unknown file type"),
-                ))
+            if let Visit::Failed { node, reason } = visit(idx)? {
+                dead[idx] = true;
+                failures.push((node, reason));
             }
         }
-        record(
-            &mut entries,
-            stream,
-            entry,
-            handed_over.then_some(&mut content),
-        );
     }
     drop(stack);
+    if !failures.is_empty() {
+        return Ok(Filled::SourceFailed(failures));
+    }
     totals.entries = entries.len() as u64;
     let mut manifest = Manifest {
         format: manifest::MANIFEST_VERSION,
@@ -1146,8 +1222,7 @@ fn fill_archive(
         argv: std::env::args_os()
             .map(|a| PathBytes::new(a.as_bytes()))
             .collect(),
-        operands: plan
-            .roots
+        operands: roots
             .iter()
             .map(|&r| manifest::Operand {
                 given: PathBytes::new(ctx.opts_operands[plan.nodes[r].operand].as_bytes()),
@@ -1172,7 +1247,7 @@ fn fill_archive(
         .seal(compress_copy, |w| manifest.write_json(w))
         .context("cannot finish the archive")?;
 
-    Ok(Filled::Sealed(Box::new((sealed, manifest))))
+    Ok(Filled::Sealed(Box::new((sealed, manifest, entry_nodes))))
 }
 
 /// What the archive is being verified against while it is written: how far it is in its
@@ -1183,7 +1258,7 @@ struct Streaming {
     /// Source content on its way to the verifier.
     held: Arc<crate::verify::Held>,
     /// The blake3s of content handed over unhashed, worked out by the verifier.
-    hashes: mpsc::Receiver<(usize, String)>,
+    hashes: mpsc::Receiver<(usize, Option<String>)>,
     /// How many of those to wait for.
     left_to_verifier: std::cell::Cell<usize>,
 }
@@ -1194,10 +1269,21 @@ struct Streaming {
 /// verifier works it out ([`blake3s_from_verifier`]).
 fn record(
     entries: &mut Vec<Entry>,
+    entry_nodes: &mut Vec<usize>,
+    node: usize,
     stream: Option<&Streaming>,
-    entry: Entry,
+    mut entry: Entry,
     content: Option<&mut Vec<u8>>,
 ) {
+    entry_nodes.push(node);
+    // Fault `verify-entry=NAME`: the manifest says another mode than the archive holds.
+    if entry
+        .path
+        .bytes()
+        .is_some_and(|p| crate::fault::names("verify-entry", &p))
+    {
+        entry.mode ^= 0o001;
+    }
     if let Some(s) = stream {
         let content = content.map(|c| std::mem::replace(c, s.held.buffer()));
         if content.is_some() && entry.blake3.is_none() {
@@ -1224,8 +1310,9 @@ fn blake3s_from_verifier(entries: &mut [Entry], stream: Option<&Streaming>) {
         let Ok((i, hash)) = s.hashes.recv() else {
             return;
         };
+        // None: that entry differs in the archive, which verification reports.
         if let Some(e) = entries.get_mut(i) {
-            e.blake3 = Some(hash);
+            e.blake3 = hash;
         }
     }
 }
@@ -1254,7 +1341,7 @@ fn open_as_owner(
     node: &walk::Node,
     idx: usize,
     denied: &std::io::Error,
-) -> Result<(OwnedFd, Stat), Filled> {
+) -> Result<(OwnedFd, Stat), Visit> {
     let st = node.st;
     let opened = sys::open_as_owner(dirfd, &node.name, |now| {
         unchanged(now, &st) && now.mode == st.mode && now.uid == st.uid
@@ -1273,7 +1360,7 @@ fn open_as_owner(
         }
         Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
         Err(sys::OwnerOpen::Failed(_)) => Err(source_failed(idx, denied)),
-        Err(sys::OwnerOpen::ModeLeft(e)) => Err(Filled::SourceFailed {
+        Err(sys::OwnerOpen::ModeLeft(e)) => Err(Visit::Failed {
             node: idx,
             reason: format!(
                 "could not archive: could not put its mode back (it is now readable by you): {}",
@@ -1313,17 +1400,17 @@ fn accept_own_changes(plan: &mut Plan, changes: Vec<OwnChange>) {
     }
 }
 
-fn source_failed(idx: usize, e: &std::io::Error) -> Filled {
+fn source_failed(idx: usize, e: &std::io::Error) -> Visit {
     let reason = if e.raw_os_error() == Some(libc::ESTALE) {
         "changed while it was being archived".to_string()
     } else {
         format!("could not archive: {}", sys::strerror(e))
     };
-    Filled::SourceFailed { node: idx, reason }
+    Visit::Failed { node: idx, reason }
 }
 
-fn changed(idx: usize) -> Filled {
-    Filled::SourceFailed {
+fn changed(idx: usize) -> Visit {
+    Visit::Failed {
         node: idx,
         reason: "changed while it was being archived".to_string(),
     }
@@ -1365,18 +1452,43 @@ pub(crate) fn unchanged_but_ctime(now: &Stat, then: &Stat) -> bool {
     )
 }
 
-/// Reads a source file; the `read` fault makes the first read fail like a bad disk.
+/// Reads a source file, failing like a bad disk where a fault says so: `read` at the first
+/// read of every file, `read=NAME` at the first read of the file called NAME, `read-late=NAME`
+/// once its first MiB has been read.
 struct FaultyRead<'a> {
     file: &'a File,
+    /// How many more bytes may be read before the injected error (`None`: no fault).
+    fail_after: Option<u64>,
+}
+
+impl<'a> FaultyRead<'a> {
+    fn new(file: &'a File, name: &std::ffi::CStr) -> Self {
+        let name = name.to_bytes();
+        let fail_after = if crate::fault::active("read") || crate::fault::names("read", name) {
+            Some(0)
+        } else if crate::fault::names("read-late", name) {
+            Some(1 << 20)
+        } else {
+            None
+        };
+        FaultyRead { file, fail_after }
+    }
 }
 
 impl std::io::Read for FaultyRead<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if crate::fault::active("read") {
-            return Err(std::io::Error::from_raw_os_error(libc::EIO));
-        }
+        let len = buf.len();
+        let buf = match self.fail_after {
+            Some(0) => return Err(std::io::Error::from_raw_os_error(libc::EIO)),
+            Some(left) => &mut buf[..len.min(usize::try_from(left).unwrap_or(usize::MAX))],
+            None => buf,
+        };
         let mut f = self.file;
-        f.read(buf)
+        let n = f.read(buf)?;
+        if let Some(left) = &mut self.fail_after {
+            *left -= n as u64;
+        }
+        Ok(n)
     }
 }
 

@@ -39,6 +39,27 @@ pub fn verify_archive(
     Ok(())
 }
 
+/// Entries whose archive copy differs from what was read (type, mode, link target, size
+/// or content), in a stream otherwise sound: their objects are kept, and the others can be
+/// archived again without them. Any other verification error leaves nothing to trust.
+#[derive(Debug)]
+pub struct Mismatch {
+    /// The index of each such entry among those expected, and what differs.
+    pub entries: Vec<(usize, String)>,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.entries.first() {
+            Some((_, what)) if self.entries.len() == 1 => f.write_str(what),
+            Some((_, what)) => write!(f, "{what} (and {} more)", self.entries.len() - 1),
+            None => f.write_str("no entry differs"),
+        }
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
 /// The entries an archive must hold, in order.
 pub trait Expected {
     /// The next one, if any, with the bytes read from the source when they were kept (a
@@ -46,8 +67,9 @@ pub trait Expected {
     fn next_entry(&mut self) -> Option<(&Entry, Option<&[u8]>)>;
     /// How many are left after the ones taken.
     fn left(&mut self) -> usize;
-    /// The blake3 of the last entry's content, when it came with its content and no blake3.
-    fn hashed(&mut self, _hash: String) {}
+    /// The blake3 of the last entry's content, when it came with its content and no blake3
+    /// (`None`: the archive's copy differs from that content).
+    fn hashed(&mut self, _hash: Option<String>) {}
 }
 
 /// A manifest's entries.
@@ -135,8 +157,9 @@ impl Held {
 /// Entries sent one by one by the thread writing the archive, as it writes them.
 pub struct Streamed {
     rx: mpsc::Receiver<Written>,
-    /// The blake3s the writer left to verification, by entry index.
-    hashes: mpsc::Sender<(usize, String)>,
+    /// The blake3s the writer left to verification, by entry index (`None` for an entry
+    /// that differs).
+    hashes: mpsc::Sender<(usize, Option<String>)>,
     current: Option<Written>,
     held: Arc<Held>,
     /// Files handed over with and without their content, for `SAFERM_TIMINGS`.
@@ -147,7 +170,7 @@ pub struct Streamed {
 impl Streamed {
     pub fn new(
         rx: mpsc::Receiver<Written>,
-        hashes: mpsc::Sender<(usize, String)>,
+        hashes: mpsc::Sender<(usize, Option<String>)>,
         held: Arc<Held>,
     ) -> Streamed {
         Streamed {
@@ -191,7 +214,7 @@ impl Expected for Streamed {
         self.rx.iter().count()
     }
 
-    fn hashed(&mut self, hash: String) {
+    fn hashed(&mut self, hash: Option<String>) {
         if let Some(w) = &self.current {
             // The writer may have given up already: it learns why when it joins.
             let _ = self.hashes.send((w.index, hash));
@@ -361,10 +384,12 @@ impl Read for ChannelReader {
     }
 }
 
-/// Walk the tar stream and compare each entry with the manifest's.
+/// Walk the tar stream and compare each entry with the manifest's. An entry that differs
+/// (see [`Mismatch`]) does not stop the walk: every one is found in one pass.
 fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> Result<()> {
     let mut archive = tar::Archive::new(tar_stream);
     let mut count = 0usize;
+    let mut differ = Vec::new();
     let mut buf = vec![0u8; 128 * 1024];
     {
         let entries = archive.entries().context("cannot read the archive")?;
@@ -383,59 +408,20 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
                     String::from_utf8_lossy(&want_path)
                 );
             }
-            let header = entry.header();
-            let kind = kind_of(header.entry_type());
-            let name = || String::from_utf8_lossy(&want_path).into_owned();
-            if kind != Some(want.kind) {
-                bail!("'{}' has the wrong type in the archive", name());
+            let name = String::from_utf8_lossy(&want_path).into_owned();
+            let compared = compare_entry(&mut entry, want, source, &name, &mut buf)?;
+            // The writer waits for the blake3 of content it handed over unhashed.
+            let hash = match (&compared, source) {
+                (_, Some(_)) if want.blake3.is_some() => None,
+                (Compared::Same, Some(read)) => Some(Some(blake3::hash(read).to_hex().to_string())),
+                (Compared::Differs(_), Some(_)) => Some(None),
+                (_, None) => None,
+            };
+            if let Some(hash) = hash {
+                expected.hashed(hash);
             }
-            let mode = header
-                .mode()
-                .with_context(|| format!("'{}': bad mode", name()))?;
-            if mode != want.mode & 0o7777 {
-                bail!(
-                    "'{}' has mode {mode:o} in the archive, {:o} on disk",
-                    name(),
-                    want.mode & 0o7777
-                );
-            }
-            if let Some(link) = &want.link {
-                let got = entry
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
-                let mut want_link = link.bytes().unwrap_or_default();
-                if want.kind == Kind::Hardlink {
-                    want_link.remove(0); // stored relative, like every path
-                }
-                if got != want_link {
-                    bail!("'{}' has the wrong link target in the archive", name());
-                }
-            }
-            if want.kind == Kind::File {
-                let size = entry
-                    .header()
-                    .size()
-                    .with_context(|| format!("'{}': bad size", name()))?;
-                if size != want.size {
-                    bail!(
-                        "'{}' has {size} bytes in the archive, {} on disk",
-                        name(),
-                        want.size
-                    );
-                }
-                let same = match source {
-                    Some(read) => same_bytes(&mut entry, read, &mut buf),
-                    None => same_hash(&mut entry, want, &mut buf),
-                }
-                .with_context(|| format!("cannot read '{}' from the archive", name()))?;
-                if !same {
-                    bail!("'{}' in the archive differs from what was read", name());
-                }
-                if let (Some(read), None) = (source, &want.blake3) {
-                    let hash = blake3::hash(read).to_hex().to_string();
-                    expected.hashed(hash);
-                }
+            if let Compared::Differs(what) = compared {
+                differ.push((i, what));
             }
             count += 1;
         }
@@ -447,7 +433,83 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
             count + left
         );
     }
+    if !differ.is_empty() {
+        return Err(Mismatch { entries: differ }.into());
+    }
     Ok(())
+}
+
+/// How one entry compared.
+enum Compared {
+    Same,
+    /// What differs.
+    Differs(String),
+}
+
+/// Compare one entry, whose path matched, with what was written. An error is a stream
+/// that cannot be read on.
+fn compare_entry(
+    entry: &mut tar::Entry<'_, impl Read>,
+    want: &Entry,
+    source: Option<&[u8]>,
+    name: &str,
+    buf: &mut [u8],
+) -> Result<Compared> {
+    let header = entry.header();
+    let kind = kind_of(header.entry_type());
+    if kind != Some(want.kind) {
+        return Ok(Compared::Differs(format!(
+            "'{name}' has the wrong type in the archive"
+        )));
+    }
+    let mode = header
+        .mode()
+        .with_context(|| format!("'{name}': bad mode"))?;
+    if mode != want.mode & 0o7777 {
+        return Ok(Compared::Differs(format!(
+            "'{name}' has mode {mode:o} in the archive, {:o} on disk",
+            want.mode & 0o7777
+        )));
+    }
+    if let Some(link) = &want.link {
+        let got = entry
+            .link_name_bytes()
+            .map(|l| l.into_owned())
+            .unwrap_or_default();
+        let mut want_link = link.bytes().unwrap_or_default();
+        if want.kind == Kind::Hardlink && !want_link.is_empty() {
+            want_link.remove(0); // stored relative, like every path
+        }
+        if got != want_link {
+            return Ok(Compared::Differs(format!(
+                "'{name}' has the wrong link target in the archive"
+            )));
+        }
+    }
+    if want.kind != Kind::File {
+        return Ok(Compared::Same);
+    }
+    let size = entry
+        .header()
+        .size()
+        .with_context(|| format!("'{name}': bad size"))?;
+    if size != want.size {
+        return Ok(Compared::Differs(format!(
+            "'{name}' has {size} bytes in the archive, {} on disk",
+            want.size
+        )));
+    }
+    let same = match source {
+        Some(read) => same_bytes(entry, read, buf),
+        None => same_hash(entry, want, buf),
+    }
+    .with_context(|| format!("cannot read '{name}' from the archive"))?;
+    if !same {
+        return Ok(Compared::Differs(format!(
+            "'{name}' in the archive differs from what was read"
+        )));
+    }
+    Ok(Compared::Same)
 }
 
 /// Whether `entry`'s content is `read`, byte for byte.
@@ -557,6 +619,55 @@ mod tests {
     }
 
     #[test]
+    fn entries_that_differ_are_all_named_and_the_rest_still_checked() {
+        let file = tempfile::tempfile().expect("temp file");
+        let mut w = ArchiveWriter::new(file, 1, 0, 1 << 16, 3).expect("writer");
+        let (_, template) = one_file_archive(b"");
+        let mut entries = Vec::new();
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            let content = name.repeat(100 + i);
+            let path = format!("home/u/{name}");
+            let meta = EntryMeta::test_file(path.as_bytes(), content.len() as u64, 1, 0);
+            assert!(w.append(&meta, Some(&mut content.as_bytes())).is_ok());
+            let mut e = template[0].clone();
+            e.path = PathBytes::new(format!("/{path}").as_bytes());
+            e.size = content.len() as u64;
+            e.mtime = 1;
+            e.mtime_nsec = 0;
+            e.blake3 = Some(blake3::hash(content.as_bytes()).to_hex().to_string());
+            entries.push(e);
+        }
+        let sealed = w.finish(|out| out.write_all(b"{}")).expect("finish");
+        let mut bytes = vec![0u8; sealed.size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&sealed.file, &mut bytes, 0).expect("read");
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        assert!(verify_in_memory(&bytes, &entries, &hash).is_ok());
+
+        let mut wrong = entries.clone();
+        wrong[1].mode = 0o600;
+        wrong[3].blake3 = Some(blake3::hash(b"other").to_hex().to_string());
+        for result in [
+            verify_in_memory(&bytes, &wrong, &hash),
+            verify_archive(&bytes[..], &wrong, Some(&hash)),
+        ] {
+            let e = result.expect_err("two entries differ");
+            let m = e.downcast_ref::<Mismatch>().expect("a mismatch of entries");
+            let which: Vec<usize> = m.entries.iter().map(|(i, _)| *i).collect();
+            assert_eq!(which, [1, 3], "{e:#}");
+            assert!(m.entries[0]
+                .1
+                .contains("has mode 644 in the archive, 600 on disk"));
+        }
+        // A stream that does not hold what was written is no mismatch of entries.
+        let mut missing = entries.clone();
+        missing.push(entries[0].clone());
+        let e = verify_in_memory(&bytes, &missing, &hash).expect_err("one entry missing");
+        assert!(e.downcast_ref::<Mismatch>().is_none(), "{e:#}");
+        let e = verify_in_memory(&bytes, &entries[..3], &hash).expect_err("one too many");
+        assert!(e.downcast_ref::<Mismatch>().is_none(), "{e:#}");
+    }
+
+    #[test]
     fn in_memory_verification_catches_the_same_damage() {
         let content: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         let (bytes, entries) = one_file_archive(&content);
@@ -604,7 +715,7 @@ mod tests {
         bytes: &[u8],
         entry: &Entry,
         content: Option<&[u8]>,
-    ) -> (Result<String>, Vec<(usize, String)>) {
+    ) -> (Result<String>, Vec<(usize, Option<String>)>) {
         let held = Arc::new(Held::new(1 << 20));
         let (tx, rx) = mpsc::channel();
         let (hash_tx, hash_rx) = mpsc::channel();
@@ -636,10 +747,14 @@ mod tests {
         entry.blake3 = None;
         let (result, hashes) = verify_streamed_hashes(&bytes, &entry, Some(&content));
         assert!(result.is_ok());
-        assert_eq!(hashes, [(7, blake3::hash(&content).to_hex().to_string())]);
+        assert_eq!(
+            hashes,
+            [(7, Some(blake3::hash(&content).to_hex().to_string()))]
+        );
         let (result, hashes) = verify_streamed_hashes(&bytes, &entry, Some(b"something else"));
         assert!(result.is_err());
-        assert!(hashes.is_empty(), "a hash for content that did not match");
+        // The writer, waiting for it, learns that it differs.
+        assert_eq!(hashes, [(7, None)], "a hash for content that did not match");
         // With a blake3 already, none is sent back.
         let (result, hashes) = verify_streamed_hashes(&bytes, &entries[0], Some(&content));
         assert!(result.is_ok() && hashes.is_empty());

@@ -1892,3 +1892,155 @@ fn a_mode_that_cannot_be_put_back_keeps_the_file_and_says_so() {
     assert_eq!(m.mode() & 0o7777, 0o400, "u+r added, nothing else");
     assert!(!work.join("other").exists(), "other was not removed");
 }
+
+/// The paths of a snapshot, without modes or contents.
+fn paths(root: &Path) -> Vec<PathBuf> {
+    snapshot(root).into_iter().map(|e| e.path).collect()
+}
+
+/// Restore the last deletion in `sb` and check it succeeded.
+fn unrm_last(sb: &Sandbox, cwd: &Path) {
+    let back = sb.command(unrm_bin()).current_dir(cwd).arg("--last").run();
+    assert_eq!(back.code(), Some(0), "unrm: {}", back.stderr_text());
+}
+
+/// One entry that does not verify keeps only its own operand (issue 11 §1.2): the others
+/// are archived again without it, verified, removed and restorable, and the manifest never
+/// names it. Small deletions (verified once sealed) and large ones (verified while written).
+#[test]
+fn an_entry_that_does_not_verify_keeps_only_its_operand() {
+    for large in [false, true] {
+        let sb = Sandbox::new();
+        let work = sb.work("w");
+        build_tree(&work, &["a=alpha", "bad=b", "c/d=delta", "dangle->nowhere"]);
+        if large {
+            fs::write(work.join("c/big"), noise(3, 9 << 20)).expect("write big");
+        }
+        let before = snapshot(&work);
+        let out = with_fault(
+            &sb,
+            &work,
+            &["-r", "a", "bad", "c", "dangle"],
+            "verify-entry=bad",
+        );
+        assert_eq!(
+            out.stderr_text(),
+            format!(
+                "rm: cannot remove 'bad': could not archive: the archive did not verify: '{}' has mode 644 in the archive, 645 on disk\n",
+                work.join("bad").display()
+            ),
+            "large: {large}"
+        );
+        assert_eq!(out.code(), Some(1));
+        assert_eq!(paths(&work), [PathBuf::from("."), PathBuf::from("bad")]);
+        assert_eq!(archives(&sb.store()).len(), 1, "one archive per invocation");
+        let m = manifests(&sb.store());
+        assert_eq!(m.len(), 1);
+        let manifest = fs::read_to_string(&m[0]).expect("manifest");
+        assert!(!manifest.contains("/bad\""), "the manifest names bad");
+        unrm_last(&sb, &work);
+        assert_eq!(snapshot(&work), before, "large: {large}");
+    }
+}
+
+/// Inside one tree, a subtree that cannot be archived is kept with the directories above
+/// it, and its siblings go: what GNU rm does when a subtree cannot be removed (here a
+/// directory nobody may read), one message for the subtree and none for its ancestors.
+#[test]
+fn a_subtree_that_does_not_verify_is_kept_with_its_ancestors_only() {
+    assert!(
+        is_root(),
+        "this test switches to uid {NOBODY}: run the tests as root"
+    );
+    let tree = ["d/x=1", "d/s/bad/in=2", "d/s/y=3", "d/t/z=4", "e=5"];
+    let sb = Sandbox::new();
+    let ours = sb.work("saferm");
+    let gnu = sb.work("gnu");
+    build_tree(&ours, &tree);
+    build_tree(&gnu, &tree);
+    fs::set_permissions(gnu.join("d/s/bad"), fs::Permissions::from_mode(0o000)).expect("chmod");
+    sb.chown_all(NOBODY, NOBODY);
+    let run = |program: PathBuf, cwd: &Path, fault: &str| {
+        sb.command(program)
+            .args(["-r", "d", "e"])
+            .current_dir(cwd)
+            .env("SAFERM_FAULT", fault)
+            .unprivileged()
+            .run()
+    };
+    let theirs = run(PathBuf::from("/usr/bin/rm"), &gnu, "");
+    assert_eq!(
+        theirs.stderr_text(),
+        "rm: cannot remove 'd/s/bad': Permission denied\n"
+    );
+    let out = run(saferm_bin(), &ours, "verify-entry=bad");
+    assert_eq!(
+        out.stderr_text(),
+        format!(
+            "rm: cannot remove 'd/s/bad': could not archive: the archive did not verify: '{}' has mode 755 in the archive, 754 on disk\n",
+            ours.join("d/s/bad").display()
+        )
+    );
+    assert_eq!(out.code(), theirs.code());
+    let kept = [".", "d", "d/s", "d/s/bad", "d/s/bad/in"].map(PathBuf::from);
+    assert_eq!(paths(&gnu), kept);
+    assert_eq!(paths(&ours), kept);
+}
+
+/// A read error in the middle of a large file (the tar header has committed to its size)
+/// keeps that file only; the archive is written again without it, and GNU tar finds every
+/// other file in it. Two files that fail are both reported, in the walk's order.
+#[test]
+fn a_read_error_midway_through_a_file_keeps_only_that_file() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=alpha", "d/b=beta", "d/e/f=phi", "g=gamma"]);
+    let big = noise(5, 6 << 20);
+    fs::write(work.join("d/big"), &big).expect("write big");
+    let before = snapshot(&work);
+    let out = with_fault(&sb, &work, &["-r", "d", "g"], "read-late=big");
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'd/big': could not archive: Input/output error\n"
+    );
+    assert_eq!(out.code(), Some(1));
+    let left: Vec<PathBuf> = paths(&work);
+    assert_eq!(left, [".", "d", "d/big"].map(PathBuf::from));
+    assert!(
+        fs::read(work.join("d/big")).expect("big") == big,
+        "big changed"
+    );
+    let listing = Command::new("tar")
+        .args(["--zstd", "-tf"])
+        .arg(&archives(&sb.store())[0])
+        .output()
+        .expect("run GNU tar");
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(
+        listing.contains("/d/e/f\n") && listing.contains("/g\n"),
+        "{listing}"
+    );
+    assert!(!listing.contains("/d/big"), "{listing}");
+    unrm_last(&sb, &work);
+    assert_eq!(snapshot(&work), before);
+
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["d/a=alpha", "d/b=beta", "d/e/f=phi", "g=gamma"]);
+    let out = with_fault(&sb, &work, &["-r", "d", "g"], "read=f,a");
+    // In readdir order, as rm would meet them.
+    let mut lines: Vec<String> = out.stderr_text().lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "rm: cannot remove 'd/a': could not archive: Input/output error",
+            "rm: cannot remove 'd/e/f': could not archive: Input/output error"
+        ]
+    );
+    assert_eq!(
+        paths(&work),
+        [".", "d", "d/a", "d/e", "d/e/f"].map(PathBuf::from)
+    );
+}
