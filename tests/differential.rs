@@ -696,3 +696,32 @@ fn later_operands_meet_unreadable_directories_again() {
         .unprivileged(),
     ]);
 }
+
+/// Symlinks are removed whatever their target looks like (issue 11 §1.1: saferm kept `/`,
+/// `x/.`, `a//b` ... and, with them, every other operand).
+#[test]
+fn symlinks_with_untidy_targets() {
+    let links = [
+        "r->/",
+        "x->x/.",
+        "d->a//b",
+        "m->a/./b",
+        "s->//x",
+        "rd->/.",
+        "t->x/",
+        "p->..",
+        "n->bad\\xff//name",
+        "dangle->nowhere",
+    ];
+    let names: Vec<String> = links
+        .iter()
+        .map(|l| l.split("->").next().unwrap_or_default().to_string())
+        .collect();
+    let mut verbose = vec!["-v"];
+    verbose.extend(names.iter().map(String::as_str));
+    run_all([
+        case(&links, &verbose),
+        case(&["r->/", "dangle->nowhere"], &["r", "dangle"]),
+        case(&["d/r->/", "d/t->x/", "d/f=1"], &["-rv", "d"]),
+    ]);
+}
