@@ -408,8 +408,7 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
                     String::from_utf8_lossy(&want_path)
                 );
             }
-            let name = String::from_utf8_lossy(&want_path).into_owned();
-            let compared = compare_entry(&mut entry, want, source, &name, &mut buf)?;
+            let compared = compare_entry(&mut entry, want, source, &want_path, &mut buf)?;
             // The writer waits for the blake3 of content it handed over unhashed.
             let hash = match (&compared, source) {
                 (_, Some(_)) if want.blake3.is_some() => None,
@@ -452,22 +451,25 @@ fn compare_entry(
     entry: &mut tar::Entry<'_, impl Read>,
     want: &Entry,
     source: Option<&[u8]>,
-    name: &str,
+    path: &[u8],
     buf: &mut [u8],
 ) -> Result<Compared> {
+    let name = || String::from_utf8_lossy(path).into_owned();
     let header = entry.header();
     let kind = kind_of(header.entry_type());
     if kind != Some(want.kind) {
         return Ok(Compared::Differs(format!(
-            "'{name}' has the wrong type in the archive"
+            "'{}' has the wrong type in the archive",
+            name()
         )));
     }
     let mode = header
         .mode()
-        .with_context(|| format!("'{name}': bad mode"))?;
+        .with_context(|| format!("'{}': bad mode", name()))?;
     if mode != want.mode & 0o7777 {
         return Ok(Compared::Differs(format!(
-            "'{name}' has mode {mode:o} in the archive, {:o} on disk",
+            "'{}' has mode {mode:o} in the archive, {:o} on disk",
+            name(),
             want.mode & 0o7777
         )));
     }
@@ -482,7 +484,8 @@ fn compare_entry(
         }
         if got != want_link {
             return Ok(Compared::Differs(format!(
-                "'{name}' has the wrong link target in the archive"
+                "'{}' has the wrong link target in the archive",
+                name()
             )));
         }
     }
@@ -492,10 +495,11 @@ fn compare_entry(
     let size = entry
         .header()
         .size()
-        .with_context(|| format!("'{name}': bad size"))?;
+        .with_context(|| format!("'{}': bad size", name()))?;
     if size != want.size {
         return Ok(Compared::Differs(format!(
-            "'{name}' has {size} bytes in the archive, {} on disk",
+            "'{}' has {size} bytes in the archive, {} on disk",
+            name(),
             want.size
         )));
     }
@@ -503,10 +507,11 @@ fn compare_entry(
         Some(read) => same_bytes(entry, read, buf),
         None => same_hash(entry, want, buf),
     }
-    .with_context(|| format!("cannot read '{name}' from the archive"))?;
+    .with_context(|| format!("cannot read '{}' from the archive", name()))?;
     if !same {
         return Ok(Compared::Differs(format!(
-            "'{name}' in the archive differs from what was read"
+            "'{}' in the archive differs from what was read",
+            name()
         )));
     }
     Ok(Compared::Same)

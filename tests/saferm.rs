@@ -1670,6 +1670,7 @@ fn untidy_symlink_targets_are_archived_byte_for_byte() {
     .map(|t| t.as_bytes().to_vec())
     .collect();
     targets.push(b"bad\xff/./name".to_vec());
+    targets.push([&b"long/"[..], &[0xfe; 150], b"/./x"].concat());
     for len in [99, 100, 101, 320] {
         targets.push(long.as_bytes()[..len].to_vec());
     }
