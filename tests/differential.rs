@@ -536,6 +536,8 @@ fn permissions_as_unprivileged_user() {
             &["-rv", "d"],
         )
         .unprivileged(),
+        // ... also in a directory they may write and enter but not list.
+        case(&["wx/f=x@0000", "wx/@0300"], &["-v", "wx/f"]).unprivileged(),
         case(&["ro=x@0444"], &["---presume-input-tty", "ro"])
             .stdin("y\n")
             .unprivileged(),
