@@ -865,16 +865,6 @@ enum Filled {
     SourceFailed(Vec<(usize, String)>),
 }
 
-/// How archiving one node went.
-enum Visit {
-    Next,
-    /// It could not be archived: it is kept (and its subtree, and its ancestors).
-    Failed {
-        node: usize,
-        reason: String,
-    },
-}
-
 /// Stream every object to archive into `file`, parents first, through directory fds.
 fn fill_archive(
     ctx: &ArchiveContext<'_>,
@@ -955,254 +945,251 @@ fn fill_archive(
     let mut failures: Vec<(usize, String)> = Vec::new();
     let mut dead = vec![false; plan.nodes.len()];
     let mut entry_nodes: Vec<usize> = Vec::with_capacity(order.len());
-    {
-        let mut visit = |idx: usize| -> Result<Visit> {
-            if crate::signal::caught().is_some() {
-                return Err(anyhow!("interrupted"));
-            }
-            if buf_first && crate::fault::active("signal") {
-                crate::signal::raise_interrupt();
-            }
-            buf_first = false;
-            let parent = plan.nodes[idx].parent;
-            while stack.last().is_some_and(|(top, _)| Some(*top) != parent) {
-                stack.pop();
-            }
-            let dirfd: RawFd = match (parent, stack.last()) {
-                (None, _) => sys::AT_FDCWD,
-                (Some(_), Some((_, fd))) => fd.as_raw_fd(),
-                (Some(_), None) => {
-                    return Err(anyhow!("internal error: lost the parent directory"))
-                }
-            };
-            let node = &plan.nodes[idx];
-            let st = node.st;
-            let is_archived = archived[idx];
-            writer
-                .entry_boundary()
-                .context("cannot write the archive")?;
-            let offset = writer.position();
-            let abs = plan.abs(idx);
-            let mut entry = base_entry(node, &abs, &mut names, offset);
-            // Index into the manifest's operands (the roots), not the command line's.
-            entry.operand = operand_pos.get(&node.operand).copied().unwrap_or(0);
+    macro_rules! fail {
+        ($failure:expr) => {{
+            let failure: (usize, String) = $failure;
+            dead[failure.0] = true;
+            failures.push(failure);
+            continue;
+        }};
+    }
 
-            if st.is_dir() {
-                let mut xattrs = Vec::new();
-                if node.unreadable.is_none() {
-                    let fd = match sys::open_dir_nofollow(dirfd, &node.name)
-                        .and_then(|fd| same_object(fd, &st))
-                    {
-                        Ok(fd) => fd,
-                        Err(e) => return Ok(source_failed(idx, &e)),
-                    };
-                    if is_archived {
-                        xattrs = match sys::xattrs(fd.as_raw_fd()) {
-                            Ok(x) => x,
-                            Err(e) => return Ok(source_failed(idx, &e)),
-                        };
-                    }
-                    if !node.children.is_empty() {
-                        stack.push((idx, fd));
-                    }
-                }
+    for (idx, &need) in needed.iter().enumerate() {
+        if !need {
+            continue;
+        }
+        if plan.nodes[idx].parent.is_some_and(|p| dead[p]) {
+            dead[idx] = true;
+            continue;
+        }
+        if crate::signal::caught().is_some() {
+            return Err(anyhow!("interrupted"));
+        }
+        if buf_first && crate::fault::active("signal") {
+            crate::signal::raise_interrupt();
+        }
+        buf_first = false;
+        let parent = plan.nodes[idx].parent;
+        while stack.last().is_some_and(|(top, _)| Some(*top) != parent) {
+            stack.pop();
+        }
+        let dirfd: RawFd = match (parent, stack.last()) {
+            (None, _) => sys::AT_FDCWD,
+            (Some(_), Some((_, fd))) => fd.as_raw_fd(),
+            (Some(_), None) => return Err(anyhow!("internal error: lost the parent directory")),
+        };
+        let node = &plan.nodes[idx];
+        let st = node.st;
+        let is_archived = archived[idx];
+        writer
+            .entry_boundary()
+            .context("cannot write the archive")?;
+        let offset = writer.position();
+        let abs = plan.abs(idx);
+        let mut entry = base_entry(node, &abs, &mut names, offset);
+        // Index into the manifest's operands (the roots), not the command line's.
+        entry.operand = operand_pos.get(&node.operand).copied().unwrap_or(0);
+
+        if st.is_dir() {
+            let mut xattrs = Vec::new();
+            if node.unreadable.is_none() {
+                let fd = match sys::open_dir_nofollow(dirfd, &node.name)
+                    .and_then(|fd| same_object(fd, &st))
+                {
+                    Ok(fd) => fd,
+                    Err(e) => fail!(source_failed(idx, &e)),
+                };
                 if is_archived {
-                    entry.xattrs = xattr_names(&xattrs);
-                    let meta =
-                        meta_for(&entry, &abs, tar::EntryType::Directory, None, None, &xattrs);
-                    append(&mut writer, &meta, None, idx)?;
-                    totals.dirs += 1;
-                    record(&mut entries, &mut entry_nodes, idx, stream, entry, None);
-                }
-                return Ok(Visit::Next);
-            }
-            if !is_archived {
-                return Ok(Visit::Next);
-            }
-            let ft = st.file_type();
-            if ft == libc::S_IFSOCK {
-                entry.kind = Kind::Socket;
-                let msg = format!(
-                    "{}: warning: {} is a socket: removed without an archive copy (it holds no data)\n",
-                    ctx.prog,
-                    quote(&plan.display(idx))
-                );
-                // Once, however many times the archive is written.
-                if ctx.warned.lock().is_ok_and(|mut w| w.insert(idx)) {
-                    stderr_write(msg.as_bytes());
-                }
-                not_archived.push(entry);
-                return Ok(Visit::Next);
-            }
-            if st.nlink > 1 {
-                if let Some(first) = hard_links.get(&(st.dev, st.ino)) {
-                    let target = first.clone();
-                    entry.kind = Kind::Hardlink;
-                    entry.size = 0;
-                    let meta = meta_for(
-                        &entry,
-                        &abs,
-                        tar::EntryType::Link,
-                        Some(&target[1..]),
-                        None,
-                        &[],
-                    );
-                    append(&mut writer, &meta, None, idx)?;
-                    entry.link = Some(PathBytes::new(&target));
-                    record(&mut entries, &mut entry_nodes, idx, stream, entry, None);
-                    return Ok(Visit::Next);
-                }
-                hard_links.insert((st.dev, st.ino), abs.clone());
-            }
-            // A small file's content, kept for the verifier, which works out its blake3.
-            let mut handed_over = false;
-            match ft {
-                libc::S_IFREG => {
-                    // Not checked against the walk's stat until after the read (below): an
-                    // object swapped in meanwhile is caught there, without an fstat per file.
-                    let (fd, st) = match sys::open_file_nofollow(dirfd, &node.name) {
-                        Ok(fd) => (fd, st),
-                        Err(e) if e.raw_os_error() == Some(libc::EACCES) && st.uid == ctx.euid => {
-                            match open_as_owner(ctx, dirfd, node, idx, &e) {
-                                Ok(pair) => pair,
-                                Err(failed) => return Ok(failed),
-                            }
-                        }
-                        Err(e) => return Ok(source_failed(idx, &e)),
-                    };
-                    // Something other than the file the walk saw fails to read as one: say so.
-                    let failed = |e: &std::io::Error, fd: RawFd| match sys::fstat(fd) {
-                        Ok(now) if !unchanged(&now, &st) => changed(idx),
-                        _ => source_failed(idx, e),
-                    };
-                    let xattrs = match sys::xattrs(fd.as_raw_fd()) {
+                    xattrs = match sys::xattrs(fd.as_raw_fd()) {
                         Ok(x) => x,
-                        Err(e) => return Ok(failed(&e, fd.as_raw_fd())),
+                        Err(e) => fail!(source_failed(idx, &e)),
                     };
-                    entry.xattrs = xattr_names(&xattrs);
-                    let meta = meta_for(&entry, &abs, tar::EntryType::Regular, None, None, &xattrs);
-                    let file = File::from(fd);
-                    if let Some(p) = prefetch.as_mut() {
-                        p.reading(plan, idx, &file);
+                }
+                if !node.children.is_empty() {
+                    stack.push((idx, fd));
+                }
+            }
+            if is_archived {
+                entry.xattrs = xattr_names(&xattrs);
+                let meta = meta_for(&entry, &abs, tar::EntryType::Directory, None, None, &xattrs);
+                append(&mut writer, &meta, None, idx)?;
+                totals.dirs += 1;
+                record(&mut entries, &mut entry_nodes, idx, stream, entry, None);
+            }
+            continue;
+        }
+        if !is_archived {
+            continue;
+        }
+        let ft = st.file_type();
+        if ft == libc::S_IFSOCK {
+            entry.kind = Kind::Socket;
+            let msg = format!(
+                "{}: warning: {} is a socket: removed without an archive copy (it holds no data)\n",
+                ctx.prog,
+                quote(&plan.display(idx))
+            );
+            // Once, however many times the archive is written.
+            if ctx.warned.lock().is_ok_and(|mut w| w.insert(idx)) {
+                stderr_write(msg.as_bytes());
+            }
+            not_archived.push(entry);
+            continue;
+        }
+        if st.nlink > 1 {
+            if let Some(first) = hard_links.get(&(st.dev, st.ino)) {
+                let target = first.clone();
+                entry.kind = Kind::Hardlink;
+                entry.size = 0;
+                let meta = meta_for(
+                    &entry,
+                    &abs,
+                    tar::EntryType::Link,
+                    Some(&target[1..]),
+                    None,
+                    &[],
+                );
+                append(&mut writer, &meta, None, idx)?;
+                entry.link = Some(PathBytes::new(&target));
+                record(&mut entries, &mut entry_nodes, idx, stream, entry, None);
+                continue;
+            }
+            hard_links.insert((st.dev, st.ino), abs.clone());
+        }
+        // A small file's content, kept for the verifier, which works out its blake3.
+        let mut handed_over = false;
+        match ft {
+            libc::S_IFREG => {
+                // Not checked against the walk's stat until after the read (below): an
+                // object swapped in meanwhile is caught there, without an fstat per file.
+                let (fd, st) = match sys::open_file_nofollow(dirfd, &node.name) {
+                    Ok(fd) => (fd, st),
+                    Err(e) if e.raw_os_error() == Some(libc::EACCES) && st.uid == ctx.euid => {
+                        match open_as_owner(ctx, dirfd, node, idx, &e) {
+                            Ok(pair) => pair,
+                            Err(failed) => fail!(failed),
+                        }
                     }
-                    let mut hasher = blake3::Hasher::new();
-                    let appended = if st.size <= WHOLE_READ_BYTES {
-                        // Small files in one read. When verification runs alongside and there
-                        // is room, it gets the content to compare and hashes it; otherwise it
-                        // is hashed here, in one call.
-                        handed_over = stream.is_some_and(|s| s.held.reserve(st.size as usize));
-                        content.clear();
-                        content.reserve_exact(st.size as usize);
-                        let mut limited =
-                            std::io::Read::take(FaultyRead::new(&file, &node.name), st.size);
-                        if let Err(e) = std::io::Read::read_to_end(&mut limited, &mut content) {
-                            return Ok(failed(&e, file.as_raw_fd()));
-                        }
-                        if !handed_over {
-                            hasher.update(&content);
-                        }
-                        writer.append(&meta, Some(&mut &content[..]))
-                    } else {
-                        let buffered = std::io::BufReader::with_capacity(
-                            1 << 20,
-                            FaultyRead::new(&file, &node.name),
-                        );
-                        let mut reader = Hashing {
-                            inner: buffered,
-                            hasher,
-                        };
-                        let r = writer.append(&meta, Some(&mut reader));
-                        hasher = reader.hasher;
-                        r
-                    };
-                    match appended {
-                        Ok(()) => {}
-                        Err(AppendError::Source(e)) => return Ok(failed(&e, file.as_raw_fd())),
-                        Err(AppendError::Changed) => return Ok(changed(idx)),
-                        Err(AppendError::Archive(e)) => {
-                            return Err(anyhow::Error::new(e).context("cannot write the archive"))
-                        }
-                    }
-                    // Modified in place while it was read (same size): what we hold is not it.
-                    match sys::fstat(file.as_raw_fd()) {
-                        Ok(now) if unchanged(&now, &st) => {}
-                        Ok(_) => return Ok(changed(idx)),
-                        Err(e) => return Ok(source_failed(idx, &e)),
+                    Err(e) => fail!(source_failed(idx, &e)),
+                };
+                // Something other than the file the walk saw fails to read as one: say so.
+                let failed = |e: &std::io::Error, fd: RawFd| match sys::fstat(fd) {
+                    Ok(now) if !unchanged(&now, &st) => changed(idx),
+                    _ => source_failed(idx, e),
+                };
+                let xattrs = match sys::xattrs(fd.as_raw_fd()) {
+                    Ok(x) => x,
+                    Err(e) => fail!(failed(&e, fd.as_raw_fd())),
+                };
+                entry.xattrs = xattr_names(&xattrs);
+                let meta = meta_for(&entry, &abs, tar::EntryType::Regular, None, None, &xattrs);
+                let file = File::from(fd);
+                if let Some(p) = prefetch.as_mut() {
+                    p.reading(plan, idx, &file);
+                }
+                let mut hasher = blake3::Hasher::new();
+                let appended = if st.size <= WHOLE_READ_BYTES {
+                    // Small files in one read. When verification runs alongside and there
+                    // is room, it gets the content to compare and hashes it; otherwise it
+                    // is hashed here, in one call.
+                    handed_over = stream.is_some_and(|s| s.held.reserve(st.size as usize));
+                    content.clear();
+                    content.reserve_exact(st.size as usize);
+                    let mut limited =
+                        std::io::Read::take(FaultyRead::new(&file, &node.name), st.size);
+                    if let Err(e) = std::io::Read::read_to_end(&mut limited, &mut content) {
+                        fail!(failed(&e, file.as_raw_fd()));
                     }
                     if !handed_over {
-                        entry.blake3 = Some(hasher.finalize().to_hex().to_string());
+                        hasher.update(&content);
                     }
-                    progress.advance(st.size);
-                    totals.files += 1;
-                    totals.bytes += st.size;
-                }
-                libc::S_IFLNK => {
-                    let target = match sys::readlinkat(dirfd, &node.name) {
-                        Ok(t) => t,
-                        Err(e) => return Ok(source_failed(idx, &e)),
-                    };
-                    entry.size = 0;
-                    let meta = meta_for(
-                        &entry,
-                        &abs,
-                        tar::EntryType::Symlink,
-                        Some(&target),
-                        None,
-                        &[],
+                    writer.append(&meta, Some(&mut &content[..]))
+                } else {
+                    let buffered = std::io::BufReader::with_capacity(
+                        1 << 20,
+                        FaultyRead::new(&file, &node.name),
                     );
-                    append(&mut writer, &meta, None, idx)?;
-                    entry.link = Some(PathBytes::new(&target));
-                }
-                libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK => {
-                    let (kind, etype) = match ft {
-                        libc::S_IFIFO => (Kind::Fifo, tar::EntryType::Fifo),
-                        libc::S_IFCHR => (Kind::Char, tar::EntryType::Char),
-                        _ => (Kind::Block, tar::EntryType::Block),
+                    let mut reader = Hashing {
+                        inner: buffered,
+                        hasher,
                     };
-                    entry.kind = kind;
-                    entry.size = 0;
-                    let device = if kind == Kind::Fifo {
-                        None
-                    } else {
-                        Some(sys::dev_major_minor(st.rdev))
-                    };
-                    if let Some((ma, mi)) = device {
-                        entry.rdev_major = Some(ma);
-                        entry.rdev_minor = Some(mi);
+                    let r = writer.append(&meta, Some(&mut reader));
+                    hasher = reader.hasher;
+                    r
+                };
+                match appended {
+                    Ok(()) => {}
+                    Err(AppendError::Source(e)) => fail!(failed(&e, file.as_raw_fd())),
+                    Err(AppendError::Changed) => fail!(changed(idx)),
+                    Err(AppendError::Archive(e)) => {
+                        return Err(anyhow::Error::new(e).context("cannot write the archive"))
                     }
-                    let meta = meta_for(&entry, &abs, etype, None, device, &[]);
-                    append(&mut writer, &meta, None, idx)?;
                 }
-                _ => {
-                    return Ok(source_failed(
-                        idx,
-                        &std::io::Error::other("unknown file type"),
-                    ))
+                // Modified in place while it was read (same size): what we hold is not it.
+                match sys::fstat(file.as_raw_fd()) {
+                    Ok(now) if unchanged(&now, &st) => {}
+                    Ok(_) => fail!(changed(idx)),
+                    Err(e) => fail!(source_failed(idx, &e)),
                 }
+                if !handed_over {
+                    entry.blake3 = Some(hasher.finalize().to_hex().to_string());
+                }
+                progress.advance(st.size);
+                totals.files += 1;
+                totals.bytes += st.size;
             }
-            record(
-                &mut entries,
-                &mut entry_nodes,
-                idx,
-                stream,
-                entry,
-                handed_over.then_some(&mut content),
-            );
-            Ok(Visit::Next)
-        };
-        for (idx, &need) in needed.iter().enumerate() {
-            if !need {
-                continue;
+            libc::S_IFLNK => {
+                let target = match sys::readlinkat(dirfd, &node.name) {
+                    Ok(t) => t,
+                    Err(e) => fail!(source_failed(idx, &e)),
+                };
+                entry.size = 0;
+                let meta = meta_for(
+                    &entry,
+                    &abs,
+                    tar::EntryType::Symlink,
+                    Some(&target),
+                    None,
+                    &[],
+                );
+                append(&mut writer, &meta, None, idx)?;
+                entry.link = Some(PathBytes::new(&target));
             }
-            if plan.nodes[idx].parent.is_some_and(|p| dead[p]) {
-                dead[idx] = true;
-                continue;
+            libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK => {
+                let (kind, etype) = match ft {
+                    libc::S_IFIFO => (Kind::Fifo, tar::EntryType::Fifo),
+                    libc::S_IFCHR => (Kind::Char, tar::EntryType::Char),
+                    _ => (Kind::Block, tar::EntryType::Block),
+                };
+                entry.kind = kind;
+                entry.size = 0;
+                let device = if kind == Kind::Fifo {
+                    None
+                } else {
+                    Some(sys::dev_major_minor(st.rdev))
+                };
+                if let Some((ma, mi)) = device {
+                    entry.rdev_major = Some(ma);
+                    entry.rdev_minor = Some(mi);
+                }
+                let meta = meta_for(&entry, &abs, etype, None, device, &[]);
+                append(&mut writer, &meta, None, idx)?;
             }
-            if let Visit::Failed { node, reason } = visit(idx)? {
-                dead[idx] = true;
-                failures.push((node, reason));
+            _ => {
+                fail!(source_failed(
+                    idx,
+                    &std::io::Error::other("unknown file type"),
+                ))
             }
         }
+        record(
+            &mut entries,
+            &mut entry_nodes,
+            idx,
+            stream,
+            entry,
+            handed_over.then_some(&mut content),
+        );
     }
     drop(stack);
     if !failures.is_empty() {
@@ -1341,7 +1328,7 @@ fn open_as_owner(
     node: &walk::Node,
     idx: usize,
     denied: &std::io::Error,
-) -> Result<(OwnedFd, Stat), Visit> {
+) -> Result<(OwnedFd, Stat), (usize, String)> {
     let st = node.st;
     let opened = sys::open_as_owner(dirfd, &node.name, |now| {
         unchanged(now, &st) && now.mode == st.mode && now.uid == st.uid
@@ -1360,13 +1347,13 @@ fn open_as_owner(
         }
         Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
         Err(sys::OwnerOpen::Failed(_)) => Err(source_failed(idx, denied)),
-        Err(sys::OwnerOpen::ModeLeft(e)) => Err(Visit::Failed {
-            node: idx,
-            reason: format!(
+        Err(sys::OwnerOpen::ModeLeft(e)) => Err((
+            idx,
+            format!(
                 "could not archive: could not put its mode back (it is now readable by you): {}",
                 sys::strerror(&e)
             ),
-        }),
+        )),
     }
 }
 
@@ -1400,20 +1387,18 @@ fn accept_own_changes(plan: &mut Plan, changes: Vec<OwnChange>) {
     }
 }
 
-fn source_failed(idx: usize, e: &std::io::Error) -> Visit {
+/// Node `idx` could not be archived, and why.
+fn source_failed(idx: usize, e: &std::io::Error) -> (usize, String) {
     let reason = if e.raw_os_error() == Some(libc::ESTALE) {
         "changed while it was being archived".to_string()
     } else {
         format!("could not archive: {}", sys::strerror(e))
     };
-    Visit::Failed { node: idx, reason }
+    (idx, reason)
 }
 
-fn changed(idx: usize) -> Visit {
-    Visit::Failed {
-        node: idx,
-        reason: "changed while it was being archived".to_string(),
-    }
+fn changed(idx: usize) -> (usize, String) {
+    (idx, "changed while it was being archived".to_string())
 }
 
 /// Check that an fd opened by name is still the object the walk saw.
