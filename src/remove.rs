@@ -1062,11 +1062,12 @@ fn fill_archive(
             libc::S_IFREG => {
                 // Not checked against the walk's stat until after the read (below): an
                 // object swapped in meanwhile is caught there, without an fstat per file.
-                let (fd, st) = match sys::open_file_nofollow(dirfd, &node.name) {
-                    Ok(fd) => (fd, st),
+                // The user's own file they may not read: its xattrs come with it.
+                let (fd, st, owners_xattrs) = match sys::open_file_nofollow(dirfd, &node.name) {
+                    Ok(fd) => (fd, st, None),
                     Err(e) if e.raw_os_error() == Some(libc::EACCES) && st.uid == ctx.euid => {
                         match open_as_owner(ctx, dirfd, node, idx, &e) {
-                            Ok(pair) => pair,
+                            Ok((fd, st, xattrs)) => (fd, st, Some(xattrs)),
                             Err(failed) => fail!(failed),
                         }
                     }
@@ -1077,7 +1078,7 @@ fn fill_archive(
                     Ok(now) if !unchanged(&now, &st) => changed(idx),
                     _ => source_failed(idx, e),
                 };
-                let xattrs = match sys::xattrs(fd.as_raw_fd()) {
+                let xattrs = match owners_xattrs.map_or_else(|| sys::xattrs(fd.as_raw_fd()), Ok) {
                     Ok(x) => x,
                     Err(e) => fail!(failed(&e, fd.as_raw_fd())),
                 };
@@ -1319,22 +1320,26 @@ fn append(
 }
 
 /// Open a file the user owns but may not read, as rm's user could after `chmod u+r`
-/// ([`sys::open_as_owner`]), and note the ctime that changes as saferm's own: the unlink
-/// phase accepts exactly that change ([`accept_own_changes`]). `denied` is the error the
-/// plain open got, reported if this fails too.
+/// ([`sys::open_as_owner`]), with its extended attributes (read while it is readable), and
+/// note the ctime that changes as saferm's own: the unlink phase accepts exactly that
+/// change ([`accept_own_changes`]). `denied` is the error the plain open got, reported if
+/// this fails too.
 fn open_as_owner(
     ctx: &ArchiveContext<'_>,
     dirfd: RawFd,
     node: &walk::Node,
     idx: usize,
     denied: &std::io::Error,
-) -> Result<(OwnedFd, Stat), (usize, String)> {
+) -> Result<(OwnedFd, Stat, Xattrs), (usize, String)> {
     let st = node.st;
-    let opened = sys::open_as_owner(dirfd, &node.name, |now| {
-        unchanged(now, &st) && now.mode == st.mode && now.uid == st.uid
-    });
+    let opened = sys::open_as_owner(
+        dirfd,
+        &node.name,
+        |now| unchanged(now, &st) && now.mode == st.mode && now.uid == st.uid,
+        sys::xattrs,
+    );
     match opened {
-        Ok((fd, after)) => {
+        Ok((fd, after, xattrs)) => {
             if let Ok(mut changes) = ctx.own_changes.lock() {
                 changes.push(OwnChange {
                     dev: st.dev,
@@ -1343,10 +1348,11 @@ fn open_as_owner(
                     after: (after.ctime, after.ctime_nsec),
                 });
             }
-            Ok((fd, after))
+            Ok((fd, after, xattrs))
         }
         Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
         Err(sys::OwnerOpen::Failed(_)) => Err(source_failed(idx, denied)),
+        Err(sys::OwnerOpen::Read(e)) => Err(source_failed(idx, &e)),
         Err(sys::OwnerOpen::ModeLeft(e)) => Err((
             idx,
             format!(
@@ -1356,6 +1362,9 @@ fn open_as_owner(
         )),
     }
 }
+
+/// Extended attributes: names and values.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A ctime saferm changed itself, giving its user read permission on a file of theirs for
 /// as long as it took to open it: the inode `(dev, ino)` had ctime `before` when the walk

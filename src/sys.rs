@@ -174,6 +174,8 @@ pub enum OwnerOpen {
     NotExpected,
     /// Its mode could not be changed, or it could not be opened: nothing is left changed.
     Failed(io::Error),
+    /// What had to be read while it was readable failed: nothing is left changed.
+    Read(io::Error),
     /// Its mode could not be put back: it keeps owner read permission it did not have.
     ModeLeft(io::Error),
 }
@@ -182,19 +184,22 @@ pub enum OwnerOpen {
 /// 0200, ...), as rm's owner could after `chmod u+r`: through an `O_PATH` descriptor (the
 /// object named, never a symlink's target, and no other name swapped in later), add owner
 /// read permission, open it, and put the mode back at once, before a byte is read; the
-/// permission check is made at open. Only the object `expected` accepts (as the caller
-/// last saw it) is touched. Returns the open file and its stat afterwards: same mode, a
-/// new ctime, which is this call's own change.
+/// permission check is made at open (but reading extended attributes checks the mode
+/// again: `while_readable` does that, or whatever else needs it, in between). Only the
+/// object `expected` accepts (as the caller last saw it) is touched. Returns the open
+/// file, its stat afterwards (same mode, a new ctime, which is this call's own change),
+/// and what `while_readable` returned.
 ///
 /// The mode is changed through `/proc/self/fd/N` (glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)`
-/// does the same), so it needs `/proc`. Between the two `chmod`s there is only the
-/// `open`: if the process dies there, the file is left with owner read permission (`u+r`)
-/// and nothing else changed.
-pub fn open_as_owner(
+/// does the same), so it needs `/proc`. Between the two `chmod`s there are only the `open`
+/// and `while_readable`: if the process dies there, the file is left with owner read
+/// permission (`u+r`) and nothing else changed.
+pub fn open_as_owner<T>(
     dirfd: RawFd,
     name: &CStr,
     expected: impl Fn(&Stat) -> bool,
-) -> Result<(OwnedFd, Stat), OwnerOpen> {
+    while_readable: impl FnOnce(RawFd) -> io::Result<T>,
+) -> Result<(OwnedFd, Stat, T), OwnerOpen> {
     let path_fd =
         openat(dirfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(OwnerOpen::Failed)?;
     let before = fstat(path_fd.as_raw_fd()).map_err(OwnerOpen::Failed)?;
@@ -212,7 +217,12 @@ pub fn open_as_owner(
         &proc,
         libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
         0,
-    );
+    )
+    .map_err(OwnerOpen::Failed)
+    .and_then(|fd| {
+        let read = while_readable(fd.as_raw_fd()).map_err(OwnerOpen::Read)?;
+        Ok((fd, read))
+    });
     let restored = if crate::fault::active("mode-back") {
         Err(io::Error::from_raw_os_error(libc::EIO))
     } else {
@@ -229,7 +239,7 @@ pub fn open_as_owner(
                 after.mode & 0o7777
             ))))
         }
-        (Ok(_), Ok(after)) => opened.map(|fd| (fd, after)).map_err(OwnerOpen::Failed),
+        (Ok(_), Ok(after)) => opened.map(|(fd, read)| (fd, after, read)),
     }
 }
 

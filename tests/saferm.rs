@@ -1755,8 +1755,11 @@ fn the_owners_unreadable_files_are_archived_with_their_mode() {
     let build = |work: &Path| {
         build_tree(
             work,
-            &["d/zero=secret@0000", "d/wo=write only@0200", "d/ok=ok"],
+            &["d/zero=secret@0644", "d/wo=write only@0200", "d/ok=ok"],
         );
+        // Reading an xattr checks the mode again, after the open.
+        set_xattr(&work.join("d/zero"), "user.note", b"kept too");
+        fs::set_permissions(work.join("d/zero"), fs::Permissions::from_mode(0o000)).expect("chmod");
         fs::write(work.join("d/big"), &big).expect("write big");
         fs::set_permissions(work.join("d/big"), fs::Permissions::from_mode(0o000)).expect("chmod");
         fs::hard_link(work.join("d/zero"), work.join("d/zero2")).expect("link");
@@ -1818,6 +1821,10 @@ fn the_owners_unreadable_files_are_archived_with_their_mode() {
     assert_eq!(modes(&work), want, "restored modes");
     // Read as root, whom the modes do not stop.
     assert_eq!(fs::read(work.join("d/zero")).expect("zero"), b"secret");
+    assert_eq!(
+        crate::common::full::xattr(&work.join("d/zero"), "user.note"),
+        b"kept too"
+    );
     assert_eq!(fs::read(work.join("d/wo")).expect("wo"), b"write only");
     assert!(
         fs::read(work.join("d/big")).expect("big") == big,
