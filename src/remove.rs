@@ -1356,7 +1356,7 @@ fn open_as_owner(
         Err(sys::OwnerOpen::ModeLeft(e)) => Err((
             idx,
             format!(
-                "could not archive: could not put its mode back (it is now readable by you): {}",
+                "could not archive: could not put its mode back: {}",
                 sys::strerror(&e)
             ),
         )),

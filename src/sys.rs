@@ -206,9 +206,13 @@ pub fn open_as_owner<T>(
     if before.file_type() != libc::S_IFREG || !expected(&before) {
         return Err(OwnerOpen::NotExpected);
     }
+    let mode = before.mode & 0o7777;
+    // chmod by someone outside the file's group drops its setgid bit, for good.
+    if mode & libc::S_ISGID != 0 && !in_group(before.gid) {
+        return Err(OwnerOpen::Failed(io::Error::from_raw_os_error(libc::EPERM)));
+    }
     let proc = cstr(format!("/proc/self/fd/{}", path_fd.as_raw_fd()).as_bytes())
         .map_err(OwnerOpen::Failed)?;
-    let mode = before.mode & 0o7777;
     // SAFETY: proc is NUL-terminated.
     check(unsafe { libc::chmod(proc.as_ptr(), (mode | libc::S_IRUSR) as libc::mode_t) })
         .map_err(OwnerOpen::Failed)?;
@@ -241,6 +245,26 @@ pub fn open_as_owner<T>(
         }
         (Ok(_), Ok(after)) => opened.map(|(fd, read)| (fd, after, read)),
     }
+}
+
+/// Whether the process is in group `gid` (its effective group or a supplementary one).
+fn in_group(gid: u32) -> bool {
+    // SAFETY: getegid cannot fail.
+    if unsafe { libc::getegid() } == gid {
+        return true;
+    }
+    // SAFETY: with 0, getgroups only counts.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let Ok(len) = usize::try_from(n) else {
+        return false;
+    };
+    let mut groups: Vec<libc::gid_t> = vec![0; len];
+    // SAFETY: the buffer holds `n` entries.
+    let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+    let Ok(got) = usize::try_from(got) else {
+        return false;
+    };
+    groups[..got.min(len)].contains(&gid)
 }
 
 /// One directory entry: its name and the type readdir reported (`DT_*`).

@@ -1893,7 +1893,7 @@ fn a_mode_that_cannot_be_put_back_keeps_the_file_and_says_so() {
         .run();
     assert_eq!(
         out.stderr_text(),
-        "rm: cannot remove 'zero': could not archive: could not put its mode back (it is now readable by you): Input/output error\n"
+        "rm: cannot remove 'zero': could not archive: could not put its mode back: Input/output error\n"
     );
     assert_eq!(out.code(), Some(1));
     let m = fs::symlink_metadata(work.join("zero")).expect("zero is kept");
@@ -2051,4 +2051,35 @@ fn a_read_error_midway_through_a_file_keeps_only_that_file() {
         paths(&work),
         [".", "d", "d/a", "d/e", "d/e/f"].map(PathBuf::from)
     );
+}
+
+/// A setgid file of the user's whose group they are not in cannot be given read permission
+/// without losing its setgid bit (chmod by a non-member drops it): it is kept as it is, and
+/// reported as unreadable, rather than changed.
+#[test]
+fn an_unreadable_setgid_file_of_another_group_is_kept_unchanged() {
+    assert!(
+        is_root(),
+        "this test switches to uid {NOBODY}: run the tests as root"
+    );
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["sg=x", "other=y"]);
+    sb.chown_all(NOBODY, NOBODY);
+    std::os::unix::fs::chown(work.join("sg"), Some(NOBODY), Some(0)).expect("chown");
+    fs::set_permissions(work.join("sg"), fs::Permissions::from_mode(0o2000)).expect("chmod");
+    let out = sb
+        .command(saferm_bin())
+        .args(["sg", "other"])
+        .current_dir(&work)
+        .unprivileged()
+        .run();
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'sg': could not archive: Permission denied\n"
+    );
+    assert_eq!(out.code(), Some(1));
+    let m = fs::symlink_metadata(work.join("sg")).expect("sg is kept");
+    assert_eq!(m.mode() & 0o7777, 0o2000, "its mode is unchanged");
+    assert!(!work.join("other").exists());
 }
