@@ -1008,6 +1008,11 @@ fn fill_archive(
                 if !node.children.is_empty() {
                     stack.push((idx, fd));
                 }
+            } else if is_archived && st.uid == ctx.euid {
+                match owners_dir_xattrs(dirfd, node, idx) {
+                    Ok(x) => xattrs = x,
+                    Err(failed) => fail!(failed),
+                }
             }
             if is_archived {
                 entry.xattrs = xattr_names(&xattrs);
@@ -1335,6 +1340,7 @@ fn open_as_owner(
     let opened = sys::open_as_owner(
         dirfd,
         &node.name,
+        false,
         |now| unchanged(now, &st) && now.mode == st.mode && now.uid == st.uid,
         sys::xattrs,
     );
@@ -1352,6 +1358,39 @@ fn open_as_owner(
         }
         Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
         Err(sys::OwnerOpen::Failed(_)) => Err(source_failed(idx, denied)),
+        Err(sys::OwnerOpen::Read(e)) => Err(source_failed(idx, &e)),
+        Err(sys::OwnerOpen::ModeLeft(e)) => Err((
+            idx,
+            format!(
+                "could not archive: could not put its mode back: {}",
+                sys::strerror(&e)
+            ),
+        )),
+    }
+}
+
+/// The extended attributes of a directory of the user's that the walk could not read (an
+/// empty one, or rmdir fails as rm's does): read as its owner could after `chmod u+r`
+/// ([`sys::open_as_owner`]). Directories are not compared by ctime before unlinking, so
+/// the change is not recorded. Without `/proc`, or if it cannot be opened, it is archived
+/// without them, as before.
+fn owners_dir_xattrs(
+    dirfd: RawFd,
+    node: &walk::Node,
+    idx: usize,
+) -> Result<Xattrs, (usize, String)> {
+    let st = node.st;
+    let opened = sys::open_as_owner(
+        dirfd,
+        &node.name,
+        true,
+        |now| (now.dev, now.ino, now.mode, now.uid) == (st.dev, st.ino, st.mode, st.uid),
+        sys::xattrs,
+    );
+    match opened {
+        Ok((_, _, xattrs)) => Ok(xattrs),
+        Err(sys::OwnerOpen::Failed(_)) => Ok(Vec::new()),
+        Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
         Err(sys::OwnerOpen::Read(e)) => Err(source_failed(idx, &e)),
         Err(sys::OwnerOpen::ModeLeft(e)) => Err((
             idx,

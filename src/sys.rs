@@ -180,8 +180,8 @@ pub enum OwnerOpen {
     ModeLeft(io::Error),
 }
 
-/// Open a regular file below `dirfd` that its owner, the caller, may not read (mode 0000,
-/// 0200, ...), as rm's owner could after `chmod u+r`: through an `O_PATH` descriptor (the
+/// Open a regular file (or, with `dir`, a directory) below `dirfd` that its owner, the
+/// caller, may not read (mode 0000, 0200, ...), as rm's owner could after `chmod u+r`: through an `O_PATH` descriptor (the
 /// object named, never a symlink's target, and no other name swapped in later), add owner
 /// read permission, open it, and put the mode back at once, before a byte is read; the
 /// permission check is made at open (but reading extended attributes checks the mode
@@ -197,13 +197,19 @@ pub enum OwnerOpen {
 pub fn open_as_owner<T>(
     dirfd: RawFd,
     name: &CStr,
+    dir: bool,
     expected: impl Fn(&Stat) -> bool,
     while_readable: impl FnOnce(RawFd) -> io::Result<T>,
 ) -> Result<(OwnedFd, Stat, T), OwnerOpen> {
     let path_fd =
         openat(dirfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(OwnerOpen::Failed)?;
     let before = fstat(path_fd.as_raw_fd()).map_err(OwnerOpen::Failed)?;
-    if before.file_type() != libc::S_IFREG || !expected(&before) {
+    let (kind, flags) = if dir {
+        (libc::S_IFDIR, libc::O_DIRECTORY)
+    } else {
+        (libc::S_IFREG, libc::O_NONBLOCK)
+    };
+    if before.file_type() != kind || !expected(&before) {
         return Err(OwnerOpen::NotExpected);
     }
     let mode = before.mode & 0o7777;
@@ -216,17 +222,12 @@ pub fn open_as_owner<T>(
     // SAFETY: proc is NUL-terminated.
     check(unsafe { libc::chmod(proc.as_ptr(), (mode | libc::S_IRUSR) as libc::mode_t) })
         .map_err(OwnerOpen::Failed)?;
-    let opened = openat(
-        AT_FDCWD,
-        &proc,
-        libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
-        0,
-    )
-    .map_err(OwnerOpen::Failed)
-    .and_then(|fd| {
-        let read = while_readable(fd.as_raw_fd()).map_err(OwnerOpen::Read)?;
-        Ok((fd, read))
-    });
+    let opened = openat(AT_FDCWD, &proc, libc::O_RDONLY | libc::O_NOCTTY | flags, 0)
+        .map_err(OwnerOpen::Failed)
+        .and_then(|fd| {
+            let read = while_readable(fd.as_raw_fd()).map_err(OwnerOpen::Read)?;
+            Ok((fd, read))
+        });
     let restored = if crate::fault::active("mode-back") {
         Err(io::Error::from_raw_os_error(libc::EIO))
     } else {

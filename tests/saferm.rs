@@ -2083,3 +2083,53 @@ fn an_unreadable_setgid_file_of_another_group_is_kept_unchanged() {
     assert_eq!(m.mode() & 0o7777, 0o2000, "its mode is unchanged");
     assert!(!work.join("other").exists());
 }
+
+/// A directory of the user's they may not read: empty, rm removes it, and saferm archives
+/// it with its extended attributes (read after `chmod u+r`, the mode then put back), which
+/// unrm restores; with something in it, rm cannot remove it, nor can saferm, and its mode
+/// is as it was.
+#[test]
+fn the_owners_unreadable_empty_directory_keeps_its_xattrs() {
+    assert!(
+        is_root(),
+        "this test switches to uid {NOBODY}: run the tests as root"
+    );
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["e/", "ne/f=x"]);
+    set_xattr(&work.join("e"), "user.note", b"dir note");
+    sb.chown_all(NOBODY, NOBODY);
+    for d in ["e", "ne"] {
+        fs::set_permissions(work.join(d), fs::Permissions::from_mode(0o000)).expect("chmod");
+    }
+    let out = sb
+        .command(saferm_bin())
+        .args(["-r", "e", "ne"])
+        .current_dir(&work)
+        .unprivileged()
+        .run();
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'ne': Permission denied\n"
+    );
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        fs::symlink_metadata(work.join("e")).is_err(),
+        "e was not removed"
+    );
+    let ne = fs::symlink_metadata(work.join("ne")).expect("ne is kept");
+    assert_eq!(ne.mode() & 0o7777, 0, "ne's mode is as it was");
+    let back = sb
+        .command(unrm_bin())
+        .args(["e"])
+        .current_dir(&work)
+        .unprivileged()
+        .run();
+    assert_eq!(back.code(), Some(0), "unrm: {}", back.stderr_text());
+    let e = fs::symlink_metadata(work.join("e")).expect("e restored");
+    assert_eq!(e.mode() & 0o7777, 0);
+    assert_eq!(
+        crate::common::full::xattr(&work.join("e"), "user.note"),
+        b"dir note"
+    );
+}
