@@ -176,16 +176,17 @@ pub enum OwnerOpen {
     Failed(io::Error),
     /// What had to be read while it was readable failed: nothing is left changed.
     Read(io::Error),
-    /// Its mode could not be put back: it keeps owner read permission it did not have.
+    /// Its mode could not be put back (it may keep owner read permission it did not have).
     ModeLeft(io::Error),
 }
 
 /// Open a regular file (or, with `dir`, a directory) below `dirfd` that its owner, the
-/// caller, may not read (mode 0000, 0200, ...), as rm's owner could after `chmod u+r`: through an `O_PATH` descriptor (the
-/// object named, never a symlink's target, and no other name swapped in later), add owner
-/// read permission, open it, and put the mode back at once, before a byte is read; the
-/// permission check is made at open (but reading extended attributes checks the mode
-/// again: `while_readable` does that, or whatever else needs it, in between). Only the
+/// caller, may not read (mode 0000, 0200, ...), as rm's owner could after `chmod u+r`:
+/// through an `O_PATH` descriptor (the object named, never a symlink's target, and no
+/// other name swapped in later), add owner read permission, open it, and put the mode back
+/// at once, before a byte is read; the permission check is made at open (but reading
+/// extended attributes checks the mode again: `while_readable` does that, or whatever else
+/// needs it, in between). Only the
 /// object `expected` accepts (as the caller last saw it) is touched. Returns the open
 /// file, its stat afterwards (same mode, a new ctime, which is this call's own change),
 /// and what `while_readable` returned.
