@@ -20,6 +20,9 @@
 //! and `b` (at their first read), `read-late=a` after their first MiB (the tar header has
 //! committed to a size), and `verify-entry=a` makes the archive's entry for `a` differ from
 //! what its manifest says (as a bad read-back of that one entry would).
+//!
+//! `SAFERM_TEST_NOW=<unix seconds>` sets the clock retention measures ages with ([`now`]),
+//! so that age limits can be tested without racing the real clock.
 
 use std::io;
 
@@ -51,4 +54,18 @@ pub fn names(step: &str, name: &[u8]) -> bool {
         .strip_prefix(step.as_bytes())
         .and_then(|rest| rest.strip_prefix(b"="))
         .is_some_and(|list| list.split(|&b| b == b',').any(|n| n == base))
+}
+
+/// The current time in Unix seconds, as retention measures ages: `SAFERM_TEST_NOW` in debug
+/// builds when set, else the clock.
+pub fn now() -> i64 {
+    if cfg!(debug_assertions) {
+        let fixed = std::env::var("SAFERM_TEST_NOW")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        if let Some(t) = fixed {
+            return t;
+        }
+    }
+    chrono::Utc::now().timestamp()
 }

@@ -209,7 +209,7 @@ pub fn purge(
         total: fs.total,
         available: fs.available,
     };
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::fault::now();
     let chosen = select(&cands, rules, now, space, just_made);
     let purged: Vec<Purged> = chosen
         .iter()
@@ -279,7 +279,7 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
         total: fs.total,
         available: fs.available,
     };
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::fault::now();
     let checked: Option<Checked> = store
         .read_cache(CHECKED)
         .and_then(|b| serde_json::from_slice(&b).ok());

@@ -101,12 +101,25 @@ fn purge_by_age_spares_the_newer_and_the_kept() {
     let sb = Sandbox::new();
     let old = make_deletions(&sb, 3);
     std::thread::sleep(Duration::from_millis(2100));
+    // Ages are measured against a fixed clock (SAFERM_TEST_NOW, debug builds) set 100 s after
+    // this moment: every old deletion is then at least 102 s old, the new one at most 100 s,
+    // however long the runs below take.
+    let before_new = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let now = (before_new + 100).to_string();
     let w = sb.work("w");
     fs::write(w.join("new"), b"new").expect("write");
     saferm(&sb, &w, &["new"]);
     let all = ids(&sb);
     // --keep 3 protects the newest three: of the old ones only the oldest goes.
-    let out = unrm_ok(&sb, &["--purge", "--older-than", "1s", "--keep", "3"]);
+    let out = unrm_env(
+        &sb,
+        &["--purge", "--older-than", "101s", "--keep", "3"],
+        &[("SAFERM_TEST_NOW", &now)],
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert!(out.stdout_text().contains(&format!("purged {}", old[0])));
     assert_eq!(ids(&sb), all[1..].to_vec());
     assert!(store_files(&sb, &old[0]).is_empty(), "files left behind");
@@ -116,7 +129,11 @@ fn purge_by_age_spares_the_newer_and_the_kept() {
     let out = unrm_env(
         &sb,
         &["--purge"],
-        &[("SAFERM_MAX_AGE", "1s"), ("SAFERM_KEEP_LAST", "0")],
+        &[
+            ("SAFERM_MAX_AGE", "101s"),
+            ("SAFERM_KEEP_LAST", "0"),
+            ("SAFERM_TEST_NOW", &now),
+        ],
     );
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(ids(&sb), vec![all[3].clone()]);
@@ -254,9 +271,21 @@ fn automatic_retention_never_waits_for_the_lock() {
         c.keep_last.value = 0;
     });
     let writer = store.lock_shared().expect("lock");
-    let started = Instant::now();
-    let lines = saferm::retention::after_saferm_run(&store, &config, None);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Were it to wait for the lock this thread holds, it would never return: give it a
+    // thread and a generous bound, so that a wait fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (bg_store, bg_config) = (
+        Store::open_at(&sb.store()).expect("open store"),
+        config.clone(),
+    );
+    std::thread::spawn(move || {
+        let _ = tx.send(saferm::retention::after_saferm_run(
+            &bg_store, &bg_config, None,
+        ));
+    });
+    let lines = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("retention returns while another process writes, without waiting");
     assert!(lines.is_empty(), "{lines:?}");
     assert_eq!(ids(&sb), all);
     drop(writer);
