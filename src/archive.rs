@@ -469,7 +469,37 @@ impl ArchiveWriter {
         meta: &EntryMeta<'_>,
         data: Option<&mut dyn Read>,
     ) -> Result<(), AppendError> {
-        let mut pax: Vec<(String, Vec<u8>)> = Vec::with_capacity(1 + meta.xattrs.len());
+        self.append_stored(meta, data, None)
+    }
+
+    /// Append a sparse regular file (`meta.size` its real size) as PAX 1.0 sparse
+    /// (`crate::sparse`): `data` must yield exactly `stored` bytes, the map and the data
+    /// regions.
+    pub fn append_sparse(
+        &mut self,
+        meta: &EntryMeta<'_>,
+        stored: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), AppendError> {
+        self.append_stored(meta, Some(data), Some(stored))
+    }
+
+    fn append_stored(
+        &mut self,
+        meta: &EntryMeta<'_>,
+        data: Option<&mut dyn Read>,
+        sparse: Option<u64>,
+    ) -> Result<(), AppendError> {
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::with_capacity(4 + meta.xattrs.len());
+        if let Some(stored) = sparse {
+            for (k, v) in [("major", 1), ("minor", 0), ("realsize", meta.size)] {
+                pax.push((format!("GNU.sparse.{k}"), v.to_string().into_bytes()));
+            }
+            // Past 11 octal digits the header's size field would need base-256.
+            if stored > 0o77_777_777_777 {
+                pax.push(("size".to_string(), stored.to_string().into_bytes()));
+            }
+        }
         pax.push((
             "mtime".to_string(),
             pax_time(meta.mtime, meta.mtime_nsec).into_bytes(),
@@ -484,7 +514,11 @@ impl ArchiveWriter {
             .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
             .map_err(AppendError::Archive)?;
 
-        let mut header = tar::Header::new_gnu();
+        // GNU tar reads the GNU.sparse records only with a POSIX header.
+        let mut header = match sparse {
+            Some(_) => tar::Header::new_ustar(),
+            None => tar::Header::new_gnu(),
+        };
         header.set_entry_type(meta.kind);
         header.set_mode(meta.mode & 0o7777);
         header.set_uid(meta.uid as u64);
@@ -516,7 +550,8 @@ impl ArchiveWriter {
                 .append_data(&mut header, path, io::empty())
                 .map_err(AppendError::Archive);
         }
-        header.set_size(meta.size);
+        let size = sparse.unwrap_or(meta.size);
+        header.set_size(size);
         match data {
             None => self
                 .builder
@@ -525,7 +560,7 @@ impl ArchiveWriter {
             Some(reader) => {
                 let mut guarded = Exact {
                     inner: reader,
-                    remaining: meta.size,
+                    remaining: size,
                     failure: None,
                 };
                 let result = self.builder.append_data(&mut header, path, &mut guarded);

@@ -23,6 +23,7 @@ pub mod restore;
 pub mod retention;
 pub mod rules;
 pub mod signal;
+pub mod sparse;
 pub mod stats;
 pub mod store;
 pub mod sweep;

@@ -1019,7 +1019,15 @@ fn fill_archive(
                 let meta = meta_for(&entry, &abs, tar::EntryType::Directory, None, None, &xattrs);
                 append(&mut writer, &meta, None, idx)?;
                 totals.dirs += 1;
-                record(&mut entries, &mut entry_nodes, idx, stream, entry, None);
+                record(
+                    &mut entries,
+                    &mut entry_nodes,
+                    idx,
+                    stream,
+                    entry,
+                    None,
+                    None,
+                );
             }
             continue;
         }
@@ -1056,13 +1064,22 @@ fn fill_archive(
                 );
                 append(&mut writer, &meta, None, idx)?;
                 entry.link = Some(PathBytes::new(&target));
-                record(&mut entries, &mut entry_nodes, idx, stream, entry, None);
+                record(
+                    &mut entries,
+                    &mut entry_nodes,
+                    idx,
+                    stream,
+                    entry,
+                    None,
+                    None,
+                );
                 continue;
             }
             hard_links.insert((st.dev, st.ino), abs.clone());
         }
         // A small file's content, kept for the verifier, which works out its blake3.
         let mut handed_over = false;
+        let mut sparse = None;
         match ft {
             libc::S_IFREG => {
                 // Not checked against the walk's stat until after the read (below): an
@@ -1094,7 +1111,21 @@ fn fill_archive(
                     p.reading(plan, idx, &file);
                 }
                 let mut hasher = blake3::Hasher::new();
-                let appended = if st.size <= WHOLE_READ_BYTES {
+                // Fewer blocks than the size needs: maybe holes, stored as such.
+                let regions = if st.blocks.saturating_mul(512) < st.size {
+                    match crate::sparse::data_map(&file, st.size) {
+                        Ok(r) => r,
+                        Err(e) => fail!(failed(&e, file.as_raw_fd())),
+                    }
+                } else {
+                    None
+                };
+                let appended = if let Some(regions) = regions {
+                    crate::sparse::append(&mut writer, &meta, &file, regions).map(|(hash, read)| {
+                        entry.blake3 = Some(hash);
+                        sparse = Some(read);
+                    })
+                } else if st.size <= WHOLE_READ_BYTES {
                     // Small files in one read. When verification runs alongside and there
                     // is room, it gets the content to compare and hashes it; otherwise it
                     // is hashed here, in one call.
@@ -1137,7 +1168,7 @@ fn fill_archive(
                     Ok(_) => fail!(changed(idx)),
                     Err(e) => fail!(source_failed(idx, &e)),
                 }
-                if !handed_over {
+                if !handed_over && sparse.is_none() {
                     entry.blake3 = Some(hasher.finalize().to_hex().to_string());
                 }
                 progress.advance(st.size);
@@ -1195,6 +1226,7 @@ fn fill_archive(
             stream,
             entry,
             handed_over.then_some(&mut content),
+            sparse,
         );
     }
     drop(stack);
@@ -1259,7 +1291,8 @@ struct Streaming {
 /// Add an entry to the manifest, and pass it on to verification when that runs alongside,
 /// with the file's `content` as read (taken, leaving an empty buffer) if it holds it: room
 /// for it was reserved in [`Streaming::held`]. If the entry has no blake3 yet, the
-/// verifier works it out ([`blake3s_from_verifier`]).
+/// verifier works it out ([`blake3s_from_verifier`]). A sparse file comes with its map and
+/// the blake3 of its data, which the verifier compares with the archive's.
 fn record(
     entries: &mut Vec<Entry>,
     entry_nodes: &mut Vec<usize>,
@@ -1267,6 +1300,7 @@ fn record(
     stream: Option<&Streaming>,
     mut entry: Entry,
     content: Option<&mut Vec<u8>>,
+    sparse: Option<crate::sparse::SparseRead>,
 ) {
     entry_nodes.push(node);
     // Fault `verify-entry=NAME`: the manifest says another mode than the archive holds.
@@ -1288,6 +1322,7 @@ fn record(
             index: entries.len(),
             entry: entry.clone(),
             content,
+            sparse,
         });
     }
     entries.push(entry);

@@ -516,8 +516,12 @@ impl Restorer<'_> {
                 let dest = dest.clone();
                 if !self.skipped(&dest) {
                     self.retire(&dest);
-                    let xattrs = pax_xattrs(&mut entry);
-                    self.create(i, &dest, &mut entry, &xattrs);
+                    let (xattrs, sparse) = pax_xattrs(&mut entry);
+                    let data = Data {
+                        read: &mut entry,
+                        sparse,
+                    };
+                    self.create(i, &dest, data, &xattrs);
                 }
             }
             i += 1;
@@ -539,13 +543,7 @@ impl Restorer<'_> {
     }
 
     /// Create one object at `dest` from entry `i`.
-    fn create(
-        &mut self,
-        i: usize,
-        dest: &[u8],
-        data: &mut dyn Read,
-        xattrs: &[(Vec<u8>, Vec<u8>)],
-    ) {
+    fn create(&mut self, i: usize, dest: &[u8], data: Data<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) {
         let manifest = self.manifest;
         let e = &manifest.entries[i];
         let (parent, name) = split_parent(dest);
@@ -713,7 +711,7 @@ impl Restorer<'_> {
         pfd: RawFd,
         name: &CStr,
         dest: &[u8],
-        data: &mut dyn Read,
+        data: Data<'_>,
         xattrs: &[(Vec<u8>, Vec<u8>)],
     ) -> io::Result<Done> {
         // Written under a temporary name and renamed into place (without replacing) once
@@ -739,13 +737,21 @@ impl Restorer<'_> {
         e: &Entry,
         file: &mut File,
         dest: &[u8],
-        data: &mut dyn Read,
+        data: Data<'_>,
         xattrs: &[(Vec<u8>, Vec<u8>)],
     ) -> io::Result<Done> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(256 * 1024, 0);
-        let copied = copy_hashed(data, file, &mut buf);
-        self.buf = buf;
+        let Data { read: data, sparse } = data;
+        let copied = match sparse {
+            Ok(None) => {
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.resize(256 * 1024, 0);
+                let copied = copy_hashed(data, file, &mut buf);
+                self.buf = buf;
+                copied
+            }
+            Ok(Some((size, stored))) => copy_sparse(data, file, size, stored),
+            Err(err) => Err(err),
+        };
         match copied {
             Ok((n, hash)) if n == e.size && Some(&hash) == e.blake3.as_ref() => {}
             Ok(_) => {
@@ -895,17 +901,57 @@ fn reason(err: &io::Error) -> String {
     sys::strerror(err)
 }
 
-/// The `SCHILY.xattr.*` records of an entry's PAX header.
-fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// Whether an entry is stored sparse (`crate::sparse`): its real size and stored size.
+type Sparse = io::Result<Option<(u64, u64)>>;
+
+/// An entry's data as the archive stores it.
+struct Data<'a> {
+    read: &'a mut dyn Read,
+    sparse: Sparse,
+}
+
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The `SCHILY.xattr.*` records of an entry's PAX header, and whether it is sparse.
+fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> (Xattrs, Sparse) {
+    let stored = entry.size();
     let mut out = Vec::new();
+    let mut records = Vec::new();
     if let Ok(Some(exts)) = entry.pax_extensions() {
         for ext in exts.flatten() {
             if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
                 out.push((name.to_vec(), ext.value_bytes().to_vec()));
+            } else if ext.key_bytes().starts_with(b"GNU.sparse.") {
+                records.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec()));
             }
         }
     }
-    out
+    let sparse = crate::sparse::realsize(records.iter().map(|(k, v)| (&k[..], &v[..])))
+        .map(|size| size.map(|size| (size, stored)));
+    (out, sparse)
+}
+
+/// Write a sparse entry's data regions at their offsets (the holes stay holes) and set the
+/// length; returns it and the blake3 of the logical content.
+fn copy_sparse(
+    src: &mut dyn Read,
+    dst: &File,
+    size: u64,
+    stored: u64,
+) -> io::Result<(u64, String)> {
+    let regions = crate::sparse::read_map(src, stored, size)?;
+    let hashed = crate::sparse::hash_stored(src, &regions, size, true, Some(dst))?;
+    if crate::fault::active("restore-signal") {
+        crate::signal::raise_interrupt();
+    }
+    if crate::signal::caught().is_some() {
+        return Err(io::Error::from(io::ErrorKind::Interrupted));
+    }
+    dst.set_len(size)?;
+    match hashed {
+        Some((Some(hash), _)) => Ok((size, hash)),
+        _ => Err(io::Error::other("the archive's sparse entry is short")),
+    }
 }
 
 /// Copy everything from `src` to `dst`, returning the byte count and blake3.

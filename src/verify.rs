@@ -12,6 +12,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use anyhow::{bail, Context, Result};
 
 use crate::manifest::{Entry, Kind};
+use crate::sparse::SparseRead;
 
 /// Read the archive from `reader` and check it holds exactly `expected`, in order, and,
 /// when `file_hash` is given, that the file's bytes (the manifest copy included, which the
@@ -60,11 +61,16 @@ impl std::fmt::Display for Mismatch {
 
 impl std::error::Error for Mismatch {}
 
+/// An expected entry, the bytes read from its source if they were kept, and for a sparse
+/// file, what was read of it.
+pub type Next<'a> = (&'a Entry, Option<&'a [u8]>, Option<&'a SparseRead>);
+
 /// The entries an archive must hold, in order.
 pub trait Expected {
     /// The next one, if any, with the bytes read from the source when they were kept (a
-    /// file's content is then compared byte for byte; otherwise by its blake3).
-    fn next_entry(&mut self) -> Option<(&Entry, Option<&[u8]>)>;
+    /// file's content is then compared byte for byte; otherwise by its blake3), and for a
+    /// sparse file, its map and the blake3 of its data as read.
+    fn next_entry(&mut self) -> Option<Next<'_>>;
     /// How many are left after the ones taken.
     fn left(&mut self) -> usize;
     /// The blake3 of the last entry's content, when it came with its content and no blake3
@@ -79,9 +85,9 @@ struct Listed<'a> {
 }
 
 impl Expected for Listed<'_> {
-    fn next_entry(&mut self) -> Option<(&Entry, Option<&[u8]>)> {
+    fn next_entry(&mut self) -> Option<Next<'_>> {
         self.next += 1;
-        self.entries.get(self.next - 1).map(|e| (e, None))
+        self.entries.get(self.next - 1).map(|e| (e, None, None))
     }
 
     fn left(&mut self) -> usize {
@@ -97,6 +103,7 @@ pub struct Written {
     pub index: usize,
     pub entry: Entry,
     pub content: Option<Vec<u8>>,
+    pub sparse: Option<SparseRead>,
 }
 
 /// How many used buffers [`Held`] keeps, and how large each may be: at most 4 MiB kept
@@ -194,7 +201,7 @@ impl Streamed {
 }
 
 impl Expected for Streamed {
-    fn next_entry(&mut self) -> Option<(&Entry, Option<&[u8]>)> {
+    fn next_entry(&mut self) -> Option<Next<'_>> {
         self.drop_current();
         self.current = self.rx.recv().ok();
         if let Some(w) = &self.current {
@@ -206,7 +213,7 @@ impl Expected for Streamed {
         }
         self.current
             .as_ref()
-            .map(|w| (&w.entry, w.content.as_deref()))
+            .map(|w| (&w.entry, w.content.as_deref(), w.sparse.as_ref()))
     }
 
     fn left(&mut self) -> usize {
@@ -396,7 +403,7 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
         for (i, entry) in entries.enumerate() {
             let mut entry =
                 entry.with_context(|| format!("cannot read entry {i} of the archive"))?;
-            let Some((want, source)) = expected.next_entry() else {
+            let Some((want, source, sparse)) = expected.next_entry() else {
                 bail!("the archive has more entries than were written");
             };
             let path = entry.path_bytes();
@@ -408,7 +415,7 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
                     String::from_utf8_lossy(&want_path)
                 );
             }
-            let compared = compare_entry(&mut entry, want, source, &want_path, &mut buf)?;
+            let compared = compare_entry(&mut entry, want, source, sparse, &want_path, &mut buf)?;
             // The writer waits for the blake3 of content it handed over unhashed.
             let hash = match (&compared, source) {
                 (_, Some(_)) if want.blake3.is_some() => None,
@@ -451,6 +458,7 @@ fn compare_entry(
     entry: &mut tar::Entry<'_, impl Read>,
     want: &Entry,
     source: Option<&[u8]>,
+    sparse: Option<&SparseRead>,
     path: &[u8],
     buf: &mut [u8],
 ) -> Result<Compared> {
@@ -492,6 +500,26 @@ fn compare_entry(
     if want.kind != Kind::File {
         return Ok(Compared::Same);
     }
+    let realsize = match entry.pax_extensions() {
+        Ok(Some(exts)) => {
+            crate::sparse::realsize(exts.flatten().map(|r| (r.key_bytes(), r.value_bytes())))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    }
+    .with_context(|| format!("'{}': bad PAX header", name()))?;
+    if realsize.is_some() || sparse.is_some() {
+        let stored = entry.size();
+        let same = same_sparse(entry, want, realsize, stored, sparse)
+            .with_context(|| format!("cannot read '{}' from the archive", name()))?;
+        if !same {
+            return Ok(Compared::Differs(format!(
+                "'{}' in the archive differs from what was read",
+                name()
+            )));
+        }
+        return Ok(Compared::Same);
+    }
     let size = entry
         .header()
         .size()
@@ -530,6 +558,47 @@ fn same_bytes(entry: &mut impl Read, read: &[u8], buf: &mut [u8]) -> io::Result<
             _ => return Ok(false),
         }
     }
+}
+
+/// Whether a sparse entry (`realsize`, `stored` bytes of map and data in the archive) holds
+/// what was read. With the map and data hash the writer read (`read`): the archive's map
+/// must be that map and its data have that blake3; the logical blake3 in the manifest was
+/// worked out by the writer from those same bytes, zeros in the holes, and is not hashed
+/// again. Without them (`unrm --check`, a small archive checked after sealing): the
+/// logical content, zeros included, must have the manifest's blake3.
+fn same_sparse(
+    entry: &mut impl Read,
+    want: &Entry,
+    realsize: Option<u64>,
+    stored: u64,
+    read: Option<&SparseRead>,
+) -> io::Result<bool> {
+    if realsize != Some(want.size) {
+        return Ok(false); // not sparse in the archive, or not that size
+    }
+    let regions = crate::sparse::read_map(entry, stored, want.size)?;
+    if read.is_some_and(|r| {
+        let mut theirs = r.regions.as_slice();
+        while theirs.last().is_some_and(|x| x.len == 0) {
+            theirs = &theirs[..theirs.len() - 1];
+        }
+        theirs != regions.as_slice()
+    }) {
+        return Ok(false);
+    }
+    let Some((whole, alone)) =
+        crate::sparse::hash_stored(entry, &regions, want.size, read.is_none(), None)?
+    else {
+        return Ok(false);
+    };
+    let mut rest = [0u8; 1];
+    if entry.read(&mut rest)? != 0 {
+        return Ok(false);
+    }
+    Ok(match read {
+        Some(r) => r.data_blake3 == alone,
+        None => whole.is_some() && whole == want.blake3,
+    })
 }
 
 /// Whether `entry`'s content has the size and blake3 `want` records.
@@ -732,6 +801,7 @@ mod tests {
             index: 7,
             entry: entry.clone(),
             content,
+            sparse: None,
         })
         .expect("send");
         drop(tx);
