@@ -11,6 +11,7 @@ pub mod cli;
 pub mod complete;
 pub mod config;
 pub mod docs;
+pub mod estimate;
 pub mod fault;
 pub mod home;
 pub mod manifest;

@@ -397,7 +397,11 @@ fn large_deletion_allowed(
     plan: &Plan,
     order: &[usize],
 ) -> Result<bool> {
-    let total = content_bytes(plan, order);
+    // What the archive will hold: a sparse file's data, not its holes.
+    let total = order
+        .iter()
+        .map(|&i| crate::estimate::stored_bound(&plan.nodes[i].st))
+        .sum();
     let limits = (
         ctx.config.confirm_above.value,
         ctx.config.refuse_above.value,
@@ -437,23 +441,21 @@ fn large_deletion_allowed(
 }
 
 /// Refuse before writing when the archive could not fit, leaving `min_free` free: its size
-/// is at most the content plus headers (zstd never grows data by more than a few bytes per
-/// block).
+/// is at most the data (holes not included) plus headers (zstd never grows data by more
+/// than a few bytes per block). When that is more than is free, a sample of the data says
+/// how well it compresses ([`crate::estimate`]); if that estimate is wrong, the write
+/// fails with ENOSPC and nothing is lost.
 fn check_space(
     ctx: &ArchiveContext<'_>,
     store: &Store,
     plan: &Plan,
     order: &[usize],
 ) -> Result<()> {
-    let mut need: u64 = 1 << 20;
+    let headers = 1u64 << 20;
+    let mut need = headers;
     for &i in order {
-        let n = &plan.nodes[i];
-        let content = if n.st.is_file() {
-            n.st.size.div_ceil(512) * 512
-        } else {
-            0
-        };
-        need = need.saturating_add(content + 2048);
+        let data = crate::estimate::stored_bound(&plan.nodes[i].st);
+        need = need.saturating_add(data.div_ceil(512) * 512 + 2048);
     }
     if crate::fault::active("skip-space-check") {
         return Ok(()); // to test ENOSPC during the write itself
@@ -470,6 +472,22 @@ fn check_space(
         .value
         .bytes_of(fs_bytes)
         .unwrap_or_default();
+    if free < need.saturating_add(floor) {
+        let files: Vec<(usize, &crate::sys::Stat)> = order
+            .iter()
+            .filter(|&&i| plan.nodes[i].st.is_file())
+            .map(|&i| (i, &plan.nodes[i].st))
+            .collect();
+        let level = ctx.config.zstd_level.value;
+        let packed = crate::estimate::compressed_bound(&files, &|i| plan.abs(i), level);
+        need = headers.saturating_add(packed);
+        for &i in order {
+            need = need.saturating_add(2048);
+            if plan.nodes[i].st.is_file() {
+                need = need.saturating_add(512); // padding
+            }
+        }
+    }
     if free < need.saturating_add(floor) {
         let deficit = need.saturating_add(floor) - free;
         return Err(anyhow!(

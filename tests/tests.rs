@@ -5,5 +5,6 @@ mod differential;
 mod readme;
 mod saferm;
 mod shell;
+mod sparse;
 mod store;
 mod unrm;
