@@ -5,7 +5,8 @@
 //! nanosecond mtimes and `SCHILY.xattr.*`); this module drives it: it reads each source once,
 //! hashing as it streams, refuses to let a file that changes size misframe the stream, rolls a
 //! new zstd frame at an entry boundary every [`FRAME_BYTES`] so one file can be restored by
-//! seeking, and appends a copy of the manifest in a skippable frame.
+//! seeking, and appends a copy of the manifest in a skippable frame. Files with holes are
+//! stored as PAX 1.0 sparse entries ([`crate::sparse`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
