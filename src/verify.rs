@@ -814,6 +814,93 @@ mod tests {
         (result, hash_rx.iter().collect())
     }
 
+    /// An archive holding one sparse file (3 MiB, data at 4 KiB and at 2 MiB), its entry,
+    /// and what the writer read of it.
+    fn sparse_archive() -> (Vec<u8>, Entry, crate::sparse::SparseRead) {
+        use crate::sparse::Region;
+        use std::os::unix::fs::FileExt;
+        let size = 3u64 << 20;
+        let src = tempfile::tempfile().expect("temp file");
+        src.set_len(size).expect("truncate");
+        let regions = vec![
+            Region {
+                offset: 4096,
+                len: 4096,
+            },
+            Region {
+                offset: 2 << 20,
+                len: 10_000,
+            },
+        ];
+        for (k, r) in regions.iter().enumerate() {
+            src.write_all_at(&vec![k as u8 + 1; r.len as usize], r.offset)
+                .expect("write");
+        }
+        let file = tempfile::tempfile().expect("temp file");
+        let mut w = ArchiveWriter::new(file, 1, 0, 1 << 20, 1).expect("writer");
+        let meta = EntryMeta::test_file(b"home/u/disk.img", size, 1_700_000_000, 1);
+        let (hash, read) = crate::sparse::append(&mut w, &meta, &src, regions).expect("append");
+        let sealed = w.finish(|out| out.write_all(b"{}")).expect("finish");
+        let mut bytes = Vec::new();
+        let mut f = sealed.file;
+        use std::io::Seek;
+        f.rewind().expect("rewind");
+        f.read_to_end(&mut bytes).expect("read back");
+        let mut whole = vec![0u8; size as usize];
+        src.read_exact_at(&mut whole, 0).expect("read source");
+        assert_eq!(hash, blake3::hash(&whole).to_hex().to_string());
+        let (_, mut entry) = one_file_archive(b"");
+        let mut entry = entry.remove(0);
+        entry.path = PathBytes::new(b"/home/u/disk.img");
+        entry.size = size;
+        entry.blake3 = Some(hash);
+        (bytes, entry, read)
+    }
+
+    #[test]
+    fn a_sparse_entry_is_checked_by_its_map_and_data_or_by_its_whole_content() {
+        let (bytes, entry, read) = sparse_archive();
+        // After sealing (and `unrm --check`): the logical content's blake3.
+        assert!(verify_archive(&bytes[..], std::slice::from_ref(&entry), None).is_ok());
+        let mut other = entry.clone();
+        other.blake3 = Some(blake3::hash(b"x").to_hex().to_string());
+        assert!(verify_archive(&bytes[..], &[other], None).is_err());
+        let mut longer = entry.clone();
+        longer.size += 1;
+        assert!(verify_archive(&bytes[..], &[longer], None).is_err());
+        // While written: the map and the data's blake3, as the writer read them.
+        let streamed = |read: crate::sparse::SparseRead| {
+            let held = Arc::new(Held::new(0));
+            let (tx, rx) = mpsc::channel();
+            let (hash_tx, _hash_rx) = mpsc::channel();
+            tx.send(Written {
+                index: 0,
+                entry: entry.clone(),
+                content: None,
+                sparse: Some(read),
+            })
+            .expect("send");
+            drop(tx);
+            verify_stream(&bytes[..], &mut Streamed::new(rx, hash_tx, held))
+        };
+        assert!(streamed(read.clone()).is_ok());
+        let mut moved = read.clone();
+        moved.regions[1].offset += 512;
+        assert!(streamed(moved).is_err());
+        let mut wrong = read.clone();
+        wrong.data_blake3 = blake3::hash(b"other").to_hex().to_string();
+        assert!(streamed(wrong).is_err());
+        // Damage in the stored data is caught either way.
+        let mut tar = zstd::stream::decode_all(&bytes[..]).expect("decode");
+        let at = tar
+            .windows(4)
+            .position(|w| w == [1, 1, 1, 1])
+            .expect("the first region's data");
+        tar[at] = 9;
+        let damaged = zstd::bulk::compress(&tar, 1).expect("compress");
+        assert!(verify_archive(&damaged[..], std::slice::from_ref(&entry), None).is_err());
+    }
+
     #[test]
     fn a_blake3_left_to_verification_is_sent_back_once_the_bytes_match() {
         let content = b"left to the verifier".to_vec();
