@@ -12,7 +12,8 @@
 //! permission on cannot be put back); before archiving,
 //! `replace-file`, `replace-dir` and `replace-fifo` (a file is replaced); `cold` makes
 //! every source file look uncached, which starts the read-ahead thread (src/prefetch.rs),
-//! and `cold-start` only starts it (it then finds the files cached and gives up). unrm:
+//! `cold-start` only starts it (it then finds every file cached and gives up), and `warm`
+//! makes every file look cached (the thread never starts). unrm:
 //! `restore-signal` (SIGINT while restoring), `purge-crash` (a purge stops between the
 //! manifest and the archive).
 //!

@@ -3,7 +3,8 @@
 //! The writer reads files one after the other. When they are not in the page cache, each
 //! read waits for the disk, one request at a time: 50,000 small files then take seconds of
 //! waiting. So the writer checks now and then whether the file it is about to read is cached
-//! ([`sys::from_disk`]). The first time two in a row are not, a thread starts asking the kernel to read the files that come next
+//! ([`sys::from_disk`]). The first time two in a row are not, a thread starts asking the
+//! kernel to read the files that come next
 //! (`readahead`, which queues the reads and does not wait for them), up to a window ahead of
 //! the writer, so that many reads are in flight at once. On a tree that is in the cache it
 //! never starts and costs one probe per [`PROBE_EVERY`] files.
@@ -52,8 +53,9 @@ struct Running {
     tx: Option<mpsc::Sender<(usize, CString, u64)>>,
     reached: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    /// Returns how many files it asked the kernel to read.
-    thread: Option<JoinHandle<usize>>,
+    /// Returns how many files it asked the kernel to read, and whether it gave up because
+    /// they were cached.
+    thread: Option<JoinHandle<(usize, bool)>>,
 }
 
 impl Prefetch {
@@ -101,8 +103,7 @@ impl Prefetch {
                 if !self.missed && self.checked % PROBE_EVERY != 1 {
                     return;
                 }
-                let forced = crate::fault::active("cold") || crate::fault::active("cold-start");
-                if !(forced || sys::from_disk(file)) {
+                if !looks_uncached(file) {
                     self.missed = false;
                     return;
                 }
@@ -123,22 +124,31 @@ impl Prefetch {
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (reached.clone(), stop.clone());
         // Under the `cold` fault every file counts as uncached, so every queued one is read
-        // ahead, however far the writer has got (tests count them).
+        // ahead; under `cold-start` every one counts as cached. Either way each queued file
+        // is looked at, however far the writer has got: what the tests count then does not
+        // depend on how the two threads were scheduled.
         let all = crate::fault::active("cold");
+        let none = crate::fault::active("cold-start");
+        let every_one = all || none;
         let thread = std::thread::Builder::new()
             .name("saferm-prefetch".into())
             .spawn(move || {
                 let mut asked = 0usize;
                 let mut cached_in_a_row = 0usize;
                 for (pos, path, size) in rx {
-                    if s.load(Ordering::Relaxed) && !all {
+                    if s.load(Ordering::Relaxed) && !every_one {
                         break;
                     }
                     // Already read by the writer: nothing to gain.
-                    if pos < r.load(Ordering::Relaxed) && !all {
+                    if pos < r.load(Ordering::Relaxed) && !every_one {
                         continue;
                     }
-                    match sys::read_ahead(&path, size, !all) {
+                    let asked_now = if none {
+                        Some(false)
+                    } else {
+                        sys::read_ahead(&path, size, !all)
+                    };
+                    match asked_now {
                         Some(true) => {
                             asked += 1;
                             cached_in_a_row = 0;
@@ -148,13 +158,13 @@ impl Prefetch {
                             // stop spending a thread on it.
                             cached_in_a_row += 1;
                             if cached_in_a_row >= GIVE_UP_AFTER_CACHED {
-                                break;
+                                return (asked, true);
                             }
                         }
                         None => {}
                     }
                 }
-                asked
+                (asked, false)
             })
             .ok();
         if thread.is_none() {
@@ -202,16 +212,39 @@ impl Prefetch {
     }
 }
 
+/// Whether the file the writer is about to read is not in the page cache. The test hooks
+/// decide instead of the cache in debug builds: `cold` and `cold-start` say not cached,
+/// `warm` says cached (the page cache's real state depends on memory pressure, and
+/// `RWF_NOWAIT` now and then refuses a cached page: tests cannot count on it).
+fn looks_uncached(file: &File) -> bool {
+    if crate::fault::active("cold") || crate::fault::active("cold-start") {
+        return true;
+    }
+    if crate::fault::active("warm") {
+        return false;
+    }
+    sys::from_disk(file)
+}
+
 impl Drop for Prefetch {
     fn drop(&mut self) {
         if let Some(mut r) = self.running.take() {
             r.stop.store(true, Ordering::Relaxed);
             drop(r.tx.take());
-            let asked = r.thread.take().and_then(|t| t.join().ok()).unwrap_or(0);
+            let (asked, gave_up) = r
+                .thread
+                .take()
+                .and_then(|t| t.join().ok())
+                .unwrap_or_default();
             crate::timing::note(&format!(
-                "read ahead: {asked} of {} files ({} queued)",
+                "read ahead: {asked} of {} files ({} queued){}",
                 self.files.len(),
-                self.handed.saturating_sub(r.first)
+                self.handed.saturating_sub(r.first),
+                if gave_up {
+                    "; gave up: they were cached"
+                } else {
+                    ""
+                }
             ));
         }
     }
