@@ -206,7 +206,29 @@ impl Store {
     }
 
     pub fn open_at(root: &Path) -> Result<Store> {
-        refuse_volatile_path(root)?;
+        Store::open_waiving(root, &TestWaivers::from_env())
+    }
+
+    /// Tests only (debug builds): [`Store::open_at`] as in a process started with
+    /// `SAFERM_TEST_SANDBOX=sandbox` (and `SAFERM_TEST_ALLOW_VOLATILE_STORE` when
+    /// `allow_volatile`), for an integration test that opens its sandbox's store itself
+    /// and may not change its own environment.
+    #[cfg(debug_assertions)]
+    #[doc(hidden)]
+    pub fn open_in_test_sandbox(
+        root: &Path,
+        sandbox: Option<&Path>,
+        allow_volatile: bool,
+    ) -> Result<Store> {
+        let waivers = TestWaivers {
+            sandbox: sandbox.map(Path::to_path_buf),
+            volatile: allow_volatile,
+        };
+        Store::open_waiving(root, &waivers)
+    }
+
+    fn open_waiving(root: &Path, waivers: &TestWaivers) -> Result<Store> {
+        refuse_volatile_path(root, waivers)?;
         create_private_dirs(root)?;
         let croot = sys::cstr(root.as_os_str().as_bytes())?;
         let root_fd = sys::openat(sys::AT_FDCWD, &croot, libc::O_RDONLY | libc::O_DIRECTORY, 0)
@@ -223,9 +245,9 @@ impl Store {
         let canonical = std::fs::canonicalize(root)
             .with_context(|| format!("cannot resolve '{}'", root.display()))?;
         // The canonical path may reveal a symlink into /tmp.
-        refuse_volatile_path(&canonical)?;
+        refuse_volatile_path(&canonical, waivers)?;
         let (fstype, _) = sys::statfs(root_fd.as_raw_fd())?;
-        if (fstype == TMPFS_MAGIC || fstype == RAMFS_MAGIC) && !volatile_allowed_for_tests() {
+        if (fstype == TMPFS_MAGIC || fstype == RAMFS_MAGIC) && !waivers.volatile {
             bail!(
                 "store '{}' is on a memory filesystem (tmpfs/ramfs) and would be lost at reboot; set SAFERM_STORE to a directory on disk",
                 root.display()
@@ -1083,8 +1105,8 @@ pub fn month_of(now: chrono::DateTime<chrono::Utc>) -> String {
     now.format("%Y-%m").to_string()
 }
 
-fn refuse_volatile_path(path: &Path) -> Result<()> {
-    if volatile_allowed_for_tests() {
+fn refuse_volatile_path(path: &Path, waivers: &TestWaivers) -> Result<()> {
+    if waivers.volatile || waivers.sandbox.as_deref().is_some_and(|d| inside(path, d)) {
         return Ok(());
     }
     for prefix in VOLATILE_PREFIXES {
@@ -1098,9 +1120,35 @@ fn refuse_volatile_path(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Tests on a size-limited tmpfs need to allow it; only debug builds honour this.
-fn volatile_allowed_for_tests() -> bool {
-    cfg!(debug_assertions) && std::env::var_os("SAFERM_TEST_ALLOW_VOLATILE_STORE").is_some()
+/// What the integration tests may waive of the rules above; only debug builds read it.
+/// - `SAFERM_TEST_ALLOW_VOLATILE_STORE`: any store on tmpfs or under `/tmp` (tests of a
+///   store on a size-limited tmpfs).
+/// - `SAFERM_TEST_SANDBOX=DIR`: a checkout under `/tmp` has its test sandboxes there
+///   (tests/common), and their stores must work. It waives the path rule for a store
+///   inside DIR only, not the memory-filesystem rule, and nothing outside DIR.
+#[derive(Default)]
+struct TestWaivers {
+    sandbox: Option<PathBuf>,
+    volatile: bool,
+}
+
+impl TestWaivers {
+    fn from_env() -> TestWaivers {
+        if !cfg!(debug_assertions) {
+            return TestWaivers::default();
+        }
+        TestWaivers {
+            sandbox: std::env::var_os("SAFERM_TEST_SANDBOX").map(PathBuf::from),
+            volatile: std::env::var_os("SAFERM_TEST_ALLOW_VOLATILE_STORE").is_some(),
+        }
+    }
+}
+
+/// Whether `path` is `dir` or below it, both absolute and without `..`, `dir` not `/`.
+fn inside(path: &Path, dir: &Path) -> bool {
+    let plain =
+        |p: &Path| p.is_absolute() && p.components().all(|c| c != std::path::Component::ParentDir);
+    plain(dir) && plain(path) && dir != Path::new("/") && path.starts_with(dir)
 }
 
 /// `mkdir -p` whose last component (the store) is created 0700.
@@ -1169,9 +1217,26 @@ mod tests {
 
     #[test]
     fn volatile_paths_are_refused() {
-        assert!(refuse_volatile_path(Path::new("/tmp/x")).is_err());
-        assert!(refuse_volatile_path(Path::new("/run/user/1000/s")).is_err());
-        assert!(refuse_volatile_path(Path::new("/tmpfoo/x")).is_ok());
-        assert!(refuse_volatile_path(Path::new("/home/u/.local/share/saferm")).is_ok());
+        let none = TestWaivers::default();
+        assert!(refuse_volatile_path(Path::new("/tmp/x"), &none).is_err());
+        assert!(refuse_volatile_path(Path::new("/run/user/1000/s"), &none).is_err());
+        assert!(refuse_volatile_path(Path::new("/tmpfoo/x"), &none).is_ok());
+        assert!(refuse_volatile_path(Path::new("/home/u/.local/share/saferm"), &none).is_ok());
+    }
+
+    #[test]
+    fn the_test_sandbox_waiver_covers_its_own_directory_only() {
+        let waivers = TestWaivers {
+            sandbox: Some(PathBuf::from("/tmp/x/target/tmp/sandbox-1")),
+            volatile: false,
+        };
+        let ok = |p: &str| refuse_volatile_path(Path::new(p), &waivers).is_ok();
+        assert!(ok("/tmp/x/target/tmp/sandbox-1/data/saferm"));
+        assert!(ok("/tmp/x/target/tmp/sandbox-1"));
+        assert!(!ok("/tmp/x/target/tmp/sandbox-10/s"));
+        assert!(!ok("/tmp/saferm"));
+        assert!(!ok("/tmp/x/target/tmp/sandbox-1/../../../../s"));
+        assert!(!inside(Path::new("sandbox-1/s"), Path::new("sandbox-1")));
+        assert!(!inside(Path::new("/tmp/s"), Path::new("/")));
     }
 }

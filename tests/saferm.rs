@@ -537,23 +537,49 @@ fn volatile_and_foreign_stores_are_refused() {
     let _mount = Tmpfs::mount(&mnt).expect("mount tmpfs");
     let foreign = sb.work("foreign");
     std::os::unix::fs::chown(&foreign, Some(NOBODY), Some(NOBODY)).expect("chown");
-    let cases: Vec<(PathBuf, &str)> = vec![
-        (PathBuf::from("/tmp/saferm-test-store"), "is under /tmp"),
+    // Each refusal is proven without the debug builds' overrides: never with
+    // SAFERM_TEST_ALLOW_VOLATILE_STORE, and with SAFERM_TEST_SANDBOX (which commands carry
+    // when the sandbox is under /tmp, tests/common) only where it is named: for the tmpfs
+    // store, whose path must pass for its filesystem to be looked at (it waives the path
+    // rule inside the sandbox, never the memory one), and for a store under /tmp outside
+    // the sandbox, which it must not save.
+    let waiver = Some(sb.root());
+    let cases: Vec<(PathBuf, &str, Option<&Path>)> = vec![
+        (
+            PathBuf::from("/tmp/saferm-test-store"),
+            "is under /tmp",
+            None,
+        ),
+        (
+            PathBuf::from("/tmp/saferm-test-store"),
+            "is under /tmp",
+            waiver,
+        ),
         (
             PathBuf::from("/dev/shm/saferm-test-store"),
             "is under /dev/shm",
+            None,
         ),
-        (mnt.join("store"), "memory filesystem"),
-        (foreign.clone(), "belongs to uid 65534"),
-        (PathBuf::from("relative/store"), "must be an absolute path"),
+        (mnt.join("store"), "memory filesystem", waiver),
+        (foreign.clone(), "belongs to uid 65534", None),
+        (
+            PathBuf::from("relative/store"),
+            "must be an absolute path",
+            None,
+        ),
     ];
-    for (store, why) in cases {
-        let out = sb
+    for (store, why, waiver) in cases {
+        let mut cmd = sb
             .command(saferm_bin())
             .current_dir(&work)
             .arg("a")
             .env("SAFERM_STORE", &store)
-            .run();
+            .env_remove("SAFERM_TEST_ALLOW_VOLATILE_STORE")
+            .env_remove("SAFERM_TEST_SANDBOX");
+        if let Some(dir) = waiver {
+            cmd = cmd.env("SAFERM_TEST_SANDBOX", dir);
+        }
+        let out = cmd.run();
         assert_eq!(out.code(), Some(1), "{}", store.display());
         let err = out.stderr_text();
         assert!(
@@ -739,10 +765,10 @@ fn closed_stdout_does_not_stop_the_removal() {
     let sb = Sandbox::new();
     let work = sb.work("w");
     build_tree(&work, &["d/a=1", "d/b=2", "d/c=3"]);
-    let mut child = Command::new(saferm_bin())
+    let mut child = sb
+        .std_command(saferm_bin())
         .args(["-rv", "d"])
         .current_dir(&work)
-        .env("XDG_DATA_HOME", sb.data())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -814,10 +840,10 @@ fn the_program_name_is_argv0_as_invoked() {
     let bin = sb.work("bin");
     std::os::unix::fs::symlink(saferm_bin(), bin.join("rm")).expect("symlink");
     let full = bin.join("rm");
-    let out = Command::new(&full)
+    let out = sb
+        .std_command(&full)
         .arg("missing")
         .current_dir(&work)
-        .env("XDG_DATA_HOME", sb.data())
         .output()
         .expect("run");
     assert_eq!(
@@ -827,10 +853,10 @@ fn the_program_name_is_argv0_as_invoked() {
             full.display()
         )
     );
-    let out = Command::new(saferm_bin())
+    let out = sb
+        .std_command(saferm_bin())
         .arg("missing")
         .current_dir(&work)
-        .env("XDG_DATA_HOME", sb.data())
         .output()
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr)
@@ -1102,14 +1128,10 @@ fn saferm_on_a_tty(sb: &Sandbox, cwd: &Path, args: &[&str]) -> (Option<i32>, Str
     // SAFETY: both descriptors were just opened and are owned by nobody else.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
     let dup = |fd: &OwnedFd| fd.try_clone().expect("dup the pty");
-    let mut child = Command::new(saferm_bin())
+    let mut child = sb
+        .std_command(saferm_bin())
         .args(args)
         .current_dir(cwd)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("XDG_DATA_HOME", sb.data())
-        .env("XDG_CONFIG_HOME", sb.config())
-        .env("SAFERM_MIN_FREE", "0")
         .env("TERM", "xterm")
         .env("SAFERM_TEST_PROGRESS_NOW", "1")
         .stdin(std::process::Stdio::from(dup(&slave)))

@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use saferm::config::{Config, Size};
-use saferm::store::Store;
 
 use crate::common::{noise, saferm_bin, saferm_ok as saferm, snapshot, unrm_bin, Outcome, Sandbox};
 
@@ -210,7 +209,7 @@ fn config_with(f: impl FnOnce(&mut Config)) -> Config {
 fn automatic_retention_spares_keep_last_and_the_deletion_just_made() {
     let sb = Sandbox::new();
     let all = make_deletions(&sb, 5);
-    let store = Store::open_at(&sb.store()).expect("open store");
+    let store = sb.open_store();
     forget_last_check(&sb);
     // Within the limits: nothing happens, nothing is printed.
     let lines = saferm::retention::after_saferm_run(&store, &Config::defaults(), Some(&all[4]));
@@ -241,7 +240,7 @@ fn automatic_retention_spares_keep_last_and_the_deletion_just_made() {
 fn between_full_checks_only_free_space_and_size_are_looked_at() {
     let sb = Sandbox::new();
     let all = make_deletions(&sb, 3);
-    let store = Store::open_at(&sb.store()).expect("open store");
+    let store = sb.open_store();
     forget_last_check(&sb);
     assert!(saferm::retention::after_saferm_run(&store, &Config::defaults(), None).is_empty());
     // A stale temp file waits for the next full check...
@@ -265,7 +264,7 @@ fn between_full_checks_only_free_space_and_size_are_looked_at() {
 fn automatic_retention_never_waits_for_the_lock() {
     let sb = Sandbox::new();
     let all = make_deletions(&sb, 3);
-    let store = Store::open_at(&sb.store()).expect("open store");
+    let store = sb.open_store();
     let config = config_with(|c| {
         c.max_size.value = Size::Bytes(1);
         c.keep_last.value = 0;
@@ -567,7 +566,7 @@ fn stale_temp_files_are_swept_fresh_ones_kept() {
     // And after a saferm run.
     fs::write(tmp.join("old.2.tmp"), b"x").expect("write");
     age(&tmp.join("old.2.tmp"), 7200);
-    let store = Store::open_at(&sb.store()).expect("open store");
+    let store = sb.open_store();
     forget_last_check(&sb);
     saferm::retention::after_saferm_run(&store, &Config::defaults(), None);
     assert!(!tmp.join("old.2.tmp").exists());
@@ -614,7 +613,7 @@ fn incomplete_archives_are_reported_and_removed_complete_orphans_rebuilt() {
         .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
         .expect("archive");
     age(&archive, 7200);
-    let store = Store::open_at(&sb.store()).expect("open store");
+    let store = sb.open_store();
     forget_last_check(&sb);
     let lines = saferm::retention::after_saferm_run(&store, &Config::defaults(), None);
     assert!(!cut.exists(), "{lines:?}");
@@ -641,7 +640,7 @@ fn an_orphan_that_cannot_be_rebuilt_is_set_aside_once() {
     let bad = full.with_file_name("20200101T000000.000000000Z-3-00000000-bad.tar.zst");
     fs::write(&bad, &bytes).expect("write");
     age(&bad, 7200);
-    let store = Store::open_at(&sb.store()).expect("open store");
+    let store = sb.open_store();
     forget_last_check(&sb);
     let lines = saferm::retention::after_saferm_run(&store, &Config::defaults(), None);
     assert!(
@@ -724,14 +723,8 @@ fn stats_names_the_filesystem_the_settings_and_the_alias() {
 
 /// The sandbox's environment for a `Command` that must be spawned, not run to completion.
 fn sandboxed(sb: &Sandbox, program: &Path) -> Command {
-    let mut c = Command::new(program);
-    c.env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("LC_ALL", "C")
-        .env("HOME", sb.home())
-        .env("XDG_DATA_HOME", sb.data())
-        .env("XDG_CONFIG_HOME", sb.config())
-        .stdin(Stdio::null())
+    let mut c = sb.std_command(program);
+    c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c

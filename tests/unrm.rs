@@ -961,15 +961,10 @@ fn unrm_on_a_tty(
     assert_eq!(r, 0, "openpty");
     // SAFETY: both descriptors were just opened and are owned by nobody else.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let child = std::process::Command::new(unrm_bin())
+    let child = sb
+        .std_command(unrm_bin())
         .args(args)
         .current_dir(cwd)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("LC_ALL", "C")
-        .env("HOME", sb.home())
-        .env("XDG_DATA_HOME", sb.data())
-        .env("XDG_CONFIG_HOME", sb.config())
         .stdin(std::process::Stdio::from(slave))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

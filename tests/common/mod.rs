@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests.
 //!
-//! - [`Sandbox`]: a per-test directory on a real disk (never `/tmp`: saferm refuses stores
-//!   there and on tmpfs) holding `home/`, `data/` (`XDG_DATA_HOME`), `config/` and work dirs.
-//! - [`TestCommand`]: runs a program with a cleared environment (`PATH`, `LC_ALL=C`, the
-//!   sandbox's `HOME` and XDG dirs), `argv[0]` set to `rm`, empty stdin unless given, a
-//!   timeout, and optionally as the unprivileged uid 65534 through `setpriv`.
+//! - [`Sandbox`]: a per-test directory holding `home/`, `data/` (`XDG_DATA_HOME`), `config/`
+//!   and work dirs, placed where the tests work from any checkout (see [`sandbox_base`]).
+//! - [`TestCommand`]: runs a program with a cleared environment ([`clean_env`]: `PATH`,
+//!   `LC_ALL=C`, the sandbox's `HOME` and XDG dirs, nothing inherited), `argv[0]` set to
+//!   `rm`, empty stdin unless given, a timeout, and optionally as the unprivileged uid 65534
+//!   through `setpriv`. [`Sandbox::std_command`] gives the same environment to a child a
+//!   test must drive itself.
 //! - [`build_tree`] / [`snapshot`]: create a tree from a compact spec and describe a tree so
 //!   that two of them compare with `assert_eq!`.
 //! - [`Differential`]: the same tree, arguments and stdin given to GNU rm and to saferm;
@@ -79,6 +81,37 @@ pub fn saferm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
     out
 }
 
+/// An external program some tests need and a machine may lack (zsh, fish, dash,
+/// shellcheck), found on the test process's `PATH` (ripgrep's `cmd_exists`): its absolute
+/// path, run with the sandbox's clean environment. When it is missing, the test prints
+/// loudly that it skips that part and why (straight to stderr, which `cargo test` does not
+/// capture) and gets `None`; with `SAFERM_TEST_REQUIRE_ALL=1` (set by `.ci/run`) it fails
+/// instead. `SAFERM_TEST_HIDE_TOOLS=zsh,fish` makes programs look missing, to try that.
+pub fn tool(name: &str, needed_for: &str) -> Option<PathBuf> {
+    let hidden = std::env::var("SAFERM_TEST_HIDE_TOOLS").unwrap_or_default();
+    let found = if hidden.split(',').any(|h| h.trim() == name) {
+        None
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .filter(|d| d.is_absolute())
+                .map(|d| d.join(name))
+                .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
+        })
+    };
+    if found.is_none() {
+        let why = format!("{name} is not installed (not on PATH): {needed_for} is not tested");
+        if std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
+            panic!("{why}, and SAFERM_TEST_REQUIRE_ALL=1 makes it mandatory (apt install {name})");
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED: {why}. Install {name} to test it; CI (SAFERM_TEST_REQUIRE_ALL=1) requires it. ***"
+        );
+    }
+    found
+}
+
 /// True when the tests run with euid 0 (CI does; mounts and uid switches need it).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -142,18 +175,126 @@ impl fmt::Debug for ByteStr<'_> {
     }
 }
 
-/// A per-test directory under cargo's target tmpdir, removed when dropped.
+/// Where saferm refuses to keep a store (src/store.rs): emptied at boot or in memory.
+const VOLATILE_PREFIXES: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
+
+/// The directory this test process puts its sandboxes in, and what saferm must be told
+/// about it.
+struct SandboxBase {
+    /// Canonical, so that store paths built from it are what saferm sees.
+    dir: PathBuf,
+    /// Under a [`VOLATILE_PREFIXES`] directory: commands get `SAFERM_TEST_SANDBOX`.
+    under_volatile_prefix: bool,
+    /// On tmpfs/ramfs: commands also get `SAFERM_TEST_ALLOW_VOLATILE_STORE`.
+    in_memory: bool,
+}
+
+/// Chosen once per test process, so that the tests pass wherever the checkout is and
+/// whoever runs them:
+/// 1. cargo's target tmpdir (inside the checkout), when saferm accepts a store there and,
+///    run as root, uid 65534 can reach it (every directory above it searchable by others):
+///    then the commands carry no override at all;
+/// 2. else the system's temp directory (`TMPDIR`, `/tmp`, `/var/tmp`), reachable by
+///    everyone: a checkout under `/tmp`, or under a 0700 home like `/root`. saferm refuses
+///    stores there, so commands carry `SAFERM_TEST_SANDBOX`, which a debug build honours
+///    for stores inside that one sandbox only (src/store.rs).
+///
+/// Release builds honour no override: their rules cannot be weakened by a test variable.
+fn sandbox_base() -> &'static SandboxBase {
+    static BASE: std::sync::OnceLock<SandboxBase> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let target_tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let _ = fs::create_dir_all(&target_tmp);
+        let candidates = [
+            target_tmp,
+            std::env::temp_dir(),
+            PathBuf::from("/tmp"),
+            PathBuf::from("/var/tmp"),
+        ];
+        let mut fallback = None;
+        let mut rejected = Vec::new();
+        for candidate in candidates {
+            match examine_base(&candidate) {
+                Ok(base) if !base.under_volatile_prefix && !base.in_memory => return base,
+                Ok(base) => {
+                    fallback.get_or_insert(base);
+                }
+                Err(why) => rejected.push(format!("{}: {why}", candidate.display())),
+            }
+        }
+        fallback.unwrap_or_else(|| {
+            panic!(
+                "no directory for the test sandboxes:\n{}",
+                rejected.join("\n")
+            )
+        })
+    })
+}
+
+/// Whether sandboxes can go in `dir`, and how saferm will see stores there.
+fn examine_base(dir: &Path) -> Result<SandboxBase, String> {
+    let dir = fs::canonicalize(dir).map_err(|e| e.to_string())?;
+    if !fs::metadata(&dir).map_err(|e| e.to_string())?.is_dir() {
+        return Err("not a directory".into());
+    }
+    if is_root() {
+        for d in dir.ancestors() {
+            let mode = fs::metadata(d).map_err(|e| e.to_string())?.mode();
+            if mode & 0o001 == 0 {
+                return Err(format!(
+                    "uid {NOBODY} cannot reach it: {} is mode {:04o}",
+                    d.display(),
+                    mode & 0o7777
+                ));
+            }
+        }
+    }
+    let fs_type = nix::sys::statfs::statfs(&dir)
+        .map_err(|e| e.to_string())?
+        .filesystem_type();
+    Ok(SandboxBase {
+        under_volatile_prefix: VOLATILE_PREFIXES.iter().any(|p| dir.starts_with(p)),
+        // ramfs's magic, which nix does not name.
+        in_memory: fs_type == nix::sys::statfs::TMPFS_MAGIC || fs_type.0 as i64 == 0x8584_58f6,
+        dir,
+    })
+}
+
+/// The environment every program a test starts gets, whatever the test process has:
+/// nothing inherited (no `SAFERM_*`, no real `HOME` or `XDG_*`: the developer's own store
+/// and config are never reached), `PATH`, `LC_ALL=C`, and the sandbox's home, data and
+/// config directories. `sandbox` is a [`Sandbox::root`].
+pub fn clean_env(cmd: &mut Command, sandbox: &Path, path: impl AsRef<OsStr>) {
+    cmd.env_clear()
+        .env("PATH", path)
+        .env("LC_ALL", "C")
+        .env("HOME", sandbox.join("home"))
+        .env("XDG_DATA_HOME", sandbox.join("data"))
+        .env("XDG_CONFIG_HOME", sandbox.join("config"))
+        .env("XDG_CACHE_HOME", sandbox.join("home/.cache"))
+        .env("XDG_STATE_HOME", sandbox.join("home/.local/state"))
+        // The space saferm leaves free is a share of the disk: tests must not depend on
+        // how full the machine's disk is.
+        .env("SAFERM_MIN_FREE", "0");
+    let base = sandbox_base();
+    if base.under_volatile_prefix {
+        cmd.env("SAFERM_TEST_SANDBOX", sandbox);
+    }
+    if base.in_memory {
+        cmd.env("SAFERM_TEST_ALLOW_VOLATILE_STORE", "1");
+    }
+}
+
+/// A per-test directory (see [`sandbox_base`] for where), removed when dropped.
 pub struct Sandbox {
     dir: tempfile::TempDir,
 }
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        fs::create_dir_all(base).expect("create CARGO_TARGET_TMPDIR");
         let dir = tempfile::Builder::new()
-            .prefix("sandbox-")
-            .tempdir_in(base)
+            .prefix("saferm-sandbox-")
+            .tempdir_in(&sandbox_base().dir)
             .expect("create the sandbox directory");
         for sub in ["home", "data", "config"] {
             fs::create_dir(dir.path().join(sub)).expect("create a sandbox subdirectory");
@@ -208,6 +349,34 @@ impl Sandbox {
             stdout_to: None,
             sandbox: self.root().to_path_buf(),
         }
+    }
+
+    /// A `std::process::Command` for `program` with this sandbox's [`clean_env`] and `PATH`
+    /// `/usr/bin:/bin`, in the sandbox root, for a test that must spawn and watch the child
+    /// itself (signals, concurrency, a shell). Prefer [`Sandbox::command`].
+    pub fn std_command(&self, program: impl AsRef<OsStr>) -> Command {
+        self.std_command_with_path(program, "/usr/bin:/bin")
+    }
+
+    /// The sandbox's store, opened in this process, with the waivers its commands carry
+    /// (see [`clean_env`]).
+    pub fn open_store(&self) -> saferm::store::Store {
+        let base = sandbox_base();
+        let sandbox = base.under_volatile_prefix.then(|| self.root());
+        saferm::store::Store::open_in_test_sandbox(&self.store(), sandbox, base.in_memory)
+            .unwrap_or_else(|e| panic!("open the store {}: {e:#}", self.store().display()))
+    }
+
+    /// [`Sandbox::std_command`] with another `PATH`.
+    pub fn std_command_with_path(
+        &self,
+        program: impl AsRef<OsStr>,
+        path: impl AsRef<OsStr>,
+    ) -> Command {
+        let mut cmd = Command::new(program);
+        clean_env(&mut cmd, self.root(), path);
+        cmd.current_dir(self.root());
+        cmd
     }
 }
 
@@ -297,7 +466,8 @@ pub struct TestCommand {
     args: Vec<OsString>,
     cwd: PathBuf,
     stdin: Option<Vec<u8>>,
-    envs: Vec<(OsString, OsString)>,
+    /// Set (`Some`) or removed (`None`) after the defaults, in order.
+    envs: Vec<(OsString, Option<OsString>)>,
     unprivileged: bool,
     /// A file stdout is opened on for writing instead of the captured pipe (`/dev/full`).
     stdout_to: Option<PathBuf>,
@@ -333,8 +503,16 @@ impl TestCommand {
 
     /// An extra environment variable (set after the defaults, so it may override them).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.envs
-            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self.envs.push((
+            key.as_ref().to_os_string(),
+            Some(value.as_ref().to_os_string()),
+        ));
+        self
+    }
+
+    /// Leaves out one of the defaults of [`clean_env`].
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.envs.push((key.as_ref().to_os_string(), None));
         self
     }
 
@@ -377,18 +555,15 @@ impl TestCommand {
             cmd.arg0(ARG0);
             cmd
         };
+        clean_env(&mut cmd, sandbox, path);
+        for (k, v) in &self.envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
         cmd.args(&self.args)
             .current_dir(&self.cwd)
-            .env_clear()
-            .env("PATH", path)
-            .env("LC_ALL", "C")
-            .env("HOME", sandbox.join("home"))
-            .env("XDG_DATA_HOME", sandbox.join("data"))
-            .env("XDG_CONFIG_HOME", sandbox.join("config"))
-            // The space saferm leaves free is a share of the disk: tests must not depend on
-            // how full the machine's disk is.
-            .env("SAFERM_MIN_FREE", "0")
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(match &self.stdout_to {
                 Some(p) => Stdio::from(
                     fs::OpenOptions::new()
