@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # saferm for POSIX shells (dash, ksh, sh): in interactive shells, `rm` archives what it
 # removes before removing it.
 # Enable:  eval "$(saferm --shell-init sh)"   (or . this file from the file $ENV names)

@@ -1,11 +1,14 @@
 //! Shell integration: the snippets in `shell/` in their real shells, `--shell-init`,
 //! completions, man pages, and the opt-in `rm` link for scripts.
+//!
+//! A shell or shellcheck the machine lacks skips the part that needs it, loudly
+//! ([`tool`]); `.ci/run` sets `SAFERM_TEST_REQUIRE_ALL=1`, which makes it a failure.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use crate::common::{saferm_bin, unrm_bin, Sandbox};
+use crate::common::{saferm_bin, tool, unrm_bin, Sandbox};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -36,17 +39,15 @@ fn bin_dir(sb: &Sandbox) -> PathBuf {
 }
 
 /// Run a shell with a clean environment: the sandbox's HOME and store, the binaries on PATH.
-fn shell(sb: &Sandbox, argv: &[&str], stdin: &str, cwd: &Path) -> Output {
+/// `None` (after saying so) when the machine has no such shell: see [`tool`].
+fn shell(sb: &Sandbox, argv: &[&str], stdin: &str, cwd: &Path) -> Option<Output> {
+    let program = tool(argv[0], &format!("{argv:?}"))?;
     let path = format!("{}:/usr/bin:/bin", bin_dir(sb).display());
-    let mut child = Command::new(argv[0])
+    let mut child = sb
+        .std_command_with_path(program, path)
         .args(&argv[1..])
         .current_dir(cwd)
-        .env_clear()
-        .env("PATH", path)
-        .env("HOME", sb.home())
-        .env("XDG_DATA_HOME", sb.data())
         .env("TERM", "dumb")
-        .env("LC_ALL", "C")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -57,7 +58,7 @@ fn shell(sb: &Sandbox, argv: &[&str], stdin: &str, cwd: &Path) -> Output {
         let mut pipe = child.stdin.take().expect("stdin");
         let _ = pipe.write_all(stdin.as_bytes());
     }
-    child.wait_with_output().expect("wait for the shell")
+    Some(child.wait_with_output().expect("wait for the shell"))
 }
 
 fn archives(sb: &Sandbox) -> usize {
@@ -80,7 +81,9 @@ fn snippets_are_silent_in_strict_non_interactive_shells() {
         let script = format!("{source}'{}'", path.display());
         let mut full: Vec<&str> = argv.to_vec();
         full.push(&script);
-        let out = shell(&sb, &full, "", sb.root());
+        let Some(out) = shell(&sb, &full, "", sb.root()) else {
+            continue;
+        };
         assert!(out.status.success(), "{name}: {:?}", out);
         assert!(
             out.stdout.is_empty() && out.stderr.is_empty(),
@@ -91,23 +94,32 @@ fn snippets_are_silent_in_strict_non_interactive_shells() {
 
 #[test]
 fn snippets_pass_shellcheck_and_parse_in_their_shells() {
-    for (file, dialect) in [("shell/saferm.bash", "bash"), ("shell/saferm.sh", "sh")] {
-        let out = Command::new("shellcheck")
-            .args(["-s", dialect])
-            .arg(repo(file))
-            .output()
-            .expect("run shellcheck (CI installs it with apt)");
-        assert!(
-            out.status.success(),
-            "shellcheck {file}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+    let sb = Sandbox::new();
+    // Each on its own, as an editor's shellcheck runs it: the file names its dialect.
+    if let Some(shellcheck) = tool("shellcheck", "linting shell/saferm.{bash,sh}") {
+        for file in ["shell/saferm.bash", "shell/saferm.sh"] {
+            let out = sb
+                .std_command(&shellcheck)
+                .arg(repo(file))
+                .output()
+                .expect("run shellcheck");
+            assert!(
+                out.status.success(),
+                "shellcheck {file}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     for (shell, flag, file) in [
         ("zsh", "-n", "shell/saferm.zsh"),
         ("fish", "--no-execute", "shell/saferm.fish"),
     ] {
-        let out = Command::new(shell)
+        let Some(program) = tool(shell, &format!("parsing {file}")) else {
+            continue;
+        };
+        let out = sb
+            .std_command(program)
             .arg(flag)
             .arg(repo(file))
             .output()
@@ -118,8 +130,10 @@ fn snippets_pass_shellcheck_and_parse_in_their_shells() {
 
 #[test]
 fn shell_init_prints_the_files_in_shell_dir() {
+    let sb = Sandbox::new();
     for (name, file, _) in SNIPPETS {
-        let out = Command::new(saferm_bin())
+        let out = sb
+            .std_command(saferm_bin())
             .args(["--shell-init", name])
             .output()
             .expect("run");
@@ -130,7 +144,8 @@ fn shell_init_prints_the_files_in_shell_dir() {
             "{name}"
         );
     }
-    let out = Command::new(saferm_bin())
+    let out = sb
+        .std_command(saferm_bin())
         .args(["--shell-init", "tcsh"])
         .output()
         .expect("run");
@@ -179,6 +194,9 @@ fn rm_is_saferm_in_interactive_shells_and_the_bypass_is_real_rm() {
             shell(&sb, &full, "", &work)
         } else {
             shell(&sb, argv, &script, &work)
+        };
+        let Some(out) = out else {
+            continue;
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains(&format!("alias={name}")), "{name}: {out:?}");
@@ -235,10 +253,10 @@ fn completions_load_in_each_shell() {
     let sb = Sandbox::new();
     let work = sb.work("w");
     fs::write(work.join("notes.txt"), b"n").expect("notes");
-    let out = Command::new(saferm_bin())
+    let out = sb
+        .std_command(saferm_bin())
         .arg("notes.txt")
         .current_dir(&work)
-        .env("XDG_DATA_HOME", sb.data())
         .output()
         .expect("saferm");
     assert!(out.status.success());
@@ -249,40 +267,44 @@ fn completions_load_in_each_shell() {
                 _saferm_unrm_complete unrm no unrm\n\
                 printf '%s\\n' \"${COMPREPLY[@]}\"";
     // Completion functions are not written for `set -e`; errors show on stderr.
-    let out = shell(
+    if let Some(out) = shell(
         &sb,
         &["bash", "--norc", "--noprofile", "-c", bash],
         "",
         &work,
-    );
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "bash: {out:?}"
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l == "notes.txt"),
-        "bash: {out:?}"
-    );
+    ) {
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "bash: {out:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l == "notes.txt"),
+            "bash: {out:?}"
+        );
+    }
     // zsh: the completion functions define and register without errors.
     let zsh = "autoload -U compinit && compinit -u -D\n\
                source <(saferm --completions zsh) && source <(unrm --completions zsh)\n\
                (( $+functions[_unrm] && $+functions[_saferm] && $+functions[_saferm_unrm_names] )) && echo loaded";
-    let out = shell(&sb, &["zsh", "--no-rcs", "-c", zsh], "", &work);
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "zsh: {out:?}"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "loaded",
-        "zsh: {out:?}"
-    );
+    if let Some(out) = shell(&sb, &["zsh", "--no-rcs", "-c", zsh], "", &work) {
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "zsh: {out:?}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "loaded",
+            "zsh: {out:?}"
+        );
+    }
     // fish: complete offers an option and the deleted name.
     let fish = "saferm --completions fish | source; unrm --completions fish | source; \
                 complete -C'unrm --la'; complete -C'unrm no'";
-    let out = shell(&sb, &["fish", "--no-config", "-c", fish], "", &work);
+    let Some(out) = shell(&sb, &["fish", "--no-config", "-c", fish], "", &work) else {
+        return;
+    };
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "fish: {out:?}"
@@ -297,11 +319,12 @@ fn completions_load_in_each_shell() {
 
 #[test]
 fn man_pages_come_from_the_command_definitions() {
+    let sb = Sandbox::new();
     for (bin, name, option) in [
         (saferm_bin(), "saferm", "\\-\\-no\\-archive"),
         (unrm_bin(), "unrm", "\\-\\-last"),
     ] {
-        let out = Command::new(&bin).arg("--man").output().expect("run");
+        let out = sb.std_command(&bin).arg("--man").output().expect("run");
         assert!(out.status.success());
         let page = String::from_utf8_lossy(&out.stdout);
         assert!(page.contains(&format!(".TH {name} 1")), "{name}: {page}");
@@ -328,13 +351,10 @@ fn an_rm_link_on_path_puts_scripts_through_saferm() {
     let optin = sb.work("optin");
     std::os::unix::fs::symlink(saferm_bin(), optin.join("rm")).expect("link");
     let path = format!("{}:/usr/bin:/bin", optin.display());
-    let out = Command::new("sh")
+    let out = sb
+        .std_command_with_path("/bin/sh", path)
         .args(["-c", "rm -rf build && rm missing"])
         .current_dir(&work)
-        .env_clear()
-        .env("PATH", path)
-        .env("XDG_DATA_HOME", sb.data())
-        .env("LC_ALL", "C")
         .output()
         .expect("sh");
     assert_eq!(out.status.code(), Some(1));
