@@ -2,6 +2,7 @@
 mod common;
 mod completion;
 mod differential;
+mod isolation;
 mod readme;
 mod saferm;
 mod shell;
