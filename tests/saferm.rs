@@ -540,9 +540,9 @@ fn volatile_and_foreign_stores_are_refused() {
     // Each refusal is proven without the debug builds' overrides: never with
     // SAFERM_TEST_ALLOW_VOLATILE_STORE, and with SAFERM_TEST_SANDBOX (which commands carry
     // when the sandbox is under /tmp, tests/common) only where it is named: for the tmpfs
-    // store, whose path must pass for its filesystem to be looked at (it waives the path
-    // rule inside the sandbox, never the memory one), and for a store under /tmp outside
-    // the sandbox, which it must not save.
+    // store and the foreign one, whose paths must pass for their filesystem and owner to be
+    // looked at (it waives the path rule inside the sandbox, never the others), and for a
+    // store under /tmp outside the sandbox, which it must not save.
     let waiver = Some(sb.root());
     let cases: Vec<(PathBuf, &str, Option<&Path>)> = vec![
         (
@@ -561,7 +561,7 @@ fn volatile_and_foreign_stores_are_refused() {
             None,
         ),
         (mnt.join("store"), "memory filesystem", waiver),
-        (foreign.clone(), "belongs to uid 65534", None),
+        (foreign.clone(), "belongs to uid 65534", waiver),
         (
             PathBuf::from("relative/store"),
             "must be an absolute path",
