@@ -41,7 +41,12 @@ fn bin_dir(sb: &Sandbox) -> PathBuf {
 /// Run a shell with a clean environment: the sandbox's HOME and store, the binaries on PATH.
 /// `None` (after saying so) when the machine has no such shell: see [`tool`].
 fn shell(sb: &Sandbox, argv: &[&str], stdin: &str, cwd: &Path) -> Option<Output> {
-    let program = tool(argv[0], &format!("{argv:?}"))?;
+    let words: Vec<&str> = argv
+        .iter()
+        .copied()
+        .take_while(|a| !a.contains(' '))
+        .collect();
+    let program = tool(argv[0], &format!("`{} ...`", words.join(" ")))?;
     let path = format!("{}:/usr/bin:/bin", bin_dir(sb).display());
     let mut child = sb
         .std_command_with_path(program, path)
