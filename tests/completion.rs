@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{saferm_bin, unrm_bin, Sandbox};
+use crate::common::{saferm_bin, tool, unrm_bin, Sandbox};
 
 /// How long a shell may take to reach a step before the test gives up (not a timing
 /// assertion: each wait ends as soon as its event happens).
@@ -51,22 +51,10 @@ fn offered(name: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Whether `tool` is installed. Missing, the test skips and says so on stderr, unless
-/// SAFERM_TEST_REQUIRE_ALL=1 (CI), where it fails.
-fn require(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-            "{tool} is not installed and SAFERM_TEST_REQUIRE_ALL=1"
-        );
-        eprintln!("SKIPPED: {tool} is not installed; this test needs it");
-    }
-    found
+/// The shell `name`, by absolute path; `None` when it is not installed, after saying so
+/// loudly (a failure with SAFERM_TEST_REQUIRE_ALL=1, as in CI): see [`tool`].
+fn require(name: &str) -> Option<PathBuf> {
+    tool(name, "completing deleted names in it")
 }
 
 /// A directory with `saferm`, `unrm`, and `words OUT ARGS...`, which writes each ARG
@@ -91,18 +79,16 @@ fn bin_dir(sb: &Sandbox) -> PathBuf {
 }
 
 /// Deletes `names` with saferm from `work` into the store under `data`.
-fn delete_into(data: &Path, work: &Path, names: &[&[u8]]) {
+fn delete_into(sb: &Sandbox, data: &Path, work: &Path, names: &[&[u8]]) {
     for n in names {
         fs::write(work.join(OsString::from_vec(n.to_vec())), b"x").expect("create a name");
     }
-    let out = Command::new(saferm_bin())
+    let out = sb
+        .std_command(saferm_bin())
         .arg("--")
         .args(names.iter().map(|n| OsString::from_vec(n.to_vec())))
         .current_dir(work)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
         .env("XDG_DATA_HOME", data)
-        .env("SAFERM_MIN_FREE", "0")
         .output()
         .expect("run saferm");
     assert!(out.status.success(), "saferm: {out:?}");
@@ -144,14 +130,14 @@ fn show(v: &[Vec<u8>]) -> Vec<String> {
 /// word and after an open quote.
 #[test]
 fn bash_offers_hostile_names_quoted_and_runs_none() {
-    if !require("bash") {
+    let Some(bash) = require("bash") else {
         return;
-    }
+    };
     let sb = Sandbox::new();
     let work = sb.work("w");
     let mut names: Vec<&[u8]> = HOSTILE.to_vec();
     names.push(b"-dash");
-    delete_into(&sb.data(), &work, &names);
+    delete_into(&sb, &sb.data(), &work, &names);
     let bin = bin_dir(&sb);
     // Each case: what the user typed of the word, and readline's $2 for it.
     let cases: &[(&str, &str, &[&[u8]])] = &[
@@ -170,13 +156,10 @@ fn bash_offers_hostile_names_quoted_and_runs_none() {
              for reply in \"${COMPREPLY[@]}\"; do eval \"words out.$$ $LEAD$reply\"; cat out.$$; done\n";
         // Readline replaces $2: the word becomes what was typed before it, then the reply.
         let lead = &typed[..typed.len() - text.len()];
-        let out = Command::new("bash")
+        let out = sb
+            .std_command_with_path(&bash, format!("{}:/usr/bin:/bin", bin.display()))
             .args(["--norc", "--noprofile", "-c", script])
             .current_dir(&work)
-            .env_clear()
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .env("HOME", sb.home())
-            .env("XDG_DATA_HOME", sb.data())
             .env("LC_ALL", "C.UTF-8")
             .env("TYPED", typed)
             .env("TEXT", text)
@@ -351,9 +334,9 @@ const SHELLS: &[Shell] = &[
 #[test]
 fn tab_completes_hostile_names_in_bash_zsh_and_fish() {
     for shell in SHELLS {
-        if !require(shell.name) {
+        let Some(program) = require(shell.name) else {
             continue;
-        }
+        };
         let sb = Sandbox::new();
         let work = sb.work("w");
         let bin = bin_dir(&sb);
@@ -362,24 +345,20 @@ fn tab_completes_hostile_names_in_bash_zsh_and_fish() {
         // One store per name, so that the name is the only completion.
         let data = |i: usize| sb.root().join(format!("data{i}"));
         for (i, n) in names.iter().enumerate() {
-            delete_into(&data(i), &work, &[n]);
+            delete_into(&sb, &data(i), &work, &[n]);
         }
         let comp = sb.work("completions");
-        let file = Command::new(unrm_bin())
+        let file = sb
+            .std_command(unrm_bin())
             .args(["--completions", shell.name])
             .output()
             .expect("unrm --completions");
         fs::write(comp.join("_unrm"), &file.stdout).expect("write _unrm");
         let rc = sb.root().join("rc");
         fs::write(&rc, shell.rc.replace("{dir}", &comp.display().to_string())).expect("rc");
-        let mut cmd = Command::new(shell.argv[0]);
+        let mut cmd = sb.std_command_with_path(program, format!("{}:/usr/bin:/bin", bin.display()));
         cmd.args(&shell.argv[1..])
             .current_dir(&work)
-            .env_clear()
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .env("HOME", sb.home())
-            .env("XDG_DATA_HOME", sb.data())
-            .env("XDG_CONFIG_HOME", sb.config())
             .env("TERM", "xterm")
             .env("LC_ALL", "C.UTF-8");
         let mut pty = Pty::spawn(cmd);
@@ -441,7 +420,7 @@ fn complete_names_lists_every_name_whole() {
     let work = sb.work("w");
     let mut names: Vec<&[u8]> = HOSTILE.to_vec();
     names.push(b"-dash");
-    delete_into(&sb.data(), &work, &names);
+    delete_into(&sb, &sb.data(), &work, &names);
     let out = sb
         .command(unrm_bin())
         .current_dir(&work)

@@ -232,12 +232,14 @@ fn stats_claims_no_alias_it_cannot_see() {
                   unalias rm\n\
                   unrm --stats\n\
                   bash -c 'unrm --stats --json'\n";
-    let out = shell(
+    let Some(out) = shell(
         &sb,
         &["bash", "--norc", "--noprofile", "-i"],
         script,
         sb.root(),
-    );
+    ) else {
+        return;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(

@@ -273,10 +273,7 @@ fn automatic_retention_never_waits_for_the_lock() {
     // Were it to wait for the lock this thread holds, it would never return: give it a
     // thread and a generous bound, so that a wait fails the test instead of hanging it.
     let (tx, rx) = std::sync::mpsc::channel();
-    let (bg_store, bg_config) = (
-        Store::open_at(&sb.store()).expect("open store"),
-        config.clone(),
-    );
+    let (bg_store, bg_config) = (sb.open_store(), config.clone());
     std::thread::spawn(move || {
         let _ = tx.send(saferm::retention::after_saferm_run(
             &bg_store, &bg_config, None,
@@ -347,7 +344,7 @@ fn ctrl_c_ends_a_wait_for_the_store_lock() {
     fs::write(work.join("g"), b"deleted").expect("g");
     saferm(&sb, &work, &["g"]);
     fs::write(work.join("f"), b"keep").expect("f");
-    let store = Store::open_at(&sb.store()).expect("open store");
+    let store = sb.open_store();
     let purge = store
         .lock_exclusive()
         .expect("hold the lock as a purge does");
