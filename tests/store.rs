@@ -378,6 +378,7 @@ fn ctrl_c_ends_a_wait_for_the_store_lock() {
 /// the real /root. None (and a loud skip) when not root or namespaces are not allowed,
 /// unless SAFERM_TEST_REQUIRE_ALL=1.
 fn as_root_with_home(
+    sb: &Sandbox,
     root_home: &Path,
     env: &[(&str, &Path)],
     cwd: &Path,
@@ -409,6 +410,7 @@ fn as_root_with_home(
         .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
         .env("LC_ALL", "C")
         .env("SAFERM_MIN_FREE", "0");
+    crate::common::sandbox_waivers(&mut cmd, sb.root());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -450,7 +452,7 @@ fn sudo_e_leaves_the_users_home_alone() {
         ("XDG_DATA_HOME", &user_home.join(".local/share")),
         ("XDG_CONFIG_HOME", &user_home.join(".config")),
     ];
-    let Some(out) = as_root_with_home(&root_home, &env, &work, &saferm_bin(), &["f"]) else {
+    let Some(out) = as_root_with_home(&sb, &root_home, &env, &work, &saferm_bin(), &["f"]) else {
         return;
     };
     assert!(out.status.success(), "{out:?}");
@@ -464,7 +466,7 @@ fn sudo_e_leaves_the_users_home_alone() {
     let root_store = root_home.join(".local/share/saferm");
     assert!(root_store.join("archives").is_dir(), "not in root's store");
     // unrm follows the same rule: it finds the deletion in root's store and restores it.
-    let out = as_root_with_home(&root_home, &env, &work, &unrm_bin(), &["f"]).expect("unrm");
+    let out = as_root_with_home(&sb, &root_home, &env, &work, &unrm_bin(), &["f"]).expect("unrm");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(fs::read(work.join("f")).expect("restored"), b"root's file");
     assert_eq!(
@@ -478,8 +480,8 @@ fn sudo_e_leaves_the_users_home_alone() {
         ("HOME", user_home.as_path()),
         ("SAFERM_STORE", explicit.as_path()),
     ];
-    let out =
-        as_root_with_home(&root_home, &env_explicit, &work, &saferm_bin(), &["f"]).expect("saferm");
+    let out = as_root_with_home(&sb, &root_home, &env_explicit, &work, &saferm_bin(), &["f"])
+        .expect("saferm");
     assert!(out.status.success(), "{out:?}");
     assert!(explicit.join("archives").is_dir());
 }

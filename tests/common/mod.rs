@@ -276,6 +276,13 @@ pub fn clean_env(cmd: &mut Command, sandbox: &Path, path: impl AsRef<OsStr>) {
         // The space saferm leaves free is a share of the disk: tests must not depend on
         // how full the machine's disk is.
         .env("SAFERM_MIN_FREE", "0");
+    sandbox_waivers(cmd, sandbox);
+}
+
+/// What saferm (a debug build) must be told for stores inside the [`Sandbox`] whose root
+/// is `sandbox` to work, given where sandboxes are ([`sandbox_base`]): nothing, in the
+/// usual case. For a test that builds its own environment.
+pub fn sandbox_waivers(cmd: &mut Command, sandbox: &Path) {
     let base = sandbox_base();
     if base.under_volatile_prefix {
         cmd.env("SAFERM_TEST_SANDBOX", sandbox);
