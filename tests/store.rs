@@ -394,6 +394,16 @@ fn as_root_with_home(
     if !crate::common::is_root() {
         return skip("this test runs saferm as root: run the tests as root".to_string());
     }
+    // /root is mounted over: a checkout under it (and so the binary) would vanish. The
+    // sandbox is never under /root (tests/common), so the program runs from there.
+    let exe_dir = sb.work("exe");
+    let exe = exe_dir.join(program.file_name().expect("a program name"));
+    if fs::symlink_metadata(&exe).is_err() {
+        fs::hard_link(program, &exe)
+            .or_else(|_| fs::copy(program, &exe).map(|_| ()))
+            .expect("put the program in the sandbox");
+    }
+    let program = exe.as_path();
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "--"])
         .args([

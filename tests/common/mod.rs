@@ -192,8 +192,9 @@ struct SandboxBase {
 /// Chosen once per test process, so that the tests pass wherever the checkout is and
 /// whoever runs them:
 /// 1. cargo's target tmpdir (inside the checkout), when saferm accepts a store there and,
-///    run as root, uid 65534 can reach it (every directory above it searchable by others):
-///    then the commands carry no override at all;
+///    run as root, uid 65534 can reach it (every directory above it searchable by others)
+///    and it is not under root's home (a test mounts over that): then the commands carry
+///    no override at all;
 /// 2. else the system's temp directory (`TMPDIR`, `/tmp`, `/var/tmp`), reachable by
 ///    everyone: a checkout under `/tmp`, or under a 0700 home like `/root`. saferm refuses
 ///    stores there, so commands carry `SAFERM_TEST_SANDBOX`, which a debug build honours
@@ -238,6 +239,11 @@ fn examine_base(dir: &Path) -> Result<SandboxBase, String> {
         return Err("not a directory".into());
     }
     if is_root() {
+        // Tests mount over root's home (store.rs, `sudo -E`): nothing of theirs may be there.
+        let root_home = saferm::users::user(0).map(|u| u.home);
+        if let Some(home) = root_home.filter(|h| h != Path::new("/") && dir.starts_with(h)) {
+            return Err(format!("it is under root's home {}", home.display()));
+        }
         for d in dir.ancestors() {
             let mode = fs::metadata(d).map_err(|e| e.to_string())?.mode();
             if mode & 0o001 == 0 {
