@@ -68,7 +68,7 @@ fn no_test_reaches_the_developers_store_or_config() {
 
 /// Every program the test modules start goes through tests/common, which gives it the
 /// sandbox's environment; `Command::new` elsewhere is for tools that never run saferm
-/// (GNU tar, stat) and for store.rs's root-in-a-mount-namespace runs, which clear the
+/// (GNU tar, stat, mkfs.ext4, mount) and for store.rs's root-in-a-mount-namespace runs, which clear the
 /// environment themselves.
 #[test]
 fn programs_are_started_through_the_helpers() {
@@ -79,6 +79,9 @@ fn programs_are_started_through_the_helpers() {
         "Command::new(\"tar\")",
         "Command::new(\"stat\")",
         "Command::new(\"unshare\")",
+        "Command::new(\"mkfs.ext4\")",
+        "Command::new(\"mount\")",
+        "Command::new(\"umount\")",
     ];
     let mut found = Vec::new();
     for entry in fs::read_dir(&dir).expect("read tests/") {
