@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod complete;
 pub mod config;
+pub mod dirstack;
 pub mod docs;
 pub mod estimate;
 pub mod fault;

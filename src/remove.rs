@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::archive::{AppendError, ArchiveWriter, EntryMeta, Growth, Hashing};
 use crate::cli::{self, Parsed};
+use crate::dirstack::DirStack;
 use crate::manifest::{self, Entry, Kind, Manifest, PathBytes};
 use crate::output::{stderr_write, stdout_write};
 use crate::quote::quote;
@@ -954,7 +955,11 @@ fn fill_archive(
     let mut entries: Vec<Entry> = Vec::with_capacity(order.len());
     let mut not_archived: Vec<Entry> = Vec::new();
     let mut totals = manifest::Totals::default();
-    let mut stack: Vec<(usize, OwnedFd)> = Vec::new();
+    // The directories above the node being archived: (node, length of its path in `path`),
+    // and their descriptors, a bounded number of them open.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    let mut fds = DirStack::new(sys::AT_FDCWD);
+    let mut path: Vec<u8> = Vec::new();
     let mut buf_first = true;
 
     // A source that fails (unreadable, changed) fails only its entry: its subtree is
@@ -988,13 +993,38 @@ fn fill_archive(
         }
         buf_first = false;
         let parent = plan.nodes[idx].parent;
+        let mut moved = None;
         while stack.last().is_some_and(|(top, _)| Some(*top) != parent) {
             stack.pop();
+            if let Err(e) = fds.pop() {
+                moved = Some(e);
+                break;
+            }
         }
-        let dirfd: RawFd = match (parent, stack.last()) {
-            (None, _) => sys::AT_FDCWD,
-            (Some(_), Some((_, fd))) => fd.as_raw_fd(),
+        if let Some(e) = moved {
+            // A directory above is not the one that was there: this operand's tree moved
+            // while it was archived, and all of it stays.
+            let top = stack.first().map_or(idx, |&(top, _)| top);
+            stack.clear();
+            fds = DirStack::new(sys::AT_FDCWD);
+            // This node is below it (else, a root, it comes in the next pass).
+            dead[idx] = parent.is_some();
+            fail!(source_failed(top, &e));
+        }
+        match (parent, stack.last()) {
+            (None, _) => {
+                path.clear();
+                path.extend_from_slice(plan.root_abs.get(&idx).map_or(&[][..], |p| p));
+            }
+            (Some(_), Some(&(_, len))) => {
+                path.truncate(len);
+                rules::push_child(&mut path, plan.nodes[idx].name.as_bytes());
+            }
             (Some(_), None) => return Err(anyhow!("internal error: lost the parent directory")),
+        }
+        let dirfd: RawFd = match fds.top() {
+            Ok(fd) => fd,
+            Err(e) => fail!(source_failed(idx, &e)),
         };
         let node = &plan.nodes[idx];
         let st = node.st;
@@ -1003,7 +1033,7 @@ fn fill_archive(
             .entry_boundary()
             .context("cannot write the archive")?;
         let offset = writer.position();
-        let abs = plan.abs(idx);
+        let abs: &[u8] = &path;
         let mut entry = base_entry(node, &abs, &mut names, offset);
         // Index into the manifest's operands (the roots), not the command line's.
         entry.operand = operand_pos.get(&node.operand).copied().unwrap_or(0);
@@ -1024,7 +1054,8 @@ fn fill_archive(
                     };
                 }
                 if !node.children.is_empty() {
-                    stack.push((idx, fd));
+                    stack.push((idx, abs.len()));
+                    fds.push(fd, (st.dev, st.ino));
                 }
             } else if is_archived && st.uid == ctx.euid {
                 match owners_dir_xattrs(dirfd, node, idx) {
@@ -1093,7 +1124,7 @@ fn fill_archive(
                 );
                 continue;
             }
-            hard_links.insert((st.dev, st.ino), abs.clone());
+            hard_links.insert((st.dev, st.ino), abs.to_vec());
         }
         // A small file's content, kept for the verifier, which works out its blake3.
         let mut handed_over = false;
@@ -1247,7 +1278,7 @@ fn fill_archive(
             sparse,
         );
     }
-    drop(stack);
+    drop(fds);
     if !failures.is_empty() {
         return Ok(Filled::SourceFailed(failures));
     }

@@ -54,6 +54,14 @@ pub fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// [`child_path`] in place: `path` becomes the child's path (truncate it back to go up).
+pub fn push_child(path: &mut Vec<u8>, name: &[u8]) {
+    if path.last() != Some(&b'/') {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+}
+
 /// `file_name_concat(path, "..")` as rm's --preserve-root=all builds it.
 pub fn parent_probe(path: &[u8]) -> Vec<u8> {
     child_path(path, b"..")

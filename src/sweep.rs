@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::cli;
+use crate::dirstack::DirStack;
 use crate::output::{stderr_write, stdout_write};
 use crate::quote::quote;
 use crate::rules;
@@ -26,6 +27,9 @@ const PARALLEL_MIN_OBJECTS: usize = 4096;
 const MAX_THREADS: usize = 4;
 /// Cut the tree into about this many jobs per thread, so that threads finish together.
 const JOBS_PER_THREAD: usize = 8;
+/// Cut no deeper than this: the directories above the jobs stay open until the end, and
+/// below this depth a subtree is one job, however deep.
+const MAX_CUT_DEPTH: usize = 8;
 
 /// Unlink everything the plan still removes. Returns whether any error was reported.
 pub fn unlink_plan(prog: &str, opts: &cli::Options, plan: &mut Plan) -> bool {
@@ -35,11 +39,18 @@ pub fn unlink_plan(prog: &str, opts: &cli::Options, plan: &mut Plan) -> bool {
         .map(|n| AtomicBool::new(n.fate == Fate::Keep))
         .collect();
     let unlinked = Mutex::new(HashSet::new());
+    let mut has_removal: Vec<bool> = keep.iter().map(|k| !k.load(Ordering::Relaxed)).collect();
+    for i in (0..plan.nodes.len()).rev() {
+        if let (true, Some(p)) = (has_removal[i], plan.nodes[i].parent) {
+            has_removal[p] = true;
+        }
+    }
     let shared = Shared {
         prog,
         opts,
         plan,
         keep: &keep,
+        has_removal,
         unlinked: &unlinked,
     };
     let removals = keep.iter().filter(|k| !k.load(Ordering::Relaxed)).count();
@@ -75,6 +86,9 @@ struct Shared<'a> {
     plan: &'a Plan,
     /// The plan's `Fate::Keep`, settable from any thread.
     keep: &'a [AtomicBool],
+    /// Whether a node or anything below it was to be removed when the phase began (later
+    /// failures only keep more: a stale `true` costs opening a directory for nothing).
+    has_removal: Vec<bool>,
     /// Hard-linked inodes this run is unlinking a name of: their other names get a new ctime
     /// and nlink from it, which is not a change by someone else.
     unlinked: &'a Mutex<HashSet<(u64, u64)>>,
@@ -102,17 +116,6 @@ impl Shared<'_> {
             stack.extend(self.plan.nodes[i].children.iter().copied());
         }
         self.keep_with_ancestors(idx);
-    }
-
-    fn subtree_has_removal(&self, idx: usize) -> bool {
-        let mut stack = vec![idx];
-        while let Some(i) = stack.pop() {
-            if !self.kept(i) {
-                return true;
-            }
-            stack.extend(self.plan.nodes[i].children.iter().copied());
-        }
-        false
     }
 
     /// Open a directory to unlink below it, if it is still the one that was archived.
@@ -157,28 +160,62 @@ impl<'a, 's> Unlinker<'a, 's> {
         self.failed = true;
     }
 
-    /// Unlink a node and everything below it that is still to be removed, children first.
-    fn node(&mut self, idx: usize, dirfd: RawFd, display: &[u8]) {
-        let n = &self.s.plan.nodes[idx];
-        if n.st.is_dir() && !n.children.is_empty() && self.s.subtree_has_removal(idx) {
-            match self.s.open_dir(idx, dirfd) {
-                Ok(fd) => {
-                    for &c in &n.children {
-                        let child =
-                            rules::child_path(display, self.s.plan.nodes[c].name.as_bytes());
-                        self.node(c, fd.as_raw_fd(), &child);
+    /// Unlink a node and everything below it that is still to be removed, children first,
+    /// with a loop and a bounded number of descriptors ([`DirStack`]): trees are deeper than
+    /// the stack and the open-file limit.
+    fn node(&mut self, root: usize, base: RawFd, display: &[u8]) {
+        let plan = self.s.plan;
+        let mut fds = DirStack::new(base);
+        let mut path = display.to_vec();
+        // Open directories: (node, its next child, the length of its path).
+        let mut frames: Vec<(usize, usize, usize)> = Vec::new();
+        let mut visit = Some(root);
+        loop {
+            if let Some(idx) = visit.take() {
+                let n = &plan.nodes[idx];
+                if n.st.is_dir() && !n.children.is_empty() && self.s.has_removal[idx] {
+                    match fds.top().and_then(|dirfd| self.s.open_dir(idx, dirfd)) {
+                        Ok(fd) => {
+                            fds.push(fd, (n.st.dev, n.st.ino));
+                            frames.push((idx, 0, path.len()));
+                        }
+                        // An earlier operand removed it after all.
+                        Err(e) if n.repeat && e.raw_os_error() == Some(libc::ENOENT) => {}
+                        Err(_) => {
+                            self.error(&path, "changed while it was being archived");
+                            self.s.keep_subtree(idx);
+                        }
                     }
-                }
-                // An earlier operand removed it after all.
-                Err(e) if n.repeat && e.raw_os_error() == Some(libc::ENOENT) => return,
-                Err(_) => {
-                    self.error(display, "changed while it was being archived");
-                    self.s.keep_subtree(idx);
-                    return;
+                } else if let Ok(dirfd) = fds.top() {
+                    self.finish(idx, dirfd, &path);
                 }
             }
+            let Some(top) = frames.last_mut() else {
+                return;
+            };
+            let (idx, next, len) = *top;
+            path.truncate(len);
+            let children = &plan.nodes[idx].children;
+            if let Some(&c) = children.get(next) {
+                top.1 += 1;
+                rules::push_child(&mut path, plan.nodes[c].name.as_bytes());
+                visit = Some(c);
+                continue;
+            }
+            frames.pop();
+            if fds.pop().is_err() {
+                // The directory above is not where it was: keep it and what is left in it.
+                if let Some(&(up, _, up_len)) = frames.last() {
+                    path.truncate(up_len);
+                    self.error(&path, "changed while it was being archived");
+                    self.s.keep_subtree(up);
+                }
+                return;
+            }
+            if let Ok(dirfd) = fds.top() {
+                self.finish(idx, dirfd, &path);
+            }
         }
-        self.finish(idx, dirfd, display);
     }
 
     /// Unlink the node itself (its children are done): re-stat, compare, unlink.
@@ -308,15 +345,13 @@ fn parallel(s: &Shared<'_>, threads: usize) -> bool {
     let mut main = Unlinker::new(s, false);
     let mut parts = Vec::new();
     for &r in &plan.roots {
-        parts.push(cut(
-            s,
-            &size,
-            cut_above,
-            r,
-            sys::AT_FDCWD,
-            plan.display(r),
-            &mut jobs,
-        ));
+        let at = Place {
+            idx: r,
+            dirfd: sys::AT_FDCWD,
+            display: plan.display(r),
+            depth: 0,
+        };
+        parts.push(cut(s, &size, cut_above, at, &mut jobs));
     }
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Vec<u8>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
@@ -350,27 +385,38 @@ fn parallel(s: &Shared<'_>, threads: usize) -> bool {
     failed | main.failed
 }
 
-/// The part for `idx`: a job, or, for a large directory that is still the archived one, the
-/// directory opened with its children cut in turn.
-fn cut(
-    s: &Shared<'_>,
-    size: &[usize],
-    cut_above: usize,
+/// Where a part of the tree is: its node, the directory it is in, its path and depth.
+struct Place {
     idx: usize,
     dirfd: RawFd,
     display: Vec<u8>,
-    jobs: &mut Vec<Job>,
-) -> Part {
+    depth: usize,
+}
+
+/// The part for `at`: a job, or, for a large directory that is still the archived one (and
+/// not too deep), the directory opened with its children cut in turn.
+fn cut(s: &Shared<'_>, size: &[usize], cut_above: usize, at: Place, jobs: &mut Vec<Job>) -> Part {
+    let Place {
+        idx,
+        dirfd,
+        display,
+        depth,
+    } = at;
     let n = &s.plan.nodes[idx];
-    if size[idx] > cut_above && n.st.is_dir() && s.subtree_has_removal(idx) {
+    if size[idx] > cut_above && depth < MAX_CUT_DEPTH && n.st.is_dir() && s.has_removal[idx] {
         // A directory that cannot be opened becomes a job, which reports it in its turn.
         if let Ok(fd) = s.open_dir(idx, dirfd) {
             let parts = n
                 .children
                 .iter()
                 .map(|&c| {
-                    let child = rules::child_path(&display, s.plan.nodes[c].name.as_bytes());
-                    cut(s, size, cut_above, c, fd.as_raw_fd(), child, jobs)
+                    let child = Place {
+                        idx: c,
+                        dirfd: fd.as_raw_fd(),
+                        display: rules::child_path(&display, s.plan.nodes[c].name.as_bytes()),
+                        depth: depth + 1,
+                    };
+                    cut(s, size, cut_above, child, jobs)
                 })
                 .collect();
             return Part::Open {

@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::cli::{InteractiveMode, Options};
+use crate::dirstack::DirStack;
 use crate::quote::quote;
 use crate::rules;
 use crate::sys::{self, Stat};
@@ -63,20 +64,33 @@ pub struct Plan {
 impl Plan {
     /// The path rm prints for a node (`d/s/c`).
     pub fn display(&self, idx: usize) -> Vec<u8> {
-        let n = &self.nodes[idx];
-        match n.parent {
-            None => n.name.as_bytes().to_vec(),
-            Some(p) => rules::child_path(&self.display(p), n.name.as_bytes()),
-        }
+        self.path_of(idx, |root| self.nodes[root].name.as_bytes())
     }
 
     /// The absolute path a node is archived under.
     pub fn abs(&self, idx: usize) -> Vec<u8> {
-        let n = &self.nodes[idx];
-        match n.parent {
-            None => self.root_abs.get(&idx).cloned().unwrap_or_default(),
-            Some(p) => rules::child_path(&self.abs(p), n.name.as_bytes()),
+        self.path_of(idx, |root| {
+            self.root_abs
+                .get(&root)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        })
+    }
+
+    /// A node's path: its root's `start`, then the names below it (a loop, not a recursion:
+    /// trees are deeper than the stack).
+    fn path_of<'s>(&'s self, idx: usize, start: impl FnOnce(usize) -> &'s [u8]) -> Vec<u8> {
+        let mut chain = vec![idx];
+        let mut cur = idx;
+        while let Some(p) = self.nodes[cur].parent {
+            chain.push(p);
+            cur = p;
         }
+        let mut path = start(cur).to_vec();
+        for &i in chain.iter().rev().skip(1) {
+            rules::push_child(&mut path, self.nodes[i].name.as_bytes());
+        }
+        path
     }
 
     /// Keep a node and, silently, every ancestor of it.
@@ -135,6 +149,26 @@ pub struct Walker<'a> {
     /// they are empty, which only the unlink phase finds out. A later operand meets them
     /// again, as rm does when they are still there.
     pub uncertain: HashSet<usize>,
+}
+
+/// A directory opened to walk its children.
+struct Opened {
+    fd: OwnedFd,
+    entries: Vec<sys::DirEntry>,
+    children_ok: Result<(), i32>,
+}
+
+/// A directory being walked: the entries still to meet, and how to finish it.
+struct Frame {
+    idx: usize,
+    level: usize,
+    /// Whether its own unlink is possible (from the directory above).
+    dir_ok: Result<(), i32>,
+    /// Whether unlinks inside it are possible.
+    children_ok: Result<(), i32>,
+    entries: std::vec::IntoIter<sys::DirEntry>,
+    /// The length of its path in the walk's path buffer.
+    display_len: usize,
 }
 
 enum Asked {
@@ -233,7 +267,7 @@ impl Walker<'_> {
         // May rm unlink in the directory this operand is in? (Asked once per operand.)
         let unlinkable = self.unlinkable_in(sys::AT_FDCWD, dir_part);
         if st.is_dir() {
-            self.dir(idx, sys::AT_FDCWD, 0, st.dev, unlinkable);
+            self.walk_dir(idx, st.dev, unlinkable);
         } else {
             self.leaf(idx, sys::AT_FDCWD, unlinkable);
         }
@@ -379,19 +413,150 @@ impl Walker<'_> {
         self.plan.nodes[idx].fate = Fate::Keep;
     }
 
-    /// A directory: rm's FTS_D checks, the descend question, the children, then FTS_DP.
-    fn dir(
+    /// Walk an operand that is a directory, and everything below it, with a loop and a
+    /// bounded number of descriptors ([`DirStack`]): trees are deeper than the stack and the
+    /// open-file limit.
+    fn walk_dir(&mut self, root: usize, root_dev: u64, dir_ok: Result<(), i32>) {
+        let mut fds = DirStack::new(sys::AT_FDCWD);
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut display = self.plan.display(root);
+        if let Some(opened) = self.enter(root, sys::AT_FDCWD, 0, root_dev, dir_ok, &display) {
+            frames.push(self.frame(root, 0, dir_ok, opened, &mut fds, &display));
+        }
+        while let Some(top) = frames.last_mut() {
+            let (idx, level, children_ok, here_len) =
+                (top.idx, top.level, top.children_ok, top.display_len);
+            let Some(entry) = top.entries.next() else {
+                // FTS_DP, with the directory closed and the one above open.
+                let done = frames.pop();
+                let Some(done) = done else { break };
+                if let Err(e) = fds.pop() {
+                    let above = self.plan.nodes[done.idx].parent.unwrap_or(done.idx);
+                    let shown = self.plan.display(above);
+                    self.changed_meanwhile(&shown, &e);
+                    self.plan.keep_with_ancestors(done.idx);
+                    return;
+                }
+                if let Some(up) = frames.last() {
+                    display.truncate(up.display_len);
+                }
+                match fds.top() {
+                    Ok(dirfd) => self.post_order(done.idx, dirfd, done.dir_ok),
+                    Err(_) => self.fail(done.idx),
+                }
+                continue;
+            };
+            let fd = match fds.top() {
+                Ok(fd) => fd,
+                Err(_) => return self.fail(idx),
+            };
+            rules::push_child(&mut display, entry.name.as_bytes());
+            if let Some(opened) = self.child(idx, fd, entry, level, root_dev, children_ok, &display)
+            {
+                let cidx = self.plan.nodes.len() - 1;
+                let frame = self.frame(cidx, level + 1, children_ok, opened, &mut fds, &display);
+                frames.push(frame);
+                continue;
+            }
+            display.truncate(here_len);
+        }
+    }
+
+    /// A directory entered: its descriptor goes on the stack, its entries into a frame.
+    fn frame(
+        &self,
+        idx: usize,
+        level: usize,
+        dir_ok: Result<(), i32>,
+        opened: Opened,
+        fds: &mut DirStack,
+        display: &[u8],
+    ) -> Frame {
+        let st = self.plan.nodes[idx].st;
+        fds.push(opened.fd, (st.dev, st.ino));
+        Frame {
+            idx,
+            level,
+            dir_ok,
+            children_ok: opened.children_ok,
+            entries: opened.entries.into_iter(),
+            display_len: display.len(),
+        }
+    }
+
+    fn changed_meanwhile(&mut self, display: &[u8], e: &io::Error) {
+        if e.raw_os_error() == Some(libc::ESTALE) {
+            let msg = format!(
+                "cannot remove {}: changed while it was being archived",
+                quote(display)
+            );
+            self.error(&msg);
+        } else {
+            self.cannot_remove(display, e);
+        }
+    }
+
+    /// One entry of the directory `idx` (open at `fd`): planned, and if it is a directory
+    /// to go into, opened.
+    #[allow(clippy::too_many_arguments)]
+    fn child(
+        &mut self,
+        idx: usize,
+        fd: RawFd,
+        entry: sys::DirEntry,
+        level: usize,
+        root_dev: u64,
+        children_ok: Result<(), i32>,
+        child_display: &[u8],
+    ) -> Option<Opened> {
+        let opts = self.opts;
+        let (operand, st) = (self.plan.nodes[idx].operand, self.plan.nodes[idx].st);
+        let child_st = match sys::fstatat(fd, &entry.name, false) {
+            Ok(s) => s,
+            Err(e) => {
+                // Gone since readdir: rm's unlink would fail the same way.
+                if !(opts.ignore_missing && e.raw_os_error() == Some(libc::ENOENT)) {
+                    self.cannot_remove(child_display, &e);
+                    self.plan.keep_with_ancestors(idx);
+                }
+                return None;
+            }
+        };
+        let child = Node {
+            parent: Some(idx),
+            name: entry.name,
+            st: child_st,
+            children: Vec::new(),
+            fate: Fate::Remove,
+            operand,
+            unreadable: None,
+            archive_self: true,
+            repeat: false,
+        };
+        let cname = child.name.as_bytes().to_vec();
+        let cidx = self.push(child, Some((st.dev, st.ino)), &cname);
+        if child_st.is_dir() {
+            return self.enter(cidx, fd, level + 1, root_dev, children_ok, child_display);
+        }
+        self.leaf(cidx, fd, children_ok);
+        None
+    }
+
+    /// A directory: rm's FTS_D checks and the descend question. Returns it open, with its
+    /// entries, when its children are to be walked; else it is done (FTS_DP included).
+    fn enter(
         &mut self,
         idx: usize,
         dirfd: RawFd,
         level: usize,
         root_dev: u64,
         dir_ok: Result<(), i32>,
-    ) {
+        display: &[u8],
+    ) -> Option<Opened> {
         let opts = self.opts;
-        let (name, display, st) = {
+        let (name, st) = {
             let n = &self.plan.nodes[idx];
-            (n.name.clone(), self.plan.display(idx), n.st)
+            (n.name.clone(), n.st)
         };
         // Open and list it now: rm's is_empty_dir does, and the children come from it.
         let opened = sys::open_dir_nofollow(dirfd, &name).and_then(|fd| {
@@ -414,19 +579,28 @@ impl Walker<'_> {
                 libc::EISDIR
             };
             self.cannot_remove(&display, &io::Error::from_raw_os_error(errno));
-            return self.fail(idx);
+            {
+                self.fail(idx);
+                return None;
+            }
         }
         if level == 0 {
             if rules::dot_or_dotdot(rules::last_component(&display)) {
                 let msg = rules::refusing_dot_text(&display);
                 self.error(&msg);
-                return self.fail(idx);
+                {
+                    self.fail(idx);
+                    return None;
+                }
             }
             if self.root_dev_ino == Some((st.dev, st.ino)) {
                 for line in rules::dangerous_root_lines(&display) {
                     self.error(&line);
                 }
-                return self.fail(idx);
+                {
+                    self.fail(idx);
+                    return None;
+                }
             }
             if opts.preserve_all_root {
                 let probe = rules::parent_probe(name.as_bytes());
@@ -439,13 +613,19 @@ impl Walker<'_> {
                             quote(&display)
                         );
                         self.error(&msg);
-                        return self.fail(idx);
+                        {
+                            self.fail(idx);
+                            return None;
+                        }
                     }
                     Ok(p) if p.dev != st.dev => {
                         let msg = rules::other_device_text(&display);
                         self.error(&msg);
                         self.error("and --preserve-root=all is in effect");
-                        return self.fail(idx);
+                        {
+                            self.fail(idx);
+                            return None;
+                        }
                     }
                     Ok(_) => {}
                 }
@@ -454,20 +634,29 @@ impl Walker<'_> {
         if self.store_dev_ino == Some((st.dev, st.ino)) {
             let msg = format!("skipping {}, since it is the saferm store", quote(&display));
             self.error(&msg);
-            return self.fail(idx);
+            {
+                self.fail(idx);
+                return None;
+            }
         }
 
         match self.ask(idx, dirfd, true, is_empty) {
             Asked::Yes => {}
-            Asked::No => return self.plan.keep_with_ancestors(idx),
-            Asked::Error => return self.fail(idx),
+            Asked::No => {
+                self.plan.keep_with_ancestors(idx);
+                return None;
+            }
+            Asked::Error => {
+                self.fail(idx);
+                return None;
+            }
         }
         if is_empty {
             // Removed as it is, with no second question (rm's excise at FTS_D).
             if let Some(e) = self.predicted_unlink_error(idx, dir_ok) {
                 self.excise_fails(idx, &e);
             }
-            return;
+            return None;
         }
         let (fd, entries): (OwnedFd, Vec<sys::DirEntry>) = match opened {
             Ok(pair) => pair,
@@ -478,7 +667,10 @@ impl Walker<'_> {
                         quote(&display)
                     );
                     self.error(&msg);
-                    return self.fail(idx);
+                    {
+                        self.fail(idx);
+                        return None;
+                    }
                 }
                 // rm's FTS_DNR: try rmdir after asking; it fails unless the directory is empty.
                 self.plan.nodes[idx].unreadable = e.raw_os_error();
@@ -488,51 +680,24 @@ impl Walker<'_> {
                         cur = self.plan.nodes[c].parent;
                     }
                 }
-                return self.post_order(idx, dirfd, dir_ok);
+                self.post_order(idx, dirfd, dir_ok);
+                return None;
             }
         };
         if opts.one_file_system && level > 0 && st.dev != root_dev {
             let msg = rules::other_device_text(&display);
             self.error(&msg);
-            return self.fail(idx);
-        }
-        let operand = self.plan.nodes[idx].operand;
-        let here = (st.dev, st.ino);
-        let children_ok = self.unlinkable_in(fd.as_raw_fd(), b".");
-        for entry in entries {
-            let child_display = rules::child_path(&display, entry.name.as_bytes());
-            let child_st = match sys::fstatat(fd.as_raw_fd(), &entry.name, false) {
-                Ok(s) => s,
-                Err(e) => {
-                    // Gone since readdir: rm's unlink would fail the same way.
-                    if !(opts.ignore_missing && e.raw_os_error() == Some(libc::ENOENT)) {
-                        self.cannot_remove(&child_display, &e);
-                        self.plan.keep_with_ancestors(idx);
-                    }
-                    continue;
-                }
-            };
-            let child = Node {
-                parent: Some(idx),
-                name: entry.name,
-                st: child_st,
-                children: Vec::new(),
-                fate: Fate::Remove,
-                operand,
-                unreadable: None,
-                archive_self: true,
-                repeat: false,
-            };
-            let cname = child.name.as_bytes().to_vec();
-            let cidx = self.push(child, Some(here), &cname);
-            if child_st.is_dir() {
-                self.dir(cidx, fd.as_raw_fd(), level + 1, root_dev, children_ok);
-            } else {
-                self.leaf(cidx, fd.as_raw_fd(), children_ok);
+            {
+                self.fail(idx);
+                return None;
             }
         }
-        drop(fd);
-        self.post_order(idx, dirfd, dir_ok);
+        let children_ok = self.unlinkable_in(fd.as_raw_fd(), b".");
+        Some(Opened {
+            fd,
+            entries,
+            children_ok,
+        })
     }
 
     /// rm's FTS_DP: a directory whose children all went is asked about (with -i) and removed.
