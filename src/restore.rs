@@ -223,8 +223,8 @@ struct Restorer<'a> {
     dirs: HashMap<Vec<u8>, OwnedFd>,
     /// Directories this run created (so a directory entry arriving later adopts them).
     created_dirs: HashSet<Vec<u8>>,
-    /// Directories to finish at the end: (dest, what to give them).
-    finalize: Vec<(Vec<u8>, Finish)>,
+    /// Directories to finish at the end: (dest, what to give them, their `(dev, ino)`).
+    finalize: Vec<(Vec<u8>, Finish, (u64, u64))>,
     /// Where each restored regular file is, by original path (for hard links).
     first_names: HashMap<Vec<u8>, Vec<u8>>,
     /// Destinations whose subtree is skipped (a conflict or failure below a target root).
@@ -377,18 +377,47 @@ impl Restorer<'_> {
         if let Some(fd) = self.dirs.get(path) {
             return Ok(fd.as_raw_fd());
         }
-        if path == self.opts.anchor.as_slice() {
-            let c = sys::cstr(path)?;
+        // Up to the nearest open directory (or the anchor), then down one component at a
+        // time: a loop, since trees are deeper than the stack.
+        let mut start = path;
+        while !(self.dirs.contains_key(start) || start == self.opts.anchor.as_slice()) {
+            if !is_under(start, &self.opts.anchor) || start == b"/" {
+                return Err(io::Error::other("outside the destination"));
+            }
+            start = split_parent(start).0;
+        }
+        if !self.dirs.contains_key(start) {
+            let c = sys::cstr(start)?;
             let fd = sys::openat(sys::AT_FDCWD, &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            let raw = fd.as_raw_fd();
-            self.dirs.insert(path.to_vec(), fd);
-            return Ok(raw);
+            self.dirs.insert(start.to_vec(), fd);
         }
-        if !is_under(path, &self.opts.anchor) || path == b"/" {
-            return Err(io::Error::other("outside the destination"));
+        let mut at = start.len();
+        let mut raw = self.dirs.get(start).map(|fd| fd.as_raw_fd());
+        while at < path.len() {
+            let from = if path[..at].ends_with(b"/") {
+                at
+            } else {
+                at + 1
+            };
+            let end = path[from..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(path.len(), |i| from + i);
+            let pfd = raw.ok_or_else(|| io::Error::other("lost a parent directory"))?;
+            raw = Some(self.open_below(pfd, &path[..end], create)?);
+            // Deep below anything open: the levels passed on the way down are not kept.
+            if self.dirs.len() > 2 * MAX_OPEN_DIRS && &path[..at] != self.opts.anchor.as_slice() {
+                self.dirs.remove(&path[..at]);
+            }
+            at = end;
         }
-        let (parent, name) = split_parent(path);
-        let pfd = self.dir(parent, create)?;
+        raw.ok_or_else(|| io::Error::other("lost a parent directory"))
+    }
+
+    /// Open (or, when `create`, make) the directory `path` in the open directory `pfd`
+    /// above it, without following a symlink.
+    fn open_below(&mut self, pfd: RawFd, path: &[u8], create: bool) -> io::Result<RawFd> {
+        let (_, name) = split_parent(path);
         let cname = sys::cstr(name)?;
         let fd = match sys::open_dir_nofollow(pfd, &cname) {
             Ok(fd) => fd,
@@ -402,7 +431,8 @@ impl Restorer<'_> {
                 let fd = sys::open_dir_nofollow(pfd, &cname)?;
                 self.created_dirs.insert(path.to_vec());
                 if let Some(i) = recorded {
-                    self.finalize.push((path.to_vec(), Finish::Recorded(i)));
+                    let id = sys::fstat(fd.as_raw_fd()).map_or((0, 0), |st| (st.dev, st.ino));
+                    self.finalize.push((path.to_vec(), Finish::Recorded(i), id));
                 }
                 fd
             }
@@ -634,8 +664,9 @@ impl Restorer<'_> {
                 if self.dir(dest, false).is_err() {
                     return self.conflict(e, dest);
                 }
+                let id = (st.dev, st.ino);
                 self.finalize
-                    .push((dest.to_vec(), Finish::KeepTime(st.mtime, st.mtime_nsec)));
+                    .push((dest.to_vec(), Finish::KeepTime(st.mtime, st.mtime_nsec), id));
                 true
             }
             Kind::File => st.is_file() && same_content(pfd, name, e.size, e.blake3.as_deref()),
@@ -687,8 +718,11 @@ impl Restorer<'_> {
     ) -> io::Result<Done> {
         if self.created_dirs.contains(dest) {
             // Made earlier in this run as a parent: it becomes this entry.
-            if !self.finalize.iter().any(|(d, _)| d == dest) {
-                self.finalize.push((dest.to_vec(), Finish::Recorded(i)));
+            if !self.finalize.iter().any(|(d, _, _)| d == dest) {
+                let fd = self.dir(dest, false)?;
+                let st = sys::fstat(fd)?;
+                self.finalize
+                    .push((dest.to_vec(), Finish::Recorded(i), (st.dev, st.ino)));
             }
         } else {
             // SAFETY: name is NUL-terminated.
@@ -696,9 +730,11 @@ impl Restorer<'_> {
                 return Err(io::Error::last_os_error());
             }
             let fd = sys::open_dir_nofollow(pfd, name)?;
+            let st = sys::fstat(fd.as_raw_fd())?;
             self.dirs.insert(dest.to_vec(), fd);
             self.created_dirs.insert(dest.to_vec());
-            self.finalize.push((dest.to_vec(), Finish::Recorded(i)));
+            self.finalize
+                .push((dest.to_vec(), Finish::Recorded(i), (st.dev, st.ino)));
         }
         let fd = self.dir(dest, false)?;
         self.set_xattrs(fd, dest, xattrs);
@@ -838,49 +874,96 @@ impl Restorer<'_> {
 
     /// Keep the number of open directories bounded: once there are many, finish and close
     /// every directory that is not above `next` (the archive lists a directory's subtree
-    /// contiguously, so they are complete; one that is needed again is reopened).
+    /// contiguously, so they are complete; one that is needed again is reopened), and if
+    /// the ones above `next` are still too many (a deep tree), close the shallowest of them
+    /// too: they are finished at the end, reopened then.
     fn retire(&mut self, next: &[u8]) {
         if self.dirs.len() < MAX_OPEN_DIRS {
             return;
         }
         let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.finalize)
             .into_iter()
-            .partition(|(d, _)| !is_under(next, d));
+            .partition(|(d, _, _)| !is_under(next, d));
         self.finalize = keep;
         self.finalize_dirs(&done);
+        let anchor = self.opts.anchor.as_slice();
         self.dirs
-            .retain(|d, _| is_under(next, d) || d.as_slice() == self.opts.anchor.as_slice());
+            .retain(|d, _| is_under(next, d) || d.as_slice() == anchor);
+        if self.dirs.len() >= MAX_OPEN_DIRS {
+            let mut above: Vec<usize> = self
+                .dirs
+                .keys()
+                .filter(|d| d.as_slice() != anchor)
+                .map(Vec::len)
+                .collect();
+            above.sort_unstable();
+            let cut = above[above.len() - MAX_OPEN_DIRS / 2];
+            self.dirs
+                .retain(|d, _| d.len() >= cut || d.as_slice() == anchor);
+        }
     }
 
     /// Give directories their recorded owner, mode and mtime (or, for one that was there,
-    /// its own mtime back), latest (deepest) first.
-    fn finalize_dirs(&mut self, list: &[(Vec<u8>, Finish)]) {
-        for (dest, finish) in list.iter().rev() {
-            let Some(fd) = self.dirs.get(dest).map(|f| f.as_raw_fd()) else {
-                continue;
+    /// its own mtime back), latest (deepest) first, and close them. One that was closed is
+    /// opened again as `..` of the one finished before it when it is its parent (and still
+    /// has its `(dev, ino)`), else by name from the nearest open directory above it.
+    fn finalize_dirs(&mut self, list: &[(Vec<u8>, Finish, (u64, u64))]) {
+        let mut below: Option<(&[u8], OwnedFd)> = None;
+        for (dest, finish, id) in list.iter().rev() {
+            let from_below = below
+                .take()
+                .filter(|(b, _)| split_parent(b).0 == dest.as_slice());
+            let fd = match self.dirs.remove(dest) {
+                Some(fd) => fd,
+                None => match from_below.and_then(|(_, b)| parent_of(&b, *id)) {
+                    Some(fd) => fd,
+                    None => match self.dir(dest, false) {
+                        Ok(_) => match self.dirs.remove(dest) {
+                            Some(fd) => fd,
+                            None => continue,
+                        },
+                        Err(err) => {
+                            self.fail(dest, &reason(&err));
+                            continue;
+                        }
+                    },
+                },
             };
+            let raw = fd.as_raw_fd();
             let res = match *finish {
                 Finish::Recorded(i) => {
                     let e = &self.manifest.entries[i];
-                    set_owner_fd(fd, e, self.opts.euid).and_then(|owner_set| {
-                        fchmod(fd, e.mode)?;
-                        set_times_fd(fd, e)?;
+                    set_owner_fd(raw, e, self.opts.euid).and_then(|owner_set| {
+                        fchmod(raw, e.mode)?;
+                        set_times_fd(raw, e)?;
                         Ok(owner_set)
                     })
                 }
-                Finish::KeepTime(sec, nsec) => set_mtime_fd(fd, sec, nsec).map(|()| true),
+                Finish::KeepTime(sec, nsec) => set_mtime_fd(raw, sec, nsec).map(|()| true),
             };
             match res {
                 Ok(true) => {}
                 Ok(false) => self.report.ownership_not_set += 1,
                 Err(err) => self.fail(dest, &reason(&err)),
             }
+            if dest.as_slice() == self.opts.anchor.as_slice() {
+                self.dirs.insert(dest.clone(), fd);
+            } else {
+                below = Some((dest, fd));
+            }
         }
     }
 }
 
+/// The directory above the one open at `fd`, if it is still `id` (`..` is never a symlink).
+fn parent_of(fd: &OwnedFd, id: (u64, u64)) -> Option<OwnedFd> {
+    let up = sys::open_dir_nofollow(fd.as_raw_fd(), c"..").ok()?;
+    let st = sys::fstat(up.as_raw_fd()).ok()?;
+    ((st.dev, st.ino) == id).then_some(up)
+}
+
 /// Open directories kept before finished ones are closed ([`Restorer::retire`]).
-const MAX_OPEN_DIRS: usize = 256;
+const MAX_OPEN_DIRS: usize = 64;
 
 /// What a directory gets once its contents are restored.
 #[derive(Clone, Copy, Debug)]

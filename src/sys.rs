@@ -88,11 +88,10 @@ pub fn fstatat(dirfd: RawFd, name: &CStr, follow: bool) -> io::Result<Stat> {
     Ok(Stat::from_raw(unsafe { &st.assume_init() }))
 }
 
-/// Raise the soft limit on open files to the hard limit. Walking, archiving and unlinking
-/// hold a directory descriptor per level of the tree, so the usual soft limit of 1,024
-/// would stop saferm in a tree deeper than that, which rm removes (Go's runtime raises it
-/// at start-up too). Up to 2^20; errors leave the limit as it was. A tree deeper than the
-/// limit fails cleanly, with EMFILE, before anything is removed.
+/// Raise the soft limit on open files to the hard limit. Walking, archiving, unlinking and
+/// restoring keep a bounded number of directories open (`dirstack.rs`), so any tree works
+/// under any limit; a higher one leaves room for the rest (Go's runtime raises it at
+/// start-up too). Up to 2^20; errors leave the limit as it was.
 pub fn raise_open_file_limit() {
     // SAFETY: getrlimit and setrlimit read and write a local struct.
     unsafe {
