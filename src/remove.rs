@@ -1034,7 +1034,7 @@ fn fill_archive(
             .context("cannot write the archive")?;
         let offset = writer.position();
         let abs: &[u8] = &path;
-        let mut entry = base_entry(node, &abs, &mut names, offset);
+        let mut entry = base_entry(node, abs, &mut names, offset);
         // Index into the manifest's operands (the roots), not the command line's.
         entry.operand = operand_pos.get(&node.operand).copied().unwrap_or(0);
 
@@ -1065,7 +1065,7 @@ fn fill_archive(
             }
             if is_archived {
                 entry.xattrs = xattr_names(&xattrs);
-                let meta = meta_for(&entry, &abs, tar::EntryType::Directory, None, None, &xattrs);
+                let meta = meta_for(&entry, abs, tar::EntryType::Directory, None, None, &xattrs);
                 append(&mut writer, &meta, None, idx)?;
                 totals.dirs += 1;
                 record(
@@ -1105,7 +1105,7 @@ fn fill_archive(
                 entry.size = 0;
                 let meta = meta_for(
                     &entry,
-                    &abs,
+                    abs,
                     tar::EntryType::Link,
                     Some(&target[1..]),
                     None,
@@ -1154,7 +1154,7 @@ fn fill_archive(
                     Err(e) => fail!(failed(&e, fd.as_raw_fd())),
                 };
                 entry.xattrs = xattr_names(&xattrs);
-                let meta = meta_for(&entry, &abs, tar::EntryType::Regular, None, None, &xattrs);
+                let meta = meta_for(&entry, abs, tar::EntryType::Regular, None, None, &xattrs);
                 let file = File::from(fd);
                 if let Some(p) = prefetch.as_mut() {
                     p.reading(plan, idx, &file);
@@ -1232,7 +1232,7 @@ fn fill_archive(
                 entry.size = 0;
                 let meta = meta_for(
                     &entry,
-                    &abs,
+                    abs,
                     tar::EntryType::Symlink,
                     Some(&target),
                     None,
@@ -1258,7 +1258,7 @@ fn fill_archive(
                     entry.rdev_major = Some(ma);
                     entry.rdev_minor = Some(mi);
                 }
-                let meta = meta_for(&entry, &abs, etype, None, device, &[]);
+                let meta = meta_for(&entry, abs, etype, None, device, &[]);
                 append(&mut writer, &meta, None, idx)?;
             }
             _ => {

@@ -963,7 +963,7 @@ fn parent_of(fd: &OwnedFd, id: (u64, u64)) -> Option<OwnedFd> {
 }
 
 /// Open directories kept before finished ones are closed ([`Restorer::retire`]).
-const MAX_OPEN_DIRS: usize = 64;
+const MAX_OPEN_DIRS: usize = 16;
 
 /// What a directory gets once its contents are restored.
 #[derive(Clone, Copy, Debug)]

@@ -578,15 +578,15 @@ impl Walker<'_> {
             } else {
                 libc::EISDIR
             };
-            self.cannot_remove(&display, &io::Error::from_raw_os_error(errno));
+            self.cannot_remove(display, &io::Error::from_raw_os_error(errno));
             {
                 self.fail(idx);
                 return None;
             }
         }
         if level == 0 {
-            if rules::dot_or_dotdot(rules::last_component(&display)) {
-                let msg = rules::refusing_dot_text(&display);
+            if rules::dot_or_dotdot(rules::last_component(display)) {
+                let msg = rules::refusing_dot_text(display);
                 self.error(&msg);
                 {
                     self.fail(idx);
@@ -594,7 +594,7 @@ impl Walker<'_> {
                 }
             }
             if self.root_dev_ino == Some((st.dev, st.ino)) {
-                for line in rules::dangerous_root_lines(&display) {
+                for line in rules::dangerous_root_lines(display) {
                     self.error(&line);
                 }
                 {
@@ -610,7 +610,7 @@ impl Walker<'_> {
                         let msg = format!(
                             "failed to stat {}: skipping {}",
                             quote(&probe),
-                            quote(&display)
+                            quote(display)
                         );
                         self.error(&msg);
                         {
@@ -619,7 +619,7 @@ impl Walker<'_> {
                         }
                     }
                     Ok(p) if p.dev != st.dev => {
-                        let msg = rules::other_device_text(&display);
+                        let msg = rules::other_device_text(display);
                         self.error(&msg);
                         self.error("and --preserve-root=all is in effect");
                         {
@@ -632,7 +632,7 @@ impl Walker<'_> {
             }
         }
         if self.store_dev_ino == Some((st.dev, st.ino)) {
-            let msg = format!("skipping {}, since it is the saferm store", quote(&display));
+            let msg = format!("skipping {}, since it is the saferm store", quote(display));
             self.error(&msg);
             {
                 self.fail(idx);
@@ -664,7 +664,7 @@ impl Walker<'_> {
                 if e.raw_os_error() == Some(libc::ESTALE) {
                     let msg = format!(
                         "cannot remove {}: changed while it was being archived",
-                        quote(&display)
+                        quote(display)
                     );
                     self.error(&msg);
                     {
@@ -685,7 +685,7 @@ impl Walker<'_> {
             }
         };
         if opts.one_file_system && level > 0 && st.dev != root_dev {
-            let msg = rules::other_device_text(&display);
+            let msg = rules::other_device_text(display);
             self.error(&msg);
             {
                 self.fail(idx);

@@ -1,6 +1,7 @@
 //! One integration-test binary, a module per area (ripgrep's layout).
 mod common;
 mod completion;
+mod deep;
 mod differential;
 mod isolation;
 mod readme;

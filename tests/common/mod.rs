@@ -360,6 +360,7 @@ impl Sandbox {
             envs: Vec::new(),
             unprivileged: false,
             stdout_to: None,
+            limits: Vec::new(),
             sandbox: self.root().to_path_buf(),
         }
     }
@@ -485,9 +486,18 @@ pub struct TestCommand {
     /// A file stdout is opened on for writing instead of the captured pipe (`/dev/full`).
     stdout_to: Option<PathBuf>,
     sandbox: PathBuf,
+    /// Resource limits (soft and hard) set in the child before it runs the program.
+    limits: Vec<(libc::__rlimit_resource_t, u64)>,
 }
 
 impl TestCommand {
+    /// Run under this resource limit (`RLIMIT_NOFILE`, `RLIMIT_AS`, ...), soft and hard, as
+    /// `ulimit` in a shell would set it: the program cannot raise it.
+    pub fn limit(mut self, resource: libc::__rlimit_resource_t, value: u64) -> Self {
+        self.limits.push((resource, value));
+        self
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().to_os_string());
         self
@@ -592,6 +602,24 @@ impl TestCommand {
             } else {
                 Stdio::null()
             });
+        if !self.limits.is_empty() {
+            let limits = self.limits.clone();
+            // SAFETY: the closure only calls setrlimit, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for &(resource, value) in &limits {
+                        let lim = libc::rlimit {
+                            rlim_cur: value,
+                            rlim_max: value,
+                        };
+                        if libc::setrlimit(resource, &lim) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         cmd
     }
 
