@@ -4,6 +4,7 @@
 //! store, read back and verified, made durable, and only then unlinked. `unrm` restores.
 //! See DESIGN.md in the team's shared folder for the invariants this crate keeps.
 
+pub mod alloc;
 pub mod archive;
 pub mod catalog;
 pub mod check;

@@ -4,6 +4,7 @@ mod completion;
 mod deep;
 mod differential;
 mod isolation;
+mod memory;
 mod readme;
 mod saferm;
 mod shell;

@@ -2,6 +2,9 @@
 
 use std::ffi::OsString;
 
+#[global_allocator]
+static ALLOC: saferm::alloc::Checked = saferm::alloc::Checked;
+
 fn main() {
     let mut args = std::env::args_os();
     // GNU rm names itself by argv[0] exactly as invoked (`rm`, `/usr/local/bin/rm`).
@@ -9,6 +12,7 @@ fn main() {
         .next()
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_else(|| "saferm".to_string());
+    saferm::alloc::set_program_name(&prog);
     let rest: Vec<OsString> = args.collect();
     let code = saferm::remove::run(&prog, &rest);
     std::process::exit(saferm::output::finish(&prog, code));

@@ -1,0 +1,78 @@
+//! Memory: running out of it is rm's error (`rm: memory exhausted`, exit 1), with nothing
+//! removed and nothing left in the store that a later run does not sweep.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::common::full::set_mtime;
+use crate::common::{saferm_bin, Sandbox};
+
+/// Every file below `dir`.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// What saferm needs to start and remove one file fits in this address space; 50,000
+/// entries do not.
+const SMALL_AS: u64 = 40 << 20;
+
+#[test]
+fn running_out_of_memory_is_rms_error_and_removes_nothing() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let many = work.join("many");
+    fs::create_dir(&many).expect("mkdir");
+    for i in 0..50_000 {
+        fs::write(many.join(format!("f{i:05}")), b"").expect("create");
+    }
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-rf", "many"])
+        .limit(libc::RLIMIT_AS, SMALL_AS)
+        .run();
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert_eq!(out.stderr_text(), "rm: memory exhausted\n");
+    assert_eq!(fs::read_dir(&many).expect("kept").count(), 50_000);
+    let manifests = files_below(&sb.store().join("manifests"));
+    assert!(manifests.is_empty(), "nothing published: {manifests:?}");
+
+    // What the failed run left is swept once it is stale (an hour old), by the next run.
+    let left: Vec<PathBuf> = ["archives", "tmp"]
+        .iter()
+        .flat_map(|d| files_below(&sb.store().join(d)))
+        .collect();
+    assert!(
+        !left.is_empty(),
+        "the run stopped while writing its archive"
+    );
+    for f in &left {
+        set_mtime(f, 1_000_000_000, 0);
+    }
+    fs::write(work.join("one"), b"1").expect("create");
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .arg("one")
+        .limit(libc::RLIMIT_AS, SMALL_AS)
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    for f in &left {
+        assert!(!f.exists(), "{} was not swept", f.display());
+    }
+}
