@@ -4,6 +4,8 @@
 //! whose manifests were lost can be rebuilt. Paths are kept as bytes: `path` when they are
 //! UTF-8, else `path_b64`.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -67,10 +69,11 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Owner names, shared between the entries of one deletion (most have the same).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub group: Option<String>,
+    pub group: Option<Arc<str>>,
     pub size: u64,
     pub mtime: i64,
     pub mtime_nsec: u32,

@@ -1290,7 +1290,10 @@ fn fill_archive(
         host: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        user: names.user(sys::geteuid()).unwrap_or_default(),
+        user: names
+            .user(sys::geteuid())
+            .map(|u| u.to_string())
+            .unwrap_or_default(),
         uid: sys::geteuid(),
         cwd: PathBytes::new(ctx.cwd),
         argv: std::env::args_os()
@@ -1681,25 +1684,25 @@ fn tar_path(abs: &[u8]) -> &[u8] {
     p
 }
 
-/// User and group names, looked up once per id.
+/// User and group names, looked up once per id and shared by every entry that has it.
 #[derive(Default)]
 struct Names {
-    users: HashMap<u32, Option<String>>,
-    groups: HashMap<u32, Option<String>>,
+    users: HashMap<u32, Option<Arc<str>>>,
+    groups: HashMap<u32, Option<Arc<str>>>,
 }
 
 impl Names {
-    fn user(&mut self, uid: u32) -> Option<String> {
+    fn user(&mut self, uid: u32) -> Option<Arc<str>> {
         self.users
             .entry(uid)
-            .or_insert_with(|| crate::users::user(uid).map(|u| u.name))
+            .or_insert_with(|| crate::users::user(uid).map(|u| u.name.into()))
             .clone()
     }
 
-    fn group(&mut self, gid: u32) -> Option<String> {
+    fn group(&mut self, gid: u32) -> Option<Arc<str>> {
         self.groups
             .entry(gid)
-            .or_insert_with(|| crate::users::group_name(gid))
+            .or_insert_with(|| crate::users::group_name(gid).map(Arc::from))
             .clone()
     }
 }

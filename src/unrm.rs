@@ -858,8 +858,12 @@ fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
         let mut line = format!(
             "{tag}{:04o} {:>8} {:>8} {:>12} {time} {}",
             e.mode & 0o7777,
-            e.user.clone().unwrap_or_else(|| e.uid.to_string()),
-            e.group.clone().unwrap_or_else(|| e.gid.to_string()),
+            e.user
+                .as_deref()
+                .map_or_else(|| e.uid.to_string(), str::to_string),
+            e.group
+                .as_deref()
+                .map_or_else(|| e.gid.to_string(), str::to_string),
             e.size,
             quote(&e.path.bytes().unwrap_or_default())
         );
