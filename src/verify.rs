@@ -486,10 +486,21 @@ fn compare_entry(
             .link_name_bytes()
             .map(|l| l.into_owned())
             .unwrap_or_default();
-        let mut want_link = link.bytes().unwrap_or_default();
-        if want.kind == Kind::Hardlink && !want_link.is_empty() {
-            want_link.remove(0); // stored relative, like every path
-        }
+        let want_link = link.bytes().unwrap_or_default();
+        // A hard link names an entry, stored relative like every path.
+        let want_link = match want.kind {
+            Kind::Hardlink => match want_link.strip_prefix(b"/") {
+                Some(relative) => relative.to_vec(),
+                None => {
+                    return Ok(Compared::Differs(format!(
+                        "'{}' is a hard link to {}, not an absolute path, in its manifest",
+                        name(),
+                        crate::quote::quote(&want_link)
+                    )))
+                }
+            },
+            _ => want_link,
+        };
         if got != want_link {
             return Ok(Compared::Differs(format!(
                 "'{}' has the wrong link target in the archive",

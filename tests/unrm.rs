@@ -1251,6 +1251,43 @@ fn check_reports_a_manifest_whose_archive_is_gone() {
     assert!(!w.join("f").exists());
 }
 
+/// An outcome of a reader given damage: a reported error, never a panic (exit 101).
+fn assert_reported(out: &Outcome, what: &str) {
+    assert_eq!(out.code(), Some(1), "{what}: {}", out.stderr_text());
+    let err = out.stderr_text();
+    assert!(
+        err.starts_with("unrm: ") && !err.contains("panicked"),
+        "{what}: {err}"
+    );
+}
+
+#[test]
+fn a_hard_link_with_an_empty_link_is_reported_not_a_panic() {
+    use saferm::manifest::Kind;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let id = write_crafted(
+        &sb,
+        "emptylink",
+        &[
+            crafted(&join(&w, "/a"), Kind::File, None, b"x"),
+            crafted(&join(&w, "/b"), Kind::Hardlink, Some(b""), b""),
+        ],
+    );
+    let out = unrm(&sb, &w, &["--check"]);
+    assert_reported(&out, "--check");
+    assert!(
+        out.stderr_text().contains("is damaged"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_reported(&unrm(&sb, &w, &["--check", &id]), "--check ID");
+    assert_reported(&unrm(&sb, &w, &[&id]), "restore");
+    assert!(!w.join("b").exists());
+    unrm_ok(&sb, &w, &["--list"]);
+    unrm_ok(&sb, &w, &["--show", &id]);
+}
+
 #[test]
 fn non_utf8_names_restore() {
     let sb = Sandbox::new();
