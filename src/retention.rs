@@ -116,18 +116,22 @@ pub fn select(
             .zip(cands)
             .filter(|(r, _)| r.is_some())
             .map(|(_, c)| c.archive_bytes)
-            .sum()
+            .fold(0u64, u64::saturating_add)
     };
     if let Some(limit) = rules.max_size.bytes_of(space.total) {
-        let total: u64 = cands.iter().map(|c| c.archive_bytes).sum();
-        let mut left = total - freed(&chosen);
+        // Sizes come from the index, a cache anyone can damage: saturate, never overflow.
+        let total = cands
+            .iter()
+            .map(|c| c.archive_bytes)
+            .fold(0u64, u64::saturating_add);
+        let mut left = total.saturating_sub(freed(&chosen));
         for i in 0..n {
             if left <= limit {
                 break;
             }
             if chosen[i].is_none() && !protected(i) {
                 chosen[i] = Some(Reason::Size);
-                left -= cands[i].archive_bytes;
+                left = left.saturating_sub(cands[i].archive_bytes);
             }
         }
     }
@@ -283,7 +287,7 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
     let checked: Option<Checked> = store
         .read_cache(CHECKED)
         .and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(c) = checked.filter(|c| (0..FULL_CHECK_SECS).contains(&(now - c.at))) {
+    if let Some(c) = checked.filter(|c| (0..FULL_CHECK_SECS).contains(&now.saturating_sub(c.at))) {
         let total = c
             .archive_bytes
             .saturating_add(just_made.and_then(|id| store.archive_size(id)).unwrap_or(0));
@@ -394,7 +398,10 @@ fn report_lines(purged: &[Purged], config: &Config) -> Vec<String> {
     if purged.is_empty() {
         return Vec::new();
     }
-    let bytes: u64 = purged.iter().map(|p| p.archive_bytes).sum();
+    let bytes = purged
+        .iter()
+        .map(|p| p.archive_bytes)
+        .fold(0u64, u64::saturating_add);
     let mut reasons: Vec<Reason> = purged.iter().map(|p| p.reason).collect();
     reasons.sort();
     reasons.dedup();
@@ -505,6 +512,24 @@ mod tests {
             protect_newest: 0,
             ids: Vec::new(),
         }
+    }
+
+    /// Found by the fuzz campaign: sizes from a damaged index overflowed the total.
+    #[test]
+    fn sizes_that_add_up_past_u64_do_not_overflow() {
+        let mut c = cands(&[3, 2], 0);
+        c[0].archive_bytes = 1_302_585_527_159_884_862;
+        c[1].archive_bytes = 17_144_158_546_549_666_754;
+        let r = Rules {
+            max_size: Size::Bytes(u64::MAX),
+            ..rules()
+        };
+        assert!(select(&c, &r, NOW, ROOMY, None).is_empty());
+        let r = Rules {
+            max_size: Size::Bytes(0),
+            ..rules()
+        };
+        assert_eq!(select(&c, &r, NOW, ROOMY, None).len(), 2);
     }
 
     const ROOMY: Space = Space {

@@ -23,12 +23,17 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
     let fs = store.fs_stat()?;
     let fs_type = store.fs_type_name();
     let scan = store.scan()?;
-    let archive_bytes: u64 = catalog
+    // From the index, a cache anyone can damage: saturate, never overflow.
+    let archive_bytes = catalog
         .headers
         .iter()
         .filter_map(|h| h.archive.as_ref().map(|a| a.size))
-        .sum();
-    let content_bytes: u64 = catalog.headers.iter().map(|h| h.totals.bytes).sum();
+        .fold(0u64, u64::saturating_add);
+    let content_bytes = catalog
+        .headers
+        .iter()
+        .map(|h| h.totals.bytes)
+        .fold(0u64, u64::saturating_add);
     let newest = catalog.headers.first();
     let oldest = catalog.headers.last();
     let orphans = scan.orphans().count();

@@ -195,7 +195,10 @@ fn purge(
         Some(lock)
     };
     let purged = retention::purge(store, lock.as_ref(), &rules, None, p.dry_run)?;
-    let bytes: u64 = purged.iter().map(|x| x.archive_bytes).sum();
+    let bytes = purged
+        .iter()
+        .map(|x| x.archive_bytes)
+        .fold(0u64, u64::saturating_add);
     if opts.json {
         let items: Vec<serde_json::Value> = purged
             .iter()
