@@ -300,15 +300,23 @@ fn resolve(
     pick: bool,
 ) -> Result<Resolution, String> {
     let abs = absolute(cwd, name);
-    let roots_of = |d: usize| -> Vec<(usize, Vec<u8>)> {
-        catalog
-            .get(d)
-            .map(|del| del.roots().into_iter().map(|r| (d, r)).collect())
-            .unwrap_or_default()
+    // The deletion's top objects; a manifest that cannot be read is said to be damaged.
+    let roots_of = |d: usize| -> Result<Resolution, String> {
+        let del = catalog
+            .load(d)
+            .map_err(|e| format!("the manifest of deletion {} is damaged: {e}", catalog.id(d)))?;
+        let roots: Vec<(usize, Vec<u8>)> = del.roots().into_iter().map(|r| (d, r)).collect();
+        if roots.is_empty() {
+            return Err(format!(
+                "deletion {} holds nothing to restore",
+                catalog.id(d)
+            ));
+        }
+        Ok(Resolution::Found(roots))
     };
     // A whole id is an id (nobody names a file like that); reading no manifest for it.
     if let Some(d) = catalog.headers.iter().position(|h| h.id.as_bytes() == name) {
-        return Ok(Resolution::Found(roots_of(d)));
+        return roots_of(d);
     }
     // Newest first; manifests are read as they are reached.
     let deletions = || {
@@ -340,7 +348,7 @@ fn resolve(
     // 2. A deletion id or an unambiguous prefix of one.
     if let Ok(text) = std::str::from_utf8(name) {
         match catalog.find_id(text) {
-            IdMatch::One(d) => return Ok(Resolution::Found(roots_of(d))),
+            IdMatch::One(d) => return roots_of(d),
             IdMatch::Several(ds) => {
                 let mut msg = String::from("it is the start of several deletion ids:");
                 for d in ds {

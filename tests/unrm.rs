@@ -1288,6 +1288,33 @@ fn a_hard_link_with_an_empty_link_is_reported_not_a_panic() {
     unrm_ok(&sb, &w, &["--show", &id]);
 }
 
+/// Found by the fuzz campaign: naming a deletion whose manifest is damaged exited 1
+/// without a word.
+#[test]
+fn restoring_a_deletion_whose_manifest_is_damaged_says_so() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["f=1"]);
+    saferm(&sb, &w, &["f"]);
+    let id = newest_id(&sb);
+    let manifest = files_under(&sb.store().join("manifests"))[0].clone();
+    let mut text = fs::read(&manifest).expect("manifest");
+    text[0] ^= 1;
+    fs::write(&manifest, text).expect("damage");
+    for args in [vec![id.as_str()], vec!["--to", "out", id.as_str()]] {
+        let out = unrm(&sb, &w, &args);
+        assert_reported(&out, &format!("{args:?}"));
+        let err = out.stderr_text();
+        assert!(
+            err.contains(&format!(
+                "could not restore '{id}': the manifest of deletion {id} is damaged"
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!w.join("f").exists());
+}
+
 #[test]
 fn non_utf8_names_restore() {
     let sb = Sandbox::new();
