@@ -481,6 +481,12 @@ fn compare_entry(
             want.mode & 0o7777
         )));
     }
+    if want.link.is_none() && matches!(want.kind, Kind::Symlink | Kind::Hardlink) {
+        return Ok(Compared::Differs(format!(
+            "'{}' is a link without a target in its manifest",
+            name()
+        )));
+    }
     if let Some(link) = &want.link {
         let got = entry
             .link_name_bytes()
@@ -976,6 +982,66 @@ mod tests {
         large.release(vec![0; SPARE_CAPACITY + 1]);
         assert_eq!(large.bytes.load(Ordering::Acquire), 0);
         assert_eq!(large.buffer().capacity(), 0);
+    }
+
+    /// A zstd-compressed tar of one symlink `home/u/l` and one hard link `home/u/h` to
+    /// `home/u/f`, and their manifest entries.
+    fn link_archive() -> (Vec<u8>, Vec<Entry>) {
+        let mut tar_bytes = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut tar_bytes);
+            for (path, kind, target) in [
+                ("home/u/l", tar::EntryType::Symlink, "f"),
+                ("home/u/h", tar::EntryType::Link, "home/u/f"),
+            ] {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_mode(0o777);
+                h.set_size(0);
+                assert!(h.set_path(path).is_ok() && h.set_link_name(target).is_ok());
+                h.set_cksum();
+                assert!(b.append(&h, &[][..]).is_ok());
+            }
+            assert!(b.finish().is_ok());
+        }
+        let bytes = zstd::encode_all(&tar_bytes[..], 1).expect("compress");
+        let (_, entries) = one_file_archive(b"");
+        let entry = |path: &[u8], kind, link: &[u8]| Entry {
+            path: PathBytes::new(path),
+            kind,
+            mode: 0o777,
+            size: 0,
+            blake3: None,
+            link: Some(PathBytes::new(link)),
+            ..entries[0].clone()
+        };
+        let entries = vec![
+            entry(b"/home/u/l", Kind::Symlink, b"f"),
+            entry(b"/home/u/h", Kind::Hardlink, b"/home/u/f"),
+        ];
+        (bytes, entries)
+    }
+
+    /// Found by the fuzz campaign (the first one by hand: `unrm --check` panicked): a
+    /// manifest's link that is missing, empty or relative where it must be absolute is
+    /// damage to report.
+    #[test]
+    fn links_without_a_sound_target_in_the_manifest_do_not_verify() {
+        let (bytes, entries) = link_archive();
+        assert!(verify_archive(&bytes[..], &entries, None).is_ok());
+        for (i, link) in [
+            (0, None),
+            (1, None),
+            (1, Some(&b""[..])),
+            (1, Some(&b"home/u/f"[..])),
+        ] {
+            let mut bad = entries.clone();
+            bad[i].link = link.map(PathBytes::new);
+            assert!(
+                verify_archive(&bytes[..], &bad, None).is_err(),
+                "entry {i} with link {link:?}"
+            );
+        }
     }
 
     #[test]
