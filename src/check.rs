@@ -378,7 +378,16 @@ pub fn manifest_copy(file: &File) -> Result<Vec<u8>> {
         if magic == ZSTD_MAGIC {
             pos = skip_zstd_frame(file, pos)?;
         } else if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
-            let size = read_u32(pos + 4)? as u64;
+            let size = u64::from(read_u32(pos + 4)?);
+            // The size is the file's word: allocate only what the file holds.
+            // (Cut short like an archive whose writer died while sealing it.)
+            if size > len - (pos + 8) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the frame at offset {pos} runs past the end of the archive"),
+                )
+                .into());
+            }
             if magic == MANIFEST_FRAME_MAGIC && size >= MANIFEST_FRAME_TAG.len() as u64 {
                 let mut body = vec![0u8; size as usize];
                 file.read_exact_at(&mut body, pos + 8)
@@ -436,4 +445,29 @@ fn skip_zstd_frame(file: &File, start: u64) -> Result<u64> {
         pos += 4;
     }
     Ok(pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_of(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().expect("temp file");
+        f.write_all(bytes).expect("write");
+        f
+    }
+
+    /// A skippable frame's size is the file's word: one that runs past the end is a cut
+    /// archive (incomplete), found without allocating what it claims.
+    #[test]
+    fn a_frame_size_past_the_end_is_an_error_not_an_allocation() {
+        for magic in [MANIFEST_FRAME_MAGIC, 0x184D_2A50] {
+            let mut bytes = magic.to_le_bytes().to_vec();
+            bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+            bytes.extend_from_slice(MANIFEST_FRAME_TAG);
+            let f = file_of(&bytes);
+            assert!(manifest_copy(&f).is_err());
+            assert!(is_incomplete(&f), "{magic:x}");
+        }
+    }
 }
