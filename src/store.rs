@@ -559,8 +559,17 @@ impl Store {
         Ok(())
     }
 
-    /// Open a published file for reading.
+    /// Open a published file for reading. `rel` comes from a manifest, which may be
+    /// damaged: it must be a normal relative path (never absolute, no `..`), so that
+    /// nothing outside the store is read as an archive.
     pub fn open_published(&self, rel: &str) -> Result<File> {
+        if rel.is_empty()
+            || rel
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'))
+        {
+            bail!("'{rel}' is not a path inside the store");
+        }
         let c = sys::cstr(rel.as_bytes())?;
         let fd = sys::openat(self.fd(), &c, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
             .with_context(|| format!("cannot open '{}'", self.root.join(rel).display()))?;
