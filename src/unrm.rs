@@ -574,11 +574,10 @@ fn restore_picks(
                 .and_then(|del| del.roots().into_iter().find(|r| is_under(&source, r)))
                 .unwrap_or_else(|| source.clone());
             let base = split_parent(&root).0;
-            let rel = if base == b"/" {
-                &source[1..]
-            } else {
-                &source[base.len() + 1..]
-            };
+            // A damaged manifest may hold a path that is not absolute: it keeps its name
+            // here, and restoring refuses the manifest.
+            let skip = if base == b"/" { 1 } else { base.len() + 1 };
+            let rel = source.get(skip..).unwrap_or(source.as_slice());
             let mut p = anchor.clone();
             if !p.ends_with(b"/") {
                 p.push(b'/');
