@@ -3,6 +3,7 @@ mod common;
 mod completion;
 mod deep;
 mod differential;
+mod fuzz;
 mod isolation;
 mod memory;
 mod readme;
