@@ -1151,3 +1151,86 @@ fn a_huge_manifest_frame_size_is_not_allocated() {
     assert!(!archive.exists());
     let _ = id;
 }
+
+/// Restoring made the missing directories above an object by recursion, one call per
+/// level: a crafted deletion holding one file thousands of levels below its directory (and
+/// no entries between) overflowed unrm's stack (here 1,000 levels and a 256 KiB stack; the
+/// default 8 MiB went at 50,000).
+#[test]
+fn a_deep_path_without_its_directories_does_not_overflow_the_stack() {
+    const DEPTH: usize = 1_000;
+    let (sb, w, id, manifest) = one_deletion();
+    let top = format!("{}/t", w.to_str().expect("utf-8"));
+    let deep = format!("{top}{}/f", "/d".repeat(DEPTH));
+    let mut tar_bytes = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar_bytes);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, &top[1..], &[][..]).expect("dir");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(4);
+        b.append_data(&mut h, &deep[1..], &b"deep"[..])
+            .expect("file");
+        b.finish().expect("tar");
+    }
+    let compressed = zstd::encode_all(&tar_bytes[..], 1).expect("zstd");
+    let mut rel = String::new();
+    edit_manifest(&manifest, |v| {
+        rel = v["archive"]["path"].as_str().expect("path").to_string();
+        let file = v["entries"][0].clone();
+        let mut dir = file.clone();
+        dir["path"] = Value::from(top.as_str());
+        dir["type"] = Value::from("dir");
+        dir["mode"] = Value::from(0o755);
+        dir["size"] = Value::from(0);
+        dir.as_object_mut().expect("entry").remove("blake3");
+        let mut f = file;
+        f["path"] = Value::from(deep.as_str());
+        f["size"] = Value::from(4);
+        f["blake3"] = Value::from(blake3::hash(b"deep").to_hex().to_string());
+        v["entries"] = Value::Array(vec![dir, f]);
+        v["archive"]["size"] = Value::from(compressed.len());
+        v["archive"]["blake3"] = Value::from(blake3::hash(&compressed).to_hex().to_string());
+    });
+    fs::write(sb.store().join(&rel), &compressed).expect("archive");
+    let out = sb
+        .command("/bin/sh")
+        .current_dir(&w)
+        .arg("-c")
+        .arg("ulimit -s 256 && exec \"$0\" \"$@\"")
+        .arg(unrm_bin())
+        .args(["--to", "out", &id])
+        .run();
+    reported(&out, "restore").expect("reported");
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let (levels, last) = flatten(&w.join("out"));
+    assert_eq!(levels, DEPTH + 1, "out/t and the levels below it");
+    assert_eq!(fs::read(last.join("f")).expect("restored"), b"deep");
+}
+
+/// Move every level of a deep chain of directories up to `dir`, so that removing the
+/// sandbox does not recurse thousands of levels; returns how many levels there were and
+/// where the last one is now.
+fn flatten(dir: &Path) -> (usize, PathBuf) {
+    let mut n = 0;
+    let mut at = dir.to_path_buf();
+    loop {
+        let Some(child) = fs::read_dir(&at)
+            .expect("read_dir")
+            .filter_map(Result::ok)
+            .find(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        else {
+            break;
+        };
+        let next = dir.join(format!("level{n}"));
+        n += 1;
+        fs::rename(child.path(), &next).expect("move up");
+        at = next;
+    }
+    (n, at)
+}
