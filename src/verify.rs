@@ -408,7 +408,8 @@ fn compare_entries(tar_stream: &mut impl Read, expected: &mut dyn Expected) -> R
             };
             let path = entry.path_bytes();
             let want_path = want.path.bytes().unwrap_or_default();
-            if want_path.get(1..) != Some(&path[..]) {
+            // Stored without the leading '/' of the absolute path the manifest records.
+            if want_path.strip_prefix(b"/") != Some(&path[..]) {
                 bail!(
                     "entry {i} is '{}', expected '{}'",
                     String::from_utf8_lossy(&path),
@@ -1040,6 +1041,23 @@ mod tests {
             assert!(
                 verify_archive(&bytes[..], &bad, None).is_err(),
                 "entry {i} with link {link:?}"
+            );
+        }
+    }
+
+    /// Found by the fuzz campaign: only the bytes after the first were compared, so a
+    /// manifest whose absolute path had turned relative (`/` flipped to `.`) verified.
+    #[test]
+    fn a_manifest_path_that_is_not_absolute_does_not_verify() {
+        let (bytes, entries) = one_file_archive(b"x");
+        assert!(verify_archive(&bytes[..], &entries, None).is_ok());
+        for path in [&b".home/u/notes.txt"[..], b"xhome/u/notes.txt", b"", b"/"] {
+            let mut bad = entries.clone();
+            bad[0].path = PathBytes::new(path);
+            assert!(
+                verify_archive(&bytes[..], &bad, None).is_err(),
+                "{}",
+                String::from_utf8_lossy(path)
             );
         }
     }
