@@ -482,11 +482,24 @@ fn compare_entry(
             want.mode & 0o7777
         )));
     }
-    if want.link.is_none() && matches!(want.kind, Kind::Symlink | Kind::Hardlink) {
-        return Ok(Compared::Differs(format!(
-            "'{}' is a link without a target in its manifest",
-            name()
-        )));
+    // saferm records a target for links and only for them.
+    match (
+        matches!(want.kind, Kind::Symlink | Kind::Hardlink),
+        &want.link,
+    ) {
+        (true, None) => {
+            return Ok(Compared::Differs(format!(
+                "'{}' is a link without a target in its manifest",
+                name()
+            )))
+        }
+        (false, Some(_)) => {
+            return Ok(Compared::Differs(format!(
+                "'{}' is not a link but has a link target in its manifest",
+                name()
+            )))
+        }
+        _ => {}
     }
     if let Some(link) = &want.link {
         let got = entry
