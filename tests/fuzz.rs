@@ -22,7 +22,6 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
 
 use saferm::manifest::{Kind, Manifest};
-use saferm::store::Store;
 
 use crate::common::{build_tree, noise, saferm_ok, unrm_bin, Outcome, Sandbox};
 
@@ -690,7 +689,7 @@ fn fuzz_index_lines() {
     use saferm::retention::{purge, Rules};
     let fx = Fixture::new();
     let sb = fx.copy();
-    let store = Store::open_at(&sb.store()).expect("store");
+    let store = sb.open_store();
     let lines: Vec<Vec<u8>> = fx
         .index
         .split(|&b| b == b'\n')
