@@ -60,13 +60,7 @@ fn require(name: &str) -> Option<PathBuf> {
 /// A directory with `saferm`, `unrm`, and `words OUT ARGS...`, which writes each ARG
 /// followed by a NUL to OUT (atomically, so a waiting test never reads half of it).
 fn bin_dir(sb: &Sandbox) -> PathBuf {
-    let bin = sb.work("bin");
-    for (name, target) in [("saferm", saferm_bin()), ("unrm", unrm_bin())] {
-        let link = bin.join(name);
-        if fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(target, &link).expect("link a binary");
-        }
-    }
+    let bin = sb.bin_dir();
     let words = bin.join("words");
     fs::write(
         &words,

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::common::{saferm_bin, unrm_bin, Sandbox};
+use crate::common::Sandbox;
 
 /// The first ```sh block after the line starting with `marker`.
 fn sh_block_after(marker: &str) -> String {
@@ -18,9 +18,7 @@ fn sh_block_after(marker: &str) -> String {
 #[test]
 fn completion_and_man_page_install_lines_work_in_a_fresh_home() {
     let sb = Sandbox::new();
-    let bin = sb.work("bin");
-    std::os::unix::fs::symlink(saferm_bin(), bin.join("saferm")).expect("link saferm");
-    std::os::unix::fs::symlink(unrm_bin(), bin.join("unrm")).expect("link unrm");
+    let bin = sb.bin_dir();
     let fresh = sb.work("fresh-home");
     let script = sh_block_after("- **Completions and man pages**");
     let out = sb

@@ -26,18 +26,6 @@ const SNIPPETS: &[(&str, &str, &[&str])] = &[
     ("sh", "shell/saferm.sh", &["dash", "-eu", "-c"]),
 ];
 
-/// A directory holding `saferm` and `unrm`, for PATH.
-fn bin_dir(sb: &Sandbox) -> PathBuf {
-    let bin = sb.work("bin");
-    for (name, target) in [("saferm", saferm_bin()), ("unrm", unrm_bin())] {
-        let link = bin.join(name);
-        if fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(target, &link).expect("link a binary");
-        }
-    }
-    bin
-}
-
 /// Run a shell with a clean environment: the sandbox's HOME and store, the binaries on PATH.
 /// `None` (after saying so) when the machine has no such shell: see [`tool`].
 fn shell(sb: &Sandbox, argv: &[&str], stdin: &str, cwd: &Path) -> Option<Output> {
@@ -47,7 +35,7 @@ fn shell(sb: &Sandbox, argv: &[&str], stdin: &str, cwd: &Path) -> Option<Output>
         .take_while(|a| !a.contains(' '))
         .collect();
     let program = tool(argv[0], &format!("`{} ...`", words.join(" ")))?;
-    let path = format!("{}:/usr/bin:/bin", bin_dir(sb).display());
+    let path = format!("{}:/usr/bin:/bin", sb.bin_dir().display());
     let mut child = sb
         .std_command_with_path(program, path)
         .args(&argv[1..])

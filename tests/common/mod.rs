@@ -337,6 +337,19 @@ impl Sandbox {
         self.data().join("saferm")
     }
 
+    /// The sandbox's `bin/`, holding `saferm` and `unrm` links to the binaries under test:
+    /// the directory to put first on `PATH` where a shell or script runs them by name.
+    pub fn bin_dir(&self) -> PathBuf {
+        let bin = self.work("bin");
+        for (name, target) in [("saferm", saferm_bin()), ("unrm", unrm_bin())] {
+            let link = bin.join(name);
+            if fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(target, &link).expect("link a binary");
+            }
+        }
+        bin
+    }
+
     /// Creates (if needed) and returns a work directory `name` inside the sandbox.
     pub fn work(&self, name: &str) -> PathBuf {
         let dir = self.root().join(name);
