@@ -1839,11 +1839,10 @@ fn the_owners_unreadable_files_are_archived_with_their_mode() {
     );
 }
 
-/// The ctime saferm accepts for a file it gave itself read permission on is the one its own
-/// `chmod` left, not any later one: a `chmod` by someone else after the archive was sealed
-/// (the `chmod` fault: same mode, new ctime) keeps the file.
-#[test]
-fn a_change_after_saferms_own_chmod_keeps_the_file() {
+/// As uid 65534, `saferm zero other` on its own `zero` (mode 0) and `other`, with the fault
+/// `fault` injected; returns the sandbox (which must outlive the checks), the work
+/// directory and the outcome.
+fn own_unreadable_file_with_fault(fault: &str) -> (Sandbox, PathBuf, Outcome) {
     assert!(
         is_root(),
         "this test switches to uid {NOBODY}: run the tests as root"
@@ -1856,9 +1855,18 @@ fn a_change_after_saferms_own_chmod_keeps_the_file() {
         .command(saferm_bin())
         .args(["zero", "other"])
         .current_dir(&work)
-        .env("SAFERM_FAULT", "chmod")
+        .env("SAFERM_FAULT", fault)
         .unprivileged()
         .run();
+    (sb, work, out)
+}
+
+/// The ctime saferm accepts for a file it gave itself read permission on is the one its own
+/// `chmod` left, not any later one: a `chmod` by someone else after the archive was sealed
+/// (the `chmod` fault: same mode, new ctime) keeps the file.
+#[test]
+fn a_change_after_saferms_own_chmod_keeps_the_file() {
+    let (_sb, work, out) = own_unreadable_file_with_fault("chmod");
     assert_eq!(
         out.stderr_text(),
         "rm: cannot remove 'zero': changed while it was being archived\n"
@@ -1874,21 +1882,7 @@ fn a_change_after_saferms_own_chmod_keeps_the_file() {
 /// permission added, nothing else. The other operands still go.
 #[test]
 fn a_mode_that_cannot_be_put_back_keeps_the_file_and_says_so() {
-    assert!(
-        is_root(),
-        "this test switches to uid {NOBODY}: run the tests as root"
-    );
-    let sb = Sandbox::new();
-    let work = sb.work("w");
-    build_tree(&work, &["zero=secret@0000", "other=x"]);
-    sb.chown_all(NOBODY, NOBODY);
-    let out = sb
-        .command(saferm_bin())
-        .args(["zero", "other"])
-        .current_dir(&work)
-        .env("SAFERM_FAULT", "mode-back")
-        .unprivileged()
-        .run();
+    let (_sb, work, out) = own_unreadable_file_with_fault("mode-back");
     assert_eq!(
         out.stderr_text(),
         "rm: cannot remove 'zero': could not archive: could not put its mode back: Input/output error\n"
