@@ -523,6 +523,17 @@ fn temp_file(bytes: &[u8]) -> fs::File {
     f
 }
 
+/// What `unrm --check` and `--repair` read of an archive file holding `bytes`: the manifest
+/// copy in its skippable frame (parsed, when there is one) and whether it is complete. Only
+/// panics matter here; the callers check results themselves.
+fn read_as_store_archive(bytes: &[u8]) {
+    let f = temp_file(bytes);
+    if let Ok(json) = saferm::check::manifest_copy(&f) {
+        let _ = Manifest::from_json(&json);
+    }
+    let _ = saferm::check::is_incomplete(&f);
+}
+
 /// The zstd data of an archive and the skippable frame after it (the manifest copy).
 fn split_copy(archive: &[u8]) -> (&[u8], &[u8]) {
     let magic = saferm::archive::MANIFEST_FRAME_MAGIC.to_le_bytes();
@@ -780,11 +791,7 @@ fn fuzz_manifest_copy_frames() {
         }),
     ];
     campaign("manifest_copy_frames", 3000, 1000, case, |bytes| {
-        let f = temp_file(&bytes);
-        if let Ok(json) = saferm::check::manifest_copy(&f) {
-            let _ = Manifest::from_json(&json);
-        }
-        let _ = saferm::check::is_incomplete(&f);
+        read_as_store_archive(&bytes);
         Ok(())
     });
 }
@@ -817,11 +824,7 @@ fn fuzz_damaged_archives() {
                 prop_assert!(verified.is_err(), "damage went unnoticed");
             }
             let _ = saferm::verify::verify_archive(&bad[..], &entries, None);
-            let f = temp_file(&bad);
-            if let Ok(json) = saferm::check::manifest_copy(&f) {
-                let _ = Manifest::from_json(&json);
-            }
-            let _ = saferm::check::is_incomplete(&f);
+            read_as_store_archive(&bad);
             Ok(())
         },
     );
