@@ -134,8 +134,10 @@ pub struct ArchiveInfo {
     pub blake3: String,
 }
 
+/// A deletion's manifest. `E` is how its entries are held: a list of [`Entry`] when it is
+/// read, or the writer's compact form, which serialises to the same JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
+pub struct Manifest<E = Vec<Entry>> {
     pub format: u32,
     pub id: String,
     /// RFC 3339, UTC, nanoseconds.
@@ -154,10 +156,10 @@ pub struct Manifest {
     /// Objects removed without an archive entry (sockets: nothing to keep).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub not_archived: Vec<Entry>,
-    pub entries: Vec<Entry>,
+    pub entries: E,
 }
 
-impl Manifest {
+impl<E: Serialize> Manifest<E> {
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising plain structs of strings and numbers cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
@@ -167,7 +169,9 @@ impl Manifest {
     pub fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         serde_json::to_writer(w, self).map_err(std::io::Error::other)
     }
+}
 
+impl Manifest {
     pub fn from_json(bytes: &[u8]) -> anyhow::Result<Manifest> {
         let m: Manifest = serde_json::from_slice(bytes)?;
         if m.format > MANIFEST_VERSION {

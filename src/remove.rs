@@ -639,7 +639,7 @@ fn write_archive(
             s.growth.abandon();
         }
         crate::timing::mark("archive written");
-        let (mut sealed, manifest, entry_nodes) = match result? {
+        let (mut sealed, manifest) = match result? {
             Filled::Sealed(b) => *b,
             Filled::SourceFailed(failures) => return Ok(Written::Retry(failures)),
         };
@@ -654,20 +654,28 @@ fn write_archive(
             let file = store.open_published(&rel)?;
             if crate::fault::active("verify") {
                 let damaged = Damaged::new(file);
-                return crate::verify::verify_archive(
+                return crate::verify::verify_archive_against(
                     damaged,
-                    &manifest.entries,
+                    &mut manifest.entries.replay(),
                     Some(written_hash),
                 );
             }
             if sealed.size <= SMALL_ARCHIVE_BYTES {
                 let mut bytes = Vec::with_capacity(sealed.size as usize);
                 std::io::Read::read_to_end(&mut &file, &mut bytes)?;
-                return crate::verify::verify_in_memory(&bytes, &manifest.entries, written_hash);
+                return crate::verify::verify_in_memory_against(
+                    &bytes,
+                    &mut manifest.entries.replay(),
+                    written_hash,
+                );
             }
             let capacity = sealed.size.clamp(64 << 10, 1 << 20) as usize;
             let reader = std::io::BufReader::with_capacity(capacity, file);
-            crate::verify::verify_archive(reader, &manifest.entries, Some(written_hash))
+            crate::verify::verify_archive_against(
+                reader,
+                &mut manifest.entries.replay(),
+                Some(written_hash),
+            )
         };
         let (durable, verified) = match (verifier, sealed.blake3.as_deref()) {
             // The verifier is reading the last of the archive: sync meanwhile. It hashed
@@ -711,7 +719,6 @@ fn write_archive(
         Ok(Written::Sealed(Box::new(Checked {
             sealed,
             manifest,
-            entry_nodes,
             durable,
             verified,
         })))
@@ -719,7 +726,6 @@ fn write_archive(
     let Checked {
         sealed,
         mut manifest,
-        entry_nodes,
         durable,
         verified,
     } = match written {
@@ -746,7 +752,7 @@ fn write_archive(
                 .entries
                 .iter()
                 .filter_map(|(i, what)| {
-                    let node = *entry_nodes.get(*i)?;
+                    let node = manifest.entries.list.get(*i)?.node;
                     Some((
                         node,
                         format!("could not archive: the archive did not verify: {what}"),
@@ -765,6 +771,7 @@ fn write_archive(
     };
     if manifest
         .entries
+        .list
         .iter()
         .any(|e| e.kind == Kind::File && e.blake3.is_none())
     {
@@ -806,7 +813,7 @@ fn write_archive(
 
 /// Write the manifest to a temp file in the store, to be published (renamed into
 /// `manifests/`) once the archive is durable; returns the temp file's name.
-fn write_manifest(store: &Store, manifest: &Manifest) -> Result<std::ffi::CString> {
+fn write_manifest(store: &Store, manifest: &Manifest<Entries>) -> Result<std::ffi::CString> {
     use std::io::Write;
     let (tmp, mut file) = store.create_temp(format!("{}.json", manifest.id).as_bytes())?;
     let written = (|| -> Result<()> {
@@ -815,6 +822,7 @@ fn write_manifest(store: &Store, manifest: &Manifest) -> Result<std::ffi::CStrin
             // About 300 bytes of JSON per entry; no 256 KiB buffer for a one-file deletion.
             let capacity = manifest
                 .entries
+                .list
                 .len()
                 .saturating_mul(512)
                 .clamp(8 << 10, 256 << 10);
@@ -861,39 +869,37 @@ impl<R: std::io::Read> std::io::Read for Damaged<R> {
 }
 
 /// A sealed archive, its manifest, and how far it got.
-struct Checked {
+struct Checked<'p> {
     sealed: crate::archive::Sealed,
-    manifest: Manifest,
-    /// The plan node of each manifest entry.
-    entry_nodes: Vec<usize>,
+    manifest: Manifest<Entries<'p>>,
     /// Whether it was made durable (`None`: not synced yet).
     durable: Option<Result<()>>,
     verified: Result<()>,
 }
 
 /// How writing an archive ended.
-enum Written {
-    Sealed(Box<Checked>),
+enum Written<'p> {
+    Sealed(Box<Checked<'p>>),
     Retry(Vec<(usize, String)>),
 }
 
-enum Filled {
-    /// The archive, its manifest, and the plan node of each manifest entry.
-    Sealed(Box<(crate::archive::Sealed, Manifest, Vec<usize>)>),
+enum Filled<'p> {
+    /// The archive and its manifest.
+    Sealed(Box<(crate::archive::Sealed, Manifest<Entries<'p>>)>),
     /// These nodes could not be archived, for these reasons.
     SourceFailed(Vec<(usize, String)>),
 }
 
 /// Stream every object to archive into `file`, parents first, through directory fds.
-fn fill_archive(
+fn fill_archive<'p>(
     ctx: &ArchiveContext<'_>,
-    plan: &Plan,
+    plan: &'p Plan,
     order: &[usize],
     file: File,
     id: &str,
     now: chrono::DateTime<chrono::Utc>,
     stream: Option<&Streaming>,
-) -> Result<Filled> {
+) -> Result<Filled<'p>> {
     let total = content_bytes(plan, order);
     let threads = if total >= MULTITHREAD_BYTES {
         std::thread::available_parallelism()
@@ -938,7 +944,6 @@ fn fill_archive(
     for &i in order {
         archived[i] = true;
     }
-    let mut names = Names::default();
     let mut content: Vec<u8> = Vec::new();
     // The operands this archive holds something of: one whose objects are all kept is not
     // named in the manifest, so that unrm never offers it.
@@ -948,11 +953,16 @@ fn fill_archive(
         .enumerate()
         .map(|(pos, &r)| (plan.nodes[r].operand, pos))
         .collect();
+    let mut entries = Entries {
+        plan,
+        names: Names::default(),
+        operand_pos,
+        list: Vec::with_capacity(order.len()),
+    };
     let mut hard_links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     // Many files: watch for a cold tree, and read ahead when it is one.
     let mut prefetch = (order.len() >= 2 * crate::prefetch::PROBE_EVERY)
         .then(|| crate::prefetch::Prefetch::new(plan, order, WHOLE_READ_BYTES));
-    let mut entries: Vec<Entry> = Vec::with_capacity(order.len());
     let mut not_archived: Vec<Entry> = Vec::new();
     let mut totals = manifest::Totals::default();
     // The directories above the node being archived: (node, length of its path in `path`),
@@ -967,7 +977,6 @@ fn fill_archive(
     // caller then writes the archive again without them.
     let mut failures: Vec<(usize, String)> = Vec::new();
     let mut dead = vec![false; plan.nodes.len()];
-    let mut entry_nodes: Vec<usize> = Vec::with_capacity(order.len());
     macro_rules! fail {
         ($failure:expr) => {{
             let failure: (usize, String) = $failure;
@@ -1034,9 +1043,7 @@ fn fill_archive(
             .context("cannot write the archive")?;
         let offset = writer.position();
         let abs: &[u8] = &path;
-        let mut entry = base_entry(node, abs, &mut names, offset);
-        // Index into the manifest's operands (the roots), not the command line's.
-        entry.operand = operand_pos.get(&node.operand).copied().unwrap_or(0);
+        let mut entry = entries.base(idx, abs, offset);
 
         if st.is_dir() {
             let mut xattrs = Vec::new();
@@ -1068,15 +1075,7 @@ fn fill_archive(
                 let meta = meta_for(&entry, abs, tar::EntryType::Directory, None, None, &xattrs);
                 append(&mut writer, &meta, None, idx)?;
                 totals.dirs += 1;
-                record(
-                    &mut entries,
-                    &mut entry_nodes,
-                    idx,
-                    stream,
-                    entry,
-                    None,
-                    None,
-                );
+                record(&mut entries, idx, stream, entry, None, None);
             }
             continue;
         }
@@ -1113,15 +1112,7 @@ fn fill_archive(
                 );
                 append(&mut writer, &meta, None, idx)?;
                 entry.link = Some(PathBytes::new(&target));
-                record(
-                    &mut entries,
-                    &mut entry_nodes,
-                    idx,
-                    stream,
-                    entry,
-                    None,
-                    None,
-                );
+                record(&mut entries, idx, stream, entry, None, None);
                 continue;
             }
             hard_links.insert((st.dev, st.ino), abs.to_vec());
@@ -1270,7 +1261,6 @@ fn fill_archive(
         }
         record(
             &mut entries,
-            &mut entry_nodes,
             idx,
             stream,
             entry,
@@ -1282,7 +1272,7 @@ fn fill_archive(
     if !failures.is_empty() {
         return Ok(Filled::SourceFailed(failures));
     }
-    totals.entries = entries.len() as u64;
+    totals.entries = entries.list.len() as u64;
     let mut manifest = Manifest {
         format: manifest::MANIFEST_VERSION,
         id: id.to_string(),
@@ -1290,7 +1280,8 @@ fn fill_archive(
         host: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        user: names
+        user: entries
+            .names
             .user(sys::geteuid())
             .map(|u| u.to_string())
             .unwrap_or_default(),
@@ -1315,16 +1306,16 @@ fn fill_archive(
     };
     progress.finish();
     let end = writer.end_data().context("cannot finish the archive")?;
-    blake3s_from_verifier(&mut manifest.entries, stream);
+    blake3s_from_verifier(&mut manifest.entries.list, stream);
     // The copy inside the archive has the frame table too, so a manifest rebuilt from it
     // can still seek.
     manifest.frames = end.frames().to_vec();
-    let compress_copy = manifest.entries.len() >= 64;
+    let compress_copy = manifest.entries.list.len() >= 64;
     let sealed = end
         .seal(compress_copy, |w| manifest.write_json(w))
         .context("cannot finish the archive")?;
 
-    Ok(Filled::Sealed(Box::new((sealed, manifest, entry_nodes))))
+    Ok(Filled::Sealed(Box::new((sealed, manifest))))
 }
 
 /// What the archive is being verified against while it is written: how far it is in its
@@ -1346,23 +1337,41 @@ struct Streaming {
 /// verifier works it out ([`blake3s_from_verifier`]). A sparse file comes with its map and
 /// the blake3 of its data, which the verifier compares with the archive's.
 fn record(
-    entries: &mut Vec<Entry>,
-    entry_nodes: &mut Vec<usize>,
+    entries: &mut Entries<'_>,
     node: usize,
     stream: Option<&Streaming>,
     mut entry: Entry,
     content: Option<&mut Vec<u8>>,
     sparse: Option<crate::sparse::SparseRead>,
 ) {
-    entry_nodes.push(node);
     // Fault `verify-entry=NAME`: the manifest says another mode than the archive holds.
-    if entry
+    let mode_flip = entry
         .path
         .bytes()
-        .is_some_and(|p| crate::fault::names("verify-entry", &p))
-    {
+        .is_some_and(|p| crate::fault::names("verify-entry", &p));
+    if mode_flip {
         entry.mode ^= 0o001;
     }
+    let recorded = Recorded {
+        node,
+        kind: entry.kind,
+        mode_flip,
+        blake3: entry.blake3.as_deref().and_then(hash_bytes),
+        offset: entry.offset,
+        extra: (entry.link.is_some()
+            || !entry.xattrs.is_empty()
+            || entry.rdev_major.is_some()
+            || entry.rdev_minor.is_some())
+        .then(|| {
+            Box::new(Extra {
+                link: entry.link.clone(),
+                xattrs: entry.xattrs.clone(),
+                rdev: (entry.rdev_major, entry.rdev_minor),
+            })
+        }),
+    };
+    // What is kept must give back the entry exactly.
+    debug_assert_eq!(entries.entry(&recorded), entry);
     if let Some(s) = stream {
         let content = content.map(|c| std::mem::replace(c, s.held.buffer()));
         if content.is_some() && entry.blake3.is_none() {
@@ -1371,18 +1380,23 @@ fn record(
         // A closed channel means verification has already failed; the writer learns that
         // when it joins it.
         let _ = s.entries.send(crate::verify::Written {
-            index: entries.len(),
-            entry: entry.clone(),
+            index: entries.list.len(),
+            entry,
             content,
             sparse,
         });
     }
-    entries.push(entry);
+    entries.list.push(recorded);
+}
+
+/// A blake3 in hex as its 32 bytes.
+fn hash_bytes(hex: &str) -> Option<[u8; 32]> {
+    blake3::Hash::from_hex(hex).ok().map(|h| *h.as_bytes())
 }
 
 /// Fill in the blake3s left to the verifier, once every entry has been written. If it
 /// stops early, some stay missing: it failed, and the writer learns why when it joins it.
-fn blake3s_from_verifier(entries: &mut [Entry], stream: Option<&Streaming>) {
+fn blake3s_from_verifier(entries: &mut [Recorded], stream: Option<&Streaming>) {
     let Some(s) = stream else {
         return;
     };
@@ -1392,8 +1406,149 @@ fn blake3s_from_verifier(entries: &mut [Entry], stream: Option<&Streaming>) {
         };
         // None: that entry differs in the archive, which verification reports.
         if let Some(e) = entries.get_mut(i) {
-            e.blake3 = hash;
+            e.blake3 = hash.as_deref().and_then(hash_bytes);
         }
+    }
+}
+
+/// A manifest entry as the writer keeps it until the manifest is written out: only what
+/// its plan node does not say. The path, the stat fields and the owner names come from the
+/// node when it is written ([`Entries::entry`]). About 64 bytes, where an [`Entry`] with
+/// its strings takes over 400: 200,000 files in one directory would otherwise hold 80 MB
+/// of manifest in memory (issue 11 §1.4).
+struct Recorded {
+    node: usize,
+    kind: Kind,
+    /// Fault `verify-entry=NAME`: the manifest says another mode than the archive holds.
+    mode_flip: bool,
+    blake3: Option<[u8; 32]>,
+    offset: u64,
+    /// What few entries have: a link target, extended attributes, a device number.
+    extra: Option<Box<Extra>>,
+}
+
+struct Extra {
+    link: Option<PathBytes>,
+    xattrs: Vec<String>,
+    rdev: (Option<u32>, Option<u32>),
+}
+
+/// The entries of the archive being written, kept compact ([`Recorded`]), with what it
+/// takes to give them back as manifest entries: they serialise as the list of [`Entry`].
+pub(crate) struct Entries<'p> {
+    plan: &'p Plan,
+    names: Names,
+    /// Each command-line operand's index among the manifest's operands (the roots).
+    operand_pos: HashMap<usize, usize>,
+    list: Vec<Recorded>,
+}
+
+impl Entries<'_> {
+    /// The entry of plan node `idx` at `abs`, starting at `offset` in the tar stream, as
+    /// its stat gives it; the writer adds the rest.
+    fn base(&mut self, idx: usize, abs: &[u8], offset: u64) -> Entry {
+        let node = &self.plan.nodes[idx];
+        let user = self.names.user(node.st.uid);
+        let group = self.names.group(node.st.gid);
+        self.of_node(idx, abs, user, group, offset)
+    }
+
+    fn of_node(
+        &self,
+        idx: usize,
+        abs: &[u8],
+        user: Option<Arc<str>>,
+        group: Option<Arc<str>>,
+        offset: u64,
+    ) -> Entry {
+        let node = &self.plan.nodes[idx];
+        let st = node.st;
+        let kind = match st.file_type() {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            _ => Kind::File,
+        };
+        Entry {
+            path: PathBytes::new(abs),
+            kind,
+            mode: st.mode & 0o7777,
+            uid: st.uid,
+            gid: st.gid,
+            user,
+            group,
+            size: if st.is_file() { st.size } else { 0 },
+            mtime: st.mtime,
+            mtime_nsec: st.mtime_nsec.clamp(0, 999_999_999) as u32,
+            dev: st.dev,
+            ino: st.ino,
+            nlink: st.nlink,
+            rdev_major: None,
+            rdev_minor: None,
+            blake3: None,
+            link: None,
+            xattrs: Vec::new(),
+            offset,
+            // Index into the manifest's operands (the roots), not the command line's.
+            operand: self.operand_pos.get(&node.operand).copied().unwrap_or(0),
+        }
+    }
+
+    /// A recorded entry as the manifest holds it.
+    fn entry(&self, r: &Recorded) -> Entry {
+        let st = &self.plan.nodes[r.node].st;
+        // Every owner name was looked up when its entry was written.
+        let user = self.names.known_user(st.uid);
+        let group = self.names.known_group(st.gid);
+        let mut e = self.of_node(r.node, &self.plan.abs(r.node), user, group, r.offset);
+        e.kind = r.kind;
+        if r.kind != Kind::File {
+            e.size = 0;
+        }
+        if r.mode_flip {
+            e.mode ^= 0o001;
+        }
+        e.blake3 = r.blake3.map(|b| blake3::Hash::from(b).to_hex().to_string());
+        if let Some(x) = &r.extra {
+            e.link = x.link.clone();
+            e.xattrs = x.xattrs.clone();
+            (e.rdev_major, e.rdev_minor) = x.rdev;
+        }
+        e
+    }
+
+    /// The entries one at a time, for verification.
+    fn replay(&self) -> Replay<'_, '_> {
+        Replay {
+            entries: self,
+            next: 0,
+            current: None,
+        }
+    }
+}
+
+impl serde::Serialize for Entries<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.list.iter().map(|r| self.entry(r)))
+    }
+}
+
+/// [`Entries`] handed to the verifier one at a time, each made when it is asked for.
+struct Replay<'e, 'p> {
+    entries: &'e Entries<'p>,
+    next: usize,
+    current: Option<Entry>,
+}
+
+impl crate::verify::Expected for Replay<'_, '_> {
+    fn next_entry(&mut self) -> Option<crate::verify::Next<'_>> {
+        let r = self.entries.list.get(self.next)?;
+        self.next += 1;
+        self.current = Some(self.entries.entry(r));
+        self.current.as_ref().map(|e| (e, None, None))
+    }
+
+    fn left(&mut self) -> usize {
+        self.entries.list.len().saturating_sub(self.next)
     }
 }
 
@@ -1619,37 +1774,6 @@ fn xattr_names(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
         .collect()
 }
 
-fn base_entry(node: &walk::Node, abs: &[u8], names: &mut Names, offset: u64) -> Entry {
-    let st = node.st;
-    let kind = match st.file_type() {
-        libc::S_IFDIR => Kind::Dir,
-        libc::S_IFLNK => Kind::Symlink,
-        _ => Kind::File,
-    };
-    Entry {
-        path: PathBytes::new(abs),
-        kind,
-        mode: st.mode & 0o7777,
-        uid: st.uid,
-        gid: st.gid,
-        user: names.user(st.uid),
-        group: names.group(st.gid),
-        size: if st.is_file() { st.size } else { 0 },
-        mtime: st.mtime,
-        mtime_nsec: st.mtime_nsec.clamp(0, 999_999_999) as u32,
-        dev: st.dev,
-        ino: st.ino,
-        nlink: st.nlink,
-        rdev_major: None,
-        rdev_minor: None,
-        blake3: None,
-        link: None,
-        xattrs: Vec::new(),
-        offset,
-        operand: node.operand,
-    }
-}
-
 fn meta_for<'a>(
     entry: &'a Entry,
     abs: &'a [u8],
@@ -1704,6 +1828,15 @@ impl Names {
             .entry(gid)
             .or_insert_with(|| crate::users::group_name(gid).map(Arc::from))
             .clone()
+    }
+
+    /// A name [`Names::user`] has already looked up.
+    fn known_user(&self, uid: u32) -> Option<Arc<str>> {
+        self.users.get(&uid).cloned().flatten()
+    }
+
+    fn known_group(&self, gid: u32) -> Option<Arc<str>> {
+        self.groups.get(&gid).cloned().flatten()
     }
 }
 

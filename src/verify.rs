@@ -25,13 +25,16 @@ pub fn verify_archive(
     expected: &[Entry],
     file_hash: Option<&str>,
 ) -> Result<()> {
-    let hash = verify_stream(
-        reader,
-        &mut Listed {
-            entries: expected,
-            next: 0,
-        },
-    )?;
+    verify_archive_against(reader, &mut Listed::new(expected), file_hash)
+}
+
+/// [`verify_archive`] against entries handed out one at a time.
+pub fn verify_archive_against(
+    reader: impl Read + Send,
+    expected: &mut dyn Expected,
+    file_hash: Option<&str>,
+) -> Result<()> {
+    let hash = verify_stream(reader, expected)?;
     if let Some(want) = file_hash {
         if hash != want {
             bail!("the archive file differs from what was written (blake3 mismatch)");
@@ -82,6 +85,12 @@ pub trait Expected {
 struct Listed<'a> {
     entries: &'a [Entry],
     next: usize,
+}
+
+impl Listed<'_> {
+    fn new(entries: &[Entry]) -> Listed<'_> {
+        Listed { entries, next: 0 }
+    }
 }
 
 impl Expected for Listed<'_> {
@@ -276,18 +285,21 @@ pub fn verify_stream(reader: impl Read + Send, expected: &mut dyn Expected) -> R
 
 /// [`verify_archive`] for an archive already in memory (a small one): no thread.
 pub fn verify_in_memory(bytes: &[u8], expected: &[Entry], file_hash: &str) -> Result<()> {
+    verify_in_memory_against(bytes, &mut Listed::new(expected), file_hash)
+}
+
+/// [`verify_in_memory`] against entries handed out one at a time.
+pub fn verify_in_memory_against(
+    bytes: &[u8],
+    expected: &mut dyn Expected,
+    file_hash: &str,
+) -> Result<()> {
     if blake3::hash(bytes).to_hex().as_str() != file_hash {
         bail!("the archive file differs from what was written (blake3 mismatch)");
     }
     // Decodes every frame to the end (checksums included) and skips the manifest copy.
     let tar_stream = decode_frames(bytes).context("the archive is damaged")?;
-    compare_entries(
-        &mut &tar_stream[..],
-        &mut Listed {
-            entries: expected,
-            next: 0,
-        },
-    )
+    compare_entries(&mut &tar_stream[..], expected)
 }
 
 /// Every frame of `bytes` decoded (checksums checked, skippable frames skipped), straight

@@ -701,7 +701,7 @@ fn write_crafted(sb: &Sandbox, label: &str, entries: &[Crafted]) -> String {
     fs::create_dir_all(store.join("archives").join(month)).expect("mkdir");
     fs::create_dir_all(store.join("manifests").join(month)).expect("mkdir");
     fs::write(store.join(&rel), &compressed).expect("write archive");
-    let manifest = Manifest {
+    let manifest: Manifest = Manifest {
         format: 1,
         id: id.clone(),
         created: "2026-01-01T00:00:00.000000000Z".to_string(),
