@@ -321,10 +321,34 @@ enum Part {
     },
 }
 
+/// A subtree, or a run of small siblings, that one thread unlinks. A directory of 200,000
+/// files is cut into a few runs, not 200,000 jobs with a path each.
 struct Job {
     idx: usize,
     dirfd: RawFd,
+    /// The path of `idx` as displayed.
     display: Vec<u8>,
+    /// `None`: the subtree of `idx`. `Some((from, to))`: the children `from..to` of the
+    /// directory `idx` (open as `dirfd`), each subtree after the other.
+    siblings: Option<(usize, usize)>,
+}
+
+impl Job {
+    fn run(&self, u: &mut Unlinker<'_, '_>) {
+        let plan = u.s.plan;
+        let Some((from, to)) = self.siblings else {
+            u.node(self.idx, self.dirfd, &self.display);
+            return;
+        };
+        let children = plan.nodes[self.idx]
+            .children
+            .get(from..to)
+            .unwrap_or_default();
+        for &c in children {
+            let display = rules::child_path(&self.display, plan.nodes[c].name.as_bytes());
+            u.node(c, self.dirfd, &display);
+        }
+    }
 }
 
 /// Cut the tree into jobs, let `threads` threads take them in turn, then print what they held
@@ -363,7 +387,7 @@ fn parallel(s: &Shared<'_>, threads: usize) -> bool {
                 return failed;
             };
             let mut u = Unlinker::new(s, true);
-            u.node(job.idx, job.dirfd, &job.display);
+            job.run(&mut u);
             failed |= u.failed;
             match (u.held, results[j].lock()) {
                 (Some(held), Ok(mut slot)) if !held.is_empty() => *slot = Some(held),
@@ -406,19 +430,29 @@ fn cut(s: &Shared<'_>, size: &[usize], cut_above: usize, at: Place, jobs: &mut V
     if size[idx] > cut_above && depth < MAX_CUT_DEPTH && n.st.is_dir() && s.has_removal[idx] {
         // A directory that cannot be opened becomes a job, which reports it in its turn.
         if let Ok(fd) = s.open_dir(idx, dirfd) {
-            let parts = n
-                .children
-                .iter()
-                .map(|&c| {
-                    let child = Place {
-                        idx: c,
-                        dirfd: fd.as_raw_fd(),
-                        display: rules::child_path(&display, s.plan.nodes[c].name.as_bytes()),
-                        depth: depth + 1,
-                    };
-                    cut(s, size, cut_above, child, jobs)
-                })
-                .collect();
+            let mut parts = Vec::new();
+            // Small children go in runs of about `cut_above` objects; large ones are cut.
+            let mut run: Option<(usize, usize)> = None;
+            let dir = (idx, fd.as_raw_fd(), &display[..]);
+            for (pos, &c) in n.children.iter().enumerate() {
+                if size[c] <= cut_above {
+                    let (from, objects) = run.unwrap_or((pos, 0));
+                    run = Some((from, objects + size[c]));
+                    if objects + size[c] >= cut_above {
+                        flush_run(dir, &mut run, pos + 1, &mut parts, jobs);
+                    }
+                    continue;
+                }
+                flush_run(dir, &mut run, pos, &mut parts, jobs);
+                let child = Place {
+                    idx: c,
+                    dirfd: fd.as_raw_fd(),
+                    display: rules::child_path(&display, s.plan.nodes[c].name.as_bytes()),
+                    depth: depth + 1,
+                };
+                parts.push(cut(s, size, cut_above, child, jobs));
+            }
+            flush_run(dir, &mut run, n.children.len(), &mut parts, jobs);
             return Part::Open {
                 idx,
                 dirfd,
@@ -432,8 +466,29 @@ fn cut(s: &Shared<'_>, size: &[usize], cut_above: usize, at: Place, jobs: &mut V
         idx,
         dirfd,
         display,
+        siblings: None,
     });
     Part::Job(jobs.len() - 1)
+}
+
+/// End the run of small children of `dir` (its node, fd and path) that started at
+/// `run`'s position, before position `to`: one job for all of them.
+fn flush_run(
+    (idx, dirfd, display): (usize, RawFd, &[u8]),
+    run: &mut Option<(usize, usize)>,
+    to: usize,
+    parts: &mut Vec<Part>,
+    jobs: &mut Vec<Job>,
+) {
+    if let Some((from, _)) = run.take() {
+        jobs.push(Job {
+            idx,
+            dirfd,
+            display: display.to_vec(),
+            siblings: Some((from, to)),
+        });
+        parts.push(Part::Job(jobs.len() - 1));
+    }
 }
 
 /// Print the held messages and unlink the opened directories, in post-order.

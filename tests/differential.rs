@@ -655,6 +655,12 @@ fn large_trees_unlinked_on_several_threads() {
         .collect();
     let plain = big_tree(16, 300, &["big/small/a=1".to_string()]);
     let failing = big_tree(16, 300, &unreadable);
+    // One flat directory: its files are cut into runs of siblings, one run per job, with
+    // unreadable directories among them.
+    let mut flat: Vec<String> = (0..5000).map(|f| format!("big/f{f:04}")).collect();
+    for at in ["f1000x", "f3500x"] {
+        flat.extend([format!("big/{at}/ur/g=z"), format!("big/{at}/ur/@0000")]);
+    }
     // Above the threshold (4,800 files and 80 directories), so the threaded path runs.
     assert!(plain.len() > 4096 + 100);
     let cases = [
@@ -664,6 +670,8 @@ fn large_trees_unlinked_on_several_threads() {
         (&failing, vec!["-rf", "big/d03", "big"]),
         // An earlier operand fails to remove big/d01 (and a later one meets it again).
         (&failing, vec!["-rf", "big/d01", "big"]),
+        (&flat, vec!["-r", "big"]),
+        (&flat, vec!["-rf", "big/f1000x", "big"]),
     ];
     run_all(cases.iter().map(|(tree, args)| {
         let tree: Vec<&str> = tree.iter().map(String::as_str).collect();
