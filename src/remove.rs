@@ -334,6 +334,7 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
     if !large_deletion_allowed(ctx, store, plan, &first)? {
         return Ok(Archived::Declined);
     }
+    drop(first);
     // Signals are caught from here on: Ctrl-C while waiting for the lock ends the wait, and
     // the run dies of it with nothing removed.
     crate::signal::catch();

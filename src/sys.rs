@@ -268,9 +268,75 @@ fn in_group(gid: u32) -> bool {
     groups[..got.min(len)].contains(&gid)
 }
 
+/// A file name, NUL-terminated, held in place when it is short (most are): a directory of
+/// 200,000 files needs no allocation per name. It derefs to the [`CStr`] the calls take.
+#[derive(Clone)]
+pub enum Name {
+    /// The bytes, their NUL, then zeros; and the length without the NUL.
+    Short([u8; SHORT_NAME], u8),
+    Long(CString),
+}
+
+/// Bytes a [`Name`] holds in place, its NUL included.
+const SHORT_NAME: usize = 22;
+
+impl Name {
+    pub fn new(c: &CStr) -> Name {
+        let bytes = c.to_bytes_with_nul();
+        match u8::try_from(bytes.len() - 1) {
+            Ok(len) if bytes.len() <= SHORT_NAME => {
+                let mut short = [0u8; SHORT_NAME];
+                short[..bytes.len()].copy_from_slice(bytes);
+                Name::Short(short, len)
+            }
+            _ => Name::Long(c.to_owned()),
+        }
+    }
+
+    /// The name without its NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.to_bytes()
+    }
+}
+
+impl From<CString> for Name {
+    fn from(c: CString) -> Name {
+        match c.as_bytes().len() < SHORT_NAME {
+            true => Name::new(&c),
+            false => Name::Long(c),
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = CStr;
+
+    fn deref(&self) -> &CStr {
+        match self {
+            // Made from a CStr: no NUL before the one at `len`.
+            Name::Short(bytes, len) => {
+                CStr::from_bytes_with_nul(&bytes[..=*len as usize]).unwrap_or_default()
+            }
+            Name::Long(c) => c,
+        }
+    }
+}
+
+impl AsRef<CStr> for Name {
+    fn as_ref(&self) -> &CStr {
+        self
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// One directory entry: its name and the type readdir reported (`DT_*`).
 pub struct DirEntry {
-    pub name: CString,
+    pub name: Name,
     pub d_type: u8,
     pub ino: u64,
 }
@@ -319,7 +385,7 @@ pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEntry>> {
             continue;
         }
         out.push(DirEntry {
-            name: name.to_owned(),
+            name: Name::new(name),
             d_type,
             ino,
         });
@@ -628,4 +694,23 @@ pub fn read_ahead(path: &CStr, size: u64, unless_cached: bool) -> Option<bool> {
     let len = usize::try_from(size).unwrap_or(usize::MAX);
     // SAFETY: a plain syscall on a descriptor we own.
     Some(unsafe { libc::readahead(file.as_raw_fd(), 0, len) } == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_short_and_long_give_back_their_bytes() {
+        for len in [0, 1, 20, 21, 22, 23, 255, 4000] {
+            let bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let c = CString::new(bytes.clone()).expect("no NUL");
+            let short = len < SHORT_NAME;
+            for name in [Name::new(&c), Name::from(c.clone())] {
+                assert_eq!(name.as_bytes(), &bytes[..], "length {len}");
+                assert_eq!(&*name, c.as_c_str());
+                assert_eq!(matches!(name, Name::Short(..)), short, "length {len}");
+            }
+        }
+    }
 }

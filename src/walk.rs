@@ -7,7 +7,7 @@
 //! unreadable) keeps its ancestors silently, as rm's `mark_ancestor_dirs` does.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
+use std::ffi::CStr;
 use std::io::{self, BufRead};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -33,7 +33,7 @@ pub struct Node {
     pub parent: Option<usize>,
     /// The name to use with the parent's descriptor; for an operand, its (trimmed) path,
     /// used relative to the current directory as rm does.
-    pub name: CString,
+    pub name: sys::Name,
     pub st: Stat,
     pub children: Vec<usize>,
     pub fate: Fate,
@@ -252,7 +252,7 @@ impl Walker<'_> {
         };
         let node = Node {
             parent: None,
-            name: cpath,
+            name: cpath.into(),
             archive_self: !through_link && abs != b"/",
             st,
             children: Vec::new(),
@@ -770,7 +770,7 @@ impl Walker<'_> {
     }
 
     /// coreutils' `write_protected_non_symlink`: 1 if protected, 0 if not, -1 with an errno.
-    fn write_protected(&self, dirfd: RawFd, name: &CString, st: &Stat) -> (i32, i32) {
+    fn write_protected(&self, dirfd: RawFd, name: &CStr, st: &Stat) -> (i32, i32) {
         if self.euid == 0 || st.is_symlink() {
             return (0, 0);
         }
