@@ -19,8 +19,10 @@
 //!
 //! Per-entry steps name the files they hit: `read=a,b` fails reading the files called `a`
 //! and `b` (at their first read), `read-late=a` after their first MiB (the tar header has
-//! committed to a size), and `verify-entry=a` makes the archive's entry for `a` differ from
-//! what its manifest says (as a bad read-back of that one entry would).
+//! committed to a size), `verify-entry=a` makes the archive's entry for `a` differ from
+//! what its manifest says (as a bad read-back of that one entry would), and
+//! `sparse-damage=a` stores one byte of the sparse file `a`'s data other than the one its
+//! hash was worked out from.
 //!
 //! `SAFERM_TEST_NOW=<unix seconds>` sets the clock retention measures ages with ([`now`]),
 //! so that age limits can be tested without racing the real clock.

@@ -15,6 +15,7 @@ pub mod dirstack;
 pub mod docs;
 pub mod estimate;
 pub mod fault;
+pub mod hash;
 pub mod home;
 pub mod manifest;
 pub mod output;

@@ -84,9 +84,14 @@ pub struct Entry {
     pub rdev_major: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rdev_minor: Option<u32>,
-    /// blake3 of the content, for regular files.
+    /// blake3 of the content (what `b3sum` prints), for regular files stored whole.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub blake3: Option<String>,
+    /// For a regular file stored sparse, instead of `blake3`: the blake3 of the blake3s of
+    /// its content (zeros in the holes) cut into 1 MiB blocks, the last one maybe short,
+    /// one after another ([`crate::hash`]). Older manifests give such a file a `blake3`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub blake3_blocks: Option<String>,
     /// Symlink target, or for a hard link the absolute path of the entry it links to.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub link: Option<PathBytes>,

@@ -1163,7 +1163,7 @@ fn fill_archive<'p>(
                 };
                 let appended = if let Some(regions) = regions {
                     crate::sparse::append(&mut writer, &meta, &file, regions).map(|(hash, read)| {
-                        entry.blake3 = Some(hash);
+                        entry.blake3_blocks = Some(hash);
                         sparse = Some(read);
                     })
                 } else if st.size <= WHOLE_READ_BYTES {
@@ -1335,8 +1335,8 @@ struct Streaming {
 /// Add an entry to the manifest, and pass it on to verification when that runs alongside,
 /// with the file's `content` as read (taken, leaving an empty buffer) if it holds it: room
 /// for it was reserved in [`Streaming::held`]. If the entry has no blake3 yet, the
-/// verifier works it out ([`blake3s_from_verifier`]). A sparse file comes with its map and
-/// the blake3 of its data, which the verifier compares with the archive's.
+/// verifier works it out ([`blake3s_from_verifier`]). A sparse file comes with its map,
+/// which the verifier compares with the archive's.
 fn record(
     entries: &mut Entries<'_>,
     node: usize,
@@ -1357,7 +1357,12 @@ fn record(
         node,
         kind: entry.kind,
         mode_flip,
-        blake3: entry.blake3.as_deref().and_then(hash_bytes),
+        blake3: entry
+            .blake3_blocks
+            .as_deref()
+            .or(entry.blake3.as_deref())
+            .and_then(hash_bytes),
+        blocks: entry.blake3_blocks.is_some(),
         offset: entry.offset,
         extra: (entry.link.is_some()
             || !entry.xattrs.is_empty()
@@ -1422,7 +1427,9 @@ struct Recorded {
     kind: Kind,
     /// Fault `verify-entry=NAME`: the manifest says another mode than the archive holds.
     mode_flip: bool,
+    /// The content's hash: its `blake3`, or for a sparse file its `blake3_blocks`.
     blake3: Option<[u8; 32]>,
+    blocks: bool,
     offset: u64,
     /// What few entries have: a link target, extended attributes, a device number.
     extra: Option<Box<Extra>>,
@@ -1486,6 +1493,7 @@ impl Entries<'_> {
             rdev_major: None,
             rdev_minor: None,
             blake3: None,
+            blake3_blocks: None,
             link: None,
             xattrs: Vec::new(),
             offset,
@@ -1508,7 +1516,12 @@ impl Entries<'_> {
         if r.mode_flip {
             e.mode ^= 0o001;
         }
-        e.blake3 = r.blake3.map(|b| blake3::Hash::from(b).to_hex().to_string());
+        let hash = r.blake3.map(|b| blake3::Hash::from(b).to_hex().to_string());
+        if r.blocks {
+            e.blake3_blocks = hash;
+        } else {
+            e.blake3 = hash;
+        }
         if let Some(x) = &r.extra {
             e.link = x.link.clone();
             e.xattrs = x.xattrs.clone();

@@ -16,8 +16,9 @@
 //!   restored beside it as `NAME.~N~` with `--rename`).
 //! - A regular file gets its recorded mode (setuid included) only after its data is written
 //!   and its owner set; directories get their mode and mtime last, after their contents.
-//! - Every regular file is hashed while written and compared with the manifest's blake3; a
-//!   mismatch removes the partial file (through `unlink.rs`) and is reported.
+//! - Every regular file is hashed while written and compared with the hash its manifest
+//!   records (`crate::hash`); a mismatch removes the partial file (through `unlink.rs`) and
+//!   is reported.
 //! - A restore seeks to the zstd frame holding the first wanted entry and stops after the
 //!   last one, so one small file from a large deletion does not decode the whole archive.
 
@@ -30,6 +31,7 @@ use std::os::unix::ffi::OsStringExt;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::hash::ContentHash;
 use crate::manifest::{Entry, Kind, Manifest};
 use crate::output::stderr_write;
 use crate::quote::quote;
@@ -669,15 +671,14 @@ impl Restorer<'_> {
                     .push((dest.to_vec(), Finish::KeepTime(st.mtime, st.mtime_nsec), id));
                 true
             }
-            Kind::File => st.is_file() && same_content(pfd, name, e.size, e.blake3.as_deref()),
+            Kind::File => st.is_file() && same_content(pfd, name, e),
             Kind::Hardlink => {
                 let target = e.link.as_ref().and_then(|l| l.bytes()).unwrap_or_default();
                 let first = self
                     .index
                     .get(target.as_slice())
                     .map(|&t| &manifest.entries[t]);
-                st.is_file()
-                    && first.is_some_and(|f| same_content(pfd, name, f.size, f.blake3.as_deref()))
+                st.is_file() && first.is_some_and(|f| same_content(pfd, name, f))
             }
             Kind::Symlink => {
                 st.is_symlink()
@@ -777,20 +778,21 @@ impl Restorer<'_> {
         xattrs: &[(Vec<u8>, Vec<u8>)],
     ) -> io::Result<Done> {
         let Data { read: data, sparse } = data;
+        let mut hash = ContentHash::of(e);
         let copied = match sparse {
             Ok(None) => {
                 let mut buf = std::mem::take(&mut self.buf);
                 buf.resize(256 * 1024, 0);
-                let copied = copy_hashed(data, file, &mut buf);
+                let copied = copy_hashed(data, file, &mut buf, &mut hash);
                 self.buf = buf;
                 copied
             }
-            Ok(Some((size, stored))) => copy_sparse(data, file, size, stored),
+            Ok(Some((size, stored))) => copy_sparse(data, file, size, stored, &mut hash),
             Err(err) => Err(err),
         };
         match copied {
-            Ok((n, hash)) if n == e.size && Some(&hash) == e.blake3.as_ref() => {}
-            Ok(_) => {
+            Ok(()) if hash.matches(e.size) => {}
+            Ok(()) => {
                 return Err(io::Error::other(
                     "the archived copy is damaged (blake3 mismatch); nothing was left in its place",
                 ))
@@ -1015,15 +1017,16 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> (Xattrs, Sparse) {
 }
 
 /// Write a sparse entry's data regions at their offsets (the holes stay holes) and set the
-/// length; returns it and the blake3 of the logical content.
+/// length, feeding the logical content to `hash`.
 fn copy_sparse(
     src: &mut dyn Read,
     dst: &File,
     size: u64,
     stored: u64,
-) -> io::Result<(u64, String)> {
+    hash: &mut ContentHash,
+) -> io::Result<()> {
     let regions = crate::sparse::read_map(src, stored, size)?;
-    let hashed = crate::sparse::hash_stored(src, &regions, size, true, Some(dst))?;
+    let complete = crate::sparse::hash_stored(src, &regions, size, hash, Some(dst))?;
     if crate::fault::active("restore-signal") {
         crate::signal::raise_interrupt();
     }
@@ -1031,15 +1034,19 @@ fn copy_sparse(
         return Err(io::Error::from(io::ErrorKind::Interrupted));
     }
     dst.set_len(size)?;
-    match hashed {
-        Some((Some(hash), _)) => Ok((size, hash)),
-        _ => Err(io::Error::other("the archive's sparse entry is short")),
+    if !complete {
+        return Err(io::Error::other("the archive's sparse entry is short"));
     }
+    Ok(())
 }
 
-/// Copy everything from `src` to `dst`, returning the byte count and blake3.
-fn copy_hashed(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result<(u64, String)> {
-    let mut hasher = blake3::Hasher::new();
+/// Copy everything from `src` to `dst`, feeding it to `hash`.
+fn copy_hashed(
+    src: &mut dyn Read,
+    dst: &mut File,
+    buf: &mut [u8],
+    hash: &mut ContentHash,
+) -> io::Result<()> {
     let mut total = 0u64;
     loop {
         let n = match src.read(buf) {
@@ -1048,7 +1055,7 @@ fn copy_hashed(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        hasher.update(&buf[..n]);
+        hash.data(&buf[..n]);
         // Runs of zeros become holes, so a sparse file comes back sparse (as `cp
         // --sparse=auto` makes it); the length is set at the end.
         if n >= 4096 && buf[..n].iter().all(|&b| b == 0) {
@@ -1066,32 +1073,30 @@ fn copy_hashed(src: &mut dyn Read, dst: &mut File, buf: &mut [u8]) -> io::Result
         }
     }
     dst.set_len(total)?;
-    Ok((total, hasher.finalize().to_hex().to_string()))
+    Ok(())
 }
 
-/// Whether the regular file `name` below `pfd` has this size and blake3.
-fn same_content(pfd: RawFd, name: &CStr, size: u64, blake3: Option<&str>) -> bool {
+/// Whether the regular file `name` below `pfd` has the size and hash entry `e` records.
+fn same_content(pfd: RawFd, name: &CStr, e: &Entry) -> bool {
     let Ok(fd) = sys::open_file_nofollow(pfd, name) else {
         return false;
     };
     let mut file = File::from(fd);
     match sys::fstat(file.as_raw_fd()) {
-        Ok(st) if st.is_file() && st.size == size => {}
+        Ok(st) if st.is_file() && st.size == e.size => {}
         _ => return false,
     }
-    let mut hasher = blake3::Hasher::new();
+    let mut hash = ContentHash::of(e);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         match file.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(n) => hash.data(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
     }
-    Some(hasher.finalize().to_hex().as_str()) == blake3
+    hash.matches(e.size)
 }
 
 /// A new, private (0600) file with a temporary name in the directory `pfd`.

@@ -1,5 +1,5 @@
 //! Sparse files: where their data is (`SEEK_DATA`/`SEEK_HOLE`), how they are stored in the
-//! archive, and the blake3 of their logical content.
+//! archive, and the hash of their logical content.
 //!
 //! The format is PAX 1.0 sparse, GNU tar's `--sparse-version=1.0`, which GNU tar extracts
 //! sparse: PAX records `GNU.sparse.major=1`, `GNU.sparse.minor=0` and
@@ -15,15 +15,16 @@
 //! holes with zeros: a 100 GiB file would be 100 GiB of reads): it hands over the stored
 //! bytes, and [`read_map`] and its callers read them.
 //!
-//! The manifest's blake3 is that of the logical content, zeros in the holes, so a restore
-//! can check what it wrote. Hashing 4 GiB of zeros takes most of a second on one core here,
-//! so [`LogicalHash`] splits a large file into blake3 subtrees hashed on several threads.
+//! The manifest gives a sparse file `blake3_blocks` ([`crate::hash`]), a hash of its logical
+//! content (zeros in the holes) in which a 1 MiB block of zeros costs nothing, so a restore
+//! can check what it wrote without hashing the holes.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+
+use crate::hash::{Blocks, ContentHash};
 
 /// One run of data: `len` bytes at `offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +33,11 @@ pub struct Region {
     pub len: u64,
 }
 
-/// What was read from a sparse source, for verification to compare the archive with: its
-/// map, and the blake3 of its data regions one after another (holes not included).
+/// What was read from a sparse source, for verification to compare the archive's map with
+/// (its content is compared by the `blake3_blocks` worked out from the same bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SparseRead {
     pub regions: Vec<Region>,
-    pub data_blake3: String,
 }
 
 /// The data regions of `file` (`size` bytes), or `None` when it has no holes (or its
@@ -211,276 +211,8 @@ pub fn read_map(data: &mut dyn Read, stored: u64, size: u64) -> io::Result<Vec<R
     Ok(regions)
 }
 
-/// Zeros to hash holes from (in .bss: no cost in the binary).
-static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
-
-fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
-    while n > 0 {
-        let k = n.min(ZEROS.len() as u64) as usize;
-        h.update(&ZEROS[..k]);
-        n -= k as u64;
-    }
-}
-
-/// Below this many bytes, one thread hashes the whole file.
-const SPLIT_BYTES: u64 = 64 << 20;
-/// Data bytes on their way to the hashing threads, at most.
-const IN_FLIGHT_BYTES: usize = 16 << 20;
-
-enum Piece {
-    Zeros(u64),
-    Data(Vec<u8>),
-}
-
-/// A bound on the bytes waiting for the hashing threads.
-#[derive(Default)]
-struct Budget {
-    used: Mutex<usize>,
-    freed: Condvar,
-}
-
-impl Budget {
-    fn take(&self, n: usize) {
-        if let Ok(mut used) = self.used.lock() {
-            while *used > 0 && *used + n > IN_FLIGHT_BYTES {
-                match self.freed.wait(used) {
-                    Ok(u) => used = u,
-                    Err(_) => return,
-                }
-            }
-            *used += n;
-        }
-    }
-
-    fn give(&self, n: usize) {
-        if let Ok(mut used) = self.used.lock() {
-            *used = used.saturating_sub(n);
-        }
-        self.freed.notify_all();
-    }
-}
-
-struct Worker {
-    start: u64,
-    end: u64,
-    tx: Option<mpsc::Sender<Piece>>,
-    handle: Option<std::thread::JoinHandle<blake3::hazmat::ChainingValue>>,
-}
-
-/// The blake3 of a file's logical content, fed in order as zeros (holes) and data. A large
-/// one is cut into blake3 subtrees (`hazmat`), each hashed on its own thread, and their
-/// chaining values merged: the same hash as one [`blake3::Hasher`] over all the bytes.
-pub struct LogicalHash {
-    len: u64,
-    pos: u64,
-    one: Option<blake3::Hasher>,
-    workers: Vec<Worker>,
-    /// How many times the range was cut in two (at most): the merge cuts it the same way.
-    depth: u32,
-    budget: Arc<Budget>,
-}
-
-impl LogicalHash {
-    /// A hash of `len` bytes, on as many threads as are useful here.
-    pub fn new(len: u64) -> LogicalHash {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let depth = match cores {
-            _ if len < SPLIT_BYTES => 0,
-            1 => 0,
-            2 | 3 => 1,
-            _ => 2,
-        };
-        LogicalHash::with_depth(len, depth)
-    }
-
-    fn with_depth(len: u64, depth: u32) -> LogicalHash {
-        let budget = Arc::new(Budget::default());
-        let mut ranges = Vec::new();
-        split(0, len, depth, &mut ranges);
-        if ranges.len() < 2 {
-            return LogicalHash {
-                len,
-                pos: 0,
-                one: Some(blake3::Hasher::new()),
-                workers: Vec::new(),
-                depth: 0,
-                budget,
-            };
-        }
-        let workers = ranges
-            .into_iter()
-            .map(|(start, end)| {
-                let (tx, rx) = mpsc::channel::<Piece>();
-                let budget = budget.clone();
-                let handle = std::thread::spawn(move || {
-                    use blake3::hazmat::HasherExt;
-                    let mut h = blake3::Hasher::new();
-                    h.set_input_offset(start);
-                    for piece in rx {
-                        match piece {
-                            Piece::Zeros(n) => hash_zeros(&mut h, n),
-                            Piece::Data(d) => {
-                                h.update(&d);
-                                budget.give(d.len());
-                            }
-                        }
-                    }
-                    h.finalize_non_root()
-                });
-                Worker {
-                    start,
-                    end,
-                    tx: Some(tx),
-                    handle: Some(handle),
-                }
-            })
-            .collect();
-        LogicalHash {
-            len,
-            pos: 0,
-            one: None,
-            workers,
-            depth,
-            budget,
-        }
-    }
-
-    /// The worker hashing the byte at `self.pos`, and how many bytes from there are its.
-    fn current(&mut self) -> Option<(&mut Worker, u64)> {
-        let pos = self.pos;
-        self.workers
-            .iter_mut()
-            .find(|w| w.start <= pos && pos < w.end)
-            .map(|w| {
-                let room = w.end - pos;
-                (w, room)
-            })
-    }
-
-    /// `n` bytes of zeros.
-    pub fn zeros(&mut self, mut n: u64) {
-        if let Some(h) = &mut self.one {
-            hash_zeros(h, n);
-            self.pos += n;
-            return;
-        }
-        while n > 0 {
-            let Some((w, room)) = self.current() else {
-                self.pos += n; // past the end: finish reports it
-                return;
-            };
-            let k = n.min(room);
-            if let Some(tx) = &w.tx {
-                let _ = tx.send(Piece::Zeros(k));
-            }
-            self.pos += k;
-            n -= k;
-        }
-    }
-
-    /// Bytes of data.
-    pub fn data(&mut self, mut bytes: &[u8]) {
-        if let Some(h) = &mut self.one {
-            h.update(bytes);
-            self.pos += bytes.len() as u64;
-            return;
-        }
-        while !bytes.is_empty() {
-            let budget = self.budget.clone();
-            let Some((w, room)) = self.current() else {
-                self.pos += bytes.len() as u64;
-                return;
-            };
-            let k = bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-            budget.take(k);
-            if let Some(tx) = &w.tx {
-                if tx.send(Piece::Data(bytes[..k].to_vec())).is_err() {
-                    budget.give(k);
-                }
-            }
-            self.pos += k as u64;
-            bytes = &bytes[k..];
-        }
-    }
-
-    /// The hash, in hex; an error if the bytes fed were not `len`.
-    pub fn finish(mut self) -> io::Result<String> {
-        if self.pos != self.len {
-            return Err(io::Error::other(
-                "the file's length changed while it was hashed",
-            ));
-        }
-        if let Some(h) = self.one.take() {
-            return Ok(h.finalize().to_hex().to_string());
-        }
-        let mut cvs = Vec::with_capacity(self.workers.len());
-        for w in &mut self.workers {
-            w.tx = None;
-            let cv = w
-                .handle
-                .take()
-                .map(|h| h.join())
-                .ok_or_else(|| io::Error::other("a hashing thread is missing"))?
-                .map_err(|_| io::Error::other("a hashing thread failed"))?;
-            cvs.push(cv);
-        }
-        // The root: as [`merge`], but finalized as the root.
-        let mut cvs = cvs.into_iter();
-        let half = blake3::hazmat::left_subtree_len(self.len);
-        let missing = || io::Error::other("a hashing thread is missing");
-        let left = merge(&mut cvs, half, self.depth - 1).ok_or_else(missing)?;
-        let right = merge(&mut cvs, self.len - half, self.depth - 1).ok_or_else(missing)?;
-        let mode = blake3::hazmat::Mode::Hash;
-        Ok(blake3::hazmat::merge_subtrees_root(&left, &right, mode)
-            .to_hex()
-            .to_string())
-    }
-}
-
-impl Drop for LogicalHash {
-    fn drop(&mut self) {
-        for w in &mut self.workers {
-            w.tx = None;
-            if let Some(h) = w.handle.take() {
-                let _ = h.join();
-            }
-        }
-    }
-}
-
-/// Cut `[start, start + len)` into `2^depth` blake3 subtrees (fewer when it is small).
-fn split(start: u64, len: u64, depth: u32, out: &mut Vec<(u64, u64)>) {
-    if depth == 0 || len <= 2 * 1024 {
-        out.push((start, start + len));
-        return;
-    }
-    let left = blake3::hazmat::left_subtree_len(len);
-    split(start, left, depth - 1, out);
-    split(start + left, len - left, depth - 1, out);
-}
-
-/// The chaining value of the subtree `[start, start + len)` from its leaves' in order,
-/// cut as [`split`] cuts it.
-fn merge(
-    cvs: &mut dyn Iterator<Item = blake3::hazmat::ChainingValue>,
-    len: u64,
-    depth: u32,
-) -> Option<blake3::hazmat::ChainingValue> {
-    if depth == 0 || len <= 2 * 1024 {
-        return cvs.next();
-    }
-    let left = blake3::hazmat::left_subtree_len(len);
-    let l = merge(cvs, left, depth - 1)?;
-    let r = merge(cvs, len - left, depth - 1)?;
-    Some(blake3::hazmat::merge_subtrees_non_root(
-        &l,
-        &r,
-        blake3::hazmat::Mode::Hash,
-    ))
-}
-
 /// A sparse source as the archive stores it: the map, then the data regions, read with
-/// `pread`. What it reads is hashed as the logical content and as data alone.
+/// `pread`. What it reads is hashed as the logical content (`blake3_blocks`).
 pub struct Stored<'a> {
     file: &'a File,
     size: u64,
@@ -489,8 +221,9 @@ pub struct Stored<'a> {
     regions: Vec<Region>,
     next: usize,
     within: u64,
-    logical: LogicalHash,
-    data: blake3::Hasher,
+    logical: Blocks,
+    /// Fault `sparse-damage=NAME`: the archive gets one byte other than the one hashed.
+    damage: bool,
 }
 
 impl<'a> Stored<'a> {
@@ -503,8 +236,8 @@ impl<'a> Stored<'a> {
             regions,
             next: 0,
             within: 0,
-            logical: LogicalHash::new(size),
-            data: blake3::Hasher::new(),
+            logical: Blocks::new(),
+            damage: false,
         }
     }
 
@@ -513,18 +246,18 @@ impl<'a> Stored<'a> {
         self.map.len() as u64 + data_len(&self.regions)
     }
 
-    /// Once everything was read: the logical blake3, and what verification compares.
-    pub fn finish(mut self) -> io::Result<(String, SparseRead)> {
-        let tail = self.size.saturating_sub(self.logical.pos);
+    /// Once everything was read: the logical content's `blake3_blocks`, and the map for
+    /// verification to compare. A file that shrank meanwhile is reported by the caller's
+    /// count of bytes.
+    pub fn finish(mut self) -> (String, SparseRead) {
+        let tail = self.size.saturating_sub(self.logical.len());
         self.logical.zeros(tail);
-        let logical = self.logical.finish()?;
-        Ok((
-            logical,
+        (
+            self.logical.finalize(),
             SparseRead {
                 regions: self.regions,
-                data_blake3: self.data.finalize().to_hex().to_string(),
             },
-        ))
+        )
     }
 }
 
@@ -546,7 +279,7 @@ impl Read for Stored<'_> {
                 continue;
             }
             if self.within == 0 {
-                let hole = r.offset.saturating_sub(self.logical.pos);
+                let hole = r.offset.saturating_sub(self.logical.len());
                 self.logical.zeros(hole);
             }
             let want = buf
@@ -558,7 +291,10 @@ impl Read for Stored<'_> {
             // n == 0: the file shrank; the caller's count of bytes notices.
             self.within += n as u64;
             self.logical.data(&buf[..n]);
-            self.data.update(&buf[..n]);
+            if self.damage && n > 0 {
+                buf[0] ^= 1;
+                self.damage = false;
+            }
             return Ok(n);
         }
         Ok(0)
@@ -566,7 +302,7 @@ impl Read for Stored<'_> {
 }
 
 /// Append `file` (`meta.size` bytes, data in `regions`) to the archive as a sparse entry;
-/// returns the blake3 of its logical content and what was read, for verification.
+/// returns the `blake3_blocks` of its logical content and what was read, for verification.
 pub fn append(
     writer: &mut crate::archive::ArchiveWriter,
     meta: &crate::archive::EntryMeta<'_>,
@@ -574,59 +310,44 @@ pub fn append(
     regions: Vec<Region>,
 ) -> Result<(String, SparseRead), crate::archive::AppendError> {
     let mut src = Stored::new(file, regions, meta.size);
+    src.damage = crate::fault::names("sparse-damage", meta.tar_path);
     let stored = src.stored_len();
     writer.append_sparse(meta, stored, &mut src)?;
-    src.finish()
-        .map_err(|_| crate::archive::AppendError::Changed)
+    Ok(src.finish())
 }
 
-/// Hashes a sparse entry's stored bytes (after the map): as the logical content, and as
-/// data alone; `None` if they do not fill the regions. With `out`, each region is also
-/// written at its offset there (the holes are left unwritten).
+/// Feed a sparse entry's stored bytes (after the map) to `hash` as the logical content of a
+/// file of `size` bytes, zeros in the holes; false if they do not fill the regions. With
+/// `out`, each region is also written at its offset there (the holes are left unwritten).
 pub fn hash_stored(
     data: &mut dyn Read,
     regions: &[Region],
     size: u64,
-    logical: bool,
+    hash: &mut ContentHash,
     out: Option<&File>,
-) -> io::Result<Option<(Option<String>, String)>> {
-    let mut whole = logical.then(|| LogicalHash::new(size));
-    let mut alone = blake3::Hasher::new();
+) -> io::Result<bool> {
     let mut buf = vec![0u8; 256 << 10];
     for r in regions {
-        if let Some(w) = &mut whole {
-            let hole = r.offset.saturating_sub(w.pos);
-            w.zeros(hole);
-        }
+        hash.zeros(r.offset.saturating_sub(hash.len()));
         let mut left = r.len;
         while left > 0 {
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             let n = data.read(&mut buf[..want])?;
             if n == 0 {
-                return Ok(None);
+                return Ok(false);
             }
             if let Some(f) = out {
                 f.write_all_at(&buf[..n], r.offset + (r.len - left))?;
             }
-            if let Some(w) = &mut whole {
-                w.data(&buf[..n]);
-            }
-            alone.update(&buf[..n]);
+            hash.data(&buf[..n]);
             left -= n as u64;
             if crate::signal::caught().is_some() {
                 return Err(io::Error::from(io::ErrorKind::Interrupted));
             }
         }
     }
-    let whole = match whole {
-        Some(mut w) => {
-            let tail = size.saturating_sub(w.pos);
-            w.zeros(tail);
-            Some(w.finish()?)
-        }
-        None => None,
-    };
-    Ok(Some((whole, alone.finalize().to_hex().to_string())))
+    hash.zeros(size.saturating_sub(hash.len()));
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -641,29 +362,6 @@ mod tests {
             }
         }
         v
-    }
-
-    #[test]
-    fn split_hashes_equal_one_hasher() {
-        for len in [0u64, 1, 1024, 2049, 5000, 1 << 20, (3 << 20) + 17] {
-            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let want = blake3::hash(&bytes).to_hex().to_string();
-            for depth in 0..=3 {
-                let mut h = LogicalHash::with_depth(len, depth);
-                // Fed in odd pieces, zeros where the bytes are zero.
-                for piece in bytes.chunks(7777) {
-                    if piece.iter().all(|&b| b == 0) {
-                        h.zeros(piece.len() as u64);
-                    } else {
-                        h.data(piece);
-                    }
-                }
-                assert_eq!(h.finish().expect("finish"), want, "len {len} depth {depth}");
-            }
-        }
-        let mut short = LogicalHash::with_depth(5000, 1);
-        short.zeros(4999);
-        assert!(short.finish().is_err());
     }
 
     #[test]
@@ -724,9 +422,10 @@ mod tests {
     }
 
     #[test]
-    fn a_sparse_file_is_stored_as_map_and_data_and_hashed_whole() {
+    fn a_sparse_file_is_stored_as_map_and_data_and_hashed_by_blocks() {
         let file = tempfile::tempfile().expect("temp file");
-        let size = 3u64 << 20;
+        // Not a whole number of blocks, a region across a block boundary, a hole at the end.
+        let size = (3u64 << 20) + 5;
         file.set_len(size).expect("truncate");
         let regions = [
             Region {
@@ -734,7 +433,7 @@ mod tests {
                 len: 4096,
             },
             Region {
-                offset: 1 << 20,
+                offset: (1 << 20) - 100,
                 len: 8192,
             },
         ];
@@ -756,15 +455,32 @@ mod tests {
         let mut stored = Vec::new();
         src.read_to_end(&mut stored).expect("read");
         assert_eq!(stored.len() as u64, src.stored_len());
-        let (hash, read) = src.finish().expect("finish");
-        assert_eq!(hash, blake3::hash(&content).to_hex().to_string());
+        let (hash, read) = src.finish();
+        assert_eq!(read.regions, regions);
+        // By the definition: the blake3 of the blake3s of each MiB, one after another.
+        let mut each = Vec::new();
+        for block in content.chunks(1 << 20) {
+            each.extend_from_slice(blake3::hash(block).as_bytes());
+        }
+        assert_eq!(each.len(), 4 * 32);
+        assert_eq!(hash, blake3::hash(&each).to_hex().to_string());
         let mut rest = &stored[..];
         let back = read_map(&mut rest, stored.len() as u64, size).expect("map");
         assert_eq!(back, regions);
-        let (whole, alone) = hash_stored(&mut rest, &back, size, true, None)
-            .expect("hash")
-            .expect("complete");
-        assert_eq!(whole.as_deref(), Some(hash.as_str()));
-        assert_eq!(alone, read.data_blake3);
+        let data = rest;
+        let check = |plain: Option<&str>, blocks: Option<&str>, data: &[u8]| {
+            let mut h = ContentHash::new(plain, blocks);
+            let complete = hash_stored(&mut &data[..], &back, size, &mut h, None).expect("hash");
+            complete && h.matches(size)
+        };
+        assert!(check(None, Some(&hash), data));
+        // An older manifest's plain blake3 of the logical content.
+        let plain = blake3::hash(&content).to_hex().to_string();
+        assert!(check(Some(&plain), None, data));
+        assert!(!check(None, Some(&plain), data));
+        let mut damaged = data.to_vec();
+        damaged[5000] ^= 1;
+        assert!(!check(None, Some(&hash), &damaged));
+        assert!(!check(None, Some(&hash), &data[..data.len() - 1]));
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 
+use crate::hash::ContentHash;
 use crate::manifest::{Entry, Kind};
 use crate::sparse::SparseRead;
 
@@ -71,8 +72,8 @@ pub type Next<'a> = (&'a Entry, Option<&'a [u8]>, Option<&'a SparseRead>);
 /// The entries an archive must hold, in order.
 pub trait Expected {
     /// The next one, if any, with the bytes read from the source when they were kept (a
-    /// file's content is then compared byte for byte; otherwise by its blake3), and for a
-    /// sparse file, its map and the blake3 of its data as read.
+    /// file's content is then compared byte for byte; otherwise by its hash), and for a
+    /// sparse file, its map as read.
     fn next_entry(&mut self) -> Option<Next<'_>>;
     /// How many are left after the ones taken.
     fn left(&mut self) -> usize;
@@ -604,11 +605,11 @@ fn same_bytes(entry: &mut impl Read, read: &[u8], buf: &mut [u8]) -> io::Result<
 }
 
 /// Whether a sparse entry (`realsize`, `stored` bytes of map and data in the archive) holds
-/// what was read. With the map and data hash the writer read (`read`): the archive's map
-/// must be that map and its data have that blake3; the logical blake3 in the manifest was
-/// worked out by the writer from those same bytes, zeros in the holes, and is not hashed
-/// again. Without them (`unrm --check`, a small archive checked after sealing): the
-/// logical content, zeros included, must have the manifest's blake3.
+/// what was read: its logical content, zeros in the holes, must have the hash the manifest
+/// records ([`ContentHash`]: `blake3_blocks`, which the writer worked out from the bytes it
+/// read and which costs nothing for the holes, or an older manifest's plain blake3). With
+/// the map the writer read (`read`, while the archive is written), the archive's map must
+/// also be that map.
 fn same_sparse(
     entry: &mut impl Read,
     want: &Entry,
@@ -629,35 +630,28 @@ fn same_sparse(
     }) {
         return Ok(false);
     }
-    let Some((whole, alone)) =
-        crate::sparse::hash_stored(entry, &regions, want.size, read.is_none(), None)?
-    else {
+    let mut hash = ContentHash::of(want);
+    if !crate::sparse::hash_stored(entry, &regions, want.size, &mut hash, None)? {
         return Ok(false);
-    };
+    }
     let mut rest = [0u8; 1];
     if entry.read(&mut rest)? != 0 {
         return Ok(false);
     }
-    Ok(match read {
-        Some(r) => r.data_blake3 == alone,
-        None => whole.is_some() && whole == want.blake3,
-    })
+    Ok(hash.matches(want.size))
 }
 
-/// Whether `entry`'s content has the size and blake3 `want` records.
+/// Whether `entry`'s content has the size and hash `want` records.
 fn same_hash(entry: &mut impl Read, want: &Entry, buf: &mut [u8]) -> io::Result<bool> {
-    let mut hasher = blake3::Hasher::new();
-    let mut total = 0u64;
+    let mut hash = ContentHash::of(want);
     loop {
         let n = entry.read(buf)?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
-        total += n as u64;
+        hash.data(&buf[..n]);
     }
-    let hash = hasher.finalize().to_hex();
-    Ok(total == want.size && want.blake3.as_deref() == Some(hash.as_str()))
+    Ok(hash.matches(want.size))
 }
 
 pub fn kind_of(t: tar::EntryType) -> Option<Kind> {
@@ -710,6 +704,7 @@ mod tests {
             rdev_major: None,
             rdev_minor: None,
             blake3: Some(blake3::hash(content).to_hex().to_string()),
+            blake3_blocks: None,
             link: None,
             xattrs: Vec::new(),
             offset: 0,
@@ -858,8 +853,8 @@ mod tests {
     }
 
     /// An archive holding one sparse file (3 MiB, data at 4 KiB and at 2 MiB), its entry,
-    /// and what the writer read of it.
-    fn sparse_archive() -> (Vec<u8>, Entry, crate::sparse::SparseRead) {
+    /// what the writer read of it, and the plain blake3 of its logical content.
+    fn sparse_archive() -> (Vec<u8>, Entry, crate::sparse::SparseRead, String) {
         use crate::sparse::Region;
         use std::os::unix::fs::FileExt;
         let size = 3u64 << 20;
@@ -891,28 +886,48 @@ mod tests {
         f.read_to_end(&mut bytes).expect("read back");
         let mut whole = vec![0u8; size as usize];
         src.read_exact_at(&mut whole, 0).expect("read source");
-        assert_eq!(hash, blake3::hash(&whole).to_hex().to_string());
+        let each: Vec<u8> = whole
+            .chunks(1 << 20)
+            .flat_map(|b| *blake3::hash(b).as_bytes())
+            .collect();
+        assert_eq!(hash, blake3::hash(&each).to_hex().to_string());
         let (_, mut entry) = one_file_archive(b"");
         let mut entry = entry.remove(0);
         entry.path = PathBytes::new(b"/home/u/disk.img");
         entry.size = size;
-        entry.blake3 = Some(hash);
-        (bytes, entry, read)
+        entry.blake3 = None;
+        entry.blake3_blocks = Some(hash);
+        (
+            bytes,
+            entry,
+            read,
+            blake3::hash(&whole).to_hex().to_string(),
+        )
     }
 
     #[test]
-    fn a_sparse_entry_is_checked_by_its_map_and_data_or_by_its_whole_content() {
-        let (bytes, entry, read) = sparse_archive();
-        // After sealing (and `unrm --check`): the logical content's blake3.
+    fn a_sparse_entry_is_checked_by_its_map_and_its_block_hash() {
+        let (bytes, entry, read, plain) = sparse_archive();
+        // After sealing (and `unrm --check`): the logical content's blake3_blocks.
         assert!(verify_archive(&bytes[..], std::slice::from_ref(&entry), None).is_ok());
         let mut other = entry.clone();
-        other.blake3 = Some(blake3::hash(b"x").to_hex().to_string());
+        other.blake3_blocks = Some(blake3::hash(b"x").to_hex().to_string());
         assert!(verify_archive(&bytes[..], &[other], None).is_err());
+        let mut none = entry.clone();
+        none.blake3_blocks = None;
+        assert!(verify_archive(&bytes[..], &[none], None).is_err());
+        // An older manifest's plain blake3 of the logical content still checks.
+        let mut old = entry.clone();
+        old.blake3_blocks = None;
+        old.blake3 = Some(plain.clone());
+        assert!(verify_archive(&bytes[..], &[old.clone()], None).is_ok());
+        old.blake3 = entry.blake3_blocks.clone();
+        assert!(verify_archive(&bytes[..], &[old], None).is_err());
         let mut longer = entry.clone();
         longer.size += 1;
         assert!(verify_archive(&bytes[..], &[longer], None).is_err());
-        // While written: the map and the data's blake3, as the writer read them.
-        let streamed = |read: crate::sparse::SparseRead| {
+        // While written: the map as the writer read it, and the hash it worked out.
+        let streamed = |bytes: &[u8], entry: &Entry, read: crate::sparse::SparseRead| {
             let held = Arc::new(Held::new(0));
             let (tx, rx) = mpsc::channel();
             let (hash_tx, _hash_rx) = mpsc::channel();
@@ -924,15 +939,15 @@ mod tests {
             })
             .expect("send");
             drop(tx);
-            verify_stream(&bytes[..], &mut Streamed::new(rx, hash_tx, held))
+            verify_stream(bytes, &mut Streamed::new(rx, hash_tx, held))
         };
-        assert!(streamed(read.clone()).is_ok());
+        assert!(streamed(&bytes, &entry, read.clone()).is_ok());
         let mut moved = read.clone();
         moved.regions[1].offset += 512;
-        assert!(streamed(moved).is_err());
-        let mut wrong = read.clone();
-        wrong.data_blake3 = blake3::hash(b"other").to_hex().to_string();
-        assert!(streamed(wrong).is_err());
+        assert!(streamed(&bytes, &entry, moved).is_err());
+        let mut wrong = entry.clone();
+        wrong.blake3_blocks = Some(plain);
+        assert!(streamed(&bytes, &wrong, read.clone()).is_err());
         // Damage in the stored data is caught either way.
         let mut tar = zstd::stream::decode_all(&bytes[..]).expect("decode");
         let at = tar
@@ -942,6 +957,7 @@ mod tests {
         tar[at] = 9;
         let damaged = zstd::bulk::compress(&tar, 1).expect("compress");
         assert!(verify_archive(&damaged[..], std::slice::from_ref(&entry), None).is_err());
+        assert!(streamed(&damaged, &entry, read).is_err());
     }
 
     #[test]

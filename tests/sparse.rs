@@ -1,6 +1,7 @@
 //! Sparse files (issue 11 §3) and the free-space estimate (§4): files with holes are
-//! archived as PAX 1.0 sparse, GNU tar and unrm restore them sparse, and the space check
-//! counts what the archive will hold, not holes or compressible bytes.
+//! archived as PAX 1.0 sparse, GNU tar and unrm restore them sparse, their manifest hash
+//! (`blake3_blocks`) is checked wherever the archive is read, and the space check counts
+//! what the archive will hold, not holes or compressible bytes.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -9,7 +10,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{is_root, noise, saferm_bin, unrm_bin, Sandbox};
+use crate::common::{blake3_blocks, is_root, noise, saferm_bin, unrm_bin, Sandbox};
 
 /// A file to make: its size and where its data is.
 struct Spec {
@@ -67,18 +68,49 @@ fn assert_same_and_sparse(path: &Path, spec: &Spec, want: &str, what: &str) {
     );
 }
 
-fn archives(store: &Path) -> Vec<PathBuf> {
+/// The `blake3_blocks` of the file at `path`.
+fn blocks_of(path: &Path) -> String {
+    blake3_blocks(File::open(path).expect("open"))
+}
+
+/// The files under `store/dir/<month>/`, oldest deletion first.
+fn store_files(store: &Path, dir: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for month in fs::read_dir(store.join("archives"))
-        .expect("archives")
-        .flatten()
-    {
+    for month in fs::read_dir(store.join(dir)).expect(dir).flatten() {
         for a in fs::read_dir(month.path()).expect("month").flatten() {
             out.push(a.path());
         }
     }
     out.sort();
     out
+}
+
+fn archives(store: &Path) -> Vec<PathBuf> {
+    store_files(store, "archives")
+}
+
+/// The newest manifest, as JSON, and its path.
+fn newest_manifest(store: &Path) -> (serde_json::Value, PathBuf) {
+    let path = store_files(store, "manifests")
+        .into_iter()
+        .rfind(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a manifest");
+    let json = serde_json::from_slice(&fs::read(&path).expect("read manifest")).expect("json");
+    (json, path)
+}
+
+/// The manifest entry of the file whose path ends in `name`.
+fn entry_named<'a>(m: &'a mut serde_json::Value, name: &[u8]) -> &'a mut serde_json::Value {
+    m["entries"]
+        .as_array_mut()
+        .expect("entries")
+        .iter_mut()
+        .find(|e| {
+            let parsed: saferm::manifest::Entry =
+                serde_json::from_value((*e).clone()).expect("an entry");
+            parsed.path.bytes().is_some_and(|p| p.ends_with(name))
+        })
+        .expect("the entry")
 }
 
 const LONG: &str = "a-directory-name-long-enough-that-the-path-needs-more-than-the-hundred-bytes-of-a-tar-header-name";
@@ -152,8 +184,11 @@ fn sparse_files_round_trip_sparse_through_gnu_tar_and_unrm() {
             })
             .collect();
         let mut hashes = Vec::new();
+        let mut blocks = Vec::new();
         for (s, path) in specs.iter().zip(&nested) {
-            hashes.push(blake3_of(&make(&work.join(path), s)));
+            let made = make(&work.join(path), s);
+            hashes.push(blake3_of(&made));
+            blocks.push(blocks_of(&made));
         }
         let operands: Vec<&OsStr> = nested.iter().filter_map(|p| p.iter().next()).collect();
         let out = sb
@@ -165,6 +200,24 @@ fn sparse_files_round_trip_sparse_through_gnu_tar_and_unrm() {
         assert_eq!(out.code(), Some(0), "saferm: {}", out.stderr_text());
         for p in &nested {
             assert!(!work.join(p).exists(), "{} was not removed", p.display());
+        }
+
+        // A file with holes has its blake3_blocks, one without its plain blake3 (b3sum's).
+        let (mut manifest, _) = newest_manifest(&sb.store());
+        for (i, (s, p)) in specs.iter().zip(&nested).enumerate() {
+            let name = [b"/", p.as_os_str().as_bytes()].concat();
+            let e = entry_named(&mut manifest, &name);
+            let (field, want, absent) = match s.name {
+                "plain" => ("blake3", &hashes[i], "blake3_blocks"),
+                _ => ("blake3_blocks", &blocks[i], "blake3"),
+            };
+            assert_eq!(
+                e[field].as_str(),
+                Some(want.as_str()),
+                "{field} of {}",
+                s.name
+            );
+            assert!(e.get(absent).is_none(), "{} has a {absent}: {e}", s.name);
         }
 
         let found = archives(&sb.store());
@@ -217,6 +270,189 @@ fn sparse_files_round_trip_sparse_through_gnu_tar_and_unrm() {
         assert_eq!(restore.code(), Some(0), "unrm: {}", restore.stderr_text());
         for ((s, p), want) in specs.iter().zip(&nested).zip(&hashes) {
             assert_same_and_sparse(&work.join(p), s, want, "unrm");
+        }
+    }
+}
+
+/// A sandbox and its work directory, or `None` (a loud skip) where holes are not kept.
+fn sandbox_with_holes(what: &str) -> Option<(Sandbox, PathBuf)> {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    if !holes_supported(&sb) {
+        eprintln!(
+            "SKIPPED ({what}): the filesystem of {} keeps no holes",
+            work.display()
+        );
+        return None;
+    }
+    Some((sb, work))
+}
+
+/// Rewrite the newest manifest of the store with `edit`.
+fn edit_newest_manifest(store: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let (mut m, path) = newest_manifest(store);
+    edit(&mut m);
+    fs::write(&path, serde_json::to_vec(&m).expect("json")).expect("write manifest");
+}
+
+/// A sparse file whose archived data is not the data its hash was worked out from (fault
+/// `sparse-damage`) does not verify, whether the archive is checked after it is sealed
+/// (small) or while it is written (large): the file is kept, the other operand removed.
+#[test]
+fn a_sparse_file_archived_wrong_is_caught_before_unlink() {
+    let Some((sb, work)) = sandbox_with_holes("archived wrong") else {
+        return;
+    };
+    for size in [2 * MIB, 64 * MIB] {
+        let spec = Spec {
+            name: "victim",
+            size,
+            data: &[(MIB - 100, 8192)],
+        };
+        let victim = make(&work.join("victim"), &spec);
+        let want = blake3_of(&victim);
+        fs::write(work.join("other"), b"other").expect("write other");
+        let out = sb
+            .command(saferm_bin())
+            .current_dir(&work)
+            .args(["victim", "other"])
+            .env("SAFERM_FAULT", "sparse-damage=victim")
+            .run();
+        let err = out.stderr_text();
+        assert_eq!(out.code(), Some(1), "{size} bytes: {err}");
+        assert!(
+            err.contains("cannot remove 'victim'"),
+            "{size} bytes: {err}"
+        );
+        assert!(!err.contains("'other'"), "{size} bytes: {err}");
+        assert_eq!(blake3_of(&victim), want, "{size} bytes: victim changed");
+        assert!(!work.join("other").exists(), "{size} bytes: other was kept");
+        // Without the fault, the same file goes.
+        let out = sb
+            .command(saferm_bin())
+            .current_dir(&work)
+            .arg("victim")
+            .run();
+        assert_eq!(out.code(), Some(0), "{size} bytes: {}", out.stderr_text());
+        assert!(!victim.exists());
+    }
+}
+
+/// Damage to a sparse file's data inside a sound archive (re-compressed, its file hash
+/// recorded again) is reported by `unrm --check`, and a restore leaves nothing behind.
+#[test]
+fn damaged_sparse_data_is_reported_by_unrm_check_and_never_restored() {
+    let Some((sb, work)) = sandbox_with_holes("damaged data") else {
+        return;
+    };
+    let spec = Spec {
+        name: "disk",
+        size: 64 * MIB,
+        data: &[(0, 4096), (10 * MIB + 7, 100_000)],
+    };
+    make(&work.join("disk"), &spec);
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .arg("disk")
+        .run();
+    assert_eq!(out.code(), Some(0), "saferm: {}", out.stderr_text());
+    let store = sb.store();
+    let check = sb.command(unrm_bin()).arg("--check").run();
+    assert_eq!(check.code(), Some(0), "sound: {}", check.stderr_text());
+
+    let archive = archives(&store).pop().expect("the archive");
+    let bytes = fs::read(&archive).expect("read the archive");
+    let magic = saferm::archive::MANIFEST_FRAME_MAGIC.to_le_bytes();
+    let copy_at = bytes
+        .windows(4)
+        .rposition(|w| w == magic)
+        .expect("the manifest copy");
+    let mut tar = zstd::stream::decode_all(&bytes[..copy_at]).expect("zstd");
+    // The second region's data is noise(2, ...), as `make` wrote it.
+    let marker = noise(2, 64);
+    let at = tar
+        .windows(64)
+        .position(|w| w == marker.as_slice())
+        .expect("the second region's data");
+    tar[at + 1000] ^= 1;
+    let mut damaged = zstd::stream::encode_all(&tar[..], 1).expect("zstd");
+    damaged.extend_from_slice(&bytes[copy_at..]);
+    fs::write(&archive, &damaged).expect("write the archive");
+    edit_newest_manifest(&store, |m| {
+        m["archive"]["size"] = damaged.len().into();
+        m["archive"]["blake3"] = blake3::hash(&damaged).to_hex().to_string().into();
+        m["frames"] = serde_json::json!([{"compressed_offset": 0, "tar_offset": 0}]);
+    });
+
+    let check = sb.command(unrm_bin()).arg("--check").run();
+    assert_eq!(check.code(), Some(1), "damaged: {}", check.stderr_text());
+    assert!(
+        check.stderr_text().contains("disk"),
+        "damaged: {}",
+        check.stderr_text()
+    );
+    let restore = sb
+        .command(unrm_bin())
+        .current_dir(&work)
+        .arg("--last")
+        .run();
+    assert_eq!(
+        restore.code(),
+        Some(1),
+        "restore: {}",
+        restore.stderr_text()
+    );
+    assert!(
+        restore.stderr_text().contains("damaged"),
+        "restore: {}",
+        restore.stderr_text()
+    );
+    let left: Vec<_> = fs::read_dir(&work).expect("work").flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A manifest written before `blake3_blocks` gives a sparse file the plain blake3 of its
+/// logical content: it still checks and restores, and a wrong one is still caught.
+#[test]
+fn an_older_manifest_with_a_plain_blake3_for_a_sparse_file_still_works() {
+    let Some((sb, work)) = sandbox_with_holes("older manifest") else {
+        return;
+    };
+    let spec = Spec {
+        name: "old",
+        size: 24 * MIB + 3,
+        data: &[(3 * MIB - 1, 5000), (24 * MIB, 3)],
+    };
+    let store = sb.store();
+    let want = blake3_of(&make(&work.join("old"), &spec));
+    for (hash, ok) in [
+        (want.clone(), true),
+        (blake3::hash(b"other").to_hex().to_string(), false),
+    ] {
+        make(&work.join("old"), &spec);
+        let out = sb.command(saferm_bin()).current_dir(&work).arg("old").run();
+        assert_eq!(out.code(), Some(0), "saferm: {}", out.stderr_text());
+        edit_newest_manifest(&store, |m| {
+            let e = entry_named(m, b"/old");
+            let fields = e.as_object_mut().expect("an object");
+            assert!(fields.remove("blake3_blocks").is_some(), "{fields:?}");
+            fields.insert("blake3".to_string(), hash.clone().into());
+        });
+        let check = sb.command(unrm_bin()).arg("--check").run();
+        let restore = sb
+            .command(unrm_bin())
+            .current_dir(&work)
+            .arg("--last")
+            .run();
+        if ok {
+            assert_eq!(check.code(), Some(0), "check: {}", check.stderr_text());
+            assert_eq!(restore.code(), Some(0), "unrm: {}", restore.stderr_text());
+            assert_same_and_sparse(&work.join("old"), &spec, &want, "unrm (older manifest)");
+        } else {
+            assert_eq!(check.code(), Some(1), "check: {}", check.stderr_text());
+            assert_eq!(restore.code(), Some(1), "unrm: {}", restore.stderr_text());
+            assert!(!work.join("old").exists(), "a damaged copy was restored");
         }
     }
 }

@@ -749,6 +749,7 @@ fn write_crafted(sb: &Sandbox, label: &str, entries: &[Crafted]) -> String {
                 rdev_major: None,
                 rdev_minor: None,
                 blake3: (c.kind == Kind::File).then(|| blake3::hash(&c.data).to_hex().to_string()),
+                blake3_blocks: None,
                 link: c.link.as_ref().map(|l| PathBytes::new(l)),
                 xattrs: Vec::new(),
                 offset: 0,
