@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use saferm::manifest::{Kind, Manifest};
 
-use crate::common::{build_tree, noise, saferm_ok, unrm_bin, Outcome, Sandbox};
+use crate::common::{blake3_blocks, build_tree, noise, saferm_ok, unrm_bin, Outcome, Sandbox};
 
 // --- the campaign runner -------------------------------------------------------------------
 
@@ -174,6 +174,7 @@ const FIELDS: &[&str] = &[
     "/entries/{k}/mtime",
     "/entries/{k}/mtime_nsec",
     "/entries/{k}/blake3",
+    "/entries/{k}/blake3_blocks",
     "/entries/{k}/rdev_major",
     "/entries/{k}/xattrs",
     "/frames/{k}/compressed_offset",
@@ -420,6 +421,11 @@ impl Fixture {
             ],
         );
         fs::write(work.join("t/sub/noise"), noise(7, 40_000)).expect("noise");
+        // A file with a hole (stored sparse, with a blake3_blocks, where holes are kept).
+        let disk = fs::File::create(work.join("t/sub/disk")).expect("disk");
+        disk.set_len((1 << 20) + 100).expect("truncate");
+        std::os::unix::fs::FileExt::write_all_at(&disk, &noise(8, 4096), 0).expect("pwrite");
+        drop(disk);
         fs::hard_link(work.join("t/a"), work.join("t/sub/hard")).expect("hard link");
         fs::write(
             work.join("t")
@@ -680,7 +686,11 @@ fn fuzz_manifest_mutations() {
                 e.kind,
                 e.mode & 0o7777,
                 e.link.as_ref().map(|l| l.bytes()),
-                (e.kind == Kind::File).then_some((e.size, e.blake3.clone())),
+                (e.kind == Kind::File).then_some((
+                    e.size,
+                    e.blake3.clone(),
+                    e.blake3_blocks.clone(),
+                )),
             )
         };
         let same = m.entries.len() == original.len()
@@ -998,10 +1008,14 @@ fn fuzz_unrm_on_damaged_archives() {
                     .to_path_buf();
                 let at = to.join(rel);
                 if e.kind == Kind::File && at.exists() {
-                    let got = blake3::hash(&fs::read(&at).expect("read restored"));
+                    let bytes = fs::read(&at).expect("read restored");
+                    let got = match e.blake3_blocks {
+                        Some(_) => blake3_blocks(&bytes[..]),
+                        None => blake3::hash(&bytes).to_hex().to_string(),
+                    };
                     prop_assert_eq!(
-                        Some(got.to_hex().to_string()),
-                        e.blake3.clone(),
+                        Some(got),
+                        e.blake3_blocks.clone().or_else(|| e.blake3.clone()),
                         "{}",
                         at.display()
                     );
