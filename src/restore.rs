@@ -1088,15 +1088,37 @@ fn same_content(pfd: RawFd, name: &CStr, e: &Entry) -> bool {
     }
     let mut hash = ContentHash::of(e);
     let mut buf = vec![0u8; 256 * 1024];
+    // Only the data is read: a hole is zeros, which `blake3_blocks` hashes for nothing.
+    let holes = match crate::sparse::data_map(&file, e.size) {
+        Ok(regions) => regions,
+        Err(_) => return false,
+    };
+    let read = |file: &mut File, hash: &mut ContentHash, buf: &mut [u8]| -> io::Result<()> {
+        if let Some(regions) = &holes {
+            for r in regions {
+                hash.zeros(r.offset.saturating_sub(hash.len()));
+                file.seek(SeekFrom::Start(r.offset))?;
+                feed(&mut Read::take(&mut *file, r.len), hash, buf)?;
+            }
+            hash.zeros(e.size.saturating_sub(hash.len()));
+            file.seek(SeekFrom::Start(e.size))?;
+        }
+        // The rest: all of a file without holes; anything past the size otherwise.
+        feed(file, hash, buf)
+    };
+    read(&mut file, &mut hash, &mut buf).is_ok() && hash.matches(e.size)
+}
+
+/// Feed everything `src` gives to `hash`.
+fn feed(src: &mut impl Read, hash: &mut ContentHash, buf: &mut [u8]) -> io::Result<()> {
     loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
+        match src.read(buf) {
+            Ok(0) => return Ok(()),
             Ok(n) => hash.data(&buf[..n]),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return false,
+            Err(err) => return Err(err),
         }
     }
-    hash.matches(e.size)
 }
 
 /// A new, private (0600) file with a temporary name in the directory `pfd`.

@@ -271,6 +271,28 @@ fn sparse_files_round_trip_sparse_through_gnu_tar_and_unrm() {
         for ((s, p), want) in specs.iter().zip(&nested).zip(&hashes) {
             assert_same_and_sparse(&work.join(p), s, want, "unrm");
         }
+        // Again: what is there is found identical (by its blake3_blocks), nothing to do.
+        let id = manifest["id"].as_str().expect("id").to_string();
+        let again = sb.command(unrm_bin()).current_dir(&work).arg(&id).run();
+        assert_eq!(again.code(), Some(0), "unrm again: {}", again.stderr_text());
+        // A byte written in a hole: that file is in the way, not the same.
+        File::options()
+            .write(true)
+            .open(work.join(&nested[0]))
+            .and_then(|f| f.write_all_at(b"x", MIB + 1))
+            .expect("write in a hole");
+        let again = sb.command(unrm_bin()).current_dir(&work).arg(&id).run();
+        assert_eq!(
+            again.code(),
+            Some(1),
+            "unrm changed: {}",
+            again.stderr_text()
+        );
+        assert!(
+            again.stderr_text().contains("something else is there"),
+            "unrm changed: {}",
+            again.stderr_text()
+        );
     }
 }
 
