@@ -24,7 +24,7 @@ pub fn set_program_name(name: &str) {
 /// The system allocator, with a failed allocation turned into `PROG: memory exhausted`.
 pub struct Checked;
 
-fn exhausted() -> ! {
+pub fn exhausted() -> ! {
     let name: &[u8] = PROGRAM.get().map_or(b"saferm", |n| n);
     for part in [name, b": memory exhausted\n"] {
         // SAFETY: writing a valid buffer to stderr; nothing here allocates.

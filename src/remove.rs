@@ -242,7 +242,7 @@ fn simulate_concurrent_change(plan: &Plan) {
     }
     if crate::fault::active("swap") {
         let found =
-            archived().find(|&i| plan.nodes[i].st.is_dir() && plan.nodes[i].parent.is_some());
+            archived().find(|&i| plan.nodes[i].st.is_dir() && plan.nodes[i].parent().is_some());
         if let Some(i) = found {
             let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&plan.abs(i)));
             let mut moved = path.clone().into_os_string();
@@ -301,7 +301,7 @@ fn subtree_has_removal(plan: &Plan, idx: usize) -> bool {
         if plan.nodes[i].fate == Fate::Remove {
             return true;
         }
-        stack.extend(plan.nodes[i].children.iter().copied());
+        stack.extend(plan.children(i));
     }
     false
 }
@@ -938,7 +938,7 @@ fn fill_archive<'p>(
                 break;
             }
             needed[c] = true;
-            cur = plan.nodes[c].parent;
+            cur = plan.nodes[c].parent();
         }
     }
     let mut archived = vec![false; plan.nodes.len()];
@@ -991,7 +991,7 @@ fn fill_archive<'p>(
         if !need {
             continue;
         }
-        if plan.nodes[idx].parent.is_some_and(|p| dead[p]) {
+        if plan.nodes[idx].parent().is_some_and(|p| dead[p]) {
             dead[idx] = true;
             continue;
         }
@@ -1002,7 +1002,7 @@ fn fill_archive<'p>(
             crate::signal::raise_interrupt();
         }
         buf_first = false;
-        let parent = plan.nodes[idx].parent;
+        let parent = plan.nodes[idx].parent();
         let mut moved = None;
         while stack.last().is_some_and(|(top, _)| Some(*top) != parent) {
             stack.pop();
@@ -1061,7 +1061,7 @@ fn fill_archive<'p>(
                         Err(e) => fail!(source_failed(idx, &e)),
                     };
                 }
-                if !node.children.is_empty() {
+                if node.has_children() {
                     stack.push((idx, abs.len()));
                     fds.push(fd, (st.dev, st.ino));
                 }

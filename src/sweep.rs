@@ -41,7 +41,7 @@ pub fn unlink_plan(prog: &str, opts: &cli::Options, plan: &mut Plan) -> bool {
     let unlinked = Mutex::new(HashSet::new());
     let mut has_removal: Vec<bool> = keep.iter().map(|k| !k.load(Ordering::Relaxed)).collect();
     for i in (0..plan.nodes.len()).rev() {
-        if let (true, Some(p)) = (has_removal[i], plan.nodes[i].parent) {
+        if let (true, Some(p)) = (has_removal[i], plan.nodes[i].parent()) {
             has_removal[p] = true;
         }
     }
@@ -101,7 +101,7 @@ impl Shared<'_> {
 
     fn keep_with_ancestors(&self, mut idx: usize) {
         self.keep[idx].store(true, Ordering::Relaxed);
-        while let Some(p) = self.plan.nodes[idx].parent {
+        while let Some(p) = self.plan.nodes[idx].parent() {
             if self.keep[p].swap(true, Ordering::Relaxed) {
                 break;
             }
@@ -113,7 +113,7 @@ impl Shared<'_> {
         let mut stack = vec![idx];
         while let Some(i) = stack.pop() {
             self.keep[i].store(true, Ordering::Relaxed);
-            stack.extend(self.plan.nodes[i].children.iter().copied());
+            stack.extend(self.plan.children(i));
         }
         self.keep_with_ancestors(idx);
     }
@@ -168,16 +168,16 @@ impl<'a, 's> Unlinker<'a, 's> {
         let mut fds = DirStack::new(base);
         let mut path = display.to_vec();
         // Open directories: (node, its next child, the length of its path).
-        let mut frames: Vec<(usize, usize, usize)> = Vec::new();
+        let mut frames: Vec<(usize, Option<usize>, usize)> = Vec::new();
         let mut visit = Some(root);
         loop {
             if let Some(idx) = visit.take() {
                 let n = &plan.nodes[idx];
-                if n.st.is_dir() && !n.children.is_empty() && self.s.has_removal[idx] {
+                if n.st.is_dir() && n.has_children() && self.s.has_removal[idx] {
                     match fds.top().and_then(|dirfd| self.s.open_dir(idx, dirfd)) {
                         Ok(fd) => {
                             fds.push(fd, (n.st.dev, n.st.ino));
-                            frames.push((idx, 0, path.len()));
+                            frames.push((idx, plan.children(idx).next(), path.len()));
                         }
                         // An earlier operand removed it after all.
                         Err(e) if n.repeat && e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -195,9 +195,8 @@ impl<'a, 's> Unlinker<'a, 's> {
             };
             let (idx, next, len) = *top;
             path.truncate(len);
-            let children = &plan.nodes[idx].children;
-            if let Some(&c) = children.get(next) {
-                top.1 += 1;
+            if let Some(c) = next {
+                top.1 = plan.siblings_after(c).next();
                 rules::push_child(&mut path, plan.nodes[c].name.as_bytes());
                 visit = Some(c);
                 continue;
@@ -328,23 +327,20 @@ struct Job {
     dirfd: RawFd,
     /// The path of `idx` as displayed.
     display: Vec<u8>,
-    /// `None`: the subtree of `idx`. `Some((from, to))`: the children `from..to` of the
-    /// directory `idx` (open as `dirfd`), each subtree after the other.
+    /// `None`: the subtree of `idx`. `Some((first, count))`: `count` children of the
+    /// directory `idx` (open as `dirfd`) from `first` on, each subtree after the other.
     siblings: Option<(usize, usize)>,
 }
 
 impl Job {
     fn run(&self, u: &mut Unlinker<'_, '_>) {
         let plan = u.s.plan;
-        let Some((from, to)) = self.siblings else {
+        let Some((first, count)) = self.siblings else {
             u.node(self.idx, self.dirfd, &self.display);
             return;
         };
-        let children = plan.nodes[self.idx]
-            .children
-            .get(from..to)
-            .unwrap_or_default();
-        for &c in children {
+        let run = std::iter::once(first).chain(plan.siblings_after(first));
+        for c in run.take(count) {
             let display = rules::child_path(&self.display, plan.nodes[c].name.as_bytes());
             u.node(c, self.dirfd, &display);
         }
@@ -358,7 +354,7 @@ fn parallel(s: &Shared<'_>, threads: usize) -> bool {
     // Objects in each subtree; a child's index is always above its parent's.
     let mut size = vec![1usize; plan.nodes.len()];
     for i in (0..plan.nodes.len()).rev() {
-        if let Some(p) = plan.nodes[i].parent {
+        if let Some(p) = plan.nodes[i].parent() {
             size[p] += size[i];
         }
     }
@@ -432,18 +428,19 @@ fn cut(s: &Shared<'_>, size: &[usize], cut_above: usize, at: Place, jobs: &mut V
         if let Ok(fd) = s.open_dir(idx, dirfd) {
             let mut parts = Vec::new();
             // Small children go in runs of about `cut_above` objects; large ones are cut.
-            let mut run: Option<(usize, usize)> = None;
+            // (its first child, how many, how many objects below them)
+            let mut run: Option<(usize, usize, usize)> = None;
             let dir = (idx, fd.as_raw_fd(), &display[..]);
-            for (pos, &c) in n.children.iter().enumerate() {
+            for c in s.plan.children(idx) {
                 if size[c] <= cut_above {
-                    let (from, objects) = run.unwrap_or((pos, 0));
-                    run = Some((from, objects + size[c]));
+                    let (first, count, objects) = run.unwrap_or((c, 0, 0));
+                    run = Some((first, count + 1, objects + size[c]));
                     if objects + size[c] >= cut_above {
-                        flush_run(dir, &mut run, pos + 1, &mut parts, jobs);
+                        flush_run(dir, &mut run, &mut parts, jobs);
                     }
                     continue;
                 }
-                flush_run(dir, &mut run, pos, &mut parts, jobs);
+                flush_run(dir, &mut run, &mut parts, jobs);
                 let child = Place {
                     idx: c,
                     dirfd: fd.as_raw_fd(),
@@ -452,7 +449,7 @@ fn cut(s: &Shared<'_>, size: &[usize], cut_above: usize, at: Place, jobs: &mut V
                 };
                 parts.push(cut(s, size, cut_above, child, jobs));
             }
-            flush_run(dir, &mut run, n.children.len(), &mut parts, jobs);
+            flush_run(dir, &mut run, &mut parts, jobs);
             return Part::Open {
                 idx,
                 dirfd,
@@ -471,21 +468,20 @@ fn cut(s: &Shared<'_>, size: &[usize], cut_above: usize, at: Place, jobs: &mut V
     Part::Job(jobs.len() - 1)
 }
 
-/// End the run of small children of `dir` (its node, fd and path) that started at
-/// `run`'s position, before position `to`: one job for all of them.
+/// End the run of small children of `dir` (its node, fd and path) in `run`: one job for
+/// all of them.
 fn flush_run(
     (idx, dirfd, display): (usize, RawFd, &[u8]),
-    run: &mut Option<(usize, usize)>,
-    to: usize,
+    run: &mut Option<(usize, usize, usize)>,
     parts: &mut Vec<Part>,
     jobs: &mut Vec<Job>,
 ) {
-    if let Some((from, _)) = run.take() {
+    if let Some((first, count, _)) = run.take() {
         jobs.push(Job {
             idx,
             dirfd,
             display: display.to_vec(),
-            siblings: Some((from, to)),
+            siblings: Some((first, count)),
         });
         parts.push(Part::Job(jobs.len() - 1));
     }

@@ -27,15 +27,31 @@ pub enum Fate {
     Keep,
 }
 
-/// One object met by the walk.
+/// No node, for the links between nodes ([`Node::parent`], the children).
+const NO_NODE: u32 = u32::MAX;
+
+/// A node index as a link: 4 bytes, not the 16 of an `Option<usize>`. [`Walker::push`]
+/// makes sure every index fits.
+fn link(idx: Option<usize>) -> u32 {
+    idx.and_then(|i| u32::try_from(i).ok()).unwrap_or(NO_NODE)
+}
+
+fn unlink(l: u32) -> Option<usize> {
+    (l != NO_NODE).then_some(l as usize)
+}
+
+/// One object met by the walk. Kept small (a directory of 200,000 files is 200,000 of
+/// them): the tree is held as links, not a list of children per directory.
 #[derive(Debug)]
 pub struct Node {
-    pub parent: Option<usize>,
+    parent: u32,
+    first_child: u32,
+    last_child: u32,
+    next_sibling: u32,
     /// The name to use with the parent's descriptor; for an operand, its (trimmed) path,
     /// used relative to the current directory as rm does.
     pub name: sys::Name,
     pub st: Stat,
-    pub children: Vec<usize>,
     pub fate: Fate,
     pub operand: usize,
     /// Set for a directory that could not be read: its errno, reported if rmdir fails.
@@ -47,6 +63,50 @@ pub struct Node {
     /// (a directory with an unreadable one inside): if it is gone when its turn comes, that
     /// operand removed it, and rm would not have met it.
     pub repeat: bool,
+}
+
+impl Node {
+    /// A node not linked to any other yet (see [`Walker::push`]).
+    fn new(parent: Option<usize>, name: sys::Name, st: Stat, operand: usize) -> Node {
+        Node {
+            parent: link(parent),
+            first_child: NO_NODE,
+            last_child: NO_NODE,
+            next_sibling: NO_NODE,
+            name,
+            st,
+            fate: Fate::Remove,
+            operand,
+            unreadable: None,
+            archive_self: true,
+            repeat: false,
+        }
+    }
+
+    /// The directory it is in, unless it is an operand.
+    pub fn parent(&self) -> Option<usize> {
+        unlink(self.parent)
+    }
+
+    pub fn has_children(&self) -> bool {
+        self.first_child != NO_NODE
+    }
+}
+
+/// A node's children, in the order they were met.
+pub struct Children<'p> {
+    nodes: &'p [Node],
+    next: u32,
+}
+
+impl Iterator for Children<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let i = unlink(self.next)?;
+        self.next = self.nodes.get(i).map_or(NO_NODE, |n| n.next_sibling);
+        Some(i)
+    }
 }
 
 /// The result of planning every operand.
@@ -62,6 +122,22 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The children of node `idx`.
+    pub fn children(&self, idx: usize) -> Children<'_> {
+        Children {
+            nodes: &self.nodes,
+            next: self.nodes.get(idx).map_or(NO_NODE, |n| n.first_child),
+        }
+    }
+
+    /// The children after `idx` in its directory.
+    pub fn siblings_after(&self, idx: usize) -> Children<'_> {
+        Children {
+            nodes: &self.nodes,
+            next: self.nodes.get(idx).map_or(NO_NODE, |n| n.next_sibling),
+        }
+    }
+
     /// The path rm prints for a node (`d/s/c`).
     pub fn display(&self, idx: usize) -> Vec<u8> {
         self.path_of(idx, |root| self.nodes[root].name.as_bytes())
@@ -82,7 +158,7 @@ impl Plan {
     fn path_of<'s>(&'s self, idx: usize, start: impl FnOnce(usize) -> &'s [u8]) -> Vec<u8> {
         let mut chain = vec![idx];
         let mut cur = idx;
-        while let Some(p) = self.nodes[cur].parent {
+        while let Some(p) = self.nodes[cur].parent() {
             chain.push(p);
             cur = p;
         }
@@ -96,7 +172,7 @@ impl Plan {
     /// Keep a node and, silently, every ancestor of it.
     pub fn keep_with_ancestors(&mut self, mut idx: usize) {
         self.nodes[idx].fate = Fate::Keep;
-        while let Some(p) = self.nodes[idx].parent {
+        while let Some(p) = self.nodes[idx].parent() {
             if self.nodes[p].fate == Fate::Keep {
                 break;
             }
@@ -110,7 +186,7 @@ impl Plan {
         let mut stack = vec![idx];
         while let Some(i) = stack.pop() {
             self.nodes[i].fate = Fate::Keep;
-            stack.extend(self.nodes[i].children.iter().copied());
+            stack.extend(self.children(i));
         }
         self.keep_with_ancestors(idx);
     }
@@ -251,15 +327,8 @@ impl Walker<'_> {
                 .is_some_and(|s| s.is_symlink())
         };
         let node = Node {
-            parent: None,
-            name: cpath.into(),
             archive_self: !through_link && abs != b"/",
-            st,
-            children: Vec::new(),
-            fate: Fate::Remove,
-            operand: index,
-            unreadable: None,
-            repeat: false,
+            ..Node::new(None, cpath.into(), st, index)
         };
         let idx = self.push(node, parent_id, base);
         self.plan.roots.push(idx);
@@ -275,8 +344,17 @@ impl Walker<'_> {
 
     fn push(&mut self, mut node: Node, parent_id: Option<(u64, u64)>, name: &[u8]) -> usize {
         let idx = self.plan.nodes.len();
-        if let Some(p) = node.parent {
-            self.plan.nodes[p].children.push(idx);
+        // Four billion nodes would not fit in memory anyway.
+        let this = link(Some(idx));
+        if this == NO_NODE {
+            crate::alloc::exhausted();
+        }
+        if let Some(p) = node.parent() {
+            match unlink(self.plan.nodes[p].last_child) {
+                Some(last) => self.plan.nodes[last].next_sibling = this,
+                None => self.plan.nodes[p].first_child = this,
+            }
+            self.plan.nodes[p].last_child = this;
         }
         // Met again: only what an earlier operand may fail to remove is (see `uncertain`).
         node.repeat = (node.st.is_dir()
@@ -334,7 +412,7 @@ impl Walker<'_> {
         // A sticky directory lets only the owner of the file or of the directory unlink.
         let n = &self.plan.nodes[idx];
         if self.euid != 0 && n.st.uid != self.euid {
-            if let Some(p) = n.parent {
+            if let Some(p) = n.parent() {
                 let ps = self.plan.nodes[p].st;
                 if ps.mode & libc::S_ISVTX != 0 && ps.uid != self.euid {
                     return Some(io::Error::from_raw_os_error(libc::EPERM));
@@ -431,7 +509,7 @@ impl Walker<'_> {
                 let done = frames.pop();
                 let Some(done) = done else { break };
                 if let Err(e) = fds.pop() {
-                    let above = self.plan.nodes[done.idx].parent.unwrap_or(done.idx);
+                    let above = self.plan.nodes[done.idx].parent().unwrap_or(done.idx);
                     let shown = self.plan.display(above);
                     self.changed_meanwhile(&shown, &e);
                     self.plan.keep_with_ancestors(done.idx);
@@ -522,17 +600,7 @@ impl Walker<'_> {
                 return None;
             }
         };
-        let child = Node {
-            parent: Some(idx),
-            name: entry.name,
-            st: child_st,
-            children: Vec::new(),
-            fate: Fate::Remove,
-            operand,
-            unreadable: None,
-            archive_self: true,
-            repeat: false,
-        };
+        let child = Node::new(Some(idx), entry.name, child_st, operand);
         let cname = child.name.as_bytes().to_vec();
         let cidx = self.push(child, Some((st.dev, st.ino)), &cname);
         if child_st.is_dir() {
@@ -677,7 +745,7 @@ impl Walker<'_> {
                 if self.more_operands {
                     let mut cur = Some(idx);
                     while let Some(c) = cur.filter(|&c| self.uncertain.insert(c)) {
-                        cur = self.plan.nodes[c].parent;
+                        cur = self.plan.nodes[c].parent();
                     }
                 }
                 self.post_order(idx, dirfd, dir_ok);
@@ -711,10 +779,10 @@ impl Walker<'_> {
             Asked::Error => return self.fail_alone(idx),
         }
         // A child the user declined is still there: rm's rmdir fails right here.
-        let n = &self.plan.nodes[idx];
-        if n.children
-            .iter()
-            .any(|&c| self.plan.nodes[c].fate == Fate::Keep)
+        if self
+            .plan
+            .children(idx)
+            .any(|c| self.plan.nodes[c].fate == Fate::Keep)
         {
             return self.excise_fails(idx, &io::Error::from_raw_os_error(libc::ENOTEMPTY));
         }
