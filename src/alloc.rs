@@ -64,3 +64,56 @@ unsafe impl GlobalAlloc for Checked {
         unsafe { System.dealloc(ptr, layout) }
     }
 }
+
+/// For the library's unit tests: the system allocator, recording the largest block each
+/// thread asks for, so that a test can hold a small deletion's buffers to their size.
+#[cfg(test)]
+pub mod largest {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub struct Recording;
+
+    fn record(size: usize) {
+        // A thread being torn down has no slot any more: nothing to record.
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    }
+
+    /// The largest block this thread asked for while `f` ran.
+    pub fn during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = LARGEST.with(|l| l.replace(0));
+        let out = f();
+        let largest = LARGEST.with(|l| l.replace(before.max(l.get())));
+        (out, largest)
+    }
+
+    // SAFETY: every call is passed to `System` unchanged.
+    unsafe impl GlobalAlloc for Recording {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            record(layout.size());
+            // SAFETY: the caller's contract is System's.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            record(layout.size());
+            // SAFETY: as above.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            record(new_size);
+            // SAFETY: as above.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as above.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+}

@@ -39,3 +39,8 @@ pub mod unrm_cli;
 pub mod users;
 pub mod verify;
 pub mod walk;
+
+/// The unit tests' allocator records the largest block asked for ([`alloc::largest`]).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: alloc::largest::Recording = alloc::largest::Recording;
