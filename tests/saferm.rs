@@ -790,6 +790,44 @@ fn closed_stdout_does_not_stop_the_removal() {
 }
 
 #[test]
+fn closed_stdout_and_stderr_are_not_taken_by_the_files_saferm_opens() {
+    // saferm has no std `main` (src/bin/saferm.rs): it opens fds 0-2 on /dev/null itself
+    // when they are closed. Else the store's lock or the archive would get fd 1 or 2, and
+    // `removed 'f'` or a message would be written into it.
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["f=kept in the archive", "g"]);
+    // Its warning is written while the store's files are open.
+    let _sock = std::os::unix::net::UnixListener::bind(work.join("sock")).expect("bind");
+    let mut cmd = sb.std_command(saferm_bin());
+    cmd.args(["-v", "f", "sock", "g/missing"])
+        .current_dir(&work);
+    // SAFETY: close(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::close(1);
+            libc::close(2);
+            Ok(())
+        });
+    }
+    let status = cmd.status().expect("run saferm");
+    assert_eq!(status.code(), Some(1), "g/missing does not exist");
+    assert!(!work.join("f").exists());
+    assert!(!work.join("sock").exists());
+    let checked = sb
+        .command(unrm_bin())
+        .current_dir(&work)
+        .arg("--check")
+        .run();
+    assert_eq!(checked.code(), Some(0), "{}", checked.stderr_text());
+    let restored = sb.command(unrm_bin()).current_dir(&work).arg("f").run();
+    assert_eq!(restored.code(), Some(0), "{}", restored.stderr_text());
+    assert_eq!(fs::read(work.join("f")).expect("f"), b"kept in the archive");
+    assert_eq!(fs::read(sb.store().join("lock")).expect("lock"), b"");
+}
+
+#[test]
 fn write_errors_on_stdout_are_reported_as_gnu_does() {
     // `rm -v f >/dev/full` removes f, then says `rm: write error: ...` and exits 1; so do
     // --help and --version. (A closed pipe stays quiet: the test above.)
