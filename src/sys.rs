@@ -43,6 +43,14 @@ pub fn start_process() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// The width in columns of the terminal on `fd`, if it is one that knows its size.
+pub fn terminal_width(fd: RawFd) -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a winsize struct.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ret = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    (ret == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+}
+
 /// A path as a C string; names with a NUL byte cannot exist, so they are reported as such.
 pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))

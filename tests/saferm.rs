@@ -790,6 +790,39 @@ fn closed_stdout_does_not_stop_the_removal() {
 }
 
 #[test]
+fn saferm_loads_no_math_library() {
+    // Loading libm cost 0.13 ms of every call on the benchmark VM (issue 11 §5), for one
+    // `powf` in the progress bar's crate. Its mappings are looked at while saferm waits at
+    // a prompt.
+    use std::io::{BufRead, Write};
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    build_tree(&work, &["f=1"]);
+    let mut child = sb
+        .std_command(saferm_bin())
+        .args(["-i", "f"])
+        .current_dir(&work)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn saferm");
+    let mut prompt = Vec::new();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    stderr
+        .read_until(b'?', &mut prompt)
+        .expect("read the prompt");
+    assert!(prompt.ends_with(b"remove regular file 'f'?"), "{prompt:?}");
+    let maps = fs::read_to_string(format!("/proc/{}/maps", child.id())).expect("maps");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"n\n").expect("answer");
+    drop(stdin);
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    assert!(work.join("f").exists(), "the answer was no");
+    let libm: Vec<&str> = maps.lines().filter(|l| l.contains("/libm.so")).collect();
+    assert!(libm.is_empty(), "{libm:#?}");
+}
+
+#[test]
 fn closed_stdout_and_stderr_are_not_taken_by_the_files_saferm_opens() {
     // saferm has no std `main` (src/bin/saferm.rs): it opens fds 0-2 on /dev/null itself
     // when they are closed. Else the store's lock or the archive would get fd 1 or 2, and
