@@ -45,8 +45,9 @@ pub fn start_process() {
 
 /// The width in columns of the terminal on `fd`, if it is one that knows its size.
 pub fn terminal_width(fd: RawFd) -> Option<usize> {
-    // SAFETY: TIOCGWINSZ fills a winsize struct.
+    // SAFETY: winsize is plain integers, for which zero is a value.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills the winsize struct it is given, or fails.
     let ret = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
     (ret == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
 }

@@ -6,8 +6,8 @@
 //! takes this VM to start a process (issue 11 §5). What of it saferm relies on is done
 //! here instead ([`saferm::sys::start_process`]): fds 0-2 open, SIGPIPE ignored, a panic
 //! exits 101. The arguments are std's as usual (glibc hands them to std before `main`). A
-//! stack overflow is then a plain SIGSEGV, before anything is removed as before: nothing
-//! recurses per level of a tree (issue 11 §1.7).
+//! stack overflow, which nothing should cause (no code recurses per level of a tree, issue
+//! 11 §1.7), is then a plain SIGSEGV instead of std's message and SIGABRT.
 #![no_main]
 
 use std::ffi::{c_char, c_int, OsString};
