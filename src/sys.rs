@@ -11,38 +11,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 pub use libc::AT_FDCWD;
 
-/// What a program without std's `main` (saferm's) must still do first, as std does before
-/// `main`: make sure fds 0, 1 and 2 are open (on `/dev/null` if not), so that no file
-/// saferm opens becomes stdout or stderr and gets its messages written into it; and ignore
-/// SIGPIPE, so that a closed pipe is an EPIPE that `output.rs` handles, not a kill.
-pub fn start_process() {
-    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
-        fd,
-        events: 0,
-        revents: 0,
-    });
-    // SAFETY: poll reads and writes the three pollfds it is given.
-    let polled = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
-    for pfd in &fds {
-        let closed = if polled < 0 {
-            // poll itself failed (it may need memory): ask about each descriptor.
-            // SAFETY: fcntl on a descriptor number only looks it up.
-            let flags = unsafe { libc::fcntl(pfd.fd, libc::F_GETFD) };
-            flags < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
-        } else {
-            pfd.revents & libc::POLLNVAL != 0
-        };
-        // The lowest free descriptor is this one: the lower ones are open by now.
-        // SAFETY: a NUL-terminated path.
-        if closed && unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } < 0 {
-            // Without them, any file saferm opens could be taken for stderr.
-            std::process::abort();
-        }
-    }
-    // SAFETY: setting a signal's disposition to SIG_IGN.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-}
-
 /// The width in columns of the terminal on `fd`, if it is one that knows its size.
 pub fn terminal_width(fd: RawFd) -> Option<usize> {
     // SAFETY: winsize is plain integers, for which zero is a value.
