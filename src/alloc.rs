@@ -19,7 +19,25 @@ static PROGRAM: OnceLock<Box<[u8]>> = OnceLock::new();
 /// Name the program in the out-of-memory message (`argv[0]`, as rm does).
 pub fn set_program_name(name: &str) {
     let _ = PROGRAM.set(name.as_bytes().into());
+    // zstd's contexts are made by its own malloc, and `zstd-safe` panics when that fails
+    // (`DCtx::create`, `CCtx::create`, which the stream types call). That is memory
+    // running out too: the same message and exit as a failed Rust allocation, from
+    // whichever thread it happens on, before anything is removed (unlinking comes only
+    // after a verified archive, which needs those contexts).
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .payload_as_str()
+            .is_some_and(|t| t.contains(ZSTD_OUT_OF_MEMORY))
+        {
+            exhausted();
+        }
+        previous(info);
+    }));
 }
+
+/// What `zstd-safe` panics with when zstd cannot allocate a context.
+const ZSTD_OUT_OF_MEMORY: &str = "zstd returned null pointer when creating new context";
 
 /// The system allocator, with a failed allocation turned into `PROG: memory exhausted`.
 pub struct Checked;

@@ -600,7 +600,7 @@ fn write_archive(
                 growth: growth.clone(),
             };
             let held_by_verifier = held.clone();
-            verifier = Some(scope.spawn(move || {
+            let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
                 let mut expected = crate::verify::Streamed::new(rx, hash_tx, held_by_verifier);
                 if crate::fault::active("verify") {
                     let damaged = Damaged {
@@ -611,7 +611,9 @@ fn write_archive(
                     return crate::verify::verify_stream(damaged, &mut expected);
                 }
                 crate::verify::verify_stream(follow, &mut expected)
-            }));
+            });
+            // Out of threads or memory for one: an error (nothing is removed), not a panic.
+            verifier = Some(spawned.context("cannot start the archive verifier")?);
             stream = Some(Streaming {
                 growth,
                 entries: tx,
@@ -688,11 +690,16 @@ fn write_archive(
             }
             (None, Some(hash)) if sealed.size > SMALL_ARCHIVE_BYTES => {
                 let file = sealed.file.try_clone()?;
-                let durable = scope.spawn(move || make_durable(&file));
+                // Without a thread for it (none to be had), the sync comes after.
+                let syncing =
+                    std::thread::Builder::new().spawn_scoped(scope, move || make_durable(&file));
                 let verified = read_back(hash);
-                let durable = durable
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("cannot sync the archive")));
+                let durable = match syncing {
+                    Ok(t) => t
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow!("cannot sync the archive"))),
+                    Err(_) => make_durable(&sealed.file),
+                };
                 (Some(durable), verified)
             }
             // A thread costs more than decoding a small archive. Its bytes go to the disk

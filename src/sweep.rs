@@ -392,7 +392,11 @@ fn parallel(s: &Shared<'_>, threads: usize) -> bool {
         }
     };
     std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        // A helper that cannot be started (out of threads or memory) leaves its share to
+        // the others: every job is taken by whoever comes first.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+            .collect();
         failed |= work();
         for h in helpers {
             // A helper that panicked left its jobs' objects in place; say so as an error.

@@ -260,7 +260,10 @@ pub fn verify_stream(reader: impl Read + Send, expected: &mut dyn Expected) -> R
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
         let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
-        let decoding = scope.spawn(move || decode_into(reader, tx, recycle_rx));
+        // Out of threads or memory for one: an error, never a panic.
+        let decoding = std::thread::Builder::new()
+            .spawn_scoped(scope, move || decode_into(reader, tx, recycle_rx))
+            .context("cannot start the archive decoder")?;
         let mut chunks = ChannelReader {
             rx,
             chunk: Vec::new(),

@@ -74,3 +74,30 @@ fn running_out_of_memory_is_rms_error_and_removes_nothing() {
         assert!(!f.exists(), "{} was not swept", f.display());
     }
 }
+
+/// GNU's `many-dir-entries-vs-OOM`, in saferm's terms: a huge directory is removed in a
+/// bounded address space. 100,000 entries in one directory need about 52 MiB of address
+/// space (debug build, two cores: thread stacks and zstd's workers included); before
+/// manifest entries, plan nodes and unlink jobs were made compact (issue 11 §1.4) they
+/// needed about 60 MiB more, and this run ended in `memory exhausted`.
+#[test]
+fn a_huge_directory_is_removed_in_bounded_memory() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    let many = work.join("many");
+    fs::create_dir(&many).expect("mkdir");
+    for i in 0..100_000 {
+        fs::write(many.join(format!("file{i:06}")), b"").expect("create");
+    }
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&work)
+        .args(["-rf", "many"])
+        .limit(libc::RLIMIT_AS, 64 << 20)
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(out.stderr_text(), "");
+    assert!(!many.exists(), "many is removed");
+    let manifests = files_below(&sb.store().join("manifests"));
+    assert_eq!(manifests.len(), 1, "one deletion: {manifests:?}");
+}
