@@ -79,7 +79,7 @@ fn running_out_of_memory_is_rms_error_and_removes_nothing() {
 /// bounded address space. 100,000 entries in one directory need about 52 MiB of address
 /// space (debug build, two cores: thread stacks and zstd's workers included); before
 /// manifest entries, plan nodes and unlink jobs were made compact (issue 11 §1.4) they
-/// needed about 60 MiB more, and this run ended in `memory exhausted`.
+/// needed between 64 and 96 MiB, and this run ended in `memory exhausted`.
 #[test]
 fn a_huge_directory_is_removed_in_bounded_memory() {
     let sb = Sandbox::new();
