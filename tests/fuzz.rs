@@ -598,6 +598,19 @@ fn tar_op() -> impl Strategy<Value = TarOp> {
 
 /// The archive with `ops` applied to its tar headers, compressed again, its manifest copy
 /// kept.
+/// `archive` with `tar_ops` applied to its tar stream, then `byte_ops` to its bytes.
+fn damaged(archive: &[u8], tar_ops: &[TarOp], byte_ops: &[ByteOp]) -> Vec<u8> {
+    let mut bad = if tar_ops.is_empty() {
+        archive.to_vec()
+    } else {
+        damage_tar(archive, tar_ops)
+    };
+    for op in byte_ops {
+        apply_byte_op(&mut bad, op);
+    }
+    bad
+}
+
 fn damage_tar(archive: &[u8], ops: &[TarOp]) -> Vec<u8> {
     let (data, copy) = split_copy(archive);
     let mut tar_bytes = zstd::decode_all(data).expect("decode the fixture");
@@ -821,14 +834,7 @@ fn fuzz_damaged_archives() {
         1000,
         case,
         |(bytes_ops, tar_ops)| {
-            let mut bad = if tar_ops.is_empty() {
-                fx.archive.clone()
-            } else {
-                damage_tar(&fx.archive, &tar_ops)
-            };
-            for op in &bytes_ops {
-                apply_byte_op(&mut bad, op);
-            }
+            let bad = damaged(&fx.archive, &tar_ops, &bytes_ops);
             let verified = saferm::verify::verify_archive(&bad[..], &entries, Some(&hash));
             if bad != fx.archive {
                 prop_assert!(verified.is_err(), "damage went unnoticed");
@@ -983,14 +989,7 @@ fn fuzz_unrm_on_damaged_archives() {
         case,
         |(bytes_ops, tar_ops, lose_manifest)| {
             let sb = fx.copy();
-            let mut bad = if tar_ops.is_empty() {
-                fx.archive.clone()
-            } else {
-                damage_tar(&fx.archive, &tar_ops)
-            };
-            for op in &bytes_ops {
-                apply_byte_op(&mut bad, op);
-            }
+            let bad = damaged(&fx.archive, &tar_ops, &bytes_ops);
             fs::write(sb.store().join(fx.archive_rel()), &bad).expect("write");
             let to = sb.work("restored");
             let out = sb

@@ -27,6 +27,25 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `work/many`, holding `n` empty files named by `name`.
+fn empty_files(work: &Path, n: usize, name: impl Fn(usize) -> String) -> PathBuf {
+    let many = work.join("many");
+    fs::create_dir(&many).expect("mkdir");
+    for i in 0..n {
+        fs::write(many.join(name(i)), b"").expect("create");
+    }
+    many
+}
+
+/// `saferm -rf many` in `work`, in an address space of `limit` bytes.
+fn rm_rf_many_within(sb: &Sandbox, work: &Path, limit: u64) -> crate::common::Outcome {
+    sb.command(saferm_bin())
+        .current_dir(work)
+        .args(["-rf", "many"])
+        .limit(libc::RLIMIT_AS, limit)
+        .run()
+}
+
 /// What saferm needs to start and remove one file fits in this address space; 50,000
 /// entries with long names do not, and the first allocation to fail is one of Rust's, in
 /// the walk (with short names the plan fits, and zstd's own malloc fails first, which is
@@ -37,17 +56,8 @@ const SMALL_AS: u64 = 28 << 20;
 fn running_out_of_memory_is_rms_error_and_removes_nothing() {
     let sb = Sandbox::new();
     let work = sb.work("w");
-    let many = work.join("many");
-    fs::create_dir(&many).expect("mkdir");
-    for i in 0..50_000 {
-        fs::write(many.join(format!("f{i:05}{}", "n".repeat(200))), b"").expect("create");
-    }
-    let out = sb
-        .command(saferm_bin())
-        .current_dir(&work)
-        .args(["-rf", "many"])
-        .limit(libc::RLIMIT_AS, SMALL_AS)
-        .run();
+    let many = empty_files(&work, 50_000, |i| format!("f{i:05}{}", "n".repeat(200)));
+    let out = rm_rf_many_within(&sb, &work, SMALL_AS);
     assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
     assert_eq!(out.stderr_text(), "rm: memory exhausted\n");
     assert_eq!(fs::read_dir(&many).expect("kept").count(), 50_000);
@@ -84,17 +94,8 @@ fn running_out_of_memory_is_rms_error_and_removes_nothing() {
 fn a_huge_directory_is_removed_in_bounded_memory() {
     let sb = Sandbox::new();
     let work = sb.work("w");
-    let many = work.join("many");
-    fs::create_dir(&many).expect("mkdir");
-    for i in 0..100_000 {
-        fs::write(many.join(format!("file{i:06}")), b"").expect("create");
-    }
-    let out = sb
-        .command(saferm_bin())
-        .current_dir(&work)
-        .args(["-rf", "many"])
-        .limit(libc::RLIMIT_AS, 64 << 20)
-        .run();
+    let many = empty_files(&work, 100_000, |i| format!("file{i:06}"));
+    let out = rm_rf_many_within(&sb, &work, 64 << 20);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(out.stderr_text(), "");
     assert!(!many.exists(), "many is removed");
