@@ -124,6 +124,14 @@ impl Catalog {
                 std::fs::read(&path)
                     .map_err(anyhow::Error::new)
                     .and_then(|b| Manifest::from_json(&b))
+                    .and_then(|manifest| {
+                        // Its id names the notes written beside it: it must be the one
+                        // its file name gives.
+                        if manifest.id != h.id {
+                            anyhow::bail!("it is the manifest of {}", manifest.id);
+                        }
+                        Ok(manifest)
+                    })
                     .map(|manifest| Deletion {
                         manifest,
                         month: h.month.clone(),
@@ -191,6 +199,7 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Record that `deletion` was restored (in part). The first note of each kind is kept: the
 /// sidecar is published without replacing, like every store file.
 pub fn mark_restored(store: &Store, deletion: &Deletion, note: &Restored) -> Result<()> {
+    crate::id::DeletionId::parse(deletion.id())?;
     let name = if note.complete {
         format!("{}.restored.json", deletion.id())
     } else {
@@ -224,6 +233,8 @@ pub fn mark_restored(store: &Store, deletion: &Deletion, note: &Restored) -> Res
 /// What `--list` shows of a deletion: its manifest without the entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
+    /// Checked as it is read ([`crate::id`]): the cache may be damaged.
+    #[serde(deserialize_with = "crate::id::deserialize")]
     pub id: String,
     /// The month directory (not in the manifest: filled in from where it was found).
     #[serde(default)]
@@ -257,6 +268,17 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        // A name no deletion can have is not part of the layout.
+        let stem_id = stem
+            .strip_suffix(".restored")
+            .or_else(|| stem.strip_suffix(".restored-part"))
+            .unwrap_or(stem);
+        if !crate::id::is_valid(stem_id) {
+            continue;
+        }
         if let Some(id) = name.strip_suffix(".restored.json") {
             notes.push((id.to_string(), true));
         } else if let Some(id) = name.strip_suffix(".restored-part.json") {

@@ -17,6 +17,7 @@ pub mod estimate;
 pub mod fault;
 pub mod hash;
 pub mod home;
+pub mod id;
 pub mod manifest;
 pub mod output;
 pub mod prefetch;

@@ -344,9 +344,18 @@ impl Store {
     pub fn create_temp(&self, label: &[u8]) -> Result<(CString, File)> {
         let tmp = self.subdir_fd(b"tmp")?;
         for _ in 0..16 {
+            // The label may come from a manifest: only plain characters, never a `/`.
+            let label: String = label
+                .iter()
+                .take(100)
+                .map(|&b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => b as char,
+                    _ => '_',
+                })
+                .collect();
             let name = format!(
                 "{}.{}.{:08x}.tmp",
-                String::from_utf8_lossy(label),
+                label.trim_start_matches('.'),
                 std::process::id(),
                 sys::random_u32()
             );
@@ -526,6 +535,10 @@ impl Store {
         month: &str,
         file_name: &str,
     ) -> Result<String> {
+        // The names may come from a manifest (its id): never a path out of the directory.
+        if ![kind, month, file_name].iter().all(|c| safe_component(c)) {
+            bail!("'{kind}/{month}/{file_name}' is not a name inside the store");
+        }
         let month_fd = self.month_dir(kind, month)?;
         let tmp = self.subdir_fd(b"tmp")?;
         crate::fault::check("rename")?;
@@ -682,6 +695,7 @@ impl Store {
                     .to_str()
                     .ok()
                     .and_then(|n| n.strip_suffix(".tar.zst"))
+                    .filter(|id| crate::id::is_valid(id))
                 else {
                     continue;
                 };
@@ -703,6 +717,15 @@ impl Store {
         for (month, fd) in self.months("manifests")? {
             for e in sys::read_dir(fd.as_raw_fd())? {
                 let Ok(name) = e.name.to_str() else { continue };
+                // A name no deletion can have is not part of the layout.
+                let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+                let stem = SIDECARS
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(stem);
+                if !crate::id::is_valid(stem) {
+                    continue;
+                }
                 if let Some(id) = name.strip_suffix(PURGING) {
                     scan.purging.push((month.clone(), id.to_string()));
                 } else if SIDECARS.iter().any(|s| name.ends_with(s)) {

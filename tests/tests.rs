@@ -4,6 +4,7 @@ mod completion;
 mod deep;
 mod differential;
 mod fuzz;
+mod hostile_store;
 mod isolation;
 mod memory;
 mod readme;

@@ -396,6 +396,7 @@ impl Sandbox {
             stdout_to: None,
             limits: Vec::new(),
             sandbox: self.root().to_path_buf(),
+            timeout: TIMEOUT,
         }
     }
 
@@ -490,7 +491,7 @@ impl Outcome {
     /// `exit 1`, `signal 9` or `timed out`: comparable and readable.
     pub fn status_text(&self) -> String {
         match self.status {
-            None => format!("timed out after {}s", TIMEOUT.as_secs()),
+            None => "timed out (killed)".to_string(),
             Some(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => format!("exit {code}"),
                 (None, Some(sig)) => format!("signal {sig}"),
@@ -522,6 +523,8 @@ pub struct TestCommand {
     sandbox: PathBuf,
     /// Resource limits (soft and hard) set in the child before it runs the program.
     limits: Vec<(libc::__rlimit_resource_t, u64)>,
+    /// Killed after this long (the outcome then has no exit code).
+    timeout: Duration,
 }
 
 impl TestCommand {
@@ -677,6 +680,13 @@ impl TestCommand {
         dir
     }
 
+    /// Kill it after `limit` instead of the default minute: for a test of something that
+    /// used to hang, so that a regression fails soon instead of holding up the run.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = limit;
+        self
+    }
+
     /// Runs to completion (or kills after the timeout) and returns what happened.
     pub fn run(&self) -> Outcome {
         let mut child = self
@@ -699,7 +709,7 @@ impl TestCommand {
         };
         let stdout = child.stdout.take().map(|p| read_all(Box::new(p)));
         let stderr = read_all(Box::new(child.stderr.take().expect("stderr pipe")));
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + self.timeout;
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait for the child") {
                 break Some(status);
