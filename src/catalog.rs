@@ -121,7 +121,7 @@ impl Catalog {
             .get_or_init(|| {
                 let h = &self.headers[i];
                 let path = self.dir.join(&h.month).join(format!("{}.json", h.id));
-                std::fs::read(&path)
+                sys::read_regular_path(&path, false, crate::store::MANIFEST_MAX)
                     .map_err(anyhow::Error::new)
                     .and_then(|b| Manifest::from_json(&b))
                     .and_then(|manifest| {
@@ -298,7 +298,9 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
     }
     let mut out: Vec<Header> = Vec::with_capacity(present.len());
     let mut seen: std::collections::HashSet<String> = Default::default();
-    let cached = std::fs::read(store.root().join(INDEX)).unwrap_or_default();
+    let cached = store
+        .read_cache_up_to(INDEX, crate::store::MANIFEST_MAX)
+        .unwrap_or_default();
     for line in cached.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let Ok(mut h) = serde_json::from_slice::<Header>(line) else {
             continue;
@@ -319,7 +321,7 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
         }
         let path = dir.join(month).join(format!("{id}.json"));
         // A manifest that cannot be read is left out (and reported by --check).
-        let parsed = std::fs::read(&path)
+        let parsed = sys::read_regular_path(&path, false, crate::store::MANIFEST_MAX)
             .map_err(anyhow::Error::new)
             .and_then(|b| serde_json::from_slice::<Header>(&b).map_err(anyhow::Error::new));
         let mut h = match parsed {

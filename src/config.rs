@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+/// The most of a config file that is read: it holds a handful of settings.
+const CONFIG_MAX: u64 = 1 << 20;
+
 /// Where a setting's value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -128,7 +131,10 @@ impl Config {
     pub fn load() -> Result<Config> {
         let mut c = Config::defaults();
         if let Some(path) = config_path() {
-            match std::fs::read_to_string(&path) {
+            // A symlink into a dotfiles checkout is fine; a FIFO or a device is not read.
+            let read = crate::sys::read_regular_path(&path, true, CONFIG_MAX)
+                .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+            match read {
                 Ok(text) => {
                     c.apply_file(&text, &path)
                         .with_context(|| format!("in {}", path.display()))?;

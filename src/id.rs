@@ -69,8 +69,7 @@ pub fn is_valid(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= MAX_LEN
         && b[0].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
 }
 
@@ -116,7 +115,10 @@ mod tests {
             "pre-merge-packages_2025-12-13_08-30-45",
             "x",
         ] {
-            assert_eq!(DeletionId::parse(good).map(|i| i.to_string()), Ok(good.to_string()));
+            assert_eq!(
+                DeletionId::parse(good).map(|i| i.to_string()),
+                Ok(good.to_string())
+            );
         }
     }
 

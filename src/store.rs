@@ -46,6 +46,14 @@ const FORMAT_NAME: &str = "saferm-store";
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
+/// The most saferm reads of a store file it reads whole: `FORMAT`, `retention.json`, a
+/// restore note (a few hundred bytes each).
+pub const SMALL_FILE_MAX: u64 = 1 << 20;
+/// The most saferm reads of a manifest or of the listing cache: ~3 million entries. A
+/// larger one is refused rather than read until memory runs out (a sparse file costs
+/// nothing to make); the copy inside the archive is still there.
+pub const MANIFEST_MAX: u64 = 1 << 30;
+
 /// Places that are emptied at boot or live in memory.
 const VOLATILE_PREFIXES: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
 
@@ -285,10 +293,12 @@ impl Store {
     /// Write `FORMAT` on first use; refuse a store written by a newer, incompatible saferm.
     fn check_format(&self) -> Result<()> {
         let path = self.root.join("FORMAT");
-        match std::fs::read_to_string(&path) {
+        match sys::read_regular(self.fd(), c"FORMAT", false, SMALL_FILE_MAX) {
             Ok(text) => {
-                let version = text
-                    .trim()
+                let version = std::str::from_utf8(&text)
+                    .ok()
+                    .map(str::trim)
+                    .unwrap_or_default()
                     .strip_prefix(FORMAT_NAME)
                     .and_then(|v| v.trim().parse::<u32>().ok())
                     .with_context(|| {
@@ -465,10 +475,16 @@ impl Store {
         let fd = sys::openat(
             self.fd(),
             c"lock",
-            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW,
+            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK,
             0o600,
         )
         .with_context(|| format!("cannot open '{}'", self.root.join("lock").display()))?;
+        if !sys::fstat(fd.as_raw_fd())?.is_file() {
+            bail!(
+                "cannot lock '{}': it is not a regular file",
+                self.root.join("lock").display()
+            );
+        }
         Ok(File::from(fd))
     }
 
@@ -584,9 +600,10 @@ impl Store {
             bail!("'{rel}' is not a path inside the store");
         }
         let c = sys::cstr(rel.as_bytes())?;
-        let fd = sys::openat(self.fd(), &c, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
-            .with_context(|| format!("cannot open '{}'", self.root.join(rel).display()))?;
-        Ok(File::from(fd))
+        // Not blocking on a FIFO in its place, and nothing but a regular file (not
+        // /dev/zero through a symlink in a month's place).
+        sys::open_regular(self.fd(), &c, false)
+            .with_context(|| format!("cannot open '{}'", self.root.join(rel).display()))
     }
 
     /// Free bytes on the store's filesystem.
@@ -960,21 +977,18 @@ impl Store {
         st.is_file().then_some(st.size)
     }
 
-    /// Read a small cache file in the store's root (None if missing or unreadable).
+    /// Read a small cache file in the store's root (None if missing or unreadable, or not
+    /// a regular file of at most [`SMALL_FILE_MAX`] bytes).
     pub fn read_cache(&self, name: &str) -> Option<Vec<u8>> {
+        self.read_cache_up_to(name, SMALL_FILE_MAX)
+    }
+
+    /// [`Store::read_cache`] of a cache that may be larger (the listing cache).
+    pub fn read_cache_up_to(&self, name: &str, limit: u64) -> Option<Vec<u8>> {
         if !safe_component(name) {
             return None;
         }
-        let fd = sys::openat(
-            self.fd(),
-            &sys::cstr(name.as_bytes()).ok()?,
-            libc::O_RDONLY | libc::O_NOFOLLOW,
-            0,
-        )
-        .ok()?;
-        let mut out = Vec::new();
-        io::Read::read_to_end(&mut File::from(fd), &mut out).ok()?;
-        Some(out)
+        sys::read_regular(self.fd(), &sys::cstr(name.as_bytes()).ok()?, false, limit).ok()
     }
 
     /// Replace a small cache file in the store's root atomically (temp file, rename over

@@ -175,6 +175,70 @@ pub fn open_file_nofollow(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
     })
 }
 
+/// Open a small file of saferm's own (a store file, the config file) to read it whole:
+/// never blocking (a FIFO in its place would hang the open and the read), and a regular
+/// file only (not a FIFO, a device such as `/dev/zero`, a directory). With `follow` false
+/// a symlink in its place is refused too (`ELOOP`); the config file may be a symlink into
+/// a dotfiles checkout, store files may not. Refused objects give `EINVAL`-like errors
+/// that say what they are.
+pub fn open_regular(dirfd: RawFd, name: &CStr, follow: bool) -> io::Result<std::fs::File> {
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    let fd = openat(
+        dirfd,
+        name,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | nofollow,
+        0,
+    )?;
+    let st = fstat(fd.as_raw_fd())?;
+    if !st.is_file() {
+        let what = match st.file_type() {
+            libc::S_IFIFO => "a FIFO",
+            libc::S_IFCHR => "a character device",
+            libc::S_IFBLK => "a block device",
+            libc::S_IFDIR => "a directory",
+            libc::S_IFSOCK => "a socket",
+            _ => "not a regular file",
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ));
+    }
+    Ok(std::fs::File::from(fd))
+}
+
+/// [`open_regular`], then read it whole, refusing one of more than `limit` bytes (a sparse
+/// file of a terabyte is a regular file too) before reading any of it.
+pub fn read_regular(dirfd: RawFd, name: &CStr, follow: bool, limit: u64) -> io::Result<Vec<u8>> {
+    let file = open_regular(dirfd, name, follow)?;
+    let size = file.metadata()?.len();
+    if size > limit {
+        return Err(too_big(limit));
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(size as usize)
+        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    // It may grow while it is read: never past the limit.
+    io::Read::read_to_end(&mut io::Read::take(&file, limit + 1), &mut out)?;
+    if out.len() as u64 > limit {
+        return Err(too_big(limit));
+    }
+    Ok(out)
+}
+
+/// [`read_regular`] of a path (relative to the working directory or absolute).
+pub fn read_regular_path(path: &std::path::Path, follow: bool, limit: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    read_regular(AT_FDCWD, &cstr(path.as_os_str().as_bytes())?, follow, limit)
+}
+
+fn too_big(limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("it is larger than {limit} bytes"),
+    )
+}
+
 /// How [`open_as_owner`] failed.
 #[derive(Debug)]
 pub enum OwnerOpen {

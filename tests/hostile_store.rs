@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{build_tree, saferm_ok as saferm, unrm_bin, Outcome, Sandbox};
+use crate::common::{build_tree, saferm_bin, saferm_ok as saferm, unrm_bin, Outcome, Sandbox};
 
 /// Long enough for any of these runs on a loaded machine; short enough that a run that
 /// hangs (a FIFO opened for reading) fails the test instead of holding up the suite.
@@ -63,7 +63,11 @@ fn a_manifest_id_with_dot_dot_writes_nothing_outside_the_store() {
     for args in [vec!["f"], vec!["--last"]] {
         let out = unrm(&sb, &w, &args);
         assert_ne!(out.code(), Some(0), "{args:?}: {}", out.stderr_text());
-        assert!(out.stderr_text().starts_with("unrm: "), "{}", out.stderr_text());
+        assert!(
+            out.stderr_text().starts_with("unrm: "),
+            "{}",
+            out.stderr_text()
+        );
     }
     let escaped: Vec<PathBuf> = files_under(sb.root())
         .into_iter()
@@ -91,11 +95,176 @@ fn a_crafted_listing_cache_with_a_bad_id_is_ignored() {
     fs::write(&index, format!("{line}\n{text}")).expect("craft");
     let out = unrm(&sb, &w, &["--list", "--json"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
-    assert!(!out.stdout_text().contains("escaped"), "{}", out.stdout_text());
+    assert!(
+        !out.stdout_text().contains("escaped"),
+        "{}",
+        out.stdout_text()
+    );
     let out = unrm(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(fs::read(w.join("f")).expect("restored"), b"1");
     assert!(files_under(sb.root())
         .iter()
         .all(|p| !p.to_string_lossy().contains("escaped")));
+}
+
+/// What takes the place of a store file in the tests of special files.
+#[derive(Clone, Copy, Debug)]
+enum Special {
+    Fifo,
+    /// A symlink to `/dev/zero`: endless bytes for a reader that follows it.
+    Zeros,
+}
+
+fn plant(path: &Path, what: Special) {
+    if path.symlink_metadata().is_ok() {
+        fs::remove_file(path).expect("remove the store file");
+    }
+    match what {
+        Special::Fifo => nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo"),
+        Special::Zeros => std::os::unix::fs::symlink("/dev/zero", path).expect("symlink"),
+    }
+}
+
+/// A run bounded in time ([`HANG`]) and in address space, so that a regression that reads
+/// `/dev/zero` to the end fails instead of taking the machine's memory.
+fn bounded(sb: &Sandbox, program: PathBuf, cwd: &Path, args: &[&str]) -> Outcome {
+    sb.command(program)
+        .current_dir(cwd)
+        .args(args)
+        .timeout(HANG)
+        .limit(libc::RLIMIT_AS, 4 << 30)
+        .run()
+}
+
+/// A store that has been used (its `FORMAT`, listing cache and retention record written),
+/// `f` deleted into it, and `g` still to delete.
+fn used_store() -> (Sandbox, PathBuf) {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["f=1", "g=2"]);
+    saferm(&sb, &w, &["f"]);
+    assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+    for name in ["FORMAT", "index.jsonl", "retention.json"] {
+        assert!(sb.store().join(name).is_file(), "{name} written");
+    }
+    (sb, w)
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_format_refuses_the_store_without_hanging() {
+    for what in [Special::Fifo, Special::Zeros] {
+        let (sb, w) = used_store();
+        plant(&sb.store().join("FORMAT"), what);
+        let out = bounded(&sb, saferm_bin(), &w, &["g"]);
+        assert_eq!(out.code(), Some(1), "{what:?}: {}", out.status_text());
+        let err = out.stderr_text();
+        assert!(
+            err.starts_with("rm: cannot remove 'g': "),
+            "{what:?}: {err}"
+        );
+        assert!(err.contains("FORMAT"), "{what:?}: {err}");
+        assert!(w.join("g").exists(), "{what:?}: g removed without a store");
+        for args in [&["--list"][..], &["f"], &["--check"]] {
+            let out = bounded(&sb, unrm_bin(), &w, args);
+            assert_eq!(
+                out.code(),
+                Some(1),
+                "{what:?} {args:?}: {}",
+                out.status_text()
+            );
+            assert!(
+                out.stderr_text().contains("FORMAT"),
+                "{}",
+                out.stderr_text()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_a_cache_is_ignored_and_replaced() {
+    for name in ["index.jsonl", "retention.json"] {
+        for what in [Special::Fifo, Special::Zeros] {
+            let (sb, w) = used_store();
+            plant(&sb.store().join(name), what);
+            let out = bounded(&sb, saferm_bin(), &w, &["g"]);
+            assert_eq!(
+                out.code(),
+                Some(0),
+                "{name} {what:?}: {}",
+                out.status_text()
+            );
+            assert!(!w.join("g").exists());
+            for args in [&["--list"][..], &["f"], &["g"]] {
+                let out = bounded(&sb, unrm_bin(), &w, args);
+                assert_eq!(
+                    out.code(),
+                    Some(0),
+                    "{name} {what:?} {args:?}: {} {}",
+                    out.status_text(),
+                    out.stderr_text()
+                );
+            }
+            assert_eq!(fs::read(w.join("f")).expect("f back"), b"1");
+            assert_eq!(fs::read(w.join("g")).expect("g back"), b"2");
+        }
+    }
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_a_manifest_is_reported_without_hanging() {
+    for cached in [false, true] {
+        for what in [Special::Fifo, Special::Zeros] {
+            let sb = Sandbox::new();
+            let w = sb.work("w");
+            build_tree(&w, &["f=1"]);
+            saferm(&sb, &w, &["f"]);
+            if !cached {
+                let _ = fs::remove_file(sb.store().join("index.jsonl"));
+            } else {
+                assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+            }
+            plant(&only_manifest(&sb), what);
+            for args in [&["--list"][..], &["f"], &["--check"]] {
+                let out = bounded(&sb, unrm_bin(), &w, args);
+                assert!(
+                    out.code().is_some(),
+                    "cached {cached} {what:?} {args:?}: {}",
+                    out.status_text()
+                );
+                assert!(
+                    !out.stderr_text().contains("panicked"),
+                    "{}",
+                    out.stderr_text()
+                );
+            }
+            let check = bounded(&sb, unrm_bin(), &w, &["--check"]);
+            assert_eq!(check.code(), Some(1), "{}", check.stderr_text());
+            let out = bounded(&sb, saferm_bin(), &w, &["-f", "nothing"]);
+            assert_eq!(out.code(), Some(0), "{}", out.status_text());
+        }
+    }
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_the_config_file_is_refused_without_hanging() {
+    for what in [Special::Fifo, Special::Zeros] {
+        let sb = Sandbox::new();
+        let w = sb.work("w");
+        build_tree(&w, &["g=2"]);
+        fs::create_dir_all(sb.config().join("saferm")).expect("mkdir");
+        plant(&sb.config().join("saferm/config.toml"), what);
+        let out = bounded(&sb, saferm_bin(), &w, &["g"]);
+        assert_eq!(out.code(), Some(1), "{what:?}: {}", out.status_text());
+        assert!(
+            out.stderr_text().contains("config.toml"),
+            "{}",
+            out.stderr_text()
+        );
+        assert!(w.join("g").exists());
+        let out = bounded(&sb, unrm_bin(), &w, &["--list"]);
+        assert_eq!(out.code(), Some(1), "{what:?}: {}", out.status_text());
+    }
 }
