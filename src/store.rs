@@ -261,6 +261,8 @@ impl Store {
                 root.display()
             );
         }
+        // Nothing is changed in a directory that is neither a store nor free to become one.
+        refuse_foreign_directory(root, root_fd.as_raw_fd())?;
         if st.mode & 0o077 != 0 {
             nix::sys::stat::fchmod(
                 root_fd.as_raw_fd(),
@@ -274,7 +276,7 @@ impl Store {
             dev_ino: (st.dev, st.ino),
             canonical,
         };
-        for sub in ["tmp", "archives", "manifests"] {
+        for sub in CREATION_DIRS {
             sys::mkdirat_exist_ok(store.fd(), &sys::cstr(sub.as_bytes())?, 0o700)
                 .with_context(|| format!("cannot create '{}'", store.root.join(sub).display()))?;
         }
@@ -1195,6 +1197,57 @@ fn inside(path: &Path, dir: &Path) -> bool {
     let plain =
         |p: &Path| p.is_absolute() && p.components().all(|c| c != std::path::Component::ParentDir);
     plain(dir) && plain(path) && dir != Path::new("/") && path.starts_with(dir)
+}
+
+/// What a store's creation makes before `FORMAT` (see `Store::open_waiving`), in order.
+const CREATION_DIRS: &[&str] = &["tmp", "archives", "manifests"];
+
+/// A store is made only in a new or empty directory: one that holds no `FORMAT` must be
+/// empty, or hold only what a creation that was cut short leaves (the empty directories of
+/// [`CREATION_DIRS`], and in `tmp/` the `FORMAT` being written). Anything else (a home,
+/// a project) is refused before it is changed: adopting it would make it 0700, fill it
+/// with store files, refuse every `rm` below it, and sweep its `tmp/`.
+fn refuse_foreign_directory(root: &Path, root_fd: RawFd) -> Result<()> {
+    match sys::fstatat(root_fd, c"FORMAT", false) {
+        Ok(_) => return Ok(()), // a store (check_format reads it)
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read '{}'", root.join("FORMAT").display()))
+        }
+    }
+    let entries =
+        sys::read_dir(root_fd).with_context(|| format!("cannot read '{}'", root.display()))?;
+    let leftover = |e: &sys::DirEntry| -> bool {
+        let Ok(name) = e.name.to_str() else {
+            return false;
+        };
+        if !CREATION_DIRS.contains(&name) {
+            return false;
+        }
+        let Ok(dir) = sys::open_dir_nofollow(root_fd, &e.name) else {
+            return false;
+        };
+        let Ok(inside) = sys::read_dir(dir.as_raw_fd()) else {
+            return false;
+        };
+        inside.iter().all(|f| {
+            name == "tmp"
+                && f.name
+                    .to_str()
+                    .is_ok_and(|n| n.starts_with("small.") && n.ends_with(".tmp"))
+        })
+    };
+    if let Some(first) = entries.iter().find(|e| !leftover(e)) {
+        bail!(
+            "'{}' is not empty and is not a saferm store (it holds '{}' and no FORMAT file); \
+             set SAFERM_STORE to a new or empty directory (a store whose FORMAT file was \
+             lost gets it back with: echo '{FORMAT_NAME} {FORMAT_VERSION}' > FORMAT)",
+            root.display(),
+            String::from_utf8_lossy(first.name.as_bytes()),
+        );
+    }
+    Ok(())
 }
 
 /// `mkdir -p` whose last component (the store) is created 0700.

@@ -268,3 +268,99 @@ fn a_fifo_or_dev_zero_as_the_config_file_is_refused_without_hanging() {
         assert_eq!(out.code(), Some(1), "{what:?}: {}", out.status_text());
     }
 }
+
+/// Names and modes of everything below `dir`, to show that nothing changed.
+fn listing(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = vec![(
+        dir.to_path_buf(),
+        fs::symlink_metadata(dir).expect("stat").mode(),
+    )];
+    for p in files_under(dir) {
+        let mode = fs::symlink_metadata(&p).expect("stat").mode();
+        out.push((p, mode));
+    }
+    out
+}
+
+#[test]
+fn a_store_is_made_only_in_a_new_or_empty_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["g=2"]);
+    let home = sb.home();
+    build_tree(
+        &home,
+        &["notes.txt=mine", "tmp/old-download=keep", "archives/"],
+    );
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let before = listing(&home);
+    let home_text = home.to_str().expect("utf-8 sandbox path");
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&w)
+        .env("SAFERM_STORE", home_text)
+        .args(["g"])
+        .run();
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    let err = out.stderr_text();
+    assert!(
+        err.starts_with("rm: cannot remove 'g': ") && err.contains("is not a saferm store"),
+        "{err}"
+    );
+    assert!(w.join("g").exists());
+    let out = sb
+        .command(unrm_bin())
+        .env("SAFERM_STORE", home_text)
+        .args(["--list"])
+        .run();
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("is not a saferm store"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(listing(&home), before, "the directory was changed");
+
+    // An empty directory, and a new one, become stores.
+    for store in [sb.work("empty"), sb.root().join("new/store")] {
+        if store.exists() {
+            fs::set_permissions(&store, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        build_tree(&w, &["g=2"]);
+        let out = sb
+            .command(saferm_bin())
+            .current_dir(&w)
+            .env("SAFERM_STORE", store.to_str().expect("utf-8"))
+            .args(["g"])
+            .run();
+        assert_eq!(
+            out.code(),
+            Some(0),
+            "{}: {}",
+            store.display(),
+            out.stderr_text()
+        );
+        assert!(!w.join("g").exists());
+        assert!(store.join("FORMAT").is_file());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&store).expect("stat").mode() & 0o777, 0o700);
+    }
+}
+
+#[test]
+fn a_store_whose_creation_was_cut_short_is_finished() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["g=2"]);
+    // What a saferm killed before FORMAT was in place leaves.
+    fs::create_dir(sb.store()).expect("mkdir");
+    build_tree(
+        &sb.store(),
+        &["tmp/small.4242.0badf00d.tmp=saferm-st", "archives/"],
+    );
+    let out = sb.command(saferm_bin()).current_dir(&w).args(["g"]).run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert!(sb.store().join("FORMAT").is_file());
+}
