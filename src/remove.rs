@@ -114,9 +114,13 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         Ok(c) => store::location_with(c).and_then(|root| Store::open_at(&root)),
         Err(e) => Err(anyhow!("{e:#}")),
     });
-    let (store_dev_ino, store_path) = match &store {
-        Some(Ok(s)) => (Some(s.dev_ino), Some(s.canonical.clone())),
-        _ => (None, None),
+    let (store_dev_ino, store_path, store_dirs) = match &store {
+        Some(Ok(s)) => (
+            Some(s.dev_ino),
+            Some(s.canonical.clone()),
+            s.directory_ids(),
+        ),
+        _ => (None, None, HashSet::new()),
     };
     let cwd = std::env::current_dir()
         .map(|p| p.as_os_str().as_bytes().to_vec())
@@ -129,6 +133,8 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         root_dev_ino,
         store_dev_ino,
         store_path,
+        store_dirs,
+        store_above_cache: HashMap::new(),
         archiving: !opts.no_archive,
         cwd: cwd.clone(),
         plan: Plan::default(),

@@ -297,15 +297,9 @@ impl Store {
         let path = self.root.join("FORMAT");
         match sys::read_regular(self.fd(), c"FORMAT", false, SMALL_FILE_MAX) {
             Ok(text) => {
-                let version = std::str::from_utf8(&text)
-                    .ok()
-                    .map(str::trim)
-                    .unwrap_or_default()
-                    .strip_prefix(FORMAT_NAME)
-                    .and_then(|v| v.trim().parse::<u32>().ok())
-                    .with_context(|| {
-                        format!("'{}' is not a saferm store format file", path.display())
-                    })?;
+                let version = parse_format(&text).with_context(|| {
+                    format!("'{}' is not a saferm store format file", path.display())
+                })?;
                 if version > FORMAT_VERSION {
                     bail!(
                         "store '{}' has format {version}, newer than this saferm supports ({FORMAT_VERSION}); upgrade saferm",
@@ -321,6 +315,33 @@ impl Store {
             }
             Err(e) => Err(e).with_context(|| format!("cannot read '{}'", path.display())),
         }
+    }
+
+    /// `(dev, ino)` of the store's directories: the store, every directory in it, and
+    /// every directory in those (`archives/<month>`, `manifests/<month>`). Wherever one of
+    /// them is mounted (a bind mount) or reached, it is still the store: a walk that meets
+    /// one must skip it, and an operand below one is inside the store.
+    pub fn directory_ids(&self) -> std::collections::HashSet<(u64, u64)> {
+        let mut ids = std::collections::HashSet::from([self.dev_ino]);
+        let mut level: Vec<OwnedFd> = sys::open_dir_nofollow(self.fd(), c".")
+            .into_iter()
+            .collect();
+        for _depth in 0..2 {
+            let mut next = Vec::new();
+            for dir in &level {
+                for e in sys::read_dir(dir.as_raw_fd()).unwrap_or_default() {
+                    let Ok(sub) = sys::open_dir_nofollow(dir.as_raw_fd(), &e.name) else {
+                        continue; // not a directory
+                    };
+                    if let Ok(st) = sys::fstat(sub.as_raw_fd()) {
+                        ids.insert((st.dev, st.ino));
+                        next.push(sub);
+                    }
+                }
+            }
+            level = next;
+        }
+        ids
     }
 
     /// Write a small file atomically (temp, fsync, rename without replacing, fsync dir).
@@ -1065,6 +1086,25 @@ impl Store {
         }
         fs_magic_name(magic)
     }
+}
+
+/// The version a `FORMAT` file's text gives (`saferm-store 1`), if it is one.
+fn parse_format(text: &[u8]) -> Option<u32> {
+    std::str::from_utf8(text)
+        .ok()?
+        .trim()
+        .strip_prefix(FORMAT_NAME)?
+        .trim()
+        .parse::<u32>()
+        .ok()
+}
+
+/// Whether the directory open at `dirfd` is a saferm store, this user's or any other (an
+/// older one, another user's, this one reached by a path its `(dev, ino)` does not give):
+/// it holds a `FORMAT` file that says so. Read without following a link or blocking, and
+/// bounded, as every store file is.
+pub fn is_marked_store(dirfd: RawFd) -> bool {
+    sys::read_regular(dirfd, c"FORMAT", false, 4096).is_ok_and(|t| parse_format(&t).is_some())
 }
 
 /// mountinfo writes spaces, tabs, newlines and backslashes in paths as octal escapes.

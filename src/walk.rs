@@ -210,6 +210,11 @@ pub struct Walker<'a> {
     pub store_dev_ino: Option<(u64, u64)>,
     /// Canonical path of the store: operands inside it are refused.
     pub store_path: Option<std::path::PathBuf>,
+    /// `(dev, ino)` of the store's directories (`Store::directory_ids`): the store is
+    /// recognised by what it is, wherever it is mounted or linked.
+    pub store_dirs: HashSet<(u64, u64)>,
+    /// Directories whose ancestors were looked at for a store (`Walker::store_above`).
+    pub store_above_cache: HashMap<(u64, u64), Option<StoreMatch>>,
     /// Whether files are to be read (false with --no-archive).
     pub archiving: bool,
     pub cwd: Vec<u8>,
@@ -225,6 +230,24 @@ pub struct Walker<'a> {
     /// they are empty, which only the unlink phase finds out. A later operand meets them
     /// again, as rm does when they are still there.
     pub uncertain: HashSet<usize>,
+}
+
+/// How a directory was recognised as a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMatch {
+    /// This run's store, or one of its directories, by `(dev, ino)`.
+    Own,
+    /// A directory holding a saferm `FORMAT` file: some store (another user's, an old one).
+    Marked,
+}
+
+impl StoreMatch {
+    fn noun(self) -> &'static str {
+        match self {
+            StoreMatch::Own => "the saferm store",
+            StoreMatch::Marked => "a saferm store",
+        }
+    }
 }
 
 /// A directory opened to walk its children.
@@ -304,6 +327,16 @@ impl Walker<'_> {
         if st.is_dir() && self.removed_dir((st.dev, st.ino)) {
             return self.missing(&path, &enoent(), &enoent());
         }
+        // The store seen through another path (a bind mount of it or of `archives/`)
+        // is still the store: its directories are known by `(dev, ino)` and its marker.
+        if let Some(found) = self.store_above(dir_part, parent_id) {
+            let msg = format!(
+                "cannot remove {}: it is inside {} (use 'unrm --purge')",
+                quote(&path),
+                found.noun()
+            );
+            return self.error(&msg);
+        }
         if let Some(store) = &self.store_path {
             if let Some(abs) = absolute_of(&self.cwd, &path, st.is_dir()) {
                 if std::path::Path::new(std::ffi::OsStr::from_bytes(&abs)).starts_with(store) {
@@ -340,6 +373,45 @@ impl Walker<'_> {
         } else {
             self.leaf(idx, sys::AT_FDCWD, unlinkable);
         }
+    }
+
+    /// Whether `dir` (an operand's directory, whose `(dev, ino)` is `id`) or a directory
+    /// above it is a store. Climbs by `..` from the directory itself, so a bind mount is
+    /// seen for what it is; asked once per directory (`rm d/*` climbs once).
+    fn store_above(&mut self, dir: &[u8], id: Option<(u64, u64)>) -> Option<StoreMatch> {
+        if !self.archiving {
+            return None;
+        }
+        let id = id?;
+        if let Some(found) = self.store_above_cache.get(&id) {
+            return *found;
+        }
+        let found = self.climb_for_store(dir);
+        self.store_above_cache.insert(id, found);
+        found
+    }
+
+    fn climb_for_store(&self, dir: &[u8]) -> Option<StoreMatch> {
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        let mut fd = sys::openat(sys::AT_FDCWD, &sys::cstr(dir).ok()?, flags, 0).ok()?;
+        let mut below: Option<(u64, u64)> = None;
+        // Deeper than PATH_MAX allows: a loop guard only.
+        for _ in 0..4096 {
+            let st = sys::fstat(fd.as_raw_fd()).ok()?;
+            let here = (st.dev, st.ino);
+            if below == Some(here) {
+                return None; // `/` is its own parent
+            }
+            if self.store_dirs.contains(&here) {
+                return Some(StoreMatch::Own);
+            }
+            if crate::store::is_marked_store(fd.as_raw_fd()) {
+                return Some(StoreMatch::Marked);
+            }
+            below = Some(here);
+            fd = sys::openat(fd.as_raw_fd(), c"..", flags, 0).ok()?;
+        }
+        None
     }
 
     fn push(&mut self, mut node: Node, parent_id: Option<(u64, u64)>, name: &[u8]) -> usize {
@@ -699,8 +771,8 @@ impl Walker<'_> {
                 }
             }
         }
-        if self.store_dev_ino == Some((st.dev, st.ino)) {
-            let msg = format!("skipping {}, since it is the saferm store", quote(display));
+        if let Some(what) = self.store_here(&st, &opened) {
+            let msg = format!("skipping {}, since it is {what}", quote(display));
             self.error(&msg);
             {
                 self.fail(idx);
@@ -766,6 +838,26 @@ impl Walker<'_> {
             entries,
             children_ok,
         })
+    }
+
+    /// Whether the directory `st` (opened and listed as `opened`) is the store, a part
+    /// of it, or another store: how it is to be named in the skipping message.
+    fn store_here(
+        &self,
+        st: &Stat,
+        opened: &io::Result<(OwnedFd, Vec<sys::DirEntry>)>,
+    ) -> Option<&'static str> {
+        if self.store_dev_ino == Some((st.dev, st.ino)) {
+            return Some("the saferm store");
+        }
+        if self.store_dirs.contains(&(st.dev, st.ino)) {
+            return Some("part of the saferm store");
+        }
+        let marked = self.archiving
+            && matches!(opened, Ok((fd, entries))
+                if entries.iter().any(|e| e.name.as_bytes() == b"FORMAT")
+                    && crate::store::is_marked_store(fd.as_raw_fd()));
+        marked.then_some("a saferm store")
     }
 
     /// rm's FTS_DP: a directory whose children all went is asked about (with -i) and removed.

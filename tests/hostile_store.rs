@@ -364,3 +364,144 @@ fn a_store_whose_creation_was_cut_short_is_finished() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert!(sb.store().join("FORMAT").is_file());
 }
+
+/// Every file in the store and its content, to show that a run took nothing from it.
+fn store_files(sb: &Sandbox) -> Vec<(PathBuf, Vec<u8>)> {
+    let skip = ["lock", "index.jsonl", "retention.json"];
+    files_under(&sb.store())
+        .into_iter()
+        .filter(|p| !p.starts_with(sb.store().join("tmp")))
+        .filter(|p| !p.file_name().is_some_and(|n| skip.iter().any(|s| n == *s)))
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap_or_default();
+            (p, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn the_store_seen_through_a_bind_mount_is_skipped_and_kept() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["f=precious"]);
+    saferm(&sb, &w, &["f"]);
+    let before = store_files(&sb);
+    let archive = before
+        .iter()
+        .map(|(p, _)| p.clone())
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .expect("an archive");
+    let month = archive.parent().and_then(|m| m.file_name()).expect("month");
+    let mnt = sb.work("mnt");
+    for sub in ["store", "archives", "other"] {
+        fs::create_dir(mnt.join(sub)).expect("mkdir");
+    }
+    // Unmounted before the sandbox is removed (declared after it), even when a check fails.
+    let _store = crate::common::BindMount::mount(&sb.store(), &mnt.join("store"))
+        .expect("bind-mount the store");
+    let _archives =
+        crate::common::BindMount::mount(&sb.store().join("archives"), &mnt.join("archives"))
+            .expect("bind-mount archives/");
+    let rm = |args: &[&str]| {
+        sb.command(saferm_bin())
+            .current_dir(sb.root())
+            .args(args)
+            .timeout(HANG)
+            .run()
+    };
+
+    let out = rm(&["-rf", "mnt/store"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert_eq!(
+        out.stderr_text(),
+        "rm: skipping 'mnt/store', since it is the saferm store\n"
+    );
+    let out = rm(&["-rf", "mnt/archives"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert_eq!(
+        out.stderr_text(),
+        "rm: skipping 'mnt/archives', since it is part of the saferm store\n"
+    );
+    // Everything in the store, named through the bind mounts (as `rm -rf mnt/store/*`).
+    let mut names: Vec<String> = fs::read_dir(mnt.join("store"))
+        .expect("list")
+        .flatten()
+        .map(|e| format!("mnt/store/{}", e.file_name().to_string_lossy()))
+        .collect();
+    names.push(format!("mnt/archives/{}", month.to_string_lossy()));
+    names.push(format!(
+        "mnt/archives/{}/{}",
+        month.to_string_lossy(),
+        archive.file_name().expect("name").to_string_lossy()
+    ));
+    names.sort();
+    let mut args = vec!["-rf"];
+    args.extend(names.iter().map(String::as_str));
+    let out = rm(&args);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    let err = out.stderr_text();
+    for name in &names {
+        assert!(
+            err.contains(&format!(
+                "rm: cannot remove '{name}': it is inside the saferm store (use 'unrm --purge')\n"
+            )),
+            "{name}: {err}"
+        );
+    }
+    // The directory holding both mounts: the user's files go, the store stays.
+    fs::write(mnt.join("other/mine"), b"x").expect("write");
+    let out = rm(&["-rf", "mnt"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    let err = out.stderr_text();
+    assert!(
+        err.contains("rm: skipping 'mnt/store', since it is the saferm store\n")
+            && err.contains("rm: skipping 'mnt/archives', since it is part of the saferm store\n"),
+        "{err}"
+    );
+    assert!(!mnt.join("other").exists(), "the user's files are removed");
+
+    // Nothing of the store went or changed (the run on `mnt` added its own deletion).
+    let after = store_files(&sb);
+    for (path, bytes) in &before {
+        assert!(
+            after.iter().any(|(p, b)| p == path && b == bytes),
+            "the store lost or changed {}",
+            path.display()
+        );
+    }
+    let check = unrm(&sb, &w, &["--check"]);
+    assert_eq!(check.code(), Some(0), "{}", check.stderr_text());
+    let out = unrm(&sb, &w, &["f"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(fs::read(w.join("f")).expect("restored"), b"precious");
+}
+
+#[test]
+fn another_store_is_recognised_by_its_format_marker() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["f=1"]);
+    // An old store, left where SAFERM_STORE used to point.
+    let old = sb.work("old-store");
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&w)
+        .env("SAFERM_STORE", old.to_str().expect("utf-8"))
+        .args(["f"])
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let before = files_under(&old);
+    let out = sb.command(saferm_bin()).args(["-rf", "old-store"]).run();
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert_eq!(
+        out.stderr_text(),
+        "rm: skipping 'old-store', since it is a saferm store\n"
+    );
+    let out = sb.command(saferm_bin()).args(["old-store/FORMAT"]).run();
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'old-store/FORMAT': it is inside a saferm store (use 'unrm --purge')\n"
+    );
+    assert_eq!(files_under(&old), before);
+}

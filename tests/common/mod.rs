@@ -1028,6 +1028,51 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A bind mount of `source` on `target` (`mount --bind`) for the life of the guard: the
+/// same directory seen at a second path. Needs root.
+pub struct BindMount {
+    target: PathBuf,
+}
+
+impl BindMount {
+    pub fn mount(source: &Path, target: &Path) -> Result<BindMount, String> {
+        if !is_root() {
+            return Err(format!(
+                "bind-mounting {} needs root: run the tests as root",
+                source.display()
+            ));
+        }
+        let status = Command::new("mount")
+            .arg("--bind")
+            .arg(source)
+            .arg(target)
+            .status()
+            .map_err(|e| format!("run mount: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "mount --bind {} {}: {status}",
+                source.display(),
+                target.display()
+            ));
+        }
+        Ok(BindMount {
+            target: target.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.target)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.target).status();
+        }
+    }
+}
+
 /// One differential case: GNU rm and saferm get copies of the same tree (in sibling
 /// directories `gnu/` and `saferm/` of one sandbox, so relative paths in messages are the
 /// same), the same arguments, stdin and working directory; everything observable must match.
