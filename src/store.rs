@@ -622,11 +622,20 @@ impl Store {
         {
             bail!("'{rel}' is not a path inside the store");
         }
-        let c = sys::cstr(rel.as_bytes())?;
-        // Not blocking on a FIFO in its place, and nothing but a regular file (not
-        // /dev/zero through a symlink in a month's place).
-        sys::open_regular(self.fd(), &c, false)
-            .with_context(|| format!("cannot open '{}'", self.root.join(rel).display()))
+        let context = || format!("cannot open '{}'", self.root.join(rel).display());
+        // One directory at a time, none of them a symlink (a month replaced by a link to
+        // elsewhere is not followed); then not blocking on a FIFO in the file's place, and
+        // nothing but a regular file.
+        let (dirs, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let mut dir: Option<OwnedFd> = None;
+        for component in dirs.split('/').filter(|c| !c.is_empty()) {
+            let at = dir.as_ref().map_or(self.fd(), |d| d.as_raw_fd());
+            let next = sys::open_dir_nofollow(at, &sys::cstr(component.as_bytes())?)
+                .with_context(context)?;
+            dir = Some(next);
+        }
+        let at = dir.as_ref().map_or(self.fd(), |d| d.as_raw_fd());
+        sys::open_regular(at, &sys::cstr(name.as_bytes())?, false).with_context(context)
     }
 
     /// Free bytes on the store's filesystem.

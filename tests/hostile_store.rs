@@ -506,3 +506,52 @@ fn another_store_is_recognised_by_its_format_marker() {
     );
     assert_eq!(files_under(&old), before);
 }
+
+/// The one archive in the store.
+fn only_archive(sb: &Sandbox) -> PathBuf {
+    let all: Vec<PathBuf> = files_under(&sb.store().join("archives"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all[0].clone()
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_an_archive_is_reported_without_hanging() {
+    for what in [Special::Fifo, Special::Zeros] {
+        let sb = Sandbox::new();
+        let w = sb.work("w");
+        build_tree(&w, &["f=1"]);
+        saferm(&sb, &w, &["f"]);
+        plant(&only_archive(&sb), what);
+        for args in [&["f"][..], &["--check"], &["--check", "--repair"]] {
+            let out = bounded(&sb, unrm_bin(), &w, args);
+            assert_eq!(
+                out.code(),
+                Some(1),
+                "{what:?} {args:?}: {} {}",
+                out.status_text(),
+                out.stderr_text()
+            );
+        }
+        assert!(!w.join("f").exists());
+    }
+}
+
+#[test]
+fn an_archive_month_replaced_by_a_symlink_is_not_followed() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["f=1"]);
+    saferm(&sb, &w, &["f"]);
+    let archive = only_archive(&sb);
+    let month = archive.parent().expect("month").to_path_buf();
+    // The same archive, elsewhere, and the month made a link to it.
+    let elsewhere = sb.work("elsewhere");
+    fs::rename(&month, elsewhere.join("m")).expect("move the month");
+    std::os::unix::fs::symlink(elsewhere.join("m"), &month).expect("symlink");
+    let out = unrm(&sb, &w, &["f"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert!(!w.join("f").exists(), "read through a symlink in the store");
+}
