@@ -139,6 +139,24 @@ impl Catalog {
         self.load(i).ok()
     }
 
+    /// `(month, id)` of every manifest found damaged so far: those whose header could not
+    /// be read, and those whose full read failed since ([`crate::check::heal_manifests`]
+    /// rebuilds them).
+    pub fn damaged(&self) -> Vec<(String, String)> {
+        let unreadable = self.unreadable.iter().filter_map(|u| {
+            let month = u.path.parent()?.file_name()?.to_str()?;
+            let id = u.path.file_name()?.to_str()?.strip_suffix(".json")?;
+            Some((month.to_string(), id.to_string()))
+        });
+        let failed = self
+            .loaded
+            .iter()
+            .zip(&self.headers)
+            .filter(|(cell, _)| cell.get().is_some_and(|r| r.is_err()))
+            .map(|(_, h)| (h.month.clone(), h.id.clone()));
+        unreadable.chain(failed).collect()
+    }
+
     /// The deletion whose id is `prefix` or starts with it.
     pub fn find_id(&self, prefix: &str) -> IdMatch {
         if prefix.is_empty() {

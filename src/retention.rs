@@ -330,8 +330,10 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
     let stale_orphans = scan
         .orphans()
         .any(|a| now.saturating_sub(a.mtime) >= stale && Some(a.id.as_str()) != just_made);
+    let empty_manifests = store.empty_manifests()?;
     let work = over
         || stale_orphans
+        || !empty_manifests.is_empty()
         || !scan.purging.is_empty()
         || store.has_stale_temp(crate::check::STALE_TEMP_SECS)?;
     if !work {
@@ -350,6 +352,9 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
         ));
     }
     store.sweep_temp(&lock, crate::check::STALE_TEMP_SECS)?;
+    for line in crate::check::heal_manifests(store, &lock, &empty_manifests) {
+        lines.push(format!("saferm: {line}"));
+    }
     for a in scan.orphans() {
         if now.saturating_sub(a.mtime) < stale || Some(a.id.as_str()) == just_made {
             continue;

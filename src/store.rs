@@ -716,6 +716,30 @@ impl Store {
         Ok(scan)
     }
 
+    /// `(month, id)` of every manifest that is empty (a power cut soon after `rm` can leave
+    /// one at 0 bytes: its rename reached the disk, its data did not). Listings and a stat
+    /// per manifest; nothing is read.
+    pub fn empty_manifests(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (month, fd) in self.months("manifests")? {
+            for e in sys::read_dir(fd.as_raw_fd())? {
+                let Ok(name) = e.name.to_str() else { continue };
+                if SIDECARS.iter().any(|s| name.ends_with(s)) {
+                    continue;
+                }
+                let Some(id) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                if sys::fstatat(fd.as_raw_fd(), &e.name, false)
+                    .is_ok_and(|st| st.is_file() && st.size == 0)
+                {
+                    out.push((month.clone(), id.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Purge deletions, crash-safely, under the exclusive lock:
     ///
     /// 1. a marker `manifests/<month>/<id>.purging` is made durable;

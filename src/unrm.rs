@@ -68,32 +68,109 @@ fn execute(opts: &Options) -> Result<i32> {
     let cwd = std::env::current_dir()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b"/".to_vec());
-    // Restores hold the lock shared from reading the catalog on, so a purge cannot remove a
-    // deletion between resolving a name and reading its archive.
-    let _restore_lock = if matches!(opts.action, Action::Restore(_) | Action::Last(_)) {
-        Some(
-            store
-                .lock_shared_patiently(|holder| {
-                    stderr_write(
-                        format!("unrm: waiting for the store lock, held by {holder}...\n")
-                            .as_bytes(),
-                    )
-                })
-                .context("could not lock the store")?,
-        )
-    } else {
-        None
-    };
-    let catalog = Catalog::open(&store).context("could not read the store")?;
+    // A damaged manifest (a power cut soon after `rm` can leave one empty) hides its
+    // deletion, and the answer would be about the others: it is rebuilt from the copy in its
+    // archive first, then the catalog read again. `--check` reports instead (`--repair`
+    // rebuilds), and completion never waits for a lock.
+    let heals = !matches!(
+        opts.action,
+        Action::Check { .. } | Action::CompleteNames { .. }
+    );
+    let mut healed = false;
+    loop {
+        // Restores hold the lock shared from reading the catalog on, so a purge cannot
+        // remove a deletion between resolving a name and reading its archive.
+        let restore_lock = if matches!(opts.action, Action::Restore(_) | Action::Last(_)) {
+            Some(
+                store
+                    .lock_shared_patiently(|holder| {
+                        stderr_write(
+                            format!("unrm: waiting for the store lock, held by {holder}...\n")
+                                .as_bytes(),
+                        )
+                    })
+                    .context("could not lock the store")?,
+            )
+        } else {
+            None
+        };
+        let catalog = Catalog::open(&store).context("could not read the store")?;
+        let may_heal = heals && !healed;
+        let result = if may_heal && !catalog.unreadable.is_empty() {
+            Err(NeedsHealing.into())
+        } else {
+            act(opts, &store, &catalog, &cwd, may_heal)
+        };
+        match result {
+            Err(e) if e.is::<NeedsHealing>() => {
+                let damaged = catalog.damaged();
+                drop(catalog);
+                drop(restore_lock);
+                heal(&store, &damaged)?;
+                healed = true;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An action met a damaged manifest before doing anything: heal it and start again.
+#[derive(Debug)]
+struct NeedsHealing;
+
+impl std::fmt::Display for NeedsHealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a manifest is damaged")
+    }
+}
+
+impl std::error::Error for NeedsHealing {}
+
+/// Fail with [`NeedsHealing`] when healing is allowed and the catalog has met a damaged
+/// manifest.
+fn met_damage(catalog: &Catalog, may_heal: bool) -> Result<()> {
+    if may_heal && !catalog.damaged().is_empty() {
+        return Err(NeedsHealing.into());
+    }
+    Ok(())
+}
+
+/// Rebuild `damaged` manifests under the exclusive lock (`check::heal_manifests`).
+fn heal(store: &Store, damaged: &[(String, String)]) -> Result<()> {
+    let lock = store
+        .lock_exclusive_patiently(|holder| {
+            stderr_write(
+                format!("unrm: a manifest is damaged; waiting for other saferm and unrm processes to finish ({holder} holds the store lock) to rebuild it...\n")
+                    .as_bytes(),
+            )
+        })
+        .context("could not lock the store")?;
+    for line in crate::check::heal_manifests(store, &lock, damaged) {
+        stderr_write(format!("unrm: {line}\n").as_bytes());
+    }
+    Ok(())
+}
+
+fn act(
+    opts: &Options,
+    store: &Store,
+    catalog: &Catalog,
+    cwd: &[u8],
+    may_heal: bool,
+) -> Result<i32> {
     match &opts.action {
-        Action::Restore(names) => restore_names(opts, &store, &catalog, &cwd, names),
+        Action::Restore(names) => restore_names(opts, store, catalog, cwd, names, may_heal),
         Action::Last(n) => {
             // The newest commands not undone yet: `unrm --last` twice undoes two commands.
-            let mut picks: Vec<(usize, Vec<u8>)> = Vec::new();
             let newest: Vec<usize> = (0..catalog.len())
                 .filter(|&d| !catalog.headers[d].restored)
                 .take(*n)
                 .collect();
+            for &d in &newest {
+                let _ = catalog.load(d);
+            }
+            met_damage(catalog, may_heal)?;
+            let mut picks: Vec<(usize, Vec<u8>)> = Vec::new();
             for d in newest {
                 match catalog.load(d) {
                     Ok(del) => picks.extend(del.roots().into_iter().map(|r| (d, r))),
@@ -104,15 +181,21 @@ fn execute(opts: &Options) -> Result<i32> {
                 stderr_write(b"unrm: could not restore: no deletion is left to undo\n");
                 return Ok(1);
             }
-            Ok(restore_picks(opts, &store, &catalog, &cwd, picks, false))
+            Ok(restore_picks(opts, store, catalog, cwd, picks, false))
         }
-        Action::List(patterns) => Ok(list(opts, &catalog.headers, &cwd, patterns)),
-        Action::Show(id) => Ok(show(opts, &catalog, id)),
-        Action::Check { ids, repair } => crate::check::run(&store, &catalog, ids, *repair),
-        Action::Purge(p) => purge(opts, &store, &catalog, p),
-        Action::Stats => crate::stats::run(&store, &catalog, opts.json),
+        Action::List(patterns) => Ok(list(opts, &catalog.headers, cwd, patterns)),
+        Action::Show(id) => {
+            if let IdMatch::One(d) = catalog.find_id(id) {
+                let _ = catalog.load(d);
+                met_damage(catalog, may_heal)?;
+            }
+            Ok(show(opts, catalog, id))
+        }
+        Action::Check { ids, repair } => crate::check::run(store, catalog, ids, *repair),
+        Action::Purge(p) => purge(opts, store, catalog, p),
+        Action::Stats => crate::stats::run(store, catalog, opts.json),
         Action::CompleteNames { shell, word } => {
-            let names = crate::complete::names(&catalog.headers, &cwd);
+            let names = crate::complete::names(&catalog.headers, cwd);
             let out = match (shell.as_str(), word) {
                 ("bash", Some((text, line))) => crate::complete::bash_replies(&names, text, line),
                 ("bash", None) => crate::complete::bash_replies(&names, b"", b""),
@@ -476,6 +559,7 @@ fn restore_names(
     catalog: &Catalog,
     cwd: &[u8],
     names: &[OsString],
+    may_heal: bool,
 ) -> Result<i32> {
     let allowed: Box<dyn Fn(usize) -> bool> = match &opts.at {
         None => Box::new(|_| true),
@@ -490,12 +574,21 @@ fn restore_names(
     let tty = sys::stdin_is_tty();
     let mut picks = Vec::new();
     let mut failed = false;
-    for name in names {
-        let name = name.as_bytes();
+    // Every name is resolved before anything is asked or restored: a damaged manifest met
+    // on the way is rebuilt first, and the names resolved again.
+    let resolved: Vec<(&[u8], _)> = names
+        .iter()
+        .map(|name| {
+            let name = name.as_bytes();
+            (name, resolve(catalog, &*allowed, cwd, name, opts.pick))
+        })
+        .collect();
+    met_damage(catalog, may_heal)?;
+    for (name, resolution) in resolved {
         let fail = |msg: &str| {
             stderr_write(format!("unrm: could not restore {}: {msg}\n", quote(name)).as_bytes());
         };
-        match resolve(catalog, &*allowed, cwd, name, opts.pick) {
+        match resolution {
             Ok(Resolution::Found(found)) => picks.extend(found),
             Ok(Resolution::Choose(found)) if tty => match choose(catalog, name, &found) {
                 Some(n) => picks.push(found[n].clone()),
