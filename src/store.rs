@@ -633,7 +633,12 @@ pub struct PurgeTarget {
 }
 
 /// The sidecar suffixes a deletion may have beside its manifest.
-const SIDECARS: &[&str] = &[".restored.json", ".restored-part.json"];
+const SIDECARS: &[&str] = &[
+    ".restored.json",
+    ".restored-part.json",
+    ".kept.json",
+    ".kept-part.json",
+];
 /// The suffix of an archive without a manifest that could not be rebuilt, set aside.
 pub const DAMAGED: &str = ".damaged";
 /// The suffix of a purge marker, beside the manifest it dooms.

@@ -713,6 +713,7 @@ fn write_crafted(sb: &Sandbox, label: &str, entries: &[Crafted]) -> String {
         operands: vec![Operand {
             given: PathBytes::new(&entries[0].manifest_path),
             absolute: PathBytes::new(&entries[0].manifest_path),
+            typed: None,
         }],
         totals: Totals::default(),
         archive: Some(ArchiveInfo {
