@@ -235,10 +235,7 @@ fn logical_cwd(physical: &[u8]) -> Vec<u8> {
         return physical.to_vec();
     };
     let pwd = pwd.as_bytes();
-    let plain = pwd.starts_with(b"/")
-        && pwd
-            .split(|&b| b == b'/')
-            .all(|c| c != b"." && c != b"..");
+    let plain = pwd.starts_with(b"/") && pwd.split(|&b| b == b'/').all(|c| c != b"." && c != b"..");
     let same = || {
         let (Ok(a), Ok(b)) = (sys::cstr(pwd), sys::cstr(b".")) else {
             return false;
@@ -1401,7 +1398,8 @@ fn fill_archive<'p>(
                 let absolute = plan.abs(r);
                 manifest::Operand {
                     given: PathBytes::new(given),
-                    typed: typed_path(ctx.logical_cwd, given, &absolute).map(|t| PathBytes::new(&t)),
+                    typed: typed_path(ctx.logical_cwd, given, &absolute)
+                        .map(|t| PathBytes::new(&t)),
                     absolute: PathBytes::new(&absolute),
                 }
             })

@@ -43,6 +43,13 @@ fn manifest_of(sb: &Sandbox, id: &str) -> PathBuf {
     found.remove(0)
 }
 
+/// Move `path` out of the way, below the sandbox (tests delete nothing themselves).
+fn away(sb: &Sandbox, path: &Path) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fs::rename(path, sb.root().join(format!("away-{n}"))).expect("move away");
+}
+
 fn newest_id(sb: &Sandbox) -> String {
     deletions(sb)[0]["id"].as_str().expect("an id").to_string()
 }
@@ -60,7 +67,7 @@ fn power_cut_after_rm(list_first: bool) -> (Sandbox, PathBuf, String, PathBuf) {
     let id = newest_id(&sb);
     if !list_first {
         // The listing cache written by `--list` must not know it either.
-        fs::remove_file(sb.store().join("index.jsonl")).expect("drop the cache");
+        away(&sb, &sb.store().join("index.jsonl"));
     }
     let manifest = manifest_of(&sb, &id);
     fs::write(&manifest, b"").expect("empty the manifest");
@@ -168,7 +175,12 @@ fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-const PROJ: &[&str] = &["proj/a=1", "proj/sub/b=2", "proj/sub/secret=3", "proj/c/d=4"];
+const PROJ: &[&str] = &[
+    "proj/a=1",
+    "proj/sub/b=2",
+    "proj/sub/secret=3",
+    "proj/c/d=4",
+];
 
 /// `rm -rf proj` that cannot archive `proj/sub/secret`: everything else goes.
 fn partial_rm(sb: &Sandbox, w: &Path) {
@@ -179,7 +191,11 @@ fn partial_rm(sb: &Sandbox, w: &Path) {
         .args(["-rf", "proj"])
         .run();
     assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
-    assert!(out.stderr_text().contains("proj/sub/secret"), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("proj/sub/secret"),
+        "{}",
+        out.stderr_text()
+    );
     assert!(w.join("proj/sub/secret").exists() && !w.join("proj/a").exists());
 }
 
@@ -219,7 +235,7 @@ fn a_path_removed_by_two_runs_restores_from_both_and_says_so() {
     );
     assert!(text.contains("restored 'proj'\n"), "{text}");
     // Under --to, the pieces keep their places below the operand's parent.
-    fs::remove_dir_all(w.join("proj")).expect("clean");
+    away(&sb, &w.join("proj"));
     let out_dir = sb.work("out");
     unrm_ok(&sb, &w, &["--to", out_dir.to_str().expect("utf-8"), "proj"]);
     assert_eq!(contents(&out_dir.join("proj")), before);
@@ -288,14 +304,28 @@ fn a_tree_removed_through_a_symlinked_path_is_restored_by_that_path() {
     );
     // While the link is there, and after it is gone (only the manifest knows then).
     unrm_ok(&sb, sb.root(), &[typed]);
-    assert_eq!(fs::read(real.join("src/a.rs")).expect("a.rs"), b"fn main() {}");
+    assert_eq!(
+        fs::read(real.join("src/a.rs")).expect("a.rs"),
+        b"fn main() {}"
+    );
     saferm(&sb, sb.root(), &["-r", typed]);
-    fs::remove_file(&linked).expect("remove the link");
+    away(&sb, &linked);
     let out = unrm_ok(&sb, sb.root(), &[typed]);
-    assert!(out.stdout_text().contains("restored"), "{}", out.stdout_text());
-    assert_eq!(fs::read(real.join("src/a.rs")).expect("a.rs"), b"fn main() {}");
+    assert!(
+        out.stdout_text().contains("restored"),
+        "{}",
+        out.stdout_text()
+    );
+    assert_eq!(
+        fs::read(real.join("src/a.rs")).expect("a.rs"),
+        b"fn main() {}"
+    );
     // The resolved path works as before.
-    saferm(&sb, sb.root(), &["-r", real.join("src").to_str().expect("utf-8")]);
+    saferm(
+        &sb,
+        sb.root(),
+        &["-r", real.join("src").to_str().expect("utf-8")],
+    );
     unrm_ok(&sb, sb.root(), &[real.join("src").to_str().expect("utf-8")]);
     assert!(real.join("src/a.rs").exists());
 }
@@ -312,7 +342,7 @@ fn a_relative_path_in_a_symlinked_directory_is_recorded_as_the_shell_names_it() 
         .args(["-r", "src"])
         .run();
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
-    fs::remove_file(&linked).expect("remove the link");
+    away(&sb, &linked);
     let typed = linked.join("src");
     unrm_ok(&sb, sb.root(), &[typed.to_str().expect("utf-8")]);
     assert!(real.join("src/a.rs").exists());
@@ -329,16 +359,21 @@ fn the_contents_removed_through_link_slash_are_restored_by_the_link() {
         .current_dir(&w)
         .args(["-r", "link/"])
         .run();
-    assert_eq!(out.code(), Some(1), "rm fails on the link: {}", out.stderr_text());
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "rm fails on the link: {}",
+        out.stderr_text()
+    );
     assert!(fs::read_dir(w.join("real")).expect("real").next().is_none());
     for name in ["link", "link/"] {
         unrm_ok(&sb, &w, &[name]);
         assert_eq!(fs::read(w.join("real/sub/b")).expect("b"), b"2", "{name}");
-        fs::remove_dir_all(w.join("real")).expect("clean");
+        away(&sb, &w.join("real"));
         fs::create_dir(w.join("real")).expect("mkdir");
     }
     // With the link gone, by the path recorded as typed.
-    fs::remove_file(w.join("link")).expect("unlink");
+    away(&sb, &w.join("link"));
     unrm_ok(&sb, &w, &["link"]);
     assert_eq!(fs::read(w.join("real/a")).expect("a"), b"1");
 }
@@ -390,7 +425,10 @@ impl Attrs {
 impl Drop for Attrs {
     fn drop(&mut self) {
         for p in &self.0 {
-            let _ = std::process::Command::new("chattr").args(["-i", "-a"]).arg(p).status();
+            let _ = std::process::Command::new("chattr")
+                .args(["-i", "-a"])
+                .arg(p)
+                .status();
         }
     }
 }
@@ -418,11 +456,16 @@ fn a_removal_that_removed_nothing_is_not_listed() {
     assert_eq!(deletions(&sb), Vec::<serde_json::Value>::new());
     let out = unrm(&sb, &w, &["--last"]);
     assert_eq!(out.code(), Some(1));
-    assert!(out.stderr_text().contains("no deletion is left to undo"), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("no deletion is left to undo"),
+        "{}",
+        out.stderr_text()
+    );
     let out = unrm(&sb, &w, &["imm"]);
     assert_eq!(out.code(), Some(1));
     assert!(
-        out.stderr_text().contains("no deletion in the store holds it"),
+        out.stderr_text()
+            .contains("no deletion in the store holds it"),
         "{}",
         out.stderr_text()
     );
@@ -442,7 +485,11 @@ fn what_a_removal_had_to_leave_in_place_is_not_listed_as_deleted() {
     let Some(_attrs) = Attrs::set("+i", &[w.join("d/imm")]) else {
         return;
     };
-    let out = sb.command(saferm_bin()).current_dir(&w).args(["-rf", "d"]).run();
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&w)
+        .args(["-rf", "d"])
+        .run();
     assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
     assert!(w.join("d/imm").exists() && !w.join("d/a").exists());
     let list = deletions(&sb);
@@ -458,7 +505,8 @@ fn what_a_removal_had_to_leave_in_place_is_not_listed_as_deleted() {
     let out = unrm(&sb, &w, &["d/imm"]);
     assert_eq!(out.code(), Some(1), "{}", out.stdout_text());
     assert!(
-        out.stderr_text().contains("no deletion in the store holds it"),
+        out.stderr_text()
+            .contains("no deletion in the store holds it"),
         "{}",
         out.stderr_text()
     );
