@@ -8,6 +8,7 @@
 //!   archives/YYYY-MM/<id>.tar.zst   0600
 //!   manifests/YYYY-MM/<id>.json     0600
 //!   manifests/YYYY-MM/<id>.purging  a purge in progress (see `Store::purge_deletions`)
+//!   manifests/YYYY-MM/<id>.{restored,restored-part,kept,kept-part}.json   notes (`catalog`)
 //!   index.jsonl, retention.json     caches (listing headers; the last retention check)
 //! ```
 //!
@@ -21,7 +22,8 @@
 //!   manifest, so a half-written archive is invisible; a crash leaves an orphan that
 //!   `unrm --check` reports). Manifests are published by atomic rename but not fsynced: each
 //!   archive carries a copy of its manifest, from which `unrm --check --repair` rebuilds one
-//!   that a crash lost. That keeps one journal commit per deletion.
+//!   that a crash lost (and any unrm run, or saferm's periodic check, one a crash left
+//!   damaged or empty: `check::heal_manifests`). That keeps one journal commit per deletion.
 //! - Writers MUST hold the lock shared from creating their temp file to the last rename, so a
 //!   collector holding it exclusively never sees a half-written deletion.
 //! - A process that has to wait for the lock SHOULD say so, and for whom, and MUST stay

@@ -999,15 +999,20 @@ fn matches_pattern(del: &Header, cwd: &[u8], pattern: &[u8]) -> bool {
     let glob = has_glob(pattern);
     let abs_pattern = absolute(cwd, pattern);
     del.operands.iter().any(|o| {
-        let abs = o.absolute.bytes().unwrap_or_default();
         let given = o.given.bytes().unwrap_or_default();
-        if glob {
-            glob_match(&abs_pattern, &abs)
-                || glob_match(pattern, &given)
-                || glob_match(pattern, split_parent(&abs).1)
-        } else {
-            is_under(&abs, &abs_pattern) || abs.windows(pattern.len().max(1)).any(|w| w == pattern)
-        }
+        // By the path it was removed under, or the one typed (through a symlink).
+        let paths = [Some(&o.absolute), o.typed.as_ref()];
+        paths.into_iter().flatten().any(|p| {
+            let abs = p.bytes().unwrap_or_default();
+            if glob {
+                glob_match(&abs_pattern, &abs)
+                    || glob_match(pattern, &given)
+                    || glob_match(pattern, split_parent(&abs).1)
+            } else {
+                is_under(&abs, &abs_pattern)
+                    || abs.windows(pattern.len().max(1)).any(|w| w == pattern)
+            }
+        })
     })
 }
 

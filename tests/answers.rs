@@ -302,6 +302,8 @@ fn a_tree_removed_through_a_symlinked_path_is_restored_by_that_path() {
         m["operands"][0]["absolute"]["path"],
         real.join("src").to_str().expect("utf-8")
     );
+    let listed = unrm_ok(&sb, sb.root(), &["--list", typed]).stdout_text();
+    assert!(listed.contains(&id), "--list by the typed path: {listed}");
     // While the link is there, and after it is gone (only the manifest knows then).
     unrm_ok(&sb, sb.root(), &[typed]);
     assert_eq!(
