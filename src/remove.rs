@@ -255,20 +255,31 @@ fn logical_cwd(physical: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The operand `given` as typed, made absolute lexically against `cwd` (`unrm::absolute`),
+/// The operand `given` as typed, made absolute lexically against `cwd`,
 /// when that differs from the `resolved` path it was archived under and still names the
 /// same object now (the directories above it resolve to those above `resolved`; for
 /// `link/`, the link resolves to `resolved`). A lexical `..` after a symlink names
-/// another place than the kernel's: such a path is not recorded.
-fn typed_path(cwd: &[u8], given: &[u8], resolved: &[u8]) -> Option<Vec<u8>> {
+/// another place than the kernel's: such a path is not recorded. `canonical` caches the
+/// directories resolved (`rm d/*` in a symlinked directory resolves `d` once).
+fn typed_path(
+    cwd: &[u8],
+    given: &[u8],
+    resolved: &[u8],
+    canonical: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Option<Vec<u8>> {
     let typed = rules::lexical_absolute(cwd, given);
     if typed == resolved || typed == b"/" {
         return None;
     }
-    let canon = |p: &[u8]| {
-        std::fs::canonicalize(std::ffi::OsStr::from_bytes(p))
-            .ok()
-            .map(|c| c.as_os_str().as_bytes().to_vec())
+    let mut canon = |p: &[u8]| {
+        canonical
+            .entry(p.to_vec())
+            .or_insert_with(|| {
+                std::fs::canonicalize(std::ffi::OsStr::from_bytes(p))
+                    .ok()
+                    .map(|c| c.as_os_str().as_bytes().to_vec())
+            })
+            .clone()
     };
     let through_link = given.ends_with(b"/");
     let same = if through_link {
@@ -1374,6 +1385,7 @@ fn fill_archive<'p>(
         return Ok(Filled::SourceFailed(failures));
     }
     totals.entries = entries.list.len() as u64;
+    let mut canonical = HashMap::new();
     let mut manifest = Manifest {
         format: manifest::MANIFEST_VERSION,
         id: id.to_string(),
@@ -1398,7 +1410,7 @@ fn fill_archive<'p>(
                 let absolute = plan.abs(r);
                 manifest::Operand {
                     given: PathBytes::new(given),
-                    typed: typed_path(ctx.logical_cwd, given, &absolute)
+                    typed: typed_path(ctx.logical_cwd, given, &absolute, &mut canonical)
                         .map(|t| PathBytes::new(&t)),
                     absolute: PathBytes::new(&absolute),
                 }
