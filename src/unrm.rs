@@ -398,7 +398,7 @@ fn resolve(
     //    to remove it and holds part of it (`pieces`), or with --pick the versions of the
     //    path itself to choose from.
     let physical = physical_path(&abs);
-    let found = attempts(catalog, allowed, &abs, physical.as_deref());
+    let found = attempts(catalog, allowed, &abs, physical.as_deref(), !pick);
     if pick {
         let versions: Vec<(usize, Vec<u8>)> = found
             .iter()
@@ -505,12 +505,16 @@ struct Attempt<'c> {
 /// The deletions (allowed, newest first) that set out to remove `abs`, which is one of
 /// their operands or inside one, and removed at least part of it: with the path `abs` is
 /// recorded under in each (itself, through the typed path of an operand, or `physical`).
-/// Only headers are read for the others.
+/// Only headers are read for the others. With `this_life`, only those since the object was
+/// last made: the list ends before an older deletion that removed the path itself (what it
+/// and the older ones hold is of an object that was removed whole and made again since),
+/// so `unrm build` after a hundred `rm -rf build` reads two manifests.
 fn attempts<'c>(
     catalog: &'c Catalog,
     allowed: &dyn Fn(usize) -> bool,
     abs: &[u8],
     physical: Option<&[u8]>,
+    this_life: bool,
 ) -> Vec<Attempt<'c>> {
     let mut out = Vec::new();
     for d in (0..catalog.len()).filter(|&d| allowed(d)) {
@@ -544,6 +548,13 @@ fn attempts<'c>(
                 .any(|e| e.path.bytes().is_some_and(|p| is_under(&p, c)))
         });
         if let Some((path, operand)) = hit {
+            let whole = || {
+                del.removed()
+                    .any(|e| e.path.bytes().as_ref() == Some(&path))
+            };
+            if this_life && !out.is_empty() && whole() {
+                break;
+            }
             out.push(Attempt {
                 d,
                 path,

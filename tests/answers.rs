@@ -276,6 +276,28 @@ fn a_directory_removed_in_parts_after_a_subtree_was_made_again_skips_the_old_sub
     assert_eq!(contents(&w.join("proj")), before);
 }
 
+#[test]
+fn pieces_of_an_earlier_life_of_the_path_stay_out() {
+    // proj removed in two runs, made again with other files, removed in two runs again:
+    // unrm proj gives back the second proj only.
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["proj/old=1", "proj/sub/secret=old"]);
+    partial_rm(&sb, &w);
+    saferm(&sb, &w, &["-rf", "proj"]);
+    build_tree(&w, &["proj/new=2", "proj/sub/b=3", "proj/sub/secret=new"]);
+    let before = contents(&w.join("proj"));
+    partial_rm(&sb, &w);
+    saferm(&sb, &w, &["-rf", "proj"]);
+    let out = unrm_ok(&sb, &w, &["proj"]);
+    assert!(
+        out.stdout_text().contains("by 2 deletions"),
+        "{}",
+        out.stdout_text()
+    );
+    assert_eq!(contents(&w.join("proj")), before);
+}
+
 // --- 7. a path typed through a symlink -----------------------------------------------------
 
 /// `home/proj` -> `data/proj`, which holds `src/a.rs`.
