@@ -724,9 +724,9 @@ impl Store {
     }
 
     /// `(month, id)` of every manifest that is empty (a power cut soon after `rm` can leave
-    /// one at 0 bytes: its rename reached the disk, its data did not). Listings and a stat
-    /// per manifest; nothing is read.
-    pub fn empty_manifests(&self) -> Result<Vec<(String, String)>> {
+    /// one at 0 bytes: its rename reached the disk, its data did not), among those whose id
+    /// `wanted` lets through. Listings and a stat per manifest wanted; nothing is read.
+    pub fn empty_manifests(&self, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for (month, fd) in self.months("manifests")? {
             for e in sys::read_dir(fd.as_raw_fd())? {
@@ -734,7 +734,7 @@ impl Store {
                 if SIDECARS.iter().any(|s| name.ends_with(s)) {
                     continue;
                 }
-                let Some(id) = name.strip_suffix(".json") else {
+                let Some(id) = name.strip_suffix(".json").filter(|id| wanted(id)) else {
                     continue;
                 };
                 if sys::fstatat(fd.as_raw_fd(), &e.name, false)
