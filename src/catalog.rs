@@ -4,6 +4,10 @@
 //! The manifest stays the immutable source of truth; a restore writes a small sidecar next
 //! to it instead of rewriting it: `manifests/YYYY-MM/<id>.restored.json` when everything
 //! the deletion holds was put back, `<id>.restored-part.json` when only part of it was.
+//! saferm leaves one too when a removal failed after archiving (an immutable file, an
+//! append-only directory): `<id>.kept-part.json` lists what is still in place, which no
+//! answer counts as deleted; `<id>.kept.json` says nothing was removed (the deletion could
+//! not be withdrawn at once), and the catalog leaves such a deletion out.
 //!
 //! Listing must stay fast with 10,000 deletions, so `--list` reads [`Header`]s (a manifest
 //! without its entries) from `index.jsonl` in the store, a cache rebuilt from the manifests:
@@ -35,12 +39,22 @@ pub struct Restored {
     pub complete: bool,
 }
 
+/// What saferm's note says stayed in place of a deletion (`<id>.kept-part.json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    /// Absolute paths of the objects archived but not removed.
+    pub kept: Vec<PathBytes>,
+}
+
 /// One deletion, its manifest read in full.
 #[derive(Clone, Debug)]
 pub struct Deletion {
     pub manifest: Manifest,
     /// The month directory the manifest is filed under.
     pub month: String,
+    /// Entries archived but never removed (they are still in place): not part of what
+    /// the deletion holds for listing or restoring.
+    pub kept: std::collections::HashSet<Vec<u8>>,
 }
 
 impl Deletion {
@@ -52,18 +66,22 @@ impl Deletion {
     /// (An operand's recorded absolute path is not always an entry: `rm -r link/` removes
     /// only what is inside the directory.)
     pub fn roots(&self) -> Vec<Vec<u8>> {
-        let paths: Vec<Vec<u8>> = self
-            .manifest
-            .entries
-            .iter()
-            .filter_map(|e| e.path.bytes())
-            .collect();
+        let paths: Vec<Vec<u8>> = self.removed().filter_map(|e| e.path.bytes()).collect();
         let set: std::collections::HashSet<&[u8]> = paths.iter().map(|p| p.as_slice()).collect();
         paths
             .iter()
             .filter(|p| !set.contains(crate::restore::split_parent(p).0))
             .cloned()
             .collect()
+    }
+}
+
+impl Deletion {
+    /// The entries of what was removed: all but those saferm had to leave in place.
+    pub fn removed(&self) -> impl Iterator<Item = &crate::manifest::Entry> + '_ {
+        self.manifest.entries.iter().filter(move |e| {
+            self.kept.is_empty() || e.path.bytes().is_none_or(|p| !self.kept.contains(&p))
+        })
     }
 }
 
@@ -93,7 +111,9 @@ pub enum IdMatch {
 
 impl Catalog {
     pub fn open(store: &Store) -> Result<Catalog> {
-        let (headers, unreadable) = headers(store)?;
+        let (mut headers, unreadable) = headers(store)?;
+        // Nothing of these was removed: not deletions.
+        headers.retain(|h| !h.kept);
         let loaded = headers.iter().map(|_| std::cell::OnceCell::new()).collect();
         Ok(Catalog {
             dir: store.root().join("manifests"),
@@ -121,6 +141,18 @@ impl Catalog {
             .get_or_init(|| {
                 let h = &self.headers[i];
                 let path = self.dir.join(&h.month).join(format!("{}.json", h.id));
+                // A note that cannot be read keeps nothing out: the restore then meets
+                // those objects in place, identical or in conflict, and says so.
+                let kept = if h.partly_kept {
+                    let note = self.dir.join(&h.month).join(format!("{}{KEPT_PART}", h.id));
+                    sys::read_regular_path(&note, false, crate::store::MANIFEST_MAX)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Kept>(&b).ok())
+                        .map(|k| k.kept.iter().filter_map(PathBytes::bytes).collect())
+                        .unwrap_or_default()
+                } else {
+                    Default::default()
+                };
                 sys::read_regular_path(&path, false, crate::store::MANIFEST_MAX)
                     .map_err(anyhow::Error::new)
                     .and_then(|b| Manifest::from_json(&b))
@@ -135,6 +167,7 @@ impl Catalog {
                     .map(|manifest| Deletion {
                         manifest,
                         month: h.month.clone(),
+                        kept,
                     })
                     .map_err(|e| format!("cannot read '{}': {e:#}", path.display()))
             })
@@ -145,6 +178,24 @@ impl Catalog {
     /// Deletion `i` when its manifest can be read (a damaged one is left to --check).
     pub fn get(&self, i: usize) -> Option<&Deletion> {
         self.load(i).ok()
+    }
+
+    /// `(month, id)` of every manifest found damaged so far: those whose header could not
+    /// be read, and those whose full read failed since ([`crate::check::heal_manifests`]
+    /// rebuilds them).
+    pub fn damaged(&self) -> Vec<(String, String)> {
+        let unreadable = self.unreadable.iter().filter_map(|u| {
+            let month = u.path.parent()?.file_name()?.to_str()?;
+            let id = u.path.file_name()?.to_str()?.strip_suffix(".json")?;
+            Some((month.to_string(), id.to_string()))
+        });
+        let failed = self
+            .loaded
+            .iter()
+            .zip(&self.headers)
+            .filter(|(cell, _)| cell.get().is_some_and(|r| r.is_err()))
+            .map(|(_, h)| (h.month.clone(), h.id.clone()));
+        unreadable.chain(failed).collect()
     }
 
     /// The deletion whose id is `prefix` or starts with it.
@@ -230,6 +281,36 @@ pub fn mark_restored(store: &Store, deletion: &Deletion, note: &Restored) -> Res
     Ok(())
 }
 
+/// The notes saferm leaves when archived objects could not be removed.
+const KEPT_ALL: &str = ".kept.json";
+const KEPT_PART: &str = ".kept-part.json";
+
+/// Note that `kept` (absolute paths) of deletion `id` were archived but are still in place;
+/// `all` when nothing of it was removed. Written durably, never replacing.
+pub fn mark_kept(store: &Store, month: &str, id: &str, kept: &[Vec<u8>], all: bool) -> Result<()> {
+    let name = format!("{id}{}", if all { KEPT_ALL } else { KEPT_PART });
+    let note = Kept {
+        kept: kept.iter().map(|p| PathBytes::new(p)).collect(),
+    };
+    let (tmp, file) = store.create_temp(name.as_bytes())?;
+    let written = (|| -> Result<()> {
+        let mut w = std::io::BufWriter::new(file);
+        serde_json::to_writer(&mut w, &note)?;
+        w.flush()?;
+        sys::fsync(w.get_ref())?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        store.discard_temp(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = store.publish(&tmp, "manifests", month, &name) {
+        store.discard_temp(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// What `--list` shows of a deletion: its manifest without the entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -251,6 +332,12 @@ pub struct Header {
     /// Whether part of it was restored.
     #[serde(skip)]
     pub partly_restored: bool,
+    /// Whether nothing of it was removed (saferm's `<id>.kept.json`).
+    #[serde(skip)]
+    pub kept: bool,
+    /// Whether part of what it archived is still in place (`<id>.kept-part.json`).
+    #[serde(skip)]
+    pub partly_kept: bool,
 }
 
 /// The cache of headers, in the store's root.
@@ -263,6 +350,8 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
     // id -> (month, (restored, partly restored))
     let mut present: std::collections::HashMap<String, (String, (bool, bool))> = Default::default();
     let mut notes: Vec<(String, bool)> = Vec::new();
+    // id -> whether nothing was removed (else part of it was kept)
+    let mut kept: std::collections::HashMap<String, bool> = Default::default();
     for (month, path) in manifest_files(&dir)? {
         let name = path
             .file_name()
@@ -283,6 +372,10 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
             notes.push((id.to_string(), true));
         } else if let Some(id) = name.strip_suffix(".restored-part.json") {
             notes.push((id.to_string(), false));
+        } else if let Some(id) = name.strip_suffix(KEPT_ALL) {
+            kept.insert(id.to_string(), true);
+        } else if let Some(id) = name.strip_suffix(KEPT_PART) {
+            kept.entry(id.to_string()).or_insert(false);
         } else if let Some(id) = name.strip_suffix(".json") {
             present.insert(id.to_string(), (month, (false, false)));
         }
@@ -296,6 +389,10 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
             }
         }
     }
+    let kept_of = |h: &mut Header| match kept.get(&h.id) {
+        Some(&all) => (h.kept, h.partly_kept) = (all, !all),
+        None => (h.kept, h.partly_kept) = (false, false),
+    };
     let mut out: Vec<Header> = Vec::with_capacity(present.len());
     let mut seen: std::collections::HashSet<String> = Default::default();
     let cached = store
@@ -308,6 +405,7 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
         match present.get(&h.id) {
             Some((month, (all, part))) if *month == h.month && seen.insert(h.id.clone()) => {
                 (h.restored, h.partly_restored) = (*all, *part);
+                kept_of(&mut h);
                 out.push(h);
             }
             _ => {}
@@ -343,6 +441,7 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
         };
         h.month = month.clone();
         (h.restored, h.partly_restored) = (*all, *part);
+        kept_of(&mut h);
         out.push(h);
     }
     out.sort_by(|a, b| b.id.cmp(&a.id));

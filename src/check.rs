@@ -13,7 +13,7 @@ use crate::archive::{MANIFEST_FRAME_MAGIC, MANIFEST_FRAME_TAG};
 use crate::catalog::{Catalog, Deletion, IdMatch};
 use crate::manifest::{ArchiveInfo, Frame, Manifest};
 use crate::output::{stderr_write, stdout_write};
-use crate::store::Store;
+use crate::store::{LockGuard, Store};
 use crate::sys;
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
@@ -148,11 +148,7 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
         let archives = archive_files(store)?;
         if repair {
             for (path, id) in &damaged {
-                let mut aside = path.clone().into_os_string();
-                aside.push(".damaged");
-                std::fs::rename(path, &aside).with_context(|| {
-                    format!("could not move the damaged '{}' aside", path.display())
-                })?;
+                set_aside_manifest(path)?;
                 let archive = format!("{id}.tar.zst");
                 if !archives.iter().any(|(_, n)| *n == archive) {
                     problem(&format!(
@@ -317,6 +313,13 @@ fn archive_files(store: &Store) -> Result<Vec<(String, String)>> {
 /// Rebuild `manifests/<month>/<id>.json` from the copy at the end of an archive, after
 /// checking the archive against it.
 pub fn rebuild_manifest(store: &Store, month: &str, rel: &str) -> Result<()> {
+    let manifest = manifest_from_archive(store, rel)?;
+    publish_manifest(store, month, &manifest)
+}
+
+/// The manifest carried inside the archive at `rel`, with the facts about the archive file
+/// filled in, once the archive is checked against it.
+fn manifest_from_archive(store: &Store, rel: &str) -> Result<Manifest> {
     let file = store.open_published(rel)?;
     let copy = manifest_copy(&file)?;
     let mut manifest = Manifest::from_json(&copy).context("the manifest copy is damaged")?;
@@ -338,13 +341,18 @@ pub fn rebuild_manifest(store: &Store, month: &str, rel: &str) -> Result<()> {
         None,
     )
     .context("the archive does not match its manifest copy")?;
-    let name = format!("{}.json", manifest.id);
     if !rel.ends_with(&format!("/{}.tar.zst", manifest.id)) {
         bail!(
             "the manifest copy is for another deletion ({})",
             manifest.id
         );
     }
+    Ok(manifest)
+}
+
+/// Publish a rebuilt manifest as `manifests/<month>/<id>.json` (never replacing one).
+fn publish_manifest(store: &Store, month: &str, manifest: &Manifest) -> Result<()> {
+    let name = format!("{}.json", manifest.id);
     let (tmp, mut out) = store.create_temp(name.as_bytes())?;
     let written = (|| -> Result<()> {
         out.write_all(&manifest.to_json())?;
@@ -360,6 +368,76 @@ pub fn rebuild_manifest(store: &Store, month: &str, rel: &str) -> Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+/// Move a damaged manifest out of the way, kept beside it as `<id>.json.damaged`.
+fn set_aside_manifest(path: &std::path::Path) -> Result<()> {
+    let mut aside = path.to_path_buf().into_os_string();
+    aside.push(".damaged");
+    std::fs::rename(path, &aside)
+        .with_context(|| format!("could not move the damaged '{}' aside", path.display()))
+}
+
+/// Rebuild damaged manifests (`(month, id)`: unreadable, or empty as a power cut soon after
+/// `rm` can leave one) from the copies inside their archives, as `--check --repair` does,
+/// so that no listing or restore answers without them. Under the exclusive lock. A manifest
+/// is set aside only once its replacement is built and its archive checked against it;
+/// one that reads well by now (another process healed it) is left alone. Returns a line
+/// per manifest, for stderr after the program's name.
+pub fn heal_manifests(
+    store: &Store,
+    lock: &LockGuard,
+    damaged: &[(String, String)],
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !lock.is_exclusive() {
+        return lines;
+    }
+    for (month, id) in damaged {
+        if !crate::id::is_valid(month) || !crate::id::is_valid(id) {
+            continue;
+        }
+        let path = store
+            .root()
+            .join("manifests")
+            .join(month)
+            .join(format!("{id}.json"));
+        let readable = crate::sys::read_regular_path(&path, false, crate::store::MANIFEST_MAX)
+            .map_err(anyhow::Error::new)
+            .and_then(|b| Manifest::from_json(&b))
+            .is_ok_and(|m| m.id == *id);
+        if readable {
+            continue;
+        }
+        let healed = (|| -> Result<()> {
+            let rel =
+                archive_of(store, month, id).ok_or_else(|| anyhow!("its archive is gone too"))?;
+            let manifest = manifest_from_archive(store, &rel)?;
+            set_aside_manifest(&path)?;
+            publish_manifest(store, month, &manifest)
+        })();
+        lines.push(match healed {
+            Ok(()) => format!(
+                "the manifest of deletion {id} was damaged; rebuilt it from the copy inside its archive (the damaged one is kept as '{}.damaged')",
+                path.display()
+            ),
+            Err(e) => format!(
+                "could not rebuild the damaged manifest of deletion {id}: {e:#} (see 'unrm --check')"
+            ),
+        });
+    }
+    lines
+}
+
+/// The archive of deletion `id` whose manifest is filed under `month`: in the same month,
+/// else in the month its id starts with.
+fn archive_of(store: &Store, month: &str, id: &str) -> Option<String> {
+    let from_id = format!("{}-{}", id.get(..4)?, id.get(4..6)?);
+    let found = [month, from_id.as_str()]
+        .into_iter()
+        .map(|m| format!("archives/{m}/{id}.tar.zst"))
+        .find(|rel| store.open_published(rel).is_ok());
+    found
 }
 
 /// The manifest JSON carried in the archive's skippable frame, found by walking the zstd

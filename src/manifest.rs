@@ -110,6 +110,12 @@ pub struct Operand {
     pub given: PathBytes,
     /// Absolute path of what was removed (for `dir/` through a symlink: the directory).
     pub absolute: PathBytes,
+    /// The path as the user typed it, made absolute lexically (against the shell's `$PWD`
+    /// when that is the current directory), when it differs from `absolute` and named the
+    /// same object when it was removed: `~/proj/src` with `~/proj` a symlink, or `link/`.
+    /// Absent from older manifests, and when it is `absolute`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub typed: Option<PathBytes>,
 }
 
 /// A zstd frame of the archive: where it starts, compressed and in the tar stream. Frames

@@ -160,9 +160,11 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         let anything = plan.to_archive().next().is_some();
         if anything {
             let result = store.map_err(|e| anyhow!("{e:#}")).and_then(|store| {
+                let logical = logical_cwd(&cwd);
                 let ctx = ArchiveContext {
                     prog,
                     cwd: &cwd,
+                    logical_cwd: &logical,
                     opts_operands: &opts.operands,
                     config: &config,
                     interactive: opts.presume_input_tty || sys::stdin_is_tty(),
@@ -207,8 +209,17 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
     crate::signal::restore();
     simulate_concurrent_change(&plan);
 
+    let archived: Vec<usize> = match &made {
+        Some(_) => plan.to_archive().collect(),
+        None => Vec::new(),
+    };
     failed |= crate::sweep::unlink_plan(prog, &opts, &mut plan);
     crate::timing::mark("unlinked");
+    if let Some((store, id)) = &made {
+        if let Some(line) = record_kept(store, id, &plan, &archived) {
+            stderr_write(format!("{prog}: {line}\n").as_bytes());
+        }
+    }
     // Retention: cheap unless a limit is exceeded; never waits for a busy store.
     if let Some((store, id)) = &made {
         for line in crate::retention::after_saferm_run(store, &config, Some(id)) {
@@ -219,6 +230,110 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         1
     } else {
         0
+    }
+}
+
+/// The current directory as the shell names it: `$PWD` when it is an absolute path without
+/// `.` or `..` that is the current directory (as `pwd -L` decides), else `physical`. It is
+/// only recorded, never opened for anything but that check.
+fn logical_cwd(physical: &[u8]) -> Vec<u8> {
+    let Some(pwd) = std::env::var_os("PWD") else {
+        return physical.to_vec();
+    };
+    let pwd = pwd.as_bytes();
+    let plain = pwd.starts_with(b"/") && pwd.split(|&b| b == b'/').all(|c| c != b"." && c != b"..");
+    let same = || {
+        let (Ok(a), Ok(b)) = (sys::cstr(pwd), sys::cstr(b".")) else {
+            return false;
+        };
+        match (
+            sys::fstatat(sys::AT_FDCWD, &a, true),
+            sys::fstatat(sys::AT_FDCWD, &b, true),
+        ) {
+            (Ok(x), Ok(y)) => (x.dev, x.ino) == (y.dev, y.ino),
+            _ => false,
+        }
+    };
+    if plain && pwd != physical && same() {
+        pwd.to_vec()
+    } else {
+        physical.to_vec()
+    }
+}
+
+/// The operand `given` as typed, made absolute lexically against `cwd`,
+/// when that differs from the `resolved` path it was archived under and still names the
+/// same object now (the directories above it resolve to those above `resolved`; for
+/// `link/`, the link resolves to `resolved`). A lexical `..` after a symlink names
+/// another place than the kernel's: such a path is not recorded. `canonical` caches the
+/// directories resolved (`rm d/*` in a symlinked directory resolves `d` once).
+fn typed_path(
+    cwd: &[u8],
+    given: &[u8],
+    resolved: &[u8],
+    canonical: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Option<Vec<u8>> {
+    let typed = rules::lexical_absolute(cwd, given);
+    if typed == resolved || typed == b"/" {
+        return None;
+    }
+    let mut canon = |p: &[u8]| {
+        canonical
+            .entry(p.to_vec())
+            .or_insert_with(|| {
+                std::fs::canonicalize(std::ffi::OsStr::from_bytes(p))
+                    .ok()
+                    .map(|c| c.as_os_str().as_bytes().to_vec())
+            })
+            .clone()
+    };
+    let through_link = given.ends_with(b"/");
+    let same = if through_link {
+        canon(&typed).as_deref() == Some(resolved)
+    } else {
+        let (tp, tn) = crate::restore::split_parent(&typed);
+        let (rp, rn) = crate::restore::split_parent(resolved);
+        tn == rn && canon(tp).as_deref() == Some(rp)
+    };
+    same.then_some(typed)
+}
+
+/// What the unlink phase left in place of what deletion `id` archived (an immutable file,
+/// an append-only directory, an object that changed): no listing may count it as deleted.
+/// When nothing was removed the deletion is withdrawn (its archive holds only what is still
+/// there), if the store's exclusive lock is free; otherwise, and when part of it was
+/// removed, a note beside the manifest names what was kept (`catalog::mark_kept`).
+/// Returns a warning to print when neither could be done.
+fn record_kept(store: &Store, id: &str, plan: &Plan, archived: &[usize]) -> Option<String> {
+    let kept: Vec<Vec<u8>> = archived
+        .iter()
+        .filter(|&&i| plan.nodes[i].fate == Fate::Keep)
+        .map(|&i| plan.abs(i))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    // The manifest is filed under the month of its id's time (`store::month_of`).
+    let month = format!("{}-{}", id.get(..4)?, id.get(4..6)?);
+    let all = kept.len() == archived.len();
+    if all {
+        if let Ok(Some(lock)) = store.try_lock_exclusive() {
+            let target = store::PurgeTarget {
+                id: id.to_string(),
+                manifest_month: month.clone(),
+                archive_month: Some(month.clone()),
+            };
+            if store.purge_deletions(&lock, &[target]).is_ok() {
+                return None;
+            }
+        }
+    }
+    match crate::catalog::mark_kept(store, &month, id, &kept, all) {
+        Ok(()) => None,
+        Err(e) => Some(format!(
+            "warning: deletion {id} lists {} object(s) that are still in place: {e:#}",
+            kept.len()
+        )),
     }
 }
 
@@ -315,6 +430,8 @@ fn subtree_has_removal(plan: &Plan, idx: usize) -> bool {
 struct ArchiveContext<'a> {
     prog: &'a str,
     cwd: &'a [u8],
+    /// The current directory as the shell names it ([`logical_cwd`]).
+    logical_cwd: &'a [u8],
     opts_operands: &'a [OsString],
     config: &'a crate::config::Config,
     /// Whether a person can be asked (stdin is a terminal, or ---presume-input-tty).
@@ -1274,6 +1391,7 @@ fn fill_archive<'p>(
         return Ok(Filled::SourceFailed(failures));
     }
     totals.entries = entries.list.len() as u64;
+    let mut canonical = HashMap::new();
     let mut manifest = Manifest {
         format: manifest::MANIFEST_VERSION,
         id: id.to_string(),
@@ -1293,9 +1411,15 @@ fn fill_archive<'p>(
             .collect(),
         operands: roots
             .iter()
-            .map(|&r| manifest::Operand {
-                given: PathBytes::new(ctx.opts_operands[plan.nodes[r].operand].as_bytes()),
-                absolute: PathBytes::new(&plan.abs(r)),
+            .map(|&r| {
+                let given = ctx.opts_operands[plan.nodes[r].operand].as_bytes();
+                let absolute = plan.abs(r);
+                manifest::Operand {
+                    given: PathBytes::new(given),
+                    typed: typed_path(ctx.logical_cwd, given, &absolute, &mut canonical)
+                        .map(|t| PathBytes::new(&t)),
+                    absolute: PathBytes::new(&absolute),
+                }
             })
             .collect(),
         totals,

@@ -272,6 +272,9 @@ struct Checked {
 }
 
 const CHECKED: &str = "retention.json";
+/// How long before the last full check a manifest may have been written and still lose its
+/// data in a crash after that check (the kernel writes dirty data back within about 30 s).
+const RECENT_SECS: i64 = 600;
 /// How often a saferm run lists and stats every archive (the only check that costs
 /// anything with thousands of deletions: ~3 ms per 1,000).
 pub const FULL_CHECK_SECS: i64 = 300;
@@ -287,6 +290,7 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
     let checked: Option<Checked> = store
         .read_cache(CHECKED)
         .and_then(|b| serde_json::from_slice(&b).ok());
+    let last_full = checked.as_ref().map(|c| c.at);
     if let Some(c) = checked.filter(|c| (0..FULL_CHECK_SECS).contains(&now.saturating_sub(c.at))) {
         let total = c
             .archive_bytes
@@ -330,8 +334,16 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
     let stale_orphans = scan
         .orphans()
         .any(|a| now.saturating_sub(a.mtime) >= stale && Some(a.id.as_str()) != just_made);
+    // Only a manifest written shortly before a crash can have lost its data: those since a
+    // while before the last full check (all of them when it is not known).
+    // Ids start with their UTC time and sort by it: compared as text, not parsed.
+    let since = last_full
+        .and_then(|at| chrono::DateTime::from_timestamp(at.saturating_sub(RECENT_SECS), 0))
+        .map(|t| t.format("%Y%m%dT%H%M%S").to_string());
+    let empty_manifests = store.empty_manifests(&|id| since.as_deref().is_none_or(|s| id >= s))?;
     let work = over
         || stale_orphans
+        || !empty_manifests.is_empty()
         || !scan.purging.is_empty()
         || store.has_stale_temp(crate::check::STALE_TEMP_SECS)?;
     if !work {
@@ -350,6 +362,9 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
         ));
     }
     store.sweep_temp(&lock, crate::check::STALE_TEMP_SECS)?;
+    for line in crate::check::heal_manifests(store, &lock, &empty_manifests) {
+        lines.push(format!("saferm: {line}"));
+    }
     for a in scan.orphans() {
         if now.saturating_sub(a.mtime) < stale || Some(a.id.as_str()) == just_made {
             continue;

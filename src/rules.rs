@@ -67,6 +67,38 @@ pub fn parent_probe(path: &[u8]) -> Vec<u8> {
     child_path(path, b"..")
 }
 
+/// `path` made absolute against `cwd` and normalised lexically: `.`, `..` and repeated
+/// slashes are resolved as text, no symlink is looked at.
+pub fn lexical_absolute(cwd: &[u8], name: &[u8]) -> Vec<u8> {
+    let joined = if name.starts_with(b"/") {
+        name.to_vec()
+    } else {
+        let mut j = cwd.to_vec();
+        j.push(b'/');
+        j.extend_from_slice(name);
+        j
+    };
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in joined.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut out = Vec::new();
+    for p in parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
 /// coreutils' `file_type`, as the prompts name things.
 pub fn file_type(mode: u32, size: u64) -> &'static str {
     match mode & libc::S_IFMT {

@@ -8,6 +8,7 @@
 //!   archives/YYYY-MM/<id>.tar.zst   0600
 //!   manifests/YYYY-MM/<id>.json     0600
 //!   manifests/YYYY-MM/<id>.purging  a purge in progress (see `Store::purge_deletions`)
+//!   manifests/YYYY-MM/<id>.{restored,restored-part,kept,kept-part}.json   notes (`catalog`)
 //!   index.jsonl, retention.json     caches (listing headers; the last retention check)
 //! ```
 //!
@@ -21,7 +22,8 @@
 //!   manifest, so a half-written archive is invisible; a crash leaves an orphan that
 //!   `unrm --check` reports). Manifests are published by atomic rename but not fsynced: each
 //!   archive carries a copy of its manifest, from which `unrm --check --repair` rebuilds one
-//!   that a crash lost. That keeps one journal commit per deletion.
+//!   that a crash lost (and any unrm run, or saferm's periodic check, one a crash left
+//!   damaged or empty: `check::heal_manifests`). That keeps one journal commit per deletion.
 //! - Writers MUST hold the lock shared from creating their temp file to the last rename, so a
 //!   collector holding it exclusively never sees a half-written deletion.
 //! - A process that has to wait for the lock SHOULD say so, and for whom, and MUST stay
@@ -695,7 +697,12 @@ pub struct PurgeTarget {
 }
 
 /// The sidecar suffixes a deletion may have beside its manifest.
-const SIDECARS: &[&str] = &[".restored.json", ".restored-part.json"];
+const SIDECARS: &[&str] = &[
+    ".restored.json",
+    ".restored-part.json",
+    ".kept.json",
+    ".kept-part.json",
+];
 /// The suffix of an archive without a manifest that could not be rebuilt, set aside.
 pub const DAMAGED: &str = ".damaged";
 /// The suffix of a purge marker, beside the manifest it dooms.
@@ -786,6 +793,30 @@ impl Store {
         }
         scan.archives.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(scan)
+    }
+
+    /// `(month, id)` of every manifest that is empty (a power cut soon after `rm` can leave
+    /// one at 0 bytes: its rename reached the disk, its data did not), among those whose id
+    /// `wanted` lets through. Listings and a stat per manifest wanted; nothing is read.
+    pub fn empty_manifests(&self, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (month, fd) in self.months("manifests")? {
+            for e in sys::read_dir(fd.as_raw_fd())? {
+                let Ok(name) = e.name.to_str() else { continue };
+                if SIDECARS.iter().any(|s| name.ends_with(s)) {
+                    continue;
+                }
+                let Some(id) = name.strip_suffix(".json").filter(|id| wanted(id)) else {
+                    continue;
+                };
+                if sys::fstatat(fd.as_raw_fd(), &e.name, false)
+                    .is_ok_and(|st| st.is_file() && st.size == 0)
+                {
+                    out.push((month.clone(), id.to_string()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Purge deletions, crash-safely, under the exclusive lock:

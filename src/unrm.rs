@@ -8,7 +8,7 @@
 //! Errors read `unrm: could not …` on stderr; problems with one NAME do not stop the others,
 //! and any of them makes the exit status 1.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
@@ -68,32 +68,109 @@ fn execute(opts: &Options) -> Result<i32> {
     let cwd = std::env::current_dir()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b"/".to_vec());
-    // Restores hold the lock shared from reading the catalog on, so a purge cannot remove a
-    // deletion between resolving a name and reading its archive.
-    let _restore_lock = if matches!(opts.action, Action::Restore(_) | Action::Last(_)) {
-        Some(
-            store
-                .lock_shared_patiently(|holder| {
-                    stderr_write(
-                        format!("unrm: waiting for the store lock, held by {holder}...\n")
-                            .as_bytes(),
-                    )
-                })
-                .context("could not lock the store")?,
-        )
-    } else {
-        None
-    };
-    let catalog = Catalog::open(&store).context("could not read the store")?;
+    // A damaged manifest (a power cut soon after `rm` can leave one empty) hides its
+    // deletion, and the answer would be about the others: it is rebuilt from the copy in its
+    // archive first, then the catalog read again. `--check` reports instead (`--repair`
+    // rebuilds), and completion never waits for a lock.
+    let heals = !matches!(
+        opts.action,
+        Action::Check { .. } | Action::CompleteNames { .. }
+    );
+    let mut healed = false;
+    loop {
+        // Restores hold the lock shared from reading the catalog on, so a purge cannot
+        // remove a deletion between resolving a name and reading its archive.
+        let restore_lock = if matches!(opts.action, Action::Restore(_) | Action::Last(_)) {
+            Some(
+                store
+                    .lock_shared_patiently(|holder| {
+                        stderr_write(
+                            format!("unrm: waiting for the store lock, held by {holder}...\n")
+                                .as_bytes(),
+                        )
+                    })
+                    .context("could not lock the store")?,
+            )
+        } else {
+            None
+        };
+        let catalog = Catalog::open(&store).context("could not read the store")?;
+        let may_heal = heals && !healed;
+        let result = if may_heal && !catalog.unreadable.is_empty() {
+            Err(NeedsHealing.into())
+        } else {
+            act(opts, &store, &catalog, &cwd, may_heal)
+        };
+        match result {
+            Err(e) if e.is::<NeedsHealing>() => {
+                let damaged = catalog.damaged();
+                drop(catalog);
+                drop(restore_lock);
+                heal(&store, &damaged)?;
+                healed = true;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An action met a damaged manifest before doing anything: heal it and start again.
+#[derive(Debug)]
+struct NeedsHealing;
+
+impl std::fmt::Display for NeedsHealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a manifest is damaged")
+    }
+}
+
+impl std::error::Error for NeedsHealing {}
+
+/// Fail with [`NeedsHealing`] when healing is allowed and the catalog has met a damaged
+/// manifest.
+fn met_damage(catalog: &Catalog, may_heal: bool) -> Result<()> {
+    if may_heal && !catalog.damaged().is_empty() {
+        return Err(NeedsHealing.into());
+    }
+    Ok(())
+}
+
+/// Rebuild `damaged` manifests under the exclusive lock (`check::heal_manifests`).
+fn heal(store: &Store, damaged: &[(String, String)]) -> Result<()> {
+    let lock = store
+        .lock_exclusive_patiently(|holder| {
+            stderr_write(
+                format!("unrm: a manifest is damaged; waiting for other saferm and unrm processes to finish ({holder} holds the store lock) to rebuild it...\n")
+                    .as_bytes(),
+            )
+        })
+        .context("could not lock the store")?;
+    for line in crate::check::heal_manifests(store, &lock, damaged) {
+        stderr_write(format!("unrm: {line}\n").as_bytes());
+    }
+    Ok(())
+}
+
+fn act(
+    opts: &Options,
+    store: &Store,
+    catalog: &Catalog,
+    cwd: &[u8],
+    may_heal: bool,
+) -> Result<i32> {
     match &opts.action {
-        Action::Restore(names) => restore_names(opts, &store, &catalog, &cwd, names),
+        Action::Restore(names) => restore_names(opts, store, catalog, cwd, names, may_heal),
         Action::Last(n) => {
             // The newest commands not undone yet: `unrm --last` twice undoes two commands.
-            let mut picks: Vec<(usize, Vec<u8>)> = Vec::new();
             let newest: Vec<usize> = (0..catalog.len())
                 .filter(|&d| !catalog.headers[d].restored)
                 .take(*n)
                 .collect();
+            for &d in &newest {
+                let _ = catalog.load(d);
+            }
+            met_damage(catalog, may_heal)?;
+            let mut picks: Vec<(usize, Vec<u8>)> = Vec::new();
             for d in newest {
                 match catalog.load(d) {
                     Ok(del) => picks.extend(del.roots().into_iter().map(|r| (d, r))),
@@ -104,15 +181,29 @@ fn execute(opts: &Options) -> Result<i32> {
                 stderr_write(b"unrm: could not restore: no deletion is left to undo\n");
                 return Ok(1);
             }
-            Ok(restore_picks(opts, &store, &catalog, &cwd, picks, false))
+            Ok(restore_picks(
+                opts,
+                store,
+                catalog,
+                cwd,
+                picks,
+                &HashMap::new(),
+                false,
+            ))
         }
-        Action::List(patterns) => Ok(list(opts, &catalog.headers, &cwd, patterns)),
-        Action::Show(id) => Ok(show(opts, &catalog, id)),
-        Action::Check { ids, repair } => crate::check::run(&store, &catalog, ids, *repair),
-        Action::Purge(p) => purge(opts, &store, &catalog, p),
-        Action::Stats => crate::stats::run(&store, &catalog, opts.json),
+        Action::List(patterns) => Ok(list(opts, &catalog.headers, cwd, patterns)),
+        Action::Show(id) => {
+            if let IdMatch::One(d) = catalog.find_id(id) {
+                let _ = catalog.load(d);
+                met_damage(catalog, may_heal)?;
+            }
+            Ok(show(opts, catalog, id))
+        }
+        Action::Check { ids, repair } => crate::check::run(store, catalog, ids, *repair),
+        Action::Purge(p) => purge(opts, store, catalog, p),
+        Action::Stats => crate::stats::run(store, catalog, opts.json),
         Action::CompleteNames { shell, word } => {
-            let names = crate::complete::names(&catalog.headers, &cwd);
+            let names = crate::complete::names(&catalog.headers, cwd);
             let out = match (shell.as_str(), word) {
                 ("bash", Some((text, line))) => crate::complete::bash_replies(&names, text, line),
                 ("bash", None) => crate::complete::bash_replies(&names, b"", b""),
@@ -244,33 +335,7 @@ fn purge(
 /// The absolute path a NAME stands for: lexically normalised against the cwd (the deleted
 /// object is gone, so it cannot be canonicalised).
 pub fn absolute(cwd: &[u8], name: &[u8]) -> Vec<u8> {
-    let joined = if name.starts_with(b"/") {
-        name.to_vec()
-    } else {
-        let mut j = cwd.to_vec();
-        j.push(b'/');
-        j.extend_from_slice(name);
-        j
-    };
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for c in joined.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    let mut out = Vec::new();
-    for p in parts {
-        out.push(b'/');
-        out.extend_from_slice(p);
-    }
-    if out.is_empty() {
-        out.push(b'/');
-    }
-    out
+    crate::rules::lexical_absolute(cwd, name)
 }
 
 /// `fnmatch(3)` with `FNM_PATHNAME`: `*` does not cross `/`.
@@ -286,6 +351,10 @@ pub fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
 enum Resolution {
     /// These (deletion, path) pairs.
     Found(Vec<(usize, Vec<u8>)>),
+    /// These (deletion, path) pairs, from several deletions that each removed part of the
+    /// path (newest deletion first, the newest version of each object), with the directory
+    /// whose names below it `--to` keeps (the parent of the operand that held it).
+    Pieces(Vec<(usize, Vec<u8>, Vec<u8>)>),
     /// One of these, which the user must choose (several objects or versions).
     Choose(Vec<(usize, Vec<u8>)>),
 }
@@ -324,26 +393,38 @@ fn resolve(
             .filter(|&d| allowed(d))
             .filter_map(|d| catalog.get(d).map(|del| (d, del)))
     };
-    // 1. An original path, or a path inside a deleted tree: the newest deletion holding it
-    //    (or, with --pick, the one the user chooses).
-    let mut versions = deletions()
-        .filter(|(_, del)| {
-            del.manifest
-                .entries
-                .iter()
-                .any(|e| e.path.bytes().as_deref() == Some(abs.as_slice()))
-        })
-        .map(|(d, _)| (d, abs.clone()));
-    if let Some(newest) = versions.next() {
-        if pick {
-            let mut all = vec![newest];
-            all.extend(versions);
-            if all.len() > 1 {
-                return Ok(Resolution::Choose(all));
-            }
-            return Ok(Resolution::Found(all));
+    // 1. An original path, or a path inside a deleted tree, by the path it was removed
+    //    under or the one the user typed (through a symlink): every deletion that set out
+    //    to remove it and holds part of it (`pieces`), or with --pick the versions of the
+    //    path itself to choose from.
+    let physical = physical_path(&abs);
+    let found = attempts(catalog, allowed, &abs, physical.as_deref(), !pick);
+    if pick {
+        let versions: Vec<(usize, Vec<u8>)> = found
+            .iter()
+            .filter(|a| {
+                a.del
+                    .removed()
+                    .any(|e| e.path.bytes().as_ref() == Some(&a.path))
+            })
+            .map(|a| (a.d, a.path.clone()))
+            .collect();
+        match versions.len() {
+            0 => {}
+            1 => return Ok(Resolution::Found(versions)),
+            _ => return Ok(Resolution::Choose(versions)),
         }
-        return Ok(Resolution::Found(vec![newest]));
+    } else {
+        let picks = pieces(&found);
+        let deletions: HashSet<usize> = picks.iter().map(|(d, _, _)| *d).collect();
+        match deletions.len() {
+            0 => {}
+            1 => {
+                let found = picks.into_iter().map(|(d, p, _)| (d, p)).collect();
+                return Ok(Resolution::Found(found));
+            }
+            _ => return Ok(Resolution::Pieces(picks)),
+        }
     }
     // 2. A deletion id or an unambiguous prefix of one.
     if let Ok(text) = std::str::from_utf8(name) {
@@ -365,7 +446,7 @@ fn resolve(
         let pattern = absolute(cwd, name);
         let mut found: Vec<(usize, Vec<u8>)> = Vec::new();
         for (d, del) in deletions() {
-            for e in &del.manifest.entries {
+            for e in del.removed() {
                 let Some(p) = e.path.bytes() else { continue };
                 if glob_match(&pattern, &p) && !found.iter().any(|(_, f)| is_under(&p, f)) {
                     found.retain(|(_, f)| !is_under(f, &p));
@@ -382,7 +463,7 @@ fn resolve(
     if !name.contains(&b'/') {
         let mut found: Vec<(usize, Vec<u8>)> = Vec::new();
         for (d, del) in deletions() {
-            for e in &del.manifest.entries {
+            for e in del.removed() {
                 let Some(p) = e.path.bytes() else { continue };
                 if split_parent(&p).1 == name && (pick || !found.iter().any(|(_, f)| *f == p)) {
                     found.push((d, p));
@@ -396,6 +477,160 @@ fn resolve(
         }
     }
     Err("no deletion in the store holds it".to_string())
+}
+
+/// `abs` with its deepest existing ancestor resolved (symlinks followed), when that differs:
+/// the place a path typed through a symlink names, for manifests that did not record it.
+fn physical_path(abs: &[u8]) -> Option<Vec<u8>> {
+    let mut head = abs;
+    while head != b"/" {
+        if let Ok(canon) = std::fs::canonicalize(std::ffi::OsStr::from_bytes(head)) {
+            let mut p = canon.as_os_str().as_bytes().to_vec();
+            p.extend_from_slice(&abs[head.len()..]);
+            return (p != abs).then_some(p);
+        }
+        head = split_parent(head).0;
+    }
+    None
+}
+
+/// A deletion that set out to remove a path: the path as it records it, and the operand's.
+struct Attempt<'c> {
+    d: usize,
+    path: Vec<u8>,
+    operand: Vec<u8>,
+    del: &'c catalog::Deletion,
+}
+
+/// The deletions (allowed, newest first) that set out to remove `abs`, which is one of
+/// their operands or inside one, and removed at least part of it: with the path `abs` is
+/// recorded under in each (itself, through the typed path of an operand, or `physical`).
+/// Only headers are read for the others. With `this_life`, only those since the object was
+/// last made: the list ends before an older deletion that removed the path itself (what it
+/// and the older ones hold is of an object that was removed whole and made again since),
+/// so `unrm build` after a hundred `rm -rf build` reads two manifests.
+fn attempts<'c>(
+    catalog: &'c Catalog,
+    allowed: &dyn Fn(usize) -> bool,
+    abs: &[u8],
+    physical: Option<&[u8]>,
+    this_life: bool,
+) -> Vec<Attempt<'c>> {
+    let mut out = Vec::new();
+    for d in (0..catalog.len()).filter(|&d| allowed(d)) {
+        let h = &catalog.headers[d];
+        let mut candidates: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for o in &h.operands {
+            let Some(absolute) = o.absolute.bytes() else {
+                continue;
+            };
+            let typed = o.typed.as_ref().and_then(|t| t.bytes());
+            let mapped = typed.filter(|t| is_under(abs, t)).map(|t| {
+                let mut m = absolute.clone();
+                m.extend_from_slice(&abs[t.len()..]);
+                m
+            });
+            for c in [Some(abs.to_vec()), mapped, physical.map(<[u8]>::to_vec)]
+                .into_iter()
+                .flatten()
+            {
+                if is_under(&c, &absolute) && !candidates.iter().any(|(x, _)| *x == c) {
+                    candidates.push((c, absolute.clone()));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            continue;
+        }
+        let Some(del) = catalog.get(d) else { continue };
+        let hit = candidates.into_iter().find(|(c, _)| {
+            del.removed()
+                .any(|e| e.path.bytes().is_some_and(|p| is_under(&p, c)))
+        });
+        if let Some((path, operand)) = hit {
+            let whole = || {
+                del.removed()
+                    .any(|e| e.path.bytes().as_ref() == Some(&path))
+            };
+            if this_life && !out.is_empty() && whole() {
+                break;
+            }
+            out.push(Attempt {
+                d,
+                path,
+                operand,
+                del,
+            });
+        }
+    }
+    out
+}
+
+/// What to restore of the path each deletion of `found` holds (newest first): each object
+/// from the newest deletion holding it, and an older deletion's objects only where no newer
+/// one removed them or a directory above them that the older one had removed too (that
+/// directory was made again since, and what was in it before is another story). A partial
+/// `rm -rf proj` and the run that finished it give back the whole of `proj`; two removals
+/// of a `proj` made again in between give back the newer one. Returns (deletion, target
+/// root, the operand's parent) triples, newest deletion first, each target a subtree to
+/// restore whole.
+fn pieces(found: &[Attempt<'_>]) -> Vec<(usize, Vec<u8>, Vec<u8>)> {
+    let mut owner: HashMap<Vec<u8>, usize> = HashMap::new();
+    let held: Vec<Vec<Vec<u8>>> = found
+        .iter()
+        .map(|a| {
+            a.del
+                .removed()
+                .filter_map(|e| e.path.bytes())
+                .filter(|p| is_under(p, &a.path))
+                .collect()
+        })
+        .collect();
+    for (a, paths) in found.iter().zip(&held) {
+        for p in paths {
+            owner.entry(p.clone()).or_insert(a.d);
+        }
+    }
+    let mut out = Vec::new();
+    for (a, paths) in found.iter().zip(&held) {
+        let (d, top) = (&a.d, &a.path);
+        let base = split_parent(&a.operand).0.to_vec();
+        let set: HashSet<&[u8]> = paths.iter().map(Vec::as_slice).collect();
+        // Excluded: an object whose path, or that of a directory above it (up to `top`)
+        // that this deletion holds, a newer deletion removed again.
+        let excluded = |p: &[u8]| {
+            let mut a = p;
+            loop {
+                if set.contains(a) && owner.get(a) != Some(d) {
+                    return true;
+                }
+                if a.len() <= top.len() || a == b"/" {
+                    return false;
+                }
+                a = split_parent(a).0;
+            }
+        };
+        // Directories with an excluded object below them are not restored whole: their
+        // other objects are, and they come back as those objects' recorded parents.
+        let mut dirty: HashSet<&[u8]> = HashSet::new();
+        for p in paths.iter().filter(|p| excluded(p)) {
+            let mut a = p.as_slice();
+            while a.len() > top.len() && a != b"/" {
+                a = split_parent(a).0;
+                if !set.contains(a) || !dirty.insert(a) {
+                    break;
+                }
+            }
+        }
+        let whole = |p: &[u8]| set.contains(p) && !dirty.contains(p) && !excluded(p);
+        for p in paths {
+            let parent = split_parent(p).0;
+            if whole(p) && (p == top || !whole(parent)) {
+                out.push((*d, p.clone(), base.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// The candidates of a choice, numbered, newest first.
@@ -476,6 +711,7 @@ fn restore_names(
     catalog: &Catalog,
     cwd: &[u8],
     names: &[OsString],
+    may_heal: bool,
 ) -> Result<i32> {
     let allowed: Box<dyn Fn(usize) -> bool> = match &opts.at {
         None => Box::new(|_| true),
@@ -489,14 +725,45 @@ fn restore_names(
     };
     let tty = sys::stdin_is_tty();
     let mut picks = Vec::new();
+    let mut bases = HashMap::new();
     let mut failed = false;
-    for name in names {
-        let name = name.as_bytes();
+    // Every name is resolved before anything is asked or restored: a damaged manifest met
+    // on the way is rebuilt first, and the names resolved again.
+    let resolved: Vec<(&[u8], _)> = names
+        .iter()
+        .map(|name| {
+            let name = name.as_bytes();
+            (name, resolve(catalog, &*allowed, cwd, name, opts.pick))
+        })
+        .collect();
+    met_damage(catalog, may_heal)?;
+    for (name, resolution) in resolved {
         let fail = |msg: &str| {
             stderr_write(format!("unrm: could not restore {}: {msg}\n", quote(name)).as_bytes());
         };
-        match resolve(catalog, &*allowed, cwd, name, opts.pick) {
+        match resolution {
             Ok(Resolution::Found(found)) => picks.extend(found),
+            Ok(Resolution::Pieces(found)) => {
+                let mut ids: Vec<&str> = Vec::new();
+                for (d, _, _) in &found {
+                    if !ids.contains(&catalog.id(*d)) {
+                        ids.push(catalog.id(*d));
+                    }
+                }
+                stdout_write(
+                    format!(
+                        "{} was removed in parts by {} deletions; restoring from each, the newest version of each object: {}\n",
+                        quote(&display(cwd, &absolute(cwd, name))),
+                        ids.len(),
+                        ids.join(", ")
+                    )
+                    .as_bytes(),
+                );
+                for (d, p, base) in found {
+                    bases.insert((d, p.clone()), base);
+                    picks.push((d, p));
+                }
+            }
             Ok(Resolution::Choose(found)) if tty => match choose(catalog, name, &found) {
                 Some(n) => picks.push(found[n].clone()),
                 None => {
@@ -520,7 +787,7 @@ fn restore_names(
     if picks.is_empty() {
         return Ok(1);
     }
-    let code = restore_picks(opts, store, catalog, cwd, picks, failed);
+    let code = restore_picks(opts, store, catalog, cwd, picks, &bases, failed);
     Ok(code)
 }
 
@@ -531,6 +798,7 @@ fn restore_picks(
     catalog: &Catalog,
     cwd: &[u8],
     picks: Vec<(usize, Vec<u8>)>,
+    bases: &HashMap<(usize, Vec<u8>), Vec<u8>>,
     mut failed: bool,
 ) -> i32 {
     // Held shared, as writers do, so that a collector (exclusive) never removes an archive
@@ -569,11 +837,18 @@ fn restore_picks(
         let dest = if opts.to.is_some() {
             // Under DIR, the names below the parent of the deleted operand are kept:
             // `--to out proj/src/a.rs` makes out/proj/src/a.rs.
-            let root = catalog
-                .get(d)
-                .and_then(|del| del.roots().into_iter().find(|r| is_under(&source, r)))
-                .unwrap_or_else(|| source.clone());
-            let base = split_parent(&root).0;
+            // Pieces of several deletions: the parent of the operand they were removed under.
+            let base = match bases.get(&(d, source.clone())) {
+                Some(b) => b.clone(),
+                None => {
+                    let root = catalog
+                        .get(d)
+                        .and_then(|del| del.roots().into_iter().find(|r| is_under(&source, r)))
+                        .unwrap_or_else(|| source.clone());
+                    split_parent(&root).0.to_vec()
+                }
+            };
+            let base = base.as_slice();
             // A damaged manifest may hold a path that is not absolute: it keeps its name
             // here, and restoring refuses the manifest.
             let skip = if base == b"/" { 1 } else { base.len() + 1 };
@@ -735,15 +1010,20 @@ fn matches_pattern(del: &Header, cwd: &[u8], pattern: &[u8]) -> bool {
     let glob = has_glob(pattern);
     let abs_pattern = absolute(cwd, pattern);
     del.operands.iter().any(|o| {
-        let abs = o.absolute.bytes().unwrap_or_default();
         let given = o.given.bytes().unwrap_or_default();
-        if glob {
-            glob_match(&abs_pattern, &abs)
-                || glob_match(pattern, &given)
-                || glob_match(pattern, split_parent(&abs).1)
-        } else {
-            is_under(&abs, &abs_pattern) || abs.windows(pattern.len().max(1)).any(|w| w == pattern)
-        }
+        // By the path it was removed under, or the one typed (through a symlink).
+        let paths = [Some(&o.absolute), o.typed.as_ref()];
+        paths.into_iter().flatten().any(|p| {
+            let abs = p.bytes().unwrap_or_default();
+            if glob {
+                glob_match(&abs_pattern, &abs)
+                    || glob_match(pattern, &given)
+                    || glob_match(pattern, split_parent(&abs).1)
+            } else {
+                is_under(&abs, &abs_pattern)
+                    || abs.windows(pattern.len().max(1)).any(|w| w == pattern)
+            }
+        })
     })
 }
 
@@ -773,6 +1053,7 @@ fn list(opts: &Options, headers: &[Header], cwd: &[u8], patterns: &[OsString]) -
                     "archive_bytes": m.archive.as_ref().map(|a| a.size),
                     "restored": m.restored,
                     "partly_restored": m.partly_restored && !m.restored,
+                    "partly_kept": m.partly_kept,
                 })
             })
             .collect();
@@ -888,6 +1169,8 @@ fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
         }
         if e.kind == Kind::Socket {
             line.push_str("  (not archived: a socket holds no data)");
+        } else if e.path.bytes().is_some_and(|p| d.kept.contains(&p)) {
+            line.push_str("  (not removed: it could not be, and is still in place)");
         }
         line.push('\n');
         out.push_str(&line);

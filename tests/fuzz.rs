@@ -646,6 +646,7 @@ fn use_manifest(m: &Manifest, archive: &[u8]) {
     let d = saferm::catalog::Deletion {
         manifest: m.clone(),
         month: "2026-01".to_string(),
+        kept: Default::default(),
     };
     let _ = d.roots();
     for e in m.entries.iter().chain(&m.not_archived) {

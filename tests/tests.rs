@@ -1,4 +1,5 @@
 //! One integration-test binary, a module per area (ripgrep's layout).
+mod answers;
 mod common;
 mod completion;
 mod deep;
