@@ -1486,3 +1486,69 @@ fn to_keeps_the_names_below_the_deleted_operand_for_a_path_inside_it() {
         0o700
     );
 }
+
+#[test]
+fn thousands_of_operands_come_back_each_whole_in_place_and_under_to() {
+    // `rm d/*` makes one target root per file: every one is restored, with its mode and
+    // mtime, reported once, and the deletion is then undone (issue 12: this was quadratic).
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let n = 3000;
+    let names: Vec<String> = (0..n).map(|i| format!("d/f{i:04}")).collect();
+    let spec: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if i % 10 == 0 {
+                format!("{name}/inner=in {i}") // some operands are directories
+            } else {
+                format!("{name}=content {i}")
+            }
+        })
+        .collect();
+    let spec: Vec<&str> = spec.iter().map(String::as_str).collect();
+    build_tree(&w, &spec);
+    for (i, name) in names.iter().enumerate() {
+        let p = w.join(name);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o700 + (i as u32 % 0o100)))
+            .expect("chmod");
+        set_mtime(&p, 1_600_000_000 + i as i64, i as i64);
+    }
+    // What is below d (d itself keeps the mtime the removal gave it).
+    let below = |dir: &Path| {
+        let mut all = full_snapshot(dir);
+        all.retain(|f| f.path != Path::new("."));
+        all
+    };
+    let before = below(&w.join("d"));
+    let args: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut rm_args = vec!["-r"];
+    rm_args.extend(&args);
+    saferm(&sb, &w, &rm_args);
+    assert_eq!(fs::read_dir(w.join("d")).expect("d").count(), 0);
+
+    // One line per operand, in order (compared as a list: a diff of 3,000 lines is no help).
+    let lines = |out: &Outcome, prefix: &str, strip: usize| {
+        let got: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+        let want: Vec<String> = names
+            .iter()
+            .map(|n| format!("restored '{prefix}{}'", &n[strip..]))
+            .collect();
+        assert!(
+            got == want,
+            "{} lines, the first {:?}",
+            got.len(),
+            got.first()
+        );
+    };
+    // Under --to, the names below the operands' parent: out/f0000...
+    let out = unrm_ok(&sb, &w, &["--last", "--to", "out"]);
+    lines(&out, "out/", 2);
+    assert!(below(&w.join("out")) == before, "out differs");
+    assert_eq!(deletions(&sb)[0]["restored"], true);
+
+    // In place, by every name at once (a restored deletion is still restorable by name).
+    let out = unrm_ok(&sb, &w, &args);
+    lines(&out, "", 0);
+    assert!(below(&w.join("d")) == before, "d differs");
+}
