@@ -1349,22 +1349,57 @@ fn create_node(e: &Entry, pfd: RawFd, name: &CStr, euid: u32) -> io::Result<Done
         return Err(io::Error::last_os_error());
     }
     let owner_set = set_owner_at(pfd, name, e, euid)?;
-    // glibc implements AT_SYMLINK_NOFOLLOW through O_PATH: the new node itself, never a
-    // symlink swapped into its place.
-    // SAFETY: name is NUL-terminated.
-    if unsafe {
-        libc::fchmodat(
-            pfd,
-            name.as_ptr(),
-            (e.mode & 0o7777) as libc::mode_t,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    chmod_node(pfd, name, e.mode, e.kind == Kind::Fifo)?;
     set_times_at(pfd, name, e)?;
     Ok(Done { owner_set })
+}
+
+/// Give the special file `name` below `pfd` its mode: the new node itself, never a symlink
+/// swapped into its place, and without `/proc` (a chroot, a minimal container), through
+/// which glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)` works. `fchmodat2` (Linux 6.6) takes the
+/// flag itself; before it (or where a seccomp filter refuses it), a FIFO is opened
+/// (`O_NONBLOCK`: no writer is needed; `O_NOFOLLOW`) and changed through its descriptor.
+/// A device node is never opened (that can act on the device): it is left to glibc.
+fn chmod_node(pfd: RawFd, name: &CStr, mode: u32, fifo: bool) -> io::Result<()> {
+    let mode = (mode & 0o7777) as libc::mode_t;
+    let unsupported = |err: &io::Error| {
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EOPNOTSUPP)
+        )
+    };
+    if !crate::fault::active("no-fchmodat2") {
+        // SAFETY: name is NUL-terminated; fchmodat2 takes (dirfd, path, mode, flags).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fchmodat2,
+                pfd,
+                name.as_ptr(),
+                mode as libc::c_uint,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if ret == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if !unsupported(&err) {
+            return Err(err);
+        }
+    }
+    if fifo {
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY;
+        let fd = sys::openat(pfd, name, flags, 0)?;
+        if sys::fstat(fd.as_raw_fd())?.file_type() != libc::S_IFIFO {
+            return Err(io::Error::other("it was replaced while being restored"));
+        }
+        return fchmod(fd.as_raw_fd(), mode);
+    }
+    // SAFETY: name is NUL-terminated.
+    if unsafe { libc::fchmodat(pfd, name.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `NAME.~N~` with N one more than the highest numbered backup beside NAME (GNU's rule).

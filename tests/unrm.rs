@@ -1552,3 +1552,72 @@ fn thousands_of_operands_come_back_each_whole_in_place_and_under_to() {
     lines(&out, "", 0);
     assert!(below(&w.join("d")) == before, "d differs");
 }
+
+#[test]
+fn fifos_and_devices_get_their_modes_without_proc() {
+    // In a chroot or a minimal container there is no /proc, through which glibc's
+    // fchmodat(AT_SYMLINK_NOFOLLOW) works: the FIFO was left 0600 and reported (issue 12).
+    let Some(unshare) = crate::common::tool("unshare", "restoring without /proc") else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("\n*** SKIPPED: restoring without /proc needs root (a mount namespace) ***");
+        assert!(
+            std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+            "SAFERM_TEST_REQUIRE_ALL=1: run the tests as root"
+        );
+        return;
+    }
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir(w.join("d")).expect("mkdir");
+    let fifo = w.join("d/fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o640)).expect("fifo");
+    fs::set_permissions(&fifo, fs::Permissions::from_mode(0o1642)).expect("chmod");
+    set_mtime(&fifo, 1_500_000_000, 42);
+    let c = c_path(&w.join("d/null"));
+    // SAFETY: valid path.
+    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o604, libc::makedev(1, 3)) };
+    assert_eq!(r, 0, "mknod");
+    let before = full_snapshot(&w.join("d"));
+    saferm(&sb, &w, &["-r", "d"]);
+    let script = "mount -t tmpfs none /proc && test ! -e /proc/self && exec \"$@\"";
+    let unrm_without_proc = |name: &str, fault: &str| {
+        sb.command(&unshare)
+            .current_dir(&w)
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(unrm_bin())
+            .arg(name)
+            .env("SAFERM_FAULT", fault)
+            .run()
+    };
+    let out = unrm_without_proc("d", "");
+    let stderr = out.stderr_text();
+    if stderr.starts_with("unshare:") || stderr.starts_with("mount:") {
+        eprintln!(
+            "\n*** SKIPPED: no private mount namespace here ({}) ***",
+            stderr.trim()
+        );
+        return;
+    }
+    assert_eq!(out.code(), Some(0), "{stderr}");
+    assert_eq!(out.stdout_text(), "restored 'd'\n");
+    assert_eq!(full_snapshot(&w.join("d")), before);
+
+    // A kernel before fchmodat2 (6.6): the FIFO is changed through a descriptor of its own.
+    fs::remove_file(w.join("d/null")).expect("rm null");
+    let before = full_snapshot(&w.join("d"));
+    saferm(&sb, &w, &["-r", "d"]);
+    let out = unrm_without_proc("d", "no-fchmodat2");
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(full_snapshot(&w.join("d")), before);
+}
