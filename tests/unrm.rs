@@ -1614,10 +1614,16 @@ fn fifos_and_devices_get_their_modes_without_proc() {
     assert_eq!(full_snapshot(&w.join("d")), before);
 
     // A kernel before fchmodat2 (6.6): the FIFO is changed through a descriptor of its own.
-    fs::remove_file(w.join("d/null")).expect("rm null");
-    let before = full_snapshot(&w.join("d"));
-    saferm(&sb, &w, &["-r", "d"]);
-    let out = unrm_without_proc("d", "no-fchmodat2");
+    fs::create_dir(w.join("e")).expect("mkdir");
+    nix::unistd::mkfifo(
+        &w.join("e/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o604),
+    )
+    .expect("fifo");
+    set_mtime(&w.join("e/fifo"), 1_400_000_000, 7);
+    let before = full_snapshot(&w.join("e"));
+    saferm(&sb, &w, &["-r", "e"]);
+    let out = unrm_without_proc("e", "no-fchmodat2");
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
-    assert_eq!(full_snapshot(&w.join("d")), before);
+    assert_eq!(full_snapshot(&w.join("e")), before);
 }
