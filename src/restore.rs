@@ -201,8 +201,8 @@ pub fn restore(
         created_dirs: HashSet::new(),
         finalize: Vec::new(),
         first_names: HashMap::new(),
-        skipped_below: Vec::new(),
-        roots: Vec::new(),
+        skipped_below: HashSet::new(),
+        roots: Roots::default(),
         buf: Vec::new(),
         current: None,
     };
@@ -213,6 +213,69 @@ pub fn restore(
     let result = r.stream(store, &jobs);
     r.finish();
     result
+}
+
+/// The target roots of one restore, `(source, dest)`, none below another. A path is looked
+/// up by walking up its own parents, so the cost is its depth, never the number of roots:
+/// `rm d/*` makes one root per file, and every entry and every object made asks (scanning
+/// the list made `unrm --last` of 20,000 operands quadratic, issue 12).
+#[derive(Default)]
+struct Roots {
+    list: Vec<(Vec<u8>, Vec<u8>)>,
+    by_source: HashMap<Vec<u8>, usize>,
+    by_dest: HashMap<Vec<u8>, usize>,
+    /// Hash probes made, to prove the cost in tests.
+    #[cfg(test)]
+    probes: std::cell::Cell<u64>,
+}
+
+impl Roots {
+    fn push(&mut self, source: Vec<u8>, dest: Vec<u8>) {
+        let i = self.list.len();
+        self.by_source.entry(source.clone()).or_insert(i);
+        self.by_dest.entry(dest.clone()).or_insert(i);
+        self.list.push((source, dest));
+    }
+
+    /// The root that is `path` or above it, in `map` (by source or by dest).
+    fn nearest(&self, map: &HashMap<Vec<u8>, usize>, path: &[u8]) -> Option<usize> {
+        let mut p = path;
+        while p.len() > 1 {
+            #[cfg(test)]
+            self.probes.set(self.probes.get() + 1);
+            if let Some(&i) = map.get(p) {
+                return Some(i);
+            }
+            p = split_parent(p).0;
+        }
+        None
+    }
+
+    /// The root whose source is `path` or holds it.
+    fn holding(&self, path: &[u8]) -> Option<usize> {
+        self.nearest(&self.by_source, path)
+    }
+
+    /// Where the original `path` is restored to, when a root holds it.
+    fn dest_of(&self, path: &[u8]) -> Option<Vec<u8>> {
+        let (s, d) = &self.list[self.holding(path)?];
+        let mut out = d.clone();
+        out.extend_from_slice(&path[s.len()..]);
+        Some(out)
+    }
+
+    /// The original path the destination `dest` stands for, when a root's dest holds it.
+    fn source_of(&self, dest: &[u8]) -> Option<Vec<u8>> {
+        let (s, d) = &self.list[self.nearest(&self.by_dest, dest)?];
+        let mut out = s.clone();
+        out.extend_from_slice(&dest[d.len()..]);
+        Some(out)
+    }
+
+    /// Whether `dest` is where a root is restored.
+    fn is_dest(&self, dest: &[u8]) -> bool {
+        self.by_dest.contains_key(dest)
+    }
 }
 
 struct Restorer<'a> {
@@ -230,9 +293,9 @@ struct Restorer<'a> {
     /// Where each restored regular file is, by original path (for hard links).
     first_names: HashMap<Vec<u8>, Vec<u8>>,
     /// Destinations whose subtree is skipped (a conflict or failure below a target root).
-    skipped_below: Vec<Vec<u8>>,
+    skipped_below: HashSet<Vec<u8>>,
     /// (source, dest) of every target root, after conflict resolution.
-    roots: Vec<(Vec<u8>, Vec<u8>)>,
+    roots: Roots,
     /// The copy buffer, reused for every file.
     buf: Vec<u8>,
     /// (original, destination) of the object being made, to find what its missing parents
@@ -268,7 +331,7 @@ impl Restorer<'_> {
                 self.fail(&t.source, "it is not in this deletion");
                 continue;
             }
-            if self.roots.iter().any(|(s, _)| is_under(&t.source, s)) {
+            if self.roots.holding(&t.source).is_some() {
                 continue;
             }
             let dest = match self.settle_root(&t.dest) {
@@ -279,14 +342,11 @@ impl Restorer<'_> {
                     continue;
                 }
             };
-            for (i, p) in self.paths.iter().enumerate() {
-                if is_under(p, &t.source) && jobs[i].is_none() {
-                    let mut d = dest.clone();
-                    d.extend_from_slice(&p[t.source.len()..]);
-                    jobs[i] = Some(Job::Create(d));
-                }
-            }
-            self.roots.push((t.source.clone(), dest));
+            self.roots.push(t.source.clone(), dest);
+        }
+        // The roots hold no one another: each entry is below one of them at most.
+        for (job, p) in jobs.iter_mut().zip(self.paths) {
+            *job = self.roots.dest_of(p).map(Job::Create);
         }
         // A hard link whose first name is not restored: restore that content at the link.
         for i in 0..n {
@@ -465,19 +525,24 @@ impl Restorer<'_> {
                 }
             }
         }
-        for (s, d) in &self.roots {
-            if is_under(dest, d) {
-                let mut o = s.clone();
-                o.extend_from_slice(&dest[d.len()..]);
-                return Some(o);
-            }
+        if let Some(o) = self.roots.source_of(dest) {
+            return Some(o);
         }
         // In place, the parents above a target are where they were.
         (self.opts.anchor == b"/").then(|| dest.to_vec())
     }
 
     fn skipped(&self, dest: &[u8]) -> bool {
-        self.skipped_below.iter().any(|s| is_under(dest, s))
+        // By its parents, as the roots are: one conflict per operand must not cost a scan
+        // per entry.
+        let mut p = dest;
+        while !self.skipped_below.is_empty() && p.len() > 1 {
+            if self.skipped_below.contains(p) {
+                return true;
+            }
+            p = split_parent(p).0;
+        }
+        false
     }
 
     /// Decode the archive from the frame holding the first wanted entry to the last one.
@@ -585,7 +650,7 @@ impl Restorer<'_> {
             Err(err) => {
                 self.fail(dest, &reason(&err));
                 if e.kind == Kind::Dir {
-                    self.skipped_below.push(dest.to_vec());
+                    self.skipped_below.insert(dest.to_vec());
                 }
                 return;
             }
@@ -623,7 +688,7 @@ impl Restorer<'_> {
                         .insert(self.paths[i].clone(), dest.to_vec());
                 }
                 self.report.restored += 1;
-                if self.roots.iter().any(|(_, d)| d == dest) {
+                if self.roots.is_dest(dest) {
                     self.report.roots_restored.push(dest.to_vec());
                 }
                 if self.opts.verbose {
@@ -636,7 +701,7 @@ impl Restorer<'_> {
             Err(err) => {
                 self.fail(dest, &reason(&err));
                 if e.kind == Kind::Dir {
-                    self.skipped_below.push(dest.to_vec());
+                    self.skipped_below.insert(dest.to_vec());
                 }
             }
         }
@@ -652,7 +717,7 @@ impl Restorer<'_> {
         );
         self.report.conflicts.push(dest.to_vec());
         if e.kind == Kind::Dir {
-            self.skipped_below.push(dest.to_vec());
+            self.skipped_below.insert(dest.to_vec());
         }
     }
 
@@ -704,7 +769,7 @@ impl Restorer<'_> {
                 .insert(self.paths[i].clone(), dest.to_vec());
         }
         self.report.already += 1;
-        if self.roots.iter().any(|(_, d)| d == dest) {
+        if self.roots.is_dest(dest) {
             self.report.roots_restored.push(dest.to_vec());
         }
     }
@@ -1284,22 +1349,57 @@ fn create_node(e: &Entry, pfd: RawFd, name: &CStr, euid: u32) -> io::Result<Done
         return Err(io::Error::last_os_error());
     }
     let owner_set = set_owner_at(pfd, name, e, euid)?;
-    // glibc implements AT_SYMLINK_NOFOLLOW through O_PATH: the new node itself, never a
-    // symlink swapped into its place.
-    // SAFETY: name is NUL-terminated.
-    if unsafe {
-        libc::fchmodat(
-            pfd,
-            name.as_ptr(),
-            (e.mode & 0o7777) as libc::mode_t,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    chmod_node(pfd, name, e.mode, e.kind == Kind::Fifo)?;
     set_times_at(pfd, name, e)?;
     Ok(Done { owner_set })
+}
+
+/// Give the special file `name` below `pfd` its mode: the new node itself, never a symlink
+/// swapped into its place, and without `/proc` (a chroot, a minimal container), through
+/// which glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)` works. `fchmodat2` (Linux 6.6) takes the
+/// flag itself; before it (or where a seccomp filter refuses it), a FIFO is opened
+/// (`O_NONBLOCK`: no writer is needed; `O_NOFOLLOW`) and changed through its descriptor.
+/// A device node is never opened (that can act on the device): it is left to glibc.
+fn chmod_node(pfd: RawFd, name: &CStr, mode: u32, fifo: bool) -> io::Result<()> {
+    let mode = (mode & 0o7777) as libc::mode_t;
+    let unsupported = |err: &io::Error| {
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EOPNOTSUPP)
+        )
+    };
+    if !crate::fault::active("no-fchmodat2") {
+        // SAFETY: name is NUL-terminated; fchmodat2 takes (dirfd, path, mode, flags).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fchmodat2,
+                pfd,
+                name.as_ptr(),
+                mode as libc::c_uint,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if ret == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if !unsupported(&err) {
+            return Err(err);
+        }
+    }
+    if fifo {
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY;
+        let fd = sys::openat(pfd, name, flags, 0)?;
+        if sys::fstat(fd.as_raw_fd())?.file_type() != libc::S_IFIFO {
+            return Err(io::Error::other("it was replaced while being restored"));
+        }
+        return fchmod(fd.as_raw_fd(), mode);
+    }
+    // SAFETY: name is NUL-terminated.
+    if unsafe { libc::fchmodat(pfd, name.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `NAME.~N~` with N one more than the highest numbered backup beside NAME (GNU's rule).
@@ -1334,6 +1434,35 @@ mod tests {
         assert!(!normal_absolute(b"/a/"));
         assert!(!normal_absolute(b"/"));
         assert!(!normal_absolute(b"/.."));
+    }
+
+    #[test]
+    fn a_root_is_found_through_the_parents_of_a_path_never_by_a_scan_of_the_roots() {
+        // `rm d/*` of 20,000 files: one root per file, and each of their entries (and more
+        // below them) is looked up. The work per lookup is the depth of the path.
+        let n: u64 = 20_000;
+        let mut roots = Roots::default();
+        for i in 0..n {
+            let source = format!("/d/f{i}").into_bytes();
+            let dest = format!("/out/d/f{i}").into_bytes();
+            roots.push(source, dest);
+        }
+        for i in 0..n {
+            let below = format!("/d/f{i}/x").into_bytes();
+            assert_eq!(
+                roots.dest_of(&below),
+                Some(format!("/out/d/f{i}/x").into_bytes())
+            );
+            assert!(roots.is_dest(format!("/out/d/f{i}").as_bytes()));
+        }
+        assert_eq!(roots.dest_of(b"/d/g"), None);
+        assert_eq!(roots.dest_of(b"/d"), None);
+        assert_eq!(roots.source_of(b"/out/d/f7/y"), Some(b"/d/f7/y".to_vec()));
+        assert_eq!(roots.holding(b"/d/f12"), Some(12));
+        // Two probes per entry below a root, three for one outside any: a scan would make
+        // n of them per lookup.
+        let probes = roots.probes.get();
+        assert!(probes <= 2 * n + 10, "{probes} hash probes for {n} lookups");
     }
 
     #[test]

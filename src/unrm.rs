@@ -830,10 +830,16 @@ fn restore_picks(
         cwd: cwd.to_vec(),
         verbose: opts.verbose,
     };
-    // Group by deletion, keeping the order of first mention.
+    // Group by deletion, keeping the order of first mention. Everything here is looked up,
+    // never scanned: `unrm --last` after `rm d/*` has one pick per file (issue 12).
     let mut order: Vec<usize> = Vec::new();
     let mut by_deletion: HashMap<usize, Vec<Target>> = HashMap::new();
+    let mut seen: HashSet<(usize, Vec<u8>)> = HashSet::new();
+    let mut roots_of: HashMap<usize, HashSet<Vec<u8>>> = HashMap::new();
     for (d, source) in picks {
+        if !seen.insert((d, source.clone())) {
+            continue;
+        }
         let dest = if opts.to.is_some() {
             // Under DIR, the names below the parent of the deleted operand are kept:
             // `--to out proj/src/a.rs` makes out/proj/src/a.rs.
@@ -841,10 +847,13 @@ fn restore_picks(
             let base = match bases.get(&(d, source.clone())) {
                 Some(b) => b.clone(),
                 None => {
-                    let root = catalog
-                        .get(d)
-                        .and_then(|del| del.roots().into_iter().find(|r| is_under(&source, r)))
-                        .unwrap_or_else(|| source.clone());
+                    let roots = roots_of.entry(d).or_insert_with(|| {
+                        catalog
+                            .get(d)
+                            .map(|del| del.roots().into_iter().collect())
+                            .unwrap_or_default()
+                    });
+                    let root = root_holding(roots, &source).unwrap_or_else(|| source.clone());
                     split_parent(&root).0.to_vec()
                 }
             };
@@ -866,9 +875,7 @@ fn restore_picks(
             order.push(d);
             Vec::new()
         });
-        if !list.iter().any(|t| t.source == source) {
-            list.push(Target { source, dest });
-        }
+        list.push(Target { source, dest });
     }
     let mut total = Report::default();
     for d in order {
@@ -892,19 +899,26 @@ fn restore_picks(
             );
             failed = true;
         }
+        let renamed_to: HashMap<&[u8], &Vec<u8>> = report
+            .renamed
+            .iter()
+            .map(|(w, u)| (w.as_slice(), u))
+            .collect();
+        let restored: HashSet<&[u8]> = report.roots_restored.iter().map(|r| &r[..]).collect();
+        let replaced: HashSet<&[u8]> = report.replaced.iter().map(|r| &r[..]).collect();
         for t in targets {
-            let renamed = report.renamed.iter().find(|(w, _)| *w == t.dest);
-            let used = renamed.map(|(_, u)| u).unwrap_or(&t.dest);
-            if opts.verbose || !report.roots_restored.contains(used) {
+            let renamed = renamed_to.get(t.dest.as_slice()).copied();
+            let used = renamed.unwrap_or(&t.dest);
+            if opts.verbose || !restored.contains(used.as_slice()) {
                 continue;
             }
             let line = match renamed {
-                Some((_, used)) => format!(
+                Some(used) => format!(
                     "restored {} as {}\n",
                     quote(&display(cwd, &t.dest)),
                     quote(&display(cwd, used))
                 ),
-                None if report.replaced.contains(&t.dest) => format!(
+                None if replaced.contains(t.dest.as_slice()) => format!(
                     "restored {} (what was there is archived in the store)\n",
                     quote(&display(cwd, &t.dest))
                 ),
@@ -913,8 +927,9 @@ fn restore_picks(
             stdout_write(line.as_bytes());
         }
         if report.restored > 0 {
-            let whole = targets.len() == del.roots().len()
-                && targets.iter().all(|t| del.roots().contains(&t.source));
+            let roots: HashSet<Vec<u8>> = del.roots().into_iter().collect();
+            let whole =
+                targets.len() == roots.len() && targets.iter().all(|t| roots.contains(&t.source));
             let note = Restored {
                 at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 to: targets.iter().map(|t| PathBytes::new(&t.dest)).collect(),
@@ -981,6 +996,18 @@ fn restore_picks(
         return 1;
     }
     0
+}
+
+/// The root in `roots` that is `path` or holds it, found by walking up `path`.
+fn root_holding(roots: &HashSet<Vec<u8>>, path: &[u8]) -> Option<Vec<u8>> {
+    let mut p = path;
+    while p.len() > 1 {
+        if roots.contains(p) {
+            return Some(p.to_vec());
+        }
+        p = split_parent(p).0;
+    }
+    None
 }
 
 /// The `--to` directory, created if missing, as a canonical absolute path.

@@ -1495,3 +1495,144 @@ fn to_keeps_the_names_below_the_deleted_operand_for_a_path_inside_it() {
         0o700
     );
 }
+
+#[test]
+fn thousands_of_operands_come_back_each_whole_in_place_and_under_to() {
+    // `rm d/*` makes one target root per file: every one is restored, with its mode and
+    // mtime, reported once, and the deletion is then undone (issue 12: this was quadratic).
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let n = 3000;
+    let names: Vec<String> = (0..n).map(|i| format!("d/f{i:04}")).collect();
+    let spec: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if i % 10 == 0 {
+                format!("{name}/inner=in {i}") // some operands are directories
+            } else {
+                format!("{name}=content {i}")
+            }
+        })
+        .collect();
+    let spec: Vec<&str> = spec.iter().map(String::as_str).collect();
+    build_tree(&w, &spec);
+    for (i, name) in names.iter().enumerate() {
+        let p = w.join(name);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o700 + (i as u32 % 0o100)))
+            .expect("chmod");
+        set_mtime(&p, 1_600_000_000 + i as i64, i as i64);
+    }
+    // What is below d (d itself keeps the mtime the removal gave it).
+    let below = |dir: &Path| {
+        let mut all = full_snapshot(dir);
+        all.retain(|f| f.path != Path::new("."));
+        all
+    };
+    let before = below(&w.join("d"));
+    let args: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut rm_args = vec!["-r"];
+    rm_args.extend(&args);
+    saferm(&sb, &w, &rm_args);
+    assert_eq!(fs::read_dir(w.join("d")).expect("d").count(), 0);
+
+    // One line per operand, in order (compared as a list: a diff of 3,000 lines is no help).
+    let lines = |out: &Outcome, prefix: &str, strip: usize| {
+        let got: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+        let want: Vec<String> = names
+            .iter()
+            .map(|n| format!("restored '{prefix}{}'", &n[strip..]))
+            .collect();
+        assert!(
+            got == want,
+            "{} lines, the first {:?}",
+            got.len(),
+            got.first()
+        );
+    };
+    // Under --to, the names below the operands' parent: out/f0000...
+    let out = unrm_ok(&sb, &w, &["--last", "--to", "out"]);
+    lines(&out, "out/", 2);
+    assert!(below(&w.join("out")) == before, "out differs");
+    assert_eq!(deletions(&sb)[0]["restored"], true);
+
+    // In place, by every name at once (a restored deletion is still restorable by name).
+    let out = unrm_ok(&sb, &w, &args);
+    lines(&out, "", 0);
+    assert!(below(&w.join("d")) == before, "d differs");
+}
+
+#[test]
+fn fifos_and_devices_get_their_modes_without_proc() {
+    // In a chroot or a minimal container there is no /proc, through which glibc's
+    // fchmodat(AT_SYMLINK_NOFOLLOW) works: the FIFO was left 0600 and reported (issue 12).
+    let Some(unshare) = crate::common::tool("unshare", "restoring without /proc") else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("\n*** SKIPPED: restoring without /proc needs root (a mount namespace) ***");
+        assert!(
+            std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+            "SAFERM_TEST_REQUIRE_ALL=1: run the tests as root"
+        );
+        return;
+    }
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir(w.join("d")).expect("mkdir");
+    let fifo = w.join("d/fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o640)).expect("fifo");
+    fs::set_permissions(&fifo, fs::Permissions::from_mode(0o1642)).expect("chmod");
+    set_mtime(&fifo, 1_500_000_000, 42);
+    let c = c_path(&w.join("d/null"));
+    // SAFETY: valid path.
+    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o604, libc::makedev(1, 3)) };
+    assert_eq!(r, 0, "mknod");
+    let before = full_snapshot(&w.join("d"));
+    saferm(&sb, &w, &["-r", "d"]);
+    let script = "mount -t tmpfs none /proc && test ! -e /proc/self && exec \"$@\"";
+    let unrm_without_proc = |name: &str, fault: &str| {
+        sb.command(&unshare)
+            .current_dir(&w)
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(unrm_bin())
+            .arg(name)
+            .env("SAFERM_FAULT", fault)
+            .run()
+    };
+    let out = unrm_without_proc("d", "");
+    let stderr = out.stderr_text();
+    if stderr.starts_with("unshare:") || stderr.starts_with("mount:") {
+        eprintln!(
+            "\n*** SKIPPED: no private mount namespace here ({}) ***",
+            stderr.trim()
+        );
+        return;
+    }
+    assert_eq!(out.code(), Some(0), "{stderr}");
+    assert_eq!(out.stdout_text(), "restored 'd'\n");
+    assert_eq!(full_snapshot(&w.join("d")), before);
+
+    // A kernel before fchmodat2 (6.6): the FIFO is changed through a descriptor of its own.
+    fs::create_dir(w.join("e")).expect("mkdir");
+    nix::unistd::mkfifo(
+        &w.join("e/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o604),
+    )
+    .expect("fifo");
+    set_mtime(&w.join("e/fifo"), 1_400_000_000, 7);
+    let before = full_snapshot(&w.join("e"));
+    saferm(&sb, &w, &["-r", "e"]);
+    let out = unrm_without_proc("e", "no-fchmodat2");
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(full_snapshot(&w.join("e")), before);
+}
