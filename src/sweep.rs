@@ -226,6 +226,15 @@ impl<'a, 's> Unlinker<'a, 's> {
         let n = &s.plan.nodes[idx];
         let st = n.st;
         let hard_linked = !st.is_dir() && st.nlink > 1;
+        // Open for writing elsewhere when it was read: its content is compared again, before
+        // the re-stat (which then catches a write(2) made meanwhile).
+        if let Some(want) = s.plan.recheck.get(&idx) {
+            if !crate::remove::content_unchanged(dirfd, &n.name, &st, want) {
+                self.error(display, "changed while it was being archived");
+                s.keep_with_ancestors(idx);
+                return;
+            }
+        }
         match sys::fstatat(dirfd, &n.name, false) {
             Ok(now) => {
                 let same = if st.is_dir() {

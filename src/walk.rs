@@ -119,6 +119,19 @@ pub struct Plan {
     pub root_abs: HashMap<usize, Vec<u8>>,
     /// Whether any error was reported (exit status 1).
     pub failed: bool,
+    /// Regular files to hash again just before their unlink, with the hash they were
+    /// archived with: they were open for writing elsewhere when they were read (a write
+    /// through a shared mapping changes neither mtime nor ctime), or the kernel would not
+    /// say whether they were.
+    pub recheck: HashMap<usize, ArchivedHash>,
+}
+
+/// The content hash a file was archived with, as its manifest entry records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchivedHash {
+    /// Its `blake3`, or, for a file stored sparse, its `blake3_blocks`.
+    pub hash: [u8; 32],
+    pub blocks: bool,
 }
 
 impl Plan {
