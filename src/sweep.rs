@@ -153,11 +153,16 @@ impl<'a, 's> Unlinker<'a, 's> {
             self.s.prog,
             quote(display)
         );
+        self.say(&msg);
+        self.failed = true;
+    }
+
+    /// A line for stderr, now or held with the job's messages.
+    fn say(&mut self, msg: &str) {
         match &mut self.held {
             Some(held) => held.extend_from_slice(msg.as_bytes()),
             None => stderr_write(msg.as_bytes()),
         }
-        self.failed = true;
     }
 
     /// Unlink a node and everything below it that is still to be removed, children first,
@@ -237,7 +242,9 @@ impl<'a, 's> Unlinker<'a, 's> {
         }
         match sys::fstatat(dirfd, &n.name, false) {
             Ok(now) => {
-                let same = if st.is_dir() {
+                // A pseudo-filesystem's files change by themselves, and nothing of them was
+                // archived: only their identity matters.
+                let same = if st.is_dir() || n.pseudo {
                     (now.dev, now.ino, now.file_type()) == (st.dev, st.ino, st.file_type())
                 } else if hard_linked && self.unlinking(st.dev, st.ino) {
                     crate::remove::unchanged_but_ctime(&now, &st)
@@ -269,6 +276,13 @@ impl<'a, 's> Unlinker<'a, 's> {
         }
         match crate::unlink::remove_object(dirfd, &n.name, st.is_dir()) {
             Ok(()) => {
+                if n.pseudo && !s.opts.no_archive {
+                    self.say(&format!(
+                        "{}: warning: removed {} without an archive copy: it is on a pseudo-filesystem (kernel state, not data)\n",
+                        s.prog,
+                        quote(display)
+                    ));
+                }
                 if s.opts.verbose {
                     let what = if st.is_dir() {
                         "removed directory"

@@ -794,7 +794,10 @@ pub fn is_pseudo_fs(fs_type: i64) -> bool {
     )
 }
 
-/// Whether the filesystem that holds `fd` is a pseudo-filesystem ([`is_pseudo_fs`]).
-pub fn on_pseudo_fs(fd: RawFd) -> bool {
-    statfs(fd).is_ok_and(|(fs_type, _)| is_pseudo_fs(fs_type))
+/// Whether `name` below `dirfd` (itself, not a symlink's target) is on a pseudo-filesystem
+/// ([`is_pseudo_fs`]). Not knowing is no: the object is then archived as any other.
+pub fn pseudo_fs_at(dirfd: RawFd, name: &CStr) -> bool {
+    openat(dirfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+        .and_then(|fd| statfs(fd.as_raw_fd()))
+        .is_ok_and(|(fs_type, _)| is_pseudo_fs(fs_type))
 }
