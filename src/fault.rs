@@ -24,6 +24,10 @@
 //! `sparse-damage=a` stores one byte of the sparse file `a`'s data other than the one its
 //! hash was worked out from.
 //!
+//! `pause` stops saferm between sealing and unlinking until a test says go on: it creates
+//! the file `paused` in the directory `SAFERM_TEST_PAUSE_DIR` names, then waits (at most two
+//! minutes) for a file `resume` there, so that a test can change a file at exactly that step.
+//!
 //! `SAFERM_TEST_NOW=<unix seconds>` sets the clock retention measures ages with ([`now`]),
 //! so that age limits can be tested without racing the real clock.
 
@@ -57,6 +61,24 @@ pub fn names(step: &str, name: &[u8]) -> bool {
         .strip_prefix(step.as_bytes())
         .and_then(|rest| rest.strip_prefix(b"="))
         .is_some_and(|list| list.split(|&b| b == b',').any(|n| n == base))
+}
+
+/// Fault `step` (`pause`): tell the test through `SAFERM_TEST_PAUSE_DIR/paused`, then wait
+/// for `SAFERM_TEST_PAUSE_DIR/resume`.
+pub fn pause(step: &str) {
+    if !active(step) {
+        return;
+    }
+    let Some(dir) = std::env::var_os("SAFERM_TEST_PAUSE_DIR").map(std::path::PathBuf::from) else {
+        return;
+    };
+    let _ = std::fs::write(dir.join("paused"), b"");
+    for _ in 0..12_000 {
+        if dir.join("resume").exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// The current time in Unix seconds, as retention measures ages: `SAFERM_TEST_NOW` in debug

@@ -170,6 +170,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
                     interactive: opts.presume_input_tty || sys::stdin_is_tty(),
                     euid: sys::geteuid(),
                     own_changes: std::sync::Mutex::new(Vec::new()),
+                    written_elsewhere: std::sync::Mutex::new(HashSet::new()),
                     warned: std::sync::Mutex::new(HashSet::new()),
                 };
                 let archived = archive_plan(&ctx, &store, &mut plan);
@@ -342,6 +343,7 @@ fn record_kept(store: &Store, id: &str, plan: &Plan, archived: &[usize]) -> Opti
 /// to what it is (only its ctime changes) and `swap` replaces the first archived
 /// subdirectory by a symlink to it, as another process could.
 fn simulate_concurrent_change(plan: &Plan) {
+    crate::fault::pause("pause");
     let archived = || plan.to_archive();
     if crate::fault::active("chmod") {
         if let Some(i) = archived().find(|&i| plan.nodes[i].st.is_file()) {
@@ -441,6 +443,10 @@ struct ArchiveContext<'a> {
     own_changes: std::sync::Mutex<Vec<OwnChange>>,
     /// Nodes warned about (sockets), so that writing the archive again does not repeat it.
     warned: std::sync::Mutex<HashSet<usize>>,
+    /// Regular files that were open for writing elsewhere when they were read, or that the
+    /// kernel would not say about ([`sys::writers`]): their content is hashed again just
+    /// before their unlink ([`walk::Plan::recheck`]).
+    written_elsewhere: std::sync::Mutex<HashSet<usize>>,
 }
 
 enum Archived {
@@ -461,6 +467,7 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
     // Signals are caught from here on: Ctrl-C while waiting for the lock ends the wait, and
     // the run dies of it with nothing removed.
     crate::signal::catch();
+    sys::ignore_lease_breaks();
     let _lock = store.lock_shared_patiently(|holder| {
         stderr_write(
             format!(
@@ -487,7 +494,10 @@ fn archive_plan(ctx: &ArchiveContext<'_>, store: &Store, plan: &mut Plan) -> Res
             accept_own_changes(plan, std::mem::take(&mut *changes));
         }
         match attempt? {
-            Attempt::Done(id) => return Ok(Archived::Yes(Some(id))),
+            Attempt::Done(id, recheck) => {
+                plan.recheck = recheck;
+                return Ok(Archived::Yes(Some(id)));
+            }
             Attempt::Retry(mut failures) => {
                 failures.sort_by_key(|&(node, _)| node);
                 for (node, reason) in failures {
@@ -664,7 +674,9 @@ fn size_at_most(bytes: u64) -> String {
 pub use crate::output::human;
 
 enum Attempt {
-    Done(String),
+    /// Archived as this deletion, with the archived hashes of the files to hash again
+    /// before their unlink.
+    Done(String, HashMap<usize, walk::ArchivedHash>),
     /// These nodes could not be archived (or verified), for these reasons.
     Retry(Vec<(usize, String)>),
 }
@@ -926,7 +938,29 @@ fn write_archive(
         return Err(e);
     }
     crate::timing::mark("archive durable, manifest published");
-    Ok(Attempt::Done(manifest.id.clone()))
+    let recheck = ctx
+        .written_elsewhere
+        .lock()
+        .map(|nodes| {
+            manifest
+                .entries
+                .list
+                .iter()
+                .filter(|e| e.kind == Kind::File && nodes.contains(&e.node))
+                .filter_map(|e| {
+                    let hash = e.blake3?;
+                    Some((
+                        e.node,
+                        walk::ArchivedHash {
+                            hash,
+                            blocks: e.blocks,
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Attempt::Done(manifest.id.clone(), recheck))
 }
 
 /// Write the manifest to a temp file in the store, to be published (renamed into
@@ -1253,6 +1287,13 @@ fn fill_archive<'p>(
                     }
                     Err(e) => fail!(source_failed(idx, &e)),
                 };
+                // A writable shared mapping changes the content without a new mtime or
+                // ctime: a file open for writing elsewhere is hashed again before its unlink.
+                if sys::writers(fd.as_raw_fd()) != sys::Writers::None {
+                    if let Ok(mut nodes) = ctx.written_elsewhere.lock() {
+                        nodes.insert(idx);
+                    }
+                }
                 // Something other than the file the walk saw fails to read as one: say so.
                 let failed = |e: &std::io::Error, fd: RawFd| match sys::fstat(fd) {
                     Ok(now) if !unchanged(&now, &st) => changed(idx),
@@ -1842,6 +1883,42 @@ fn same_object(fd: OwnedFd, st: &Stat) -> std::io::Result<OwnedFd> {
 }
 
 /// The identity DESIGN §1.2 names: dev, ino, type, size, mtime, ctime.
+/// Whether the regular file `name` below `dirfd` is still the object `st` describes and
+/// still holds the content that was archived, by `want`, the hash its manifest entry
+/// records. For a file that was open for writing elsewhere: a write through a shared mapping
+/// changes neither its mtime nor its ctime.
+pub(crate) fn content_unchanged(
+    dirfd: RawFd,
+    name: &std::ffi::CStr,
+    st: &Stat,
+    want: &walk::ArchivedHash,
+) -> bool {
+    let Ok(fd) = sys::open_file_nofollow(dirfd, name) else {
+        return false;
+    };
+    match sys::fstat(fd.as_raw_fd()) {
+        Ok(now) if now.is_file() && (now.dev, now.ino, now.size) == (st.dev, st.ino, st.size) => {}
+        _ => return false,
+    }
+    let hex = blake3::Hash::from(want.hash).to_hex();
+    let mut hash = if want.blocks {
+        crate::hash::ContentHash::new(None, Some(hex.as_str()))
+    } else {
+        crate::hash::ContentHash::new(Some(hex.as_str()), None)
+    };
+    let mut file = File::from(fd);
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match std::io::Read::read(&mut file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => hash.data(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    hash.matches(st.size)
+}
+
 pub(crate) fn unchanged(now: &Stat, then: &Stat) -> bool {
     unchanged_but_ctime(now, then) && (now.ctime, now.ctime_nsec) == (then.ctime, then.ctime_nsec)
 }

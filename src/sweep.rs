@@ -153,11 +153,16 @@ impl<'a, 's> Unlinker<'a, 's> {
             self.s.prog,
             quote(display)
         );
+        self.say(&msg);
+        self.failed = true;
+    }
+
+    /// A line for stderr, now or held with the job's messages.
+    fn say(&mut self, msg: &str) {
         match &mut self.held {
             Some(held) => held.extend_from_slice(msg.as_bytes()),
             None => stderr_write(msg.as_bytes()),
         }
-        self.failed = true;
     }
 
     /// Unlink a node and everything below it that is still to be removed, children first,
@@ -226,9 +231,20 @@ impl<'a, 's> Unlinker<'a, 's> {
         let n = &s.plan.nodes[idx];
         let st = n.st;
         let hard_linked = !st.is_dir() && st.nlink > 1;
+        // Open for writing elsewhere when it was read: its content is compared again, before
+        // the re-stat (which then catches a write(2) made meanwhile).
+        if let Some(want) = s.plan.recheck.get(&idx) {
+            if !crate::remove::content_unchanged(dirfd, &n.name, &st, want) {
+                self.error(display, "changed while it was being archived");
+                s.keep_with_ancestors(idx);
+                return;
+            }
+        }
         match sys::fstatat(dirfd, &n.name, false) {
             Ok(now) => {
-                let same = if st.is_dir() {
+                // A pseudo-filesystem's files change by themselves, and nothing of them was
+                // archived: only their identity matters.
+                let same = if st.is_dir() || n.pseudo {
                     (now.dev, now.ino, now.file_type()) == (st.dev, st.ino, st.file_type())
                 } else if hard_linked && self.unlinking(st.dev, st.ino) {
                     crate::remove::unchanged_but_ctime(&now, &st)
@@ -260,6 +276,13 @@ impl<'a, 's> Unlinker<'a, 's> {
         }
         match crate::unlink::remove_object(dirfd, &n.name, st.is_dir()) {
             Ok(()) => {
+                if n.pseudo && !s.opts.no_archive {
+                    self.say(&format!(
+                        "{}: warning: removed {} without an archive copy: it is on a pseudo-filesystem (kernel state, not data)\n",
+                        s.prog,
+                        quote(display)
+                    ));
+                }
                 if s.opts.verbose {
                     let what = if st.is_dir() {
                         "removed directory"

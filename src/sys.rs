@@ -787,3 +787,81 @@ mod tests {
         }
     }
 }
+
+/// Whether anyone else has a file open for writing, as far as the kernel can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writers {
+    /// Nobody: no descriptor of it is open for writing, and no writable shared mapping of it
+    /// exists (a mapping keeps its open file for writing even after its descriptor is
+    /// closed).
+    None,
+    /// Someone has it open for writing (a writer, or a writable `MAP_SHARED` mapping).
+    Some,
+    /// The kernel would not say (a file the caller neither owns nor has `CAP_LEASE` for, a
+    /// filesystem without leases such as NFS).
+    Unknown,
+}
+
+/// Ask whether `fd` (a regular file this process opened read-only) is open for writing
+/// anywhere else: a read lease (`F_SETLEASE F_RDLCK`) is granted only when it is not, and is
+/// given back at once, so that nobody who opens it meanwhile waits more than a moment.
+///
+/// A lease being broken sends SIGIO, which would kill the process: [`ignore_lease_breaks`]
+/// must have run first.
+pub fn writers(fd: RawFd) -> Writers {
+    // SAFETY: fcntl on a descriptor we own, with integer arguments.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } == 0 {
+        // SAFETY: as above. Closing the descriptor would give it back as well.
+        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+        return Writers::None;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Writers::Some,
+        _ => Writers::Unknown,
+    }
+}
+
+/// Ignore SIGIO, which the kernel sends to a lease holder when someone opens the file for
+/// writing ([`writers`]): its default action kills the process. saferm uses no SIGIO.
+pub fn ignore_lease_breaks() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        // SAFETY: setting a signal's disposition to SIG_IGN is always valid.
+        unsafe {
+            libc::signal(libc::SIGIO, libc::SIG_IGN);
+        }
+    });
+}
+
+/// Whether `f_type` is a pseudo-filesystem, whose files are the kernel's state, not data
+/// (sysfs, procfs, cgroupfs, debugfs, securityfs...): nothing there can be archived or put
+/// back, so saferm does what rm does with them, without an archive attempt.
+pub fn is_pseudo_fs(fs_type: i64) -> bool {
+    matches!(
+        fs_type as u64 & 0xFFFF_FFFF,
+        0x6265_6572 // sysfs
+            | 0x9FA0 // proc
+            | 0x0027_E0EB // cgroup
+            | 0x6367_7270 // cgroup2
+            | 0x6462_6720 // debugfs
+            | 0x7472_6163 // tracefs
+            | 0x7363_6673 // securityfs
+            | 0xF97C_FF8C // selinuxfs
+            | 0x4341_5D53 // smackfs
+            | 0x6265_6570 // configfs
+            | 0xCAFE_4A11 // bpf
+            | 0x4249_4E4D // binfmt_misc
+            | 0x6573_5543 // fusectl
+            | 0x1CD1 // devpts
+            | 0x6E73_6673 // nsfs
+            | 0x1980_0202 // mqueue
+    )
+}
+
+/// Whether `name` below `dirfd` (itself, not a symlink's target) is on a pseudo-filesystem
+/// ([`is_pseudo_fs`]). Not knowing is no: the object is then archived as any other.
+pub fn pseudo_fs_at(dirfd: RawFd, name: &CStr) -> bool {
+    openat(dirfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+        .and_then(|fd| statfs(fd.as_raw_fd()))
+        .is_ok_and(|(fs_type, _)| is_pseudo_fs(fs_type))
+}

@@ -63,6 +63,10 @@ pub struct Node {
     /// (a directory with an unreadable one inside): if it is gone when its turn comes, that
     /// operand removed it, and rm would not have met it.
     pub repeat: bool,
+    /// On a pseudo-filesystem (sysfs, procfs, cgroupfs...: [`sys::is_pseudo_fs`]): the
+    /// kernel's state, not data. It is not archived; the unlink phase does what rm does and
+    /// says what rm says.
+    pub pseudo: bool,
 }
 
 impl Node {
@@ -80,6 +84,7 @@ impl Node {
             unreadable: None,
             archive_self: true,
             repeat: false,
+            pseudo: false,
         }
     }
 
@@ -119,6 +124,19 @@ pub struct Plan {
     pub root_abs: HashMap<usize, Vec<u8>>,
     /// Whether any error was reported (exit status 1).
     pub failed: bool,
+    /// Regular files to hash again just before their unlink, with the hash they were
+    /// archived with: they were open for writing elsewhere when they were read (a write
+    /// through a shared mapping changes neither mtime nor ctime), or the kernel would not
+    /// say whether they were.
+    pub recheck: HashMap<usize, ArchivedHash>,
+}
+
+/// The content hash a file was archived with, as its manifest entry records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchivedHash {
+    /// Its `blake3`, or, for a file stored sparse, its `blake3_blocks`.
+    pub hash: [u8; 32],
+    pub blocks: bool,
 }
 
 impl Plan {
@@ -193,8 +211,10 @@ impl Plan {
 
     /// The nodes to archive, parents before children.
     pub fn to_archive(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].fate == Fate::Remove && self.nodes[i].archive_self)
+        (0..self.nodes.len()).filter(|&i| {
+            let n = &self.nodes[i];
+            n.fate == Fate::Remove && n.archive_self && !n.pseudo
+        })
     }
 }
 
@@ -359,8 +379,10 @@ impl Walker<'_> {
                 .and_then(|c| sys::fstatat(sys::AT_FDCWD, &c, false).ok())
                 .is_some_and(|s| s.is_symlink())
         };
+        let pseudo = sys::pseudo_fs_at(sys::AT_FDCWD, &cpath);
         let node = Node {
             archive_self: !through_link && abs != b"/",
+            pseudo,
             ..Node::new(None, cpath.into(), st, index)
         };
         let idx = self.push(node, parent_id, base);
@@ -540,7 +562,8 @@ impl Walker<'_> {
         let n = &self.plan.nodes[idx];
         // The user's own files can always be read: the archive writer gives its owner read
         // permission for as long as an open takes (sys::open_as_owner).
-        if self.archiving && n.st.is_file() && self.euid != 0 && n.st.uid != self.euid {
+        if self.archiving && n.st.is_file() && !n.pseudo && self.euid != 0 && n.st.uid != self.euid
+        {
             if let Err(e) = sys::access_effective(dirfd, &n.name, libc::R_OK) {
                 let msg = format!(
                     "cannot remove {}: could not archive: {}",
@@ -672,7 +695,16 @@ impl Walker<'_> {
                 return None;
             }
         };
-        let child = Node::new(Some(idx), entry.name, child_st, operand);
+        // Below a mount point, or a file mounted over one: look at the filesystem again.
+        let pseudo = if child_st.dev == st.dev {
+            self.plan.nodes[idx].pseudo
+        } else {
+            sys::pseudo_fs_at(fd, &entry.name)
+        };
+        let child = Node {
+            pseudo,
+            ..Node::new(Some(idx), entry.name, child_st, operand)
+        };
         let cname = child.name.as_bytes().to_vec();
         let cidx = self.push(child, Some((st.dev, st.ino)), &cname);
         if child_st.is_dir() {

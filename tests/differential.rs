@@ -735,3 +735,78 @@ fn symlinks_with_untidy_targets() {
         case(&["d/r->/", "d/t->x/", "d/f=1"], &["-rv", "d"]),
     ]);
 }
+
+/// Files on pseudo-filesystems (sysfs, procfs) are the kernel's state: saferm does not try to
+/// archive them (it used to say "changed while it was being archived") and says what rm says
+/// (issue 12 §15), as root and as a user, with and without -f; nothing goes to the store.
+#[test]
+fn pseudo_filesystem_files_get_rms_own_error() {
+    let candidates = [
+        "/sys/kernel/uevent_seqnum",
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+        "/sys/power/state",
+        "/proc/sys/kernel/hostname",
+        "/proc/version",
+    ];
+    let present: Vec<&str> = candidates
+        .into_iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .collect();
+    if !present.iter().any(|p| p.starts_with("/sys/")) {
+        let why = "no sysfs file found: pseudo-filesystems are not tested";
+        if std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
+            panic!("{why}, and SAFERM_TEST_REQUIRE_ALL=1 makes it mandatory");
+        }
+        eprintln!("\n*** SKIPPED: {why}. ***");
+        return;
+    }
+    let mut differences = Vec::new();
+    for unprivileged in [false, true] {
+        let sb = Sandbox::new();
+        if unprivileged {
+            sb.chown_all(NOBODY, NOBODY);
+        }
+        for path in &present {
+            for args in [vec![*path], vec!["-f", path], vec!["-rf", path]] {
+                let run = |program: std::path::PathBuf| {
+                    let cmd = sb.command(program).args(&args);
+                    if unprivileged {
+                        cmd.unprivileged().run()
+                    } else {
+                        cmd.run()
+                    }
+                };
+                let gnu = run(crate::common::GNU_RM.into());
+                let ours = run(saferm_bin());
+                let seen = |o: &crate::common::Outcome| {
+                    (
+                        o.code(),
+                        o.stdout_text(),
+                        o.stderr_text().replacen("saferm", "rm", 1),
+                    )
+                };
+                if seen(&gnu) != seen(&ours) {
+                    differences.push(format!(
+                        "{}rm {args:?}: GNU {:?}, saferm {:?}",
+                        if unprivileged { "(nobody) " } else { "" },
+                        seen(&gnu),
+                        seen(&ours)
+                    ));
+                }
+                assert!(std::fs::symlink_metadata(path).is_ok(), "{path} is gone");
+            }
+        }
+        assert!(differences.is_empty(), "{}", differences.join("\n"));
+        let mut archived = Vec::new();
+        let mut dirs = vec![sb.store().join("archives")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(e.path()),
+                    _ => archived.push(e.path().display().to_string()),
+                }
+            }
+        }
+        assert!(archived.is_empty(), "archived: {archived:?}");
+    }
+}

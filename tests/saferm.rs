@@ -2198,3 +2198,110 @@ fn the_owners_unreadable_empty_directory_keeps_its_xattrs() {
         b"dir note"
     );
 }
+
+/// A writable `MAP_SHARED` mapping of `path`, held by this (test) process: writes through it
+/// reach the file without a `write(2)`, and, once its page is dirty, without a new mtime or
+/// ctime. Its descriptor is closed: the mapping alone keeps the file open for writing.
+struct SharedMapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl SharedMapping {
+    fn new(path: &Path) -> SharedMapping {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open the file to map");
+        let len = file.metadata().expect("stat").len() as usize;
+        // SAFETY: a fresh shared mapping of an open file; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        SharedMapping {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    fn write(&self, at: usize, bytes: &[u8]) {
+        assert!(at + bytes.len() <= self.len);
+        // SAFETY: within the mapping, which lives as long as self.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(at), bytes.len()) };
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Run saferm with the `pause` fault: it stops between sealing the archive and unlinking,
+/// `during` runs, then it goes on.
+fn saferm_paused(sb: &Sandbox, cwd: &Path, args: &[&str], during: impl FnOnce()) -> Outcome {
+    let pause = sb.work("pause");
+    let cmd = sb
+        .command(saferm_bin())
+        .current_dir(cwd)
+        .args(args)
+        .env("SAFERM_FAULT", "pause")
+        .env("SAFERM_TEST_PAUSE_DIR", &pause);
+    std::thread::scope(|s| {
+        let run = s.spawn(|| cmd.run());
+        while !pause.join("paused").exists() && !run.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(pause.join("paused").exists(), "saferm did not pause");
+        during();
+        fs::write(pause.join("resume"), b"").expect("resume");
+        run.join().expect("saferm thread")
+    })
+}
+
+#[test]
+fn a_write_through_a_shared_mapping_during_the_deletion_keeps_the_file() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    fs::write(work.join("f"), vec![b'a'; 8192]).expect("write");
+    let map = SharedMapping::new(&work.join("f"));
+    // Its page is dirty and writable before saferm looks: later writes fault no more, so
+    // they change neither mtime nor ctime.
+    map.write(0, b"b");
+    let out = saferm_paused(&sb, &work, &["f"], || map.write(1, b"final"));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 'f': changed while it was being archived\n"
+    );
+    let kept = fs::read(work.join("f")).expect("kept");
+    assert_eq!(&kept[..6], b"bfinal");
+}
+
+#[test]
+fn a_file_mapped_for_writing_elsewhere_but_unchanged_is_removed_as_archived() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    fs::write(work.join("f"), vec![b'a'; 8192]).expect("write");
+    let map = SharedMapping::new(&work.join("f"));
+    map.write(0, b"mapped");
+    let out = saferm_paused(&sb, &work, &["f"], || {});
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(out.stderr_text(), "");
+    assert!(!work.join("f").exists());
+    drop(map);
+    unrm_last(&sb, &work);
+    let back = fs::read(work.join("f")).expect("restored");
+    assert_eq!(&back[..6], b"mapped");
+    assert_eq!(back.len(), 8192);
+}
