@@ -6,6 +6,7 @@ mod differential;
 mod fuzz;
 mod isolation;
 mod memory;
+mod powercut;
 mod readme;
 mod saferm;
 mod shell;
