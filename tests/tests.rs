@@ -8,6 +8,7 @@ mod fuzz;
 mod hostile_store;
 mod isolation;
 mod memory;
+mod powercut;
 mod readme;
 mod saferm;
 mod shell;
