@@ -332,6 +332,9 @@ impl Store {
             let mut next = Vec::new();
             for dir in &level {
                 for e in sys::read_dir(dir.as_raw_fd()).unwrap_or_default() {
+                    if e.d_type != libc::DT_DIR && e.d_type != libc::DT_UNKNOWN {
+                        continue; // the files of tmp/, FORMAT, lock...
+                    }
                     let Ok(sub) = sys::open_dir_nofollow(dir.as_raw_fd(), &e.name) else {
                         continue; // not a directory
                     };
