@@ -14,8 +14,9 @@
 //! every source file look uncached, which starts the read-ahead thread (src/prefetch.rs),
 //! `cold-start` only starts it (it then finds every file cached and gives up), and `warm`
 //! makes every file look cached (the thread never starts). unrm:
-//! `restore-signal` (SIGINT while restoring), `purge-crash` (a purge stops between the
-//! manifest and the archive), `no-fchmodat2` (the kernel lacks fchmodat2, as before 6.6).
+//! `restore-signal` (SIGINT while restoring), `restore-sync` (making a restore durable
+//! fails), `purge-crash` (a purge stops between the manifest and the archive),
+//! `no-fchmodat2` (the kernel lacks fchmodat2, as before 6.6).
 //!
 //! Per-entry steps name the files they hit: `read=a,b` fails reading the files called `a`
 //! and `b` (at their first read), `read-late=a` after their first MiB (the tar header has

@@ -545,6 +545,13 @@ pub fn fsync(fd: &impl AsRawFd) -> io::Result<()> {
     check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(|_| ())
 }
 
+/// `syncfs`: write back and commit everything of the filesystem `fd` is on, and wait. Since
+/// Linux 5.8 it reports a writeback error on that filesystem since `fd` was opened.
+pub fn syncfs(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid descriptor.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(|_| ())
+}
+
 /// Ask the kernel to start writing a file's dirty pages back (`sync_file_range` with
 /// `SYNC_FILE_RANGE_WRITE`: it does not wait and guarantees nothing; the fsync does).
 pub fn start_writeback(fd: &impl AsRawFd) {

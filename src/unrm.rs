@@ -906,10 +906,12 @@ fn restore_picks(
             .collect();
         let restored: HashSet<&[u8]> = report.roots_restored.iter().map(|r| &r[..]).collect();
         let replaced: HashSet<&[u8]> = report.replaced.iter().map(|r| &r[..]).collect();
+        // `restore` returns once what it made is durable; if it could not make it so, nothing
+        // is said to be restored and no note is written (`unrm --last` still offers it).
         for t in targets {
             let renamed = renamed_to.get(t.dest.as_slice()).copied();
             let used = renamed.unwrap_or(&t.dest);
-            if opts.verbose || !restored.contains(used.as_slice()) {
+            if opts.verbose || report.not_durable || !restored.contains(used.as_slice()) {
                 continue;
             }
             let line = match renamed {
@@ -926,7 +928,7 @@ fn restore_picks(
             };
             stdout_write(line.as_bytes());
         }
-        if report.restored > 0 {
+        if report.restored > 0 && !report.not_durable {
             let roots: HashSet<Vec<u8>> = del.roots().into_iter().collect();
             let whole =
                 targets.len() == roots.len() && targets.iter().all(|t| roots.contains(&t.source));
@@ -956,7 +958,12 @@ fn restore_picks(
             );
             crate::signal::reraise(sig);
         }
-        total.restored += report.restored;
+        if report.not_durable {
+            // Made, but a crash could still take it: not counted as restored.
+            total.failed += report.restored;
+        } else {
+            total.restored += report.restored;
+        }
         total.failed += report.failed;
         total.conflicts.extend(report.conflicts);
         total.renamed.extend(report.renamed);

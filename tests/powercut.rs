@@ -414,13 +414,16 @@ fn saferm_campaign(sb: &Sandbox, lo: &Loop) -> String {
             let t = Instant::now();
             wait(spawn(sb, saferm_bin(), &args, &out));
             took = t.elapsed();
-            assert!(!tree.exists(), "the uncut saferm run did not remove the tree");
+            assert!(
+                !tree.exists(),
+                "the uncut saferm run did not remove the tree"
+            );
             drop(fs_);
             continue;
         }
         // saferm's unlinks come last and are durable at the next journal commit (within a
         // second here): the cuts after exit find them undone, then done.
-        let cut = cuts(SAFERM_ROUNDS, &[0, 400, 900, 1500, 2500], took)[round - 1];
+        let cut = cuts(SAFERM_ROUNDS, &[0, 700, 1200, 1600, 2200, 3000], took)[round - 1];
         let fs_ = cut_round(sb, lo, fs_, saferm_bin(), &args, cut, &out);
         let (same, missing, damaged) = compare(&tree, &spec);
         assert!(
@@ -433,7 +436,9 @@ fn saferm_campaign(sb: &Sandbox, lo: &Loop) -> String {
             match check_archived(sb, &mnt, &tree, &spec, &missing, round, cut) {
                 "unrm restores it" if same == 0 => "all removed, GNU tar and unrm restore it",
                 "unrm restores it" => "partly removed, GNU tar and unrm restore the rest",
-                _ if same == 0 => "all removed, GNU tar and unrm --check --repair + unrm restore it",
+                _ if same == 0 => {
+                    "all removed, GNU tar and unrm --check --repair + unrm restore it"
+                }
                 _ => "partly removed, GNU tar and unrm --check --repair + unrm restore the rest",
             }
         };
@@ -466,7 +471,9 @@ fn check_archived(
     let extracted = extract_archives(&sb.store(), &scratch);
     let in_tar = |rel: &PathBuf| {
         let stored = tree.join(rel);
-        let stored = Path::new(std::ffi::OsStr::from_bytes(&stored.as_os_str().as_bytes()[1..]));
+        let stored = Path::new(std::ffi::OsStr::from_bytes(
+            &stored.as_os_str().as_bytes()[1..],
+        ));
         extracted
             .iter()
             .any(|dir| fs::read(dir.join(stored)).is_ok_and(|got| got == spec[rel]))
@@ -554,7 +561,11 @@ fn unrm_campaign(sb: &Sandbox, lo: &Loop) -> String {
             wait(spawn(sb, unrm_bin(), &args, &out));
             took = t.elapsed();
             let (same, _, _) = compare(&tree, &spec);
-            assert_eq!(same, spec.len(), "the uncut unrm run did not restore the tree");
+            assert_eq!(
+                same,
+                spec.len(),
+                "the uncut unrm run did not restore the tree"
+            );
             drop(fs_);
             continue;
         }
@@ -650,7 +661,8 @@ fn a_restore_that_cannot_be_made_durable_is_not_said_restored_nor_noted() {
         out.stdout_text()
     );
     assert!(
-        out.stderr_text().contains("could not make what was restored durable"),
+        out.stderr_text()
+            .contains("could not make what was restored durable"),
         "stderr: {}",
         out.stderr_text()
     );
