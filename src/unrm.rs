@@ -575,7 +575,7 @@ fn attempts<'c>(
 /// root, the operand's parent) triples, newest deletion first, each target a subtree to
 /// restore whole.
 fn pieces(found: &[Attempt<'_>]) -> Vec<(usize, Vec<u8>, Vec<u8>)> {
-    let mut owner: HashMap<Vec<u8>, usize> = HashMap::new();
+    // What each deletion holds of the path, in manifest order (parents before children).
     let held: Vec<Vec<Vec<u8>>> = found
         .iter()
         .map(|a| {
@@ -586,47 +586,53 @@ fn pieces(found: &[Attempt<'_>]) -> Vec<(usize, Vec<u8>, Vec<u8>)> {
                 .collect()
         })
         .collect();
-    for (a, paths) in found.iter().zip(&held) {
-        for p in paths {
-            owner.entry(p.clone()).or_insert(a.d);
+    // The newest deletion holding each path (not needed for one deletion alone).
+    let mut owner: HashMap<&[u8], usize> = HashMap::new();
+    if found.len() > 1 {
+        for (a, paths) in found.iter().zip(&held) {
+            for p in paths {
+                owner.entry(p.as_slice()).or_insert(a.d);
+            }
         }
     }
     let mut out = Vec::new();
     for (a, paths) in found.iter().zip(&held) {
-        let (d, top) = (&a.d, &a.path);
         let base = split_parent(&a.operand).0.to_vec();
-        let set: HashSet<&[u8]> = paths.iter().map(Vec::as_slice).collect();
-        // Excluded: an object whose path, or that of a directory above it (up to `top`)
-        // that this deletion holds, a newer deletion removed again.
-        let excluded = |p: &[u8]| {
-            let mut a = p;
-            loop {
-                if set.contains(a) && owner.get(a) != Some(d) {
-                    return true;
-                }
-                if a.len() <= top.len() || a == b"/" {
-                    return false;
-                }
-                a = split_parent(a).0;
-            }
-        };
+        let pos: HashMap<&[u8], usize> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_slice(), i))
+            .collect();
+        // Each object's parent among them (none for the top one).
+        let parent: Vec<Option<usize>> = paths
+            .iter()
+            .map(|p| {
+                (p.as_slice() != a.path.as_slice())
+                    .then(|| pos.get(split_parent(p).0).copied())
+                    .flatten()
+            })
+            .collect();
+        // Excluded: an object a newer deletion removed again, or one below a directory of
+        // this deletion that a newer one removed again. One pass, parents first.
+        let mut excluded = vec![false; paths.len()];
+        for (i, p) in paths.iter().enumerate() {
+            let again = owner.get(p.as_slice()).is_some_and(|&o| o != a.d);
+            excluded[i] = again || parent[i].is_some_and(|q| q < i && excluded[q]);
+        }
         // Directories with an excluded object below them are not restored whole: their
         // other objects are, and they come back as those objects' recorded parents.
-        let mut dirty: HashSet<&[u8]> = HashSet::new();
-        for p in paths.iter().filter(|p| excluded(p)) {
-            let mut a = p.as_slice();
-            while a.len() > top.len() && a != b"/" {
-                a = split_parent(a).0;
-                if !set.contains(a) || !dirty.insert(a) {
-                    break;
+        let mut dirty = vec![false; paths.len()];
+        for i in (0..paths.len()).rev() {
+            if let Some(q) = parent[i] {
+                if excluded[i] || dirty[i] {
+                    dirty[q] = true;
                 }
             }
         }
-        let whole = |p: &[u8]| set.contains(p) && !dirty.contains(p) && !excluded(p);
-        for p in paths {
-            let parent = split_parent(p).0;
-            if whole(p) && (p == top || !whole(parent)) {
-                out.push((*d, p.clone(), base.clone()));
+        let whole = |i: usize| !excluded[i] && !dirty[i];
+        for (i, p) in paths.iter().enumerate() {
+            if whole(i) && parent[i].is_none_or(|q| !whole(q)) {
+                out.push((a.d, p.clone(), base.clone()));
             }
         }
     }

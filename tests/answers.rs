@@ -413,12 +413,12 @@ fn manifests_without_typed_paths_still_read() {
 // --- 10. a removal that failed --------------------------------------------------------------
 
 /// Makes files immutable or directories append-only, and undoes it when dropped (the
-/// sandbox must be removable).
-struct Attrs(Vec<PathBuf>);
+/// sandbox must be removable): the `chattr -i -a` of each path, ready to run.
+struct Attrs(Vec<std::process::Command>);
 
 impl Attrs {
     /// `chattr FLAG` on each path; None (after a loud skip) when that cannot be done here.
-    fn set(flag: &str, paths: &[PathBuf]) -> Option<Attrs> {
+    fn set(sb: &Sandbox, flag: &str, paths: &[PathBuf]) -> Option<Attrs> {
         if !crate::common::is_root() {
             let why = "chattr +i/+a needs root: phantom deletions are not tested";
             assert!(
@@ -431,7 +431,8 @@ impl Attrs {
         let chattr = crate::common::tool("chattr", "removals that fail (chattr +i)")?;
         let mut done = Attrs(Vec::new());
         for p in paths {
-            let ok = std::process::Command::new(&chattr)
+            let ok = sb
+                .std_command(&chattr)
                 .arg(flag)
                 .arg(p)
                 .status()
@@ -440,7 +441,9 @@ impl Attrs {
                 eprintln!("\n*** SKIPPED: chattr {flag} does not work here. ***");
                 return None;
             }
-            done.0.push(p.clone());
+            let mut undo = sb.std_command(&chattr);
+            undo.args(["-i", "-a"]).arg(p);
+            done.0.push(undo);
         }
         Some(done)
     }
@@ -448,11 +451,8 @@ impl Attrs {
 
 impl Drop for Attrs {
     fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::process::Command::new("chattr")
-                .args(["-i", "-a"])
-                .arg(p)
-                .status();
+        for undo in &mut self.0 {
+            let _ = undo.status();
         }
     }
 }
@@ -462,10 +462,10 @@ fn a_removal_that_removed_nothing_is_not_listed() {
     let sb = Sandbox::new();
     let w = sb.work("w");
     build_tree(&w, &["imm=keep me", "ao/f=1", "ao/g=2"]);
-    let Some(_attrs) = Attrs::set("+i", &[w.join("imm")]) else {
+    let Some(_attrs) = Attrs::set(&sb, "+i", &[w.join("imm")]) else {
         return;
     };
-    let Some(_more) = Attrs::set("+a", &[w.join("ao")]) else {
+    let Some(_more) = Attrs::set(&sb, "+a", &[w.join("ao")]) else {
         return;
     };
     for args in [&["imm"][..], &["-rf", "ao"]] {
@@ -506,7 +506,7 @@ fn what_a_removal_had_to_leave_in_place_is_not_listed_as_deleted() {
     let sb = Sandbox::new();
     let w = sb.work("w");
     build_tree(&w, &["d/imm=keep me", "d/a=1", "d/sub/b=2"]);
-    let Some(_attrs) = Attrs::set("+i", &[w.join("d/imm")]) else {
+    let Some(_attrs) = Attrs::set(&sb, "+i", &[w.join("d/imm")]) else {
         return;
     };
     let out = sb
