@@ -22,7 +22,8 @@
 //! committed to a size), `verify-entry=a` makes the archive's entry for `a` differ from
 //! what its manifest says (as a bad read-back of that one entry would), and
 //! `sparse-damage=a` stores one byte of the sparse file `a`'s data other than the one its
-//! hash was worked out from.
+//! hash was worked out from. unrm: `restore-kill=a` kills unrm (SIGKILL) once `a` is written
+//! under its temp name.
 //!
 //! `SAFERM_TEST_NOW=<unix seconds>` sets the clock retention measures ages with ([`now`]),
 //! so that age limits can be tested without racing the real clock.
