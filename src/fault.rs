@@ -23,7 +23,8 @@
 //! committed to a size), `verify-entry=a` makes the archive's entry for `a` differ from
 //! what its manifest says (as a bad read-back of that one entry would), and
 //! `sparse-damage=a` stores one byte of the sparse file `a`'s data other than the one its
-//! hash was worked out from.
+//! hash was worked out from. unrm: `restore-kill=a` kills unrm (SIGKILL) once `a` is written
+//! under its temp name.
 //!
 //! `pause` stops saferm between sealing and unlinking until a test says go on: it creates
 //! the file `paused` in the directory `SAFERM_TEST_PAUSE_DIR` names, then waits (at most two

@@ -25,6 +25,7 @@ pub mod progress;
 pub mod quote;
 pub mod remove;
 pub mod restore;
+pub mod resume;
 pub mod retention;
 pub mod rules;
 pub mod signal;

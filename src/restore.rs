@@ -43,6 +43,7 @@ use crate::hash::ContentHash;
 use crate::manifest::{Entry, Kind, Manifest};
 use crate::output::stderr_write;
 use crate::quote::quote;
+use crate::resume::Resume;
 use crate::store::Store;
 use crate::sys;
 
@@ -219,11 +220,13 @@ pub fn restore(
         fs_error: None,
         flusher: Flusher::start(),
         verbose_out: Vec::new(),
+        resume: Resume::default(),
     };
     let jobs = r.plan(targets)?;
     if jobs.iter().all(Option::is_none) {
         return Ok(());
     }
+    r.resume = Resume::start(store, &manifest.id);
     let result = r.stream(store, &jobs);
     r.finish();
     // Also after a failure or Ctrl-C: what was made is kept, and may be noted as restored.
@@ -235,6 +238,7 @@ pub fn restore(
         ));
     }
     crate::output::stdout_write(&r.verbose_out);
+    std::mem::take(&mut r.resume).done(store, &manifest.id);
     result
 }
 
@@ -333,6 +337,8 @@ struct Restorer<'a> {
     flusher: Flusher,
     /// `-v` lines, printed once what they name is durable.
     verbose_out: Vec<u8>,
+    /// What a killed restore of this deletion left to finish, and this run's journal.
+    resume: Resume,
 }
 
 impl Restorer<'_> {
@@ -545,19 +551,34 @@ impl Restorer<'_> {
     fn open_below(&mut self, pfd: RawFd, path: &[u8], create: bool) -> io::Result<RawFd> {
         let (_, name) = split_parent(path);
         let cname = sys::cstr(name)?;
+        let recorded = |r: &Self| {
+            r.original_of(path)
+                .and_then(|o| r.index.get(o.as_slice()).copied())
+                .filter(|&i| r.manifest.entries[i].kind == Kind::Dir)
+        };
         let fd = match sys::open_dir_nofollow(pfd, &cname) {
-            Ok(fd) => fd,
+            Ok(fd) => {
+                // Made by a restore of this deletion that was killed: finished now.
+                let id = sys::fstat(fd.as_raw_fd()).map_or((0, 0), |st| (st.dev, st.ino));
+                if self.resume.made_before(id) && !self.created_dirs.contains(path) {
+                    if let Some(i) = recorded(self) {
+                        self.created_dirs.insert(path.to_vec());
+                        self.finalize.push((path.to_vec(), Finish::Recorded(i), id));
+                    }
+                }
+                fd
+            }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
-                let recorded = self
-                    .original_of(path)
-                    .and_then(|o| self.index.get(o.as_slice()).copied())
-                    .filter(|&i| self.manifest.entries[i].kind == Kind::Dir);
+                let recorded = recorded(self);
                 let mode = if recorded.is_some() { 0o700 } else { 0o777 };
-                sys::mkdirat_exist_ok(pfd, &cname, mode)?;
+                let made = sys::mkdirat_exist_ok(pfd, &cname, mode)?;
                 let fd = sys::open_dir_nofollow(pfd, &cname)?;
                 self.created_dirs.insert(path.to_vec());
+                let id = sys::fstat(fd.as_raw_fd()).map_or((0, 0), |st| (st.dev, st.ino));
+                if made {
+                    self.resume.made_dir(id);
+                }
                 if let Some(i) = recorded {
-                    let id = sys::fstat(fd.as_raw_fd()).map_or((0, 0), |st| (st.dev, st.ino));
                     self.finalize.push((path.to_vec(), Finish::Recorded(i), id));
                 }
                 fd
@@ -798,8 +819,16 @@ impl Restorer<'_> {
                     return self.conflict(e, dest);
                 }
                 let id = (st.dev, st.ino);
-                self.finalize
-                    .push((dest.to_vec(), Finish::KeepTime(st.mtime, st.mtime_nsec), id));
+                // One a killed restore of this deletion made gets its recorded metadata.
+                let finish = if self.resume.made_before(id) {
+                    Finish::Recorded(i)
+                } else {
+                    Finish::KeepTime(st.mtime, st.mtime_nsec)
+                };
+                // (Opening it may have found it made before, and queued it already.)
+                if !self.created_dirs.contains(dest) {
+                    self.finalize.push((dest.to_vec(), finish, id));
+                }
                 true
             }
             Kind::File => st.is_file() && same_content(pfd, name, e),
@@ -863,6 +892,7 @@ impl Restorer<'_> {
             }
             let fd = sys::open_dir_nofollow(pfd, name)?;
             let st = sys::fstat(fd.as_raw_fd())?;
+            self.resume.made_dir((st.dev, st.ino));
             self.dirs.insert(dest.to_vec(), fd);
             self.created_dirs.insert(dest.to_vec());
             self.finalize
@@ -885,11 +915,17 @@ impl Restorer<'_> {
         // Written under a temporary name and renamed into place (without replacing) once
         // complete: an interrupted or damaged restore never leaves a partial file under
         // the real name.
+        self.resume.sweep(pfd);
         let (tmp, fd) = create_temp_file(pfd)?;
         let mut file = File::from(fd);
         let result = self
             .fill_file(e, &mut file, dest, data, xattrs)
             .and_then(|done| {
+                // Failure injection (debug builds): unrm is killed (-9) with this file
+                // written under its temp name, its directories not finished.
+                if crate::fault::names("restore-kill", dest) {
+                    crate::signal::raise_kill();
+                }
                 sys::rename_noreplace(pfd, &tmp, pfd, name)?;
                 Ok(done)
             });

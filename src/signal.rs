@@ -60,3 +60,11 @@ pub fn raise_interrupt() {
         libc::raise(libc::SIGINT);
     }
 }
+
+/// Die of SIGKILL at once, as `kill -9` makes a process do (failure injection).
+pub fn raise_kill() {
+    // SAFETY: raise is always safe to call.
+    unsafe {
+        libc::raise(libc::SIGKILL);
+    }
+}

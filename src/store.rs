@@ -10,6 +10,7 @@
 //!   manifests/YYYY-MM/<id>.purging  a purge in progress (see `Store::purge_deletions`)
 //!   manifests/YYYY-MM/<id>.{restored,restored-part,kept,kept-part}.json   notes (`catalog`)
 //!   index.jsonl, retention.json     caches (listing headers; the last retention check)
+//!   restoring/<id>                  a restore from deletion <id> in progress (`crate::resume`)
 //! ```
 //!
 //! The rules this module keeps (DESIGN §1):
@@ -1030,6 +1031,50 @@ impl Store {
             sys::fstatat(tmp.as_raw_fd(), &e.name, false)
                 .is_ok_and(|st| st.is_file() && now.saturating_sub(st.mtime) >= older_than as i64)
         }))
+    }
+
+    /// The journal of a restore from deletion `id`, `restoring/<id>`: what it held already
+    /// (an earlier run that was killed wrote it; at most 16 MiB are read) and the file open
+    /// for appending. Opened without following a link and without blocking, and it must be a
+    /// regular file. Not synced: it is there for a run that was killed, not a power cut.
+    pub fn open_restore_journal(&self, id: &str) -> Result<(Vec<u8>, File)> {
+        if !safe_component(id) {
+            bail!("'{id}' is not a deletion id");
+        }
+        let dir = sys::cstr(b"restoring")?;
+        sys::mkdirat_exist_ok(self.fd(), &dir, 0o700)?;
+        let dir = self.subdir_fd(b"restoring")?;
+        let fd = sys::openat(
+            dir.as_raw_fd(),
+            &sys::cstr(id.as_bytes())?,
+            libc::O_RDWR
+                | libc::O_APPEND
+                | libc::O_CREAT
+                | libc::O_NOFOLLOW
+                | libc::O_NONBLOCK
+                | libc::O_NOCTTY,
+            0o600,
+        )
+        .with_context(|| format!("cannot open '{}'", self.root.join("restoring").display()))?;
+        if !sys::fstat(fd.as_raw_fd())?.is_file() {
+            bail!("'restoring/{id}' in the store is not a regular file");
+        }
+        let mut file = File::from(fd);
+        let mut held = Vec::new();
+        use std::io::Read;
+        (&mut file).take(16 << 20).read_to_end(&mut held)?;
+        Ok((held, file))
+    }
+
+    /// Remove the journal of a restore from deletion `id` (best effort: a stale one only
+    /// makes a later run look for what it names).
+    pub fn remove_restore_journal(&self, id: &str) {
+        if !safe_component(id) {
+            return;
+        }
+        if let (Ok(dir), Ok(name)) = (self.subdir_fd(b"restoring"), sys::cstr(id.as_bytes())) {
+            let _ = remove_if_present(dir.as_raw_fd(), &name);
+        }
     }
 
     /// The size of the archive of deletion `id`, found by the month its id starts with.

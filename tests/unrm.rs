@@ -1636,3 +1636,52 @@ fn fifos_and_devices_get_their_modes_without_proc() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(full_snapshot(&w.join("e")), before);
 }
+
+#[test]
+fn a_rerun_after_kill_9_finishes_the_directories_and_sweeps_the_temp_file() {
+    // unrm killed mid-restore left its directories 0700 with new mtimes and a hidden
+    // `.unrm.*.tmp`; running it again said "restored" and fixed neither (issue 12 §8).
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(
+        &w,
+        &[
+            "proj/a=first",
+            "proj/sub/b=second",
+            "proj/sub/c=third",
+            "proj/sub/@0555",
+            "proj/empty/@0750",
+            "proj/@0751",
+        ],
+    );
+    set_mtime(&w.join("proj/sub"), 1_300_000_000, 3);
+    set_mtime(&w.join("proj/empty"), 1_300_000_001, 4);
+    set_mtime(&w.join("proj"), 1_300_000_002, 5);
+    let before = full_snapshot(&w.join("proj"));
+    saferm(&sb, &w, &["-r", "proj"]);
+    let out = sb
+        .command(unrm_bin())
+        .current_dir(&w)
+        .arg("proj")
+        .env("SAFERM_FAULT", "restore-kill=c")
+        .run();
+    assert_eq!(
+        out.status.and_then(|s| s.signal()),
+        Some(libc::SIGKILL),
+        "{}",
+        out.stderr_text()
+    );
+    let left: Vec<String> = fs::read_dir(w.join("proj/sub"))
+        .expect("sub")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".unrm."))
+        .collect();
+    assert_eq!(left.len(), 1, "the temp file of 'c' is there: {left:?}");
+    assert_ne!(full_snapshot(&w.join("proj")), before);
+    // Run again: everything as it was, no temp file, and the deletion is undone.
+    let out = unrm_ok(&sb, &w, &["proj"]);
+    assert_eq!(out.stdout_text(), "restored 'proj'\n");
+    assert_eq!(full_snapshot(&w.join("proj")), before);
+    assert_eq!(deletions(&sb)[0]["restored"], true);
+}
