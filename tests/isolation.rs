@@ -82,6 +82,7 @@ fn programs_are_started_through_the_helpers() {
         "Command::new(\"mkfs.ext4\")",
         "Command::new(\"mount\")",
         "Command::new(\"umount\")",
+        "Command::new(\"losetup\")",
     ];
     let mut found = Vec::new();
     for entry in fs::read_dir(&dir).expect("read tests/") {
