@@ -264,21 +264,12 @@ pub fn mark_restored(store: &Store, deletion: &Deletion, note: &Restored) -> Res
     if std::fs::symlink_metadata(&existing).is_ok() {
         return Ok(());
     }
-    let (tmp, mut file) = store.create_temp(name.as_bytes())?;
-    let written = (|| -> Result<()> {
-        file.write_all(&serde_json::to_vec(note)?)?;
-        sys::fsync(&file)?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        store.discard_temp(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = store.publish(&tmp, "manifests", &deletion.month, &name) {
-        store.discard_temp(&tmp);
-        return Err(e);
-    }
-    Ok(())
+    store.publish_new(
+        "manifests",
+        &deletion.month,
+        &name,
+        &serde_json::to_vec(note)?,
+    )
 }
 
 /// The notes saferm leaves when archived objects could not be removed.
@@ -292,23 +283,7 @@ pub fn mark_kept(store: &Store, month: &str, id: &str, kept: &[Vec<u8>], all: bo
     let note = Kept {
         kept: kept.iter().map(|p| PathBytes::new(p)).collect(),
     };
-    let (tmp, file) = store.create_temp(name.as_bytes())?;
-    let written = (|| -> Result<()> {
-        let mut w = std::io::BufWriter::new(file);
-        serde_json::to_writer(&mut w, &note)?;
-        w.flush()?;
-        sys::fsync(w.get_ref())?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        store.discard_temp(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = store.publish(&tmp, "manifests", month, &name) {
-        store.discard_temp(&tmp);
-        return Err(e);
-    }
-    Ok(())
+    store.publish_new("manifests", month, &name, &serde_json::to_vec(&note)?)
 }
 
 /// What `--list` shows of a deletion: its manifest without the entries.

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,7 +14,6 @@ use crate::catalog::{Catalog, Deletion, IdMatch};
 use crate::manifest::{ArchiveInfo, Frame, Manifest};
 use crate::output::{stderr_write, stdout_write};
 use crate::store::{LockGuard, Store};
-use crate::sys;
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 
@@ -353,21 +352,7 @@ fn manifest_from_archive(store: &Store, rel: &str) -> Result<Manifest> {
 /// Publish a rebuilt manifest as `manifests/<month>/<id>.json` (never replacing one).
 fn publish_manifest(store: &Store, month: &str, manifest: &Manifest) -> Result<()> {
     let name = format!("{}.json", manifest.id);
-    let (tmp, mut out) = store.create_temp(name.as_bytes())?;
-    let written = (|| -> Result<()> {
-        out.write_all(&manifest.to_json())?;
-        sys::fsync(&out)?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        store.discard_temp(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = store.publish(&tmp, "manifests", month, &name) {
-        store.discard_temp(&tmp);
-        return Err(e);
-    }
-    Ok(())
+    store.publish_new("manifests", month, &name, &manifest.to_json())
 }
 
 /// Move a damaged manifest out of the way, kept beside it as `<id>.json.damaged`.
@@ -528,6 +513,7 @@ fn skip_zstd_frame(file: &File, start: u64) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn file_of(bytes: &[u8]) -> File {
         let mut f = tempfile::tempfile().expect("temp file");

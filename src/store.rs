@@ -602,6 +602,27 @@ impl Store {
         Ok(format!("{kind}/{month}/{file_name}"))
     }
 
+    /// Write `content` to a temp file, fsync it, and publish it as `<kind>/<month>/<name>`,
+    /// never replacing a file already there; the temp file is removed on any failure.
+    pub fn publish_new(&self, kind: &str, month: &str, name: &str, content: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let (tmp, mut file) = self.create_temp(name.as_bytes())?;
+        let written = (|| -> Result<()> {
+            file.write_all(content)?;
+            sys::fsync(&file)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            self.discard_temp(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = self.publish(&tmp, kind, month, name) {
+            self.discard_temp(&tmp);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Remove a published file (an archive that failed verification).
     pub fn unpublish(&self, rel: &str) -> Result<()> {
         let (dir, name) = rel.rsplit_once('/').context("bad store path")?;
