@@ -417,7 +417,7 @@ pub fn heal_manifests(
 /// The archive of deletion `id` whose manifest is filed under `month`: in the same month,
 /// else in the month its id starts with.
 fn archive_of(store: &Store, month: &str, id: &str) -> Option<String> {
-    let from_id = format!("{}-{}", id.get(..4)?, id.get(4..6)?);
+    let from_id = crate::id::month(id)?;
     let found = [month, from_id.as_str()]
         .into_iter()
         .map(|m| format!("archives/{m}/{id}.tar.zst"))

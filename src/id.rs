@@ -73,6 +73,12 @@ pub fn is_valid(s: &str) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
 }
 
+/// The month (`YYYY-MM`) that the id of a deletion made by saferm starts with, under which
+/// its archive and manifest are filed (`store::month_of` of the id's time).
+pub fn month(id: &str) -> Option<String> {
+    Some(format!("{}-{}", id.get(..4)?, id.get(4..6)?))
+}
+
 /// For `#[serde(deserialize_with = "crate::id::deserialize")]` on a `String` field that
 /// holds an id: a manifest or header whose id is not one does not parse at all.
 pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {

@@ -315,7 +315,7 @@ fn record_kept(store: &Store, id: &str, plan: &Plan, archived: &[usize]) -> Opti
         return None;
     }
     // The manifest is filed under the month of its id's time (`store::month_of`).
-    let month = format!("{}-{}", id.get(..4)?, id.get(4..6)?);
+    let month = crate::id::month(id)?;
     let all = kept.len() == archived.len();
     if all {
         if let Ok(Some(lock)) = store.try_lock_exclusive() {

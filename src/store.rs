@@ -1100,7 +1100,7 @@ impl Store {
 
     /// The size of the archive of deletion `id`, found by the month its id starts with.
     pub fn archive_size(&self, id: &str) -> Option<u64> {
-        let month = format!("{}-{}", id.get(..4)?, id.get(4..6)?);
+        let month = crate::id::month(id)?;
         if !safe_component(id) || !safe_component(&month) {
             return None;
         }
