@@ -20,6 +20,7 @@ pub mod home;
 pub mod id;
 pub mod manifest;
 pub mod output;
+pub mod pathmap;
 pub mod prefetch;
 pub mod progress;
 pub mod quote;

@@ -42,6 +42,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::hash::ContentHash;
 use crate::manifest::{Entry, Kind, Manifest};
 use crate::output::stderr_write;
+use crate::pathmap::PathMap;
 use crate::quote::quote;
 use crate::resume::Resume;
 use crate::store::Store;
@@ -211,8 +212,9 @@ pub fn restore(
         dirs: HashMap::new(),
         created_dirs: HashSet::new(),
         finalize: Vec::new(),
+        retired_at: (Vec::new(), 0),
         first_names: HashMap::new(),
-        skipped_below: HashSet::new(),
+        skipped_below: PathMap::default(),
         roots: Roots::default(),
         buf: Vec::new(),
         current: None,
@@ -249,38 +251,21 @@ pub fn restore(
 #[derive(Default)]
 struct Roots {
     list: Vec<(Vec<u8>, Vec<u8>)>,
-    by_source: HashMap<Vec<u8>, usize>,
-    by_dest: HashMap<Vec<u8>, usize>,
-    /// Hash probes made, to prove the cost in tests.
-    #[cfg(test)]
-    probes: std::cell::Cell<u64>,
+    by_source: PathMap<usize>,
+    by_dest: PathMap<usize>,
 }
 
 impl Roots {
     fn push(&mut self, source: Vec<u8>, dest: Vec<u8>) {
         let i = self.list.len();
-        self.by_source.entry(source.clone()).or_insert(i);
-        self.by_dest.entry(dest.clone()).or_insert(i);
+        self.by_source.insert_first(source.clone(), i);
+        self.by_dest.insert_first(dest.clone(), i);
         self.list.push((source, dest));
-    }
-
-    /// The root that is `path` or above it, in `map` (by source or by dest).
-    fn nearest(&self, map: &HashMap<Vec<u8>, usize>, path: &[u8]) -> Option<usize> {
-        let mut p = path;
-        while p.len() > 1 {
-            #[cfg(test)]
-            self.probes.set(self.probes.get() + 1);
-            if let Some(&i) = map.get(p) {
-                return Some(i);
-            }
-            p = split_parent(p).0;
-        }
-        None
     }
 
     /// The root whose source is `path` or holds it.
     fn holding(&self, path: &[u8]) -> Option<usize> {
-        self.nearest(&self.by_source, path)
+        self.by_source.nearest(path).map(|(_, &i)| i)
     }
 
     /// Where the original `path` is restored to, when a root holds it.
@@ -293,7 +278,7 @@ impl Roots {
 
     /// The original path the destination `dest` stands for, when a root's dest holds it.
     fn source_of(&self, dest: &[u8]) -> Option<Vec<u8>> {
-        let (s, d) = &self.list[self.nearest(&self.by_dest, dest)?];
+        let (s, d) = &self.list[*self.by_dest.nearest(dest)?.1];
         let mut out = s.clone();
         out.extend_from_slice(&dest[d.len()..]);
         Some(out)
@@ -301,7 +286,7 @@ impl Roots {
 
     /// Whether `dest` is where a root is restored.
     fn is_dest(&self, dest: &[u8]) -> bool {
-        self.by_dest.contains_key(dest)
+        self.by_dest.contains(dest)
     }
 }
 
@@ -317,10 +302,13 @@ struct Restorer<'a> {
     created_dirs: HashSet<Vec<u8>>,
     /// Directories to finish at the end: (dest, what to give them, their `(dev, ino)`).
     finalize: Vec<(Vec<u8>, Finish, (u64, u64))>,
+    /// The `next` of the last [`Restorer::retire`], and how many of the first `finalize`
+    /// entries are above it: those need no comparison of their bytes the next time.
+    retired_at: (Vec<u8>, usize),
     /// Where each restored regular file is, by original path (for hard links).
     first_names: HashMap<Vec<u8>, Vec<u8>>,
     /// Destinations whose subtree is skipped (a conflict or failure below a target root).
-    skipped_below: HashSet<Vec<u8>>,
+    skipped_below: PathMap<()>,
     /// (source, dest) of every target root, after conflict resolution.
     roots: Roots,
     /// The copy buffer, reused for every file.
@@ -620,16 +608,9 @@ impl Restorer<'_> {
     }
 
     fn skipped(&self, dest: &[u8]) -> bool {
-        // By its parents, as the roots are: one conflict per operand must not cost a scan
-        // per entry.
-        let mut p = dest;
-        while !self.skipped_below.is_empty() && p.len() > 1 {
-            if self.skipped_below.contains(p) {
-                return true;
-            }
-            p = split_parent(p).0;
-        }
-        false
+        // By the lengths of its parents, as the roots are: one conflict per operand must not
+        // cost a scan per entry, nor a deep entry a probe per level.
+        !self.skipped_below.is_empty() && self.skipped_below.nearest(dest).is_some()
     }
 
     /// Decode the archive from the frame holding the first wanted entry to the last one.
@@ -737,7 +718,7 @@ impl Restorer<'_> {
             Err(err) => {
                 self.fail(dest, &reason(&err));
                 if e.kind == Kind::Dir {
-                    self.skipped_below.insert(dest.to_vec());
+                    self.skipped_below.insert_first(dest.to_vec(), ());
                 }
                 return;
             }
@@ -788,7 +769,7 @@ impl Restorer<'_> {
             Err(err) => {
                 self.fail(dest, &reason(&err));
                 if e.kind == Kind::Dir {
-                    self.skipped_below.insert(dest.to_vec());
+                    self.skipped_below.insert_first(dest.to_vec(), ());
                 }
             }
         }
@@ -804,7 +785,7 @@ impl Restorer<'_> {
         );
         self.report.conflicts.push(dest.to_vec());
         if e.kind == Kind::Dir {
-            self.skipped_below.insert(dest.to_vec());
+            self.skipped_below.insert_first(dest.to_vec(), ());
         }
     }
 
@@ -1037,6 +1018,7 @@ impl Restorer<'_> {
     /// Give the directories still open their recorded metadata, then close them.
     fn finish(&mut self) {
         let list = std::mem::take(&mut self.finalize);
+        self.retired_at = (Vec::new(), 0);
         self.finalize_dirs(&list);
         self.dirs.clear();
     }
@@ -1050,10 +1032,25 @@ impl Restorer<'_> {
         if self.dirs.len() < MAX_OPEN_DIRS {
             return;
         }
+        // Those above the last `next` are above this one when they are no longer than the
+        // part both share: a deep tree's thousands of parents are not compared byte by
+        // byte at every call.
+        let (last, known) = std::mem::take(&mut self.retired_at);
+        let shared = last.iter().zip(next).take_while(|(a, b)| a == b).count();
         let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.finalize)
             .into_iter()
-            .partition(|(d, _, _)| !is_under(next, d));
-        self.finalize = keep;
+            .enumerate()
+            .partition(|(i, (d, _, _))| {
+                let above = if *i < known && d.len() <= shared {
+                    d.len() == next.len() || next[d.len()] == b'/' || d.as_slice() == b"/"
+                } else {
+                    is_under(next, d)
+                };
+                !above
+            });
+        let done: Vec<_> = done.into_iter().map(|(_, e)| e).collect();
+        self.finalize = keep.into_iter().map(|(_, e)| e).collect();
+        self.retired_at = (next.to_vec(), self.finalize.len());
         self.finalize_dirs(&done);
         let anchor = self.opts.anchor.as_slice();
         self.dirs
@@ -1620,7 +1617,7 @@ mod tests {
         assert_eq!(roots.holding(b"/d/f12"), Some(12));
         // Two probes per entry below a root, three for one outside any: a scan would make
         // n of them per lookup.
-        let probes = roots.probes.get();
+        let probes = roots.by_source.probes.get() + roots.by_dest.probes.get();
         assert!(probes <= 2 * n + 10, "{probes} hash probes for {n} lookups");
     }
 

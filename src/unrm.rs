@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use crate::catalog::{self, Catalog, Header, IdMatch, Restored};
 use crate::manifest::{Kind, PathBytes};
 use crate::output::{stderr_write, stdout_write};
+use crate::pathmap::PathMap;
 use crate::quote::quote;
 use crate::restore::{
     self, display, has_glob, is_under, split_parent, Report, RestoreOptions, Target,
@@ -841,7 +842,7 @@ fn restore_picks(
     let mut order: Vec<usize> = Vec::new();
     let mut by_deletion: HashMap<usize, Vec<Target>> = HashMap::new();
     let mut seen: HashSet<(usize, Vec<u8>)> = HashSet::new();
-    let mut roots_of: HashMap<usize, HashSet<Vec<u8>>> = HashMap::new();
+    let mut roots_of: HashMap<usize, PathMap<()>> = HashMap::new();
     for (d, source) in picks {
         if !seen.insert((d, source.clone())) {
             continue;
@@ -856,7 +857,13 @@ fn restore_picks(
                     let roots = roots_of.entry(d).or_insert_with(|| {
                         catalog
                             .get(d)
-                            .map(|del| del.roots().into_iter().collect())
+                            .map(|del| {
+                                let mut roots = PathMap::default();
+                                for r in del.roots() {
+                                    roots.insert_first(r, ());
+                                }
+                                roots
+                            })
                             .unwrap_or_default()
                     });
                     let root = root_holding(roots, &source).unwrap_or_else(|| source.clone());
@@ -1011,16 +1018,9 @@ fn restore_picks(
     0
 }
 
-/// The root in `roots` that is `path` or holds it, found by walking up `path`.
-fn root_holding(roots: &HashSet<Vec<u8>>, path: &[u8]) -> Option<Vec<u8>> {
-    let mut p = path;
-    while p.len() > 1 {
-        if roots.contains(p) {
-            return Some(p.to_vec());
-        }
-        p = split_parent(p).0;
-    }
-    None
+/// The root in `roots` that is `path` or holds it.
+fn root_holding(roots: &PathMap<()>, path: &[u8]) -> Option<Vec<u8>> {
+    roots.nearest(path).map(|(root, _)| root.to_vec())
 }
 
 /// The `--to` directory, created if missing, as a canonical absolute path.

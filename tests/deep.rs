@@ -125,9 +125,9 @@ fn a_tree_deeper_than_the_stack_and_the_open_file_limit_is_removed_and_restored(
         .current_dir(&work)
         .arg("t")
         .limit(libc::RLIMIT_NOFILE, 64)
-        // This test is about depth, not speed: after the issue 12 merges this restore
-        // runs longer than the default 60 s in a debug build (a slowdown to find).
-        .timeout(std::time::Duration::from_secs(600))
+        // About depth, not speed: a debug build restores the 6,000 levels in about 15 s
+        // alone, and CI runs this beside every other test on two cores.
+        .timeout(std::time::Duration::from_secs(300))
         .run();
     assert_eq!(
         restored.code(),
