@@ -19,6 +19,7 @@ pub mod hash;
 pub mod home;
 pub mod id;
 pub mod manifest;
+pub mod obstacle;
 pub mod output;
 pub mod pathmap;
 pub mod prefetch;

@@ -40,6 +40,20 @@ const MULTITHREAD_BYTES: u64 = 8 << 20;
 
 /// Run saferm with `args` (without argv[0]); returns the exit status.
 pub fn run(prog: &str, args: &[OsString]) -> i32 {
+    run_counted(prog, args, &mut Outcome::default())
+}
+
+/// What a run archived and what of that it then removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Objects in the verified archive.
+    pub archived: usize,
+    /// Of those, the ones still in place after the unlink phase.
+    pub kept: usize,
+}
+
+/// [`run`], saying in `outcome` what was archived and what of it was kept.
+pub fn run_counted(prog: &str, args: &[OsString], outcome: &mut Outcome) -> i32 {
     let opts = match cli::parse(prog, args) {
         Parsed::Run(o) => o,
         Parsed::Help => {
@@ -216,6 +230,11 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
     };
     failed |= crate::sweep::unlink_plan(prog, &opts, &mut plan);
     crate::timing::mark("unlinked");
+    outcome.archived = archived.len();
+    outcome.kept = archived
+        .iter()
+        .filter(|&&i| plan.nodes[i].fate == Fate::Keep)
+        .count();
     if let Some((store, id)) = &made {
         if let Some(line) = record_kept(store, id, &plan, &archived) {
             stderr_write(format!("{prog}: {line}\n").as_bytes());

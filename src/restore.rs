@@ -456,11 +456,25 @@ impl Restorer<'_> {
                     Ok(Some(new))
                 }
                 Conflict::Overwrite => {
+                    // All of it goes, or none: an obstacle only part of which can be
+                    // removed is left as it is.
+                    let shown = display(&self.opts.cwd, dest);
+                    if let Some(why) = crate::obstacle::why_not_removable(pfd, &cname, &shown) {
+                        self.fail(
+                            dest,
+                            &format!(
+                                "it is in the way and cannot be removed whole ({why}); \
+                                 nothing of it was changed"
+                            ),
+                        );
+                        return Ok(None);
+                    }
                     // saferm archives, verifies and only then unlinks it (a deletion of its
                     // own in the store); its messages read `unrm: cannot remove ...`.
                     let operand = std::ffi::OsString::from_vec(dest.to_vec());
                     let args = ["-r".into(), "-f".into(), "--".into(), operand];
-                    let code = crate::remove::run("unrm", &args);
+                    let mut outcome = crate::remove::Outcome::default();
+                    let code = crate::remove::run_counted("unrm", &args, &mut outcome);
                     // saferm puts the default signal handlers back when it is done.
                     crate::signal::catch();
                     match sys::fstatat(pfd, &cname, false) {
@@ -469,7 +483,16 @@ impl Restorer<'_> {
                             Ok(Some(dest.to_vec()))
                         }
                         _ => {
-                            self.fail(dest, "it exists and could not be archived and removed");
+                            // Something changed it after it was looked at.
+                            let what = if outcome.kept < outcome.archived {
+                                "it is in the way and could be removed only in part (what \
+                                 was removed is in the store, as a deletion of its own); \
+                                 nothing was restored there"
+                            } else {
+                                "it is in the way and could not be archived and removed; \
+                                 nothing of it was changed"
+                            };
+                            self.fail(dest, what);
                             Ok(None)
                         }
                     }

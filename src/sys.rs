@@ -97,6 +97,33 @@ pub fn fstatat(dirfd: RawFd, name: &CStr, follow: bool) -> io::Result<Stat> {
     Ok(Stat::from_raw(unsafe { &st.assume_init() }))
 }
 
+/// The `chattr` attributes of an entry that forbid removing it, or its entries, as
+/// `statx` reports them without following a symlink: `(immutable, append_only)`. A
+/// filesystem that does not report one reads as not having it.
+pub fn removal_attributes(dirfd: RawFd, name: &CStr) -> io::Result<(bool, bool)> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::uninit();
+    // SAFETY: name is NUL-terminated; stx is written by the kernel on success.
+    check(unsafe {
+        libc::statx(
+            dirfd,
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC,
+            0,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: statx returned 0, so stx is initialised.
+    let stx = unsafe { stx.assume_init() };
+    let has = |attr: libc::c_int| {
+        let attr = attr as u64;
+        stx.stx_attributes_mask & attr != 0 && stx.stx_attributes & attr != 0
+    };
+    Ok((
+        has(libc::STATX_ATTR_IMMUTABLE),
+        has(libc::STATX_ATTR_APPEND),
+    ))
+}
+
 /// Raise the soft limit on open files to the hard limit. Walking, archiving, unlinking and
 /// restoring keep a bounded number of directories open (`dirstack.rs`), so any tree works
 /// under any limit; a higher one leaves room for the rest (Go's runtime raises it at

@@ -123,7 +123,7 @@ pub fn command() -> Command {
                 .long("overwrite")
                 .action(ArgAction::SetTrue)
                 .conflicts_with("rename")
-                .help("Replace what is in the way (saferm archives it first)"),
+                .help("Replace what is in the way (saferm archives it first; all of it or none)"),
         )
         .arg(
             Arg::new("at")

@@ -540,3 +540,202 @@ fn what_a_removal_had_to_leave_in_place_is_not_listed_as_deleted() {
     assert_eq!(lines, ["restored 'd/a'", "restored 'd/sub'"]);
     assert_eq!(fs::read(w.join("d/sub/b")).expect("b"), b"2");
 }
+
+// --- 9. an overwrite whose obstacle cannot all go ------------------------------------------
+
+/// Every object below `root` with its mtime: what an obstacle left alone must keep.
+fn with_mtimes(root: &Path) -> Vec<(crate::common::Entry, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    crate::common::snapshot(root)
+        .into_iter()
+        .map(|e| {
+            let m = fs::symlink_metadata(root.join(&e.path)).expect("lstat");
+            (e, m.mtime(), m.mtime_nsec())
+        })
+        .collect()
+}
+
+/// `o` deleted with `o/x=orig`, then made again as an obstacle `spec`.
+fn deleted_then_in_the_way(sb: &Sandbox, w: &Path, spec: &[&str]) {
+    build_tree(w, &["o/x=orig"]);
+    saferm(sb, w, &["-r", "o"]);
+    build_tree(w, spec);
+}
+
+#[test]
+fn an_overwrite_whose_obstacle_holds_an_immutable_file_changes_none_of_it() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    deleted_then_in_the_way(&sb, &w, &["o/a=1", "o/sub/imm=2", "o/sub/b=3"]);
+    let Some(_attrs) = Attrs::set(&sb, "+i", &[w.join("o/sub/imm")]) else {
+        return;
+    };
+    let before = with_mtimes(&w);
+    let out = unrm(&sb, &w, &["--overwrite", "o"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stdout_text());
+    assert_eq!(
+        out.stderr_text(),
+        "unrm: could not restore 'o': it is in the way and cannot be removed whole \
+         ('o/sub/imm' is immutable); nothing of it was changed\n\
+         unrm: restored 0 object(s); 1 could not be restored\n"
+    );
+    assert_eq!(with_mtimes(&w), before, "the obstacle is as it was");
+    assert_eq!(
+        deletions(&sb).len(),
+        1,
+        "no deletion was made of the obstacle"
+    );
+}
+
+#[test]
+fn an_overwrite_whose_obstacle_holds_an_append_only_directory_changes_none_of_it() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    deleted_then_in_the_way(&sb, &w, &["o/a=1", "o/log/f=2"]);
+    let Some(_attrs) = Attrs::set(&sb, "+a", &[w.join("o/log")]) else {
+        return;
+    };
+    let before = with_mtimes(&w);
+    let out = unrm(&sb, &w, &["--overwrite", "o"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("('o/log' is append-only)"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(with_mtimes(&w), before);
+    // Once it can go, it goes whole, and the deletion comes back.
+    drop(_attrs);
+    unrm_ok(&sb, &w, &["--overwrite", "o"]);
+    assert_eq!(fs::read(w.join("o/x")).expect("o/x"), b"orig");
+    assert!(!w.join("o/a").exists() && !w.join("o/log").exists());
+}
+
+#[test]
+fn an_overwrite_by_a_user_who_may_not_empty_a_directory_of_the_obstacle_changes_none_of_it() {
+    if !crate::common::is_root() {
+        assert!(
+            std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+            "dropping privileges needs root"
+        );
+        eprintln!("\n*** SKIPPED: dropping privileges needs root. ***");
+        return;
+    }
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let as_nobody = |args: &[&str]| {
+        sb.command(unrm_bin())
+            .current_dir(&w)
+            .args(args)
+            .unprivileged()
+            .run()
+    };
+    build_tree(&w, &["o/x=orig"]);
+    sb.chown_all(65534, 65534);
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(&w)
+        .args(["-r", "o"])
+        .unprivileged()
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    // The obstacle is the user's, but a directory in it is root's: its file cannot go.
+    build_tree(&w, &["o/a=1", "o/roots/f=2"]);
+    crate::common::chown_path_tree(&w.join("o"), 65534, 65534);
+    crate::common::chown_path_tree(&w.join("o/roots"), 0, 0);
+    let before = with_mtimes(&w);
+    let out = as_nobody(&["--overwrite", "o"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stdout_text());
+    assert!(
+        out.stderr_text()
+            .contains("('o/roots' does not let you remove its entries); nothing of it was changed"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(with_mtimes(&w), before);
+}
+
+#[test]
+fn an_obstacle_made_immutable_after_it_was_looked_at_is_reported_as_removed_in_part() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    deleted_then_in_the_way(&sb, &w, &["o/a=1", "o/sub/late=2"]);
+    // Made able to chattr first, so a skip happens before anything runs.
+    let Some(probe) = Attrs::set(&sb, "+i", &[w.join("o/sub/late")]) else {
+        return;
+    };
+    drop(probe);
+    let pause = sb.work("pause");
+    let cmd = sb
+        .command(unrm_bin())
+        .current_dir(&w)
+        .args(["--overwrite", "o"])
+        .env("SAFERM_FAULT", "pause")
+        .env("SAFERM_TEST_PAUSE_DIR", &pause);
+    let mut attrs = None;
+    let out = std::thread::scope(|s| {
+        let run = s.spawn(|| cmd.run());
+        while !pause.join("paused").exists() && !run.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(pause.join("paused").exists(), "unrm did not pause");
+        attrs = Attrs::set(&sb, "+i", &[w.join("o/sub/late")]);
+        fs::write(pause.join("resume"), b"").expect("resume");
+        run.join().expect("unrm thread")
+    });
+    assert!(attrs.is_some());
+    assert_eq!(out.code(), Some(1));
+    let err = out.stderr_text();
+    // The attribute changed its ctime: saferm keeps it as changed while archived.
+    assert!(
+        err.contains("/o/sub/late': changed while it was being archived"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "unrm: could not restore 'o': it is in the way and could be removed only in part"
+        ),
+        "{err}"
+    );
+    assert!(!w.join("o/a").exists() && w.join("o/sub/late").exists());
+    // What was removed of it is in the store, and comes back.
+    let id = newest_id(&sb);
+    drop(attrs);
+    let out = unrm_ok(&sb, &w, &[&id]);
+    assert_eq!(
+        fs::read(w.join("o/a")).unwrap_or_default(),
+        b"1",
+        "{}{}",
+        out.stdout_text(),
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn an_overwrite_whose_obstacle_holds_a_mount_point_changes_none_of_it() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    deleted_then_in_the_way(&sb, &w, &["o/a=1", "o/mnt/"]);
+    let mount = match crate::common::Tmpfs::mount(&w.join("o/mnt")) {
+        Ok(m) => m,
+        Err(e) => {
+            assert!(
+                std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+                "{e}"
+            );
+            eprintln!("\n*** SKIPPED: cannot mount a tmpfs here: {e}. ***");
+            return;
+        }
+    };
+    fs::write(w.join("o/mnt/on-the-mount"), b"2").expect("write on the mount");
+    let before = with_mtimes(&w);
+    let out = unrm(&sb, &w, &["--overwrite", "o"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("('o/mnt' is a mount point)"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(with_mtimes(&w), before);
+    drop(mount);
+}
