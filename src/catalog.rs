@@ -70,7 +70,7 @@ impl Deletion {
         let set: std::collections::HashSet<&[u8]> = paths.iter().map(|p| p.as_slice()).collect();
         paths
             .iter()
-            .filter(|p| !set.contains(crate::restore::split_parent(p).0))
+            .filter(|p| !set.contains(crate::paths::split_parent(p).0))
             .cloned()
             .collect()
     }

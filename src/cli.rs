@@ -13,57 +13,12 @@ use std::os::unix::ffi::OsStrExt;
 use clap::{Arg, ArgAction, Command};
 
 use crate::quote::{locale_quote, quote, quote_if_needed};
+pub use crate::rules::{InteractiveMode, Options};
 
-/// When rm asks before removing (GNU's `RMI_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InteractiveMode {
-    /// `-f`, `--interactive=never`: never ask.
-    Never,
-    /// The default, and `-I`: ask only about write-protected files on a tty.
-    Sometimes,
-    /// `-i`: ask about every file.
-    Always,
-}
-
-/// What the command line asks for, with every rm rule about option order already applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Options {
-    pub interactive: InteractiveMode,
-    /// `-f`: missing files are not errors.
-    pub ignore_missing: bool,
-    /// `-I`: one prompt before starting, for more than three operands or with `-r`.
-    pub prompt_once: bool,
-    pub recursive: bool,
-    pub remove_empty_dirs: bool,
-    pub verbose: bool,
-    pub one_file_system: bool,
-    pub preserve_root: bool,
-    pub preserve_all_root: bool,
-    /// `---presume-input-tty`: behave as though stdin were a terminal.
-    pub presume_input_tty: bool,
-    /// `--no-archive`: delete for real, keeping nothing.
-    pub no_archive: bool,
-    pub operands: Vec<OsString>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            interactive: InteractiveMode::Sometimes,
-            ignore_missing: false,
-            prompt_once: false,
-            recursive: false,
-            remove_empty_dirs: false,
-            verbose: false,
-            one_file_system: false,
-            preserve_root: true,
-            preserve_all_root: false,
-            presume_input_tty: false,
-            no_archive: false,
-            operands: Vec::new(),
-        }
-    }
-}
+/// The shells `--shell-init` knows (`docs.rs` has what each prints).
+pub const INIT_SHELLS: &[&str] = &["bash", "zsh", "fish", "sh"];
+/// The shells `--completions` knows (`docs.rs` has what each prints).
+pub const COMPLETION_SHELLS: &[&str] = &["bash", "zsh", "fish"];
 
 /// The outcome of parsing: run, or print something and exit.
 #[derive(Debug, PartialEq, Eq)]
@@ -440,9 +395,9 @@ fn apply(
         Opt::ShellInit | Opt::Completions => {
             let v = String::from_utf8_lossy(&value.unwrap_or_default()).into_owned();
             let (valid, what): (&[&str], _) = if opt == Opt::ShellInit {
-                (crate::docs::INIT_SHELLS, "--shell-init")
+                (INIT_SHELLS, "--shell-init")
             } else {
-                (crate::docs::COMPLETION_SHELLS, "--completions")
+                (COMPLETION_SHELLS, "--completions")
             };
             if !valid.contains(&v.as_str()) {
                 let list: Vec<String> = valid.iter().map(|s| locale_quote(s)).collect();

@@ -65,7 +65,7 @@ pub fn names(headers: &[Header], cwd: &[u8]) -> Vec<Vec<u8>> {
 
 /// Whether unrm reads a bare NAME as that name (not as an option or a glob).
 fn bare_name_resolves(name: &[u8]) -> bool {
-    !name.starts_with(b"-") && !crate::restore::has_glob(name)
+    !name.starts_with(b"-") && !crate::paths::has_glob(name)
 }
 
 /// Each name followed by a NUL, for zsh and fish. fish reads a TAB in a candidate as the

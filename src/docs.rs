@@ -6,11 +6,6 @@
 
 use std::io::{self, Write};
 
-/// The shells `--shell-init` knows.
-pub const INIT_SHELLS: &[&str] = &["bash", "zsh", "fish", "sh"];
-/// The shells `--completions` knows.
-pub const COMPLETION_SHELLS: &[&str] = &["bash", "zsh", "fish"];
-
 /// The snippet that makes `rm` run saferm in an interactive SHELL.
 pub fn shell_init(shell: &str) -> Option<&'static str> {
     match shell {

@@ -31,7 +31,7 @@ pub fn why_not_removable(dirfd: RawFd, name: &CStr, shown: &[u8]) -> Option<Stri
             ))
         }
     };
-    let above = crate::restore::split_parent(shown).0;
+    let above = crate::paths::split_parent(shown).0;
     if let Some(why) = forbids_unlinking(dirfd, euid, above) {
         return Some(why);
     }

@@ -59,6 +59,17 @@ pub fn finish(prog: &str, code: i32) -> i32 {
     }
 }
 
+/// An RFC 3339 time as local `YYYY-MM-DD HH:MM:SS`.
+pub fn local_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
 /// A byte count for people: `512 B`, `4.0 KiB`, `1.5 GiB`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -1,4 +1,5 @@
-//! The `saferm` command: parse, plan, archive, verify, and only then unlink.
+//! Deleting as rm does: plan, archive, verify, and only then unlink ([`delete`]; the command
+//! line is `cmd::rm`'s).
 //!
 //! ```text
 //! argv ─parse─▶ Options ─plan (walk.rs)─▶ Plan ─archive─▶ tmp/<id>.tar.zst
@@ -16,12 +17,13 @@ use std::sync::{mpsc, Arc};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::archive::{AppendError, ArchiveWriter, EntryMeta, Growth, Hashing};
-use crate::cli::{self, Parsed};
 use crate::dirstack::DirStack;
 use crate::manifest::{self, Entry, Kind, Manifest, PathBytes};
-use crate::output::{stderr_write, stdout_write};
+use crate::output::{human, stderr_write};
 use crate::quote::quote;
+use crate::restat::unchanged;
 use crate::rules;
+use crate::rules::Options;
 use crate::store::{self, Store};
 use crate::sys::{self, Stat};
 use crate::walk::{self, Fate, Plan, Walker};
@@ -38,11 +40,6 @@ const HELD_BYTES: usize = 8 << 20;
 /// Compress on worker threads above this much data.
 const MULTITHREAD_BYTES: u64 = 8 << 20;
 
-/// Run saferm with `args` (without argv[0]); returns the exit status.
-pub fn run(prog: &str, args: &[OsString]) -> i32 {
-    run_counted(prog, args, &mut Outcome::default())
-}
-
 /// What a run archived and what of that it then removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -52,46 +49,10 @@ pub struct Outcome {
     pub kept: usize,
 }
 
-/// [`run`], saying in `outcome` what was archived and what of it was kept.
-pub fn run_counted(prog: &str, args: &[OsString], outcome: &mut Outcome) -> i32 {
-    let opts = match cli::parse(prog, args) {
-        Parsed::Run(o) => o,
-        Parsed::Help => {
-            let help = cli::command().bin_name(prog).render_help().to_string();
-            stdout_write(help.as_bytes());
-            return 0;
-        }
-        Parsed::Version => {
-            stdout_write(
-                format!(
-                    "saferm {} (rm compatible with GNU coreutils 9.1)\n",
-                    env!("CARGO_PKG_VERSION")
-                )
-                .as_bytes(),
-            );
-            return 0;
-        }
-        Parsed::ShellInit(shell) => {
-            stdout_write(
-                crate::docs::shell_init(&shell)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            );
-            return 0;
-        }
-        Parsed::Completions(shell) => {
-            let text = crate::docs::completions(crate::docs::Program::Saferm, &shell);
-            stdout_write(text.unwrap_or_default().as_bytes());
-            return 0;
-        }
-        Parsed::Man => {
-            let mut page = Vec::new();
-            let _ = crate::docs::man_page(crate::docs::Program::Saferm, &mut page);
-            stdout_write(&page);
-            return 0;
-        }
-        Parsed::Exit(code) => return code,
-    };
+/// Remove what `opts` names as rm would, archiving and verifying it first; messages are
+/// `prog`'s. Returns the exit status, and says in `outcome` what was archived and what of
+/// it was kept.
+pub fn delete(prog: &str, opts: &Options, outcome: &mut Outcome) -> i32 {
     sys::raise_open_file_limit();
     crate::timing::start();
     if opts.prompt_once && rules::prompt_once_applies(opts.operands.len(), opts.recursive) {
@@ -140,7 +101,7 @@ pub fn run_counted(prog: &str, args: &[OsString], outcome: &mut Outcome) -> i32 
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b".".to_vec());
     let mut walker = Walker {
-        opts: &opts,
+        opts,
         prog,
         stdin_tty: opts.presume_input_tty || sys::stdin_is_tty(),
         euid: sys::geteuid(),
@@ -228,7 +189,7 @@ pub fn run_counted(prog: &str, args: &[OsString], outcome: &mut Outcome) -> i32 
         Some(_) => plan.to_archive().collect(),
         None => Vec::new(),
     };
-    failed |= crate::sweep::unlink_plan(prog, &opts, &mut plan);
+    failed |= crate::sweep::unlink_plan(prog, opts, &mut plan);
     crate::timing::mark("unlinked");
     outcome.archived = archived.len();
     outcome.kept = archived
@@ -311,8 +272,8 @@ fn typed_path(
     let same = if through_link {
         canon(&typed).as_deref() == Some(resolved)
     } else {
-        let (tp, tn) = crate::restore::split_parent(&typed);
-        let (rp, rn) = crate::restore::split_parent(resolved);
+        let (tp, tn) = crate::paths::split_parent(&typed);
+        let (rp, rn) = crate::paths::split_parent(resolved);
         tn == rn && canon(tp).as_deref() == Some(rp)
     };
     same.then_some(typed)
@@ -689,8 +650,6 @@ fn size_at_most(bytes: u64) -> String {
     }
     bytes.to_string()
 }
-
-pub use crate::output::human;
 
 enum Attempt {
     /// Archived as this deletion, with the archived hashes of the files to hash again
@@ -1899,66 +1858,6 @@ fn same_object(fd: OwnedFd, st: &Stat) -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
     }
     Ok(fd)
-}
-
-/// The identity DESIGN §1.2 names: dev, ino, type, size, mtime, ctime.
-/// Whether the regular file `name` below `dirfd` is still the object `st` describes and
-/// still holds the content that was archived, by `want`, the hash its manifest entry
-/// records. For a file that was open for writing elsewhere: a write through a shared mapping
-/// changes neither its mtime nor its ctime.
-pub(crate) fn content_unchanged(
-    dirfd: RawFd,
-    name: &std::ffi::CStr,
-    st: &Stat,
-    want: &walk::ArchivedHash,
-) -> bool {
-    let Ok(fd) = sys::open_file_nofollow(dirfd, name) else {
-        return false;
-    };
-    match sys::fstat(fd.as_raw_fd()) {
-        Ok(now) if now.is_file() && (now.dev, now.ino, now.size) == (st.dev, st.ino, st.size) => {}
-        _ => return false,
-    }
-    let hex = blake3::Hash::from(want.hash).to_hex();
-    let mut hash = if want.blocks {
-        crate::hash::ContentHash::new(None, Some(hex.as_str()))
-    } else {
-        crate::hash::ContentHash::new(Some(hex.as_str()), None)
-    };
-    let mut file = File::from(fd);
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        match std::io::Read::read(&mut file, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => hash.data(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    hash.matches(st.size)
-}
-
-pub(crate) fn unchanged(now: &Stat, then: &Stat) -> bool {
-    unchanged_but_ctime(now, then) && (now.ctime, now.ctime_nsec) == (then.ctime, then.ctime_nsec)
-}
-
-/// [`unchanged`] without the ctime, which unlinking another name of the inode changes.
-pub(crate) fn unchanged_but_ctime(now: &Stat, then: &Stat) -> bool {
-    (
-        now.dev,
-        now.ino,
-        now.file_type(),
-        now.size,
-        now.mtime,
-        now.mtime_nsec,
-    ) == (
-        then.dev,
-        then.ino,
-        then.file_type(),
-        then.size,
-        then.mtime,
-        then.mtime_nsec,
-    )
 }
 
 /// Reads a source file, failing like a bad disk where a fault says so: `read` at the first

@@ -42,7 +42,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::hash::ContentHash;
 use crate::manifest::{Entry, Kind, Manifest};
 use crate::output::stderr_write;
-use crate::pathmap::PathMap;
+use crate::paths::{display, is_under, join, normal_absolute, split_parent, PathMap};
 use crate::quote::quote;
 use crate::resume::Resume;
 use crate::store::Store;
@@ -112,58 +112,6 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.failed == 0 && self.conflicts.is_empty()
     }
-}
-
-/// Check that a manifest path is absolute and normal; anything else is a crafted or damaged
-/// manifest and is never restored.
-pub fn normal_absolute(path: &[u8]) -> bool {
-    let Some(rest) = path.strip_prefix(b"/") else {
-        return false;
-    };
-    !rest.is_empty()
-        && !path.contains(&0)
-        && rest
-            .split(|&b| b == b'/')
-            .all(|c| !c.is_empty() && c != b"." && c != b"..")
-}
-
-/// `(parent, name)` of a normal absolute path; the parent of `/x` is `/`.
-pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|&b| b == b'/') {
-        Some(0) => (b"/", &path[1..]),
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (b".", path),
-    }
-}
-
-/// Whether unrm reads a NAME as a glob (`*`, `?`, `[`), matched against deleted paths.
-pub fn has_glob(name: &[u8]) -> bool {
-    name.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
-}
-
-/// Whether `path` is `root` or below it.
-pub fn is_under(path: &[u8], root: &[u8]) -> bool {
-    if root == b"/" {
-        return path.starts_with(b"/");
-    }
-    path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/')
-}
-
-/// A path as the user would type it from `cwd`: relative when it is below it.
-pub fn display(cwd: &[u8], path: &[u8]) -> Vec<u8> {
-    if cwd != b"/" && is_under(path, cwd) && path.len() > cwd.len() {
-        return path[cwd.len() + 1..].to_vec();
-    }
-    path.to_vec()
-}
-
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut p = parent.to_vec();
-    if !p.ends_with(b"/") {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name);
-    p
 }
 
 /// What happens to one manifest entry in this restore.
@@ -471,10 +419,16 @@ impl Restorer<'_> {
                     }
                     // saferm archives, verifies and only then unlinks it (a deletion of its
                     // own in the store); its messages read `unrm: cannot remove ...`.
-                    let operand = std::ffi::OsString::from_vec(dest.to_vec());
-                    let args = ["-r".into(), "-f".into(), "--".into(), operand];
+                    // As `rm -rf -- DEST`.
+                    let rm = crate::rules::Options {
+                        interactive: crate::rules::InteractiveMode::Never,
+                        ignore_missing: true,
+                        recursive: true,
+                        operands: vec![std::ffi::OsString::from_vec(dest.to_vec())],
+                        ..Default::default()
+                    };
                     let mut outcome = crate::remove::Outcome::default();
-                    let code = crate::remove::run_counted("unrm", &args, &mut outcome);
+                    let code = crate::remove::delete("unrm", &rm, &mut outcome);
                     // saferm puts the default signal handlers back when it is done.
                     crate::signal::catch();
                     match sys::fstatat(pfd, &cname, false) {
@@ -1642,15 +1596,5 @@ mod tests {
         // n of them per lookup.
         let probes = roots.by_source.probes.get() + roots.by_dest.probes.get();
         assert!(probes <= 2 * n + 10, "{probes} hash probes for {n} lookups");
-    }
-
-    #[test]
-    fn parents_and_containment() {
-        assert_eq!(split_parent(b"/x"), (&b"/"[..], &b"x"[..]));
-        assert_eq!(split_parent(b"/a/b/c"), (&b"/a/b"[..], &b"c"[..]));
-        assert!(is_under(b"/a/b", b"/a"));
-        assert!(is_under(b"/a", b"/a"));
-        assert!(!is_under(b"/ab", b"/a"));
-        assert!(is_under(b"/ab", b"/"));
     }
 }

@@ -377,7 +377,7 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
             store.remove_orphan_archive(&lock, &a.month, &a.id)?;
             lines.push(format!(
                 "saferm: removed an incomplete archive ({}) left by an interrupted saferm, which removed nothing",
-                crate::remove::human(a.size)
+                crate::output::human(a.size)
             ));
         } else {
             match crate::check::rebuild_manifest(store, &a.month, &rel) {
@@ -443,7 +443,7 @@ fn report_lines(purged: &[Purged], config: &Config) -> Vec<String> {
         "saferm: purged {} old deletion{} ({}): {}",
         purged.len(),
         if purged.len() == 1 { "" } else { "s" },
-        crate::remove::human(bytes),
+        crate::output::human(bytes),
         why.join("; ")
     )];
     for p in purged.iter().take(5) {
@@ -474,7 +474,7 @@ pub fn line_of(p: &Purged) -> String {
         "{}  {}  {:>10}  {}",
         p.header.id,
         when,
-        crate::remove::human(p.archive_bytes),
+        crate::output::human(p.archive_bytes),
         operands.join(" ")
     )
 }
@@ -492,7 +492,7 @@ pub fn duration_text(secs: u64) -> String {
 /// `10%`, `2.0 GiB`, `never`.
 pub fn size_text(s: Size) -> String {
     match s {
-        Size::Bytes(b) => crate::remove::human(b),
+        Size::Bytes(b) => crate::output::human(b),
         Size::PerMille(pm) if pm % 10 == 0 => format!("{}%", pm / 10),
         Size::PerMille(pm) => format!("{}.{}%", pm / 10, pm % 10),
         Size::Unlimited => "never".to_string(),

@@ -1,8 +1,63 @@
-//! rm's decision rules and texts, pure functions table-tested against GNU coreutils 9.1.
+//! rm's options and decision rules and texts, pure functions table-tested against GNU
+//! coreutils 9.1.
 //!
-//! The walk (`walk.rs`) does the I/O and asks these functions what rm would do or say.
+//! The command line (`cli.rs`) fills [`Options`]; the walk (`walk.rs`) does the I/O and asks
+//! these functions what rm would do or say.
+
+use std::ffi::OsString;
 
 use crate::quote::quote;
+
+/// When rm asks before removing (GNU's `RMI_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InteractiveMode {
+    /// `-f`, `--interactive=never`: never ask.
+    Never,
+    /// The default, and `-I`: ask only about write-protected files on a tty.
+    Sometimes,
+    /// `-i`: ask about every file.
+    Always,
+}
+
+/// What the command line asks for, with every rm rule about option order already applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub interactive: InteractiveMode,
+    /// `-f`: missing files are not errors.
+    pub ignore_missing: bool,
+    /// `-I`: one prompt before starting, for more than three operands or with `-r`.
+    pub prompt_once: bool,
+    pub recursive: bool,
+    pub remove_empty_dirs: bool,
+    pub verbose: bool,
+    pub one_file_system: bool,
+    pub preserve_root: bool,
+    pub preserve_all_root: bool,
+    /// `---presume-input-tty`: behave as though stdin were a terminal.
+    pub presume_input_tty: bool,
+    /// `--no-archive`: delete for real, keeping nothing.
+    pub no_archive: bool,
+    pub operands: Vec<OsString>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            interactive: InteractiveMode::Sometimes,
+            ignore_missing: false,
+            prompt_once: false,
+            recursive: false,
+            remove_empty_dirs: false,
+            verbose: false,
+            one_file_system: false,
+            preserve_root: true,
+            preserve_all_root: false,
+            presume_input_tty: false,
+            no_archive: false,
+            operands: Vec::new(),
+        }
+    }
+}
 
 /// What fts does to an operand before using it: two or more trailing slashes become one
 /// (only when the name is longer than two bytes, so `//` stays `//`).

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, Setting, Size};
+use crate::output::human;
 use crate::output::stdout_write;
-use crate::remove::human;
 use crate::retention::{duration_text, size_text};
 use crate::store::Store;
 
@@ -82,7 +82,7 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
         return Ok(0);
     }
     let when = |h: Option<&crate::catalog::Header>| {
-        h.map(|h| format!("{} ({})", crate::unrm::local_time(&h.created), h.id))
+        h.map(|h| format!("{} ({})", crate::output::local_time(&h.created), h.id))
             .unwrap_or_else(|| "-".to_string())
     };
     let pct = |part: u64| {

@@ -13,7 +13,6 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::cli;
 use crate::dirstack::DirStack;
 use crate::output::{stderr_write, stdout_write};
 use crate::quote::quote;
@@ -32,7 +31,7 @@ const JOBS_PER_THREAD: usize = 8;
 const MAX_CUT_DEPTH: usize = 8;
 
 /// Unlink everything the plan still removes. Returns whether any error was reported.
-pub fn unlink_plan(prog: &str, opts: &cli::Options, plan: &mut Plan) -> bool {
+pub fn unlink_plan(prog: &str, opts: &rules::Options, plan: &mut Plan) -> bool {
     let keep: Vec<AtomicBool> = plan
         .nodes
         .iter()
@@ -82,7 +81,7 @@ pub fn unlink_plan(prog: &str, opts: &cli::Options, plan: &mut Plan) -> bool {
 /// What every unlinking thread reads.
 struct Shared<'a> {
     prog: &'a str,
-    opts: &'a cli::Options,
+    opts: &'a rules::Options,
     plan: &'a Plan,
     /// The plan's `Fate::Keep`, settable from any thread.
     keep: &'a [AtomicBool],
@@ -234,7 +233,7 @@ impl<'a, 's> Unlinker<'a, 's> {
         // Open for writing elsewhere when it was read: its content is compared again, before
         // the re-stat (which then catches a write(2) made meanwhile).
         if let Some(want) = s.plan.recheck.get(&idx) {
-            if !crate::remove::content_unchanged(dirfd, &n.name, &st, want) {
+            if !crate::restat::content_unchanged(dirfd, &n.name, &st, want) {
                 self.error(display, "changed while it was being archived");
                 s.keep_with_ancestors(idx);
                 return;
@@ -247,9 +246,9 @@ impl<'a, 's> Unlinker<'a, 's> {
                 let same = if st.is_dir() || n.pseudo {
                     (now.dev, now.ino, now.file_type()) == (st.dev, st.ino, st.file_type())
                 } else if hard_linked && self.unlinking(st.dev, st.ino) {
-                    crate::remove::unchanged_but_ctime(&now, &st)
+                    crate::restat::unchanged_but_ctime(&now, &st)
                 } else {
-                    crate::remove::unchanged(&now, &st)
+                    crate::restat::unchanged(&now, &st)
                 };
                 if !same {
                     self.error(display, "changed while it was being archived");

@@ -16,12 +16,10 @@ use anyhow::{Context, Result};
 
 use crate::catalog::{self, Catalog, Header, IdMatch, Restored};
 use crate::manifest::{Kind, PathBytes};
-use crate::output::{stderr_write, stdout_write};
-use crate::pathmap::PathMap;
+use crate::output::{local_time, stderr_write, stdout_write};
+use crate::paths::{display, has_glob, is_under, split_parent, PathMap};
 use crate::quote::quote;
-use crate::restore::{
-    self, display, has_glob, is_under, split_parent, Report, RestoreOptions, Target,
-};
+use crate::restore::{self, Report, RestoreOptions, Target};
 use crate::store::Store;
 use crate::sys;
 use crate::unrm_cli::{self, Action, Options, Parsed};
@@ -321,7 +319,7 @@ fn purge(
         out.push_str(&format!(
             "{verb} {} deletion(s), {}{}\n",
             purged.len(),
-            crate::remove::human(bytes),
+            crate::output::human(bytes),
             if p.dry_run {
                 "; nothing was purged"
             } else {
@@ -1032,17 +1030,6 @@ fn prepare_to(dir: &std::path::Path) -> Result<Vec<u8>> {
     Ok(canon.as_os_str().as_bytes().to_vec())
 }
 
-/// An RFC 3339 time as local `YYYY-MM-DD HH:MM:SS`.
-pub fn local_time(rfc3339: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_else(|_| rfc3339.to_string())
-}
-
 fn matches_pattern(del: &Header, cwd: &[u8], pattern: &[u8]) -> bool {
     if del.id.as_bytes().starts_with(pattern) {
         return true;
@@ -1114,10 +1101,10 @@ fn list(opts: &Options, headers: &[Header], cwd: &[u8], patterns: &[OsString]) -
             m.id,
             local_time(&m.created),
             m.totals.files,
-            crate::remove::human(m.totals.bytes),
+            crate::output::human(m.totals.bytes),
             m.archive
                 .as_ref()
-                .map(|a| crate::remove::human(a.size))
+                .map(|a| crate::output::human(a.size))
                 .unwrap_or_else(|| "?".to_string()),
             if m.restored {
                 "restored"

@@ -12,10 +12,10 @@ use std::io::{self, BufRead};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
-use crate::cli::{InteractiveMode, Options};
 use crate::dirstack::DirStack;
 use crate::quote::quote;
 use crate::rules;
+use crate::rules::{InteractiveMode, Options};
 use crate::sys::{self, Stat};
 
 /// What becomes of a planned object.

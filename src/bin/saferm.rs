@@ -14,6 +14,6 @@ fn main() {
         .unwrap_or_else(|| "saferm".to_string());
     saferm::alloc::set_program_name(&prog);
     let rest: Vec<OsString> = args.collect();
-    let code = saferm::remove::run(&prog, &rest);
+    let code = saferm::cmd::rm::run(&prog, &rest);
     std::process::exit(saferm::output::finish(&prog, code));
 }

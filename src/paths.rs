@@ -1,4 +1,5 @@
-//! Absolute paths as keys, asked "which key is this path or holds it?".
+//! Paths as bytes: normal absolute paths, their parents, how they are shown, and
+//! [`PathMap`], asked "which key is this path or holds it?".
 //!
 //! Walking up a path and probing each parent costs one hash of each prefix: for an entry
 //! `k` levels down that is O(k²) bytes, and a 30,000-level tree has 30,000 such entries.
@@ -6,6 +7,59 @@
 //! those lengths alone: one probe per distinct key length at most, and usually one.
 
 use std::collections::{BTreeSet, HashMap};
+
+/// Check that a manifest path is absolute and normal; anything else is a crafted or damaged
+/// manifest and is never restored.
+pub fn normal_absolute(path: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return false;
+    };
+    !rest.is_empty()
+        && !path.contains(&0)
+        && rest
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..")
+}
+
+/// `(parent, name)` of a normal absolute path; the parent of `/x` is `/`.
+pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b".", path),
+    }
+}
+
+/// Whether unrm reads a NAME as a glob (`*`, `?`, `[`), matched against deleted paths.
+pub fn has_glob(name: &[u8]) -> bool {
+    name.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
+}
+
+/// Whether `path` is `root` or below it.
+pub fn is_under(path: &[u8], root: &[u8]) -> bool {
+    if root == b"/" {
+        return path.starts_with(b"/");
+    }
+    path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/')
+}
+
+/// A path as the user would type it from `cwd`: relative when it is below it.
+pub fn display(cwd: &[u8], path: &[u8]) -> Vec<u8> {
+    if cwd != b"/" && is_under(path, cwd) && path.len() > cwd.len() {
+        return path[cwd.len() + 1..].to_vec();
+    }
+    path.to_vec()
+}
+
+/// `parent/name`.
+pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = parent.to_vec();
+    if !p.ends_with(b"/") {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
 
 /// A map from normal absolute paths (no trailing `/`, no `//`) to values.
 #[derive(Debug)]
@@ -71,6 +125,16 @@ impl<V> PathMap<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parents_and_containment() {
+        assert_eq!(split_parent(b"/x"), (&b"/"[..], &b"x"[..]));
+        assert_eq!(split_parent(b"/a/b/c"), (&b"/a/b"[..], &b"c"[..]));
+        assert!(is_under(b"/a/b", b"/a"));
+        assert!(is_under(b"/a", b"/a"));
+        assert!(!is_under(b"/ab", b"/a"));
+        assert!(is_under(b"/ab", b"/"));
+    }
 
     #[test]
     fn the_deepest_key_holding_a_path_is_found() {
