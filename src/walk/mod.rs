@@ -18,205 +18,8 @@ use crate::rules;
 use crate::rules::{InteractiveMode, Options};
 use crate::sys::{self, Stat};
 
-/// What becomes of a planned object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fate {
-    /// Archive it, then unlink it.
-    Remove,
-    /// Leave it (declined, refused, failed, or an ancestor of such).
-    Keep,
-}
-
-/// No node, for the links between nodes ([`Node::parent`], the children).
-const NO_NODE: u32 = u32::MAX;
-
-/// A node index as a link: 4 bytes, not the 16 of an `Option<usize>`. [`Walker::push`]
-/// makes sure every index fits.
-fn link(idx: Option<usize>) -> u32 {
-    idx.and_then(|i| u32::try_from(i).ok()).unwrap_or(NO_NODE)
-}
-
-fn unlink(l: u32) -> Option<usize> {
-    (l != NO_NODE).then_some(l as usize)
-}
-
-/// One object met by the walk. Kept small (a directory of 200,000 files is 200,000 of
-/// them): the tree is held as links, not a list of children per directory.
-#[derive(Debug)]
-pub struct Node {
-    parent: u32,
-    first_child: u32,
-    last_child: u32,
-    next_sibling: u32,
-    /// The name to use with the parent's descriptor; for an operand, its (trimmed) path,
-    /// used relative to the current directory as rm does.
-    pub name: sys::Name,
-    pub st: Stat,
-    pub fate: Fate,
-    pub operand: usize,
-    /// Set for a directory that could not be read: its errno, reported if rmdir fails.
-    pub unreadable: Option<i32>,
-    /// False for what is walked but cannot itself be removed: `link/` (the symlink's target
-    /// directory) and `/`.
-    pub archive_self: bool,
-    /// Also planned under an earlier operand, whose unlink phase may or may not remove it
-    /// (a directory with an unreadable one inside): if it is gone when its turn comes, that
-    /// operand removed it, and rm would not have met it.
-    pub repeat: bool,
-    /// On a pseudo-filesystem (sysfs, procfs, cgroupfs...: [`sys::is_pseudo_fs`]): the
-    /// kernel's state, not data. It is not archived; the unlink phase does what rm does and
-    /// says what rm says.
-    pub pseudo: bool,
-}
-
-impl Node {
-    /// A node not linked to any other yet (see [`Walker::push`]).
-    fn new(parent: Option<usize>, name: sys::Name, st: Stat, operand: usize) -> Node {
-        Node {
-            parent: link(parent),
-            first_child: NO_NODE,
-            last_child: NO_NODE,
-            next_sibling: NO_NODE,
-            name,
-            st,
-            fate: Fate::Remove,
-            operand,
-            unreadable: None,
-            archive_self: true,
-            repeat: false,
-            pseudo: false,
-        }
-    }
-
-    /// The directory it is in, unless it is an operand.
-    pub fn parent(&self) -> Option<usize> {
-        unlink(self.parent)
-    }
-
-    pub fn has_children(&self) -> bool {
-        self.first_child != NO_NODE
-    }
-}
-
-/// A node's children, in the order they were met.
-pub struct Children<'p> {
-    nodes: &'p [Node],
-    next: u32,
-}
-
-impl Iterator for Children<'_> {
-    type Item = usize;
-
-    fn next(&mut self) -> Option<usize> {
-        let i = unlink(self.next)?;
-        self.next = self.nodes.get(i).map_or(NO_NODE, |n| n.next_sibling);
-        Some(i)
-    }
-}
-
-/// The result of planning every operand.
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub nodes: Vec<Node>,
-    pub roots: Vec<usize>,
-    /// The absolute path of each root node. Other nodes' paths are derived from their
-    /// parents' (50,000 nodes would otherwise hold 100,000 path copies).
-    pub root_abs: HashMap<usize, Vec<u8>>,
-    /// Whether any error was reported (exit status 1).
-    pub failed: bool,
-    /// Regular files to hash again just before their unlink, with the hash they were
-    /// archived with: they were open for writing elsewhere when they were read (a write
-    /// through a shared mapping changes neither mtime nor ctime), or the kernel would not
-    /// say whether they were.
-    pub recheck: HashMap<usize, ArchivedHash>,
-}
-
-/// The content hash a file was archived with, as its manifest entry records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArchivedHash {
-    /// Its `blake3`, or, for a file stored sparse, its `blake3_blocks`.
-    pub hash: [u8; 32],
-    pub blocks: bool,
-}
-
-impl Plan {
-    /// The children of node `idx`.
-    pub fn children(&self, idx: usize) -> Children<'_> {
-        Children {
-            nodes: &self.nodes,
-            next: self.nodes.get(idx).map_or(NO_NODE, |n| n.first_child),
-        }
-    }
-
-    /// The children after `idx` in its directory.
-    pub fn siblings_after(&self, idx: usize) -> Children<'_> {
-        Children {
-            nodes: &self.nodes,
-            next: self.nodes.get(idx).map_or(NO_NODE, |n| n.next_sibling),
-        }
-    }
-
-    /// The path rm prints for a node (`d/s/c`).
-    pub fn display(&self, idx: usize) -> Vec<u8> {
-        self.path_of(idx, |root| self.nodes[root].name.as_bytes())
-    }
-
-    /// The absolute path a node is archived under.
-    pub fn abs(&self, idx: usize) -> Vec<u8> {
-        self.path_of(idx, |root| {
-            self.root_abs
-                .get(&root)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-        })
-    }
-
-    /// A node's path: its root's `start`, then the names below it (a loop, not a recursion:
-    /// trees are deeper than the stack).
-    fn path_of<'s>(&'s self, idx: usize, start: impl FnOnce(usize) -> &'s [u8]) -> Vec<u8> {
-        let mut chain = vec![idx];
-        let mut cur = idx;
-        while let Some(p) = self.nodes[cur].parent() {
-            chain.push(p);
-            cur = p;
-        }
-        let mut path = start(cur).to_vec();
-        for &i in chain.iter().rev().skip(1) {
-            rules::push_child(&mut path, self.nodes[i].name.as_bytes());
-        }
-        path
-    }
-
-    /// Keep a node and, silently, every ancestor of it.
-    pub fn keep_with_ancestors(&mut self, mut idx: usize) {
-        self.nodes[idx].fate = Fate::Keep;
-        while let Some(p) = self.nodes[idx].parent() {
-            if self.nodes[p].fate == Fate::Keep {
-                break;
-            }
-            self.nodes[p].fate = Fate::Keep;
-            idx = p;
-        }
-    }
-
-    /// Keep a node, all its descendants, and its ancestors.
-    pub fn keep_subtree(&mut self, idx: usize) {
-        let mut stack = vec![idx];
-        while let Some(i) = stack.pop() {
-            self.nodes[i].fate = Fate::Keep;
-            stack.extend(self.children(i));
-        }
-        self.keep_with_ancestors(idx);
-    }
-
-    /// The nodes to archive, parents before children.
-    pub fn to_archive(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(|&i| {
-            let n = &self.nodes[i];
-            n.fate == Fate::Remove && n.archive_self && !n.pseudo
-        })
-    }
-}
+mod plan;
+pub use plan::{ArchivedHash, Children, Fate, Node, Plan};
 
 /// Everything the walk needs to know besides the operands.
 pub struct Walker<'a> {
@@ -437,19 +240,7 @@ impl Walker<'_> {
     }
 
     fn push(&mut self, mut node: Node, parent_id: Option<(u64, u64)>, name: &[u8]) -> usize {
-        let idx = self.plan.nodes.len();
-        // Four billion nodes would not fit in memory anyway.
-        let this = link(Some(idx));
-        if this == NO_NODE {
-            crate::alloc::exhausted();
-        }
-        if let Some(p) = node.parent() {
-            match unlink(self.plan.nodes[p].last_child) {
-                Some(last) => self.plan.nodes[last].next_sibling = this,
-                None => self.plan.nodes[p].first_child = this,
-            }
-            self.plan.nodes[p].last_child = this;
-        }
+        let idx = self.plan.link_child(node.parent());
         // Met again: only what an earlier operand may fail to remove is (see `uncertain`).
         node.repeat = (node.st.is_dir()
             && self.seen_dirs.contains_key(&(node.st.dev, node.st.ino)))
@@ -751,65 +542,18 @@ impl Walker<'_> {
                 libc::EISDIR
             };
             self.cannot_remove(display, &io::Error::from_raw_os_error(errno));
-            {
-                self.fail(idx);
-                return None;
-            }
+            self.fail(idx);
+            return None;
         }
-        if level == 0 {
-            if rules::dot_or_dotdot(rules::last_component(display)) {
-                let msg = rules::refusing_dot_text(display);
-                self.error(&msg);
-                {
-                    self.fail(idx);
-                    return None;
-                }
-            }
-            if self.root_dev_ino == Some((st.dev, st.ino)) {
-                for line in rules::dangerous_root_lines(display) {
-                    self.error(&line);
-                }
-                {
-                    self.fail(idx);
-                    return None;
-                }
-            }
-            if opts.preserve_all_root {
-                let probe = rules::parent_probe(name.as_bytes());
-                let parent = sys::cstr(&probe).and_then(|c| sys::fstatat(sys::AT_FDCWD, &c, false));
-                match parent {
-                    Err(_) => {
-                        let msg = format!(
-                            "failed to stat {}: skipping {}",
-                            quote(&probe),
-                            quote(display)
-                        );
-                        self.error(&msg);
-                        {
-                            self.fail(idx);
-                            return None;
-                        }
-                    }
-                    Ok(p) if p.dev != st.dev => {
-                        let msg = rules::other_device_text(display);
-                        self.error(&msg);
-                        self.error("and --preserve-root=all is in effect");
-                        {
-                            self.fail(idx);
-                            return None;
-                        }
-                    }
-                    Ok(_) => {}
-                }
-            }
+        if level == 0 && self.refused_operand(display, name.as_bytes(), &st) {
+            self.fail(idx);
+            return None;
         }
         if let Some(what) = self.store_here(&st, &opened) {
             let msg = format!("skipping {}, since it is {what}", quote(display));
             self.error(&msg);
-            {
-                self.fail(idx);
-                return None;
-            }
+            self.fail(idx);
+            return None;
         }
 
         match self.ask(idx, dirfd, true, is_empty) {
@@ -833,36 +577,15 @@ impl Walker<'_> {
         let (fd, entries): (OwnedFd, Vec<sys::DirEntry>) = match opened {
             Ok(pair) => pair,
             Err(e) => {
-                if e.raw_os_error() == Some(libc::ESTALE) {
-                    let msg = format!(
-                        "cannot remove {}: changed while it was being archived",
-                        quote(display)
-                    );
-                    self.error(&msg);
-                    {
-                        self.fail(idx);
-                        return None;
-                    }
-                }
-                // rm's FTS_DNR: try rmdir after asking; it fails unless the directory is empty.
-                self.plan.nodes[idx].unreadable = e.raw_os_error();
-                if self.more_operands {
-                    let mut cur = Some(idx);
-                    while let Some(c) = cur.filter(|&c| self.uncertain.insert(c)) {
-                        cur = self.plan.nodes[c].parent();
-                    }
-                }
-                self.post_order(idx, dirfd, dir_ok);
+                self.unreadable_dir(idx, dirfd, dir_ok, display, &e);
                 return None;
             }
         };
         if opts.one_file_system && level > 0 && st.dev != root_dev {
             let msg = rules::other_device_text(display);
             self.error(&msg);
-            {
-                self.fail(idx);
-                return None;
-            }
+            self.fail(idx);
+            return None;
         }
         let children_ok = self.unlinkable_in(fd.as_raw_fd(), b".");
         Some(Opened {
@@ -870,6 +593,75 @@ impl Walker<'_> {
             entries,
             children_ok,
         })
+    }
+
+    /// rm's refusals of a directory operand itself: `.` and `..`, `/` (with
+    /// --preserve-root), and with --preserve-root=all one on another device than its parent.
+    /// Says why and returns true when it is refused.
+    fn refused_operand(&mut self, display: &[u8], name: &[u8], st: &Stat) -> bool {
+        if rules::dot_or_dotdot(rules::last_component(display)) {
+            let msg = rules::refusing_dot_text(display);
+            self.error(&msg);
+            return true;
+        }
+        if self.root_dev_ino == Some((st.dev, st.ino)) {
+            for line in rules::dangerous_root_lines(display) {
+                self.error(&line);
+            }
+            return true;
+        }
+        if self.opts.preserve_all_root {
+            let probe = rules::parent_probe(name);
+            let parent = sys::cstr(&probe).and_then(|c| sys::fstatat(sys::AT_FDCWD, &c, false));
+            match parent {
+                Err(_) => {
+                    let msg = format!(
+                        "failed to stat {}: skipping {}",
+                        quote(&probe),
+                        quote(display)
+                    );
+                    self.error(&msg);
+                    return true;
+                }
+                Ok(p) if p.dev != st.dev => {
+                    let msg = rules::other_device_text(display);
+                    self.error(&msg);
+                    self.error("and --preserve-root=all is in effect");
+                    return true;
+                }
+                Ok(_) => {}
+            }
+        }
+        false
+    }
+
+    /// A directory that could not be opened or listed (`e`): one that changed is kept; else
+    /// rm's FTS_DNR: rmdir is tried after asking, and fails unless it is empty.
+    fn unreadable_dir(
+        &mut self,
+        idx: usize,
+        dirfd: RawFd,
+        dir_ok: Result<(), i32>,
+        display: &[u8],
+        e: &io::Error,
+    ) {
+        if e.raw_os_error() == Some(libc::ESTALE) {
+            let msg = format!(
+                "cannot remove {}: changed while it was being archived",
+                quote(display)
+            );
+            self.error(&msg);
+            self.fail(idx);
+            return;
+        }
+        self.plan.nodes[idx].unreadable = e.raw_os_error();
+        if self.more_operands {
+            let mut cur = Some(idx);
+            while let Some(c) = cur.filter(|&c| self.uncertain.insert(c)) {
+                cur = self.plan.nodes[c].parent();
+            }
+        }
+        self.post_order(idx, dirfd, dir_ok);
     }
 
     /// Whether the directory `st` (opened and listed as `opened`) is the store, a part
