@@ -60,6 +60,57 @@ pub fn quote_with(name: &[u8], utf8: bool, elide_outer: bool) -> String {
     }
 }
 
+/// How gnulib's shell quoting (`quotearg_buffer_restyled`) treats one byte of a name.
+enum ByteClass {
+    /// Written as a C escape inside `$'...'` (`\n` for a newline).
+    Escape(u8),
+    /// Copied as it is; `needs_quote` when it is safe only inside quotes, `compat` when it
+    /// is as safe inside double quotes.
+    Copy { needs_quote: bool, compat: bool },
+    /// `'`, written as `'\''`.
+    SingleQuote,
+    /// Anything else: a printable character (copied) or bytes escaped in octal.
+    Other,
+}
+
+/// The class of byte `c`, at `at` in a name of `len` bytes.
+fn classify(c: u8, at: usize, len: usize) -> ByteClass {
+    let copy = |needs_quote, compat| ByteClass::Copy {
+        needs_quote,
+        compat,
+    };
+    match c {
+        b'\x07' => ByteClass::Escape(b'a'),
+        b'\x08' => ByteClass::Escape(b'b'),
+        b'\x0c' => ByteClass::Escape(b'f'),
+        b'\n' => ByteClass::Escape(b'n'),
+        b'\r' => ByteClass::Escape(b'r'),
+        b'\t' => ByteClass::Escape(b't'),
+        b'\x0b' => ByteClass::Escape(b'v'),
+        b'\\' => copy(true, false),
+        // Special alone (brace expansion) or first (comment, tilde expansion).
+        b'{' | b'}' => copy(len == 1, len == 1),
+        b'#' | b'~' => copy(at == 0, at == 0),
+        b' ' => copy(true, true),
+        b'!' | b'"' | b'$' | b'&' | b'(' | b')' | b'*' | b';' | b'<' | b'=' | b'>' | b'['
+        | b'^' | b'`' | b'|' | b'?' => copy(true, false),
+        b'\'' => ByteClass::SingleQuote,
+        b'%'
+        | b'+'
+        | b','
+        | b'-'
+        | b'.'
+        | b'/'
+        | b'0'..=b'9'
+        | b':'
+        | b'A'..=b'Z'
+        | b']'
+        | b'_'
+        | b'a'..=b'z' => copy(false, true),
+        _ => ByteClass::Other,
+    }
+}
+
 /// One pass of the shell styles. Returns None when `elide_outer` is set and the name turns
 /// out to need quotes (gnulib's `force_outer_quoting_style`).
 fn shell_quote(name: &[u8], utf8: bool, elide_outer: bool) -> Option<String> {
@@ -67,93 +118,53 @@ fn shell_quote(name: &[u8], utf8: bool, elide_outer: bool) -> Option<String> {
     if !elide_outer {
         out.push(b'\'');
     }
+    // Inside an open `'$'...` escape, which a copied byte must first close with `''`.
     let mut pending_escape_end = false;
     let mut encountered_single_quote = false;
     let mut all_compat = true;
     let mut i = 0;
     while i < name.len() {
         let c = name[i];
-        let mut compat = false;
-        // (escape text, whether the byte is copied as is)
-        let escape: Option<Vec<u8>> = match c {
-            b'\x07' => Some(b"a".to_vec()),
-            b'\x08' => Some(b"b".to_vec()),
-            b'\x0c' => Some(b"f".to_vec()),
-            b'\n' => Some(b"n".to_vec()),
-            b'\r' => Some(b"r".to_vec()),
-            b'\t' => Some(b"t".to_vec()),
-            b'\x0b' => Some(b"v".to_vec()),
-            b'\\' => {
+        match classify(c, i, name.len()) {
+            ByteClass::Escape(esc) => {
+                all_compat = false;
                 if elide_outer {
                     return None;
                 }
-                None
-            }
-            b'{' | b'}' => {
-                if name.len() == 1 {
-                    compat = true;
-                    if elide_outer {
-                        return None;
-                    }
+                if !pending_escape_end {
+                    out.extend_from_slice(b"'$'");
+                    pending_escape_end = true;
                 }
-                None
+                out.push(b'\\');
+                out.push(esc);
             }
-            b'#' | b'~' => {
-                if i == 0 {
-                    compat = true;
-                    if elide_outer {
-                        return None;
-                    }
-                }
-                None
-            }
-            b' ' => {
-                compat = true;
-                if elide_outer {
+            ByteClass::Copy {
+                needs_quote,
+                compat,
+            } => {
+                if needs_quote && elide_outer {
                     return None;
                 }
-                None
-            }
-            b'!' | b'"' | b'$' | b'&' | b'(' | b')' | b'*' | b';' | b'<' | b'=' | b'>' | b'['
-            | b'^' | b'`' | b'|' | b'?' => {
-                if elide_outer {
-                    return None;
+                all_compat &= compat;
+                if pending_escape_end {
+                    out.extend_from_slice(b"''");
+                    pending_escape_end = false;
                 }
-                None
+                out.push(c);
             }
-            b'\'' => {
+            ByteClass::SingleQuote => {
                 encountered_single_quote = true;
-                compat = true;
                 if elide_outer {
                     return None;
                 }
                 out.extend_from_slice(b"'\\''");
                 pending_escape_end = false;
-                all_compat &= compat;
-                i += 1;
-                continue;
             }
-            b'%'
-            | b'+'
-            | b','
-            | b'-'
-            | b'.'
-            | b'/'
-            | b'0'..=b'9'
-            | b':'
-            | b'A'..=b'Z'
-            | b']'
-            | b'_'
-            | b'a'..=b'z' => {
-                compat = true;
-                None
-            }
-            _ => {
+            ByteClass::Other => {
                 // Printable single bytes and multibyte sequences pass; the rest is escaped
                 // in octal, one escape per byte.
                 let (len, printable) = char_at(&name[i..], utf8);
-                compat = printable;
-                all_compat &= compat;
+                all_compat &= printable;
                 if printable {
                     if pending_escape_end {
                         out.extend_from_slice(b"''");
@@ -174,27 +185,6 @@ fn shell_quote(name: &[u8], utf8: bool, elide_outer: bool) -> Option<String> {
                 }
                 i += len;
                 continue;
-            }
-        };
-        all_compat &= compat;
-        match escape {
-            Some(esc) => {
-                if elide_outer {
-                    return None;
-                }
-                if !pending_escape_end {
-                    out.extend_from_slice(b"'$'");
-                    pending_escape_end = true;
-                }
-                out.push(b'\\');
-                out.extend_from_slice(&esc);
-            }
-            None => {
-                if pending_escape_end {
-                    out.extend_from_slice(b"''");
-                    pending_escape_end = false;
-                }
-                out.push(c);
             }
         }
         i += 1;
