@@ -89,167 +89,9 @@ pub fn command() -> Command {
              are left as they are, anything else is reported and unrm exits 1 \
              (--rename restores beside it, --overwrite archives it first, then replaces it).",
         )
-        .arg(
-            Arg::new("names")
-                .value_name("NAME")
-                .num_args(0..)
-                .value_parser(value_parser!(OsString))
-                .help("What to restore (with --list: patterns; with --check: ids)"),
-        )
-        .arg(
-            Arg::new("last")
-                .long("last")
-                .value_name("N")
-                .num_args(0..=1)
-                .default_missing_value("1")
-                .value_parser(value_parser!(usize))
-                .help("Undo the last saferm command not undone yet (or the last N)"),
-        )
-        .arg(
-            Arg::new("to")
-                .long("to")
-                .value_name("DIR")
-                .value_parser(value_parser!(PathBuf))
-                .help("Restore under DIR instead of the original place"),
-        )
-        .arg(
-            Arg::new("rename")
-                .long("rename")
-                .action(ArgAction::SetTrue)
-                .help("Restore beside an existing file as NAME.~N~"),
-        )
-        .arg(
-            Arg::new("overwrite")
-                .long("overwrite")
-                .action(ArgAction::SetTrue)
-                .conflicts_with("rename")
-                .help("Replace what is in the way (saferm archives it first; all of it or none)"),
-        )
-        .arg(
-            Arg::new("at")
-                .long("at")
-                .value_name("ID|TIME")
-                .help("Restore the version from that deletion, or the newest one made by TIME"),
-        )
-        .arg(
-            Arg::new("pick")
-                .long("pick")
-                .action(ArgAction::SetTrue)
-                .conflicts_with("at")
-                .help("Choose among every deleted version of a path (on a terminal)"),
-        )
-        .arg(
-            Arg::new("list")
-                .long("list")
-                .action(ArgAction::SetTrue)
-                .help(
-                    "List deletions; NAMEs are patterns: an id prefix, part of a path, or a glob",
-                ),
-        )
-        .arg(
-            Arg::new("show")
-                .long("show")
-                .value_name("ID")
-                .help("List the files inside one deletion"),
-        )
-        .arg(
-            Arg::new("check")
-                .long("check")
-                .action(ArgAction::SetTrue)
-                .help("Re-read archives and verify them against their manifests"),
-        )
-        .arg(
-            Arg::new("repair")
-                .long("repair")
-                .action(ArgAction::SetTrue)
-                .requires("check")
-                .help("With --check: rebuild lost or damaged manifests from their archives"),
-        )
-        .arg(
-            Arg::new("purge")
-                .long("purge")
-                .action(ArgAction::SetTrue)
-                .help(
-                    "Purge deletions for good: those over the configured limits, those the \
-                     options below select, or the ids given as NAMEs",
-                ),
-        )
-        .arg(
-            Arg::new("older-than")
-                .long("older-than")
-                .value_name("DURATION")
-                .requires("purge")
-                .value_parser(|s: &str| crate::config::parse_duration(s).map_err(|e| e.to_string()))
-                .help("With --purge: purge deletions older than DURATION (30d, 12h, 2w)"),
-        )
-        .arg(
-            Arg::new("keep")
-                .long("keep")
-                .value_name("N")
-                .requires("purge")
-                .value_parser(value_parser!(usize))
-                .help("With --purge: never purge the newest N; alone, purge all but the newest N"),
-        )
-        .arg(
-            Arg::new("max-size")
-                .long("max-size")
-                .value_name("SIZE")
-                .requires("purge")
-                .value_parser(|s: &str| crate::config::parse_size(s).map_err(|e| e.to_string()))
-                .help(
-                    "With --purge: purge the oldest until the store holds at most SIZE (10GiB, 5%)",
-                ),
-        )
-        .arg(
-            Arg::new("dry-run")
-                .long("dry-run")
-                .action(ArgAction::SetTrue)
-                .requires("purge")
-                .help("With --purge: print what would be purged, purge nothing"),
-        )
-        .arg(
-            Arg::new("stats")
-                .long("stats")
-                .visible_alias("doctor")
-                .action(ArgAction::SetTrue)
-                .help(
-                    "Describe the store, its filesystem, the configuration and the shell snippet",
-                ),
-        )
-        .arg(
-            Arg::new("json")
-                .long("json")
-                .action(ArgAction::SetTrue)
-                .help("With --list, --show, --purge or --stats: print JSON"),
-        )
-        .arg(
-            Arg::new("verbose")
-                .short('v')
-                .long("verbose")
-                .action(ArgAction::SetTrue)
-                .help("Print each restored object"),
-        )
-        .arg(
-            Arg::new("completions")
-                .long("completions")
-                .value_name("SHELL")
-                .value_parser(["bash", "zsh", "fish"])
-                .help("Print unrm's completions for SHELL"),
-        )
-        .arg(
-            Arg::new("man")
-                .long("man")
-                .action(ArgAction::SetTrue)
-                .help("Print the unrm(1) man page"),
-        )
-        .arg(
-            Arg::new("complete-names")
-                .long("complete-names")
-                .value_name("SHELL")
-                .value_parser(["bash", "zsh", "fish"])
-                .hide(true)
-                .help("Print deleted names for SHELL's completion (bash: -- WORD LINE)"),
-        )
+        .args(restore_args())
+        .args(store_args())
+        .args(output_args())
         .group(
             ArgGroup::new("action")
                 .args([
@@ -265,6 +107,135 @@ pub fn command() -> Command {
                 ])
                 .multiple(false),
         )
+}
+
+/// What to restore, and how: NAMEs, --last, --to, the conflict rules, --at, --pick.
+fn restore_args() -> Vec<Arg> {
+    vec![
+        Arg::new("names")
+            .value_name("NAME")
+            .num_args(0..)
+            .value_parser(value_parser!(OsString))
+            .help("What to restore (with --list: patterns; with --check: ids)"),
+        Arg::new("last")
+            .long("last")
+            .value_name("N")
+            .num_args(0..=1)
+            .default_missing_value("1")
+            .value_parser(value_parser!(usize))
+            .help("Undo the last saferm command not undone yet (or the last N)"),
+        Arg::new("to")
+            .long("to")
+            .value_name("DIR")
+            .value_parser(value_parser!(PathBuf))
+            .help("Restore under DIR instead of the original place"),
+        Arg::new("rename")
+            .long("rename")
+            .action(ArgAction::SetTrue)
+            .help("Restore beside an existing file as NAME.~N~"),
+        Arg::new("overwrite")
+            .long("overwrite")
+            .action(ArgAction::SetTrue)
+            .conflicts_with("rename")
+            .help("Replace what is in the way (saferm archives it first; all of it or none)"),
+        Arg::new("at")
+            .long("at")
+            .value_name("ID|TIME")
+            .help("Restore the version from that deletion, or the newest one made by TIME"),
+        Arg::new("pick")
+            .long("pick")
+            .action(ArgAction::SetTrue)
+            .conflicts_with("at")
+            .help("Choose among every deleted version of a path (on a terminal)"),
+    ]
+}
+
+/// Looking after the store: --list, --show, --check (--repair), --purge and its limits.
+fn store_args() -> Vec<Arg> {
+    vec![
+        Arg::new("list")
+            .long("list")
+            .action(ArgAction::SetTrue)
+            .help("List deletions; NAMEs are patterns: an id prefix, part of a path, or a glob"),
+        Arg::new("show")
+            .long("show")
+            .value_name("ID")
+            .help("List the files inside one deletion"),
+        Arg::new("check")
+            .long("check")
+            .action(ArgAction::SetTrue)
+            .help("Re-read archives and verify them against their manifests"),
+        Arg::new("repair")
+            .long("repair")
+            .action(ArgAction::SetTrue)
+            .requires("check")
+            .help("With --check: rebuild lost or damaged manifests from their archives"),
+        Arg::new("purge")
+            .long("purge")
+            .action(ArgAction::SetTrue)
+            .help(
+                "Purge deletions for good: those over the configured limits, those the \
+                 options below select, or the ids given as NAMEs",
+            ),
+        Arg::new("older-than")
+            .long("older-than")
+            .value_name("DURATION")
+            .requires("purge")
+            .value_parser(|s: &str| crate::config::parse_duration(s).map_err(|e| e.to_string()))
+            .help("With --purge: purge deletions older than DURATION (30d, 12h, 2w)"),
+        Arg::new("keep")
+            .long("keep")
+            .value_name("N")
+            .requires("purge")
+            .value_parser(value_parser!(usize))
+            .help("With --purge: never purge the newest N; alone, purge all but the newest N"),
+        Arg::new("max-size")
+            .long("max-size")
+            .value_name("SIZE")
+            .requires("purge")
+            .value_parser(|s: &str| crate::config::parse_size(s).map_err(|e| e.to_string()))
+            .help("With --purge: purge the oldest until the store holds at most SIZE (10GiB, 5%)"),
+        Arg::new("dry-run")
+            .long("dry-run")
+            .action(ArgAction::SetTrue)
+            .requires("purge")
+            .help("With --purge: print what would be purged, purge nothing"),
+    ]
+}
+
+/// What unrm prints: --stats, --json, -v, completions, the man page, deleted names for completion.
+fn output_args() -> Vec<Arg> {
+    vec![
+        Arg::new("stats")
+            .long("stats")
+            .visible_alias("doctor")
+            .action(ArgAction::SetTrue)
+            .help("Describe the store, its filesystem, the configuration and the shell snippet"),
+        Arg::new("json")
+            .long("json")
+            .action(ArgAction::SetTrue)
+            .help("With --list, --show, --purge or --stats: print JSON"),
+        Arg::new("verbose")
+            .short('v')
+            .long("verbose")
+            .action(ArgAction::SetTrue)
+            .help("Print each restored object"),
+        Arg::new("completions")
+            .long("completions")
+            .value_name("SHELL")
+            .value_parser(["bash", "zsh", "fish"])
+            .help("Print unrm's completions for SHELL"),
+        Arg::new("man")
+            .long("man")
+            .action(ArgAction::SetTrue)
+            .help("Print the unrm(1) man page"),
+        Arg::new("complete-names")
+            .long("complete-names")
+            .value_name("SHELL")
+            .value_parser(["bash", "zsh", "fish"])
+            .hide(true)
+            .help("Print deleted names for SHELL's completion (bash: -- WORD LINE)"),
+    ]
 }
 
 /// Parse `args` (without argv[0]).
