@@ -40,8 +40,9 @@ pub mod sweep;
 pub mod sys;
 pub mod timing;
 pub mod unlink;
-pub mod unrm;
 pub mod unrm_cli;
+
+pub use cmd::unrm;
 pub mod users;
 pub mod verify;
 pub mod walk;

@@ -2,3 +2,4 @@
 //! status. Nothing below `cmd` parses arguments or prints help.
 
 pub mod rm;
+pub mod unrm;

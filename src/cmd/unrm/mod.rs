@@ -1,0 +1,352 @@
+//! The `unrm` command: parse, resolve names against the catalog, then restore, list, show
+//! or check.
+//!
+//! ```text
+//! argv ─parse (unrm_cli)─▶ Options ─resolve (catalog)─▶ (deletion, source path)…
+//!      ─group by deletion─▶ restore::restore (one pass over each archive) ─▶ summary
+//! ```
+//! Errors read `unrm: could not …` on stderr; problems with one NAME do not stop the others,
+//! and any of them makes the exit status 1.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
+use anyhow::{Context, Result};
+
+use crate::catalog::{Catalog, IdMatch};
+use crate::output::{stderr_write, stdout_write};
+use crate::store::Store;
+use crate::unrm_cli::{self, Action, Options, Parsed};
+
+mod find;
+mod list;
+mod restoring;
+use list::{list, show};
+use restoring::{restore_names, restore_picks};
+
+/// Run unrm with `args` (without argv[0]); returns the exit status.
+pub fn run(args: &[OsString]) -> i32 {
+    // Restoring holds a directory descriptor per level, like removing.
+    crate::sys::raise_open_file_limit();
+    let opts = match unrm_cli::parse(args) {
+        Parsed::Run(o) => o,
+        Parsed::Exit { text, code } => {
+            if code == 0 {
+                stdout_write(text.as_bytes());
+            } else {
+                stderr_write(text.as_bytes());
+            }
+            return code;
+        }
+    };
+    match &opts.action {
+        Action::Completions(shell) => {
+            let text = crate::docs::completions(crate::docs::Program::Unrm, shell);
+            stdout_write(text.unwrap_or_default().as_bytes());
+            return 0;
+        }
+        Action::Man => {
+            let mut page = Vec::new();
+            let _ = crate::docs::man_page(crate::docs::Program::Unrm, &mut page);
+            stdout_write(&page);
+            return 0;
+        }
+        _ => {}
+    }
+    match execute(&opts) {
+        Ok(code) => code,
+        Err(e) => {
+            stderr_write(format!("unrm: {e:#}\n").as_bytes());
+            1
+        }
+    }
+}
+
+fn execute(opts: &Options) -> Result<i32> {
+    let store = Store::open().context("could not open the store")?;
+    let cwd = std::env::current_dir()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_else(|_| b"/".to_vec());
+    // A damaged manifest (a power cut soon after `rm` can leave one empty) hides its
+    // deletion, and the answer would be about the others: it is rebuilt from the copy in its
+    // archive first, then the catalog read again. `--check` reports instead (`--repair`
+    // rebuilds), and completion never waits for a lock.
+    let heals = !matches!(
+        opts.action,
+        Action::Check { .. } | Action::CompleteNames { .. }
+    );
+    let mut healed = false;
+    loop {
+        // Restores hold the lock shared from reading the catalog on, so a purge cannot
+        // remove a deletion between resolving a name and reading its archive.
+        let restore_lock = if matches!(opts.action, Action::Restore(_) | Action::Last(_)) {
+            Some(
+                store
+                    .lock_shared_patiently(|holder| {
+                        stderr_write(
+                            format!("unrm: waiting for the store lock, held by {holder}...\n")
+                                .as_bytes(),
+                        )
+                    })
+                    .context("could not lock the store")?,
+            )
+        } else {
+            None
+        };
+        let catalog = Catalog::open(&store).context("could not read the store")?;
+        let may_heal = heals && !healed;
+        let result = if may_heal && !catalog.unreadable.is_empty() {
+            Err(NeedsHealing.into())
+        } else {
+            act(opts, &store, &catalog, &cwd, may_heal)
+        };
+        match result {
+            Err(e) if e.is::<NeedsHealing>() => {
+                let damaged = catalog.damaged();
+                drop(catalog);
+                drop(restore_lock);
+                heal(&store, &damaged)?;
+                healed = true;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An action met a damaged manifest before doing anything: heal it and start again.
+#[derive(Debug)]
+struct NeedsHealing;
+
+impl std::fmt::Display for NeedsHealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a manifest is damaged")
+    }
+}
+
+impl std::error::Error for NeedsHealing {}
+
+/// Fail with [`NeedsHealing`] when healing is allowed and the catalog has met a damaged
+/// manifest.
+fn met_damage(catalog: &Catalog, may_heal: bool) -> Result<()> {
+    if may_heal && !catalog.damaged().is_empty() {
+        return Err(NeedsHealing.into());
+    }
+    Ok(())
+}
+
+/// Rebuild `damaged` manifests under the exclusive lock (`check::heal_manifests`).
+fn heal(store: &Store, damaged: &[(String, String)]) -> Result<()> {
+    let lock = store
+        .lock_exclusive_patiently(|holder| {
+            stderr_write(
+                format!("unrm: a manifest is damaged; waiting for other saferm and unrm processes to finish ({holder} holds the store lock) to rebuild it...\n")
+                    .as_bytes(),
+            )
+        })
+        .context("could not lock the store")?;
+    for line in crate::check::heal_manifests(store, &lock, damaged) {
+        stderr_write(format!("unrm: {line}\n").as_bytes());
+    }
+    Ok(())
+}
+
+fn act(
+    opts: &Options,
+    store: &Store,
+    catalog: &Catalog,
+    cwd: &[u8],
+    may_heal: bool,
+) -> Result<i32> {
+    match &opts.action {
+        Action::Restore(names) => restore_names(opts, store, catalog, cwd, names, may_heal),
+        Action::Last(n) => {
+            // The newest commands not undone yet: `unrm --last` twice undoes two commands.
+            let newest: Vec<usize> = (0..catalog.len())
+                .filter(|&d| !catalog.headers[d].restored)
+                .take(*n)
+                .collect();
+            for &d in &newest {
+                let _ = catalog.load(d);
+            }
+            met_damage(catalog, may_heal)?;
+            let mut picks: Vec<(usize, Vec<u8>)> = Vec::new();
+            for d in newest {
+                match catalog.load(d) {
+                    Ok(del) => picks.extend(del.roots().into_iter().map(|r| (d, r))),
+                    Err(e) => stderr_write(format!("unrm: could not restore: {e}\n").as_bytes()),
+                }
+            }
+            if picks.is_empty() {
+                stderr_write(b"unrm: could not restore: no deletion is left to undo\n");
+                return Ok(1);
+            }
+            Ok(restore_picks(
+                opts,
+                store,
+                catalog,
+                cwd,
+                picks,
+                &HashMap::new(),
+                false,
+            ))
+        }
+        Action::List(patterns) => Ok(list(opts, &catalog.headers, cwd, patterns)),
+        Action::Show(id) => {
+            if let IdMatch::One(d) = catalog.find_id(id) {
+                let _ = catalog.load(d);
+                met_damage(catalog, may_heal)?;
+            }
+            Ok(show(opts, catalog, id))
+        }
+        Action::Check { ids, repair } => crate::check::run(store, catalog, ids, *repair),
+        Action::Purge(p) => purge(opts, store, catalog, p),
+        Action::Stats => crate::stats::run(store, catalog, opts.json),
+        Action::CompleteNames { shell, word } => {
+            let names = crate::complete::names(&catalog.headers, cwd);
+            let out = match (shell.as_str(), word) {
+                ("bash", Some((text, line))) => crate::complete::bash_replies(&names, text, line),
+                ("bash", None) => crate::complete::bash_replies(&names, b"", b""),
+                _ => crate::complete::nul_list(&names, shell),
+            };
+            stdout_write(&out);
+            Ok(0)
+        }
+        Action::Completions(_) | Action::Man => Ok(0), // answered before the store is opened
+    }
+}
+
+/// `unrm --purge`: the configured limits, or those the options give, or the ids named.
+/// Ids that do not resolve purge nothing at all (a typo must not go with the rest).
+fn purge(
+    opts: &Options,
+    store: &Store,
+    catalog: &Catalog,
+    p: &crate::unrm_cli::PurgeOptions,
+) -> Result<i32> {
+    use crate::config::Size;
+    use crate::retention::{self, Rules};
+    let config = crate::config::Config::load()?;
+    let mut ids = Vec::new();
+    let mut bad = false;
+    for id in &p.ids {
+        match catalog.find_id(id) {
+            IdMatch::One(d) => ids.push(catalog.id(d).to_string()),
+            IdMatch::None => {
+                stderr_write(
+                    format!("unrm: could not purge {id}: no deletion has that id\n").as_bytes(),
+                );
+                bad = true;
+            }
+            IdMatch::Several(_) => {
+                stderr_write(
+                    format!(
+                        "unrm: could not purge {id}: it is the start of several deletion ids\n"
+                    )
+                    .as_bytes(),
+                );
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        stderr_write(b"unrm: nothing was purged\n");
+        return Ok(1);
+    }
+    let limits_given = p.older_than.is_some() || p.max_size.is_some();
+    let rules = if !limits_given && ids.is_empty() && p.keep.is_none() {
+        Rules::from_config(&config)
+    } else {
+        Rules {
+            max_age: p.older_than.flatten(),
+            max_size: p.max_size.unwrap_or(Size::Unlimited),
+            min_free: Size::Unlimited,
+            max_count: if !limits_given && ids.is_empty() {
+                p.keep
+            } else {
+                None
+            },
+            protect_newest: p.keep.unwrap_or(config.keep_last.value),
+            ids,
+        }
+    };
+    let lock = if p.dry_run {
+        None
+    } else {
+        let lock = store.lock_exclusive_patiently(|holder| {
+            stderr_write(
+                format!("unrm: waiting for other saferm and unrm processes to finish ({holder} holds the store lock)...\n")
+                    .as_bytes(),
+            )
+        })?;
+        let scan = store.scan()?;
+        for id in store.finish_interrupted_purges(&lock, &scan)? {
+            stdout_write(format!("finished the interrupted purge of {id}\n").as_bytes());
+        }
+        Some(lock)
+    };
+    let purged = retention::purge(store, lock.as_ref(), &rules, None, p.dry_run)?;
+    let bytes = purged
+        .iter()
+        .map(|x| x.archive_bytes)
+        .fold(0u64, u64::saturating_add);
+    if opts.json {
+        let items: Vec<serde_json::Value> = purged
+            .iter()
+            .map(|x| {
+                serde_json::json!({
+                    "id": x.header.id,
+                    "created": x.header.created,
+                    "operands": x.header.operands,
+                    "archive_bytes": x.archive_bytes,
+                    "reason": format!("{:?}", x.reason).to_lowercase(),
+                    "purged": !p.dry_run,
+                })
+            })
+            .collect();
+        let mut text = serde_json::to_string_pretty(&items).unwrap_or_default();
+        text.push('\n');
+        stdout_write(text.as_bytes());
+        return Ok(0);
+    }
+    let verb = if p.dry_run { "would purge" } else { "purged" };
+    let mut out = String::new();
+    for x in &purged {
+        out.push_str(&format!("{verb} {}\n", retention::line_of(x)));
+    }
+    if purged.is_empty() {
+        out.push_str("nothing to purge\n");
+    } else {
+        out.push_str(&format!(
+            "{verb} {} deletion(s), {}{}\n",
+            purged.len(),
+            crate::output::human(bytes),
+            if p.dry_run {
+                "; nothing was purged"
+            } else {
+                ""
+            }
+        ));
+    }
+    stdout_write(out.as_bytes());
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find::{absolute, glob_match};
+
+    #[test]
+    fn names_become_normal_absolute_paths() {
+        assert_eq!(absolute(b"/home/u", b"a/b"), b"/home/u/a/b");
+        assert_eq!(absolute(b"/home/u", b"./a/../b/"), b"/home/u/b");
+        assert_eq!(absolute(b"/home/u", b"/x//y"), b"/x/y");
+        assert_eq!(absolute(b"/", b".."), b"/");
+    }
+
+    #[test]
+    fn globs_do_not_cross_slashes() {
+        assert!(glob_match(b"/a/*.log", b"/a/x.log"));
+        assert!(!glob_match(b"/a/*.log", b"/a/b/x.log"));
+    }
+}

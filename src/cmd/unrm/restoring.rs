@@ -1,0 +1,380 @@
+//! Restoring what the names resolved to: group the picks by deletion, restore each
+//! deletion's targets in one pass over its archive, say what came back, note it in the
+//! store, and sum up.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
+use anyhow::{Context, Result};
+
+use crate::catalog::{self, Catalog, Deletion, Restored};
+use crate::manifest::PathBytes;
+use crate::output::{stderr_write, stdout_write};
+use crate::paths::{display, split_parent, PathMap};
+use crate::quote::quote;
+use crate::restore::{self, Report, RestoreOptions, Target};
+use crate::store::Store;
+use crate::sys;
+use crate::unrm_cli::Options;
+
+use super::find::{absolute, at_filter, candidates_text, choose, resolve, Resolution};
+use super::met_damage;
+
+pub(super) fn restore_names(
+    opts: &Options,
+    store: &Store,
+    catalog: &Catalog,
+    cwd: &[u8],
+    names: &[OsString],
+    may_heal: bool,
+) -> Result<i32> {
+    let allowed: Box<dyn Fn(usize) -> bool> = match &opts.at {
+        None => Box::new(|_| true),
+        Some(at) => match at_filter(catalog, at) {
+            Ok(f) => f,
+            Err(msg) => {
+                stderr_write(format!("unrm: could not restore: --at {msg}\n").as_bytes());
+                return Ok(1);
+            }
+        },
+    };
+    let tty = sys::stdin_is_tty();
+    let mut picks = Vec::new();
+    let mut bases = HashMap::new();
+    let mut failed = false;
+    // Every name is resolved before anything is asked or restored: a damaged manifest met
+    // on the way is rebuilt first, and the names resolved again.
+    let resolved: Vec<(&[u8], _)> = names
+        .iter()
+        .map(|name| {
+            let name = name.as_bytes();
+            (name, resolve(catalog, &*allowed, cwd, name, opts.pick))
+        })
+        .collect();
+    met_damage(catalog, may_heal)?;
+    for (name, resolution) in resolved {
+        let fail = |msg: &str| {
+            stderr_write(format!("unrm: could not restore {}: {msg}\n", quote(name)).as_bytes());
+        };
+        match resolution {
+            Ok(Resolution::Found(found)) => picks.extend(found),
+            Ok(Resolution::Pieces(found)) => {
+                let mut ids: Vec<&str> = Vec::new();
+                for (d, _, _) in &found {
+                    if !ids.contains(&catalog.id(*d)) {
+                        ids.push(catalog.id(*d));
+                    }
+                }
+                stdout_write(
+                    format!(
+                        "{} was removed in parts by {} deletions; restoring from each, the newest version of each object: {}\n",
+                        quote(&display(cwd, &absolute(cwd, name))),
+                        ids.len(),
+                        ids.join(", ")
+                    )
+                    .as_bytes(),
+                );
+                for (d, p, base) in found {
+                    bases.insert((d, p.clone()), base);
+                    picks.push((d, p));
+                }
+            }
+            Ok(Resolution::Choose(found)) if tty => match choose(catalog, name, &found) {
+                Some(n) => picks.push(found[n].clone()),
+                None => {
+                    fail("nothing was chosen");
+                    failed = true;
+                }
+            },
+            Ok(Resolution::Choose(found)) => {
+                fail(&format!(
+                    "it matches several deleted objects; give the path, or choose with --at ID (or on a terminal):\n{}",
+                    candidates_text(catalog, &found).trim_end()
+                ));
+                failed = true;
+            }
+            Err(msg) => {
+                fail(&msg);
+                failed = true;
+            }
+        }
+    }
+    if picks.is_empty() {
+        return Ok(1);
+    }
+    let code = restore_picks(opts, store, catalog, cwd, picks, &bases, failed);
+    Ok(code)
+}
+
+/// Restore every (deletion, source path), one pass over each archive; print the summary.
+pub(super) fn restore_picks(
+    opts: &Options,
+    store: &Store,
+    catalog: &Catalog,
+    cwd: &[u8],
+    picks: Vec<(usize, Vec<u8>)>,
+    bases: &HashMap<(usize, Vec<u8>), Vec<u8>>,
+    mut failed: bool,
+) -> i32 {
+    // Held shared, as writers do, so that a collector (exclusive) never removes an archive
+    // that is being restored from.
+    let _lock = match store.lock_shared() {
+        Ok(l) => l,
+        Err(e) => {
+            stderr_write(format!("unrm: could not restore: {e:#}\n").as_bytes());
+            return 1;
+        }
+    };
+    // Ctrl-C stops after the current object (a file being written is removed), leaves what
+    // is complete in place, and dies of the signal.
+    crate::signal::catch();
+    let anchor = match &opts.to {
+        None => b"/".to_vec(),
+        Some(dir) => match prepare_to(dir) {
+            Ok(a) => a,
+            Err(e) => {
+                stderr_write(format!("unrm: {e:#}\n").as_bytes());
+                return 1;
+            }
+        },
+    };
+    let ropts = RestoreOptions {
+        conflict: opts.conflict,
+        anchor: anchor.clone(),
+        euid: sys::geteuid(),
+        cwd: cwd.to_vec(),
+        verbose: opts.verbose,
+    };
+    let (order, by_deletion) = group_by_deletion(opts, catalog, &anchor, picks, bases);
+    let mut total = Report::default();
+    for d in order {
+        let del = match catalog.load(d) {
+            Ok(del) => del,
+            Err(e) => {
+                stderr_write(format!("unrm: could not restore: {e}\n").as_bytes());
+                failed = true;
+                continue;
+            }
+        };
+        let targets = &by_deletion[&d];
+        let mut report = Report::default();
+        if let Err(e) = restore::restore(store, &del.manifest, targets, &ropts, &mut report) {
+            stderr_write(
+                format!(
+                    "unrm: could not restore from deletion {}: {e:#}\n",
+                    del.id()
+                )
+                .as_bytes(),
+            );
+            failed = true;
+        }
+        say_restored(opts, cwd, targets, &report);
+        if report.restored > 0 && !report.not_durable {
+            note_restored(store, del, targets, &report);
+        }
+        if let Some(sig) = crate::signal::caught() {
+            stderr_write(
+                format!(
+                    "unrm: interrupted after restoring {} object(s)\n",
+                    total.restored + report.restored
+                )
+                .as_bytes(),
+            );
+            crate::signal::reraise(sig);
+        }
+        add_up(&mut total, report);
+    }
+    sum_up(&total, failed)
+}
+
+/// The picks as restore targets, grouped by deletion in the order of first mention, each
+/// with its destination. Everything here is looked up, never scanned: `unrm --last` after
+/// `rm d/*` has one pick per file (issue 12).
+fn group_by_deletion(
+    opts: &Options,
+    catalog: &Catalog,
+    anchor: &[u8],
+    picks: Vec<(usize, Vec<u8>)>,
+    bases: &HashMap<(usize, Vec<u8>), Vec<u8>>,
+) -> (Vec<usize>, HashMap<usize, Vec<Target>>) {
+    let mut order: Vec<usize> = Vec::new();
+    let mut by_deletion: HashMap<usize, Vec<Target>> = HashMap::new();
+    let mut seen: HashSet<(usize, Vec<u8>)> = HashSet::new();
+    let mut roots_of: HashMap<usize, PathMap<()>> = HashMap::new();
+    for (d, source) in picks {
+        if !seen.insert((d, source.clone())) {
+            continue;
+        }
+        let dest = if opts.to.is_some() {
+            let base = match bases.get(&(d, source.clone())) {
+                Some(b) => b.clone(),
+                None => {
+                    let roots = roots_of
+                        .entry(d)
+                        .or_insert_with(|| roots_of_deletion(catalog, d));
+                    let root = root_holding(roots, &source).unwrap_or_else(|| source.clone());
+                    split_parent(&root).0.to_vec()
+                }
+            };
+            under_to(anchor, &base, &source)
+        } else {
+            source.clone()
+        };
+        let list = by_deletion.entry(d).or_insert_with(|| {
+            order.push(d);
+            Vec::new()
+        });
+        list.push(Target { source, dest });
+    }
+    (order, by_deletion)
+}
+
+/// The roots of deletion `d` (what it removed at the top), to look paths up in.
+fn roots_of_deletion(catalog: &Catalog, d: usize) -> PathMap<()> {
+    let mut roots = PathMap::default();
+    if let Some(del) = catalog.get(d) {
+        for r in del.roots() {
+            roots.insert_first(r, ());
+        }
+    }
+    roots
+}
+
+/// Where `source` goes under `--to` (`anchor`): the names below `base` are kept, `base`
+/// being the parent of the deleted operand (for pieces of several deletions, of the operand
+/// they were removed under): `--to out proj/src/a.rs` makes out/proj/src/a.rs.
+fn under_to(anchor: &[u8], base: &[u8], source: &[u8]) -> Vec<u8> {
+    // A damaged manifest may hold a path that is not absolute: it keeps its name here, and
+    // restoring refuses the manifest.
+    let skip = if base == b"/" { 1 } else { base.len() + 1 };
+    let rel = source.get(skip..).unwrap_or(source);
+    let mut p = anchor.to_vec();
+    if !p.ends_with(b"/") {
+        p.push(b'/');
+    }
+    p.extend_from_slice(rel);
+    p
+}
+
+/// One `restored ...` line per target root that came back (without -v, which printed each
+/// object). `restore` returns once what it made is durable; if it could not make it so,
+/// nothing is said to be restored.
+fn say_restored(opts: &Options, cwd: &[u8], targets: &[Target], report: &Report) {
+    let renamed_to: HashMap<&[u8], &Vec<u8>> = report
+        .renamed
+        .iter()
+        .map(|(w, u)| (w.as_slice(), u))
+        .collect();
+    let restored: HashSet<&[u8]> = report.roots_restored.iter().map(|r| &r[..]).collect();
+    let replaced: HashSet<&[u8]> = report.replaced.iter().map(|r| &r[..]).collect();
+    for t in targets {
+        let renamed = renamed_to.get(t.dest.as_slice()).copied();
+        let used = renamed.unwrap_or(&t.dest);
+        if opts.verbose || report.not_durable || !restored.contains(used.as_slice()) {
+            continue;
+        }
+        let line = match renamed {
+            Some(used) => format!(
+                "restored {} as {}\n",
+                quote(&display(cwd, &t.dest)),
+                quote(&display(cwd, used))
+            ),
+            None if replaced.contains(t.dest.as_slice()) => format!(
+                "restored {} (what was there is archived in the store)\n",
+                quote(&display(cwd, &t.dest))
+            ),
+            None => format!("restored {}\n", quote(&display(cwd, &t.dest))),
+        };
+        stdout_write(line.as_bytes());
+    }
+}
+
+/// Note in the store that `del` was restored (whole, or in part), so that `unrm --last`
+/// moves on to the deletion before it. Only for what is durable.
+fn note_restored(store: &Store, del: &Deletion, targets: &[Target], report: &Report) {
+    let roots: HashSet<Vec<u8>> = del.roots().into_iter().collect();
+    let whole = targets.len() == roots.len() && targets.iter().all(|t| roots.contains(&t.source));
+    let note = Restored {
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        to: targets.iter().map(|t| PathBytes::new(&t.dest)).collect(),
+        objects: report.restored,
+        complete: whole && report.ok(),
+    };
+    if let Err(e) = catalog::mark_restored(store, del, &note) {
+        stderr_write(
+            format!(
+                "unrm: warning: could not note that {} was restored: {e:#}\n",
+                del.id()
+            )
+            .as_bytes(),
+        );
+    }
+}
+
+/// Add one deletion's report to the total.
+fn add_up(total: &mut Report, report: Report) {
+    if report.not_durable {
+        // Made, but a crash could still take it: not counted as restored.
+        total.failed += report.restored;
+    } else {
+        total.restored += report.restored;
+    }
+    total.failed += report.failed;
+    total.conflicts.extend(report.conflicts);
+    total.renamed.extend(report.renamed);
+    total.ownership_not_set += report.ownership_not_set;
+    total.xattrs_not_set += report.xattrs_not_set;
+}
+
+/// What could not be done as recorded, and the summary line when anything failed; the exit
+/// status.
+fn sum_up(total: &Report, failed: bool) -> i32 {
+    if total.ownership_not_set > 0 {
+        stderr_write(
+            format!(
+                "unrm: could not give {} restored object(s) their recorded owner (only root can); they belong to you\n",
+                total.ownership_not_set
+            )
+            .as_bytes(),
+        );
+    }
+    if total.xattrs_not_set > 0 {
+        stderr_write(
+            format!(
+                "unrm: could not restore {} extended attribute(s) (not permitted or not supported here)\n",
+                total.xattrs_not_set
+            )
+            .as_bytes(),
+        );
+    }
+    if !total.ok() || failed {
+        let mut parts = vec![format!("restored {} object(s)", total.restored)];
+        if !total.conflicts.is_empty() {
+            parts.push(format!(
+                "{} left alone because they exist",
+                total.conflicts.len()
+            ));
+        }
+        if total.failed > 0 {
+            parts.push(format!("{} could not be restored", total.failed));
+        }
+        stderr_write(format!("unrm: {}\n", parts.join("; ")).as_bytes());
+        return 1;
+    }
+    0
+}
+
+/// The root in `roots` that is `path` or holds it.
+pub(super) fn root_holding(roots: &PathMap<()>, path: &[u8]) -> Option<Vec<u8>> {
+    roots.nearest(path).map(|(root, _)| root.to_vec())
+}
+
+/// The `--to` directory, created if missing, as a canonical absolute path.
+pub(super) fn prepare_to(dir: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("could not create '{}'", dir.display()))?;
+    let canon = std::fs::canonicalize(dir)
+        .with_context(|| format!("could not resolve '{}'", dir.display()))?;
+    Ok(canon.as_os_str().as_bytes().to_vec())
+}
