@@ -6,23 +6,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::common::{build_tree, saferm_bin, saferm_ok as saferm, unrm_bin, Outcome, Sandbox};
-
-fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    sb.command(unrm_bin()).current_dir(cwd).args(args).run()
-}
-
-fn unrm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    let out = unrm(sb, cwd, args);
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "unrm {args:?}\nstdout: {}\nstderr: {}",
-        out.stdout_text(),
-        out.stderr_text()
-    );
-    out
-}
+use crate::common::{
+    build_tree, saferm_bin, saferm_ok as saferm, unrm, unrm_bin, unrm_ok, Outcome, Sandbox,
+};
 
 /// The deletions in the store, newest first, from `unrm --list --json`.
 fn deletions(sb: &Sandbox) -> Vec<serde_json::Value> {

@@ -23,7 +23,9 @@ use serde_json::Value;
 
 use saferm::manifest::{Kind, Manifest};
 
-use crate::common::{blake3_blocks, build_tree, noise, saferm_ok, unrm_bin, Outcome, Sandbox};
+use crate::common::{
+    blake3_blocks, build_tree, noise, saferm_ok, unrm, unrm_bin, Outcome, Sandbox,
+};
 
 // --- the campaign runner -------------------------------------------------------------------
 
@@ -1063,10 +1065,6 @@ fn edit_manifest(path: &Path, edit: impl FnOnce(&mut Value)) {
     fs::write(path, serde_json::to_vec(&v).expect("json")).expect("write");
 }
 
-fn unrm_in(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    sb.command(unrm_bin()).current_dir(cwd).args(args).run()
-}
-
 /// `unrm --to DIR ID` sliced a manifest path it took for absolute: a one-byte relative
 /// path panicked.
 #[test]
@@ -1076,7 +1074,7 @@ fn a_relative_path_in_a_manifest_is_refused_under_to() {
         edit_manifest(&manifest, |v| {
             v["entries"][0]["path"] = Value::from(path);
         });
-        let out = unrm_in(&sb, &w, &["--to", "out", &id]);
+        let out = unrm(&sb, &w, &["--to", "out", &id]);
         reported(&out, path).expect("reported");
         assert_eq!(out.code(), Some(1), "{path:?}: {}", out.stderr_text());
         assert!(
@@ -1104,14 +1102,14 @@ fn an_archive_path_outside_the_store_is_refused() {
         edit_manifest(&manifest, |v| {
             v["archive"]["path"] = Value::from(path.as_str())
         });
-        let out = unrm_in(&sb, &w, &["--check", &id]);
+        let out = unrm(&sb, &w, &["--check", &id]);
         assert_eq!(out.code(), Some(1), "{path}: {}", out.stderr_text());
         assert!(
             out.stderr_text().contains("is not a path inside the store"),
             "{path}: {}",
             out.stderr_text()
         );
-        let out = unrm_in(&sb, &w, &[&id]);
+        let out = unrm(&sb, &w, &[&id]);
         reported(&out, &path).expect("reported");
         assert_eq!(out.code(), Some(1), "{path}");
         assert!(

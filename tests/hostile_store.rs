@@ -12,7 +12,8 @@ use crate::common::{build_tree, saferm_bin, saferm_ok as saferm, unrm_bin, Outco
 /// hangs (a FIFO opened for reading) fails the test instead of holding up the suite.
 const HANG: Duration = Duration::from_secs(20);
 
-fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+/// unrm given at most [`HANG`]: a run that hangs fails the test instead of the suite.
+fn unrm_in_time(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
     sb.command(unrm_bin())
         .current_dir(cwd)
         .args(args)
@@ -54,7 +55,7 @@ fn a_manifest_id_with_dot_dot_writes_nothing_outside_the_store() {
     build_tree(&w, &["f=1"]);
     saferm(&sb, &w, &["f"]);
     // The listing cache now knows the deletion by its real id.
-    assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+    assert_eq!(unrm_in_time(&sb, &w, &["--list"]).code(), Some(0));
     let manifest = only_manifest(&sb);
     let mut json: serde_json::Value =
         serde_json::from_slice(&fs::read(&manifest).expect("manifest")).expect("json");
@@ -63,7 +64,7 @@ fn a_manifest_id_with_dot_dot_writes_nothing_outside_the_store() {
     fs::write(&manifest, serde_json::to_vec(&json).expect("json")).expect("craft");
     // The lying manifest is damage: it is set aside and rebuilt from the copy inside the
     // archive (issue 12 §5), which holds the real id; the restore then uses that.
-    let out = unrm(&sb, &w, &["f"]);
+    let out = unrm_in_time(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert!(
         out.stderr_text()
@@ -85,21 +86,21 @@ fn a_crafted_listing_cache_with_a_bad_id_is_ignored() {
     let w = sb.work("w");
     build_tree(&w, &["f=1"]);
     saferm(&sb, &w, &["f"]);
-    assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+    assert_eq!(unrm_in_time(&sb, &w, &["--list"]).code(), Some(0));
     let index = sb.store().join("index.jsonl");
     let text = fs::read_to_string(&index).expect("index");
     let mut line: serde_json::Value =
         serde_json::from_str(text.lines().next().expect("a line")).expect("json");
     line["id"] = serde_json::Value::from("../../../escaped");
     fs::write(&index, format!("{line}\n{text}")).expect("craft");
-    let out = unrm(&sb, &w, &["--list", "--json"]);
+    let out = unrm_in_time(&sb, &w, &["--list", "--json"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert!(
         !out.stdout_text().contains("escaped"),
         "{}",
         out.stdout_text()
     );
-    let out = unrm(&sb, &w, &["f"]);
+    let out = unrm_in_time(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(fs::read(w.join("f")).expect("restored"), b"1");
     assert!(files_under(sb.root())
@@ -144,7 +145,7 @@ fn used_store() -> (Sandbox, PathBuf) {
     let w = sb.work("w");
     build_tree(&w, &["f=1", "g=2"]);
     saferm(&sb, &w, &["f"]);
-    assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+    assert_eq!(unrm_in_time(&sb, &w, &["--list"]).code(), Some(0));
     for name in ["FORMAT", "index.jsonl", "retention.json"] {
         assert!(sb.store().join(name).is_file(), "{name} written");
     }
@@ -224,7 +225,7 @@ fn a_fifo_or_dev_zero_as_a_manifest_is_reported_without_hanging() {
                 // No listing cache: the headers are read from the manifests.
                 assert!(!sb.store().join("index.jsonl").exists());
             } else {
-                assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+                assert_eq!(unrm_in_time(&sb, &w, &["--list"]).code(), Some(0));
             }
             plant(&only_manifest(&sb), what);
             for args in [&["--list"][..], &["f"], &["--check"]] {
@@ -473,9 +474,9 @@ fn the_store_seen_through_a_bind_mount_is_skipped_and_kept() {
             path.display()
         );
     }
-    let check = unrm(&sb, &w, &["--check"]);
+    let check = unrm_in_time(&sb, &w, &["--check"]);
     assert_eq!(check.code(), Some(0), "{}", check.stderr_text());
-    let out = unrm(&sb, &w, &["f"]);
+    let out = unrm_in_time(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(fs::read(w.join("f")).expect("restored"), b"precious");
 }
@@ -554,7 +555,7 @@ fn an_archive_month_replaced_by_a_symlink_is_not_followed() {
     let elsewhere = sb.work("elsewhere");
     fs::rename(&month, elsewhere.join("m")).expect("move the month");
     std::os::unix::fs::symlink(elsewhere.join("m"), &month).expect("symlink");
-    let out = unrm(&sb, &w, &["f"]);
+    let out = unrm_in_time(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
     assert!(!w.join("f").exists(), "read through a symlink in the store");
 }

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr};
 use crate::common::{
-    build_tree, is_root, noise, saferm_bin, snapshot, unrm_bin, Outcome, Sandbox, Tmpfs, GNU_RM,
-    NOBODY,
+    build_tree, is_root, noise, saferm, saferm_bin, snapshot, unrm_bin, unrm_ok, Outcome, Sandbox,
+    Tmpfs, GNU_RM, NOBODY,
 };
 
 /// Run saferm with `SAFERM_FAULT` set to `step` (honoured by debug builds only).
@@ -22,10 +22,6 @@ fn with_fault(sb: &Sandbox, cwd: &Path, args: &[&str], step: &str) -> Outcome {
         .args(args)
         .env("SAFERM_FAULT", step)
         .run()
-}
-
-fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    sb.command(saferm_bin()).current_dir(cwd).args(args).run()
 }
 
 fn archives(store: &Path) -> Vec<PathBuf> {
@@ -1971,12 +1967,6 @@ fn paths(root: &Path) -> Vec<PathBuf> {
     snapshot(root).into_iter().map(|e| e.path).collect()
 }
 
-/// Restore the last deletion in `sb` and check it succeeded.
-fn unrm_last(sb: &Sandbox, cwd: &Path) {
-    let back = sb.command(unrm_bin()).current_dir(cwd).arg("--last").run();
-    assert_eq!(back.code(), Some(0), "unrm: {}", back.stderr_text());
-}
-
 /// One entry that does not verify keeps only its own operand (issue 11 §1.2): the others
 /// are archived again without it, verified, removed and restorable, and the manifest never
 /// names it. Small deletions (verified once sealed) and large ones (verified while written).
@@ -2011,7 +2001,7 @@ fn an_entry_that_does_not_verify_keeps_only_its_operand() {
         assert_eq!(m.len(), 1);
         let manifest = fs::read_to_string(&m[0]).expect("manifest");
         assert!(!manifest.contains("/bad\""), "the manifest names bad");
-        unrm_last(&sb, &work);
+        unrm_ok(&sb, &work, &["--last"]);
         assert_eq!(snapshot(&work), before, "large: {large}");
     }
 }
@@ -2095,7 +2085,7 @@ fn a_read_error_midway_through_a_file_keeps_only_that_file() {
         "{listing}"
     );
     assert!(!listing.contains("/d/big"), "{listing}");
-    unrm_last(&sb, &work);
+    unrm_ok(&sb, &work, &["--last"]);
     assert_eq!(snapshot(&work), before);
 
     let sb = Sandbox::new();
@@ -2300,7 +2290,7 @@ fn a_file_mapped_for_writing_elsewhere_but_unchanged_is_removed_as_archived() {
     assert_eq!(out.stderr_text(), "");
     assert!(!work.join("f").exists());
     drop(map);
-    unrm_last(&sb, &work);
+    unrm_ok(&sb, &work, &["--last"]);
     let back = fs::read(work.join("f")).expect("restored");
     assert_eq!(&back[..6], b"mapped");
     assert_eq!(back.len(), 8192);

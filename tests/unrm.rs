@@ -11,25 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr, xattr};
 use crate::common::{
-    build_tree, is_root, saferm_bin, saferm_ok as saferm, unrm_bin, Outcome, Sandbox, NOBODY,
+    build_tree, is_root, saferm_bin, saferm_ok as saferm, unrm, unrm_bin, unrm_ok, Outcome,
+    Sandbox, NOBODY,
 };
-
-fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    sb.command(unrm_bin()).current_dir(cwd).args(args).run()
-}
-
-/// Run unrm and require success.
-fn unrm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    let out = unrm(sb, cwd, args);
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "unrm {args:?}\nstdout: {}\nstderr: {}",
-        out.stdout_text(),
-        out.stderr_text()
-    );
-    out
-}
 
 /// A tree with every kind of object, with modes (setuid, a read-only directory with
 /// contents), owners, ns mtimes (directories and symlinks too), xattrs, hard links, long

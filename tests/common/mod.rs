@@ -90,13 +90,36 @@ pub fn unrm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_unrm"))
 }
 
+/// Run saferm (as `rm`) in the sandbox, in `cwd`, whatever its outcome.
+pub fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    sb.command(saferm_bin()).current_dir(cwd).args(args).run()
+}
+
 /// Run saferm (as `rm`) in the sandbox and require it to succeed.
 pub fn saferm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    let out = sb.command(saferm_bin()).current_dir(cwd).args(args).run();
+    let out = saferm(sb, cwd, args);
     assert_eq!(
         out.code(),
         Some(0),
         "saferm {args:?}: {}",
+        out.stderr_text()
+    );
+    out
+}
+
+/// Run unrm in the sandbox, in `cwd`, whatever its outcome.
+pub fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    sb.command(unrm_bin()).current_dir(cwd).args(args).run()
+}
+
+/// Run unrm in the sandbox, in `cwd`, and require it to succeed.
+pub fn unrm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    let out = unrm(sb, cwd, args);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "unrm {args:?}\nstdout: {}\nstderr: {}",
+        out.stdout_text(),
         out.stderr_text()
     );
     out
