@@ -24,7 +24,7 @@ use serde_json::Value;
 use saferm::manifest::{Kind, Manifest};
 
 use crate::common::{
-    blake3_blocks, build_tree, noise, saferm_ok, unrm, unrm_bin, Outcome, Sandbox,
+    blake3_blocks, build_tree, manifests, noise, saferm_ok, unrm, unrm_bin, Outcome, Sandbox,
 };
 
 // --- the campaign runner -------------------------------------------------------------------
@@ -443,13 +443,7 @@ impl Fixture {
         assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
         let store = sb.store();
         let index = fs::read(store.join("index.jsonl")).expect("index.jsonl");
-        let mut manifests = Vec::new();
-        for month in fs::read_dir(store.join("manifests")).expect("manifests") {
-            let month = month.expect("month").path();
-            for f in fs::read_dir(&month).expect("month dir") {
-                manifests.push(f.expect("manifest").path());
-            }
-        }
+        let manifests = manifests(&store);
         let (manifest, m) = manifests
             .iter()
             .map(|p| fs::read(p).expect("read manifest"))
@@ -1048,12 +1042,7 @@ fn one_deletion() -> (Sandbox, PathBuf, String, PathBuf) {
     let w = sb.work("w");
     build_tree(&w, &["f=content"]);
     saferm_ok(&sb, &w, &["f"]);
-    let mut found = Vec::new();
-    for month in fs::read_dir(sb.store().join("manifests")).expect("manifests") {
-        for f in fs::read_dir(month.expect("month").path()).expect("month") {
-            found.push(f.expect("file").path());
-        }
-    }
+    let found = manifests(&sb.store());
     assert_eq!(found.len(), 1);
     let m = Manifest::from_json(&fs::read(&found[0]).expect("read")).expect("manifest");
     (sb, w, m.id, found[0].clone())

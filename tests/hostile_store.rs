@@ -6,7 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{build_tree, saferm_bin, saferm_ok as saferm, unrm_bin, Outcome, Sandbox};
+use crate::common::{
+    archives, build_tree, files_under, manifests, saferm_bin, saferm_ok as saferm, unrm_bin,
+    Outcome, Sandbox,
+};
 
 /// Long enough for any of these runs on a loaded machine; short enough that a run that
 /// hangs (a FIFO opened for reading) fails the test instead of holding up the suite.
@@ -21,25 +24,9 @@ fn unrm_in_time(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
         .run()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The one manifest in the store.
 fn only_manifest(sb: &Sandbox) -> PathBuf {
-    let all: Vec<PathBuf> = files_under(&sb.store().join("manifests"))
+    let all: Vec<PathBuf> = manifests(&sb.store())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .filter(|p| !p.to_string_lossy().ends_with(".restored.json"))
@@ -513,7 +500,7 @@ fn another_store_is_recognised_by_its_format_marker() {
 
 /// The one archive in the store.
 fn only_archive(sb: &Sandbox) -> PathBuf {
-    let all: Vec<PathBuf> = files_under(&sb.store().join("archives"))
+    let all: Vec<PathBuf> = archives(&sb.store())
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
         .collect();

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr};
 use crate::common::{
-    build_tree, is_root, noise, saferm, saferm_bin, snapshot, unrm_bin, unrm_ok, Outcome, Sandbox,
-    Tmpfs, GNU_RM, NOBODY,
+    archives, build_tree, files_under, is_root, manifests, noise, saferm, saferm_bin, snapshot,
+    unrm_bin, unrm_ok, Outcome, Sandbox, Tmpfs, GNU_RM, NOBODY,
 };
 
 /// Run saferm with `SAFERM_FAULT` set to `step` (honoured by debug builds only).
@@ -22,30 +22,6 @@ fn with_fault(sb: &Sandbox, cwd: &Path, args: &[&str], step: &str) -> Outcome {
         .args(args)
         .env("SAFERM_FAULT", step)
         .run()
-}
-
-fn archives(store: &Path) -> Vec<PathBuf> {
-    files_under(&store.join("archives"))
-}
-
-fn manifests(store: &Path) -> Vec<PathBuf> {
-    files_under(&store.join("manifests"))
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// A tree with every kind of object rm can remove, with modes, owners, ns mtimes, xattrs,

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use saferm::config::{Config, Size};
 
 use crate::common::{
-    noise, saferm_bin, saferm_ok as saferm, snapshot, unrm, unrm_bin, unrm_ok, Outcome, Sandbox,
+    archives, manifests, noise, saferm_bin, saferm_ok as saferm, snapshot, unrm, unrm_bin, unrm_ok,
+    Outcome, Sandbox,
 };
 
 fn unrm_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Outcome {
@@ -49,21 +50,16 @@ fn make_deletions(sb: &Sandbox, n: usize) -> Vec<String> {
     got
 }
 
+/// The archive and manifest files of deletion `id`.
 fn store_files(sb: &Sandbox, id: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for kind in ["archives", "manifests"] {
-        let Ok(months) = fs::read_dir(sb.store().join(kind)) else {
-            continue;
-        };
-        for m in months.flatten() {
-            for f in fs::read_dir(m.path()).expect("month").flatten() {
-                if f.file_name().to_string_lossy().starts_with(id) {
-                    out.push(f.path());
-                }
-            }
-        }
-    }
-    out
+    archives(&sb.store())
+        .into_iter()
+        .chain(manifests(&sb.store()))
+        .filter(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(id))
+        })
+        .collect()
 }
 
 #[test]

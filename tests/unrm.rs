@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr, xattr};
 use crate::common::{
-    build_tree, is_root, saferm_bin, saferm_ok as saferm, unrm, unrm_bin, unrm_ok, Outcome,
-    Sandbox, NOBODY,
+    archives, build_tree, deletions, is_root, manifests, newest_id, saferm_bin,
+    saferm_ok as saferm, unrm, unrm_bin, unrm_ok, Outcome, Sandbox, NOBODY,
 };
 
 /// A tree with every kind of object, with modes (setuid, a read-only directory with
@@ -88,34 +88,8 @@ fn rich_tree(root: &Path) {
     set_mtime(&t, 1_300_000_000, 1);
 }
 
-/// The deletions in the store, newest first, from `unrm --list --json`.
-fn deletions(sb: &Sandbox) -> Vec<serde_json::Value> {
-    let out = unrm_ok(sb, sb.root(), &["--list", "--json"]);
-    serde_json::from_slice(&out.stdout).expect("--list --json is JSON")
-}
-
-fn newest_id(sb: &Sandbox) -> String {
-    deletions(sb)[0]["id"].as_str().expect("an id").to_string()
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn only_archive(sb: &Sandbox) -> PathBuf {
-    let archives = files_under(&sb.store().join("archives"));
+    let archives = archives(&sb.store());
     assert_eq!(archives.len(), 1, "{archives:?}");
     archives[0].clone()
 }
@@ -536,7 +510,7 @@ fn check_repair_rebuilds_a_lost_manifest_from_the_archive() {
     let w = sb.work("w");
     build_tree(&w, &["d/a=1", "d/b=2"]);
     saferm(&sb, &w, &["-r", "d"]);
-    let manifests = files_under(&sb.store().join("manifests"));
+    let manifests = manifests(&sb.store());
     assert_eq!(manifests.len(), 1);
     let saved = fs::read(&manifests[0]).expect("manifest");
     fs::rename(&manifests[0], sb.root().join("lost.json")).expect("lose the manifest");
@@ -1018,7 +992,7 @@ fn the_listing_cache_follows_the_manifests() {
     fs::write(sb.store().join("index.jsonl"), b"{not json\n\x00\xff\n").expect("damage");
     assert_eq!(deletions(&sb).len(), 2);
     // A manifest moved away disappears from the listing.
-    let manifests = files_under(&sb.store().join("manifests"));
+    let manifests = manifests(&sb.store());
     let a_manifest = manifests
         .iter()
         .find(|p| p.to_string_lossy().ends_with("-a.json"))
@@ -1035,7 +1009,7 @@ fn bench_list_10000_deletions() {
     let w = sb.work("w");
     build_tree(&w, &["d/a=1", "d/b=2", "d/c=3"]);
     saferm(&sb, &w, &["-r", "d"]);
-    let manifests = files_under(&sb.store().join("manifests"));
+    let manifests = manifests(&sb.store());
     let text = fs::read_to_string(&manifests[0]).expect("manifest");
     let m: serde_json::Value = serde_json::from_str(&text).expect("json");
     let id = m["id"].as_str().expect("id").to_string();
@@ -1283,7 +1257,7 @@ fn restoring_a_deletion_whose_manifest_is_damaged_says_so() {
     build_tree(&w, &["f=1"]);
     saferm(&sb, &w, &["f"]);
     let id = newest_id(&sb);
-    let manifest = files_under(&sb.store().join("manifests"))[0].clone();
+    let manifest = manifests(&sb.store())[0].clone();
     let mut text = fs::read(&manifest).expect("manifest");
     text[0] ^= 1;
     fs::write(&manifest, text).expect("damage");
@@ -1347,7 +1321,7 @@ fn a_damaged_manifest_is_reported_by_check_and_does_not_block_other_restores() {
     let w = sb.work("w");
     build_tree(&w, &["old=1", "new=2"]);
     saferm(&sb, &w, &["old"]);
-    let old_manifest = files_under(&sb.store().join("manifests"))[0].clone();
+    let old_manifest = manifests(&sb.store())[0].clone();
     saferm(&sb, &w, &["new"]);
     fs::write(&old_manifest, b"{\"format\": 1, \"id\": ").expect("damage");
     let out = unrm(&sb, &w, &["--check"]);

@@ -19,6 +19,9 @@
 #![allow(dead_code)]
 
 pub mod full;
+mod store;
+
+pub use store::{archives, deletions, files_under, manifests, newest_id};
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
