@@ -9,7 +9,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr};
+use crate::common::full::{full_snapshot, set_xattr};
+use crate::common::rich::rich_tree_for_tar;
 use crate::common::{
     archives, build_tree, files_under, is_root, manifests, noise, saferm, saferm_bin, snapshot,
     unrm_bin, unrm_ok, Outcome, Sandbox, Tmpfs, GNU_RM, NOBODY,
@@ -24,81 +25,6 @@ fn with_fault(sb: &Sandbox, cwd: &Path, args: &[&str], step: &str) -> Outcome {
         .run()
 }
 
-/// A tree with every kind of object rm can remove, with modes, owners, ns mtimes, xattrs,
-/// hard links, long and non-UTF-8 names. Needs root (devices, chown).
-fn rich_tree(root: &Path) {
-    build_tree(
-        root,
-        &[
-            "t/empty=",
-            "t/small=hello",
-            "t/sub/deep/file=deep",
-            "t/emptydir/",
-        ],
-    );
-    let t = root.join("t");
-    let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    fs::write(t.join("big"), &big).expect("big");
-    // Sparse: 8 MiB hole with data at both ends.
-    let f = fs::File::create(t.join("sparse")).expect("sparse");
-    f.set_len(8 << 20).expect("set_len");
-    drop(f);
-    std::os::unix::fs::symlink("small", t.join("link")).expect("symlink");
-    std::os::unix::fs::symlink("/nonexistent/target", t.join("dangling")).expect("symlink");
-    fs::hard_link(t.join("small"), t.join("hardlink")).expect("hard link");
-    fs::hard_link(t.join("small"), t.join("sub/hardlink2")).expect("hard link");
-    nix::unistd::mkfifo(
-        &t.join("fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o640),
-    )
-    .expect("mkfifo");
-    let long = "n".repeat(150);
-    fs::write(t.join(&long), b"long name").expect("long name");
-    let deep_long = t.join("d".repeat(90)).join("e".repeat(90));
-    fs::create_dir_all(&deep_long).expect("deep long");
-    fs::write(deep_long.join("f".repeat(60)), b"long path").expect("long path");
-    fs::write(t.join(OsStr::from_bytes(b"bad\xffname")), b"not utf-8").expect("non-utf8");
-    fs::write(t.join("it's a \"name\" with\nnewline"), b"odd").expect("odd");
-    fs::write(t.join("setuid"), b"#!/bin/sh\n").expect("setuid");
-    fs::set_permissions(t.join("setuid"), fs::Permissions::from_mode(0o4755)).expect("chmod");
-    fs::create_dir(t.join("sticky")).expect("sticky");
-    fs::set_permissions(t.join("sticky"), fs::Permissions::from_mode(0o1777)).expect("chmod");
-    fs::write(t.join("setgid"), b"x").expect("setgid");
-    fs::set_permissions(t.join("setgid"), fs::Permissions::from_mode(0o2750)).expect("chmod");
-    fs::write(t.join("secret"), b"key").expect("secret");
-    fs::set_permissions(t.join("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
-    std::os::unix::fs::lchown(t.join("secret"), Some(1234), Some(5678)).expect("chown");
-    std::os::unix::fs::lchown(t.join("sub"), Some(NOBODY), Some(NOBODY)).expect("chown");
-    let dev = |p: &Path, kind: libc::mode_t, major: u32, minor: u32| {
-        let c = c_path(p);
-        // SAFETY: valid path.
-        let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o660, libc::makedev(major, minor)) };
-        assert_eq!(r, 0, "mknod {}", p.display());
-    };
-    dev(&t.join("chardev"), libc::S_IFCHR, 1, 3);
-    dev(&t.join("blockdev"), libc::S_IFBLK, 7, 200);
-    set_xattr(&t.join("small"), "user.origin", b"test\x00binary\xff");
-    set_xattr(&t.join("sub"), "user.dir", b"on a directory");
-    for (i, p) in [
-        "small",
-        "big",
-        "sub/deep/file",
-        "fifo",
-        "sub/deep",
-        "emptydir",
-        "sub",
-        "sticky",
-    ]
-    .iter()
-    .enumerate()
-    {
-        set_mtime(&t.join(p), 1_600_000_000 + i as i64, 123_456_789 + i as i64);
-    }
-    set_mtime(&t.join("link"), 1_500_000_000, 5);
-}
-
 #[test]
 fn round_trip_every_object_type_through_gnu_tar() {
     assert!(
@@ -107,7 +33,7 @@ fn round_trip_every_object_type_through_gnu_tar() {
     );
     let sb = Sandbox::new();
     let work = sb.work("w");
-    rich_tree(&work);
+    rich_tree_for_tar(&work);
     let before = full_snapshot(&work.join("t"));
     let out = saferm(&sb, &work, &["-r", "t"]);
     assert_eq!(out.code(), Some(0), "saferm failed: {}", out.stderr_text());

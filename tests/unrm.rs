@@ -10,83 +10,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr, xattr};
+use crate::common::rich::rich_tree_for_unrm;
 use crate::common::{
     archives, build_tree, deletions, is_root, manifests, newest_id, saferm_bin,
     saferm_ok as saferm, unrm, unrm_bin, unrm_ok, Outcome, Sandbox, NOBODY,
 };
-
-/// A tree with every kind of object, with modes (setuid, a read-only directory with
-/// contents), owners, ns mtimes (directories and symlinks too), xattrs, hard links, long
-/// and non-UTF-8 names. Devices and other owners only as root.
-fn rich_tree(root: &Path) {
-    build_tree(
-        root,
-        &[
-            "t/empty=",
-            "t/small=hello",
-            "t/sub/deep/file=deep",
-            "t/emptydir/",
-            "t/ro/inside=read-only parent",
-        ],
-    );
-    let t = root.join("t");
-    let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    fs::write(t.join("big"), &big).expect("big");
-    std::os::unix::fs::symlink("small", t.join("link")).expect("symlink");
-    std::os::unix::fs::symlink("/nonexistent/target", t.join("dangling")).expect("symlink");
-    fs::hard_link(t.join("small"), t.join("hardlink")).expect("hard link");
-    fs::hard_link(t.join("small"), t.join("sub/hardlink2")).expect("hard link");
-    nix::unistd::mkfifo(
-        &t.join("fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o640),
-    )
-    .expect("mkfifo");
-    fs::write(t.join("n".repeat(150)), b"long name").expect("long name");
-    fs::write(t.join(OsStr::from_bytes(b"bad\xffname")), b"not utf-8").expect("non-utf8");
-    fs::write(t.join("setuid"), b"#!/bin/sh\n").expect("setuid");
-    fs::set_permissions(t.join("setuid"), fs::Permissions::from_mode(0o4755)).expect("chmod");
-    fs::create_dir(t.join("sticky")).expect("sticky");
-    fs::set_permissions(t.join("sticky"), fs::Permissions::from_mode(0o1777)).expect("chmod");
-    fs::write(t.join("secret"), b"key").expect("secret");
-    fs::set_permissions(t.join("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
-    if is_root() {
-        std::os::unix::fs::lchown(t.join("secret"), Some(1234), Some(5678)).expect("chown");
-        std::os::unix::fs::lchown(t.join("sub"), Some(NOBODY), Some(NOBODY)).expect("chown");
-        std::os::unix::fs::lchown(t.join("link"), Some(NOBODY), Some(NOBODY)).expect("chown");
-        let dev = |p: &Path, kind: libc::mode_t, major: u32, minor: u32| {
-            let c = c_path(p);
-            // SAFETY: valid path.
-            let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o660, libc::makedev(major, minor)) };
-            assert_eq!(r, 0, "mknod {}", p.display());
-        };
-        dev(&t.join("chardev"), libc::S_IFCHR, 1, 3);
-        dev(&t.join("blockdev"), libc::S_IFBLK, 7, 200);
-    }
-    set_xattr(&t.join("small"), "user.origin", b"test\x00binary\xff");
-    set_xattr(&t.join("sub"), "user.dir", b"on a directory");
-    for (i, p) in [
-        "small",
-        "big",
-        "sub/deep/file",
-        "fifo",
-        "sub/deep",
-        "emptydir",
-        "sub",
-        "sticky",
-        "ro/inside",
-    ]
-    .iter()
-    .enumerate()
-    {
-        set_mtime(&t.join(p), 1_600_000_000 + i as i64, 123_456_789 + i as i64);
-    }
-    set_mtime(&t.join("link"), 1_500_000_000, 5);
-    fs::set_permissions(t.join("ro"), fs::Permissions::from_mode(0o555)).expect("chmod");
-    set_mtime(&t.join("ro"), 1_400_000_000, 999_999_999);
-    set_mtime(&t, 1_300_000_000, 1);
-}
 
 fn only_archive(sb: &Sandbox) -> PathBuf {
     let archives = archives(&sb.store());
@@ -98,7 +26,7 @@ fn only_archive(sb: &Sandbox) -> PathBuf {
 fn round_trip_every_object_type_in_place() {
     let sb = Sandbox::new();
     let w = sb.work("w");
-    rich_tree(&w);
+    rich_tree_for_unrm(&w);
     // File capabilities (CAP_NET_RAW permitted+effective), which chown would clear.
     let caps: [u8; 20] = [
         1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -124,7 +52,7 @@ fn round_trip_every_object_type_in_place() {
 fn round_trip_with_to_keeps_the_names_below_the_operand() {
     let sb = Sandbox::new();
     let w = sb.work("w");
-    rich_tree(&w);
+    rich_tree_for_unrm(&w);
     let before = full_snapshot(&w.join("t"));
     saferm(&sb, &w, &["-r", "t"]);
     // By an id prefix, from another directory.
@@ -417,7 +345,7 @@ fn a_closed_pipe_ends_the_listing_quietly() {
 fn check_passes_on_a_sound_store() {
     let sb = Sandbox::new();
     let w = sb.work("w");
-    rich_tree(&w);
+    rich_tree_for_unrm(&w);
     saferm(&sb, &w, &["-r", "t"]);
     let out = unrm_ok(&sb, &w, &["--check"]);
     assert_eq!(

@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod full;
+pub mod rich;
 mod store;
 
 pub use store::{archives, deletions, files_under, manifests, newest_id};
