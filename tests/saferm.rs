@@ -12,8 +12,8 @@ use std::process::Command;
 use crate::common::full::{full_snapshot, set_xattr};
 use crate::common::rich::rich_tree_for_tar;
 use crate::common::{
-    archives, build_tree, files_under, is_root, manifests, noise, saferm, saferm_bin, snapshot,
-    unrm_bin, unrm_ok, Outcome, Sandbox, Tmpfs, GNU_RM, NOBODY,
+    archives, build_tree, files_under, is_root, manifests, noise, paths, saferm, saferm_bin,
+    snapshot, unrm_bin, unrm_ok, Outcome, Sandbox, Tmpfs, GNU_RM, NOBODY,
 };
 
 /// Run saferm with `SAFERM_FAULT` set to `step` (honoured by debug builds only).
@@ -1232,7 +1232,7 @@ fn a_file_replaced_before_it_is_read_is_kept() {
         let sb = Sandbox::new();
         let work = sb.work("w");
         fault_tree(&work, large);
-        let contents: Vec<(PathBuf, Vec<u8>)> = paths_under(&work)
+        let contents: Vec<(PathBuf, Vec<u8>)> = paths(&work)
             .into_iter()
             .filter_map(|p| fs::read(work.join(&p)).ok().map(|c| (p, c)))
             .collect();
@@ -1269,7 +1269,7 @@ fn a_file_replaced_before_it_is_read_is_kept() {
         }
         expected.sort();
         expected.dedup();
-        assert_eq!(paths_under(&work), expected, "{case}");
+        assert_eq!(paths(&work), expected, "{case}");
         // The archive holds what was removed, and not the replacement.
         let list = Command::new("tar")
             .args(["--zstd", "-tf"])
@@ -1338,7 +1338,7 @@ fn every_file_in_a_large_deletion_has_its_blake3() {
             )
             .expect("write");
         }
-        let contents: Vec<(String, Vec<u8>)> = paths_under(&work)
+        let contents: Vec<(String, Vec<u8>)> = paths(&work)
             .into_iter()
             .filter_map(|p| {
                 fs::read(work.join(&p))
@@ -1412,11 +1412,6 @@ fn first_archive_listing(sb: &Sandbox) -> String {
     String::from_utf8_lossy(&list.stdout).into_owned()
 }
 
-/// Every path under `root`, relative to it.
-fn paths_under(root: &Path) -> Vec<PathBuf> {
-    snapshot(root).into_iter().map(|e| e.path).collect()
-}
-
 #[test]
 fn large_deletions_unlink_on_several_threads() {
     let sb = Sandbox::new();
@@ -1427,7 +1422,7 @@ fn large_deletions_unlink_on_several_threads() {
     // change by someone else, whichever thread gets there first.
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(out.stderr_text(), "");
-    assert_eq!(paths_under(&work.join("big")), [PathBuf::from(".")]);
+    assert_eq!(paths(&work.join("big")), [PathBuf::from(".")]);
     let listing = first_archive_listing(&sb);
     assert_eq!(listing.lines().filter(|l| l.starts_with('h')).count(), 50);
     assert_eq!(listing.lines().filter(|l| l.starts_with('-')).count(), 4800);
@@ -1448,7 +1443,7 @@ fn a_change_in_a_large_deletion_keeps_only_what_changed() {
     expected.retain(|p| !p.as_os_str().is_empty());
     expected.push(PathBuf::from("."));
     expected.sort();
-    assert_eq!(paths_under(&work.join("big")), expected);
+    assert_eq!(paths(&work.join("big")), expected);
     assert_eq!(fs::read(work.join(changed)).expect("kept"), b"+");
 }
 
@@ -1467,7 +1462,7 @@ fn a_directory_swapped_in_a_large_deletion_is_not_followed() {
         .is_symlink());
     // Everything the directory held is still there, under its new name.
     let moved = work.join(format!("{swapped}.moved"));
-    let files = paths_under(&moved).len();
+    let files = paths(&moved).len();
     assert!(files > 1, "{} holds {files} objects", moved.display());
 }
 
@@ -1862,11 +1857,6 @@ fn a_mode_that_cannot_be_put_back_keeps_the_file_and_says_so() {
     let m = fs::symlink_metadata(work.join("zero")).expect("zero is kept");
     assert_eq!(m.mode() & 0o7777, 0o400, "u+r added, nothing else");
     assert!(!work.join("other").exists(), "other was not removed");
-}
-
-/// The paths of a snapshot, without modes or contents.
-fn paths(root: &Path) -> Vec<PathBuf> {
-    snapshot(root).into_iter().map(|e| e.path).collect()
 }
 
 /// One entry that does not verify keeps only its own operand (issue 11 §1.2): the others

@@ -953,6 +953,12 @@ pub fn snapshot(root: &Path) -> Vec<Entry> {
     entries
 }
 
+/// The paths of a [`snapshot`] of `root` (`.` for itself), sorted, without kinds, modes
+/// or contents.
+pub fn paths(root: &Path) -> Vec<PathBuf> {
+    snapshot(root).into_iter().map(|e| e.path).collect()
+}
+
 fn walk(path: &Path, rel: &Path, out: &mut Vec<Entry>) {
     let meta = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {path:?}: {e}"));
     let ft = meta.file_type();
@@ -1045,13 +1051,19 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
+        unmount(&self.path);
+    }
+}
+
+/// Unmount what is mounted on `dir`, lazily (`umount -l`) if it is busy; for the `Drop` of
+/// a mount guard, which must not fail.
+pub fn unmount(dir: &Path) {
+    let unmounted = Command::new("umount")
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !unmounted {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
     }
 }
 
@@ -1090,13 +1102,7 @@ impl BindMount {
 
 impl Drop for BindMount {
     fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.target)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.target).status();
-        }
+        unmount(&self.target);
     }
 }
 
