@@ -12,8 +12,8 @@ use std::process::Command;
 use crate::common::full::{full_snapshot, set_xattr};
 use crate::common::rich::rich_tree_for_tar;
 use crate::common::{
-    archives, build_tree, files_under, is_root, manifests, noise, paths, saferm, saferm_bin,
-    snapshot, unrm_bin, unrm_ok, Outcome, Sandbox, Tmpfs, GNU_RM, NOBODY,
+    archives, build_tree, files_under, is_root, manifests, noise, openpty, paths, saferm,
+    saferm_bin, snapshot, unrm_bin, unrm_ok, Outcome, Sandbox, Tmpfs, GNU_RM, NOBODY,
 };
 
 /// Run saferm with `SAFERM_FAULT` set to `step` (honoured by debug builds only).
@@ -1083,21 +1083,8 @@ fn configuration_comes_from_the_file_and_the_environment() {
 /// Run saferm with stdin, stdout and stderr on a pseudo-terminal; returns what it wrote.
 fn saferm_on_a_tty(sb: &Sandbox, cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
     use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two descriptors; the other arguments may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty");
-    // SAFETY: both descriptors were just opened and are owned by nobody else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    use std::os::fd::OwnedFd;
+    let (master, slave) = openpty(None);
     let dup = |fd: &OwnedFd| fd.try_clone().expect("dup the pty");
     let mut child = sb
         .std_command(saferm_bin())

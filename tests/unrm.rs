@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr, xattr};
 use crate::common::rich::rich_tree_for_unrm;
 use crate::common::{
-    archives, build_tree, deletions, is_root, manifests, newest_id, saferm_bin,
+    archives, build_tree, deletions, is_root, manifests, newest_id, openpty, saferm_bin,
     saferm_ok as saferm, unrm, unrm_bin, unrm_ok, Outcome, Sandbox, NOBODY,
 };
 
@@ -834,21 +834,7 @@ fn unrm_on_a_tty(
     args: &[&str],
     answer: &str,
 ) -> (Option<i32>, String, String) {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two descriptors; the other arguments may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty");
-    // SAFETY: both descriptors were just opened and are owned by nobody else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let (master, slave) = openpty(None);
     let child = sb
         .std_command(unrm_bin())
         .args(args)

@@ -30,6 +30,7 @@ use std::fmt::{self, Write as _};
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -1014,6 +1015,27 @@ fn walk(path: &Path, rel: &Path, out: &mut Vec<Entry>) {
             walk(&entry.path(), &child, out);
         }
     }
+}
+
+/// A new pseudo-terminal, `(master, slave)`, of window size `size` if given.
+pub fn openpty(size: Option<libc::winsize>) -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    let size_ptr = size
+        .as_ref()
+        .map_or(std::ptr::null(), |s| s as *const libc::winsize);
+    // SAFETY: openpty writes two fds into the given ints; name, termios and size may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            size_ptr,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty returned these two fds, owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
 /// A tmpfs mounted for the life of the guard.
