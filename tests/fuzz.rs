@@ -24,7 +24,8 @@ use serde_json::Value;
 use saferm::manifest::{Kind, Manifest};
 
 use crate::common::{
-    blake3_blocks, build_tree, manifests, noise, saferm_ok, unrm, unrm_bin, Outcome, Sandbox,
+    blake3_blocks, build_tree, edit_manifest, manifests, noise, saferm_ok, unrm, unrm_bin, Outcome,
+    Sandbox,
 };
 
 // --- the campaign runner -------------------------------------------------------------------
@@ -1046,12 +1047,6 @@ fn one_deletion() -> (Sandbox, PathBuf, String, PathBuf) {
     assert_eq!(found.len(), 1);
     let m = Manifest::from_json(&fs::read(&found[0]).expect("read")).expect("manifest");
     (sb, w, m.id, found[0].clone())
-}
-
-fn edit_manifest(path: &Path, edit: impl FnOnce(&mut Value)) {
-    let mut v: Value = serde_json::from_slice(&fs::read(path).expect("read")).expect("json");
-    edit(&mut v);
-    fs::write(path, serde_json::to_vec(&v).expect("json")).expect("write");
 }
 
 /// `unrm --to DIR ID` sliced a manifest path it took for absolute: a one-byte relative

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::{
-    archives, build_tree, files_under, manifests, saferm_bin, saferm_ok as saferm, unrm_bin,
-    Outcome, Sandbox,
+    archives, build_tree, edit_manifest, files_under, manifests, saferm_bin, saferm_ok as saferm,
+    unrm_bin, Outcome, Sandbox,
 };
 
 /// Long enough for any of these runs on a loaded machine; short enough that a run that
@@ -44,11 +44,10 @@ fn a_manifest_id_with_dot_dot_writes_nothing_outside_the_store() {
     // The listing cache now knows the deletion by its real id.
     assert_eq!(unrm_in_time(&sb, &w, &["--list"]).code(), Some(0));
     let manifest = only_manifest(&sb);
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&fs::read(&manifest).expect("manifest")).expect("json");
     // From manifests/<month>/ three levels up is the sandbox's data/ directory.
-    json["id"] = serde_json::Value::from("../../../escaped");
-    fs::write(&manifest, serde_json::to_vec(&json).expect("json")).expect("craft");
+    edit_manifest(&manifest, |json| {
+        json["id"] = serde_json::Value::from("../../../escaped");
+    });
     // The lying manifest is damage: it is set aside and rebuilt from the copy inside the
     // archive (issue 12 §5), which holds the real id; the restore then uses that.
     let out = unrm_in_time(&sb, &w, &["f"]);

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{
-    archives, blake3_blocks, is_root, manifests, noise, saferm_bin, unrm_bin, Sandbox,
+    archives, blake3_blocks, edit_manifest, is_root, manifests, noise, saferm_bin, unrm_bin,
+    Sandbox,
 };
 
 /// A file to make: its size and where its data is.
@@ -298,9 +299,7 @@ fn sandbox_with_holes(what: &str) -> Option<(Sandbox, PathBuf)> {
 
 /// Rewrite the newest manifest of the store with `edit`.
 fn edit_newest_manifest(store: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let (mut m, path) = newest_manifest(store);
-    edit(&mut m);
-    fs::write(&path, serde_json::to_vec(&m).expect("json")).expect("write manifest");
+    edit_manifest(&newest_manifest(store).1, edit);
 }
 
 /// A sparse file whose archived data is not the data its hash was worked out from (fault

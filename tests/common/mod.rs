@@ -22,7 +22,7 @@ pub mod full;
 pub mod rich;
 mod store;
 
-pub use store::{archives, deletions, files_under, manifests, newest_id};
+pub use store::{archives, deletions, edit_manifest, files_under, manifests, newest_id};
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};

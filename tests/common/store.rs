@@ -33,6 +33,14 @@ pub fn manifests(store: &Path) -> Vec<PathBuf> {
     files_under(&store.join("manifests"))
 }
 
+/// Rewrite the manifest (or other JSON file) at `path` with `edit`.
+pub fn edit_manifest(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fs::read(path).expect("read manifest")).expect("json");
+    edit(&mut v);
+    fs::write(path, serde_json::to_vec(&v).expect("json")).expect("write manifest");
+}
+
 /// The deletions in the store, newest first, from `unrm --list --json`.
 pub fn deletions(sb: &Sandbox) -> Vec<serde_json::Value> {
     let out = unrm_ok(sb, sb.root(), &["--list", "--json"]);
