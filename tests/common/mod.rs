@@ -9,6 +9,11 @@
 //!   test must drive itself.
 //! - [`build_tree`] / [`snapshot`]: create a tree from a compact spec and describe a tree so
 //!   that two of them compare with `assert_eq!`.
+//!   [`paths`] is a snapshot's paths alone; [`full::full_snapshot`] adds owners, mtimes,
+//!   xattrs and hard links, for round trips; [`rich`] builds trees that have them all.
+//! - [`saferm`], [`saferm_ok`], [`unrm`], [`unrm_ok`]: run a program in the sandbox (the
+//!   `_ok` ones require success); [`files_under`], [`archives`], [`manifests`],
+//!   [`deletions`], [`newest_id`], [`edit_manifest`]: look into (or at) a store.
 //! - [`Differential`]: the same tree, arguments and stdin given to GNU rm and to saferm;
 //!   exit status, stdout, stderr and the resulting trees must be identical.
 //!
