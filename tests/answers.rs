@@ -6,29 +6,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::common::{build_tree, saferm_bin, saferm_ok as saferm, unrm_bin, Outcome, Sandbox};
-
-fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    sb.command(unrm_bin()).current_dir(cwd).args(args).run()
-}
-
-fn unrm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    let out = unrm(sb, cwd, args);
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "unrm {args:?}\nstdout: {}\nstderr: {}",
-        out.stdout_text(),
-        out.stderr_text()
-    );
-    out
-}
-
-/// The deletions in the store, newest first, from `unrm --list --json`.
-fn deletions(sb: &Sandbox) -> Vec<serde_json::Value> {
-    let out = unrm_ok(sb, sb.root(), &["--list", "--json"]);
-    serde_json::from_slice(&out.stdout).expect("--list --json is JSON")
-}
+use crate::common::{
+    build_tree, deletions, files_under, newest_id, saferm_bin, saferm_ok as saferm, unrm, unrm_bin,
+    unrm_ok, Outcome, Sandbox,
+};
 
 /// The manifest of deletion `id`.
 fn manifest_of(sb: &Sandbox, id: &str) -> PathBuf {
@@ -48,10 +29,6 @@ fn away(sb: &Sandbox, path: &Path) {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     fs::rename(path, sb.root().join(format!("away-{n}"))).expect("move away");
-}
-
-fn newest_id(sb: &Sandbox) -> String {
-    deletions(sb)[0]["id"].as_str().expect("an id").to_string()
 }
 
 // --- 5. an empty or damaged manifest ------------------------------------------------------
@@ -158,21 +135,14 @@ fn saferm_rebuilds_an_empty_manifest_it_meets() {
 
 /// The files below `dir` and their contents, by path relative to it.
 fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).expect("read_dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).expect("below").to_path_buf();
-                out.push((rel, fs::read(&p).expect("read")));
-            }
-        }
-    }
-    out.sort();
-    out
+    assert!(dir.is_dir(), "{} is a directory", dir.display());
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(dir).expect("below").to_path_buf();
+            (rel, fs::read(&p).expect("read"))
+        })
+        .collect()
 }
 
 const PROJ: &[&str] = &[

@@ -11,7 +11,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{saferm_bin, tool, unrm_bin, Sandbox};
+use crate::common::{openpty, saferm_bin, tool, unrm_bin, Sandbox};
 
 /// How long a shell may take to reach a step before the test gives up (not a timing
 /// assertion: each wait ends as soon as its event happens).
@@ -179,27 +179,12 @@ struct Pty {
 
 impl Pty {
     fn spawn(mut cmd: Command) -> Pty {
-        let (mut master, mut slave) = (-1, -1);
-        let size = libc::winsize {
+        let (master, slave) = openpty(Some(libc::winsize {
             ws_row: 50,
             ws_col: 250,
             ws_xpixel: 0,
             ws_ypixel: 0,
-        };
-        // SAFETY: openpty writes two fds into the given ints; name and termios may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &size,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: openpty returned these two fds, owned by nobody else.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        }));
         let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup the pty slave"));
         cmd.stdin(io(&slave)).stdout(io(&slave)).stderr(io(&slave));
         // SAFETY: only async-signal-safe calls between fork and exec.

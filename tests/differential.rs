@@ -4,7 +4,7 @@
 //! One `#[test]` per area; each runs its whole table and lists every differing case.
 //! Tree specs are described in `common::build_tree`.
 
-use crate::common::{build_tree, run_all, saferm_bin, Differential, Sandbox, NOBODY};
+use crate::common::{archives, build_tree, run_all, saferm_bin, Differential, Sandbox, NOBODY};
 
 fn case(tree: &[&str], args: &[&str]) -> Differential {
     Differential::new(tree).args(args)
@@ -797,16 +797,7 @@ fn pseudo_filesystem_files_get_rms_own_error() {
             }
         }
         assert!(differences.is_empty(), "{}", differences.join("\n"));
-        let mut archived = Vec::new();
-        let mut dirs = vec![sb.store().join("archives")];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => dirs.push(e.path()),
-                    _ => archived.push(e.path().display().to_string()),
-                }
-            }
-        }
+        let archived = archives(&sb.store());
         assert!(archived.is_empty(), "archived: {archived:?}");
     }
 }

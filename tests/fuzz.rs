@@ -23,7 +23,10 @@ use serde_json::Value;
 
 use saferm::manifest::{Kind, Manifest};
 
-use crate::common::{blake3_blocks, build_tree, noise, saferm_ok, unrm_bin, Outcome, Sandbox};
+use crate::common::{
+    blake3_blocks, build_tree, edit_manifest, manifests, noise, saferm_ok, unrm, unrm_bin, Outcome,
+    Sandbox,
+};
 
 // --- the campaign runner -------------------------------------------------------------------
 
@@ -441,13 +444,7 @@ impl Fixture {
         assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
         let store = sb.store();
         let index = fs::read(store.join("index.jsonl")).expect("index.jsonl");
-        let mut manifests = Vec::new();
-        for month in fs::read_dir(store.join("manifests")).expect("manifests") {
-            let month = month.expect("month").path();
-            for f in fs::read_dir(&month).expect("month dir") {
-                manifests.push(f.expect("manifest").path());
-            }
-        }
+        let manifests = manifests(&store);
         let (manifest, m) = manifests
             .iter()
             .map(|p| fs::read(p).expect("read manifest"))
@@ -1046,25 +1043,10 @@ fn one_deletion() -> (Sandbox, PathBuf, String, PathBuf) {
     let w = sb.work("w");
     build_tree(&w, &["f=content"]);
     saferm_ok(&sb, &w, &["f"]);
-    let mut found = Vec::new();
-    for month in fs::read_dir(sb.store().join("manifests")).expect("manifests") {
-        for f in fs::read_dir(month.expect("month").path()).expect("month") {
-            found.push(f.expect("file").path());
-        }
-    }
+    let found = manifests(&sb.store());
     assert_eq!(found.len(), 1);
     let m = Manifest::from_json(&fs::read(&found[0]).expect("read")).expect("manifest");
     (sb, w, m.id, found[0].clone())
-}
-
-fn edit_manifest(path: &Path, edit: impl FnOnce(&mut Value)) {
-    let mut v: Value = serde_json::from_slice(&fs::read(path).expect("read")).expect("json");
-    edit(&mut v);
-    fs::write(path, serde_json::to_vec(&v).expect("json")).expect("write");
-}
-
-fn unrm_in(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    sb.command(unrm_bin()).current_dir(cwd).args(args).run()
 }
 
 /// `unrm --to DIR ID` sliced a manifest path it took for absolute: a one-byte relative
@@ -1076,7 +1058,7 @@ fn a_relative_path_in_a_manifest_is_refused_under_to() {
         edit_manifest(&manifest, |v| {
             v["entries"][0]["path"] = Value::from(path);
         });
-        let out = unrm_in(&sb, &w, &["--to", "out", &id]);
+        let out = unrm(&sb, &w, &["--to", "out", &id]);
         reported(&out, path).expect("reported");
         assert_eq!(out.code(), Some(1), "{path:?}: {}", out.stderr_text());
         assert!(
@@ -1104,14 +1086,14 @@ fn an_archive_path_outside_the_store_is_refused() {
         edit_manifest(&manifest, |v| {
             v["archive"]["path"] = Value::from(path.as_str())
         });
-        let out = unrm_in(&sb, &w, &["--check", &id]);
+        let out = unrm(&sb, &w, &["--check", &id]);
         assert_eq!(out.code(), Some(1), "{path}: {}", out.stderr_text());
         assert!(
             out.stderr_text().contains("is not a path inside the store"),
             "{path}: {}",
             out.stderr_text()
         );
-        let out = unrm_in(&sb, &w, &[&id]);
+        let out = unrm(&sb, &w, &[&id]);
         reported(&out, &path).expect("reported");
         assert_eq!(out.code(), Some(1), "{path}");
         assert!(

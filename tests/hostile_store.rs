@@ -6,13 +6,17 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{build_tree, saferm_bin, saferm_ok as saferm, unrm_bin, Outcome, Sandbox};
+use crate::common::{
+    archives, build_tree, edit_manifest, files_under, manifests, saferm_bin, saferm_ok as saferm,
+    unrm_bin, Outcome, Sandbox,
+};
 
 /// Long enough for any of these runs on a loaded machine; short enough that a run that
 /// hangs (a FIFO opened for reading) fails the test instead of holding up the suite.
 const HANG: Duration = Duration::from_secs(20);
 
-fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+/// unrm given at most [`HANG`]: a run that hangs fails the test instead of the suite.
+fn unrm_in_time(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
     sb.command(unrm_bin())
         .current_dir(cwd)
         .args(args)
@@ -20,25 +24,9 @@ fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
         .run()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The one manifest in the store.
 fn only_manifest(sb: &Sandbox) -> PathBuf {
-    let all: Vec<PathBuf> = files_under(&sb.store().join("manifests"))
+    let all: Vec<PathBuf> = manifests(&sb.store())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .filter(|p| !p.to_string_lossy().ends_with(".restored.json"))
@@ -54,16 +42,15 @@ fn a_manifest_id_with_dot_dot_writes_nothing_outside_the_store() {
     build_tree(&w, &["f=1"]);
     saferm(&sb, &w, &["f"]);
     // The listing cache now knows the deletion by its real id.
-    assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+    assert_eq!(unrm_in_time(&sb, &w, &["--list"]).code(), Some(0));
     let manifest = only_manifest(&sb);
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&fs::read(&manifest).expect("manifest")).expect("json");
     // From manifests/<month>/ three levels up is the sandbox's data/ directory.
-    json["id"] = serde_json::Value::from("../../../escaped");
-    fs::write(&manifest, serde_json::to_vec(&json).expect("json")).expect("craft");
+    edit_manifest(&manifest, |json| {
+        json["id"] = serde_json::Value::from("../../../escaped");
+    });
     // The lying manifest is damage: it is set aside and rebuilt from the copy inside the
     // archive (issue 12 §5), which holds the real id; the restore then uses that.
-    let out = unrm(&sb, &w, &["f"]);
+    let out = unrm_in_time(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert!(
         out.stderr_text()
@@ -85,21 +72,21 @@ fn a_crafted_listing_cache_with_a_bad_id_is_ignored() {
     let w = sb.work("w");
     build_tree(&w, &["f=1"]);
     saferm(&sb, &w, &["f"]);
-    assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+    assert_eq!(unrm_in_time(&sb, &w, &["--list"]).code(), Some(0));
     let index = sb.store().join("index.jsonl");
     let text = fs::read_to_string(&index).expect("index");
     let mut line: serde_json::Value =
         serde_json::from_str(text.lines().next().expect("a line")).expect("json");
     line["id"] = serde_json::Value::from("../../../escaped");
     fs::write(&index, format!("{line}\n{text}")).expect("craft");
-    let out = unrm(&sb, &w, &["--list", "--json"]);
+    let out = unrm_in_time(&sb, &w, &["--list", "--json"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert!(
         !out.stdout_text().contains("escaped"),
         "{}",
         out.stdout_text()
     );
-    let out = unrm(&sb, &w, &["f"]);
+    let out = unrm_in_time(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(fs::read(w.join("f")).expect("restored"), b"1");
     assert!(files_under(sb.root())
@@ -144,7 +131,7 @@ fn used_store() -> (Sandbox, PathBuf) {
     let w = sb.work("w");
     build_tree(&w, &["f=1", "g=2"]);
     saferm(&sb, &w, &["f"]);
-    assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+    assert_eq!(unrm_in_time(&sb, &w, &["--list"]).code(), Some(0));
     for name in ["FORMAT", "index.jsonl", "retention.json"] {
         assert!(sb.store().join(name).is_file(), "{name} written");
     }
@@ -224,7 +211,7 @@ fn a_fifo_or_dev_zero_as_a_manifest_is_reported_without_hanging() {
                 // No listing cache: the headers are read from the manifests.
                 assert!(!sb.store().join("index.jsonl").exists());
             } else {
-                assert_eq!(unrm(&sb, &w, &["--list"]).code(), Some(0));
+                assert_eq!(unrm_in_time(&sb, &w, &["--list"]).code(), Some(0));
             }
             plant(&only_manifest(&sb), what);
             for args in [&["--list"][..], &["f"], &["--check"]] {
@@ -473,9 +460,9 @@ fn the_store_seen_through_a_bind_mount_is_skipped_and_kept() {
             path.display()
         );
     }
-    let check = unrm(&sb, &w, &["--check"]);
+    let check = unrm_in_time(&sb, &w, &["--check"]);
     assert_eq!(check.code(), Some(0), "{}", check.stderr_text());
-    let out = unrm(&sb, &w, &["f"]);
+    let out = unrm_in_time(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(fs::read(w.join("f")).expect("restored"), b"precious");
 }
@@ -512,7 +499,7 @@ fn another_store_is_recognised_by_its_format_marker() {
 
 /// The one archive in the store.
 fn only_archive(sb: &Sandbox) -> PathBuf {
-    let all: Vec<PathBuf> = files_under(&sb.store().join("archives"))
+    let all: Vec<PathBuf> = archives(&sb.store())
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
         .collect();
@@ -554,7 +541,7 @@ fn an_archive_month_replaced_by_a_symlink_is_not_followed() {
     let elsewhere = sb.work("elsewhere");
     fs::rename(&month, elsewhere.join("m")).expect("move the month");
     std::os::unix::fs::symlink(elsewhere.join("m"), &month).expect("symlink");
-    let out = unrm(&sb, &w, &["f"]);
+    let out = unrm_in_time(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
     assert!(!w.join("f").exists(), "read through a symlink in the store");
 }

@@ -5,27 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::common::full::set_mtime;
-use crate::common::{saferm_bin, Sandbox};
-
-/// Every file below `dir`.
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
+use crate::common::{files_under, manifests, saferm_bin, Sandbox};
 
 /// `work/many`, holding `n` empty files named by `name`.
 fn empty_files(work: &Path, n: usize, name: impl Fn(usize) -> String) -> PathBuf {
@@ -61,13 +41,13 @@ fn running_out_of_memory_is_rms_error_and_removes_nothing() {
     assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
     assert_eq!(out.stderr_text(), "rm: memory exhausted\n");
     assert_eq!(fs::read_dir(&many).expect("kept").count(), 50_000);
-    let manifests = files_below(&sb.store().join("manifests"));
+    let manifests = manifests(&sb.store());
     assert!(manifests.is_empty(), "nothing published: {manifests:?}");
 
     // What the failed run left is swept once it is stale (an hour old), by the next run.
     let left: Vec<PathBuf> = ["archives", "tmp"]
         .iter()
-        .flat_map(|d| files_below(&sb.store().join(d)))
+        .flat_map(|d| files_under(&sb.store().join(d)))
         .collect();
     for f in &left {
         set_mtime(f, 1_000_000_000, 0);
@@ -99,6 +79,6 @@ fn a_huge_directory_is_removed_in_bounded_memory() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(out.stderr_text(), "");
     assert!(!many.exists(), "many is removed");
-    let manifests = files_below(&sb.store().join("manifests"));
+    let manifests = manifests(&sb.store());
     assert_eq!(manifests.len(), 1, "one deletion: {manifests:?}");
 }

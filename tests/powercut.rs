@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{is_root, noise, saferm_bin, tool, unrm_bin, Sandbox};
+use crate::common::{is_root, noise, saferm_bin, tool, unmount, unrm_bin, Sandbox};
 
 /// Rounds of each campaign: one calibration run that is not cut, then cuts spread over the
 /// run and right after it.
@@ -184,13 +184,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
+        unmount(&self.dir);
     }
 }
 

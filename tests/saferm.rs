@@ -9,10 +9,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr};
+use crate::common::full::{full_snapshot, set_xattr};
+use crate::common::rich::rich_tree_for_tar;
 use crate::common::{
-    build_tree, is_root, noise, saferm_bin, snapshot, unrm_bin, Outcome, Sandbox, Tmpfs, GNU_RM,
-    NOBODY,
+    archives, build_tree, files_under, is_root, manifests, noise, openpty, paths, saferm,
+    saferm_bin, snapshot, unrm_bin, unrm_ok, Outcome, Sandbox, Tmpfs, GNU_RM, NOBODY,
 };
 
 /// Run saferm with `SAFERM_FAULT` set to `step` (honoured by debug builds only).
@@ -24,109 +25,6 @@ fn with_fault(sb: &Sandbox, cwd: &Path, args: &[&str], step: &str) -> Outcome {
         .run()
 }
 
-fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    sb.command(saferm_bin()).current_dir(cwd).args(args).run()
-}
-
-fn archives(store: &Path) -> Vec<PathBuf> {
-    files_under(&store.join("archives"))
-}
-
-fn manifests(store: &Path) -> Vec<PathBuf> {
-    files_under(&store.join("manifests"))
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// A tree with every kind of object rm can remove, with modes, owners, ns mtimes, xattrs,
-/// hard links, long and non-UTF-8 names. Needs root (devices, chown).
-fn rich_tree(root: &Path) {
-    build_tree(
-        root,
-        &[
-            "t/empty=",
-            "t/small=hello",
-            "t/sub/deep/file=deep",
-            "t/emptydir/",
-        ],
-    );
-    let t = root.join("t");
-    let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    fs::write(t.join("big"), &big).expect("big");
-    // Sparse: 8 MiB hole with data at both ends.
-    let f = fs::File::create(t.join("sparse")).expect("sparse");
-    f.set_len(8 << 20).expect("set_len");
-    drop(f);
-    std::os::unix::fs::symlink("small", t.join("link")).expect("symlink");
-    std::os::unix::fs::symlink("/nonexistent/target", t.join("dangling")).expect("symlink");
-    fs::hard_link(t.join("small"), t.join("hardlink")).expect("hard link");
-    fs::hard_link(t.join("small"), t.join("sub/hardlink2")).expect("hard link");
-    nix::unistd::mkfifo(
-        &t.join("fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o640),
-    )
-    .expect("mkfifo");
-    let long = "n".repeat(150);
-    fs::write(t.join(&long), b"long name").expect("long name");
-    let deep_long = t.join("d".repeat(90)).join("e".repeat(90));
-    fs::create_dir_all(&deep_long).expect("deep long");
-    fs::write(deep_long.join("f".repeat(60)), b"long path").expect("long path");
-    fs::write(t.join(OsStr::from_bytes(b"bad\xffname")), b"not utf-8").expect("non-utf8");
-    fs::write(t.join("it's a \"name\" with\nnewline"), b"odd").expect("odd");
-    fs::write(t.join("setuid"), b"#!/bin/sh\n").expect("setuid");
-    fs::set_permissions(t.join("setuid"), fs::Permissions::from_mode(0o4755)).expect("chmod");
-    fs::create_dir(t.join("sticky")).expect("sticky");
-    fs::set_permissions(t.join("sticky"), fs::Permissions::from_mode(0o1777)).expect("chmod");
-    fs::write(t.join("setgid"), b"x").expect("setgid");
-    fs::set_permissions(t.join("setgid"), fs::Permissions::from_mode(0o2750)).expect("chmod");
-    fs::write(t.join("secret"), b"key").expect("secret");
-    fs::set_permissions(t.join("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
-    std::os::unix::fs::lchown(t.join("secret"), Some(1234), Some(5678)).expect("chown");
-    std::os::unix::fs::lchown(t.join("sub"), Some(NOBODY), Some(NOBODY)).expect("chown");
-    let dev = |p: &Path, kind: libc::mode_t, major: u32, minor: u32| {
-        let c = c_path(p);
-        // SAFETY: valid path.
-        let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o660, libc::makedev(major, minor)) };
-        assert_eq!(r, 0, "mknod {}", p.display());
-    };
-    dev(&t.join("chardev"), libc::S_IFCHR, 1, 3);
-    dev(&t.join("blockdev"), libc::S_IFBLK, 7, 200);
-    set_xattr(&t.join("small"), "user.origin", b"test\x00binary\xff");
-    set_xattr(&t.join("sub"), "user.dir", b"on a directory");
-    for (i, p) in [
-        "small",
-        "big",
-        "sub/deep/file",
-        "fifo",
-        "sub/deep",
-        "emptydir",
-        "sub",
-        "sticky",
-    ]
-    .iter()
-    .enumerate()
-    {
-        set_mtime(&t.join(p), 1_600_000_000 + i as i64, 123_456_789 + i as i64);
-    }
-    set_mtime(&t.join("link"), 1_500_000_000, 5);
-}
-
 #[test]
 fn round_trip_every_object_type_through_gnu_tar() {
     assert!(
@@ -135,7 +33,7 @@ fn round_trip_every_object_type_through_gnu_tar() {
     );
     let sb = Sandbox::new();
     let work = sb.work("w");
-    rich_tree(&work);
+    rich_tree_for_tar(&work);
     let before = full_snapshot(&work.join("t"));
     let out = saferm(&sb, &work, &["-r", "t"]);
     assert_eq!(out.code(), Some(0), "saferm failed: {}", out.stderr_text());
@@ -1185,21 +1083,8 @@ fn configuration_comes_from_the_file_and_the_environment() {
 /// Run saferm with stdin, stdout and stderr on a pseudo-terminal; returns what it wrote.
 fn saferm_on_a_tty(sb: &Sandbox, cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
     use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two descriptors; the other arguments may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty");
-    // SAFETY: both descriptors were just opened and are owned by nobody else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    use std::os::fd::OwnedFd;
+    let (master, slave) = openpty(None);
     let dup = |fd: &OwnedFd| fd.try_clone().expect("dup the pty");
     let mut child = sb
         .std_command(saferm_bin())
@@ -1334,7 +1219,7 @@ fn a_file_replaced_before_it_is_read_is_kept() {
         let sb = Sandbox::new();
         let work = sb.work("w");
         fault_tree(&work, large);
-        let contents: Vec<(PathBuf, Vec<u8>)> = paths_under(&work)
+        let contents: Vec<(PathBuf, Vec<u8>)> = paths(&work)
             .into_iter()
             .filter_map(|p| fs::read(work.join(&p)).ok().map(|c| (p, c)))
             .collect();
@@ -1371,7 +1256,7 @@ fn a_file_replaced_before_it_is_read_is_kept() {
         }
         expected.sort();
         expected.dedup();
-        assert_eq!(paths_under(&work), expected, "{case}");
+        assert_eq!(paths(&work), expected, "{case}");
         // The archive holds what was removed, and not the replacement.
         let list = Command::new("tar")
             .args(["--zstd", "-tf"])
@@ -1440,7 +1325,7 @@ fn every_file_in_a_large_deletion_has_its_blake3() {
             )
             .expect("write");
         }
-        let contents: Vec<(String, Vec<u8>)> = paths_under(&work)
+        let contents: Vec<(String, Vec<u8>)> = paths(&work)
             .into_iter()
             .filter_map(|p| {
                 fs::read(work.join(&p))
@@ -1514,11 +1399,6 @@ fn first_archive_listing(sb: &Sandbox) -> String {
     String::from_utf8_lossy(&list.stdout).into_owned()
 }
 
-/// Every path under `root`, relative to it.
-fn paths_under(root: &Path) -> Vec<PathBuf> {
-    snapshot(root).into_iter().map(|e| e.path).collect()
-}
-
 #[test]
 fn large_deletions_unlink_on_several_threads() {
     let sb = Sandbox::new();
@@ -1529,7 +1409,7 @@ fn large_deletions_unlink_on_several_threads() {
     // change by someone else, whichever thread gets there first.
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(out.stderr_text(), "");
-    assert_eq!(paths_under(&work.join("big")), [PathBuf::from(".")]);
+    assert_eq!(paths(&work.join("big")), [PathBuf::from(".")]);
     let listing = first_archive_listing(&sb);
     assert_eq!(listing.lines().filter(|l| l.starts_with('h')).count(), 50);
     assert_eq!(listing.lines().filter(|l| l.starts_with('-')).count(), 4800);
@@ -1550,7 +1430,7 @@ fn a_change_in_a_large_deletion_keeps_only_what_changed() {
     expected.retain(|p| !p.as_os_str().is_empty());
     expected.push(PathBuf::from("."));
     expected.sort();
-    assert_eq!(paths_under(&work.join("big")), expected);
+    assert_eq!(paths(&work.join("big")), expected);
     assert_eq!(fs::read(work.join(changed)).expect("kept"), b"+");
 }
 
@@ -1569,7 +1449,7 @@ fn a_directory_swapped_in_a_large_deletion_is_not_followed() {
         .is_symlink());
     // Everything the directory held is still there, under its new name.
     let moved = work.join(format!("{swapped}.moved"));
-    let files = paths_under(&moved).len();
+    let files = paths(&moved).len();
     assert!(files > 1, "{} holds {files} objects", moved.display());
 }
 
@@ -1966,17 +1846,6 @@ fn a_mode_that_cannot_be_put_back_keeps_the_file_and_says_so() {
     assert!(!work.join("other").exists(), "other was not removed");
 }
 
-/// The paths of a snapshot, without modes or contents.
-fn paths(root: &Path) -> Vec<PathBuf> {
-    snapshot(root).into_iter().map(|e| e.path).collect()
-}
-
-/// Restore the last deletion in `sb` and check it succeeded.
-fn unrm_last(sb: &Sandbox, cwd: &Path) {
-    let back = sb.command(unrm_bin()).current_dir(cwd).arg("--last").run();
-    assert_eq!(back.code(), Some(0), "unrm: {}", back.stderr_text());
-}
-
 /// One entry that does not verify keeps only its own operand (issue 11 §1.2): the others
 /// are archived again without it, verified, removed and restorable, and the manifest never
 /// names it. Small deletions (verified once sealed) and large ones (verified while written).
@@ -2011,7 +1880,7 @@ fn an_entry_that_does_not_verify_keeps_only_its_operand() {
         assert_eq!(m.len(), 1);
         let manifest = fs::read_to_string(&m[0]).expect("manifest");
         assert!(!manifest.contains("/bad\""), "the manifest names bad");
-        unrm_last(&sb, &work);
+        unrm_ok(&sb, &work, &["--last"]);
         assert_eq!(snapshot(&work), before, "large: {large}");
     }
 }
@@ -2095,7 +1964,7 @@ fn a_read_error_midway_through_a_file_keeps_only_that_file() {
         "{listing}"
     );
     assert!(!listing.contains("/d/big"), "{listing}");
-    unrm_last(&sb, &work);
+    unrm_ok(&sb, &work, &["--last"]);
     assert_eq!(snapshot(&work), before);
 
     let sb = Sandbox::new();
@@ -2300,7 +2169,7 @@ fn a_file_mapped_for_writing_elsewhere_but_unchanged_is_removed_as_archived() {
     assert_eq!(out.stderr_text(), "");
     assert!(!work.join("f").exists());
     drop(map);
-    unrm_last(&sb, &work);
+    unrm_ok(&sb, &work, &["--last"]);
     let back = fs::read(work.join("f")).expect("restored");
     assert_eq!(&back[..6], b"mapped");
     assert_eq!(back.len(), 8192);

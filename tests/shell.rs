@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use crate::common::{saferm_bin, tool, unrm_bin, Sandbox};
+use crate::common::{archives, saferm_bin, tool, unrm_bin, Sandbox};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -52,17 +52,6 @@ fn shell(sb: &Sandbox, argv: &[&str], stdin: &str, cwd: &Path) -> Option<Output>
         let _ = pipe.write_all(stdin.as_bytes());
     }
     Some(child.wait_with_output().expect("wait for the shell"))
-}
-
-fn archives(sb: &Sandbox) -> usize {
-    let dir = sb.store().join("archives");
-    let Ok(months) = fs::read_dir(dir) else {
-        return 0;
-    };
-    months
-        .flatten()
-        .map(|m| fs::read_dir(m.path()).map(|f| f.count()).unwrap_or(0))
-        .sum()
 }
 
 #[test]
@@ -206,7 +195,11 @@ fn rm_is_saferm_in_interactive_shells_and_the_bypass_is_real_rm() {
             !work.join("g").exists(),
             "{name}: the bypass did not remove g"
         );
-        assert_eq!(archives(&sb), 1, "{name}: only f is archived, not g");
+        assert_eq!(
+            archives(&sb.store()).len(),
+            1,
+            "{name}: only f is archived, not g"
+        );
     }
 }
 
@@ -358,5 +351,5 @@ fn an_rm_link_on_path_puts_scripts_through_saferm() {
         "rm: cannot remove 'missing': No such file or directory\n"
     );
     assert!(!work.join("build").exists());
-    assert_eq!(archives(&sb), 1);
+    assert_eq!(archives(&sb.store()).len(), 1);
 }

@@ -10,7 +10,10 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{blake3_blocks, is_root, noise, saferm_bin, unrm_bin, Sandbox};
+use crate::common::{
+    archives, blake3_blocks, edit_manifest, is_root, manifests, noise, saferm_bin, unrm_bin,
+    Sandbox,
+};
 
 /// A file to make: its size and where its data is.
 struct Spec {
@@ -73,25 +76,9 @@ fn blocks_of(path: &Path) -> String {
     blake3_blocks(File::open(path).expect("open"))
 }
 
-/// The files under `store/dir/<month>/`, oldest deletion first.
-fn store_files(store: &Path, dir: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for month in fs::read_dir(store.join(dir)).expect(dir).flatten() {
-        for a in fs::read_dir(month.path()).expect("month").flatten() {
-            out.push(a.path());
-        }
-    }
-    out.sort();
-    out
-}
-
-fn archives(store: &Path) -> Vec<PathBuf> {
-    store_files(store, "archives")
-}
-
 /// The newest manifest, as JSON, and its path.
 fn newest_manifest(store: &Path) -> (serde_json::Value, PathBuf) {
-    let path = store_files(store, "manifests")
+    let path = manifests(store)
         .into_iter()
         .rfind(|p| p.extension().is_some_and(|e| e == "json"))
         .expect("a manifest");
@@ -312,9 +299,7 @@ fn sandbox_with_holes(what: &str) -> Option<(Sandbox, PathBuf)> {
 
 /// Rewrite the newest manifest of the store with `edit`.
 fn edit_newest_manifest(store: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let (mut m, path) = newest_manifest(store);
-    edit(&mut m);
-    fs::write(&path, serde_json::to_vec(&m).expect("json")).expect("write manifest");
+    edit_manifest(&newest_manifest(store).1, edit);
 }
 
 /// A sparse file whose archived data is not the data its hash was worked out from (fault

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use saferm::config::{Config, Size};
 
-use crate::common::{noise, saferm_bin, saferm_ok as saferm, snapshot, unrm_bin, Outcome, Sandbox};
+use crate::common::{
+    archives, manifests, noise, saferm_bin, saferm_ok as saferm, snapshot, unrm, unrm_bin, unrm_ok,
+    Outcome, Sandbox,
+};
 
 fn unrm_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     let mut c = sb.command(unrm_bin()).args(args);
@@ -20,25 +23,9 @@ fn unrm_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     c.run()
 }
 
-fn unrm(sb: &Sandbox, args: &[&str]) -> Outcome {
-    unrm_env(sb, args, &[])
-}
-
-fn unrm_ok(sb: &Sandbox, args: &[&str]) -> Outcome {
-    let out = unrm(sb, args);
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "unrm {args:?}\nstdout: {}\nstderr: {}",
-        out.stdout_text(),
-        out.stderr_text()
-    );
-    out
-}
-
 /// Ids in the store, oldest first.
 fn ids(sb: &Sandbox) -> Vec<String> {
-    let out = unrm_ok(sb, &["--list", "--json"]);
+    let out = unrm_ok(sb, sb.root(), &["--list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list json");
     let mut ids: Vec<String> = v
         .as_array()
@@ -63,28 +50,23 @@ fn make_deletions(sb: &Sandbox, n: usize) -> Vec<String> {
     got
 }
 
+/// The archive and manifest files of deletion `id`.
 fn store_files(sb: &Sandbox, id: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for kind in ["archives", "manifests"] {
-        let Ok(months) = fs::read_dir(sb.store().join(kind)) else {
-            continue;
-        };
-        for m in months.flatten() {
-            for f in fs::read_dir(m.path()).expect("month").flatten() {
-                if f.file_name().to_string_lossy().starts_with(id) {
-                    out.push(f.path());
-                }
-            }
-        }
-    }
-    out
+    archives(&sb.store())
+        .into_iter()
+        .chain(manifests(&sb.store()))
+        .filter(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(id))
+        })
+        .collect()
 }
 
 #[test]
 fn purge_dry_run_prints_and_keeps_everything() {
     let sb = Sandbox::new();
     let before = make_deletions(&sb, 4);
-    let out = unrm_ok(&sb, &["--purge", "--keep", "1", "--dry-run"]);
+    let out = unrm_ok(&sb, sb.root(), &["--purge", "--keep", "1", "--dry-run"]);
     let text = out.stdout_text();
     for id in &before[..3] {
         assert!(text.contains(&format!("would purge {id}")), "{text}");
@@ -123,7 +105,7 @@ fn purge_by_age_spares_the_newer_and_the_kept() {
     assert_eq!(ids(&sb), all[1..].to_vec());
     assert!(store_files(&sb, &old[0]).is_empty(), "files left behind");
     // The configured max_age, without options.
-    unrm_ok(&sb, &["--purge"]); // defaults: 30 days, nothing that old
+    unrm_ok(&sb, sb.root(), &["--purge"]); // defaults: 30 days, nothing that old
     assert_eq!(ids(&sb).len(), 3);
     let out = unrm_env(
         &sb,
@@ -143,7 +125,11 @@ fn purge_by_size_goes_oldest_first_until_the_store_fits() {
     let sb = Sandbox::new();
     let all = make_deletions(&sb, 5);
     // Each archive holds 100 KiB of noise: a little over 100 KiB.
-    let out = unrm_ok(&sb, &["--purge", "--max-size", "250K", "--keep", "0"]);
+    let out = unrm_ok(
+        &sb,
+        sb.root(),
+        &["--purge", "--max-size", "250K", "--keep", "0"],
+    );
     assert!(
         out.stdout_text().contains("purged 3 deletion(s)"),
         "{}",
@@ -178,7 +164,7 @@ fn purge_for_free_space_keeps_the_last_ones() {
 fn purge_named_ids_even_within_keep_last_and_nothing_on_a_typo() {
     let sb = Sandbox::new();
     let all = make_deletions(&sb, 3);
-    let out = unrm(&sb, &["--purge", &all[2], "nosuchid"]);
+    let out = unrm(&sb, sb.root(), &["--purge", &all[2], "nosuchid"]);
     assert_eq!(out.code(), Some(1));
     assert!(out
         .stderr_text()
@@ -187,10 +173,10 @@ fn purge_named_ids_even_within_keep_last_and_nothing_on_a_typo() {
     assert_eq!(ids(&sb), all);
     // A whole id and a prefix; keep_last (10 by default) does not protect a named one.
     let prefix = &all[0][..all[0].len() - 3];
-    let out = unrm_ok(&sb, &["--purge", &all[2], prefix]);
+    let out = unrm_ok(&sb, sb.root(), &["--purge", &all[2], prefix]);
     assert!(out.stdout_text().contains("purged 2 deletion(s)"));
     assert_eq!(ids(&sb), vec![all[1].clone()]);
-    unrm_ok(&sb, &["--check"]);
+    unrm_ok(&sb, sb.root(), &["--check"]);
 }
 
 /// Make the next `after_saferm_run` check in full, as it does every few minutes (between
@@ -233,7 +219,7 @@ fn automatic_retention_spares_keep_last_and_the_deletion_just_made() {
         ids(&sb),
         vec![all[0].clone(), all[3].clone(), all[4].clone()]
     );
-    unrm_ok(&sb, &["--check"]);
+    unrm_ok(&sb, sb.root(), &["--check"]);
 }
 
 #[test]
@@ -525,7 +511,7 @@ fn a_purge_that_crashes_after_the_manifest_is_finished_by_check_not_resurrected(
         "{left:?}"
     );
     // --repair must not rebuild its manifest from the archive: the marker says why.
-    let out = unrm_ok(&sb, &["--check", "--repair"]);
+    let out = unrm_ok(&sb, sb.root(), &["--check", "--repair"]);
     assert!(
         out.stdout_text()
             .contains(&format!("removed what was left of deletion {}", all[0])),
@@ -539,7 +525,7 @@ fn a_purge_that_crashes_after_the_manifest_is_finished_by_check_not_resurrected(
     );
     assert!(store_files(&sb, &all[0]).is_empty());
     assert_eq!(ids(&sb), all[1..].to_vec());
-    unrm_ok(&sb, &["--check"]);
+    unrm_ok(&sb, sb.root(), &["--check"]);
 
     // The same crash, then a plain --check, then the next purge.
     let out = unrm_env(
@@ -548,7 +534,7 @@ fn a_purge_that_crashes_after_the_manifest_is_finished_by_check_not_resurrected(
         &[("SAFERM_FAULT", "purge-crash")],
     );
     assert_eq!(out.code(), None);
-    let out = unrm_ok(&sb, &["--check"]);
+    let out = unrm_ok(&sb, sb.root(), &["--check"]);
     assert!(out.stdout_text().contains("its purge was interrupted"));
     assert!(store_files(&sb, &all[1]).is_empty());
     assert_eq!(ids(&sb), all[2..].to_vec());
@@ -568,7 +554,7 @@ fn stale_temp_files_are_swept_fresh_ones_kept() {
     fs::write(tmp.join("old.1.tmp"), b"x").expect("write");
     fs::write(tmp.join("new.1.tmp"), b"x").expect("write");
     age(&tmp.join("old.1.tmp"), 7200);
-    let out = unrm_ok(&sb, &["--check"]);
+    let out = unrm_ok(&sb, sb.root(), &["--check"]);
     assert!(out.stdout_text().contains("removed 1 stale temp file(s)"));
     assert!(!tmp.join("old.1.tmp").exists());
     assert!(tmp.join("new.1.tmp").exists());
@@ -599,14 +585,14 @@ fn incomplete_archives_are_reported_and_removed_complete_orphans_rebuilt() {
     let sb = Sandbox::new();
     let all = make_deletions(&sb, 2);
     let cut = plant_incomplete_archive(&sb, "20200101T000000.000000000Z-1-00000000-cut", &all[0]);
-    let out = unrm(&sb, &["--check"]);
+    let out = unrm(&sb, sb.root(), &["--check"]);
     assert_eq!(out.code(), Some(1));
     assert!(
         out.stderr_text().contains("is incomplete"),
         "{}",
         out.stderr_text()
     );
-    let out = unrm_ok(&sb, &["--check", "--repair"]);
+    let out = unrm_ok(&sb, sb.root(), &["--check", "--repair"]);
     assert!(out.stdout_text().contains("removed the incomplete archive"));
     assert!(!cut.exists());
     // After a saferm run: an old incomplete archive goes, a lost manifest comes back.
@@ -633,7 +619,7 @@ fn incomplete_archives_are_reported_and_removed_complete_orphans_rebuilt() {
         "{lines:?}"
     );
     assert_eq!(ids(&sb), all);
-    unrm_ok(&sb, &["--check"]);
+    unrm_ok(&sb, sb.root(), &["--check"]);
 }
 
 #[test]
@@ -661,7 +647,7 @@ fn an_orphan_that_cannot_be_rebuilt_is_set_aside_once() {
     // Not looked at again.
     forget_last_check(&sb);
     assert!(saferm::retention::after_saferm_run(&store, &Config::defaults(), None).is_empty());
-    let out = unrm(&sb, &["--check"]);
+    let out = unrm(&sb, sb.root(), &["--check"]);
     assert_eq!(out.code(), Some(1));
     assert!(
         out.stderr_text().contains("set aside"),
@@ -713,11 +699,11 @@ fn stats_names_the_filesystem_the_settings_and_the_alias() {
             .any(|l| l.contains("keep_last") && l.contains("4") && l.contains("config.toml")),
         "{text}"
     );
-    let out = unrm_ok(&sb, &["--doctor"]);
+    let out = unrm_ok(&sb, sb.root(), &["--doctor"]);
     assert!(out
         .stdout_text()
         .contains("shell snippet:  none loaded in a parent shell (SAFERM_ALIAS is unset)"));
-    let out = unrm_ok(&sb, &["--stats", "--json"]);
+    let out = unrm_ok(&sb, sb.root(), &["--stats", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["deletions"], 2);
     assert_eq!(v["shell_snippet"], serde_json::Value::Null);
@@ -772,7 +758,7 @@ fn concurrent_saferms_beside_a_purge_lose_nothing() {
         let purger = s.spawn(|| {
             let mut purges = 0;
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let out = unrm(&sb, &["--purge", "--keep", "6"]);
+                let out = unrm(&sb, sb.root(), &["--purge", "--keep", "6"]);
                 assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
                 purges += 1;
                 std::thread::sleep(Duration::from_millis(20));
@@ -799,7 +785,7 @@ fn concurrent_saferms_beside_a_purge_lose_nothing() {
     for name in expected.keys() {
         assert!(!w.join(name).exists(), "{name} was not removed");
     }
-    let out = unrm_ok(&sb, &["--check"]);
+    let out = unrm_ok(&sb, sb.root(), &["--check"]);
     assert!(out.stdout_text().contains("no problems found"));
     // Every deletion left is restorable and holds what was removed.
     let left = ids(&sb);
@@ -807,7 +793,7 @@ fn concurrent_saferms_beside_a_purge_lose_nothing() {
     for id in &left {
         let label = id.rsplit('-').take(2).collect::<Vec<_>>();
         let name = format!("{}-{}", label[1], label[0]);
-        unrm_ok(&sb, &[id.as_str()]);
+        unrm_ok(&sb, sb.root(), &[id.as_str()]);
         assert_eq!(
             snapshot(&w.join(&name)),
             expected[&name],
@@ -869,7 +855,7 @@ fn kill_9_at_random_moments_loses_nothing() {
     }
     eprintln!("kill -9: {intact} intact, {partly} partly removed, {gone} removed");
     // Whatever the kills left: repair, then a clean check.
-    let out = unrm(&sb, &["--check", "--repair"]);
+    let out = unrm(&sb, sb.root(), &["--check", "--repair"]);
     assert_eq!(
         out.code(),
         Some(0),
@@ -877,14 +863,14 @@ fn kill_9_at_random_moments_loses_nothing() {
         out.stdout_text(),
         out.stderr_text()
     );
-    unrm_ok(&sb, &["--check"]);
+    unrm_ok(&sb, sb.root(), &["--check"]);
     // Every original is in place or comes back.
     for (name, before) in &rounds {
         let dir = w.join(name);
         if dir.exists() && snapshot(&dir) == *before {
             continue;
         }
-        let out = unrm(&sb, &[dir.to_str().expect("utf-8")]);
+        let out = unrm(&sb, sb.root(), &[dir.to_str().expect("utf-8")]);
         assert_eq!(
             snapshot(&dir),
             *before,

@@ -10,128 +10,14 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::common::full::{c_path, full_snapshot, set_mtime, set_xattr, xattr};
+use crate::common::rich::rich_tree_for_unrm;
 use crate::common::{
-    build_tree, is_root, saferm_bin, saferm_ok as saferm, unrm_bin, Outcome, Sandbox, NOBODY,
+    archives, build_tree, deletions, is_root, manifests, newest_id, openpty, saferm_bin,
+    saferm_ok as saferm, unrm, unrm_bin, unrm_ok, Outcome, Sandbox, NOBODY,
 };
 
-fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    sb.command(unrm_bin()).current_dir(cwd).args(args).run()
-}
-
-/// Run unrm and require success.
-fn unrm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    let out = unrm(sb, cwd, args);
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "unrm {args:?}\nstdout: {}\nstderr: {}",
-        out.stdout_text(),
-        out.stderr_text()
-    );
-    out
-}
-
-/// A tree with every kind of object, with modes (setuid, a read-only directory with
-/// contents), owners, ns mtimes (directories and symlinks too), xattrs, hard links, long
-/// and non-UTF-8 names. Devices and other owners only as root.
-fn rich_tree(root: &Path) {
-    build_tree(
-        root,
-        &[
-            "t/empty=",
-            "t/small=hello",
-            "t/sub/deep/file=deep",
-            "t/emptydir/",
-            "t/ro/inside=read-only parent",
-        ],
-    );
-    let t = root.join("t");
-    let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    fs::write(t.join("big"), &big).expect("big");
-    std::os::unix::fs::symlink("small", t.join("link")).expect("symlink");
-    std::os::unix::fs::symlink("/nonexistent/target", t.join("dangling")).expect("symlink");
-    fs::hard_link(t.join("small"), t.join("hardlink")).expect("hard link");
-    fs::hard_link(t.join("small"), t.join("sub/hardlink2")).expect("hard link");
-    nix::unistd::mkfifo(
-        &t.join("fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o640),
-    )
-    .expect("mkfifo");
-    fs::write(t.join("n".repeat(150)), b"long name").expect("long name");
-    fs::write(t.join(OsStr::from_bytes(b"bad\xffname")), b"not utf-8").expect("non-utf8");
-    fs::write(t.join("setuid"), b"#!/bin/sh\n").expect("setuid");
-    fs::set_permissions(t.join("setuid"), fs::Permissions::from_mode(0o4755)).expect("chmod");
-    fs::create_dir(t.join("sticky")).expect("sticky");
-    fs::set_permissions(t.join("sticky"), fs::Permissions::from_mode(0o1777)).expect("chmod");
-    fs::write(t.join("secret"), b"key").expect("secret");
-    fs::set_permissions(t.join("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
-    if is_root() {
-        std::os::unix::fs::lchown(t.join("secret"), Some(1234), Some(5678)).expect("chown");
-        std::os::unix::fs::lchown(t.join("sub"), Some(NOBODY), Some(NOBODY)).expect("chown");
-        std::os::unix::fs::lchown(t.join("link"), Some(NOBODY), Some(NOBODY)).expect("chown");
-        let dev = |p: &Path, kind: libc::mode_t, major: u32, minor: u32| {
-            let c = c_path(p);
-            // SAFETY: valid path.
-            let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o660, libc::makedev(major, minor)) };
-            assert_eq!(r, 0, "mknod {}", p.display());
-        };
-        dev(&t.join("chardev"), libc::S_IFCHR, 1, 3);
-        dev(&t.join("blockdev"), libc::S_IFBLK, 7, 200);
-    }
-    set_xattr(&t.join("small"), "user.origin", b"test\x00binary\xff");
-    set_xattr(&t.join("sub"), "user.dir", b"on a directory");
-    for (i, p) in [
-        "small",
-        "big",
-        "sub/deep/file",
-        "fifo",
-        "sub/deep",
-        "emptydir",
-        "sub",
-        "sticky",
-        "ro/inside",
-    ]
-    .iter()
-    .enumerate()
-    {
-        set_mtime(&t.join(p), 1_600_000_000 + i as i64, 123_456_789 + i as i64);
-    }
-    set_mtime(&t.join("link"), 1_500_000_000, 5);
-    fs::set_permissions(t.join("ro"), fs::Permissions::from_mode(0o555)).expect("chmod");
-    set_mtime(&t.join("ro"), 1_400_000_000, 999_999_999);
-    set_mtime(&t, 1_300_000_000, 1);
-}
-
-/// The deletions in the store, newest first, from `unrm --list --json`.
-fn deletions(sb: &Sandbox) -> Vec<serde_json::Value> {
-    let out = unrm_ok(sb, sb.root(), &["--list", "--json"]);
-    serde_json::from_slice(&out.stdout).expect("--list --json is JSON")
-}
-
-fn newest_id(sb: &Sandbox) -> String {
-    deletions(sb)[0]["id"].as_str().expect("an id").to_string()
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn only_archive(sb: &Sandbox) -> PathBuf {
-    let archives = files_under(&sb.store().join("archives"));
+    let archives = archives(&sb.store());
     assert_eq!(archives.len(), 1, "{archives:?}");
     archives[0].clone()
 }
@@ -140,7 +26,7 @@ fn only_archive(sb: &Sandbox) -> PathBuf {
 fn round_trip_every_object_type_in_place() {
     let sb = Sandbox::new();
     let w = sb.work("w");
-    rich_tree(&w);
+    rich_tree_for_unrm(&w);
     // File capabilities (CAP_NET_RAW permitted+effective), which chown would clear.
     let caps: [u8; 20] = [
         1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -166,7 +52,7 @@ fn round_trip_every_object_type_in_place() {
 fn round_trip_with_to_keeps_the_names_below_the_operand() {
     let sb = Sandbox::new();
     let w = sb.work("w");
-    rich_tree(&w);
+    rich_tree_for_unrm(&w);
     let before = full_snapshot(&w.join("t"));
     saferm(&sb, &w, &["-r", "t"]);
     // By an id prefix, from another directory.
@@ -459,7 +345,7 @@ fn a_closed_pipe_ends_the_listing_quietly() {
 fn check_passes_on_a_sound_store() {
     let sb = Sandbox::new();
     let w = sb.work("w");
-    rich_tree(&w);
+    rich_tree_for_unrm(&w);
     saferm(&sb, &w, &["-r", "t"]);
     let out = unrm_ok(&sb, &w, &["--check"]);
     assert_eq!(
@@ -552,7 +438,7 @@ fn check_repair_rebuilds_a_lost_manifest_from_the_archive() {
     let w = sb.work("w");
     build_tree(&w, &["d/a=1", "d/b=2"]);
     saferm(&sb, &w, &["-r", "d"]);
-    let manifests = files_under(&sb.store().join("manifests"));
+    let manifests = manifests(&sb.store());
     assert_eq!(manifests.len(), 1);
     let saved = fs::read(&manifests[0]).expect("manifest");
     fs::rename(&manifests[0], sb.root().join("lost.json")).expect("lose the manifest");
@@ -948,21 +834,7 @@ fn unrm_on_a_tty(
     args: &[&str],
     answer: &str,
 ) -> (Option<i32>, String, String) {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two descriptors; the other arguments may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty");
-    // SAFETY: both descriptors were just opened and are owned by nobody else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let (master, slave) = openpty(None);
     let child = sb
         .std_command(unrm_bin())
         .args(args)
@@ -1034,7 +906,7 @@ fn the_listing_cache_follows_the_manifests() {
     fs::write(sb.store().join("index.jsonl"), b"{not json\n\x00\xff\n").expect("damage");
     assert_eq!(deletions(&sb).len(), 2);
     // A manifest moved away disappears from the listing.
-    let manifests = files_under(&sb.store().join("manifests"));
+    let manifests = manifests(&sb.store());
     let a_manifest = manifests
         .iter()
         .find(|p| p.to_string_lossy().ends_with("-a.json"))
@@ -1051,7 +923,7 @@ fn bench_list_10000_deletions() {
     let w = sb.work("w");
     build_tree(&w, &["d/a=1", "d/b=2", "d/c=3"]);
     saferm(&sb, &w, &["-r", "d"]);
-    let manifests = files_under(&sb.store().join("manifests"));
+    let manifests = manifests(&sb.store());
     let text = fs::read_to_string(&manifests[0]).expect("manifest");
     let m: serde_json::Value = serde_json::from_str(&text).expect("json");
     let id = m["id"].as_str().expect("id").to_string();
@@ -1299,7 +1171,7 @@ fn restoring_a_deletion_whose_manifest_is_damaged_says_so() {
     build_tree(&w, &["f=1"]);
     saferm(&sb, &w, &["f"]);
     let id = newest_id(&sb);
-    let manifest = files_under(&sb.store().join("manifests"))[0].clone();
+    let manifest = manifests(&sb.store())[0].clone();
     let mut text = fs::read(&manifest).expect("manifest");
     text[0] ^= 1;
     fs::write(&manifest, text).expect("damage");
@@ -1363,7 +1235,7 @@ fn a_damaged_manifest_is_reported_by_check_and_does_not_block_other_restores() {
     let w = sb.work("w");
     build_tree(&w, &["old=1", "new=2"]);
     saferm(&sb, &w, &["old"]);
-    let old_manifest = files_under(&sb.store().join("manifests"))[0].clone();
+    let old_manifest = manifests(&sb.store())[0].clone();
     saferm(&sb, &w, &["new"]);
     fs::write(&old_manifest, b"{\"format\": 1, \"id\": ").expect("damage");
     let out = unrm(&sb, &w, &["--check"]);

@@ -27,9 +27,8 @@ pub struct Full {
 
 /// Every object under `root` (itself included as `.`), sorted by path.
 pub fn full_snapshot(root: &Path) -> Vec<Full> {
-    let mut paths = Vec::new();
-    collect(root, Path::new("."), &mut paths);
-    paths.sort();
+    fs::symlink_metadata(root).expect("lstat");
+    let paths = super::paths(root);
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut out = Vec::new();
     for rel in paths {
@@ -82,22 +81,6 @@ pub fn full_snapshot(root: &Path) -> Vec<Full> {
         });
     }
     out
-}
-
-pub fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
-    out.push(rel.to_path_buf());
-    let p = root.join(rel);
-    if fs::symlink_metadata(&p).expect("lstat").is_dir() {
-        for e in fs::read_dir(&p).expect("read_dir") {
-            let name = e.expect("entry").file_name();
-            let child = if rel == Path::new(".") {
-                PathBuf::from(name)
-            } else {
-                rel.join(name)
-            };
-            collect(root, &child, out);
-        }
-    }
 }
 
 pub fn c_path(p: &Path) -> std::ffi::CString {

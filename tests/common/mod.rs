@@ -9,6 +9,11 @@
 //!   test must drive itself.
 //! - [`build_tree`] / [`snapshot`]: create a tree from a compact spec and describe a tree so
 //!   that two of them compare with `assert_eq!`.
+//!   [`paths`] is a snapshot's paths alone; [`full::full_snapshot`] adds owners, mtimes,
+//!   xattrs and hard links, for round trips; [`rich`] builds trees that have them all.
+//! - [`saferm`], [`saferm_ok`], [`unrm`], [`unrm_ok`]: run a program in the sandbox (the
+//!   `_ok` ones require success); [`files_under`], [`archives`], [`manifests`],
+//!   [`deletions`], [`newest_id`], [`edit_manifest`]: look into (or at) a store.
 //! - [`Differential`]: the same tree, arguments and stdin given to GNU rm and to saferm;
 //!   exit status, stdout, stderr and the resulting trees must be identical.
 //!
@@ -19,6 +24,10 @@
 #![allow(dead_code)]
 
 pub mod full;
+pub mod rich;
+mod store;
+
+pub use store::{archives, deletions, edit_manifest, files_under, manifests, newest_id};
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -26,6 +35,7 @@ use std::fmt::{self, Write as _};
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -90,13 +100,36 @@ pub fn unrm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_unrm"))
 }
 
+/// Run saferm (as `rm`) in the sandbox, in `cwd`, whatever its outcome.
+pub fn saferm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    sb.command(saferm_bin()).current_dir(cwd).args(args).run()
+}
+
 /// Run saferm (as `rm`) in the sandbox and require it to succeed.
 pub fn saferm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
-    let out = sb.command(saferm_bin()).current_dir(cwd).args(args).run();
+    let out = saferm(sb, cwd, args);
     assert_eq!(
         out.code(),
         Some(0),
         "saferm {args:?}: {}",
+        out.stderr_text()
+    );
+    out
+}
+
+/// Run unrm in the sandbox, in `cwd`, whatever its outcome.
+pub fn unrm(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    sb.command(unrm_bin()).current_dir(cwd).args(args).run()
+}
+
+/// Run unrm in the sandbox, in `cwd`, and require it to succeed.
+pub fn unrm_ok(sb: &Sandbox, cwd: &Path, args: &[&str]) -> Outcome {
+    let out = unrm(sb, cwd, args);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "unrm {args:?}\nstdout: {}\nstderr: {}",
+        out.stdout_text(),
         out.stderr_text()
     );
     out
@@ -926,6 +959,12 @@ pub fn snapshot(root: &Path) -> Vec<Entry> {
     entries
 }
 
+/// The paths of a [`snapshot`] of `root` (`.` for itself), sorted, without kinds, modes
+/// or contents.
+pub fn paths(root: &Path) -> Vec<PathBuf> {
+    snapshot(root).into_iter().map(|e| e.path).collect()
+}
+
 fn walk(path: &Path, rel: &Path, out: &mut Vec<Entry>) {
     let meta = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {path:?}: {e}"));
     let ft = meta.file_type();
@@ -983,6 +1022,27 @@ fn walk(path: &Path, rel: &Path, out: &mut Vec<Entry>) {
     }
 }
 
+/// A new pseudo-terminal, `(master, slave)`, of window size `size` if given.
+pub fn openpty(size: Option<libc::winsize>) -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    let size_ptr = size
+        .as_ref()
+        .map_or(std::ptr::null(), |s| s as *const libc::winsize);
+    // SAFETY: openpty writes two fds into the given ints; name, termios and size may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            size_ptr,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty returned these two fds, owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
 /// A tmpfs mounted for the life of the guard.
 pub struct Tmpfs {
     path: PathBuf,
@@ -1018,13 +1078,19 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
+        unmount(&self.path);
+    }
+}
+
+/// Unmount what is mounted on `dir`, lazily (`umount -l`) if it is busy; for the `Drop` of
+/// a mount guard, which must not fail.
+pub fn unmount(dir: &Path) {
+    let unmounted = Command::new("umount")
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !unmounted {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
     }
 }
 
@@ -1063,13 +1129,7 @@ impl BindMount {
 
 impl Drop for BindMount {
     fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.target)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.target).status();
-        }
+        unmount(&self.target);
     }
 }
 
