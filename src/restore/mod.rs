@@ -30,6 +30,9 @@
 //!   files costs many times the restore itself. Only then are `-v` lines and the summary
 //!   printed and the "restored" note written; a failed sync makes it a failed restore.
 
+pub mod obstacle;
+pub mod resume;
+
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -44,9 +47,9 @@ use crate::manifest::{Entry, Kind, Manifest};
 use crate::output::stderr_write;
 use crate::paths::{display, is_under, join, normal_absolute, split_parent, PathMap};
 use crate::quote::quote;
-use crate::resume::Resume;
 use crate::store::Store;
 use crate::sys;
+use resume::Resume;
 
 /// What to do when the destination of a restored object already exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -407,7 +410,7 @@ impl Restorer<'_> {
                     // All of it goes, or none: an obstacle only part of which can be
                     // removed is left as it is.
                     let shown = display(&self.opts.cwd, dest);
-                    if let Some(why) = crate::obstacle::why_not_removable(pfd, &cname, &shown) {
+                    if let Some(why) = obstacle::why_not_removable(pfd, &cname, &shown) {
                         self.fail(
                             dest,
                             &format!(
