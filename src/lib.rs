@@ -20,7 +20,6 @@ pub mod hash;
 pub mod home;
 pub mod id;
 pub mod manifest;
-pub mod obstacle;
 pub mod output;
 pub mod paths;
 pub mod prefetch;
@@ -29,7 +28,6 @@ pub mod quote;
 pub mod remove;
 pub mod restat;
 pub mod restore;
-pub mod resume;
 pub mod retention;
 pub mod rules;
 pub mod signal;
@@ -46,6 +44,9 @@ pub use cmd::unrm;
 pub mod users;
 pub mod verify;
 pub mod walk;
+
+// Parts of restore, at the paths they had as modules of their own.
+pub use restore::{obstacle, resume};
 
 /// The unit tests' allocator records the largest block asked for ([`alloc::largest`]).
 #[cfg(test)]

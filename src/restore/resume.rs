@@ -124,7 +124,8 @@ impl Resume {
     }
 }
 
-/// The pid in a temp file name `.unrm.<pid>.<8 hex digits>.tmp` (`restore::create_temp_file`).
+/// The pid in a temp file name `.unrm.<pid>.<8 hex digits>.tmp`
+/// (`restore::create::create_temp_file`).
 fn temp_pid(name: &[u8]) -> Option<u32> {
     let rest = name.strip_prefix(b".unrm.")?.strip_suffix(b".tmp")?;
     let text = std::str::from_utf8(rest).ok()?;

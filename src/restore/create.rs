@@ -1,0 +1,519 @@
+//! Creating one object of each type below an open directory, never following a link, and
+//! giving it its recorded metadata: a regular file (written under a temporary name, hashed,
+//! holes kept, renamed into place), a symlink, a device or FIFO node, a hard link, a
+//! directory; and the setters of owner, mode, times and extended attributes.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::dirs::Finish;
+use super::reason;
+use super::restorer::{Data, Restorer};
+use crate::hash::ContentHash;
+use crate::manifest::{Entry, Kind};
+use crate::output::stderr_write;
+use crate::paths::split_parent;
+use crate::sys;
+
+impl Restorer<'_> {
+    /// The directory of entry `i`, `name` in `pfd` at `dest`: made private (0700) and given
+    /// its recorded metadata once its contents are in ([`Restorer::finish`]), or adopted when
+    /// this run made it already as a parent.
+    pub(super) fn create_dir(
+        &mut self,
+        i: usize,
+        pfd: RawFd,
+        name: &CStr,
+        dest: &[u8],
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> io::Result<Done> {
+        if self.created_dirs.contains(dest) {
+            // Made earlier in this run as a parent: it becomes this entry.
+            if !self.finalize.iter().any(|(d, _, _)| d == dest) {
+                let fd = self.dir(dest, false)?;
+                let st = sys::fstat(fd)?;
+                self.finalize
+                    .push((dest.to_vec(), Finish::Recorded(i), (st.dev, st.ino)));
+            }
+        } else {
+            // SAFETY: name is NUL-terminated.
+            if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = sys::open_dir_nofollow(pfd, name)?;
+            let st = sys::fstat(fd.as_raw_fd())?;
+            self.resume.made_dir((st.dev, st.ino));
+            self.dirs.insert(dest.to_vec(), fd);
+            self.created_dirs.insert(dest.to_vec());
+            self.finalize
+                .push((dest.to_vec(), Finish::Recorded(i), (st.dev, st.ino)));
+        }
+        let fd = self.dir(dest, false)?;
+        self.set_xattrs(fd, dest, xattrs);
+        Ok(Done { owner_set: true })
+    }
+
+    /// The regular file of entry `e`, `name` in `pfd` at `dest`, from the archive's `data`.
+    pub(super) fn create_file(
+        &mut self,
+        e: &Entry,
+        pfd: RawFd,
+        name: &CStr,
+        dest: &[u8],
+        data: Data<'_>,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> io::Result<Done> {
+        // Written under a temporary name and renamed into place (without replacing) once
+        // complete: an interrupted or damaged restore never leaves a partial file under
+        // the real name.
+        self.resume.sweep(pfd);
+        let (tmp, fd) = create_temp_file(pfd)?;
+        let mut file = File::from(fd);
+        let result = self
+            .fill_file(e, &mut file, dest, data, xattrs)
+            .and_then(|done| {
+                // Failure injection (debug builds): unrm is killed (-9) with this file
+                // written under its temp name, its directories not finished.
+                if crate::fault::names("restore-kill", dest) {
+                    crate::signal::raise_kill();
+                }
+                sys::rename_noreplace(pfd, &tmp, pfd, name)?;
+                Ok(done)
+            });
+        if result.is_err() {
+            remove_partial(pfd, &tmp, &file);
+        }
+        result
+    }
+
+    /// Write, check and give its metadata to a file being restored.
+    fn fill_file(
+        &mut self,
+        e: &Entry,
+        file: &mut File,
+        dest: &[u8],
+        data: Data<'_>,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> io::Result<Done> {
+        let Data { read: data, sparse } = data;
+        let mut hash = ContentHash::of(e);
+        let copied = match sparse {
+            Ok(None) => {
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.resize(256 * 1024, 0);
+                let copied = copy_hashed(data, file, &mut buf, &mut hash);
+                self.buf = buf;
+                copied
+            }
+            Ok(Some((size, stored))) => copy_sparse(data, file, size, stored, &mut hash),
+            Err(err) => Err(err),
+        };
+        match copied {
+            Ok(()) if hash.matches(e.size) => {}
+            Ok(()) => {
+                return Err(io::Error::other(
+                    "the archived copy is damaged (blake3 mismatch); nothing was left in its place",
+                ))
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Err(err),
+            Err(err) => {
+                return Err(io::Error::other(format!(
+                    "cannot read it from the archive ({}); nothing was left in its place",
+                    reason(&err)
+                )))
+            }
+        }
+        // chown clears file capabilities (and setuid): security.capability goes on after
+        // it; the others before the mode, which may take away the write permission that
+        // user.* attributes need.
+        let (caps, others): (Vec<_>, Vec<_>) = xattrs
+            .iter()
+            .cloned()
+            .partition(|(n, _)| n == b"security.capability");
+        self.set_xattrs(file.as_raw_fd(), dest, &others);
+        let owner_set = set_owner_fd(file.as_raw_fd(), e, self.opts.euid)?;
+        fchmod(file.as_raw_fd(), e.mode)?;
+        self.set_xattrs(file.as_raw_fd(), dest, &caps);
+        set_times_fd(file.as_raw_fd(), e)?;
+        Ok(Done { owner_set })
+    }
+
+    /// A hard link `name` in `pfd` to where this run restored the file entry `e` names.
+    pub(super) fn create_link(&mut self, e: &Entry, pfd: RawFd, name: &CStr) -> io::Result<Done> {
+        let target = e.link.as_ref().and_then(|l| l.bytes()).unwrap_or_default();
+        let Some(first) = self.first_names.get(&target).cloned() else {
+            return Err(io::Error::other(
+                "the file it is a hard link of was not restored",
+            ));
+        };
+        let (tparent, tname) = split_parent(&first);
+        let tfd = self.dir(tparent, false)?;
+        let ctname = sys::cstr(tname)?;
+        // SAFETY: both names are NUL-terminated; flags 0: a symlink is linked, not followed.
+        if unsafe { libc::linkat(tfd, ctname.as_ptr(), pfd, name.as_ptr(), 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Done { owner_set: true })
+    }
+
+    /// Set extended attributes on `fd`: one refused for want of rights or support (EPERM,
+    /// EACCES, ENOTSUP) is counted, any other failure is reported.
+    fn set_xattrs(&mut self, fd: RawFd, dest: &[u8], xattrs: &[(Vec<u8>, Vec<u8>)]) {
+        for (name, value) in xattrs {
+            let Ok(cname) = sys::cstr(name) else { continue };
+            // SAFETY: cname is NUL-terminated; value is a valid buffer of its length.
+            let ret = unsafe {
+                libc::fsetxattr(fd, cname.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+            };
+            if ret < 0 {
+                let err = io::Error::last_os_error();
+                if matches!(
+                    err.raw_os_error(),
+                    Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
+                ) {
+                    self.report.xattrs_not_set += 1;
+                } else {
+                    stderr_write(
+                        format!(
+                            "unrm: could not restore the attribute {} of {}: {}\n",
+                            String::from_utf8_lossy(name),
+                            self.shown(dest),
+                            reason(&err)
+                        )
+                        .as_bytes(),
+                    );
+                    self.report.failed += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of creating one object.
+pub(super) struct Done {
+    /// False when the recorded owner could not be set (not root).
+    pub(super) owner_set: bool,
+}
+
+/// Write a sparse entry's data regions at their offsets (the holes stay holes) and set the
+/// length, feeding the logical content to `hash`.
+fn copy_sparse(
+    src: &mut dyn Read,
+    dst: &File,
+    size: u64,
+    stored: u64,
+    hash: &mut ContentHash,
+) -> io::Result<()> {
+    let regions = crate::sparse::read_map(src, stored, size)?;
+    let complete = crate::sparse::hash_stored(src, &regions, size, hash, Some(dst))?;
+    if crate::fault::active("restore-signal") {
+        crate::signal::raise_interrupt();
+    }
+    if crate::signal::caught().is_some() {
+        return Err(io::Error::from(io::ErrorKind::Interrupted));
+    }
+    dst.set_len(size)?;
+    if !complete {
+        return Err(io::Error::other("the archive's sparse entry is short"));
+    }
+    Ok(())
+}
+
+/// Copy everything from `src` to `dst`, feeding it to `hash`.
+fn copy_hashed(
+    src: &mut dyn Read,
+    dst: &mut File,
+    buf: &mut [u8],
+    hash: &mut ContentHash,
+) -> io::Result<()> {
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hash.data(&buf[..n]);
+        // Runs of zeros become holes, so a sparse file comes back sparse (as `cp
+        // --sparse=auto` makes it); the length is set at the end.
+        if n >= 4096 && buf[..n].iter().all(|&b| b == 0) {
+            dst.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            dst.write_all(&buf[..n])?;
+        }
+        total += n as u64;
+        // Failure injection (debug builds): Ctrl-C arrives while a file is being written.
+        if crate::fault::active("restore-signal") {
+            crate::signal::raise_interrupt();
+        }
+        if crate::signal::caught().is_some() {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+    }
+    dst.set_len(total)?;
+    Ok(())
+}
+
+/// Whether the regular file `name` below `pfd` has the size and hash entry `e` records.
+pub(super) fn same_content(pfd: RawFd, name: &CStr, e: &Entry) -> bool {
+    let Ok(fd) = sys::open_file_nofollow(pfd, name) else {
+        return false;
+    };
+    let mut file = File::from(fd);
+    match sys::fstat(file.as_raw_fd()) {
+        Ok(st) if st.is_file() && st.size == e.size => {}
+        _ => return false,
+    }
+    let mut hash = ContentHash::of(e);
+    let mut buf = vec![0u8; 256 * 1024];
+    // Only the data is read: a hole is zeros, which `blake3_blocks` hashes for nothing.
+    let holes = match crate::sparse::data_map(&file, e.size) {
+        Ok(regions) => regions,
+        Err(_) => return false,
+    };
+    let read = |file: &mut File, hash: &mut ContentHash, buf: &mut [u8]| -> io::Result<()> {
+        if let Some(regions) = &holes {
+            for r in regions {
+                hash.zeros(r.offset.saturating_sub(hash.len()));
+                file.seek(SeekFrom::Start(r.offset))?;
+                feed(&mut Read::take(&mut *file, r.len), hash, buf)?;
+            }
+            hash.zeros(e.size.saturating_sub(hash.len()));
+            file.seek(SeekFrom::Start(e.size))?;
+        }
+        // The rest: all of a file without holes; anything past the size otherwise.
+        feed(file, hash, buf)
+    };
+    read(&mut file, &mut hash, &mut buf).is_ok() && hash.matches(e.size)
+}
+
+/// Feed everything `src` gives to `hash`.
+fn feed(src: &mut impl Read, hash: &mut ContentHash, buf: &mut [u8]) -> io::Result<()> {
+    loop {
+        match src.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => hash.data(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// A new, private (0600) file with a temporary name in the directory `pfd`.
+fn create_temp_file(pfd: RawFd) -> io::Result<(CString, OwnedFd)> {
+    loop {
+        let name = format!(".unrm.{}.{:08x}.tmp", std::process::id(), sys::random_u32());
+        let cname = sys::cstr(name.as_bytes())?;
+        match sys::openat(
+            pfd,
+            &cname,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_NOCTTY,
+            0o600,
+        ) {
+            Ok(fd) => return Ok((cname, fd)),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Remove a file this run created and found damaged, if the name still is that file.
+fn remove_partial(pfd: RawFd, name: &CStr, file: &File) {
+    let (Ok(ours), Ok(there)) = (sys::fstat(file.as_raw_fd()), sys::fstatat(pfd, name, false))
+    else {
+        return;
+    };
+    if (ours.dev, ours.ino) == (there.dev, there.ino) {
+        let _ = crate::unlink::remove_partial_restore(pfd, name);
+    }
+}
+
+/// Set the recorded owner when it differs; false when not permitted (not root).
+pub(super) fn set_owner_fd(fd: RawFd, e: &Entry, euid: u32) -> io::Result<bool> {
+    let st = sys::fstat(fd)?;
+    if (st.uid, st.gid) == (e.uid, e.gid) {
+        return Ok(true);
+    }
+    // SAFETY: plain syscall on a valid descriptor.
+    if unsafe { libc::fchown(fd, e.uid, e.gid) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EPERM) && euid != 0 {
+            return Ok(false);
+        }
+        return Err(err);
+    }
+    Ok(true)
+}
+
+fn set_owner_at(pfd: RawFd, name: &CStr, e: &Entry, euid: u32) -> io::Result<bool> {
+    let st = sys::fstatat(pfd, name, false)?;
+    if (st.uid, st.gid) == (e.uid, e.gid) {
+        return Ok(true);
+    }
+    // SAFETY: name is NUL-terminated; AT_SYMLINK_NOFOLLOW changes a symlink itself.
+    if unsafe { libc::fchownat(pfd, name.as_ptr(), e.uid, e.gid, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EPERM) && euid != 0 {
+            return Ok(false);
+        }
+        return Err(err);
+    }
+    Ok(true)
+}
+
+pub(super) fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid descriptor.
+    if unsafe { libc::fchmod(fd, (mode & 0o7777) as libc::mode_t) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn times_of(e: &Entry) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: e.mtime as libc::time_t,
+            tv_nsec: e.mtime_nsec.min(999_999_999) as libc::c_long,
+        },
+    ]
+}
+
+pub(super) fn set_mtime_fd(fd: RawFd, sec: i64, nsec: i64) -> io::Result<()> {
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: sec as libc::time_t,
+            tv_nsec: nsec as libc::c_long,
+        },
+    ];
+    // SAFETY: times points to two timespecs.
+    if unsafe { libc::futimens(fd, times.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(super) fn set_times_fd(fd: RawFd, e: &Entry) -> io::Result<()> {
+    let times = times_of(e);
+    // SAFETY: times points to two timespecs.
+    if unsafe { libc::futimens(fd, times.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_times_at(pfd: RawFd, name: &CStr, e: &Entry) -> io::Result<()> {
+    let times = times_of(e);
+    // SAFETY: name is NUL-terminated; times points to two timespecs.
+    if unsafe {
+        libc::utimensat(
+            pfd,
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(super) fn create_symlink(e: &Entry, pfd: RawFd, name: &CStr, euid: u32) -> io::Result<Done> {
+    let target = e.link.as_ref().and_then(|l| l.bytes()).unwrap_or_default();
+    let ctarget = sys::cstr(&target)?;
+    // SAFETY: both strings are NUL-terminated.
+    if unsafe { libc::symlinkat(ctarget.as_ptr(), pfd, name.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let owner_set = set_owner_at(pfd, name, e, euid)?;
+    set_times_at(pfd, name, e)?;
+    Ok(Done { owner_set })
+}
+
+pub(super) fn create_node(e: &Entry, pfd: RawFd, name: &CStr, euid: u32) -> io::Result<Done> {
+    let (ftype, dev) = match e.kind {
+        Kind::Fifo => (libc::S_IFIFO, 0),
+        Kind::Char | Kind::Block => {
+            if euid != 0 {
+                return Err(io::Error::other("only root can create device nodes"));
+            }
+            let ft = if e.kind == Kind::Char {
+                libc::S_IFCHR
+            } else {
+                libc::S_IFBLK
+            };
+            (
+                ft,
+                libc::makedev(e.rdev_major.unwrap_or(0), e.rdev_minor.unwrap_or(0)),
+            )
+        }
+        _ => return Err(io::Error::other("not a special file")),
+    };
+    // SAFETY: name is NUL-terminated.
+    if unsafe { libc::mknodat(pfd, name.as_ptr(), ftype | 0o600, dev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let owner_set = set_owner_at(pfd, name, e, euid)?;
+    chmod_node(pfd, name, e.mode, e.kind == Kind::Fifo)?;
+    set_times_at(pfd, name, e)?;
+    Ok(Done { owner_set })
+}
+
+/// Give the special file `name` below `pfd` its mode: the new node itself, never a symlink
+/// swapped into its place, and without `/proc` (a chroot, a minimal container), through
+/// which glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)` works. `fchmodat2` (Linux 6.6) takes the
+/// flag itself; before it (or where a seccomp filter refuses it), a FIFO is opened
+/// (`O_NONBLOCK`: no writer is needed; `O_NOFOLLOW`) and changed through its descriptor.
+/// A device node is never opened (that can act on the device): it is left to glibc.
+fn chmod_node(pfd: RawFd, name: &CStr, mode: u32, fifo: bool) -> io::Result<()> {
+    let mode = (mode & 0o7777) as libc::mode_t;
+    let unsupported = |err: &io::Error| {
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EOPNOTSUPP)
+        )
+    };
+    if !crate::fault::active("no-fchmodat2") {
+        // SAFETY: name is NUL-terminated; fchmodat2 takes (dirfd, path, mode, flags).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fchmodat2,
+                pfd,
+                name.as_ptr(),
+                mode as libc::c_uint,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if ret == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if !unsupported(&err) {
+            return Err(err);
+        }
+    }
+    if fifo {
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY;
+        let fd = sys::openat(pfd, name, flags, 0)?;
+        if sys::fstat(fd.as_raw_fd())?.file_type() != libc::S_IFIFO {
+            return Err(io::Error::other("it was replaced while being restored"));
+        }
+        return fchmod(fd.as_raw_fd(), mode);
+    }
+    // SAFETY: name is NUL-terminated.
+    if unsafe { libc::fchmodat(pfd, name.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
