@@ -462,15 +462,20 @@ def pick_id(path):
 # ---------------------------------------------------------------- report
 
 TREES = [  # result key ("tree:cache"; the per-call test has no cache state), label
+    ("nodemod:warm", "node_modules-like, warm"),
+    ("nodemod:cold", "node_modules-like, cold"),
     ("small:warm", "(a) small files, warm"),
     ("small:cold", "(a) small files, cold"),
     ("large:warm", "(b) 4 large files, warm"),
     ("large:cold", "(b) 4 large files, cold"),
+    ("repo:warm", "repo with .git, warm"),
+    ("repo:cold", "repo with .git, cold"),
     ("src:warm", "(c) source tree, warm"),
     ("src:cold", "(c) source tree, cold"),
     ("single", "(d) 4 KiB file, per call"),
 ]
 METHODS = ["rm", "pipeline", "saferm"]
+RESTORES = ["unrm", "tar-x", "tar-x+sync"]
 
 
 def report(path, markdown):
@@ -480,8 +485,8 @@ def report(path, markdown):
             p = line.rstrip("\n").split("\t")
             if p[0] == "param":
                 params[p[1]] = p[2]
-            elif p[0] == "meta":
-                meta[p[1]] = (int(p[2]), int(p[3]))
+            elif p[0] == "meta":  # files bytes [dirs symlinks] (older results: no dirs)
+                meta[p[1]] = tuple(int(x) for x in p[2:6]) + (None, None)
             elif p[0] == "rss":  # peak RSS from extra, untimed calls
                 rss[(p[1], p[2])] = int(p[3])
             elif len(p) == 6:
@@ -512,23 +517,43 @@ def report(path, markdown):
     def rss_cell(tree, m):
         return f"{rss[(tree, m)] / 1024:.1f}" if (tree, m) in rss else "-"
 
-    head = ["tree", "files", "MiB", "rm -rf", "pipeline", "saferm", "saferm/pipeline",
-            "saferm/rm", "saferm peak RSS MiB", "archive MiB pipeline / saferm"]
+    restores = any(m in RESTORES for _, m in times)
+    head = ["tree", "files", "dirs", "links", "MiB", "rm -rf", "pipeline", "saferm",
+            "saferm/pipeline", "saferm/rm", "saferm peak RSS MiB",
+            "archive MiB pipeline / saferm"]
+    if restores:
+        head += ["unrm", "tar -x", "unrm/tar", "tar -x+sync", "unrm/(tar+sync)",
+                 "unrm peak RSS MiB"]
     rows = []
     for tree, label in TREES:
         if not any((tree, m) in times for m in METHODS):
             continue
-        files, nbytes = meta.get(tree.split(":")[0], (0, 0))
-        rows.append([label, str(files), f"{nbytes / MIB:.1f}", cell(tree, "rm"),
-                     cell(tree, "pipeline"), cell(tree, "saferm"),
-                     ratio(tree, "saferm", "pipeline"), ratio(tree, "saferm", "rm"),
-                     rss_cell(tree, "saferm"),
-                     f"{mib(tree, 'pipeline')} / {mib(tree, 'saferm')}"])
+        files, nbytes, ndirs, nlinks = meta.get(tree.split(":")[0], (0, 0, None, None))[:4]
+        row = [label, str(files), "-" if ndirs is None else str(ndirs),
+               "-" if nlinks is None else str(nlinks), f"{nbytes / MIB:.1f}",
+               cell(tree, "rm"), cell(tree, "pipeline"), cell(tree, "saferm"),
+               ratio(tree, "saferm", "pipeline"), ratio(tree, "saferm", "rm"),
+               rss_cell(tree, "saferm"),
+               f"{mib(tree, 'pipeline')} / {mib(tree, 'saferm')}"]
+        if restores:
+            row += [cell(tree, "unrm"), cell(tree, "tar-x"), ratio(tree, "unrm", "tar-x"),
+                    cell(tree, "tar-x+sync"), ratio(tree, "unrm", "tar-x+sync"),
+                    rss_cell(tree, "unrm")]
+        rows.append(row)
     note = (f"median of {params.get('runs', '?')} runs per tree, cache state and method "
             f"({params.get('calls', '?')} calls for (d)); scale {params.get('scale', '?')}; "
             "warm: the tree as just written (after sync), cold: sync + drop_caches; "
             "peak RSS: the largest of the runs; "
             f"saferm = {params.get('saferm', '?')}")
+    if restores:
+        note += (f", unrm = {params.get('unrm', '?')}. Restores (same cache state as the "
+                 "deletions: warm = the archive as just written, after sync; cold = sync + "
+                 "drop_caches): unrm = `unrm ID` of the timed saferm deletion, in place; it "
+                 "makes what it restored durable before it returns. tar -x = `tar --zstd -xf` "
+                 "of the pipeline's archive into an empty directory, nothing synced; "
+                 "tar -x+sync = the same, then `sync -f` of the filesystem (the durable "
+                 "baseline). Every restored tree was checked: its files, bytes, directories "
+                 "and symlinks equal the generated tree's")
     machine = (f"machine: {params.get('machine', '?')}; "
                f"benchmark filesystem: {params.get('fs', '?')}; load average (1, 5, 15 min) "
                f"at start {params.get('load_start', '?')}, at end {params.get('load_end', '?')}")
@@ -549,7 +574,7 @@ def report(path, markdown):
     print(machine)
     print("\nall runs (peak RSS of each method, MiB, in brackets):")
     for tree, _ in TREES:
-        for m in METHODS:
+        for m in METHODS + RESTORES:
             v = times.get((tree, m))
             if not v:
                 continue
@@ -560,7 +585,7 @@ def report(path, markdown):
                           f"p90 {fmt_t(tree, q[-1])}  max {fmt_t(tree, max(v))}")
             else:
                 spread = "  ".join(fmt_t(tree, s) for s in v)
-            print(f"  {tree:<10} {m:<9} [{rss_cell(tree, m):>6}]  {spread}")
+            print(f"  {tree:<12} {m:<10} [{rss_cell(tree, m):>6}]  {spread}")
 
 
 # ---------------------------------------------------------------- main
