@@ -322,7 +322,7 @@ def git(root, *args, date=None):
 
 
 def gen_repo(root, scale):
-    """(f) a source repository with a real .git: ~9,800 text-like files (log-normal
+    """(f) a source repository with a real .git: 9,400 text-like files (log-normal
     sizes, ~400 directories up to 6 levels, 340 MiB) committed in 3 commits, packed
     with `git repack -a -d` (one pack, deltas of the edited files), then 2 more commits
     editing ~2 % of the files and adding ~0.5 %, left as loose objects. ~10,000 files,
@@ -330,7 +330,7 @@ def gen_repo(root, scale):
     repository, object for object, every time."""
     c = Content(SEED + 6)
     rng = random.Random(SEED + 66)
-    nfiles = max(10, round(9800 * scale))
+    nfiles = max(10, round(9400 * scale))
     target = int(340 * MIB * scale)
     words = ["src", "lib", "core", "net", "util", "test", "fs", "io", "sync", "cli",
              "parse", "proto", "db", "http", "auth", "cache", "log", "api", "ui", "ffi"]
