@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Helper for scripts/bench (python3 standard library only).
 
-  bench_helper.py gen KIND DIR SCALE        create tree KIND (small|large|src) at DIR;
-                                            prints "FILES BYTES"
+  bench_helper.py gen KIND DIR SCALE        create tree KIND (nodemod|repo|small|large|src)
+                                            at DIR; prints "FILES BYTES DIRS SYMLINKS"
+  bench_helper.py count DIR                 prints "FILES BYTES DIRS SYMLINKS" of the tree
+                                            at DIR (regular files, their bytes, directories
+                                            with DIR itself, symlinks; nothing followed)
+  bench_helper.py pick-id PATH              reads `unrm --list --json` on stdin, prints the
+                                            id of the newest deletion of PATH
   bench_helper.py percall OUT CALLS DIR SAFERM STORE PIPEDIR
                                             one-file-per-call timing loop (tree "single");
                                             appends result rows to OUT
@@ -15,6 +20,8 @@ Every byte is a function of fixed seeds: two runs generate identical trees.
 import bisect
 import hashlib
 import itertools
+import json
+import math
 import os
 import random
 import statistics
@@ -127,7 +134,7 @@ def gen_small(root, scale):
     for d, name, size, is_text in plan:
         write_file(os.path.join(root, d, name), c.text(size) if is_text else c.random(size))
         total += size
-    return nfiles, total
+    return count_tree(root)
 
 
 def gen_large(root, scale):
@@ -146,7 +153,7 @@ def gen_large(root, scale):
                 f.write(c.text(n) if kind == "text" else c.random(n))
                 left -= n
         total += size
-    return 4, total
+    return count_tree(root)
 
 
 def gen_src(root, scale):
@@ -176,7 +183,227 @@ def gen_src(root, scale):
     for d, name, size in plan:
         write_file(os.path.join(root, d, name), c.text(size))
         total += size
-    return nfiles, total
+    return count_tree(root)
+
+
+NPM_WORDS = ("is get set array object string parse json path fs stream buffer util core "
+             "plugin transform loader babel eslint types react dom es abstract define "
+             "property has symbols call bind fast deep equal glob match semver color ansi "
+             "regex escape source map support resolve yargs parser cli char code point "
+             "emoji wrap width strip final newline once inherits safe readable typed "
+             "iterator proto async queue event emitter http proxy agent url mime db "
+             "config env dot lodash merge clone which cross spawn signal exit").split()
+PKG_SUBDIRS = ["lib", "dist", "src", "esm", "cjs", "types", "utils", "internal", "helpers",
+               "es", "umd", "locale", "modules", "build", "plugins", "components", "bin",
+               "test", "fp", "compat", "polyfills", "node", "browser", "shared", "rules"]
+NPM_EXTS = [("js", 44), ("d.ts", 12), ("js.map", 10), ("json", 6), ("md", 4), ("mjs", 6),
+            ("cjs", 4), ("ts", 5), ("flow", 2), ("css", 2), ("txt", 2), ("yml", 1)]
+NPM_BINARY_EXTS = ["node", "wasm", "png", "woff2"]
+
+
+def gen_nodemod(root, scale):
+    """(e) a node_modules-like tree: ~50,000 files (290 MiB) in ~7,400 directories (one
+    per 6-7 files) at scale 1; ~1,250 packages, 15 % of them scoped (@scope/name), a
+    quarter nested in another package's node_modules, directories nested up to 8
+    levels; ~17 % of the packages have a bin/ script linked from the .bin directory of
+    the node_modules that holds them (relative symlinks). File sizes are log-normal
+    (median ~0.8 KiB: most files under 1 KiB, a long tail up to 8 MiB); 98 % text-like
+    (the code pool), 2 % random (.node, .wasm, .png, .woff2)."""
+    c = Content(SEED + 5)
+    rng = random.Random(SEED + 55)
+    nfiles = max(3, round(50000 * scale))
+    target_bytes = int(290 * MIB * scale)
+    target_dirs = round(nfiles / 6.4)
+    npkg = max(1, nfiles // 40)
+    nscopes = max(1, round(npkg * 0.03))
+    scopes = []
+    while len(scopes) < nscopes:
+        s = "@" + rng.choice(NPM_WORDS) + rng.choice(["", "js", "-io", "hq", "labs"])
+        if s not in scopes:
+            scopes.append(s)
+    # packages: (relative dir, depth, node_modules dir holding it, name relative to it)
+    pkgs = []
+    names_in = {}  # node_modules dir -> names used there
+    for _ in range(npkg):
+        nested = [p for p in pkgs if p[1] <= 5]
+        if nested and rng.random() < 0.25:
+            # deeper parents are rarer, as npm hoists what it can
+            parent = rng.choices(nested, weights=[4.0 ** -p[1] for p in nested])[0]
+            nm, depth0 = os.path.join(parent[0], "node_modules"), parent[1] + 1
+        else:
+            nm, depth0 = "", 0
+        used = names_in.setdefault(nm, set())
+        while True:
+            name = "-".join(rng.choices(NPM_WORDS, k=rng.choice([1, 1, 2, 2, 2, 3])))
+            if rng.random() < 0.15 and depth0 + 2 <= 7:
+                name = rng.choice(scopes) + "/" + name
+            if name not in used:
+                used.add(name)
+                break
+        depth = depth0 + 1 + name.count("/")
+        pkgs.append((os.path.join(nm, name), depth, nm, name))
+    dirs = {""}
+    for d, _, nm, _ in pkgs:
+        # the package, its scope directory, its node_modules
+        parts = d.split("/")
+        for k in range(1, len(parts) + 1):
+            dirs.add("/".join(parts[:k]))
+    # files per package: package.json, README.md, LICENSE, then a heavy-tailed share
+    weights = [rng.paretovariate(1.1) for _ in pkgs]
+    per_pkg = [3] * npkg
+    for k in rng.choices(range(npkg), weights=weights, k=max(0, nfiles - 3 * npkg)):
+        per_pkg[k] += 1
+    bins = [k for k in range(npkg) if rng.random() < 0.17]
+    bin_nms = {pkgs[k][2] for k in bins}
+    inner_ratio = max(0, target_dirs - len(dirs) - len(bin_nms) - len(bins)) / nfiles
+    plan = []  # (relative path, size weight, is_text)
+    links = []  # (relative path of the link, target)
+    for k, (pdir, depth, nm, name) in enumerate(pkgs):
+        pdirs = [(pdir, depth)]
+        for _ in range(round(per_pkg[k] * inner_ratio * rng.uniform(0.5, 1.5))):
+            choices = [x for x in pdirs if x[1] < 8]
+            if not choices:
+                break
+            parent, pd = rng.choice(choices)
+            sub = rng.choice(PKG_SUBDIRS)
+            while os.path.join(parent, sub) in dirs:
+                sub = rng.choice(PKG_SUBDIRS) + str(rng.randrange(100))
+            pdirs.append((os.path.join(parent, sub), pd + 1))
+            dirs.add(pdirs[-1][0])
+        names = ["package.json", "README.md", "LICENSE"]
+        where = [pdir, pdir, pdir]
+        if k in bins and depth < 8:
+            bindir = os.path.join(pdir, "bin")
+            dirs.add(bindir)
+            binname = name.split("/")[-1]
+            names[2:2] = [binname + ".js"]
+            where[2:2] = [bindir]
+            used = names_in.setdefault(os.path.join(nm, ".bin"), set())
+            if binname not in used:
+                used.add(binname)
+                dirs.add(os.path.join(nm, ".bin"))
+                links.append((os.path.join(nm, ".bin", binname),
+                              os.path.join("..", name, "bin", binname + ".js")))
+        for i in range(len(names), per_pkg[k]):
+            ext = rng.choices(NPM_EXTS, weights=[w for _, w in NPM_EXTS])[0][0]
+            if rng.random() < 0.02:
+                ext = rng.choice(NPM_BINARY_EXTS)
+            names.append(f"{rng.choice(NPM_WORDS)}{i}.{ext}")
+            where.append(rng.choice(pdirs)[0])
+        for d, n in zip(where, names[:per_pkg[k]]):
+            raw = min(rng.lognormvariate(math.log(800), 2.0), 8 * MIB)
+            plan.append((os.path.join(d, n), raw, n.rsplit(".", 1)[-1] not in NPM_BINARY_EXTS))
+    for d in sorted(dirs):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    k = target_bytes / sum(r for _, r, _ in plan)
+    plan.sort()
+    for path, raw, is_text in plan:
+        size = min(int(raw * k), 8 * MIB)
+        write_file(os.path.join(root, path), c.text(size) if is_text else c.random(size))
+    for path, target in sorted(links):
+        os.symlink(target, os.path.join(root, path))
+    return count_tree(root)
+
+
+GIT_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.org",
+    "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.org",
+}
+
+
+def git(root, *args, date=None):
+    env = dict(os.environ, **GIT_ENV)
+    if date:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
+    subprocess.run(["git", "-c", "pack.threads=1", "-c", "gc.auto=0",
+                    "-c", "core.fsync=none", *args], cwd=root, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def gen_repo(root, scale):
+    """(f) a source repository with a real .git: 9,400 text-like files (log-normal
+    sizes, ~400 directories up to 6 levels, 340 MiB) committed in 3 commits, packed
+    with `git repack -a -d` (one pack, deltas of the edited files), then 2 more commits
+    editing ~2 % of the files and adding ~0.5 %, left as loose objects. ~10,000 files,
+    ~480 MiB with .git at scale 1. Fixed names and dates (and pack.threads=1): the same
+    repository, object for object, every time."""
+    c = Content(SEED + 6)
+    rng = random.Random(SEED + 66)
+    nfiles = max(10, round(9400 * scale))
+    target = int(340 * MIB * scale)
+    words = ["src", "lib", "core", "net", "util", "test", "fs", "io", "sync", "cli",
+             "parse", "proto", "db", "http", "auth", "cache", "log", "api", "ui", "ffi"]
+    dirs = [("", 0)]
+    for i in range(max(1, nfiles // 25) - 1):
+        parent, depth = rng.choice([d for d in dirs if d[1] < 6] or dirs)
+        dirs.append((os.path.join(parent, f"{rng.choice(words)}{i}"), depth + 1))
+    for d, _ in dirs:
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    raw = [min(rng.lognormvariate(10.0, 1.1), 4 * MIB) for _ in range(nfiles)]
+    k = target / sum(raw)
+    exts = ["rs", "c", "h", "py", "js", "go", "md", "toml", "json", "txt"]
+    files = sorted((os.path.join(rng.choice(dirs)[0],
+                                 f"{rng.choice(words)}_{i}.{rng.choice(exts)}"), int(r * k))
+                   for i, r in enumerate(raw))
+    rng.shuffle(files)  # the commit each file first appears in
+    n_late = max(1, nfiles // 200)  # added by the loose commits
+    cuts = [0, int(0.7 * nfiles), int(0.9 * nfiles), nfiles - n_late, nfiles]
+    git(root, "init", "-q", "-b", "main")
+    day = 0
+
+    def commit(msg):
+        nonlocal day
+        day += 1
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", msg, date=f"2026-01-{day:02d}T12:00:00Z")
+
+    def edit(path):
+        # rewrite a region, as a change would: the rest of the file stays (git deltas it)
+        full = os.path.join(root, path)
+        with open(full, "rb") as f:
+            data = f.read()
+        at = rng.randrange(len(data) + 1)
+        cut = min(len(data) - at, rng.randint(0, 4 * KIB))
+        write_file(full, data[:at] + c.text(rng.randint(16, 4 * KIB)) + data[at + cut:])
+
+    for step in range(3):
+        for path, size in sorted(files[cuts[step]:cuts[step + 1]]):
+            write_file(os.path.join(root, path), c.text(size))
+        if step == 2:  # the third commit also edits 5 % of the first two commits' files
+            for path, _ in rng.sample(files[:cuts[2]], max(1, cuts[2] // 20)):
+                edit(path)
+        commit(f"import, part {step + 1}")
+    git(root, "repack", "-a", "-d", "-q")
+    for step in range(2):
+        for path, _ in rng.sample(files[:cuts[3]], max(1, nfiles // 100)):
+            edit(path)
+        if step == 0:
+            for path, size in sorted(files[cuts[3]:]):
+                write_file(os.path.join(root, path), c.text(size))
+        commit(f"change {step + 1}")
+    return count_tree(root)
+
+
+def count_tree(root):
+    """(regular files, their bytes, directories with root itself, symlinks) under root,
+    nothing followed; anything else (fifos, devices) counts as a file of 0 bytes."""
+    files = nbytes = links = 0
+    dirs = 1
+    stack = [root]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                if e.is_symlink():
+                    links += 1
+                elif e.is_dir(follow_symlinks=False):
+                    dirs += 1
+                    stack.append(e.path)
+                else:
+                    files += 1
+                    if e.is_file(follow_symlinks=False):
+                        nbytes += e.stat(follow_symlinks=False).st_size
+    return files, nbytes, dirs, links
 
 
 def single_file_content():
@@ -222,18 +449,33 @@ def percall(out, calls, workdir, saferm, store, pipedir):
         f.writelines(rows)
 
 
+def pick_id(path):
+    """The id of the newest deletion (in `unrm --list --json` on stdin) that has PATH as
+    an operand."""
+    found = [d for d in json.load(sys.stdin)
+             if any(o.get("absolute", {}).get("path") == path for o in d.get("operands", []))]
+    if not found:
+        sys.exit(f"bench: no deletion of {path} in unrm --list --json")
+    print(max(found, key=lambda d: d["created"])["id"])
+
+
 # ---------------------------------------------------------------- report
 
 TREES = [  # result key ("tree:cache"; the per-call test has no cache state), label
+    ("nodemod:warm", "node_modules-like, warm"),
+    ("nodemod:cold", "node_modules-like, cold"),
     ("small:warm", "(a) small files, warm"),
     ("small:cold", "(a) small files, cold"),
     ("large:warm", "(b) 4 large files, warm"),
     ("large:cold", "(b) 4 large files, cold"),
+    ("repo:warm", "repo with .git, warm"),
+    ("repo:cold", "repo with .git, cold"),
     ("src:warm", "(c) source tree, warm"),
     ("src:cold", "(c) source tree, cold"),
     ("single", "(d) 4 KiB file, per call"),
 ]
 METHODS = ["rm", "pipeline", "saferm"]
+RESTORES = ["unrm", "tar-x", "tar-x+sync"]
 
 
 def report(path, markdown):
@@ -243,8 +485,8 @@ def report(path, markdown):
             p = line.rstrip("\n").split("\t")
             if p[0] == "param":
                 params[p[1]] = p[2]
-            elif p[0] == "meta":
-                meta[p[1]] = (int(p[2]), int(p[3]))
+            elif p[0] == "meta":  # files bytes [dirs symlinks] (older results: no dirs)
+                meta[p[1]] = tuple(int(x) for x in p[2:6]) + (None, None)
             elif p[0] == "rss":  # peak RSS from extra, untimed calls
                 rss[(p[1], p[2])] = int(p[3])
             elif len(p) == 6:
@@ -275,23 +517,43 @@ def report(path, markdown):
     def rss_cell(tree, m):
         return f"{rss[(tree, m)] / 1024:.1f}" if (tree, m) in rss else "-"
 
-    head = ["tree", "files", "MiB", "rm -rf", "pipeline", "saferm", "saferm/pipeline",
-            "saferm/rm", "saferm peak RSS MiB", "archive MiB pipeline / saferm"]
+    restores = any(m in RESTORES for _, m in times)
+    head = ["tree", "files", "dirs", "links", "MiB", "rm -rf", "pipeline", "saferm",
+            "saferm/pipeline", "saferm/rm", "saferm peak RSS MiB",
+            "archive MiB pipeline / saferm"]
+    if restores:
+        head += ["unrm", "tar -x", "unrm/tar", "tar -x+sync", "unrm/(tar+sync)",
+                 "unrm peak RSS MiB"]
     rows = []
     for tree, label in TREES:
         if not any((tree, m) in times for m in METHODS):
             continue
-        files, nbytes = meta.get(tree.split(":")[0], (0, 0))
-        rows.append([label, str(files), f"{nbytes / MIB:.1f}", cell(tree, "rm"),
-                     cell(tree, "pipeline"), cell(tree, "saferm"),
-                     ratio(tree, "saferm", "pipeline"), ratio(tree, "saferm", "rm"),
-                     rss_cell(tree, "saferm"),
-                     f"{mib(tree, 'pipeline')} / {mib(tree, 'saferm')}"])
+        files, nbytes, ndirs, nlinks = meta.get(tree.split(":")[0], (0, 0, None, None))[:4]
+        row = [label, str(files), "-" if ndirs is None else str(ndirs),
+               "-" if nlinks is None else str(nlinks), f"{nbytes / MIB:.1f}",
+               cell(tree, "rm"), cell(tree, "pipeline"), cell(tree, "saferm"),
+               ratio(tree, "saferm", "pipeline"), ratio(tree, "saferm", "rm"),
+               rss_cell(tree, "saferm"),
+               f"{mib(tree, 'pipeline')} / {mib(tree, 'saferm')}"]
+        if restores:
+            row += [cell(tree, "unrm"), cell(tree, "tar-x"), ratio(tree, "unrm", "tar-x"),
+                    cell(tree, "tar-x+sync"), ratio(tree, "unrm", "tar-x+sync"),
+                    rss_cell(tree, "unrm")]
+        rows.append(row)
     note = (f"median of {params.get('runs', '?')} runs per tree, cache state and method "
             f"({params.get('calls', '?')} calls for (d)); scale {params.get('scale', '?')}; "
             "warm: the tree as just written (after sync), cold: sync + drop_caches; "
             "peak RSS: the largest of the runs; "
             f"saferm = {params.get('saferm', '?')}")
+    if restores:
+        note += (f", unrm = {params.get('unrm', '?')}. Restores (same cache state as the "
+                 "deletions: warm = the archive as just written, after sync; cold = sync + "
+                 "drop_caches): unrm = `unrm ID` of the timed saferm deletion, in place; it "
+                 "makes what it restored durable before it returns. tar -x = `tar --zstd -xf` "
+                 "of the pipeline's archive into an empty directory, nothing synced; "
+                 "tar -x+sync = the same, then `sync -f` of the filesystem (the durable "
+                 "baseline). Every restored tree was checked: its files, bytes, directories "
+                 "and symlinks equal the generated tree's")
     machine = (f"machine: {params.get('machine', '?')}; "
                f"benchmark filesystem: {params.get('fs', '?')}; load average (1, 5, 15 min) "
                f"at start {params.get('load_start', '?')}, at end {params.get('load_end', '?')}")
@@ -312,7 +574,7 @@ def report(path, markdown):
     print(machine)
     print("\nall runs (peak RSS of each method, MiB, in brackets):")
     for tree, _ in TREES:
-        for m in METHODS:
+        for m in METHODS + RESTORES:
             v = times.get((tree, m))
             if not v:
                 continue
@@ -323,7 +585,7 @@ def report(path, markdown):
                           f"p90 {fmt_t(tree, q[-1])}  max {fmt_t(tree, max(v))}")
             else:
                 spread = "  ".join(fmt_t(tree, s) for s in v)
-            print(f"  {tree:<10} {m:<9} [{rss_cell(tree, m):>6}]  {spread}")
+            print(f"  {tree:<12} {m:<10} [{rss_cell(tree, m):>6}]  {spread}")
 
 
 # ---------------------------------------------------------------- main
@@ -332,9 +594,13 @@ def report(path, markdown):
 def main(argv):
     if len(argv) >= 4 and argv[0] == "gen":
         kind, root, scale = argv[1], argv[2], float(argv[3])
-        gen = {"small": gen_small, "large": gen_large, "src": gen_src}[kind]
-        files, nbytes = gen(root, scale)
-        print(files, nbytes)
+        gen = {"nodemod": gen_nodemod, "repo": gen_repo, "small": gen_small,
+               "large": gen_large, "src": gen_src}[kind]
+        print(*gen(root, scale))
+    elif len(argv) == 2 and argv[0] == "count":
+        print(*count_tree(argv[1]))
+    elif len(argv) == 2 and argv[0] == "pick-id":
+        pick_id(argv[1])
     elif len(argv) == 7 and argv[0] == "percall":
         percall(argv[1], int(argv[2]), argv[3], argv[4], argv[5], argv[6])
     elif len(argv) >= 2 and argv[0] == "report":
