@@ -18,7 +18,6 @@ pub mod estimate;
 pub mod fault;
 pub mod hash;
 pub mod home;
-pub mod id;
 pub mod manifest;
 pub mod obstacle;
 pub mod output;
@@ -45,6 +44,9 @@ pub mod unrm_cli;
 pub mod users;
 pub mod verify;
 pub mod walk;
+
+/// The deletion id lives with the store (`store::id`); `crate::id` stays its short path.
+pub use store::id;
 
 /// The unit tests' allocator records the largest block asked for ([`alloc::largest`]).
 #[cfg(test)]
