@@ -13,7 +13,8 @@ use crate::archive::{MANIFEST_FRAME_MAGIC, MANIFEST_FRAME_TAG};
 use crate::catalog::{Catalog, Deletion, IdMatch};
 use crate::manifest::{ArchiveInfo, Frame, Manifest};
 use crate::output::{stderr_write, stdout_write};
-use crate::store::{layout, LockGuard, Store};
+use crate::store::layout::{self, MANIFEST_SUFFIX};
+use crate::store::{LockGuard, Store};
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 
@@ -116,7 +117,7 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
                 .file_name()
                 .map(|n| {
                     n.to_string_lossy()
-                        .trim_end_matches(layout::MANIFEST_SUFFIX)
+                        .trim_end_matches(MANIFEST_SUFFIX)
                         .to_string()
                 })
                 .unwrap_or_default();
@@ -175,11 +176,11 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
             )
             .collect();
         for (month, name) in archives {
+            let rel = layout::rel(layout::ARCHIVES, &month, &name);
             let Some(id) = name.strip_suffix(layout::ARCHIVE_SUFFIX) else {
                 if layout::is_set_aside_archive(&name) {
                     problem(&format!(
-                        "archive '{}' has no manifest and could not be rebuilt: it was set aside; recover what you need with tar --zstd -xf, then remove it with /bin/rm",
-                        layout::rel(layout::ARCHIVES, &month, &name)
+                        "archive '{rel}' has no manifest and could not be rebuilt: it was set aside; recover what you need with tar --zstd -xf, then remove it with /bin/rm"
                     ));
                     bad += 1;
                 }
@@ -188,7 +189,6 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
             if known.contains(id) {
                 continue;
             }
-            let rel = layout::rel(layout::ARCHIVES, &month, &name);
             let incomplete = store.open_published(&rel).is_ok_and(|f| is_incomplete(&f));
             if incomplete && repair {
                 match store.remove_orphan_archive(&lock, &month, id) {
