@@ -1,5 +1,5 @@
-//! The store: where deletions are kept. [`Store`] is the only way to its files, and its doc
-//! comment states the rules they are kept by; [`layout`] is the only code that names them.
+//! The store: where deletions are kept. [`Store`] opens it, and its doc comment states the
+//! rules the store's files are kept by; [`layout`] is the only code that names them.
 //!
 //! - here: where the store is, opening it (creating it on first use), and the checks that
 //!   refuse an unsafe or foreign directory;
@@ -72,8 +72,8 @@ pub fn location_with(config: &crate::config::Config) -> Result<PathBuf> {
     Ok(crate::home::home()?.join(".local/share/saferm"))
 }
 
-/// An open, checked store. Every other module reaches the store's files through it, and
-/// what it does keeps these rules (DESIGN §1, §3, §8):
+/// An open, checked store. Writing, publishing and removing store files goes through it,
+/// and every access to the store keeps these rules (DESIGN §1, §3, §8):
 ///
 /// - **Persistent and private.** The store MUST be persistent and private: never on
 ///   tmpfs/ramfs, never under `/tmp`, `/var/tmp`, `/dev/shm` or `/run`; directories 0700,
@@ -106,9 +106,10 @@ pub fn location_with(config: &crate::config::Config) -> Result<PathBuf> {
 ///   [`Store::discard_archive`]). A process that has to wait for the lock SHOULD say so, and
 ///   for whom, and MUST stay interruptible while it waits ([`Store::lock_shared_patiently`]):
 ///   it has done nothing yet.
-/// - **Never follow links.** Store files MUST be reached from the store's directory fd
-///   without following a symlink in their place (`O_NOFOLLOW`), without blocking on a FIFO,
-///   and what is read must be a regular file. A name that comes from a manifest or the
+/// - **Never follow links.** Store files MUST be opened without following a symlink in
+///   their place (`O_NOFOLLOW`; here from the store's directory fd, and one directory at a
+///   time for a path read from a manifest), without blocking on a FIFO, and what is read
+///   must be a regular file. A name that comes from a manifest or the
 ///   listing cache (an id, a month, a path relative to the store) is checked before it is
 ///   used ([`layout::safe_component`], [`id::is_valid`]), so that none leads out of the store.
 /// - **Never itself.** The store MUST never archive or delete itself: callers get its
