@@ -23,6 +23,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ArchiveInfo, Manifest, Operand, PathBytes, Totals};
+use crate::store::layout::{self, INDEX, KEPT_ALL, KEPT_PART};
 use crate::store::Store;
 use crate::sys;
 
@@ -116,7 +117,7 @@ impl Catalog {
         headers.retain(|h| !h.kept);
         let loaded = headers.iter().map(|_| std::cell::OnceCell::new()).collect();
         Ok(Catalog {
-            dir: store.root().join("manifests"),
+            dir: store.root().join(layout::MANIFESTS),
             headers,
             unreadable,
             loaded,
@@ -140,11 +141,14 @@ impl Catalog {
         self.loaded[i]
             .get_or_init(|| {
                 let h = &self.headers[i];
-                let path = self.dir.join(&h.month).join(format!("{}.json", h.id));
+                let path = self.dir.join(&h.month).join(layout::manifest_name(&h.id));
                 // A note that cannot be read keeps nothing out: the restore then meets
                 // those objects in place, identical or in conflict, and says so.
                 let kept = if h.partly_kept {
-                    let note = self.dir.join(&h.month).join(format!("{}{KEPT_PART}", h.id));
+                    let note = self
+                        .dir
+                        .join(&h.month)
+                        .join(layout::kept_note_name(&h.id, false));
                     sys::read_regular_path(&note, false, crate::store::MANIFEST_MAX)
                         .ok()
                         .and_then(|b| serde_json::from_slice::<Kept>(&b).ok())
@@ -186,7 +190,11 @@ impl Catalog {
     pub fn damaged(&self) -> Vec<(String, String)> {
         let unreadable = self.unreadable.iter().filter_map(|u| {
             let month = u.path.parent()?.file_name()?.to_str()?;
-            let id = u.path.file_name()?.to_str()?.strip_suffix(".json")?;
+            let id = u
+                .path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(layout::MANIFEST_SUFFIX)?;
             Some((month.to_string(), id.to_string()))
         });
         let failed = self
@@ -239,7 +247,10 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             .with_context(|| format!("cannot read '{}'", month.path().display()))?;
         for f in files {
             let f = f.with_context(|| format!("cannot read '{}'", month.path().display()))?;
-            if f.file_name().to_string_lossy().ends_with(".json") {
+            if f.file_name()
+                .to_string_lossy()
+                .ends_with(layout::MANIFEST_SUFFIX)
+            {
                 out.push((mname.clone(), f.path()));
             }
         }
@@ -251,39 +262,31 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// sidecar is published without replacing, like every store file.
 pub fn mark_restored(store: &Store, deletion: &Deletion, note: &Restored) -> Result<()> {
     crate::id::DeletionId::parse(deletion.id())?;
-    let name = if note.complete {
-        format!("{}.restored.json", deletion.id())
-    } else {
-        format!("{}.restored-part.json", deletion.id())
-    };
+    let name = layout::restored_note_name(deletion.id(), note.complete);
     let existing = store
         .root()
-        .join("manifests")
+        .join(layout::MANIFESTS)
         .join(&deletion.month)
         .join(&name);
     if std::fs::symlink_metadata(&existing).is_ok() {
         return Ok(());
     }
     store.publish_new(
-        "manifests",
+        layout::MANIFESTS,
         &deletion.month,
         &name,
         &serde_json::to_vec(note)?,
     )
 }
 
-/// The notes saferm leaves when archived objects could not be removed.
-const KEPT_ALL: &str = ".kept.json";
-const KEPT_PART: &str = ".kept-part.json";
-
 /// Note that `kept` (absolute paths) of deletion `id` were archived but are still in place;
 /// `all` when nothing of it was removed. Written durably, never replacing.
 pub fn mark_kept(store: &Store, month: &str, id: &str, kept: &[Vec<u8>], all: bool) -> Result<()> {
-    let name = format!("{id}{}", if all { KEPT_ALL } else { KEPT_PART });
+    let name = layout::kept_note_name(id, all);
     let note = Kept {
         kept: kept.iter().map(|p| PathBytes::new(p)).collect(),
     };
-    store.publish_new("manifests", month, &name, &serde_json::to_vec(&note)?)
+    store.publish_new(layout::MANIFESTS, month, &name, &serde_json::to_vec(&note)?)
 }
 
 /// What `--list` shows of a deletion: its manifest without the entries.
@@ -315,13 +318,10 @@ pub struct Header {
     pub partly_kept: bool,
 }
 
-/// The cache of headers, in the store's root.
-const INDEX: &str = "index.jsonl";
-
 /// Every deletion's header, newest first, through the `index.jsonl` cache; and the
 /// manifests whose header could not be read.
 pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
-    let dir = store.root().join("manifests");
+    let dir = store.root().join(layout::MANIFESTS);
     // id -> (month, (restored, partly restored))
     let mut present: std::collections::HashMap<String, (String, (bool, bool))> = Default::default();
     let mut notes: Vec<(String, bool)> = Vec::new();
@@ -332,26 +332,26 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let Some(stem) = name.strip_suffix(".json") else {
+        let Some(stem) = name.strip_suffix(layout::MANIFEST_SUFFIX) else {
             continue;
         };
         // A name no deletion can have is not part of the layout.
-        let stem_id = stem
-            .strip_suffix(".restored")
-            .or_else(|| stem.strip_suffix(".restored-part"))
+        let stem_id = name
+            .strip_suffix(layout::RESTORED)
+            .or_else(|| name.strip_suffix(layout::RESTORED_PART))
             .unwrap_or(stem);
         if !crate::id::is_valid(stem_id) {
             continue;
         }
-        if let Some(id) = name.strip_suffix(".restored.json") {
+        if let Some(id) = name.strip_suffix(layout::RESTORED) {
             notes.push((id.to_string(), true));
-        } else if let Some(id) = name.strip_suffix(".restored-part.json") {
+        } else if let Some(id) = name.strip_suffix(layout::RESTORED_PART) {
             notes.push((id.to_string(), false));
         } else if let Some(id) = name.strip_suffix(KEPT_ALL) {
             kept.insert(id.to_string(), true);
         } else if let Some(id) = name.strip_suffix(KEPT_PART) {
             kept.entry(id.to_string()).or_insert(false);
-        } else if let Some(id) = name.strip_suffix(".json") {
+        } else if let Some(id) = name.strip_suffix(layout::MANIFEST_SUFFIX) {
             present.insert(id.to_string(), (month, (false, false)));
         }
     }
@@ -392,7 +392,7 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
         if seen.contains(id) {
             continue;
         }
-        let path = dir.join(month).join(format!("{id}.json"));
+        let path = dir.join(month).join(layout::manifest_name(id));
         // A manifest that cannot be read is left out (and reported by --check).
         let parsed = sys::read_regular_path(&path, false, crate::store::MANIFEST_MAX)
             .map_err(anyhow::Error::new)
@@ -441,7 +441,7 @@ fn write_index(store: &Store, headers: &[Header]) -> Result<()> {
     })();
     let tmp_path = store
         .root()
-        .join("tmp")
+        .join(layout::TMP)
         .join(std::ffi::OsStr::from_bytes(tmp.as_bytes()));
     match written.and_then(|()| {
         std::fs::rename(&tmp_path, store.root().join(INDEX)).map_err(anyhow::Error::new)

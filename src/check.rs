@@ -13,6 +13,7 @@ use crate::archive::{MANIFEST_FRAME_MAGIC, MANIFEST_FRAME_TAG};
 use crate::catalog::{Catalog, Deletion, IdMatch};
 use crate::manifest::{ArchiveInfo, Frame, Manifest};
 use crate::output::{stderr_write, stdout_write};
+use crate::store::layout::{self, MANIFEST_SUFFIX};
 use crate::store::{LockGuard, Store};
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
@@ -89,11 +90,7 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
             Err(e) => {
                 let h = &catalog.headers[d];
                 damaged.push((
-                    store
-                        .root()
-                        .join("manifests")
-                        .join(&h.month)
-                        .join(format!("{}.json", h.id)),
+                    store.root().join(layout::manifest_rel(&h.month, &h.id)),
                     h.id.clone(),
                 ));
                 Err(anyhow!("its manifest is damaged: {e}"))
@@ -118,7 +115,11 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
             let id = u
                 .path
                 .file_name()
-                .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
+                .map(|n| {
+                    n.to_string_lossy()
+                        .trim_end_matches(MANIFEST_SUFFIX)
+                        .to_string()
+                })
                 .unwrap_or_default();
             damaged.push((u.path.clone(), id));
             if !repair {
@@ -148,7 +149,7 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
         if repair {
             for (path, id) in &damaged {
                 set_aside_manifest(path)?;
-                let archive = format!("{id}.tar.zst");
+                let archive = layout::archive_name(id);
                 if !archives.iter().any(|(_, n)| *n == archive) {
                     problem(&format!(
                         "could not rebuild the manifest of {id}: its archive is gone too"
@@ -175,10 +176,11 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
             )
             .collect();
         for (month, name) in archives {
-            let Some(id) = name.strip_suffix(".tar.zst") else {
-                if name.ends_with(&format!(".tar.zst{}", crate::store::DAMAGED)) {
+            let rel = layout::rel(layout::ARCHIVES, &month, &name);
+            let Some(id) = name.strip_suffix(layout::ARCHIVE_SUFFIX) else {
+                if layout::is_set_aside_archive(&name) {
                     problem(&format!(
-                        "archive 'archives/{month}/{name}' has no manifest and could not be rebuilt: it was set aside; recover what you need with tar --zstd -xf, then remove it with /bin/rm"
+                        "archive '{rel}' has no manifest and could not be rebuilt: it was set aside; recover what you need with tar --zstd -xf, then remove it with /bin/rm"
                     ));
                     bad += 1;
                 }
@@ -187,7 +189,6 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
             if known.contains(id) {
                 continue;
             }
-            let rel = format!("archives/{month}/{name}");
             let incomplete = store.open_published(&rel).is_ok_and(|f| is_incomplete(&f));
             if incomplete && repair {
                 match store.remove_orphan_archive(&lock, &month, id) {
@@ -288,7 +289,7 @@ fn hash_file(mut file: File) -> Result<(u64, String)> {
 
 /// `(month, file name)` of every file under `archives/<month>/`.
 fn archive_files(store: &Store) -> Result<Vec<(String, String)>> {
-    let dir = store.root().join("archives");
+    let dir = store.root().join(layout::ARCHIVES);
     let mut out = Vec::new();
     let months = match std::fs::read_dir(&dir) {
         Ok(m) => m,
@@ -340,7 +341,7 @@ fn manifest_from_archive(store: &Store, rel: &str) -> Result<Manifest> {
         None,
     )
     .context("the archive does not match its manifest copy")?;
-    if !rel.ends_with(&format!("/{}.tar.zst", manifest.id)) {
+    if !rel.ends_with(&format!("/{}", layout::archive_name(&manifest.id))) {
         bail!(
             "the manifest copy is for another deletion ({})",
             manifest.id
@@ -351,14 +352,14 @@ fn manifest_from_archive(store: &Store, rel: &str) -> Result<Manifest> {
 
 /// Publish a rebuilt manifest as `manifests/<month>/<id>.json` (never replacing one).
 fn publish_manifest(store: &Store, month: &str, manifest: &Manifest) -> Result<()> {
-    let name = format!("{}.json", manifest.id);
-    store.publish_new("manifests", month, &name, &manifest.to_json())
+    let name = layout::manifest_name(&manifest.id);
+    store.publish_new(layout::MANIFESTS, month, &name, &manifest.to_json())
 }
 
 /// Move a damaged manifest out of the way, kept beside it as `<id>.json.damaged`.
 fn set_aside_manifest(path: &std::path::Path) -> Result<()> {
     let mut aside = path.to_path_buf().into_os_string();
-    aside.push(".damaged");
+    aside.push(layout::DAMAGED);
     std::fs::rename(path, &aside)
         .with_context(|| format!("could not move the damaged '{}' aside", path.display()))
 }
@@ -382,11 +383,7 @@ pub fn heal_manifests(
         if !crate::id::is_valid(month) || !crate::id::is_valid(id) {
             continue;
         }
-        let path = store
-            .root()
-            .join("manifests")
-            .join(month)
-            .join(format!("{id}.json"));
+        let path = store.root().join(layout::manifest_rel(month, id));
         let readable = crate::sys::read_regular_path(&path, false, crate::store::MANIFEST_MAX)
             .map_err(anyhow::Error::new)
             .and_then(|b| Manifest::from_json(&b))
@@ -420,7 +417,7 @@ fn archive_of(store: &Store, month: &str, id: &str) -> Option<String> {
     let from_id = crate::id::month(id)?;
     let found = [month, from_id.as_str()]
         .into_iter()
-        .map(|m| format!("archives/{m}/{id}.tar.zst"))
+        .map(|m| layout::archive_rel(m, id))
         .find(|rel| store.open_published(rel).is_ok());
     found
 }

@@ -18,7 +18,6 @@ pub mod estimate;
 pub mod fault;
 pub mod hash;
 pub mod home;
-pub mod id;
 pub mod manifest;
 pub mod output;
 pub mod paths;
@@ -47,6 +46,8 @@ pub mod walk;
 
 // Parts of restore, at the paths they had as modules of their own.
 pub use restore::{obstacle, resume};
+/// The deletion id lives with the store (`store::id`); `crate::id` stays its short path.
+pub use store::id;
 
 /// The unit tests' allocator records the largest block asked for ([`alloc::largest`]).
 #[cfg(test)]

@@ -677,7 +677,7 @@ fn write_archive(
         .unwrap_or_default();
     let id = store::new_id(now, &first);
     let month = store::month_of(now);
-    let archive_name = format!("{id}.tar.zst");
+    let archive_name = store::layout::archive_name(&id);
     let mut pending = store.create_archive(&month, &archive_name)?;
     let file = pending
         .file
@@ -906,7 +906,12 @@ fn write_archive(
     }
     .and_then(|()| {
         store
-            .publish(&tmp, "manifests", &month, &format!("{}.json", manifest.id))
+            .publish(
+                &tmp,
+                store::layout::MANIFESTS,
+                &month,
+                &store::layout::manifest_name(&manifest.id),
+            )
             .map(|_| ())
     });
     drop(sealed.file);
@@ -945,7 +950,8 @@ fn write_archive(
 /// `manifests/`) once the archive is durable; returns the temp file's name.
 fn write_manifest(store: &Store, manifest: &Manifest<Entries>) -> Result<std::ffi::CString> {
     use std::io::Write;
-    let (tmp, mut file) = store.create_temp(format!("{}.json", manifest.id).as_bytes())?;
+    let (tmp, mut file) =
+        store.create_temp(store::layout::manifest_name(&manifest.id).as_bytes())?;
     let written = (|| -> Result<()> {
         crate::fault::check("manifest")?;
         {

@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 use crate::catalog::{self, Header};
 use crate::config::{Config, Size};
 use crate::quote::quote;
-use crate::store::{LockGuard, PurgeTarget, Store};
+use crate::store::{layout, LockGuard, PurgeTarget, Store};
 
 /// What to purge.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,7 +271,7 @@ struct Checked {
     archive_bytes: u64,
 }
 
-const CHECKED: &str = "retention.json";
+const CHECKED: &str = layout::RETENTION;
 /// How long before the last full check a manifest may have been written and still lose its
 /// data in a crash after that check (the kernel writes dirty data back within about 30 s).
 const RECENT_SECS: i64 = 600;
@@ -369,7 +369,7 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
         if now.saturating_sub(a.mtime) < stale || Some(a.id.as_str()) == just_made {
             continue;
         }
-        let rel = format!("archives/{}/{}.tar.zst", a.month, a.id);
+        let rel = layout::archive_rel(&a.month, &a.id);
         let incomplete = store
             .open_published(&rel)
             .is_ok_and(|f| crate::check::is_incomplete(&f));

@@ -679,7 +679,7 @@ impl Walker<'_> {
         }
         let marked = self.archiving
             && matches!(opened, Ok((fd, entries))
-                if entries.iter().any(|e| e.name.as_bytes() == b"FORMAT")
+                if entries.iter().any(|e| e.name.as_bytes() == crate::store::layout::FORMAT.as_bytes())
                     && crate::store::is_marked_store(fd.as_raw_fd()));
         marked.then_some("a saferm store")
     }

@@ -8,11 +8,15 @@
 //! reader uses, directly or through [`deserialize`] on the fields that hold one.
 //!
 //! What saferm writes is `20261126T105853.123456789Z-4242-9f3a1c07-label` (see
-//! `store::new_id`); what is accepted is wider, so that stores written by older versions
+//! [`new_id`]); what is accepted is wider, so that stores written by older versions
 //! stay readable: ASCII letters, digits, `.`, `_` and `-`, starting with a letter or a
 //! digit, at most [`MAX_LEN`] bytes.
 
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::sys;
 
 /// Longest id accepted: the longest store file name built from one
 /// (`<id>.restored-part.json`) must fit the 255 bytes of a file name.
@@ -74,9 +78,37 @@ pub fn is_valid(s: &str) -> bool {
 }
 
 /// The month (`YYYY-MM`) that the id of a deletion made by saferm starts with, under which
-/// its archive and manifest are filed (`store::month_of` of the id's time).
+/// its archive and manifest are filed (`layout::month_of` of the id's time).
 pub fn month(id: &str) -> Option<String> {
     Some(format!("{}-{}", id.get(..4)?, id.get(4..6)?))
+}
+
+/// A unique, sortable id: UTC time to the nanosecond, pid, randomness, and a readable label
+/// from the first operand (`20261126T105853.123456789Z-4242-9f3a1c07-packages`).
+pub fn new_id(now: chrono::DateTime<chrono::Utc>, first_operand: &[u8]) -> String {
+    let label: String = Path::new(std::ffi::OsStr::from_bytes(first_operand))
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default()
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-' {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let label = label.trim_start_matches('.');
+    let label = if label.is_empty() { "deletion" } else { label };
+    format!(
+        "{}-{}-{:08x}-{}",
+        now.format("%Y%m%dT%H%M%S%.9fZ"),
+        std::process::id(),
+        sys::random_u32(),
+        label
+    )
 }
 
 /// For `#[serde(deserialize_with = "crate::id::deserialize")]` on a `String` field that
@@ -91,6 +123,25 @@ pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_carry_a_label() {
+        use chrono::TimeZone;
+        let t1 = chrono::Utc
+            .timestamp_opt(1_700_000_000, 5)
+            .single()
+            .unwrap_or_default();
+        let t2 = chrono::Utc
+            .timestamp_opt(1_700_000_001, 0)
+            .single()
+            .unwrap_or_default();
+        let a = new_id(t1, b"some/dir/packages/");
+        let b = new_id(t2, b"a b\xff");
+        assert!(a < b, "{a} < {b}");
+        assert!(a.ends_with("-packages"), "{a}");
+        assert!(b.ends_with("-a_b_"), "{b}");
+        assert_eq!(new_id(t1, b".").rsplit('-').next(), Some("deletion"));
+    }
 
     #[test]
     fn ids_that_could_leave_their_directory_are_refused() {
