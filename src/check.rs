@@ -61,171 +61,11 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
     let fresh = Catalog::open(store)?;
     let catalog = &fresh;
     let mut bad = 0usize;
-    let mut chosen: Vec<usize> = Vec::new();
-    if ids.is_empty() {
-        chosen.extend(0..catalog.len());
-    } else {
-        for id in ids {
-            match catalog.find_id(id) {
-                IdMatch::One(d) => chosen.push(d),
-                IdMatch::None => {
-                    problem(&format!("could not check {id}: no deletion has that id"));
-                    bad += 1;
-                }
-                IdMatch::Several(_) => {
-                    problem(&format!(
-                        "could not check {id}: it is the start of several deletion ids"
-                    ));
-                    bad += 1;
-                }
-            }
-        }
-    }
-    // Manifests that cannot be read: with --repair they are moved aside (kept, renamed
-    // `*.damaged`) and rebuilt from their archives like lost ones.
-    let mut damaged: Vec<(std::path::PathBuf, String)> = Vec::new();
-    for &d in &chosen {
-        let result = match catalog.load(d) {
-            Ok(del) => check_deletion(store, del),
-            Err(e) => {
-                let h = &catalog.headers[d];
-                damaged.push((
-                    store.root().join(layout::manifest_rel(&h.month, &h.id)),
-                    h.id.clone(),
-                ));
-                Err(anyhow!("its manifest is damaged: {e}"))
-            }
-        };
-        if let Err(e) = result {
-            problem(&format!("deletion {} is damaged: {e:#}", catalog.id(d)));
-            // With --repair, counted only if it cannot be rebuilt (below).
-            if !(repair && ids.is_empty()) || catalog.load(d).is_ok() {
-                bad += 1;
-            }
-        }
-    }
+    let chosen = choose(catalog, ids, &mut bad);
+    let mut damaged = check_chosen(store, catalog, &chosen, repair && ids.is_empty(), &mut bad);
     let mut repaired = 0usize;
     if ids.is_empty() {
-        for u in &catalog.unreadable {
-            problem(&format!(
-                "manifest '{}' is damaged: {}",
-                u.path.display(),
-                u.reason
-            ));
-            let id = u
-                .path
-                .file_name()
-                .map(|n| {
-                    n.to_string_lossy()
-                        .trim_end_matches(MANIFEST_SUFFIX)
-                        .to_string()
-                })
-                .unwrap_or_default();
-            damaged.push((u.path.clone(), id));
-            if !repair {
-                bad += 1;
-            }
-        }
-        // Housekeeping needs the store to itself: no writer may be between its archive and
-        // its manifest while orphans are looked for.
-        drop(shared);
-        let lock = store.lock_exclusive_patiently(|holder| {
-            problem(&format!(
-                "waiting for other saferm and unrm processes to finish ({holder} holds the store lock)..."
-            ))
-        })?;
-        let scan = store.scan()?;
-        for id in store.finish_interrupted_purges(&lock, &scan)? {
-            stdout_write(
-                format!("removed what was left of deletion {id} (its purge was interrupted)\n")
-                    .as_bytes(),
-            );
-        }
-        let swept = store.sweep_temp(&lock, STALE_TEMP_SECS)?;
-        if swept > 0 {
-            stdout_write(format!("removed {swept} stale temp file(s)\n").as_bytes());
-        }
-        let archives = archive_files(store)?;
-        if repair {
-            for (path, id) in &damaged {
-                set_aside_manifest(path)?;
-                let archive = layout::archive_name(id);
-                if !archives.iter().any(|(_, n)| *n == archive) {
-                    problem(&format!(
-                        "could not rebuild the manifest of {id}: its archive is gone too"
-                    ));
-                    bad += 1;
-                }
-            }
-        }
-        let damaged_ids: HashSet<&str> = damaged.iter().map(|(_, id)| id.as_str()).collect();
-        // What is on disk now, under the lock (the catalog may predate a writer's rename).
-        let now = store.scan()?;
-        let known: HashSet<&str> = catalog
-            .headers
-            .iter()
-            .map(|h| h.id.as_str())
-            .filter(|id| !(repair && damaged_ids.contains(id)))
-            // Manifests published since the catalog was read; not the damaged ones, whose
-            // archives are reported (and with --repair rebuilt) like orphans.
-            .chain(
-                now.manifests
-                    .keys()
-                    .map(|k| k.as_str())
-                    .filter(|id| !damaged_ids.contains(id)),
-            )
-            .collect();
-        for (month, name) in archives {
-            let rel = layout::rel(layout::ARCHIVES, &month, &name);
-            let Some(id) = name.strip_suffix(layout::ARCHIVE_SUFFIX) else {
-                if layout::is_set_aside_archive(&name) {
-                    problem(&format!(
-                        "archive '{rel}' has no manifest and could not be rebuilt: it was set aside; recover what you need with tar --zstd -xf, then remove it with /bin/rm"
-                    ));
-                    bad += 1;
-                }
-                continue;
-            };
-            if known.contains(id) {
-                continue;
-            }
-            let incomplete = store.open_published(&rel).is_ok_and(|f| is_incomplete(&f));
-            if incomplete && repair {
-                match store.remove_orphan_archive(&lock, &month, id) {
-                    Ok(()) => stdout_write(
-                        format!(
-                            "removed the incomplete archive '{rel}' (an interrupted saferm; it removed nothing)\n"
-                        )
-                        .as_bytes(),
-                    ),
-                    Err(e) => {
-                        problem(&format!("{e:#}"));
-                        bad += 1;
-                    }
-                }
-            } else if incomplete {
-                problem(&format!(
-                    "archive '{rel}' is incomplete: an interrupted saferm left it and removed nothing (unrm --check --repair removes it)"
-                ));
-                bad += 1;
-            } else if repair {
-                match rebuild_manifest(store, &month, &rel) {
-                    Ok(()) => {
-                        stdout_write(format!("rebuilt the manifest of {id}\n").as_bytes());
-                        repaired += 1;
-                    }
-                    Err(e) => {
-                        problem(&format!("could not rebuild the manifest of '{rel}': {e:#}"));
-                        bad += 1;
-                    }
-                }
-            } else {
-                problem(&format!(
-                    "archive '{rel}' has no manifest (unrm --check --repair rebuilds it)"
-                ));
-                bad += 1;
-            }
-        }
+        repaired = look_after_store(store, catalog, shared, repair, &mut damaged, &mut bad)?;
     }
     let summary = format!(
         "checked {} deletion(s): {}{}\n",
@@ -243,6 +83,219 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
     );
     stdout_write(summary.as_bytes());
     Ok(if bad == 0 { 0 } else { 1 })
+}
+
+/// The deletions `ids` name (every one when it is empty); each id that names none, or
+/// several, is a problem.
+fn choose(catalog: &Catalog, ids: &[String], bad: &mut usize) -> Vec<usize> {
+    let mut chosen: Vec<usize> = Vec::new();
+    if ids.is_empty() {
+        chosen.extend(0..catalog.len());
+    } else {
+        for id in ids {
+            match catalog.find_id(id) {
+                IdMatch::One(d) => chosen.push(d),
+                IdMatch::None => {
+                    problem(&format!("could not check {id}: no deletion has that id"));
+                    *bad += 1;
+                }
+                IdMatch::Several(_) => {
+                    problem(&format!(
+                        "could not check {id}: it is the start of several deletion ids"
+                    ));
+                    *bad += 1;
+                }
+            }
+        }
+    }
+    chosen
+}
+
+/// Read each chosen deletion's archive back against its manifest. Returns the manifests
+/// that cannot be read (path, id): with `may_rebuild` (--repair of the whole store) they
+/// are rebuilt below, and counted as problems only if that fails.
+fn check_chosen(
+    store: &Store,
+    catalog: &Catalog,
+    chosen: &[usize],
+    may_rebuild: bool,
+    bad: &mut usize,
+) -> Vec<(std::path::PathBuf, String)> {
+    // Manifests that cannot be read: with --repair they are moved aside (kept, renamed
+    // `*.damaged`) and rebuilt from their archives like lost ones.
+    let mut damaged: Vec<(std::path::PathBuf, String)> = Vec::new();
+    for &d in chosen {
+        let result = match catalog.load(d) {
+            Ok(del) => check_deletion(store, del),
+            Err(e) => {
+                let h = &catalog.headers[d];
+                damaged.push((
+                    store.root().join(layout::manifest_rel(&h.month, &h.id)),
+                    h.id.clone(),
+                ));
+                Err(anyhow!("its manifest is damaged: {e}"))
+            }
+        };
+        if let Err(e) = result {
+            problem(&format!("deletion {} is damaged: {e:#}", catalog.id(d)));
+            // With --repair, counted only if it cannot be rebuilt (below).
+            if !may_rebuild || catalog.load(d).is_ok() {
+                *bad += 1;
+            }
+        }
+    }
+    damaged
+}
+
+/// The whole store's housekeeping, under its exclusive lock (no writer may be between its
+/// archive and its manifest while orphans are looked for): manifests that could not be
+/// read, interrupted purges, stale temp files, and archives without a manifest. Returns
+/// how many manifests were rebuilt.
+fn look_after_store(
+    store: &Store,
+    catalog: &Catalog,
+    shared: LockGuard,
+    repair: bool,
+    damaged: &mut Vec<(std::path::PathBuf, String)>,
+    bad: &mut usize,
+) -> Result<usize> {
+    for u in &catalog.unreadable {
+        problem(&format!(
+            "manifest '{}' is damaged: {}",
+            u.path.display(),
+            u.reason
+        ));
+        let id = u
+            .path
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(MANIFEST_SUFFIX)
+                    .to_string()
+            })
+            .unwrap_or_default();
+        damaged.push((u.path.clone(), id));
+        if !repair {
+            *bad += 1;
+        }
+    }
+    // Housekeeping needs the store to itself: no writer may be between its archive and
+    // its manifest while orphans are looked for.
+    drop(shared);
+    let lock = store.lock_exclusive_patiently(|holder| {
+        problem(&format!(
+            "waiting for other saferm and unrm processes to finish ({holder} holds the store lock)..."
+        ))
+    })?;
+    let scan = store.scan()?;
+    for id in store.finish_interrupted_purges(&lock, &scan)? {
+        stdout_write(
+            format!("removed what was left of deletion {id} (its purge was interrupted)\n")
+                .as_bytes(),
+        );
+    }
+    let swept = store.sweep_temp(&lock, STALE_TEMP_SECS)?;
+    if swept > 0 {
+        stdout_write(format!("removed {swept} stale temp file(s)\n").as_bytes());
+    }
+    check_orphans(store, catalog, &lock, repair, damaged, bad)
+}
+
+/// Archives that no manifest names: an incomplete one (an interrupted saferm, which
+/// removed nothing) is reported, or with --repair removed; a complete one is reported, or
+/// with --repair has its manifest rebuilt from the copy inside it. With --repair, the
+/// damaged manifests were set aside first. Returns how many manifests were rebuilt.
+fn check_orphans(
+    store: &Store,
+    catalog: &Catalog,
+    lock: &LockGuard,
+    repair: bool,
+    damaged: &[(std::path::PathBuf, String)],
+    bad: &mut usize,
+) -> Result<usize> {
+    let mut repaired = 0usize;
+    let archives = archive_files(store)?;
+    if repair {
+        for (path, id) in damaged {
+            set_aside_manifest(path)?;
+            let archive = layout::archive_name(id);
+            if !archives.iter().any(|(_, n)| *n == archive) {
+                problem(&format!(
+                    "could not rebuild the manifest of {id}: its archive is gone too"
+                ));
+                *bad += 1;
+            }
+        }
+    }
+    let damaged_ids: HashSet<&str> = damaged.iter().map(|(_, id)| id.as_str()).collect();
+    // What is on disk now, under the lock (the catalog may predate a writer's rename).
+    let now = store.scan()?;
+    let known: HashSet<&str> = catalog
+        .headers
+        .iter()
+        .map(|h| h.id.as_str())
+        .filter(|id| !(repair && damaged_ids.contains(id)))
+        // Manifests published since the catalog was read; not the damaged ones, whose
+        // archives are reported (and with --repair rebuilt) like orphans.
+        .chain(
+            now.manifests
+                .keys()
+                .map(|k| k.as_str())
+                .filter(|id| !damaged_ids.contains(id)),
+        )
+        .collect();
+    for (month, name) in archives {
+        let rel = layout::rel(layout::ARCHIVES, &month, &name);
+        let Some(id) = name.strip_suffix(layout::ARCHIVE_SUFFIX) else {
+            if layout::is_set_aside_archive(&name) {
+                problem(&format!(
+                    "archive '{rel}' has no manifest and could not be rebuilt: it was set aside; recover what you need with tar --zstd -xf, then remove it with /bin/rm"
+                ));
+                *bad += 1;
+            }
+            continue;
+        };
+        if known.contains(id) {
+            continue;
+        }
+        let incomplete = store.open_published(&rel).is_ok_and(|f| is_incomplete(&f));
+        if incomplete && repair {
+            match store.remove_orphan_archive(lock, &month, id) {
+                Ok(()) => stdout_write(
+                    format!(
+                        "removed the incomplete archive '{rel}' (an interrupted saferm; it removed nothing)\n"
+                    )
+                    .as_bytes(),
+                ),
+                Err(e) => {
+                    problem(&format!("{e:#}"));
+                    *bad += 1;
+                }
+            }
+        } else if incomplete {
+            problem(&format!(
+                "archive '{rel}' is incomplete: an interrupted saferm left it and removed nothing (unrm --check --repair removes it)"
+            ));
+            *bad += 1;
+        } else if repair {
+            match rebuild_manifest(store, &month, &rel) {
+                Ok(()) => {
+                    stdout_write(format!("rebuilt the manifest of {id}\n").as_bytes());
+                    repaired += 1;
+                }
+                Err(e) => {
+                    problem(&format!("could not rebuild the manifest of '{rel}': {e:#}"));
+                    *bad += 1;
+                }
+            }
+        } else {
+            problem(&format!(
+                "archive '{rel}' has no manifest (unrm --check --repair rebuilds it)"
+            ));
+            *bad += 1;
+        }
+    }
+    Ok(repaired)
 }
 
 fn problem(msg: &str) {
