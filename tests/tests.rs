@@ -7,6 +7,7 @@ mod differential;
 mod fuzz;
 mod hostile_store;
 mod isolation;
+mod layers;
 mod memory;
 mod powercut;
 mod readme;
