@@ -318,7 +318,7 @@ fn check_deletion(store: &Store, d: &Deletion) -> Result<()> {
             info.size
         );
     }
-    crate::verify::verify_archive(
+    crate::archive::verify::verify_archive(
         BufReader::with_capacity(1 << 20, file),
         &d.manifest.entries,
         Some(&info.blake3),
@@ -388,7 +388,7 @@ fn manifest_from_archive(store: &Store, rel: &str) -> Result<Manifest> {
         compressed_offset: 0,
         tar_offset: 0,
     }];
-    crate::verify::verify_archive(
+    crate::archive::verify::verify_archive(
         BufReader::with_capacity(1 << 20, store.open_published(rel)?),
         &manifest.entries,
         None,

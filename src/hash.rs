@@ -1,7 +1,7 @@
 //! The content hashes a manifest records for its files, and how they are checked.
 //!
 //! A file stored whole has `blake3`: the blake3 of its bytes, what `b3sum` prints. A file
-//! stored sparse ([`crate::sparse`]) has `blake3_blocks` instead: its logical content
+//! stored sparse ([`crate::archive::sparse`]) has `blake3_blocks` instead: its logical content
 //! (zeros in the holes) is cut into consecutive blocks of [`BLOCK`] bytes (the last one may
 //! be short; an empty file has none), each block is hashed with blake3 on its own, and the
 //! 32-byte hashes, one after another, are hashed with blake3. A block of zeros always has

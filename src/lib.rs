@@ -21,7 +21,6 @@ pub mod home;
 pub mod manifest;
 pub mod output;
 pub mod paths;
-pub mod prefetch;
 pub mod progress;
 pub mod quote;
 pub mod remove;
@@ -30,7 +29,6 @@ pub mod restore;
 pub mod retention;
 pub mod rules;
 pub mod signal;
-pub mod sparse;
 pub mod stats;
 pub mod store;
 pub mod sweep;
@@ -41,7 +39,6 @@ pub mod unrm_cli;
 
 pub use cmd::unrm;
 pub mod users;
-pub mod verify;
 pub mod walk;
 
 // Parts of restore, at the paths they had as modules of their own.

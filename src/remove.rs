@@ -706,7 +706,7 @@ fn write_archive(
             } else {
                 HELD_BYTES
             };
-            let held = Arc::new(crate::verify::Held::new(limit));
+            let held = Arc::new(crate::archive::verify::Held::new(limit));
             let follow = crate::archive::Follow {
                 file,
                 pos: 0,
@@ -714,16 +714,17 @@ fn write_archive(
             };
             let held_by_verifier = held.clone();
             let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
-                let mut expected = crate::verify::Streamed::new(rx, hash_tx, held_by_verifier);
+                let mut expected =
+                    crate::archive::verify::Streamed::new(rx, hash_tx, held_by_verifier);
                 if crate::fault::active("verify") {
                     let damaged = Damaged {
                         inner: follow,
                         pos: 0,
                         flip_at: 4096,
                     };
-                    return crate::verify::verify_stream(damaged, &mut expected);
+                    return crate::archive::verify::verify_stream(damaged, &mut expected);
                 }
-                crate::verify::verify_stream(follow, &mut expected)
+                crate::archive::verify::verify_stream(follow, &mut expected)
             });
             // Out of threads or memory for one: an error (nothing is removed), not a panic.
             verifier = Some(spawned.context("cannot start the archive verifier")?);
@@ -757,7 +758,7 @@ fn write_archive(
             let file = store.open_published(&rel)?;
             if crate::fault::active("verify") {
                 let damaged = Damaged::new(file);
-                return crate::verify::verify_archive_against(
+                return crate::archive::verify::verify_archive_against(
                     damaged,
                     &mut manifest.entries.replay(),
                     Some(written_hash),
@@ -766,7 +767,7 @@ fn write_archive(
             if sealed.size <= SMALL_ARCHIVE_BYTES {
                 let mut bytes = Vec::with_capacity(sealed.size as usize);
                 std::io::Read::read_to_end(&mut &file, &mut bytes)?;
-                return crate::verify::verify_in_memory_against(
+                return crate::archive::verify::verify_in_memory_against(
                     &bytes,
                     &mut manifest.entries.replay(),
                     written_hash,
@@ -774,7 +775,7 @@ fn write_archive(
             }
             let capacity = sealed.size.clamp(64 << 10, 1 << 20) as usize;
             let reader = std::io::BufReader::with_capacity(capacity, file);
-            crate::verify::verify_archive_against(
+            crate::archive::verify::verify_archive_against(
                 reader,
                 &mut manifest.entries.replay(),
                 Some(written_hash),
@@ -855,7 +856,7 @@ fn write_archive(
     if let Err(e) = verified {
         store.discard_archive(&pending);
         // Entries that differ in a sound stream keep their objects; the rest go again.
-        if let Some(m) = e.downcast_ref::<crate::verify::Mismatch>() {
+        if let Some(m) = e.downcast_ref::<crate::archive::verify::Mismatch>() {
             let failures = m
                 .entries
                 .iter()
@@ -1097,8 +1098,8 @@ fn fill_archive<'p>(
     };
     let mut hard_links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     // Many files: watch for a cold tree, and read ahead when it is one.
-    let mut prefetch = (order.len() >= 2 * crate::prefetch::PROBE_EVERY)
-        .then(|| crate::prefetch::Prefetch::new(plan, order, WHOLE_READ_BYTES));
+    let mut prefetch = (order.len() >= 2 * crate::archive::prefetch::PROBE_EVERY)
+        .then(|| crate::archive::prefetch::Prefetch::new(plan, order, WHOLE_READ_BYTES));
     let mut not_archived: Vec<Entry> = Vec::new();
     let mut totals = manifest::Totals::default();
     // The directories above the node being archived: (node, length of its path in `path`),
@@ -1296,7 +1297,7 @@ fn fill_archive<'p>(
                 let mut hasher = blake3::Hasher::new();
                 // Fewer blocks than the size needs: maybe holes, stored as such.
                 let regions = if st.blocks.saturating_mul(512) < st.size {
-                    match crate::sparse::data_map(&file, st.size) {
+                    match crate::archive::sparse::data_map(&file, st.size) {
                         Ok(r) => r,
                         Err(e) => fail!(failed(&e, file.as_raw_fd())),
                     }
@@ -1304,10 +1305,12 @@ fn fill_archive<'p>(
                     None
                 };
                 let appended = if let Some(regions) = regions {
-                    crate::sparse::append(&mut writer, &meta, &file, regions).map(|(hash, read)| {
-                        entry.blake3_blocks = Some(hash);
-                        sparse = Some(read);
-                    })
+                    crate::archive::sparse::append(&mut writer, &meta, &file, regions).map(
+                        |(hash, read)| {
+                            entry.blake3_blocks = Some(hash);
+                            sparse = Some(read);
+                        },
+                    )
                 } else if st.size <= WHOLE_READ_BYTES {
                     // Small files in one read. When verification runs alongside and there
                     // is room, it gets the content to compare and hashes it; otherwise it
@@ -1472,9 +1475,9 @@ fn fill_archive<'p>(
 /// file, and its entries as they are written.
 struct Streaming {
     growth: Arc<Growth>,
-    entries: mpsc::Sender<crate::verify::Written>,
+    entries: mpsc::Sender<crate::archive::verify::Written>,
     /// Source content on its way to the verifier.
-    held: Arc<crate::verify::Held>,
+    held: Arc<crate::archive::verify::Held>,
     /// The blake3s of content handed over unhashed, worked out by the verifier.
     hashes: mpsc::Receiver<(usize, Option<String>)>,
     /// How many of those to wait for.
@@ -1492,7 +1495,7 @@ fn record(
     stream: Option<&Streaming>,
     mut entry: Entry,
     content: Option<&mut Vec<u8>>,
-    sparse: Option<crate::sparse::SparseRead>,
+    sparse: Option<crate::archive::sparse::SparseRead>,
 ) {
     // Fault `verify-entry=NAME`: the manifest says another mode than the archive holds.
     let mode_flip = entry
@@ -1534,7 +1537,7 @@ fn record(
         }
         // A closed channel means verification has already failed; the writer learns that
         // when it joins it.
-        let _ = s.entries.send(crate::verify::Written {
+        let _ = s.entries.send(crate::archive::verify::Written {
             index: entries.list.len(),
             entry,
             content,
@@ -1702,8 +1705,8 @@ struct Replay<'e, 'p> {
     current: Option<Entry>,
 }
 
-impl crate::verify::Expected for Replay<'_, '_> {
-    fn next_entry(&mut self) -> Option<crate::verify::Next<'_>> {
+impl crate::archive::verify::Expected for Replay<'_, '_> {
+    fn next_entry(&mut self) -> Option<crate::archive::verify::Next<'_>> {
         let r = self.entries.list.get(self.next)?;
         self.next += 1;
         self.current = Some(self.entries.entry(r));

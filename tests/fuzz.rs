@@ -650,9 +650,9 @@ fn use_manifest(m: &Manifest, archive: &[u8]) {
         let _ = e.path.bytes();
         let _ = e.link.as_ref().map(|l| l.bytes());
     }
-    let _ = saferm::verify::verify_archive(archive, &m.entries, None);
+    let _ = saferm::archive::verify::verify_archive(archive, &m.entries, None);
     let hash = blake3::hash(archive).to_hex().to_string();
-    let _ = saferm::verify::verify_in_memory(archive, &m.entries, &hash);
+    let _ = saferm::archive::verify::verify_in_memory(archive, &m.entries, &hash);
 }
 
 #[test]
@@ -709,7 +709,8 @@ fn fuzz_manifest_mutations() {
                 .iter()
                 .zip(&original)
                 .all(|(a, b)| checked(a) == checked(b));
-        let verified = saferm::verify::verify_archive(&fx.archive[..], &m.entries, Some(&hash));
+        let verified =
+            saferm::archive::verify::verify_archive(&fx.archive[..], &m.entries, Some(&hash));
         prop_assert_eq!(verified.is_ok(), same, "{:?}", verified.err());
         Ok(())
     });
@@ -833,11 +834,11 @@ fn fuzz_damaged_archives() {
         case,
         |(bytes_ops, tar_ops)| {
             let bad = damaged(&fx.archive, &tar_ops, &bytes_ops);
-            let verified = saferm::verify::verify_archive(&bad[..], &entries, Some(&hash));
+            let verified = saferm::archive::verify::verify_archive(&bad[..], &entries, Some(&hash));
             if bad != fx.archive {
                 prop_assert!(verified.is_err(), "damage went unnoticed");
             }
-            let _ = saferm::verify::verify_archive(&bad[..], &entries, None);
+            let _ = saferm::archive::verify::verify_archive(&bad[..], &entries, None);
             read_as_store_archive(&bad);
             Ok(())
         },

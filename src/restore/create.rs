@@ -206,8 +206,8 @@ fn copy_sparse(
     stored: u64,
     hash: &mut ContentHash,
 ) -> io::Result<()> {
-    let regions = crate::sparse::read_map(src, stored, size)?;
-    let complete = crate::sparse::hash_stored(src, &regions, size, hash, Some(dst))?;
+    let regions = crate::archive::sparse::read_map(src, stored, size)?;
+    let complete = crate::archive::sparse::hash_stored(src, &regions, size, hash, Some(dst))?;
     if crate::fault::active("restore-signal") {
         crate::signal::raise_interrupt();
     }
@@ -270,7 +270,7 @@ pub(super) fn same_content(pfd: RawFd, name: &CStr, e: &Entry) -> bool {
     let mut hash = ContentHash::of(e);
     let mut buf = vec![0u8; 256 * 1024];
     // Only the data is read: a hole is zeros, which `blake3_blocks` hashes for nothing.
-    let holes = match crate::sparse::data_map(&file, e.size) {
+    let holes = match crate::archive::sparse::data_map(&file, e.size) {
         Ok(regions) => regions,
         Err(_) => return false,
     };

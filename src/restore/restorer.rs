@@ -346,7 +346,7 @@ impl Restorer<'_> {
                     quote(want_path)
                 );
             }
-            let kind = crate::verify::kind_of(entry.header().entry_type());
+            let kind = crate::archive::verify::kind_of(entry.header().entry_type());
             if kind != Some(self.manifest.entries[i].kind) {
                 self.abandon(jobs, i);
                 bail!(
@@ -548,7 +548,7 @@ impl Restorer<'_> {
     }
 }
 
-/// Whether an entry is stored sparse (`crate::sparse`): its real size and stored size.
+/// Whether an entry is stored sparse (`crate::archive::sparse`): its real size and stored size.
 pub(super) type Sparse = io::Result<Option<(u64, u64)>>;
 
 /// An entry's data as the archive stores it.
@@ -573,7 +573,7 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> (Xattrs, Sparse) {
             }
         }
     }
-    let sparse = crate::sparse::realsize(records.iter().map(|(k, v)| (&k[..], &v[..])))
+    let sparse = crate::archive::sparse::realsize(records.iter().map(|(k, v)| (&k[..], &v[..])))
         .map(|size| size.map(|size| (size, stored)));
     (out, sparse)
 }

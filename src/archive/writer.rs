@@ -6,7 +6,7 @@
 //! hashing as it streams, refuses to let a file that changes size misframe the stream, rolls a
 //! new zstd frame at an entry boundary every [`FRAME_BYTES`] so one file can be restored by
 //! seeking, and appends a copy of the manifest in a skippable frame. Files with holes are
-//! stored as PAX 1.0 sparse entries ([`crate::sparse`]).
+//! stored as PAX 1.0 sparse entries ([`crate::archive::sparse`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -505,7 +505,7 @@ impl ArchiveWriter {
     }
 
     /// Append a sparse regular file (`meta.size` its real size) as PAX 1.0 sparse
-    /// (`crate::sparse`): `data` must yield exactly `stored` bytes, the map and the data
+    /// (`crate::archive::sparse`): `data` must yield exactly `stored` bytes, the map and the data
     /// regions.
     pub fn append_sparse(
         &mut self,

@@ -11,9 +11,9 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 
+use crate::archive::sparse::SparseRead;
 use crate::hash::ContentHash;
 use crate::manifest::{Entry, Kind};
-use crate::sparse::SparseRead;
 
 /// Read the archive from `reader` and check it holds exactly `expected`, in order, and,
 /// when `file_hash` is given, that the file's bytes (the manifest copy included, which the
@@ -553,9 +553,9 @@ fn compare_entry(
         return Ok(Compared::Same);
     }
     let realsize = match entry.pax_extensions() {
-        Ok(Some(exts)) => {
-            crate::sparse::realsize(exts.flatten().map(|r| (r.key_bytes(), r.value_bytes())))
-        }
+        Ok(Some(exts)) => crate::archive::sparse::realsize(
+            exts.flatten().map(|r| (r.key_bytes(), r.value_bytes())),
+        ),
         Ok(None) => Ok(None),
         Err(e) => Err(e),
     }
@@ -632,7 +632,7 @@ fn same_sparse(
     if realsize != Some(want.size) {
         return Ok(false); // not sparse in the archive, or not that size
     }
-    let regions = crate::sparse::read_map(entry, stored, want.size)?;
+    let regions = crate::archive::sparse::read_map(entry, stored, want.size)?;
     if read.is_some_and(|r| {
         let mut theirs = r.regions.as_slice();
         while theirs.last().is_some_and(|x| x.len == 0) {
@@ -643,7 +643,7 @@ fn same_sparse(
         return Ok(false);
     }
     let mut hash = ContentHash::of(want);
-    if !crate::sparse::hash_stored(entry, &regions, want.size, &mut hash, None)? {
+    if !crate::archive::sparse::hash_stored(entry, &regions, want.size, &mut hash, None)? {
         return Ok(false);
     }
     let mut rest = [0u8; 1];
@@ -883,8 +883,8 @@ mod tests {
 
     /// An archive holding one sparse file (3 MiB, data at 4 KiB and at 2 MiB), its entry,
     /// what the writer read of it, and the plain blake3 of its logical content.
-    fn sparse_archive() -> (Vec<u8>, Entry, crate::sparse::SparseRead, String) {
-        use crate::sparse::Region;
+    fn sparse_archive() -> (Vec<u8>, Entry, crate::archive::sparse::SparseRead, String) {
+        use crate::archive::sparse::Region;
         use std::os::unix::fs::FileExt;
         let size = 3u64 << 20;
         let src = tempfile::tempfile().expect("temp file");
@@ -906,7 +906,8 @@ mod tests {
         let file = tempfile::tempfile().expect("temp file");
         let mut w = ArchiveWriter::new(file, 1, 0, 1 << 20, 1).expect("writer");
         let meta = EntryMeta::test_file(b"home/u/disk.img", size, 1_700_000_000, 1);
-        let (hash, read) = crate::sparse::append(&mut w, &meta, &src, regions).expect("append");
+        let (hash, read) =
+            crate::archive::sparse::append(&mut w, &meta, &src, regions).expect("append");
         let sealed = w.finish(|out| out.write_all(b"{}")).expect("finish");
         let mut bytes = Vec::new();
         let mut f = sealed.file;
@@ -956,7 +957,7 @@ mod tests {
         longer.size += 1;
         assert!(verify_archive(&bytes[..], &[longer], None).is_err());
         // While written: the map as the writer read it, and the hash it worked out.
-        let streamed = |bytes: &[u8], entry: &Entry, read: crate::sparse::SparseRead| {
+        let streamed = |bytes: &[u8], entry: &Entry, read: crate::archive::sparse::SparseRead| {
             let held = Arc::new(Held::new(0));
             let (tx, rx) = mpsc::channel();
             let (hash_tx, _hash_rx) = mpsc::channel();

@@ -1,0 +1,10 @@
+//! The archive: one `.tar.zst` per saferm run, written ([`writer`]), read ahead of on cold
+//! trees ([`prefetch`]), with files that have holes stored sparse ([`sparse`]), and read back
+//! against what was read before anything is unlinked ([`verify`]).
+
+pub mod prefetch;
+pub mod sparse;
+pub mod verify;
+pub mod writer;
+
+pub use writer::*;
