@@ -261,7 +261,7 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Record that `deletion` was restored (in part). The first note of each kind is kept: the
 /// sidecar is published without replacing, like every store file.
 pub fn mark_restored(store: &Store, deletion: &Deletion, note: &Restored) -> Result<()> {
-    crate::id::DeletionId::parse(deletion.id())?;
+    crate::store::id::DeletionId::parse(deletion.id())?;
     let name = layout::restored_note_name(deletion.id(), note.complete);
     let existing = store
         .root()
@@ -292,8 +292,8 @@ pub fn mark_kept(store: &Store, month: &str, id: &str, kept: &[Vec<u8>], all: bo
 /// What `--list` shows of a deletion: its manifest without the entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
-    /// Checked as it is read ([`crate::id`]): the cache may be damaged.
-    #[serde(deserialize_with = "crate::id::deserialize")]
+    /// Checked as it is read ([`crate::store::id`]): the cache may be damaged.
+    #[serde(deserialize_with = "crate::store::id::deserialize")]
     pub id: String,
     /// The month directory (not in the manifest: filled in from where it was found).
     #[serde(default)]
@@ -340,7 +340,7 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
             .strip_suffix(layout::RESTORED)
             .or_else(|| name.strip_suffix(layout::RESTORED_PART))
             .unwrap_or(stem);
-        if !crate::id::is_valid(stem_id) {
+        if !crate::store::id::is_valid(stem_id) {
             continue;
         }
         if let Some(id) = name.strip_suffix(layout::RESTORED) {

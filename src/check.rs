@@ -433,7 +433,7 @@ pub fn heal_manifests(
         return lines;
     }
     for (month, id) in damaged {
-        if !crate::id::is_valid(month) || !crate::id::is_valid(id) {
+        if !crate::store::id::is_valid(month) || !crate::store::id::is_valid(id) {
             continue;
         }
         let path = store.root().join(layout::manifest_rel(month, id));
@@ -467,7 +467,7 @@ pub fn heal_manifests(
 /// The archive of deletion `id` whose manifest is filed under `month`: in the same month,
 /// else in the month its id starts with.
 fn archive_of(store: &Store, month: &str, id: &str) -> Option<String> {
-    let from_id = crate::id::month(id)?;
+    let from_id = crate::store::id::month(id)?;
     let found = [month, from_id.as_str()]
         .into_iter()
         .map(|m| layout::archive_rel(m, id))

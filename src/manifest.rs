@@ -150,8 +150,8 @@ pub struct ArchiveInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest<E = Vec<Entry>> {
     pub format: u32,
-    /// Checked as it is read ([`crate::id`]): it names store files.
-    #[serde(deserialize_with = "crate::id::deserialize")]
+    /// Checked as it is read ([`crate::store::id`]): it names store files.
+    #[serde(deserialize_with = "crate::store::id::deserialize")]
     pub id: String,
     /// RFC 3339, UTC, nanoseconds.
     pub created: String,

@@ -31,7 +31,7 @@ pub fn remove_partial_restore(dirfd: RawFd, name: &CStr) -> io::Result<()> {
 }
 
 /// Remove a temp file (`.unrm.<pid>.<random>.tmp`) that an earlier `unrm` was killed while
-/// writing: `crate::resume` checks that it is one, that its process is gone, and that it is
+/// writing: `crate::restore::resume` checks that it is one, that its process is gone, and that it is
 /// a regular file of ours.
 pub fn remove_stale_restore_temp(dirfd: RawFd, name: &CStr) -> io::Result<()> {
     remove_object(dirfd, name, false)

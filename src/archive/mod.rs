@@ -8,3 +8,12 @@ pub mod verify;
 pub mod writer;
 
 pub use writer::*;
+
+mod entries;
+mod faults;
+mod fill;
+mod pipeline;
+mod space;
+
+pub use faults::simulate_concurrent_change;
+pub use pipeline::{run, Archived, Archiving};

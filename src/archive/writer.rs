@@ -418,7 +418,7 @@ pub struct ArchiveWriter {
 }
 
 impl ArchiveWriter {
-    /// Start writing into `file` (a fresh temp file) at zstd `level`, with `threads` workers
+    /// Start writing into `file` (the new archive, empty) at zstd `level`, with `threads` workers
     /// (0: compress on the calling thread). `expected_bytes` is about how much tar data will
     /// come (it only sizes the compression window); `entries` how many entries.
     pub fn new(
@@ -632,8 +632,9 @@ impl ArchiveWriter {
         header.set_link_name_literal(&target[..target.len().min(field)])
     }
 
-    /// Finish the tar stream and the last frame, append the manifest copy (`copy_len` bytes,
-    /// written by `write_copy`, so it is streamed rather than held in memory), and fsync.
+    /// Finish the tar stream and the last frame, and append the manifest copy (written by
+    /// `write_copy`, so it is streamed rather than held in memory). The file is not synced:
+    /// that is the caller's.
     pub fn finish(
         self,
         write_copy: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -708,7 +709,7 @@ impl DataEnd {
         if let Some(g) = sink.growth.take() {
             g.set(sink.written, Written::Sealed);
         }
-        // The caller fsyncs the file (alongside verification, see remove.rs).
+        // The caller fsyncs the file (alongside verification, see archive::pipeline).
         Ok(Sealed {
             size: sink.written,
             blake3: sink.hasher.map(|h| h.finalize().to_hex().to_string()),

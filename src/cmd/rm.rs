@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use crate::cli::{self, Parsed};
 use crate::docs::{self, Program};
 use crate::output::stdout_write;
-use crate::remove::{self, Outcome};
+use crate::remove;
 
 /// Run saferm with `args` (without argv[0]); returns the exit status.
 pub fn run(prog: &str, args: &[OsString]) -> i32 {
@@ -44,5 +44,5 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
         }
         Parsed::Exit(code) => return code,
     };
-    remove::delete(prog, &opts, &mut Outcome::default())
+    remove::delete(prog, &opts).status
 }

@@ -272,12 +272,11 @@ impl Restorer<'_> {
             operands: vec![std::ffi::OsString::from_vec(dest.to_vec())],
             ..Default::default()
         };
-        let mut outcome = crate::remove::Outcome::default();
-        let code = crate::remove::delete("unrm", &rm, &mut outcome);
+        let outcome = crate::remove::delete("unrm", &rm);
         // saferm puts the default signal handlers back when it is done.
         crate::signal::catch();
         match sys::fstatat(pfd, cname, false) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && code == 0 => {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && outcome.status == 0 => {
                 self.report.replaced.push(dest.to_vec());
                 Ok(Some(dest.to_vec()))
             }

@@ -14,22 +14,48 @@ use anyhow::{bail, Context, Result};
 use super::{layout, Store, SMALL_FILE_MAX};
 use crate::sys;
 
-/// An archive being written in place: the file, its directory and its name.
+/// An archive being written in place: the file, its directory and its name. Until
+/// [`PendingArchive::keep`] (once its manifest is published) it is the writer's own
+/// unpublished file, and dropping it removes it: an attempt that fails, returns early or
+/// unwinds leaves nothing behind in `archives/`.
 pub struct PendingArchive {
-    pub file: Option<File>,
+    file: Option<File>,
     dir: OwnedFd,
     name: CString,
     /// Path relative to the store.
     pub rel: String,
+    /// Published: not to be removed on drop.
+    kept: bool,
 }
 
 impl PendingArchive {
+    /// The file to write the archive into (once; after that, an error).
+    pub fn take_file(&mut self) -> Result<File> {
+        self.file
+            .take()
+            .context("internal error: the archive file was already taken")
+    }
+
     /// Make the directory entry durable (the file itself was fsynced when sealed). A failed
     /// fsync is not retried: the caller discards the archive and fails.
     pub fn sync_dir(&self) -> Result<()> {
         crate::fault::check("dirsync")
             .and_then(|_| sys::fsync(&self.dir))
             .context("cannot sync the store directory")
+    }
+
+    /// The archive's manifest is published: from now on it is part of the store, removed
+    /// only by a purge under the exclusive lock.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for PendingArchive {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = crate::unlink::remove_store_file(self.dir.as_raw_fd(), &self.name);
+        }
     }
 }
 
@@ -129,12 +155,8 @@ impl Store {
             dir,
             name: cname,
             rel: layout::rel(layout::ARCHIVES, month, name),
+            kept: false,
         })
-    }
-
-    /// Remove an archive that did not make it (failed write, verification or manifest).
-    pub fn discard_archive(&self, p: &PendingArchive) {
-        let _ = crate::unlink::remove_store_file(p.dir.as_raw_fd(), &p.name);
     }
 
     /// Move a finished temp file to `<kind>/<month>/<name>` atomically, without fsync:

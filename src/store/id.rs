@@ -111,7 +111,7 @@ pub fn new_id(now: chrono::DateTime<chrono::Utc>, first_operand: &[u8]) -> Strin
     )
 }
 
-/// For `#[serde(deserialize_with = "crate::id::deserialize")]` on a `String` field that
+/// For `#[serde(deserialize_with = "crate::store::id::deserialize")]` on a `String` field that
 /// holds an id: a manifest or header whose id is not one does not parse at all.
 pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = <String as serde::Deserialize>::deserialize(d)?;

@@ -13,10 +13,10 @@
 //!   manifests/YYYY-MM/<id>.purging  a purge in progress (see `Store::purge_deletions`)
 //!   manifests/YYYY-MM/<id>.{restored,restored-part,kept,kept-part}.json   notes (`catalog`)
 //!   index.jsonl, retention.json     caches (listing headers; the last retention check)
-//!   restoring/<id>                  a restore from deletion <id> in progress (`crate::resume`)
+//!   restoring/<id>                  a restore from deletion <id> in progress (`crate::restore::resume`)
 //! ```
 //!
-//! `<id>` is a [`crate::id`] (checked with `id::is_valid` wherever one is read back), and
+//! `<id>` is a [`crate::store::id`] (checked with `id::is_valid` wherever one is read back), and
 //! `YYYY-MM` the month of its time ([`month_of`]).
 
 use std::ffi::CStr;

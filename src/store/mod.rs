@@ -102,10 +102,10 @@ pub fn location_with(config: &crate::config::Config) -> Result<PathBuf> {
 ///   deletion. What was published MUST be removed only under the exclusive lock
 ///   ([`Store::purge_deletions`], [`Store::remove_orphan_archive`],
 ///   [`Store::set_aside_archive`] and [`Store::sweep_temp`] refuse a shared one); a writer
-///   removes only its own unpublished files ([`Store::discard_temp`],
-///   [`Store::discard_archive`]). A process that has to wait for the lock SHOULD say so, and
-///   for whom, and MUST stay interruptible while it waits ([`Store::lock_shared_patiently`]):
-///   it has done nothing yet.
+///   removes only its own unpublished files ([`Store::discard_temp`], and a
+///   [`PendingArchive`] dropped before it is kept). A process that has to wait for the
+///   lock SHOULD say so, and for whom, and MUST stay interruptible while it waits
+///   ([`Store::lock_shared_patiently`]): it has done nothing yet.
 /// - **Never follow links.** Store files MUST be opened without following a symlink in
 ///   their place (`O_NOFOLLOW`; here from the store's directory fd, and one directory at a
 ///   time for a path read from a manifest), without blocking on a FIFO, and what is read

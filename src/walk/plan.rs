@@ -208,6 +208,18 @@ impl Plan {
     }
 
     /// Keep a node, all its descendants, and its ancestors.
+    /// Whether anything in the subtree of `idx` (itself included) is to be removed.
+    pub fn subtree_has_removal(&self, idx: usize) -> bool {
+        let mut stack = vec![idx];
+        while let Some(i) = stack.pop() {
+            if self.nodes[i].fate == Fate::Remove {
+                return true;
+            }
+            stack.extend(self.children(i));
+        }
+        false
+    }
+
     pub fn keep_subtree(&mut self, idx: usize) {
         let mut stack = vec![idx];
         while let Some(i) = stack.pop() {
