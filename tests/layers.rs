@@ -10,6 +10,48 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// The layers, top down: a module imports only from its own layer or one below (and the
+/// no-cycle check keeps each layer's own imports one way). A new module must be placed.
+const LAYERS: [(&str, &[&str]); 4] = [
+    (
+        "commands",
+        &["bin", "lib", "cmd", "cli", "unrm_cli", "docs"],
+    ),
+    (
+        "domains",
+        &[
+            "rules",
+            "walk",
+            "restat",
+            "sweep",
+            "estimate",
+            "archive",
+            "remove",
+            "restore",
+            "check",
+            "retention",
+            "stats",
+            "complete",
+            "catalog",
+        ],
+    ),
+    (
+        "store",
+        &["store", "config", "manifest", "hash", "home", "users"],
+    ),
+    (
+        "system",
+        &[
+            "sys", "unlink", "dirstack", "signal", "alloc", "fault", "timing", "output",
+            "progress", "quote", "paths",
+        ],
+    ),
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|(_, mods)| mods.contains(&module))
+}
+
 const MAX_FN_LINES: usize = 150;
 const MAX_FILE_LINES: usize = 900;
 const MAX_UNSAFE: usize = 15;
@@ -440,6 +482,30 @@ fn src_has_no_module_cycle() {
     }
     let found = cycles(&shape.imports);
     assert!(found.is_empty(), "module cycles in src/: {found:?}");
+}
+
+#[test]
+fn src_layers_point_down() {
+    let shape = shape();
+    let mut wrong = Vec::new();
+    for (m, uses) in &shape.imports {
+        let Some(mine) = layer_of(m) else {
+            wrong.push(format!("{m} is in no layer (add it to LAYERS)"));
+            continue;
+        };
+        for u in uses {
+            match layer_of(u) {
+                Some(theirs) if theirs < mine => wrong.push(format!(
+                    "{m} ({}) imports {u} ({}), a layer above it",
+                    LAYERS[mine].0, LAYERS[theirs].0
+                )),
+                Some(_) => {}
+                // Also a crate-root re-export: inside src/, modules are named where they are.
+                None => wrong.push(format!("{m} imports {u}, which is in no layer")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
 #[test]
