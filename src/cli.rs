@@ -580,7 +580,8 @@ fn flag(id: &'static str, short: char, help: &'static str) -> Arg {
 }
 
 /// The long names the parser accepts, for the test that keeps clap and the parser in step.
-pub fn parser_long_names() -> Vec<&'static str> {
+#[cfg(test)]
+fn parser_long_names() -> Vec<&'static str> {
     GNU_LONG
         .iter()
         .chain(OWN_LONG)

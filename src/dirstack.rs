@@ -43,11 +43,6 @@ impl DirStack {
         }
     }
 
-    /// How many directories are on the stack.
-    pub fn depth(&self) -> usize {
-        self.levels.len()
-    }
-
     /// The descriptor of the deepest directory (`base` when the stack is empty).
     pub fn top(&self) -> io::Result<RawFd> {
         if self.broken {

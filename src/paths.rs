@@ -89,10 +89,6 @@ impl<V> PathMap<V> {
         self.map.entry(path).or_insert(value);
     }
 
-    pub fn get(&self, path: &[u8]) -> Option<&V> {
-        self.map.get(path)
-    }
-
     pub fn contains(&self, path: &[u8]) -> bool {
         self.map.contains_key(path)
     }

@@ -19,7 +19,7 @@ use crate::rules::{InteractiveMode, Options};
 use crate::sys::{self, Stat};
 
 mod plan;
-pub use plan::{ArchivedHash, Children, Fate, Node, Plan};
+pub use plan::{ArchivedHash, Fate, Node, Plan};
 
 /// Everything the walk needs to know besides the operands.
 pub struct Walker<'a> {
