@@ -190,7 +190,7 @@ fn die(message: String) -> UsageError {
     }
 }
 
-/// Parse rm's command line. `prog` is argv[0] as invoked; messages use it as GNU does.
+/// Parse rm's command line. `prog` is `argv[0]` as invoked; messages use it as GNU does.
 /// Usage errors are written to stderr here, as rm writes them.
 pub fn parse(prog: &str, args: &[OsString]) -> Parsed {
     match parse_inner(prog, args) {

@@ -3,6 +3,33 @@
 //! Every removal is written into a zstd-compressed tar archive in a persistent per-user
 //! store, read back and verified, made durable, and only then unlinked. `unrm` restores.
 //! See DESIGN.md in the team's shared folder for the invariants this crate keeps.
+//!
+//! # The pipeline
+//! ```text
+//! argv ─cli::parse─▶ rules::Options ─walk─▶ walk::Plan (nothing removed yet)
+//!   ─archive::run─▶ fill (archive::fill) ─seal─▶ verify (archive::verify) ‖ fsync
+//!   ─publish the manifest─▶ sweep::unlink_plan (post-order, re-stat each) ─▶ retention
+//! ```
+//! A failure anywhere before the unlink phase keeps every original; a source that fails
+//! keeps only its own object (DESIGN §1.3). `unrm` reads the store's catalog and restores
+//! through `restore::Restorer`, which never writes outside its destination.
+//!
+//! # Modules, by layer
+//! Layers point one way: a module imports only from its own layer or one below, and there
+//! is no cycle (`tests/layers.rs` checks both).
+//! - **Commands**: [`cmd`] (`cmd::rm`, `cmd::unrm`: one file per action), [`cli`] (rm's
+//!   getopt_long grammar from one flag table, which also builds clap's help), [`unrm_cli`],
+//!   [`docs`] (help, man pages, completions, shell snippets).
+//! - **Domains**: [`rules`] (rm's pure decisions), [`walk`] (the plan), [`archive`] (writer,
+//!   pipeline, verifier, sparse entries, read-ahead), [`remove`] (the library call for
+//!   deleting, [`remove::delete`]), [`restat`] and [`sweep`] (the unlink phase),
+//!   [`restore`], [`catalog`], [`check`] (verify and repair), [`retention`], [`stats`],
+//!   [`complete`], [`estimate`].
+//! - **Store**: [`store`] (the MUST rules in its doc comment; [`store::layout`] is the only
+//!   code that names store objects), [`manifest`], [`hash`], [`config`], [`home`], [`users`].
+//! - **System**: [`sys`] (the raw calls), [`unlink`] (the only module that deletes),
+//!   [`dirstack`], [`signal`], [`alloc`], [`fault`] (failure injection for tests),
+//!   [`timing`], [`output`], [`progress`], [`quote`], [`paths`].
 
 pub mod alloc;
 pub mod archive;

@@ -238,7 +238,7 @@ fn output_args() -> Vec<Arg> {
     ]
 }
 
-/// Parse `args` (without argv[0]).
+/// Parse `args` (without `argv[0]`).
 pub fn parse(args: &[OsString]) -> Parsed {
     let matches = match command()
         .try_get_matches_from(std::iter::once(OsString::from("unrm")).chain(args.iter().cloned()))

@@ -8,7 +8,7 @@ use crate::docs::{self, Program};
 use crate::output::stdout_write;
 use crate::remove;
 
-/// Run saferm with `args` (without argv[0]); returns the exit status.
+/// Run saferm with `args` (without `argv[0]`); returns the exit status.
 pub fn run(prog: &str, args: &[OsString]) -> i32 {
     let opts = match cli::parse(prog, args) {
         Parsed::Run(o) => o,

@@ -19,7 +19,7 @@ pub enum Fate {
 /// No node, for the links between nodes ([`Node::parent`], the children).
 const NO_NODE: u32 = u32::MAX;
 
-/// A node index as a link: 4 bytes, not the 16 of an `Option<usize>`. [`Walker::push`]
+/// A node index as a link: 4 bytes, not the 16 of an `Option<usize>`. [`super::Walker::push`]
 /// makes sure every index fits.
 fn link(idx: Option<usize>) -> u32 {
     idx.and_then(|i| u32::try_from(i).ok()).unwrap_or(NO_NODE)
@@ -59,7 +59,7 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node not linked to any other yet (see [`Walker::push`]).
+    /// A node not linked to any other yet (see [`super::Walker::push`]).
     pub(super) fn new(parent: Option<usize>, name: sys::Name, st: Stat, operand: usize) -> Node {
         Node {
             parent: link(parent),

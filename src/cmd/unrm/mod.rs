@@ -25,7 +25,7 @@ mod restoring;
 use list::{list, show};
 use restoring::{restore_names, restore_picks};
 
-/// Run unrm with `args` (without argv[0]); returns the exit status.
+/// Run unrm with `args` (without `argv[0]`); returns the exit status.
 pub fn run(args: &[OsString]) -> i32 {
     // Restoring holds a directory descriptor per level, like removing.
     crate::sys::raise_open_file_limit();
