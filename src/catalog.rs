@@ -443,9 +443,13 @@ fn write_index(store: &Store, headers: &[Header]) -> Result<()> {
         .root()
         .join(layout::TMP)
         .join(std::ffi::OsStr::from_bytes(tmp.as_bytes()));
-    match written.and_then(|()| {
+    // The listing cache is the store's own file, replaced whole; a reader sees the old one
+    // or the new.
+    #[allow(clippy::disallowed_methods)]
+    let replaced = written.and_then(|()| {
         std::fs::rename(&tmp_path, store.root().join(INDEX)).map_err(anyhow::Error::new)
-    }) {
+    });
+    match replaced {
         Ok(()) => Ok(()),
         Err(e) => {
             store.discard_temp(&tmp);

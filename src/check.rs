@@ -413,6 +413,9 @@ fn publish_manifest(store: &Store, month: &str, manifest: &Manifest) -> Result<(
 fn set_aside_manifest(path: &std::path::Path) -> Result<()> {
     let mut aside = path.to_path_buf().into_os_string();
     aside.push(layout::DAMAGED);
+    // A store file, moved within its own directory by --repair; an older copy set aside
+    // under the same name is one that was rebuilt since.
+    #[allow(clippy::disallowed_methods)]
     std::fs::rename(path, &aside)
         .with_context(|| format!("could not move the damaged '{}' aside", path.display()))
 }

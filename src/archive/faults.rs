@@ -10,6 +10,7 @@ use crate::walk::Plan;
 /// `mutate` appends to the first archived file, `chmod` sets the first archived file's mode
 /// to what it is (only its ctime changes) and `swap` replaces the first archived
 /// subdirectory by a symlink to it, as another process could.
+#[allow(clippy::disallowed_methods)] // moves a test's file aside, as another process would
 pub fn simulate_concurrent_change(plan: &Plan) {
     crate::fault::pause("pause");
     let archived = || plan.to_archive();
@@ -57,6 +58,7 @@ pub(super) fn damage_last_byte(read: &File, write: &File, size: u64) -> std::io:
 /// Failure injection for a change between the walk and the archiving (DESIGN §1.2): once
 /// per run, `replace-file`, `replace-dir` and `replace-fifo` put another file of the same
 /// size, a directory or a FIFO in place of the first file to archive (moved to `NAME.moved`).
+#[allow(clippy::disallowed_methods)] // moves a test's file aside, as another process would
 pub(super) fn simulate_replacement(plan: &Plan) {
     static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let Some(step) = ["replace-file", "replace-dir", "replace-fifo"]

@@ -338,6 +338,8 @@ impl Store {
         let cname = sys::cstr(name.as_bytes())?;
         let renamed = written.and_then(|()| {
             // SAFETY: both names are NUL-terminated.
+            // The store's own small file (a cache in its root), replaced whole.
+            #[allow(clippy::disallowed_methods)]
             let ret = unsafe {
                 libc::renameat(
                     tmp.as_raw_fd(),
