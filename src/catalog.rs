@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ArchiveInfo, Manifest, Operand, PathBytes, Totals};
 use crate::store::layout::{self, INDEX, KEPT_ALL, KEPT_PART};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::sys;
 
 /// What the sidecar says about a restore.
@@ -260,33 +260,28 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 
 /// Record that `deletion` was restored (in part). The first note of each kind is kept: the
 /// sidecar is published without replacing, like every store file.
-pub fn mark_restored(store: &Store, deletion: &Deletion, note: &Restored) -> Result<()> {
+pub fn mark_restored(store: &dyn Backend, deletion: &Deletion, note: &Restored) -> Result<()> {
     crate::store::id::DeletionId::parse(deletion.id())?;
     let name = layout::restored_note_name(deletion.id(), note.complete);
-    let existing = store
-        .root()
-        .join(layout::MANIFESTS)
-        .join(&deletion.month)
-        .join(&name);
-    if std::fs::symlink_metadata(&existing).is_ok() {
-        return Ok(());
-    }
-    store.publish_new(
-        layout::MANIFESTS,
-        &deletion.month,
-        &name,
-        &serde_json::to_vec(note)?,
-    )
+    store.put_note(&deletion.month, &name, &serde_json::to_vec(note)?)?;
+    Ok(())
 }
 
 /// Note that `kept` (absolute paths) of deletion `id` were archived but are still in place;
 /// `all` when nothing of it was removed. Written durably, never replacing.
-pub fn mark_kept(store: &Store, month: &str, id: &str, kept: &[Vec<u8>], all: bool) -> Result<()> {
+pub fn mark_kept(
+    store: &dyn Backend,
+    month: &str,
+    id: &str,
+    kept: &[Vec<u8>],
+    all: bool,
+) -> Result<()> {
     let name = layout::kept_note_name(id, all);
     let note = Kept {
         kept: kept.iter().map(|p| PathBytes::new(p)).collect(),
     };
-    store.publish_new(layout::MANIFESTS, month, &name, &serde_json::to_vec(&note)?)
+    store.put_note(month, &name, &serde_json::to_vec(&note)?)?;
+    Ok(())
 }
 
 /// What `--list` shows of a deletion: its manifest without the entries.

@@ -17,7 +17,7 @@ use crate::output::stderr_write;
 use crate::quote::quote;
 use crate::rules;
 use crate::rules::Options;
-use crate::store::{self, Store};
+use crate::store::{self, Backend, Store};
 use crate::sys::{self};
 use crate::walk::{self, Fate, Plan, Walker};
 
@@ -213,7 +213,7 @@ fn archive_plan(
 /// there), if the store's exclusive lock is free; otherwise, and when part of it was
 /// removed, a note beside the manifest names what was kept (`catalog::mark_kept`).
 /// Returns a warning to print when neither could be done.
-fn record_kept(store: &Store, id: &str, plan: &Plan, archived: &[usize]) -> Option<String> {
+fn record_kept(store: &dyn Backend, id: &str, plan: &Plan, archived: &[usize]) -> Option<String> {
     let kept: Vec<Vec<u8>> = archived
         .iter()
         .filter(|&&i| plan.nodes[i].fate == Fate::Keep)
@@ -232,7 +232,7 @@ fn record_kept(store: &Store, id: &str, plan: &Plan, archived: &[usize]) -> Opti
                 manifest_month: month.clone(),
                 archive_month: Some(month.clone()),
             };
-            if store.purge_deletions(&lock, &[target]).is_ok() {
+            if store.remove(&lock, &[target]).is_ok() {
                 return None;
             }
         }

@@ -508,6 +508,37 @@ fn src_layers_point_down() {
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
+/// The archive pipeline and the restore reach the store only through `store::Backend`, so
+/// that another backend needs no change in them.
+#[test]
+fn archiving_and_restoring_see_only_the_backend() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut found = Vec::new();
+    for path in &files {
+        let module = module_of(path);
+        if module != "archive" && module != "restore" {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).expect("a source file");
+        let code = without_tests(&blank(&text));
+        for (n, line) in code.lines().enumerate() {
+            let b = line.as_bytes();
+            let mut from = 0;
+            while let Some(p) = line[from..].find("Store") {
+                let at = from + p;
+                from = at + 5;
+                let before = at == 0 || !is_ident(b[at - 1]);
+                let after = b.get(at + 5).is_none_or(|&c| !is_ident(c));
+                if before && after {
+                    found.push(format!("{}:{}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "the concrete Store named in: {found:?}");
+}
+
 #[test]
 fn src_has_no_function_and_no_file_too_long() {
     let shape = shape();

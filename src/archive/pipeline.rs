@@ -26,8 +26,7 @@ use crate::manifest::{self, Kind, Manifest};
 use crate::output::stderr_write;
 use crate::quote::quote;
 use crate::rules::Options;
-use crate::store::PendingArchive;
-use crate::store::{self, Store};
+use crate::store::{self, Backend, PendingArchive};
 use crate::sys;
 use crate::walk::{self, Plan};
 
@@ -96,7 +95,7 @@ pub enum Archived {
 /// Archive everything the plan removes, seal it, verify it and write its manifest. A source
 /// that fails (unreadable, changed) keeps that object and its ancestors, and the archive is
 /// written again without it; a store failure fails the whole run.
-pub fn run(ctx: &Archiving<'_>, store: &Store, plan: &mut Plan) -> Result<Archived> {
+pub fn run(ctx: &Archiving<'_>, store: &dyn Backend, plan: &mut Plan) -> Result<Archived> {
     let first: Vec<usize> = plan.to_archive().collect();
     if !large_deletion_allowed(ctx, store, plan, &first)? {
         return Ok(Archived::Declined);
@@ -106,7 +105,7 @@ pub fn run(ctx: &Archiving<'_>, store: &Store, plan: &mut Plan) -> Result<Archiv
     // the run dies of it with nothing removed.
     crate::signal::catch();
     sys::ignore_lease_breaks();
-    let _lock = store.lock_shared_patiently(|holder| {
+    let _lock = store.lock(false, &mut |holder| {
         stderr_write(
             format!(
                 "{}: waiting for the saferm store, locked by {holder}; Ctrl-C stops without removing anything\n",
@@ -166,7 +165,7 @@ pub(super) enum Attempt {
 /// then: any way out of here before that removes it.
 pub(super) fn write_archive(
     ctx: &Archiving<'_>,
-    store: &Store,
+    store: &dyn Backend,
     plan: &Plan,
     order: &[usize],
 ) -> Result<Attempt> {
@@ -180,7 +179,7 @@ pub(super) fn write_archive(
         .unwrap_or_default();
     let id = store::new_id(now, &first);
     let month = store::month_of(now);
-    let mut pending = store.create_archive(&month, &store::layout::archive_name(&id))?;
+    let mut pending = store.create_archive(&month, &id)?;
     let checked = match write_and_check(ctx, store, plan, order, &mut pending, &id, now)? {
         Written::Sealed(b) => *b,
         Written::Retry(failures) => return Ok(Attempt::Retry(failures)),
@@ -215,7 +214,7 @@ fn make_durable(file: &File, pending: &PendingArchive) -> Result<()> {
 /// sealed (a thread costs more than decoding it).
 fn write_and_check<'p>(
     ctx: &Archiving<'_>,
-    store: &Store,
+    store: &dyn Backend,
     plan: &'p Plan,
     order: &[usize],
     pending: &mut PendingArchive,
@@ -245,7 +244,7 @@ fn write_and_check<'p>(
             Filled::SourceFailed(failures) => return Ok(Written::Retry(failures)),
         };
         if crate::fault::active("verify-copy") {
-            damage_last_byte(&store.open_published(rel)?, &sealed.file, sealed.size)?;
+            damage_last_byte(&store.open_archive(rel)?, &sealed.file, sealed.size)?;
         }
         // Making the archive durable and reading it back are independent, so they overlap;
         // both must succeed before the manifest is published and anything is unlinked.
@@ -260,7 +259,7 @@ fn write_and_check<'p>(
                     .join()
                     .unwrap_or_else(|_| Err(anyhow!("the archive verifier failed")))
                     .and_then(|hash| {
-                        let back = store.open_published(rel)?;
+                        let back = store.open_archive(rel)?;
                         if !sealed.copy_reads_back(&back)? {
                             bail!(
                                 "the archive's copy of the manifest differs from what was written"
@@ -307,13 +306,13 @@ fn write_and_check<'p>(
 /// grows, and what the writer tells it through.
 fn start_verifier<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
-    store: &Store,
+    store: &dyn Backend,
     rel: &str,
 ) -> Result<(
     Streaming,
     std::thread::ScopedJoinHandle<'scope, Result<String>>,
 )> {
-    let file = store.open_published(rel)?;
+    let file = store.open_archive(rel)?;
     let growth = Arc::new(Growth::default());
     let (tx, rx) = mpsc::channel();
     let (hash_tx, hash_rx) = mpsc::channel();
@@ -357,13 +356,13 @@ fn start_verifier<'scope>(
 /// Read the sealed archive back from the store and compare it with its manifest and with
 /// `written_hash`, the blake3 of the bytes as they were written.
 fn read_back(
-    store: &Store,
+    store: &dyn Backend,
     rel: &str,
     sealed: &crate::archive::Sealed,
     manifest: &Manifest<Entries<'_>>,
     written_hash: &str,
 ) -> Result<()> {
-    let file = store.open_published(rel)?;
+    let file = store.open_archive(rel)?;
     if crate::fault::active("verify") {
         let damaged = Damaged::new(file);
         return crate::archive::verify::verify_archive_against(
@@ -460,36 +459,25 @@ struct Verified<'p> {
 }
 
 /// Write the manifest, make the archive durable if it is not yet, and publish the manifest
-/// into `manifests/<month>/`: from then on the deletion is in the store.
+/// under `month`: from then on the deletion is in the store.
 fn publish(
-    store: &Store,
+    store: &dyn Backend,
     pending: &PendingArchive,
     month: &str,
     sealed: Sealed,
     synced: bool,
     manifest: &Manifest<Entries<'_>>,
 ) -> Result<()> {
-    let tmp = write_manifest(store, manifest)?;
-    let published = if !synced {
-        make_durable(&sealed.file, pending)
-    } else {
+    let mut write = |out: &mut dyn std::io::Write| -> Result<()> {
+        write_manifest(out, manifest).context("cannot write the manifest")?;
+        // A small archive's bytes went to the disk while the manifest was written; its
+        // fsync waits for less now. Published only once the archive is durable.
+        if !synced {
+            make_durable(&sealed.file, pending)?;
+        }
         Ok(())
-    }
-    .and_then(|()| {
-        store
-            .publish(
-                &tmp,
-                store::layout::MANIFESTS,
-                month,
-                &store::layout::manifest_name(&manifest.id),
-            )
-            .map(|_| ())
-    });
-    drop(sealed.file);
-    if published.is_err() {
-        store.discard_temp(&tmp);
-    }
-    published
+    };
+    store.publish_manifest(month, &manifest.id, &mut write)
 }
 
 /// The archived hashes of the files that were open for writing elsewhere when they were
@@ -521,36 +509,21 @@ fn hashes_to_recheck(
         .unwrap_or_default()
 }
 
-/// Write the manifest to a temp file in the store, to be published (renamed into
-/// `manifests/`) once the archive is durable; returns the temp file's name.
-pub(super) fn write_manifest(
-    store: &Store,
-    manifest: &Manifest<Entries>,
-) -> Result<std::ffi::CString> {
+/// Write the manifest's JSON to `out`.
+fn write_manifest(out: &mut dyn std::io::Write, manifest: &Manifest<Entries>) -> Result<()> {
     use std::io::Write;
-    let (tmp, mut file) =
-        store.create_temp(store::layout::manifest_name(&manifest.id).as_bytes())?;
-    let written = (|| -> Result<()> {
-        crate::fault::check("manifest")?;
-        {
-            // About 300 bytes of JSON per entry; no 256 KiB buffer for a one-file deletion.
-            let capacity = manifest
-                .entries
-                .list
-                .len()
-                .saturating_mul(512)
-                .clamp(8 << 10, 256 << 10);
-            let mut w = std::io::BufWriter::with_capacity(capacity, &mut file);
-            manifest.write_json(&mut w)?;
-            w.flush()?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = written {
-        store.discard_temp(&tmp);
-        return Err(e.context("cannot write the manifest"));
-    }
-    Ok(tmp)
+    crate::fault::check("manifest")?;
+    // About 300 bytes of JSON per entry; no 256 KiB buffer for a one-file deletion.
+    let capacity = manifest
+        .entries
+        .list
+        .len()
+        .saturating_mul(512)
+        .clamp(8 << 10, 256 << 10);
+    let mut w = std::io::BufWriter::with_capacity(capacity, out);
+    manifest.write_json(&mut w)?;
+    w.flush()?;
+    Ok(())
 }
 
 /// A sealed archive, its manifest, and how far it got.

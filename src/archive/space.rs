@@ -5,7 +5,7 @@ use anyhow::{anyhow, Result};
 
 use super::pipeline::Archiving;
 use crate::output::human;
-use crate::store::Store;
+use crate::store::Backend;
 use crate::walk::{self, Plan};
 
 /// Bytes of file content among these nodes.
@@ -21,7 +21,7 @@ pub(super) fn content_bytes(plan: &Plan, order: &[usize]) -> u64 {
 /// when nobody can be asked. Scripts never get a surprise prompt.
 pub(super) fn large_deletion_allowed(
     ctx: &Archiving<'_>,
-    store: &Store,
+    store: &dyn Backend,
     plan: &Plan,
     order: &[usize],
 ) -> Result<bool> {
@@ -43,7 +43,7 @@ pub(super) fn large_deletion_allowed(
     ) {
         return Ok(true);
     }
-    let fs = store.fs_bytes().unwrap_or(u64::MAX);
+    let fs = store.size_bytes().unwrap_or(u64::MAX);
     if ctx.interactive {
         if let Some(limit) = ctx.config.confirm_above.value.bytes_of(fs) {
             if total > limit {
@@ -75,7 +75,7 @@ pub(super) fn large_deletion_allowed(
 /// fails with ENOSPC and nothing is lost.
 pub(super) fn check_space(
     ctx: &Archiving<'_>,
-    store: &Store,
+    store: &dyn Backend,
     plan: &Plan,
     order: &[usize],
 ) -> Result<()> {
@@ -93,7 +93,7 @@ pub(super) fn check_space(
     } else {
         store.free_bytes()?
     };
-    let fs_bytes = store.fs_bytes().unwrap_or(0);
+    let fs_bytes = store.size_bytes().unwrap_or(0);
     let floor = ctx
         .config
         .min_free
@@ -120,7 +120,7 @@ pub(super) fn check_space(
         let deficit = need.saturating_add(floor) - free;
         return Err(anyhow!(
             "not enough space in the store {} (needs up to {}, {} free, {} to be left free); {}",
-            store.root().display(),
+            store.location().display(),
             human(need),
             human(free),
             human(floor),
@@ -133,8 +133,8 @@ pub(super) fn check_space(
 /// What the user can run to make `deficit` bytes of room: a purge that frees that much if
 /// the store holds it (`--keep 0`, since the newest deletions are otherwise spared and may be
 /// all there is), else the truth that purging is not enough.
-pub(super) fn room_advice(store: &Store, deficit: u64) -> String {
-    let held = store.scan().map(|s| s.archive_bytes()).unwrap_or(0);
+pub(super) fn room_advice(store: &dyn Backend, deficit: u64) -> String {
+    let held = store.list().map(|s| s.archive_bytes()).unwrap_or(0);
     let no_archive = "or delete for good with --no-archive";
     if held >= deficit {
         format!(

@@ -64,7 +64,7 @@ use anyhow::{anyhow, bail, Result};
 use crate::manifest::Manifest;
 use crate::paths::normal_absolute;
 use crate::quote::quote;
-use crate::store::Store;
+use crate::store::Backend;
 use crate::sys;
 use restorer::Restorer;
 use resume::Resume;
@@ -138,7 +138,7 @@ impl Report {
 /// Restore `targets` from one deletion. Errors are for the deletion as a whole (the archive
 /// cannot be opened, the manifest is damaged); per-object failures go into the report.
 pub fn restore(
-    store: &Store,
+    store: &dyn Backend,
     manifest: &Manifest,
     targets: &[Target],
     opts: &RestoreOptions,

@@ -20,7 +20,7 @@ use crate::manifest::{Entry, Kind, Manifest};
 use crate::output::stderr_write;
 use crate::paths::{display, is_under, join, normal_absolute, split_parent, PathMap};
 use crate::quote::quote;
-use crate::store::Store;
+use crate::store::Backend;
 use crate::sys;
 
 /// What happens to one manifest entry in this restore.
@@ -303,7 +303,7 @@ impl Restorer<'_> {
     }
 
     /// Decode the archive from the frame holding the first wanted entry to the last one.
-    pub(super) fn stream(&mut self, store: &Store, jobs: &[Option<Job>]) -> Result<()> {
+    pub(super) fn stream(&mut self, store: &dyn Backend, jobs: &[Option<Job>]) -> Result<()> {
         let first = jobs.iter().position(Option::is_some).unwrap_or(0);
         let last = jobs.iter().rposition(Option::is_some).unwrap_or(0);
         let archive = self
@@ -311,7 +311,7 @@ impl Restorer<'_> {
             .archive
             .as_ref()
             .ok_or_else(|| anyhow!("deletion {} has no archive", self.manifest.id))?;
-        let mut file = store.open_published(&archive.path)?;
+        let mut file = store.open_archive(&archive.path)?;
         let start = self.start_frame(first);
         file.seek(SeekFrom::Start(start.1))
             .with_context(|| format!("cannot read {}", quote(archive.path.as_bytes())))?;

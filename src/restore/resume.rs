@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::RawFd;
 
-use crate::store::Store;
+use crate::store::Backend;
 use crate::sys;
 
 /// What earlier, killed restores of one deletion left, and this run's record.
@@ -33,7 +33,7 @@ pub struct Resume {
 impl Resume {
     /// Read the journal of deletion `id` and record this run in it. Without a journal (the
     /// store cannot hold one), the restore goes on: a kill then leaves what it leaves today.
-    pub fn start(store: &Store, id: &str) -> Resume {
+    pub fn start(store: &dyn Backend, id: &str) -> Resume {
         let Ok((held, mut file)) = store.open_restore_journal(id) else {
             return Resume::default();
         };
@@ -117,7 +117,7 @@ impl Resume {
     }
 
     /// The restore ended without being killed: nothing is left to finish.
-    pub fn done(self, store: &Store, id: &str) {
+    pub fn done(self, store: &dyn Backend, id: &str) {
         if self.file.is_some() {
             store.remove_restore_journal(id);
         }

@@ -3,6 +3,8 @@
 //!
 //! - here: where the store is, opening it (creating it on first use), and the checks that
 //!   refuse an unsafe or foreign directory;
+//! - [`backend`]: the narrow interface the layers above use ([`Backend`]), which this
+//!   local store implements;
 //! - [`layout`]: the names of every store object (`archives/<month>/<id>.tar.zst`...);
 //! - `lock`: the store's lock, shared for writers, exclusive for collection and repair;
 //! - `files`: temp files, archives being written, publishing, caches, restore journals;
@@ -20,6 +22,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::sys;
 
+pub mod backend;
 mod files;
 mod filesystem;
 pub mod id;
@@ -28,6 +31,7 @@ mod lock;
 mod purge;
 mod scan;
 
+pub use backend::Backend;
 pub use files::PendingArchive;
 pub use filesystem::fs_magic_name;
 pub use id::new_id;
