@@ -428,10 +428,9 @@ impl ArchiveWriter {
         expected_bytes: u64,
         entries: usize,
     ) -> io::Result<ArchiveWriter> {
-        // Jobs of 2 MiB compress 1 GB of mixed data in 1.8 s here, zstd's default jobs in
-        // 2.0 s and 512 KiB ones in 3.3 s; but with two workers 2 MiB jobs keep ~25 MB of
-        // buffers in flight, which a deletion of many files (each ~1 KiB of plan and
-        // manifest) cannot afford under 64 MiB. Many entries: small jobs.
+        // 2 MiB jobs compress fastest, but keep more buffers in flight than a deletion of
+        // many files can afford under its memory bound: many entries, small jobs
+        // (doc/benchmarks.md, "Choices the code makes").
         let job_bytes = if entries > 20_000 { 512 << 10 } else { 2 << 20 };
         // Buffers no larger than the data needs: a one-file deletion then does not map
         // (and unmap) a few hundred KiB it writes a few KiB of.
@@ -673,10 +672,9 @@ impl DataEnd {
         if compress {
             let mut enc = zstd::stream::write::Encoder::new(&mut packed, 1)?;
             enc.include_checksum(true)?;
-            // The JSON comes in pieces of a few bytes; each write into the encoder is a
-            // zstd call. Gathered, 50,000 entries take 0.06 s instead of 0.15 s. (On the
-            // archive's workers it would be 0.012 s less, but their job buffers took peak
-            // memory from 58 to 69 MiB.)
+            // The JSON comes in pieces of a few bytes, and each write into the encoder is a
+            // zstd call: they are gathered first, on this thread (doc/benchmarks.md,
+            // "Choices the code makes").
             let mut gathered = io::BufWriter::with_capacity(256 << 10, &mut enc);
             write_copy(&mut gathered)?;
             gathered.flush()?;
