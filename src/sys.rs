@@ -1,23 +1,41 @@
-//! Thin, safe wrappers over the `*at` system calls saferm walks with.
+//! Thin, safe wrappers over the system calls saferm walks with.
 //!
 //! Every traversal goes through directory file descriptors and never follows a symlink it
-//! did not get as an operand (DESIGN §1.6). libc is called directly where nix's wrappers
-//! would hide the flags that matter here. `unlinkat` is deliberately absent: it lives in
-//! `unlink.rs`, the one module allowed to delete.
+//! did not get as an operand (DESIGN §1.6). The calls are rustix's (safe, zero-cost, one
+//! system call each) with the flags that matter here spelled out. The few that neither
+//! rustix nor std has (leases, `readahead`, `sync_file_range`, `mincore`, `fchmodat2`,
+//! `fnmatch`, the locale) are libc's, each behind one small safe wrapper here. `unlinkat`
+//! is deliberately absent: it lives in `unlink.rs`, the one module allowed to delete.
+//!
+//! A `RawFd` given to a function here is one its caller holds open for the whole call (an
+//! `OwnedFd` or `File` it owns, a level of a `DirStack`, the store's root), or `AT_FDCWD`:
+//! [`borrow`] relies on that.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 pub use libc::AT_FDCWD;
 
+/// `fd` as the [`BorrowedFd`] rustix takes, for as long as the caller's `RawFd` is in scope
+/// (one call). `-1`, which no `BorrowedFd` may hold, is `EBADF`, as the kernel says it.
+pub(crate) fn borrow(fd: &RawFd) -> io::Result<BorrowedFd<'_>> {
+    if *fd == -1 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: fd is not -1, and it stays open while the borrow lives: a RawFd given to this
+    // module (or to `unlink.rs` and `restore::create`, which borrow through here) is one its
+    // caller holds open for the call, or AT_FDCWD, which rustix's own `CWD` borrows so too.
+    Ok(unsafe { BorrowedFd::borrow_raw(*fd) })
+}
+
 /// The width in columns of the terminal on `fd`, if it is one that knows its size.
 pub fn terminal_width(fd: RawFd) -> Option<usize> {
-    // SAFETY: winsize is plain integers, for which zero is a value.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ fills the winsize struct it is given, or fails.
-    let ret = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
-    (ret == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+    let ws = rustix::termios::tcgetwinsize(borrow(&fd).ok()?).ok()?;
+    (ws.ws_col > 0).then_some(usize::from(ws.ws_col))
 }
 
 /// A path as a C string; names with a NUL byte cannot exist, so they are reported as such.
@@ -52,21 +70,22 @@ pub struct Stat {
 }
 
 impl Stat {
-    fn from_raw(st: &libc::stat) -> Stat {
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    fn from_raw(st: &rustix::fs::Stat) -> Stat {
         Stat {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            mode: st.st_mode,
-            nlink: st.st_nlink,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mode: st.st_mode as u32,
+            nlink: st.st_nlink as u64,
             uid: st.st_uid,
             gid: st.st_gid,
-            rdev: st.st_rdev,
+            rdev: st.st_rdev as u64,
             size: st.st_size.max(0) as u64,
             blocks: st.st_blocks.max(0) as u64,
-            mtime: st.st_mtime,
-            mtime_nsec: st.st_mtime_nsec,
-            ctime: st.st_ctime,
-            ctime_nsec: st.st_ctime_nsec,
+            mtime: st.st_mtime as i64,
+            mtime_nsec: st.st_mtime_nsec as i64,
+            ctime: st.st_ctime as i64,
+            ctime_nsec: st.st_ctime_nsec as i64,
         }
     }
 
@@ -89,38 +108,35 @@ impl Stat {
 
 /// `fstatat`, not following a final symlink unless `follow`.
 pub fn fstatat(dirfd: RawFd, name: &CStr, follow: bool) -> io::Result<Stat> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-    // SAFETY: name is NUL-terminated; st is written by the kernel on success.
-    check(unsafe { libc::fstatat(dirfd, name.as_ptr(), st.as_mut_ptr(), flags) })?;
-    // SAFETY: fstatat returned 0, so st is initialised.
-    Ok(Stat::from_raw(unsafe { &st.assume_init() }))
+    let flags = if follow {
+        AtFlags::empty()
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
+    Ok(Stat::from_raw(&rustix::fs::statat(
+        borrow(&dirfd)?,
+        name,
+        flags,
+    )?))
 }
 
 /// The `chattr` attributes of an entry that forbid removing it, or its entries, as
 /// `statx` reports them without following a symlink: `(immutable, append_only)`. A
 /// filesystem that does not report one reads as not having it.
 pub fn removal_attributes(dirfd: RawFd, name: &CStr) -> io::Result<(bool, bool)> {
-    let mut stx = std::mem::MaybeUninit::<libc::statx>::uninit();
-    // SAFETY: name is NUL-terminated; stx is written by the kernel on success.
-    check(unsafe {
-        libc::statx(
-            dirfd,
-            name.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC,
-            0,
-            stx.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: statx returned 0, so stx is initialised.
-    let stx = unsafe { stx.assume_init() };
-    let has = |attr: libc::c_int| {
-        let attr = attr as u64;
-        stx.stx_attributes_mask & attr != 0 && stx.stx_attributes & attr != 0
+    use rustix::fs::{StatxAttributes, StatxFlags};
+    let stx = rustix::fs::statx(
+        borrow(&dirfd)?,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::empty(),
+    )?;
+    let has = |attr: StatxAttributes| {
+        stx.stx_attributes_mask.contains(attr) && stx.stx_attributes.contains(attr)
     };
     Ok((
-        has(libc::STATX_ATTR_IMMUTABLE),
-        has(libc::STATX_ATTR_APPEND),
+        has(StatxAttributes::IMMUTABLE),
+        has(StatxAttributes::APPEND),
     ))
 }
 
@@ -129,23 +145,20 @@ pub fn removal_attributes(dirfd: RawFd, name: &CStr) -> io::Result<(bool, bool)>
 /// under any limit; a higher one leaves room for the rest (Go's runtime raises it at
 /// start-up too). Up to 2^20; errors leave the limit as it was.
 pub fn raise_open_file_limit() {
-    // SAFETY: getrlimit and setrlimit read and write a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max.min(1 << 20);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // None is RLIM_INFINITY.
+    let lim = getrlimit(Resource::Nofile);
+    if let Some(cur) = lim.current {
+        if lim.maximum.is_none_or(|max| cur < max) {
+            let current = Some(lim.maximum.map_or(1 << 20, |max| max.min(1 << 20)));
+            let _ = setrlimit(Resource::Nofile, Rlimit { current, ..lim });
         }
     }
 }
 
 /// `fstat` of an open descriptor.
 pub fn fstat(fd: RawFd) -> io::Result<Stat> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: st is written by the kernel on success.
-    check(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
-    // SAFETY: fstat returned 0.
-    Ok(Stat::from_raw(unsafe { &st.assume_init() }))
+    Ok(Stat::from_raw(&rustix::fs::fstat(borrow(&fd)?)?))
 }
 
 /// `openat` with `O_CLOEXEC` added.
@@ -155,17 +168,13 @@ pub fn openat(
     flags: libc::c_int,
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
-    // SAFETY: name is NUL-terminated; the returned descriptor is owned by the OwnedFd.
-    let fd = check(unsafe {
-        libc::openat(
-            dirfd,
-            name.as_ptr(),
-            flags | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    })?;
-    // SAFETY: fd was just returned by openat and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlags::from_bits_retain(flags as libc::c_uint) | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(
+        borrow(&dirfd)?,
+        name,
+        flags,
+        Mode::from_raw_mode(mode),
+    )?)
 }
 
 /// Open a directory below `dirfd` without following a symlink in its place.
@@ -319,9 +328,8 @@ pub fn open_as_owner<T>(
     }
     let proc = cstr(format!("/proc/self/fd/{}", path_fd.as_raw_fd()).as_bytes())
         .map_err(OwnerOpen::Failed)?;
-    // SAFETY: proc is NUL-terminated.
-    check(unsafe { libc::chmod(proc.as_ptr(), (mode | libc::S_IRUSR) as libc::mode_t) })
-        .map_err(OwnerOpen::Failed)?;
+    rustix::fs::chmod(&*proc, Mode::from_raw_mode(mode | libc::S_IRUSR))
+        .map_err(|e| OwnerOpen::Failed(e.into()))?;
     let opened = openat(AT_FDCWD, &proc, libc::O_RDONLY | libc::O_NOCTTY | flags, 0)
         .map_err(OwnerOpen::Failed)
         .and_then(|fd| {
@@ -331,8 +339,7 @@ pub fn open_as_owner<T>(
     let restored = if crate::fault::active("mode-back") {
         Err(io::Error::from_raw_os_error(libc::EIO))
     } else {
-        // SAFETY: proc is NUL-terminated.
-        check(unsafe { libc::chmod(proc.as_ptr(), mode as libc::mode_t) })
+        rustix::fs::chmod(&*proc, Mode::from_raw_mode(mode)).map_err(io::Error::from)
     };
     let after = fstat(path_fd.as_raw_fd());
     match (restored, after) {
@@ -350,22 +357,10 @@ pub fn open_as_owner<T>(
 
 /// Whether the process is in group `gid` (its effective group or a supplementary one).
 fn in_group(gid: u32) -> bool {
-    // SAFETY: getegid cannot fail.
-    if unsafe { libc::getegid() } == gid {
+    if rustix::process::getegid().as_raw() == gid {
         return true;
     }
-    // SAFETY: with 0, getgroups only counts.
-    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    let Ok(len) = usize::try_from(n) else {
-        return false;
-    };
-    let mut groups: Vec<libc::gid_t> = vec![0; len];
-    // SAFETY: the buffer holds `n` entries.
-    let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
-    let Ok(got) = usize::try_from(got) else {
-        return false;
-    };
-    groups[..got.min(len)].contains(&gid)
+    rustix::process::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
 }
 
 /// A file name, NUL-terminated, held in place when it is short (most are): a directory of
@@ -441,94 +436,86 @@ pub struct DirEntry {
     pub ino: u64,
 }
 
+/// Bytes of `getdents64` records read at a time: the buffer glibc's `opendir` gives readdir.
+const DIR_BUFFER: usize = 32 * 1024;
+
 /// Every entry of the directory open at `fd` except `.` and `..`, in the order readdir gives
 /// them (the order GNU rm processes them in, for small directories).
 pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEntry>> {
-    // fdopendir takes ownership of the descriptor it gets, so give it a duplicate.
-    // SAFETY: dup of a valid descriptor.
-    let dup = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
-    // SAFETY: dup is a valid descriptor we own; on failure we close it ourselves.
-    let dir = unsafe { libc::fdopendir(dup) };
-    if dir.is_null() {
-        let err = io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so dup is still ours to close.
-        unsafe { libc::close(dup) };
-        return Err(err);
-    }
-    // A fresh descriptor from dup shares the file offset: rewind so the listing is whole.
-    // SAFETY: dir is a valid DIR*.
-    unsafe { libc::rewinddir(dir) };
+    let dir = borrow(&fd)?;
+    // From the start, as `rewinddir` lists (an earlier listing left the offset at the end);
+    // like it, a failed seek is not reported (the read that follows reports what is wrong).
+    let _ = rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(0));
+    let mut buf = Vec::<u8>::with_capacity(DIR_BUFFER);
+    let mut entries = rustix::fs::RawDir::new(dir, buf.spare_capacity_mut());
     let mut out = Vec::new();
-    let result = loop {
-        // readdir signals errors only through errno, so clear it first.
-        // SAFETY: __errno_location is always valid for this thread.
-        unsafe { *libc::__errno_location() = 0 };
-        // SAFETY: dir is a valid DIR*.
-        let ent = unsafe { libc::readdir64(dir) };
-        if ent.is_null() {
-            let errno = io::Error::last_os_error();
-            break match errno.raw_os_error() {
-                Some(0) | None => Ok(()),
-                Some(_) => Err(errno),
-            };
-        }
-        // SAFETY: ent points to a valid dirent64 until the next readdir call.
-        let (name, d_type, ino) = unsafe {
-            (
-                CStr::from_ptr((*ent).d_name.as_ptr()),
-                (*ent).d_type,
-                (*ent).d_ino,
-            )
+    while let Some(entry) = entries.next() {
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Linux says ENOENT for a directory removed meanwhile: the end, as glibc's readdir
+            // takes it (POSIX asks for that).
+            Err(Errno::NOENT) => break,
+            Err(e) => return Err(e.into()),
         };
+        let name = entry.file_name();
         let bytes = name.to_bytes();
         if bytes == b"." || bytes == b".." {
             continue;
         }
         out.push(DirEntry {
             name: Name::new(name),
-            d_type,
-            ino,
+            d_type: d_type(entry.file_type()),
+            ino: entry.ino(),
         });
-    };
-    // SAFETY: dir is valid and closed exactly once.
-    unsafe { libc::closedir(dir) };
-    result.map(|_| out)
+    }
+    Ok(out)
+}
+
+/// The `DT_*` value of a type readdir reported (rustix decodes it; an unknown one is
+/// `DT_UNKNOWN`, as for a filesystem that reports none).
+fn d_type(file_type: rustix::fs::FileType) -> u8 {
+    use rustix::fs::FileType as T;
+    match file_type {
+        T::RegularFile => libc::DT_REG,
+        T::Directory => libc::DT_DIR,
+        T::Symlink => libc::DT_LNK,
+        T::Fifo => libc::DT_FIFO,
+        T::Socket => libc::DT_SOCK,
+        T::CharacterDevice => libc::DT_CHR,
+        T::BlockDevice => libc::DT_BLK,
+        T::Unknown => libc::DT_UNKNOWN,
+    }
 }
 
 /// `faccessat` with the effective ids, as coreutils' `euidaccess` asks.
 pub fn access_effective(dirfd: RawFd, name: &CStr, mode: libc::c_int) -> io::Result<()> {
-    // SAFETY: name is NUL-terminated.
-    check(unsafe { libc::faccessat(dirfd, name.as_ptr(), mode, libc::AT_EACCESS) }).map(|_| ())
+    let access = rustix::fs::Access::from_bits_retain(mode as libc::c_uint);
+    Ok(rustix::fs::accessat(
+        borrow(&dirfd)?,
+        name,
+        access,
+        AtFlags::EACCESS,
+    )?)
 }
 
 /// `readlinkat` of a symlink below `dirfd`.
 pub fn readlinkat(dirfd: RawFd, name: &CStr) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: buf has buf.len() writable bytes.
-        let n =
-            unsafe { libc::readlinkat(dirfd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        if n < buf.len() {
-            buf.truncate(n);
-            return Ok(buf);
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
+    Ok(rustix::fs::readlinkat(borrow(&dirfd)?, name, Vec::new())?.into_bytes())
 }
 
 /// The extended attributes of an open file or directory, name and value.
 pub fn xattrs(fd: RawFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let names = xattr_call(|buf, len| unsafe { libc::flistxattr(fd, buf.cast(), len) })?;
+    use rustix::fs::{fgetxattr, fgetxattr_query, flistxattr, flistxattr_query};
+    let fd = borrow(&fd)?;
+    let names = xattr_call(|| flistxattr_query(fd), |buf| flistxattr(fd, buf))?;
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let cname = cstr(name)?;
-        // SAFETY: cname is NUL-terminated; buf/len describe a writable buffer.
-        match xattr_call(|buf, len| unsafe { libc::fgetxattr(fd, cname.as_ptr(), buf.cast(), len) })
-        {
+        let cname = cname.as_c_str();
+        match xattr_call(
+            || fgetxattr_query(fd, cname),
+            |buf| fgetxattr(fd, cname, buf),
+        ) {
             Ok(value) => out.push((name.to_vec(), value)),
             // Removed between list and get: nothing to keep.
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
@@ -538,92 +525,80 @@ pub fn xattrs(fd: RawFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Call a size-probing xattr function until the buffer is large enough.
-fn xattr_call(mut f: impl FnMut(*mut u8, usize) -> libc::ssize_t) -> io::Result<Vec<u8>> {
+/// Ask an xattr call for the size it needs (`query`), then `fetch` into a buffer of that
+/// size, again if it grew in between.
+fn xattr_call(
+    query: impl Fn() -> rustix::io::Result<usize>,
+    fetch: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<u8>> {
     loop {
-        let size = f(std::ptr::null_mut(), 0);
-        if size < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::ENOTSUP) => Ok(Vec::new()),
-                _ => Err(err),
-            };
-        }
+        let size = match query() {
+            Ok(size) => size,
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
         if size == 0 {
             return Ok(Vec::new()); // nothing to fetch (the common case)
         }
-        let mut buf = vec![0u8; size as usize];
-        let got = f(buf.as_mut_ptr(), buf.len());
-        if got < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ERANGE) {
-                continue; // grew in between
+        let mut buf = vec![0u8; size];
+        match fetch(&mut buf) {
+            Ok(got) => {
+                buf.truncate(got);
+                return Ok(buf);
             }
-            return Err(err);
+            Err(Errno::RANGE) => continue, // grew in between
+            Err(e) => return Err(e.into()),
         }
-        buf.truncate(got as usize);
-        return Ok(buf);
     }
 }
 
 /// `fsync`, reported as the error it is: a failed fsync is never retried (DESIGN §1.3).
-pub fn fsync(fd: &impl AsRawFd) -> io::Result<()> {
-    // SAFETY: plain syscall on a valid descriptor.
-    check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(|_| ())
+pub fn fsync(fd: &impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fsync(fd)?)
 }
 
 /// `syncfs`: write back and commit everything of the filesystem `fd` is on, and wait. Since
 /// Linux 5.8 it reports a writeback error on that filesystem since `fd` was opened.
-pub fn syncfs(fd: &impl AsRawFd) -> io::Result<()> {
-    // SAFETY: plain syscall on a valid descriptor.
-    check(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(|_| ())
+pub fn syncfs(fd: &impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::syncfs(fd)?)
 }
 
 /// Ask the kernel to start writing a file's dirty pages back (`sync_file_range` with
 /// `SYNC_FILE_RANGE_WRITE`: it does not wait and guarantees nothing; the fsync does).
-pub fn start_writeback(fd: &impl AsRawFd) {
-    // SAFETY: plain syscall on a valid descriptor; errors are irrelevant (a hint).
+pub fn start_writeback(fd: &impl AsFd) {
+    let fd = fd.as_fd().as_raw_fd();
+    // SAFETY: sync_file_range takes integers only and touches no memory of ours; fd is open
+    // (borrowed from the caller). Errors are irrelevant (a hint).
     unsafe {
-        libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
 /// `renameat`, no replace (the store's names are unique; an existing one is a bug).
 pub fn rename_noreplace(olddir: RawFd, old: &CStr, newdir: RawFd, new: &CStr) -> io::Result<()> {
-    // SAFETY: both names are NUL-terminated.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            olddir,
-            old.as_ptr(),
-            newdir,
-            new.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    use rustix::fs::RenameFlags;
+    let (olddir, newdir) = (borrow(&olddir)?, borrow(&newdir)?);
+    Ok(rustix::fs::renameat_with(
+        olddir,
+        old,
+        newdir,
+        new,
+        RenameFlags::NOREPLACE,
+    )?)
 }
 
 /// `mkdirat`; an existing directory is fine.
 pub fn mkdirat_exist_ok(dirfd: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<bool> {
-    // SAFETY: name is NUL-terminated.
-    match check(unsafe { libc::mkdirat(dirfd, name.as_ptr(), mode) }) {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-        Err(e) => Err(e),
+    match rustix::fs::mkdirat(borrow(&dirfd)?, name, Mode::from_raw_mode(mode)) {
+        Ok(()) => Ok(true),
+        Err(Errno::EXIST) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// The filesystem type (`f_type`) and free bytes for an unprivileged user.
 pub fn statfs(fd: RawFd) -> io::Result<(i64, u64)> {
-    let mut sf = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: sf is written by the kernel on success.
-    check(unsafe { libc::fstatfs(fd, sf.as_mut_ptr()) })?;
-    // SAFETY: fstatfs returned 0.
-    let sf = unsafe { sf.assume_init() };
+    let sf = rustix::fs::fstatfs(borrow(&fd)?)?;
     #[allow(clippy::unnecessary_cast)] // the field types differ between targets
     Ok((
         sf.f_type as i64,
@@ -633,58 +608,53 @@ pub fn statfs(fd: RawFd) -> io::Result<(i64, u64)> {
 
 /// The total size in bytes of the filesystem holding `fd`.
 pub fn fs_size(fd: RawFd) -> io::Result<u64> {
-    let mut sf = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: sf is written by the kernel on success.
-    check(unsafe { libc::fstatfs(fd, sf.as_mut_ptr()) })?;
-    // SAFETY: fstatfs returned 0.
-    let sf = unsafe { sf.assume_init() };
+    let sf = rustix::fs::fstatfs(borrow(&fd)?)?;
     #[allow(clippy::unnecessary_cast)] // the field types differ between targets
     Ok((sf.f_blocks as u64).saturating_mul(sf.f_frsize as u64))
 }
 
 /// `flock` on an open file.
-pub fn flock(fd: &impl AsRawFd, exclusive: bool, nonblocking: bool) -> io::Result<()> {
-    let mut op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
+pub fn flock(fd: &impl AsFd, exclusive: bool, nonblocking: bool) -> io::Result<()> {
+    use rustix::fs::FlockOperation as Op;
+    let op = match (exclusive, nonblocking) {
+        (true, false) => Op::LockExclusive,
+        (true, true) => Op::NonBlockingLockExclusive,
+        (false, false) => Op::LockShared,
+        (false, true) => Op::NonBlockingLockShared,
     };
-    if nonblocking {
-        op |= libc::LOCK_NB;
-    }
     loop {
-        // SAFETY: plain syscall on a valid descriptor.
-        match check(unsafe { libc::flock(fd.as_raw_fd(), op) }) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other.map(|_| ()),
+        match rustix::fs::flock(fd, op) {
+            Err(Errno::INTR) => continue,
+            other => return Ok(other?),
         }
     }
 }
 
 /// Whether stdin is a terminal.
 pub fn stdin_is_tty() -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(0) == 1 }
+    io::IsTerminal::is_terminal(&io::stdin())
 }
 
 /// The effective user id.
 pub fn geteuid() -> u32 {
-    // SAFETY: always succeeds.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// major/minor of a device number.
 pub fn dev_major_minor(rdev: u64) -> (u32, u32) {
-    (libc::major(rdev), libc::minor(rdev))
+    (rustix::fs::major(rdev), rustix::fs::minor(rdev))
 }
 
-/// The errno text of an error, as C's `strerror` (and so GNU rm) prints it.
+/// The errno text of an error, as C's `strerror` (and so GNU rm) prints it: std's text for
+/// an OS error is the C library's (`strerror_r`), followed by ` (os error N)`.
 pub fn strerror(err: &io::Error) -> String {
     match err.raw_os_error() {
         Some(code) => {
-            // SAFETY: strerror returns a pointer to a static or thread-local string.
-            let s = unsafe { CStr::from_ptr(libc::strerror(code)) };
-            s.to_string_lossy().into_owned()
+            let text = io::Error::from_raw_os_error(code).to_string();
+            match text.strip_suffix(&format!(" (os error {code})")) {
+                Some(bare) => bare.to_owned(),
+                None => text,
+            }
         }
         None => err.to_string(),
     }
@@ -693,18 +663,17 @@ pub fn strerror(err: &io::Error) -> String {
 /// Random bytes from the kernel, for unique ids.
 pub fn random_u32() -> u32 {
     let mut buf = [0u8; 4];
-    // SAFETY: buf has 4 writable bytes.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
-    if n == 4 {
-        u32::from_ne_bytes(buf)
-    } else {
+    match rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::NONBLOCK) {
+        Ok(4) => u32::from_ne_bytes(buf),
         // Entropy not ready (early boot): the timestamp and pid in the id still keep it unique
         // together with O_EXCL.
-        std::process::id().rotate_left(16)
-            ^ (std::time::SystemTime::now()
-                .elapsed()
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0))
+        _ => {
+            std::process::id().rotate_left(16)
+                ^ (std::time::SystemTime::now()
+                    .elapsed()
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0))
+        }
     }
 }
 
@@ -721,11 +690,7 @@ pub struct FsStat {
 
 /// The type, size and free space of the filesystem holding `fd`.
 pub fn statfs_full(fd: RawFd) -> io::Result<FsStat> {
-    let mut sf = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: sf is written by the kernel on success.
-    check(unsafe { libc::fstatfs(fd, sf.as_mut_ptr()) })?;
-    // SAFETY: fstatfs returned 0.
-    let sf = unsafe { sf.assume_init() };
+    let sf = rustix::fs::fstatfs(borrow(&fd)?)?;
     #[allow(clippy::unnecessary_cast)] // the field types differ between targets
     let (bsize, frsize) = (sf.f_bsize as u64, sf.f_frsize as u64);
     let unit = if frsize > 0 { frsize } else { bsize };
@@ -748,41 +713,35 @@ pub fn from_disk(file: &std::fs::File) -> bool {
 /// Whether a one-byte read at the start of `file` would wait (`RWF_NOWAIT` says EAGAIN):
 /// its page is not cached, or, now and then, a lock is held for a moment.
 fn would_wait(file: &std::fs::File) -> bool {
-    use std::os::fd::AsRawFd;
+    use rustix::io::{preadv2, ReadWriteFlags};
     let mut byte = [0u8; 1];
-    let iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: one iovec over a local one-byte buffer.
-    let r = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
-    r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    preadv2(file, &mut iov, 0, ReadWriteFlags::NOWAIT) == Err(Errno::AGAIN)
 }
 
 /// Whether the first page of `file` is in the page cache (None: the kernel would not say).
 fn first_page_cached(file: &std::fs::File) -> Option<bool> {
-    use std::os::fd::AsRawFd;
     let len = 4096;
-    // SAFETY: a private read-only mapping of one page of a file we hold open, unmapped below;
-    // nothing reads through it.
-    let addr = unsafe {
-        libc::mmap(
+    let mut vec = [0u8; 1];
+    // SAFETY: a read-only mapping of one page of a file held open for the call, which
+    // nothing reads through: mincore only writes one byte per page into vec (one page, one
+    // byte), and the mapping is unmapped before the block ends.
+    let r = unsafe {
+        let addr = libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ,
             libc::MAP_SHARED,
             file.as_raw_fd(),
             0,
-        )
+        );
+        if addr == libc::MAP_FAILED {
+            return None;
+        }
+        let r = libc::mincore(addr, len, vec.as_mut_ptr());
+        libc::munmap(addr, len);
+        r
     };
-    if addr == libc::MAP_FAILED {
-        return None;
-    }
-    let mut vec = [0u8; 1];
-    // SAFETY: addr..addr+len is the mapping made above; vec holds one byte per page.
-    let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
-    // SAFETY: the mapping made above.
-    unsafe { libc::munmap(addr, len) };
     (r == 0).then_some(vec[0] & 1 == 1)
 }
 
@@ -791,7 +750,6 @@ fn first_page_cached(file: &std::fs::File) -> Option<bool> {
 /// waiting.
 /// Returns whether it asked, or None if the file could not be opened.
 pub fn read_ahead(path: &CStr, size: u64, unless_cached: bool) -> Option<bool> {
-    use std::os::fd::AsRawFd;
     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
     let fd = openat(libc::AT_FDCWD, path, flags, 0).ok()?;
     let file = std::fs::File::from(fd);
@@ -799,13 +757,28 @@ pub fn read_ahead(path: &CStr, size: u64, unless_cached: bool) -> Option<bool> {
         return Some(false);
     }
     let len = usize::try_from(size).unwrap_or(usize::MAX);
-    // SAFETY: a plain syscall on a descriptor we own.
+    // SAFETY: readahead takes integers only and touches no memory of ours; file is open.
     Some(unsafe { libc::readahead(file.as_raw_fd(), 0, len) } == 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strerror_is_the_c_librarys_text() {
+        for code in 0..150 {
+            // SAFETY: strerror returns a pointer to a string valid until the next call on
+            // this thread; it is copied at once.
+            let c = unsafe { CStr::from_ptr(libc::strerror(code)) };
+            let want = c.to_string_lossy().into_owned();
+            assert_eq!(
+                strerror(&io::Error::from_raw_os_error(code)),
+                want,
+                "errno {code}"
+            );
+        }
+    }
 
     #[test]
     fn names_short_and_long_give_back_their_bytes() {
@@ -843,10 +816,9 @@ pub enum Writers {
 /// A lease being broken sends SIGIO, which would kill the process: [`ignore_lease_breaks`]
 /// must have run first.
 pub fn writers(fd: RawFd) -> Writers {
-    // SAFETY: fcntl on a descriptor we own, with integer arguments.
-    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } == 0 {
-        // SAFETY: as above. Closing the descriptor would give it back as well.
-        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+    if set_lease(fd, libc::F_RDLCK).is_ok() {
+        // Closing the descriptor would give it back as well.
+        let _ = set_lease(fd, libc::F_UNLCK);
         return Writers::None;
     }
     match io::Error::last_os_error().raw_os_error() {
@@ -855,16 +827,18 @@ pub fn writers(fd: RawFd) -> Writers {
     }
 }
 
+/// `fcntl(fd, F_SETLEASE, kind)` (no rustix or nix call has leases).
+fn set_lease(fd: RawFd, kind: libc::c_int) -> io::Result<libc::c_int> {
+    // SAFETY: F_SETLEASE takes an integer argument and touches no memory of ours; fd is open
+    // for the call (module doc).
+    check(unsafe { libc::fcntl(fd, libc::F_SETLEASE, kind) })
+}
+
 /// Ignore SIGIO, which the kernel sends to a lease holder when someone opens the file for
 /// writing ([`writers`]): its default action kills the process. saferm uses no SIGIO.
 pub fn ignore_lease_breaks() {
     static DONE: std::sync::Once = std::sync::Once::new();
-    DONE.call_once(|| {
-        // SAFETY: setting a signal's disposition to SIG_IGN is always valid.
-        unsafe {
-            libc::signal(libc::SIGIO, libc::SIG_IGN);
-        }
-    });
+    DONE.call_once(|| crate::signal::ignore(nix::sys::signal::Signal::SIGIO));
 }
 
 /// Whether `f_type` is a pseudo-filesystem, whose files are the kernel's state, not data
@@ -898,4 +872,62 @@ pub fn pseudo_fs_at(dirfd: RawFd, name: &CStr) -> bool {
     openat(dirfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
         .and_then(|fd| statfs(fd.as_raw_fd()))
         .is_ok_and(|(fs_type, _)| is_pseudo_fs(fs_type))
+}
+
+/// `setlocale(category, "")` (the user's locale, from the environment), then
+/// `nl_langinfo(item)`: whether the locale could be loaded, and the item's text (empty where
+/// there is none). Only for the `OnceLock`s that read the locale once (`quote`, `walk`).
+pub fn locale_info(category: libc::c_int, item: libc::nl_item) -> (bool, Vec<u8>) {
+    // SAFETY: the string given to setlocale is NUL-terminated; nl_langinfo returns null or a
+    // NUL-terminated string that stays valid until the next setlocale, and it is copied out
+    // at once. saferm calls setlocale nowhere else than here, and each caller does so once
+    // (its OnceLock), so no other setlocale can run in between.
+    unsafe {
+        let loaded = !libc::setlocale(category, c"".as_ptr()).is_null();
+        let text = libc::nl_langinfo(item);
+        let text = if text.is_null() {
+            Vec::new()
+        } else {
+            CStr::from_ptr(text).to_bytes().to_vec()
+        };
+        (loaded, text)
+    }
+}
+
+/// `fnmatch(3)`: whether `name` matches the shell pattern `pattern` under `flags`.
+pub fn fnmatch(pattern: &CStr, name: &CStr, flags: libc::c_int) -> bool {
+    // SAFETY: both are NUL-terminated strings that outlive the call; fnmatch only reads them.
+    unsafe { libc::fnmatch(pattern.as_ptr(), name.as_ptr(), flags) == 0 }
+}
+
+/// How [`chmod_nofollow`] changes the mode of a name that must not be followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoFollow {
+    /// The `fchmodat2` system call (Linux 6.6), which takes `AT_SYMLINK_NOFOLLOW` itself.
+    Fchmodat2,
+    /// glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)`, which goes through `/proc` where the kernel
+    /// has no `fchmodat2`.
+    Glibc,
+}
+
+/// Set the mode of `name` below `dirfd` (itself, never a symlink's target) as `how` says;
+/// rustix's `chmodat` refuses `AT_SYMLINK_NOFOLLOW`.
+pub fn chmod_nofollow(dirfd: RawFd, name: &CStr, mode: u32, how: NoFollow) -> io::Result<()> {
+    // SAFETY: name is NUL-terminated and outlives the call; both calls take integers and it,
+    // and only read it.
+    let ret = unsafe {
+        match how {
+            NoFollow::Fchmodat2 => libc::syscall(
+                libc::SYS_fchmodat2,
+                dirfd,
+                name.as_ptr(),
+                mode as libc::c_uint,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) as libc::c_int,
+            NoFollow::Glibc => {
+                libc::fchmodat(dirfd, name.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW)
+            }
+        }
+    };
+    check(ret).map(|_| ())
 }
