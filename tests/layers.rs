@@ -58,7 +58,10 @@ fn blank(text: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'/' if b.get(i + 1) == Some(&b'/') => {
-                let end = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p);
                 wipe(&mut out, i, end);
                 i = end;
             }
@@ -298,7 +301,11 @@ fn shape() -> Shape {
         let text = std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         let code = without_tests(&blank(&text));
-        let rel = path.strip_prefix(src()).expect("under src/").display().to_string();
+        let rel = path
+            .strip_prefix(src())
+            .expect("under src/")
+            .display()
+            .to_string();
         let module = module_of(path);
         let imports = shape.imports.entry(module.clone()).or_default();
         imports.extend(crate_imports(&code).into_iter().filter(|m| *m != module));
@@ -308,7 +315,9 @@ fn shape() -> Shape {
         }
         for (name, line, len) in functions(&code) {
             if len > MAX_FN_LINES {
-                shape.long_fns.push(format!("{rel}:{line} fn {name}: {len} lines"));
+                shape
+                    .long_fns
+                    .push(format!("{rel}:{line} fn {name}: {len} lines"));
             }
         }
         for (n, l) in code.lines().enumerate() {
@@ -424,7 +433,10 @@ fn the_reader_sees_through_comments_strings_and_test_modules() {
 fn src_has_no_module_cycle() {
     let shape = shape();
     for (m, uses) in &shape.imports {
-        println!("{m} -> {}", uses.iter().cloned().collect::<Vec<_>>().join(" "));
+        println!(
+            "{m} -> {}",
+            uses.iter().cloned().collect::<Vec<_>>().join(" ")
+        );
     }
     let found = cycles(&shape.imports);
     assert!(found.is_empty(), "module cycles in src/: {found:?}");
@@ -448,7 +460,11 @@ fn src_has_no_function_and_no_file_too_long() {
 #[test]
 fn src_has_few_unsafe_blocks() {
     let shape = shape();
-    println!("{} unsafe blocks: {:#?}", shape.unsafe_blocks.len(), shape.unsafe_blocks);
+    println!(
+        "{} unsafe blocks: {:#?}",
+        shape.unsafe_blocks.len(),
+        shape.unsafe_blocks
+    );
     assert!(
         shape.unsafe_blocks.len() <= MAX_UNSAFE,
         "{} unsafe blocks in src/ (at most {MAX_UNSAFE}): {:?}",
