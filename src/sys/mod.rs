@@ -4,8 +4,9 @@
 //! did not get as an operand (DESIGN §1.6). The calls are rustix's (safe, zero-cost, one
 //! system call each) with the flags that matter here spelled out. The few that neither
 //! rustix nor std has (leases, `readahead`, `sync_file_range`, `mincore`, `fchmodat2`,
-//! `fnmatch`, the locale) are libc's, each behind one small safe wrapper here. `unlinkat`
-//! is deliberately absent: it lives in `unlink.rs`, the one module allowed to delete.
+//! `fnmatch`, the locale) are libc's, each behind one small safe wrapper (`cache.rs`,
+//! `locale.rs`, [`chmod_nofollow`]); directory listings are in `dir.rs`. `unlinkat` is
+//! deliberately absent: it lives in `unlink.rs`, the one module allowed to delete.
 //!
 //! A `RawFd` given to a function here is one its caller holds open for the whole call (an
 //! `OwnedFd` or `File` it owns, a level of a `DirStack`, the store's root), or `AT_FDCWD`:
@@ -19,6 +20,14 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 pub use libc::AT_FDCWD;
+
+mod cache;
+mod dir;
+mod locale;
+
+pub use cache::{from_disk, ignore_lease_breaks, read_ahead, start_writeback, writers, Writers};
+pub use dir::{read_dir, DirEntry, Name};
+pub use locale::{fnmatch, locale_info};
 
 /// `fd` as the [`BorrowedFd`] rustix takes, for as long as the caller's `RawFd` is in scope
 /// (one call). `-1`, which no `BorrowedFd` may hold, is `EBADF`, as the kernel says it.
@@ -363,130 +372,6 @@ fn in_group(gid: u32) -> bool {
     rustix::process::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
 }
 
-/// A file name, NUL-terminated, held in place when it is short (most are): a directory of
-/// 200,000 files needs no allocation per name. It derefs to the [`CStr`] the calls take.
-#[derive(Clone)]
-pub enum Name {
-    /// The bytes, their NUL, then zeros; and the length without the NUL.
-    Short([u8; SHORT_NAME], u8),
-    Long(CString),
-}
-
-/// Bytes a [`Name`] holds in place, its NUL included.
-const SHORT_NAME: usize = 22;
-
-impl Name {
-    pub fn new(c: &CStr) -> Name {
-        let bytes = c.to_bytes_with_nul();
-        match u8::try_from(bytes.len() - 1) {
-            Ok(len) if bytes.len() <= SHORT_NAME => {
-                let mut short = [0u8; SHORT_NAME];
-                short[..bytes.len()].copy_from_slice(bytes);
-                Name::Short(short, len)
-            }
-            _ => Name::Long(c.to_owned()),
-        }
-    }
-
-    /// The name without its NUL.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.to_bytes()
-    }
-}
-
-impl From<CString> for Name {
-    fn from(c: CString) -> Name {
-        match c.as_bytes().len() < SHORT_NAME {
-            true => Name::new(&c),
-            false => Name::Long(c),
-        }
-    }
-}
-
-impl std::ops::Deref for Name {
-    type Target = CStr;
-
-    fn deref(&self) -> &CStr {
-        match self {
-            // Made from a CStr: no NUL before the one at `len`.
-            Name::Short(bytes, len) => {
-                CStr::from_bytes_with_nul(&bytes[..=*len as usize]).unwrap_or_default()
-            }
-            Name::Long(c) => c,
-        }
-    }
-}
-
-impl AsRef<CStr> for Name {
-    fn as_ref(&self) -> &CStr {
-        self
-    }
-}
-
-impl std::fmt::Debug for Name {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&**self, f)
-    }
-}
-
-/// One directory entry: its name and the type readdir reported (`DT_*`).
-pub struct DirEntry {
-    pub name: Name,
-    pub d_type: u8,
-    pub ino: u64,
-}
-
-/// Bytes of `getdents64` records read at a time: the buffer glibc's `opendir` gives readdir.
-const DIR_BUFFER: usize = 32 * 1024;
-
-/// Every entry of the directory open at `fd` except `.` and `..`, in the order readdir gives
-/// them (the order GNU rm processes them in, for small directories).
-pub fn read_dir(fd: RawFd) -> io::Result<Vec<DirEntry>> {
-    let dir = borrow(&fd)?;
-    // From the start, as `rewinddir` lists (an earlier listing left the offset at the end);
-    // like it, a failed seek is not reported (the read that follows reports what is wrong).
-    let _ = rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(0));
-    let mut buf = Vec::<u8>::with_capacity(DIR_BUFFER);
-    let mut entries = rustix::fs::RawDir::new(dir, buf.spare_capacity_mut());
-    let mut out = Vec::new();
-    while let Some(entry) = entries.next() {
-        let entry = match entry {
-            Ok(entry) => entry,
-            // Linux says ENOENT for a directory removed meanwhile: the end, as glibc's readdir
-            // takes it (POSIX asks for that).
-            Err(Errno::NOENT) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let name = entry.file_name();
-        let bytes = name.to_bytes();
-        if bytes == b"." || bytes == b".." {
-            continue;
-        }
-        out.push(DirEntry {
-            name: Name::new(name),
-            d_type: d_type(entry.file_type()),
-            ino: entry.ino(),
-        });
-    }
-    Ok(out)
-}
-
-/// The `DT_*` value of a type readdir reported (rustix decodes it; an unknown one is
-/// `DT_UNKNOWN`, as for a filesystem that reports none).
-fn d_type(file_type: rustix::fs::FileType) -> u8 {
-    use rustix::fs::FileType as T;
-    match file_type {
-        T::RegularFile => libc::DT_REG,
-        T::Directory => libc::DT_DIR,
-        T::Symlink => libc::DT_LNK,
-        T::Fifo => libc::DT_FIFO,
-        T::Socket => libc::DT_SOCK,
-        T::CharacterDevice => libc::DT_CHR,
-        T::BlockDevice => libc::DT_BLK,
-        T::Unknown => libc::DT_UNKNOWN,
-    }
-}
-
 /// `faccessat` with the effective ids, as coreutils' `euidaccess` asks.
 pub fn access_effective(dirfd: RawFd, name: &CStr, mode: libc::c_int) -> io::Result<()> {
     let access = rustix::fs::Access::from_bits_retain(mode as libc::c_uint);
@@ -561,17 +446,6 @@ pub fn fsync(fd: &impl AsFd) -> io::Result<()> {
 /// Linux 5.8 it reports a writeback error on that filesystem since `fd` was opened.
 pub fn syncfs(fd: &impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::syncfs(fd)?)
-}
-
-/// Ask the kernel to start writing a file's dirty pages back (`sync_file_range` with
-/// `SYNC_FILE_RANGE_WRITE`: it does not wait and guarantees nothing; the fsync does).
-pub fn start_writeback(fd: &impl AsFd) {
-    let fd = fd.as_fd().as_raw_fd();
-    // SAFETY: sync_file_range takes integers only and touches no memory of ours; fd is open
-    // (borrowed from the caller). Errors are irrelevant (a hint).
-    unsafe {
-        libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
 }
 
 /// `renameat`, no replace (the store's names are unique; an existing one is a bug).
@@ -702,145 +576,6 @@ pub fn statfs_full(fd: RawFd) -> io::Result<FsStat> {
     })
 }
 
-/// Whether reading the start of `file` has to wait for the disk. A one-byte read that may not
-/// wait (`RWF_NOWAIT`) fails with EAGAIN when its page is not cached, and now and then for a
-/// cached one too (a lock held for a moment), so EAGAIN is checked with mincore(2) on the
-/// first page. Where the kernel cannot tell, the answer is no.
-pub fn from_disk(file: &std::fs::File) -> bool {
-    would_wait(file) && first_page_cached(file) == Some(false)
-}
-
-/// Whether a one-byte read at the start of `file` would wait (`RWF_NOWAIT` says EAGAIN):
-/// its page is not cached, or, now and then, a lock is held for a moment.
-fn would_wait(file: &std::fs::File) -> bool {
-    use rustix::io::{preadv2, ReadWriteFlags};
-    let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    preadv2(file, &mut iov, 0, ReadWriteFlags::NOWAIT) == Err(Errno::AGAIN)
-}
-
-/// Whether the first page of `file` is in the page cache (None: the kernel would not say).
-fn first_page_cached(file: &std::fs::File) -> Option<bool> {
-    let len = 4096;
-    let mut vec = [0u8; 1];
-    // SAFETY: a read-only mapping of one page of a file held open for the call, which
-    // nothing reads through: mincore only writes one byte per page into vec (one page, one
-    // byte), and the mapping is unmapped before the block ends.
-    let r = unsafe {
-        let addr = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        );
-        if addr == libc::MAP_FAILED {
-            return None;
-        }
-        let r = libc::mincore(addr, len, vec.as_mut_ptr());
-        libc::munmap(addr, len);
-        r
-    };
-    (r == 0).then_some(vec[0] & 1 == 1)
-}
-
-/// Ask the kernel to read the first `size` bytes of the file at `path` into the page cache,
-/// without waiting for them. With `unless_cached`, not if its first byte can be read without
-/// waiting.
-/// Returns whether it asked, or None if the file could not be opened.
-pub fn read_ahead(path: &CStr, size: u64, unless_cached: bool) -> Option<bool> {
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
-    let fd = openat(libc::AT_FDCWD, path, flags, 0).ok()?;
-    let file = std::fs::File::from(fd);
-    if unless_cached && !would_wait(&file) {
-        return Some(false);
-    }
-    let len = usize::try_from(size).unwrap_or(usize::MAX);
-    // SAFETY: readahead takes integers only and touches no memory of ours; file is open.
-    Some(unsafe { libc::readahead(file.as_raw_fd(), 0, len) } == 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strerror_is_the_c_librarys_text() {
-        for code in 0..150 {
-            // SAFETY: strerror returns a pointer to a string valid until the next call on
-            // this thread; it is copied at once.
-            let c = unsafe { CStr::from_ptr(libc::strerror(code)) };
-            let want = c.to_string_lossy().into_owned();
-            assert_eq!(
-                strerror(&io::Error::from_raw_os_error(code)),
-                want,
-                "errno {code}"
-            );
-        }
-    }
-
-    #[test]
-    fn names_short_and_long_give_back_their_bytes() {
-        for len in [0, 1, 20, 21, 22, 23, 255, 4000] {
-            let bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-            let c = CString::new(bytes.clone()).expect("no NUL");
-            let short = len < SHORT_NAME;
-            for name in [Name::new(&c), Name::from(c.clone())] {
-                assert_eq!(name.as_bytes(), &bytes[..], "length {len}");
-                assert_eq!(&*name, c.as_c_str());
-                assert_eq!(matches!(name, Name::Short(..)), short, "length {len}");
-            }
-        }
-    }
-}
-
-/// Whether anyone else has a file open for writing, as far as the kernel can tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Writers {
-    /// Nobody: no descriptor of it is open for writing, and no writable shared mapping of it
-    /// exists (a mapping keeps its open file for writing even after its descriptor is
-    /// closed).
-    None,
-    /// Someone has it open for writing (a writer, or a writable `MAP_SHARED` mapping).
-    Some,
-    /// The kernel would not say (a file the caller neither owns nor has `CAP_LEASE` for, a
-    /// filesystem without leases such as NFS).
-    Unknown,
-}
-
-/// Ask whether `fd` (a regular file this process opened read-only) is open for writing
-/// anywhere else: a read lease (`F_SETLEASE F_RDLCK`) is granted only when it is not, and is
-/// given back at once, so that nobody who opens it meanwhile waits more than a moment.
-///
-/// A lease being broken sends SIGIO, which would kill the process: [`ignore_lease_breaks`]
-/// must have run first.
-pub fn writers(fd: RawFd) -> Writers {
-    if set_lease(fd, libc::F_RDLCK).is_ok() {
-        // Closing the descriptor would give it back as well.
-        let _ = set_lease(fd, libc::F_UNLCK);
-        return Writers::None;
-    }
-    match io::Error::last_os_error().raw_os_error() {
-        Some(libc::EAGAIN) => Writers::Some,
-        _ => Writers::Unknown,
-    }
-}
-
-/// `fcntl(fd, F_SETLEASE, kind)` (no rustix or nix call has leases).
-fn set_lease(fd: RawFd, kind: libc::c_int) -> io::Result<libc::c_int> {
-    // SAFETY: F_SETLEASE takes an integer argument and touches no memory of ours; fd is open
-    // for the call (module doc).
-    check(unsafe { libc::fcntl(fd, libc::F_SETLEASE, kind) })
-}
-
-/// Ignore SIGIO, which the kernel sends to a lease holder when someone opens the file for
-/// writing ([`writers`]): its default action kills the process. saferm uses no SIGIO.
-pub fn ignore_lease_breaks() {
-    static DONE: std::sync::Once = std::sync::Once::new();
-    DONE.call_once(|| crate::signal::ignore(nix::sys::signal::Signal::SIGIO));
-}
-
 /// Whether `f_type` is a pseudo-filesystem, whose files are the kernel's state, not data
 /// (sysfs, procfs, cgroupfs, debugfs, securityfs...): nothing there can be archived or put
 /// back, so saferm does what rm does with them, without an archive attempt.
@@ -874,32 +609,6 @@ pub fn pseudo_fs_at(dirfd: RawFd, name: &CStr) -> bool {
         .is_ok_and(|(fs_type, _)| is_pseudo_fs(fs_type))
 }
 
-/// `setlocale(category, "")` (the user's locale, from the environment), then
-/// `nl_langinfo(item)`: whether the locale could be loaded, and the item's text (empty where
-/// there is none). Only for the `OnceLock`s that read the locale once (`quote`, `walk`).
-pub fn locale_info(category: libc::c_int, item: libc::nl_item) -> (bool, Vec<u8>) {
-    // SAFETY: the string given to setlocale is NUL-terminated; nl_langinfo returns null or a
-    // NUL-terminated string that stays valid until the next setlocale, and it is copied out
-    // at once. saferm calls setlocale nowhere else than here, and each caller does so once
-    // (its OnceLock), so no other setlocale can run in between.
-    unsafe {
-        let loaded = !libc::setlocale(category, c"".as_ptr()).is_null();
-        let text = libc::nl_langinfo(item);
-        let text = if text.is_null() {
-            Vec::new()
-        } else {
-            CStr::from_ptr(text).to_bytes().to_vec()
-        };
-        (loaded, text)
-    }
-}
-
-/// `fnmatch(3)`: whether `name` matches the shell pattern `pattern` under `flags`.
-pub fn fnmatch(pattern: &CStr, name: &CStr, flags: libc::c_int) -> bool {
-    // SAFETY: both are NUL-terminated strings that outlive the call; fnmatch only reads them.
-    unsafe { libc::fnmatch(pattern.as_ptr(), name.as_ptr(), flags) == 0 }
-}
-
 /// How [`chmod_nofollow`] changes the mode of a name that must not be followed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoFollow {
@@ -930,4 +639,24 @@ pub fn chmod_nofollow(dirfd: RawFd, name: &CStr, mode: u32, how: NoFollow) -> io
         }
     };
     check(ret).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strerror_is_the_c_librarys_text() {
+        for code in 0..150 {
+            // SAFETY: strerror returns a pointer to a string valid until the next call on
+            // this thread; it is copied at once.
+            let c = unsafe { CStr::from_ptr(libc::strerror(code)) };
+            let want = c.to_string_lossy().into_owned();
+            assert_eq!(
+                strerror(&io::Error::from_raw_os_error(code)),
+                want,
+                "errno {code}"
+            );
+        }
+    }
 }
