@@ -315,20 +315,13 @@ impl Store {
         let tmp = self.subdir_fd(layout::TMP.as_bytes())?;
         let cname = sys::cstr(name.as_bytes())?;
         let renamed = written.and_then(|()| {
-            // SAFETY: both names are NUL-terminated.
-            let ret = unsafe {
-                libc::renameat(
-                    tmp.as_raw_fd(),
-                    tmp_name.as_ptr(),
-                    self.fd(),
-                    cname.as_ptr(),
-                )
-            };
-            if ret < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
+            let root = self.fd();
+            Ok(rustix::fs::renameat(
+                &tmp,
+                tmp_name.as_c_str(),
+                sys::borrow(&root)?,
+                cname.as_c_str(),
+            )?)
         });
         if let Err(e) = renamed {
             self.discard_temp(&tmp_name);
