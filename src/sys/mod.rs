@@ -35,9 +35,10 @@ pub(crate) fn borrow(fd: &RawFd) -> io::Result<BorrowedFd<'_>> {
     if *fd == -1 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
-    // SAFETY: fd is not -1, and it stays open while the borrow lives: a RawFd given to this
-    // module (or to `unlink.rs` and `restore::create`, which borrow through here) is one its
-    // caller holds open for the call, or AT_FDCWD, which rustix's own `CWD` borrows so too.
+    // SAFETY: fd is not -1, and it stays open while the borrow lives (the caller's `fd`
+    // outlives it): a RawFd given to this module, or to the crate's other callers of this
+    // function (`unlink`, `restore::create`, `store::files`), is one its caller holds open for
+    // the call, or AT_FDCWD, which rustix's own `CWD` borrows so too.
     Ok(unsafe { BorrowedFd::borrow_raw(*fd) })
 }
 
