@@ -45,8 +45,8 @@ pub struct Checked;
 pub fn exhausted() -> ! {
     let name: &[u8] = PROGRAM.get().map_or(b"saferm", |n| n);
     for part in [name, b": memory exhausted\n"] {
-        // SAFETY: writing a valid buffer to stderr; nothing here allocates.
-        unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+        // Nothing here allocates.
+        let _ = rustix::io::write(rustix::stdio::stderr(), part);
     }
     // SAFETY: _exit ends the process at once: no destructor or atexit handler (which
     // could allocate) runs.

@@ -5,7 +5,6 @@
 //! algorithm below follows gnulib's `quotearg_buffer_restyled` for those two styles, including
 //! its preference for `"it's"` over `'it'\''s'` when that is equivalent.
 
-use std::ffi::CStr;
 use std::sync::OnceLock;
 
 /// Whether the C library's locale (as `setlocale(LC_ALL, "")` resolves it) uses UTF-8.
@@ -14,20 +13,9 @@ use std::sync::OnceLock;
 pub fn utf8_locale() -> bool {
     static UTF8: OnceLock<bool> = OnceLock::new();
     *UTF8.get_or_init(|| {
-        // SAFETY: setlocale with an empty string reads the environment; nl_langinfo returns a
-        // pointer to a static NUL-terminated string. Both are called once, before any thread
-        // that could race on the locale is started.
-        unsafe {
-            if libc::setlocale(libc::LC_CTYPE, c"".as_ptr()).is_null() {
-                return false;
-            }
-            let codeset = libc::nl_langinfo(libc::CODESET);
-            if codeset.is_null() {
-                return false;
-            }
-            let name = CStr::from_ptr(codeset).to_bytes().to_ascii_lowercase();
-            name == b"utf-8" || name == b"utf8"
-        }
+        let (loaded, codeset) = crate::sys::locale_info(libc::LC_CTYPE, libc::CODESET);
+        let name = codeset.to_ascii_lowercase();
+        loaded && (name == b"utf-8" || name == b"utf8")
     })
 }
 

@@ -3,36 +3,56 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use nix::sys::signal::{raise, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
 static CAUGHT: AtomicI32 = AtomicI32::new(0);
 
-const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 extern "C" fn on_signal(sig: libc::c_int) {
     CAUGHT.store(sig, Ordering::SeqCst);
 }
 
+/// What a signal does: the three dispositions saferm gives.
+enum Disposition {
+    /// Recorded by [`on_signal`], for [`caught`].
+    Caught,
+    /// The default action.
+    Default,
+    /// Nothing.
+    Ignored,
+}
+
+/// `sigaction` with `SA_RESTART` and an empty mask.
+fn set(sig: Signal, what: Disposition) {
+    let handler = match what {
+        Disposition::Caught => SigHandler::Handler(on_signal),
+        Disposition::Default => SigHandler::SigDfl,
+        Disposition::Ignored => SigHandler::SigIgn,
+    };
+    let action = SigAction::new(handler, SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the only handler of ours is on_signal, which only stores to an atomic (that is
+    // async-signal-safe); SIG_DFL and SIG_IGN run no code of ours.
+    let _ = unsafe { sigaction(sig, &action) };
+}
+
 /// Catch the signals for the duration of the archive phase.
 pub fn catch() {
     for sig in SIGNALS {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
+        set(sig, Disposition::Caught);
     }
 }
 
 /// The default dispositions again (for the unlink phase: the archive is sealed by then).
 pub fn restore() {
     for sig in SIGNALS {
-        // SAFETY: resetting to SIG_DFL is always valid.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-        }
+        set(sig, Disposition::Default);
     }
+}
+
+/// Ignore `sig` from now on.
+pub fn ignore(sig: Signal) {
+    set(sig, Disposition::Ignored);
 }
 
 /// The signal that arrived, if any.
@@ -46,25 +66,19 @@ pub fn caught() -> Option<i32> {
 /// Die of `sig` as if it had not been caught.
 pub fn reraise(sig: i32) -> ! {
     restore();
-    // SAFETY: raising a signal with its default action terminates the process.
-    unsafe {
-        libc::raise(sig);
+    // Raising a signal with its default action terminates the process.
+    if let Ok(signal) = Signal::try_from(sig) {
+        let _ = raise(signal);
     }
     std::process::exit(128 + sig)
 }
 
 /// For failure-injection tests: deliver SIGINT to ourselves.
 pub fn raise_interrupt() {
-    // SAFETY: raise is always safe to call.
-    unsafe {
-        libc::raise(libc::SIGINT);
-    }
+    let _ = raise(Signal::SIGINT);
 }
 
 /// Die of SIGKILL at once, as `kill -9` makes a process do (failure injection).
 pub fn raise_kill() {
-    // SAFETY: raise is always safe to call.
-    unsafe {
-        libc::raise(libc::SIGKILL);
-    }
+    let _ = raise(Signal::SIGKILL);
 }

@@ -14,12 +14,17 @@ use std::os::fd::RawFd;
 
 /// Remove one name below `dirfd`: a directory with `AT_REMOVEDIR`, anything else without.
 pub fn remove_object(dirfd: RawFd, name: &CStr, is_dir: bool) -> io::Result<()> {
-    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
-    // SAFETY: name is NUL-terminated.
-    if unsafe { libc::unlinkat(dirfd, name.as_ptr(), flags) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    use rustix::fs::AtFlags;
+    let flags = if is_dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
+    Ok(rustix::fs::unlinkat(
+        crate::sys::borrow(&dirfd)?,
+        name,
+        flags,
+    )?)
 }
 
 /// Remove one of the store's own files (a temp file, an archive that failed verification).

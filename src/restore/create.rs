@@ -15,7 +15,9 @@ use crate::hash::ContentHash;
 use crate::manifest::{Entry, Kind};
 use crate::output::stderr_write;
 use crate::paths::split_parent;
-use crate::sys;
+use crate::sys::{self, NoFollow};
+use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps};
+use rustix::fs::{Gid, Uid};
 
 impl Restorer<'_> {
     /// The directory of entry `i`, `name` in `pfd` at `dest`: made private (0700) and given
@@ -38,10 +40,7 @@ impl Restorer<'_> {
                     .push((dest.to_vec(), Finish::Recorded(i), (st.dev, st.ino)));
             }
         } else {
-            // SAFETY: name is NUL-terminated.
-            if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::fs::mkdirat(sys::borrow(&pfd)?, name, Mode::from_raw_mode(0o700))?;
             let fd = sys::open_dir_nofollow(pfd, name)?;
             let st = sys::fstat(fd.as_raw_fd())?;
             self.resume.made_dir((st.dev, st.ino));
@@ -151,10 +150,9 @@ impl Restorer<'_> {
         let (tparent, tname) = split_parent(&first);
         let tfd = self.dir(tparent, false)?;
         let ctname = sys::cstr(tname)?;
-        // SAFETY: both names are NUL-terminated; flags 0: a symlink is linked, not followed.
-        if unsafe { libc::linkat(tfd, ctname.as_ptr(), pfd, name.as_ptr(), 0) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // No AT_SYMLINK_FOLLOW: a symlink is linked, not followed.
+        let (tdir, pdir) = (sys::borrow(&tfd)?, sys::borrow(&pfd)?);
+        rustix::fs::linkat(tdir, ctname.as_c_str(), pdir, name, AtFlags::empty())?;
         Ok(Done { owner_set: true })
     }
 
@@ -163,12 +161,15 @@ impl Restorer<'_> {
     fn set_xattrs(&mut self, fd: RawFd, dest: &[u8], xattrs: &[(Vec<u8>, Vec<u8>)]) {
         for (name, value) in xattrs {
             let Ok(cname) = sys::cstr(name) else { continue };
-            // SAFETY: cname is NUL-terminated; value is a valid buffer of its length.
-            let ret = unsafe {
-                libc::fsetxattr(fd, cname.as_ptr(), value.as_ptr().cast(), value.len(), 0)
-            };
-            if ret < 0 {
-                let err = io::Error::last_os_error();
+            let set = sys::borrow(&fd).and_then(|fd| {
+                Ok(rustix::fs::fsetxattr(
+                    fd,
+                    cname.as_c_str(),
+                    value,
+                    rustix::fs::XattrFlags::empty(),
+                )?)
+            });
+            if let Err(err) = set {
                 if matches!(
                     err.raw_os_error(),
                     Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)
@@ -337,9 +338,7 @@ pub(super) fn set_owner_fd(fd: RawFd, e: &Entry, euid: u32) -> io::Result<bool> 
     if (st.uid, st.gid) == (e.uid, e.gid) {
         return Ok(true);
     }
-    // SAFETY: plain syscall on a valid descriptor.
-    if unsafe { libc::fchown(fd, e.uid, e.gid) } < 0 {
-        let err = io::Error::last_os_error();
+    if let Err(err) = std::os::unix::fs::fchown(sys::borrow(&fd)?, Some(e.uid), Some(e.gid)) {
         if err.raw_os_error() == Some(libc::EPERM) && euid != 0 {
             return Ok(false);
         }
@@ -353,9 +352,17 @@ fn set_owner_at(pfd: RawFd, name: &CStr, e: &Entry, euid: u32) -> io::Result<boo
     if (st.uid, st.gid) == (e.uid, e.gid) {
         return Ok(true);
     }
-    // SAFETY: name is NUL-terminated; AT_SYMLINK_NOFOLLOW changes a symlink itself.
-    if unsafe { libc::fchownat(pfd, name.as_ptr(), e.uid, e.gid, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
-        let err = io::Error::last_os_error();
+    // AT_SYMLINK_NOFOLLOW changes a symlink itself. -1 (as fchownat takes it) is None.
+    let uid = (e.uid != u32::MAX).then(|| Uid::from_raw(e.uid));
+    let gid = (e.gid != u32::MAX).then(|| Gid::from_raw(e.gid));
+    let chowned = rustix::fs::chownat(
+        sys::borrow(&pfd)?,
+        name,
+        uid,
+        gid,
+        AtFlags::SYMLINK_NOFOLLOW,
+    );
+    if let Err(err) = chowned.map_err(io::Error::from) {
         if err.raw_os_error() == Some(libc::EPERM) && euid != 0 {
             return Ok(false);
         }
@@ -365,77 +372,55 @@ fn set_owner_at(pfd: RawFd, name: &CStr, e: &Entry, euid: u32) -> io::Result<boo
 }
 
 pub(super) fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
-    // SAFETY: plain syscall on a valid descriptor.
-    if unsafe { libc::fchmod(fd, (mode & 0o7777) as libc::mode_t) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::fchmod(
+        sys::borrow(&fd)?,
+        Mode::from_raw_mode(mode & 0o7777),
+    )?)
 }
 
-fn times_of(e: &Entry) -> [libc::timespec; 2] {
-    [
-        libc::timespec {
+/// The access time left as it is, the modification time `sec`.`nsec`.
+fn mtime_only(sec: i64, nsec: i64) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
             tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
+            tv_nsec: rustix::fs::UTIME_OMIT,
         },
-        libc::timespec {
-            tv_sec: e.mtime as libc::time_t,
-            tv_nsec: e.mtime_nsec.min(999_999_999) as libc::c_long,
+        last_modification: Timespec {
+            tv_sec: sec as _,
+            tv_nsec: nsec as _,
         },
-    ]
+    }
+}
+
+fn times_of(e: &Entry) -> Timestamps {
+    mtime_only(e.mtime, e.mtime_nsec.min(999_999_999) as i64)
 }
 
 pub(super) fn set_mtime_fd(fd: RawFd, sec: i64, nsec: i64) -> io::Result<()> {
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: sec as libc::time_t,
-            tv_nsec: nsec as libc::c_long,
-        },
-    ];
-    // SAFETY: times points to two timespecs.
-    if unsafe { libc::futimens(fd, times.as_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::futimens(
+        sys::borrow(&fd)?,
+        &mtime_only(sec, nsec),
+    )?)
 }
 
 pub(super) fn set_times_fd(fd: RawFd, e: &Entry) -> io::Result<()> {
-    let times = times_of(e);
-    // SAFETY: times points to two timespecs.
-    if unsafe { libc::futimens(fd, times.as_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::futimens(sys::borrow(&fd)?, &times_of(e))?)
 }
 
 fn set_times_at(pfd: RawFd, name: &CStr, e: &Entry) -> io::Result<()> {
-    let times = times_of(e);
-    // SAFETY: name is NUL-terminated; times points to two timespecs.
-    if unsafe {
-        libc::utimensat(
-            pfd,
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let flags = AtFlags::SYMLINK_NOFOLLOW;
+    Ok(rustix::fs::utimensat(
+        sys::borrow(&pfd)?,
+        name,
+        &times_of(e),
+        flags,
+    )?)
 }
 
 pub(super) fn create_symlink(e: &Entry, pfd: RawFd, name: &CStr, euid: u32) -> io::Result<Done> {
     let target = e.link.as_ref().and_then(|l| l.bytes()).unwrap_or_default();
     let ctarget = sys::cstr(&target)?;
-    // SAFETY: both strings are NUL-terminated.
-    if unsafe { libc::symlinkat(ctarget.as_ptr(), pfd, name.as_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::fs::symlinkat(ctarget.as_c_str(), sys::borrow(&pfd)?, name)?;
     let owner_set = set_owner_at(pfd, name, e, euid)?;
     set_times_at(pfd, name, e)?;
     Ok(Done { owner_set })
@@ -443,27 +428,25 @@ pub(super) fn create_symlink(e: &Entry, pfd: RawFd, name: &CStr, euid: u32) -> i
 
 pub(super) fn create_node(e: &Entry, pfd: RawFd, name: &CStr, euid: u32) -> io::Result<Done> {
     let (ftype, dev) = match e.kind {
-        Kind::Fifo => (libc::S_IFIFO, 0),
+        Kind::Fifo => (FileType::Fifo, 0),
         Kind::Char | Kind::Block => {
             if euid != 0 {
                 return Err(io::Error::other("only root can create device nodes"));
             }
             let ft = if e.kind == Kind::Char {
-                libc::S_IFCHR
+                FileType::CharacterDevice
             } else {
-                libc::S_IFBLK
+                FileType::BlockDevice
             };
             (
                 ft,
-                libc::makedev(e.rdev_major.unwrap_or(0), e.rdev_minor.unwrap_or(0)),
+                rustix::fs::makedev(e.rdev_major.unwrap_or(0), e.rdev_minor.unwrap_or(0)),
             )
         }
         _ => return Err(io::Error::other("not a special file")),
     };
-    // SAFETY: name is NUL-terminated.
-    if unsafe { libc::mknodat(pfd, name.as_ptr(), ftype | 0o600, dev) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mode = Mode::from_raw_mode(0o600);
+    rustix::fs::mknodat(sys::borrow(&pfd)?, name, ftype, mode, dev)?;
     let owner_set = set_owner_at(pfd, name, e, euid)?;
     chmod_node(pfd, name, e.mode, e.kind == Kind::Fifo)?;
     set_times_at(pfd, name, e)?;
@@ -485,22 +468,10 @@ fn chmod_node(pfd: RawFd, name: &CStr, mode: u32, fifo: bool) -> io::Result<()> 
         )
     };
     if !crate::fault::active("no-fchmodat2") {
-        // SAFETY: name is NUL-terminated; fchmodat2 takes (dirfd, path, mode, flags).
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_fchmodat2,
-                pfd,
-                name.as_ptr(),
-                mode as libc::c_uint,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if ret == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if !unsupported(&err) {
-            return Err(err);
+        match sys::chmod_nofollow(pfd, name, mode, NoFollow::Fchmodat2) {
+            Ok(()) => return Ok(()),
+            Err(err) if !unsupported(&err) => return Err(err),
+            Err(_) => {}
         }
     }
     if fifo {
@@ -511,9 +482,5 @@ fn chmod_node(pfd: RawFd, name: &CStr, mode: u32, fifo: bool) -> io::Result<()> 
         }
         return fchmod(fd.as_raw_fd(), mode);
     }
-    // SAFETY: name is NUL-terminated.
-    if unsafe { libc::fchmodat(pfd, name.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::chmod_nofollow(pfd, name, mode, NoFollow::Glibc)
 }

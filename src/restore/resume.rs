@@ -147,11 +147,9 @@ fn alive(pid: u32) -> bool {
     if pid <= 0 {
         return true; // never a process group
     }
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } == 0 {
-        return true;
-    }
-    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    // No signal: only whether the process exists.
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, None) != Err(nix::errno::Errno::ESRCH)
 }
 
 #[cfg(test)]

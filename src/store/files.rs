@@ -337,22 +337,15 @@ impl Store {
         let tmp = self.subdir_fd(layout::TMP.as_bytes())?;
         let cname = sys::cstr(name.as_bytes())?;
         let renamed = written.and_then(|()| {
-            // SAFETY: both names are NUL-terminated.
+            let root = self.fd();
             // The store's own small file (a cache in its root), replaced whole.
             #[allow(clippy::disallowed_methods)]
-            let ret = unsafe {
-                libc::renameat(
-                    tmp.as_raw_fd(),
-                    tmp_name.as_ptr(),
-                    self.fd(),
-                    cname.as_ptr(),
-                )
-            };
-            if ret < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
+            Ok(rustix::fs::renameat(
+                &tmp,
+                tmp_name.as_c_str(),
+                sys::borrow(&root)?,
+                cname.as_c_str(),
+            )?)
         });
         if let Err(e) = renamed {
             self.discard_temp(&tmp_name);

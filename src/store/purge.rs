@@ -108,10 +108,7 @@ impl Store {
         }
         if crate::fault::active("purge-crash") {
             // A crash between the manifest and the archive: die as kill -9 would.
-            // SAFETY: plain syscalls.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGKILL);
         }
         // 3. Archives, durably.
         for t in &targets {

@@ -785,16 +785,7 @@ pub fn yes_chars() -> &'static [u8] {
 }
 
 fn read_yes_chars() -> Vec<u8> {
-    // SAFETY: setlocale reads the environment; nl_langinfo returns a static string.
-    let expr = unsafe {
-        libc::setlocale(libc::LC_MESSAGES, c"".as_ptr());
-        let p = libc::nl_langinfo(libc::YESEXPR);
-        if p.is_null() {
-            Vec::new()
-        } else {
-            std::ffi::CStr::from_ptr(p).to_bytes().to_vec()
-        }
-    };
+    let (_, expr) = sys::locale_info(libc::LC_MESSAGES, libc::YESEXPR);
     match expr.strip_prefix(b"^[").and_then(|r| {
         r.iter()
             .position(|&b| b == b']')

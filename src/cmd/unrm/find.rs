@@ -23,8 +23,7 @@ pub fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
     let (Ok(p), Ok(s)) = (sys::cstr(pattern), sys::cstr(path)) else {
         return false;
     };
-    // SAFETY: both are NUL-terminated.
-    unsafe { libc::fnmatch(p.as_ptr(), s.as_ptr(), libc::FNM_PATHNAME) == 0 }
+    sys::fnmatch(&p, &s, libc::FNM_PATHNAME)
 }
 
 /// What a NAME resolved to.
