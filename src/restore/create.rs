@@ -41,7 +41,7 @@ impl Restorer<'_> {
             }
         } else {
             rustix::fs::mkdirat(sys::borrow(&pfd)?, name, Mode::from_raw_mode(0o700))?;
-            let fd = sys::open_dir_nofollow(pfd, name)?;
+            let fd = sys::open_dir_beneath(pfd, name)?;
             let st = sys::fstat(fd.as_raw_fd())?;
             self.resume.made_dir((st.dev, st.ino));
             self.dirs.insert(dest.to_vec(), fd);

@@ -81,7 +81,7 @@ impl Restorer<'_> {
                 .and_then(|o| r.index.get(o.as_slice()).copied())
                 .filter(|&i| r.manifest.entries[i].kind == Kind::Dir)
         };
-        let fd = match sys::open_dir_nofollow(pfd, &cname) {
+        let fd = match sys::open_dir_beneath(pfd, &cname) {
             Ok(fd) => {
                 // Made by a restore of this deletion that was killed: finished now.
                 let id = sys::fstat(fd.as_raw_fd()).map_or((0, 0), |st| (st.dev, st.ino));
@@ -97,7 +97,7 @@ impl Restorer<'_> {
                 let recorded = recorded(self);
                 let mode = if recorded.is_some() { 0o700 } else { 0o777 };
                 let made = sys::mkdirat_exist_ok(pfd, &cname, mode)?;
-                let fd = sys::open_dir_nofollow(pfd, &cname)?;
+                let fd = sys::open_dir_beneath(pfd, &cname)?;
                 self.created_dirs.insert(path.to_vec());
                 let id = sys::fstat(fd.as_raw_fd()).map_or((0, 0), |st| (st.dev, st.ino));
                 if made {
