@@ -72,10 +72,6 @@ impl Blocks {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn end_block_if_full(&mut self) {
         if self.in_block == BLOCK {
             self.outer.update(self.block.finalize().as_bytes());
@@ -150,10 +146,6 @@ impl ContentHash {
     /// Bytes fed so far.
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// `n` bytes of zeros (a hole).

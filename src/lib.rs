@@ -30,43 +30,50 @@
 //! - **System**: [`sys`] (the raw calls), [`unlink`] (the only module that deletes),
 //!   [`dirstack`], [`signal`], [`alloc`], [`fault`] (failure injection for tests),
 //!   [`timing`], [`output`], [`progress`], [`quote`], [`paths`].
+//!
+//! The public modules are the facade the two binaries and the integration tests use
+//! ([`cmd`], and the store, manifest, archive and catalog readers the tests check against);
+//! the rest is `pub(crate)`. These docs are read with `cargo doc --document-private-items`.
+
+// The docs link to the crate's own private modules on purpose (see above).
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod alloc;
 pub mod archive;
 pub mod catalog;
 pub mod check;
-pub mod cli;
+pub(crate) mod cli;
 pub mod cmd;
-pub mod complete;
+pub(crate) mod complete;
 pub mod config;
-pub mod dirstack;
-pub mod docs;
-pub mod estimate;
-pub mod fault;
-pub mod hash;
-pub mod home;
+pub(crate) mod dirstack;
+pub(crate) mod docs;
+pub(crate) mod estimate;
+pub(crate) mod fault;
+pub(crate) mod hash;
+pub(crate) mod home;
 pub mod manifest;
 pub mod output;
-pub mod paths;
-pub mod progress;
-pub mod quote;
-pub mod remove;
-pub mod restat;
-pub mod restore;
+pub(crate) mod paths;
+pub(crate) mod progress;
+pub(crate) mod quote;
+pub(crate) mod remove;
+pub(crate) mod restat;
+pub(crate) mod restore;
 pub mod retention;
-pub mod rules;
-pub mod signal;
-pub mod stats;
+pub(crate) mod rules;
+pub(crate) mod signal;
+pub(crate) mod stats;
 pub mod store;
-pub mod sweep;
-pub mod sys;
-pub mod timing;
-pub mod unlink;
-pub mod unrm_cli;
+pub(crate) mod sweep;
+pub(crate) mod sys;
+pub(crate) mod timing;
+pub(crate) mod unlink;
+pub(crate) mod unrm_cli;
 
 pub use cmd::unrm;
 pub mod users;
-pub mod walk;
+pub(crate) mod walk;
 
 // Parts of restore, at the paths they had as modules of their own.
 pub use restore::{obstacle, resume};

@@ -656,7 +656,7 @@ pub(super) fn open_as_owner(
             Ok((fd, after, xattrs))
         }
         Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
-        Err(sys::OwnerOpen::Failed(_)) => Err(source_failed(idx, denied)),
+        Err(sys::OwnerOpen::Failed) => Err(source_failed(idx, denied)),
         Err(sys::OwnerOpen::Read(e)) => Err(source_failed(idx, &e)),
         Err(sys::OwnerOpen::ModeLeft(e)) => Err((
             idx,
@@ -688,7 +688,7 @@ pub(super) fn owners_dir_xattrs(
     );
     match opened {
         Ok((_, _, xattrs)) => Ok(xattrs),
-        Err(sys::OwnerOpen::Failed(_)) => Ok(Vec::new()),
+        Err(sys::OwnerOpen::Failed) => Ok(Vec::new()),
         Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
         Err(sys::OwnerOpen::Read(e)) => Err(source_failed(idx, &e)),
         Err(sys::OwnerOpen::ModeLeft(e)) => Err((

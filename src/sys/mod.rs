@@ -330,8 +330,9 @@ fn too_big(limit: u64) -> io::Error {
 pub enum OwnerOpen {
     /// The object is not the one the caller expected: nothing was changed.
     NotExpected,
-    /// Its mode could not be changed, or it could not be opened: nothing is left changed.
-    Failed(io::Error),
+    /// Its mode could not be changed, or it could not be opened: nothing is left changed
+    /// (the caller reports what its plain open said).
+    Failed,
     /// What had to be read while it was readable failed: nothing is left changed.
     Read(io::Error),
     /// Its mode could not be put back (it may keep owner read permission it did not have).
@@ -361,8 +362,8 @@ pub fn open_as_owner<T>(
     while_readable: impl FnOnce(RawFd) -> io::Result<T>,
 ) -> Result<(OwnedFd, Stat, T), OwnerOpen> {
     let path_fd =
-        openat(dirfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(OwnerOpen::Failed)?;
-    let before = fstat(path_fd.as_raw_fd()).map_err(OwnerOpen::Failed)?;
+        openat(dirfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(|_| OwnerOpen::Failed)?;
+    let before = fstat(path_fd.as_raw_fd()).map_err(|_| OwnerOpen::Failed)?;
     let (kind, flags) = if dir {
         (libc::S_IFDIR, libc::O_DIRECTORY)
     } else {
@@ -374,14 +375,14 @@ pub fn open_as_owner<T>(
     let mode = before.mode & 0o7777;
     // chmod by someone outside the file's group drops its setgid bit, for good.
     if mode & libc::S_ISGID != 0 && !in_group(before.gid) {
-        return Err(OwnerOpen::Failed(io::Error::from_raw_os_error(libc::EPERM)));
+        return Err(OwnerOpen::Failed);
     }
     let proc = cstr(format!("/proc/self/fd/{}", path_fd.as_raw_fd()).as_bytes())
-        .map_err(OwnerOpen::Failed)?;
+        .map_err(|_| OwnerOpen::Failed)?;
     rustix::fs::chmod(&*proc, Mode::from_raw_mode(mode | libc::S_IRUSR))
-        .map_err(|e| OwnerOpen::Failed(e.into()))?;
+        .map_err(|_| OwnerOpen::Failed)?;
     let opened = openat(AT_FDCWD, &proc, libc::O_RDONLY | libc::O_NOCTTY | flags, 0)
-        .map_err(OwnerOpen::Failed)
+        .map_err(|_| OwnerOpen::Failed)
         .and_then(|fd| {
             let read = while_readable(fd.as_raw_fd()).map_err(OwnerOpen::Read)?;
             Ok((fd, read))
