@@ -739,6 +739,41 @@ fn build_round_tree(dir: &Path, seed: u64, files: usize) {
     fs::write(dir.join("big"), noise(seed, 3 << 20)).expect("write");
 }
 
+/// Several first runs at once (parallel cleanup jobs on a new machine) all make, and use,
+/// the same store: none may take another's half-made store for a foreign directory.
+#[test]
+fn first_runs_at_once_share_the_store_they_make() {
+    const AT_ONCE: usize = 12;
+    for round in 0..8 {
+        let sb = Sandbox::new();
+        let w = sb.work("w");
+        for i in 0..AT_ONCE {
+            fs::write(w.join(format!("f{i}")), format!("{round}-{i}")).expect("write");
+        }
+        assert!(
+            !sb.store().exists(),
+            "the store must not exist before the first run"
+        );
+        let children: Vec<_> = (0..AT_ONCE)
+            .map(|i| {
+                let mut c = sandboxed(&sb, &saferm_bin());
+                c.current_dir(&w).arg(format!("f{i}"));
+                c.spawn().expect("spawn saferm")
+            })
+            .collect();
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}, f{i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!w.join(format!("f{i}")).exists());
+        }
+        assert_eq!(manifests(&sb.store()).len(), AT_ONCE, "round {round}");
+    }
+}
+
 #[test]
 fn concurrent_saferms_beside_a_purge_lose_nothing() {
     let sb = Sandbox::new();

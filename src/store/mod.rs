@@ -388,6 +388,12 @@ fn refuse_foreign_directory(root: &Path, root_fd: RawFd) -> Result<()> {
             .all(|f| name == layout::TMP && f.name.to_str().is_ok_and(layout::is_small_temp))
     };
     if let Some(first) = entries.iter().find(|e| !leftover(e)) {
+        // Another saferm may be making this store right now (several first runs at once):
+        // it writes FORMAT before anything but the creation directories is put in, so
+        // whatever of its making was listed above, FORMAT is there by now.
+        if sys::fstatat(root_fd, layout::FORMAT_C, false).is_ok() {
+            return Ok(());
+        }
         bail!(
             "'{}' is not empty and is not a saferm store (it holds '{}' and no FORMAT file); \
              set SAFERM_STORE to a new or empty directory (a store whose FORMAT file was \
