@@ -658,13 +658,7 @@ pub(super) fn open_as_owner(
         Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
         Err(sys::OwnerOpen::Failed) => Err(source_failed(idx, denied)),
         Err(sys::OwnerOpen::Read(e)) => Err(source_failed(idx, &e)),
-        Err(sys::OwnerOpen::ModeLeft(e)) => Err((
-            idx,
-            format!(
-                "could not archive: could not put its mode back: {}",
-                sys::strerror(&e)
-            ),
-        )),
+        Err(sys::OwnerOpen::ModeLeft(e)) => Err(mode_left(idx, &e)),
     }
 }
 
@@ -691,13 +685,7 @@ pub(super) fn owners_dir_xattrs(
         Err(sys::OwnerOpen::Failed) => Ok(Vec::new()),
         Err(sys::OwnerOpen::NotExpected) => Err(changed(idx)),
         Err(sys::OwnerOpen::Read(e)) => Err(source_failed(idx, &e)),
-        Err(sys::OwnerOpen::ModeLeft(e)) => Err((
-            idx,
-            format!(
-                "could not archive: could not put its mode back: {}",
-                sys::strerror(&e)
-            ),
-        )),
+        Err(sys::OwnerOpen::ModeLeft(e)) => Err(mode_left(idx, &e)),
     }
 }
 
@@ -732,6 +720,17 @@ pub(super) fn accept_own_changes(plan: &mut Plan, changes: Vec<OwnChange>) {
             }
         }
     }
+}
+
+/// Node `idx` was opened as its owner, and its mode could not be put back.
+fn mode_left(idx: usize, e: &std::io::Error) -> Failure {
+    (
+        idx,
+        format!(
+            "could not archive: could not put its mode back: {}",
+            sys::strerror(e)
+        ),
+    )
 }
 
 /// Node `idx` could not be archived, and why.
