@@ -15,17 +15,14 @@
 //! not know are read from them, and headers of manifests that are gone are dropped. Losing
 //! or damaging the cache costs one slow listing, nothing more.
 
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ArchiveInfo, Manifest, Operand, PathBytes, Totals};
 use crate::store::layout::{self, INDEX, KEPT_ALL, KEPT_PART};
-use crate::store::{Backend, Store};
-use crate::sys;
+use crate::store::Backend;
 
 /// What the sidecar says about a restore.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,8 +92,8 @@ pub struct Unreadable {
 
 /// Every deletion, newest first: headers up front (from the cache), full manifests read on
 /// first use, so that restoring something deleted recently reads few manifests.
-pub struct Catalog {
-    dir: PathBuf,
+pub struct Catalog<'s> {
+    store: &'s dyn Backend,
     pub headers: Vec<Header>,
     /// Manifests whose header could not be read.
     pub unreadable: Vec<Unreadable>,
@@ -110,14 +107,14 @@ pub enum IdMatch {
     Several(Vec<usize>),
 }
 
-impl Catalog {
-    pub fn open(store: &Store) -> Result<Catalog> {
+impl<'s> Catalog<'s> {
+    pub fn open(store: &'s dyn Backend) -> Result<Catalog<'s>> {
         let (mut headers, unreadable) = headers(store)?;
         // Nothing of these was removed: not deletions.
         headers.retain(|h| !h.kept);
         let loaded = headers.iter().map(|_| std::cell::OnceCell::new()).collect();
         Ok(Catalog {
-            dir: store.root().join(layout::MANIFESTS),
+            store,
             headers,
             unreadable,
             loaded,
@@ -141,15 +138,12 @@ impl Catalog {
         self.loaded[i]
             .get_or_init(|| {
                 let h = &self.headers[i];
-                let path = self.dir.join(&h.month).join(layout::manifest_name(&h.id));
                 // A note that cannot be read keeps nothing out: the restore then meets
                 // those objects in place, identical or in conflict, and says so.
                 let kept = if h.partly_kept {
-                    let note = self
-                        .dir
-                        .join(&h.month)
-                        .join(layout::kept_note_name(&h.id, false));
-                    sys::read_regular_path(&note, false, crate::store::MANIFEST_MAX)
+                    let note = layout::kept_note_name(&h.id, false);
+                    self.store
+                        .read_manifest(&h.month, &note)
                         .ok()
                         .and_then(|b| serde_json::from_slice::<Kept>(&b).ok())
                         .map(|k| k.kept.iter().filter_map(PathBytes::bytes).collect())
@@ -157,8 +151,8 @@ impl Catalog {
                 } else {
                     Default::default()
                 };
-                sys::read_regular_path(&path, false, crate::store::MANIFEST_MAX)
-                    .map_err(anyhow::Error::new)
+                self.store
+                    .read_manifest(&h.month, &layout::manifest_name(&h.id))
                     .and_then(|b| Manifest::from_json(&b))
                     .and_then(|manifest| {
                         // Its id names the notes written beside it: it must be the one
@@ -173,7 +167,11 @@ impl Catalog {
                         month: h.month.clone(),
                         kept,
                     })
-                    .map_err(|e| format!("cannot read '{}': {e:#}", path.display()))
+                    .map_err(|e| {
+                        let name = layout::manifest_name(&h.id);
+                        let path = self.store.manifest_location(&h.month, &name);
+                        format!("cannot read '{}': {e:#}", path.display())
+                    })
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -227,35 +225,6 @@ impl Catalog {
             _ => IdMatch::Several(hits),
         }
     }
-}
-
-/// `(month, path)` of every `*.json` under `manifests/<month>/`.
-pub fn manifest_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    let months = match std::fs::read_dir(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("cannot read '{}'", dir.display())),
-    };
-    for month in months {
-        let month = month.with_context(|| format!("cannot read '{}'", dir.display()))?;
-        if !month.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let mname = month.file_name().to_string_lossy().into_owned();
-        let files = std::fs::read_dir(month.path())
-            .with_context(|| format!("cannot read '{}'", month.path().display()))?;
-        for f in files {
-            let f = f.with_context(|| format!("cannot read '{}'", month.path().display()))?;
-            if f.file_name()
-                .to_string_lossy()
-                .ends_with(layout::MANIFEST_SUFFIX)
-            {
-                out.push((mname.clone(), f.path()));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Record that `deletion` was restored (in part). The first note of each kind is kept: the
@@ -315,18 +284,13 @@ pub struct Header {
 
 /// Every deletion's header, newest first, through the `index.jsonl` cache; and the
 /// manifests whose header could not be read.
-pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
-    let dir = store.root().join(layout::MANIFESTS);
+pub fn headers(store: &dyn Backend) -> Result<(Vec<Header>, Vec<Unreadable>)> {
     // id -> (month, (restored, partly restored))
     let mut present: std::collections::HashMap<String, (String, (bool, bool))> = Default::default();
     let mut notes: Vec<(String, bool)> = Vec::new();
     // id -> whether nothing was removed (else part of it was kept)
     let mut kept: std::collections::HashMap<String, bool> = Default::default();
-    for (month, path) in manifest_files(&dir)? {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    for (month, name) in store.manifest_names()? {
         let Some(stem) = name.strip_suffix(layout::MANIFEST_SUFFIX) else {
             continue;
         };
@@ -366,7 +330,7 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
     let mut out: Vec<Header> = Vec::with_capacity(present.len());
     let mut seen: std::collections::HashSet<String> = Default::default();
     let cached = store
-        .read_cache_up_to(INDEX, crate::store::MANIFEST_MAX)
+        .read_cache(INDEX, crate::store::MANIFEST_MAX)
         .unwrap_or_default();
     for line in cached.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let Ok(mut h) = serde_json::from_slice::<Header>(line) else {
@@ -387,10 +351,11 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
         if seen.contains(id) {
             continue;
         }
-        let path = dir.join(month).join(layout::manifest_name(id));
+        let name = layout::manifest_name(id);
+        let path = store.manifest_location(month, &name);
         // A manifest that cannot be read is left out (and reported by --check).
-        let parsed = sys::read_regular_path(&path, false, crate::store::MANIFEST_MAX)
-            .map_err(anyhow::Error::new)
+        let parsed = store
+            .read_manifest(month, &name)
             .and_then(|b| serde_json::from_slice::<Header>(&b).map_err(anyhow::Error::new));
         let mut h = match parsed {
             Ok(h) if h.id == *id => h,
@@ -422,33 +387,13 @@ pub fn headers(store: &Store) -> Result<(Vec<Header>, Vec<Unreadable>)> {
     Ok((out, unreadable))
 }
 
-/// Replace `index.jsonl` atomically (a temp file renamed over it; no fsync: it is a cache).
-fn write_index(store: &Store, headers: &[Header]) -> Result<()> {
-    let (tmp, file) = store.create_temp(b"index")?;
-    let written = (|| -> Result<()> {
-        let mut w = std::io::BufWriter::new(file);
+/// Replace `index.jsonl` whole (no fsync: it is a cache).
+fn write_index(store: &dyn Backend, headers: &[Header]) -> Result<()> {
+    store.write_cache(INDEX, &mut |w| {
         for h in headers {
-            serde_json::to_writer(&mut w, h)?;
+            serde_json::to_writer(&mut *w, h)?;
             w.write_all(b"\n")?;
         }
-        w.flush()?;
         Ok(())
-    })();
-    let tmp_path = store
-        .root()
-        .join(layout::TMP)
-        .join(std::ffi::OsStr::from_bytes(tmp.as_bytes()));
-    // The listing cache is the store's own file, replaced whole; a reader sees the old one
-    // or the new.
-    #[allow(clippy::disallowed_methods)]
-    let replaced = written.and_then(|()| {
-        std::fs::rename(&tmp_path, store.root().join(INDEX)).map_err(anyhow::Error::new)
-    });
-    match replaced {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            store.discard_temp(&tmp);
-            Err(e)
-        }
-    }
+    })
 }

@@ -508,16 +508,16 @@ fn src_layers_point_down() {
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
-/// The archive pipeline and the restore reach the store only through `store::Backend`, so
-/// that another backend needs no change in them.
+/// The archive pipeline, the restore and the catalog reach the store only through
+/// `store::Backend`, so that another backend needs no change in them.
 #[test]
-fn archiving_and_restoring_see_only_the_backend() {
+fn archiving_restoring_and_listing_see_only_the_backend() {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
     let mut found = Vec::new();
     for path in &files {
         let module = module_of(path);
-        if module != "archive" && module != "restore" {
+        if !["archive", "restore", "catalog"].contains(&module.as_str()) {
             continue;
         }
         let text = std::fs::read_to_string(path).expect("a source file");

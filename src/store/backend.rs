@@ -1,16 +1,15 @@
 //! What the layers above ask of a store: the narrow [`Backend`] interface, and [`Store`] (a
 //! directory on a local filesystem) as its first implementation.
 //!
-//! The archive pipeline (`archive::run`), the kept and restored notes (`catalog`) and the
-//! restore (its reads of an archive, its journal) go through it, and through nothing else
-//! of the store; a second backend (an S3-compatible bucket, say) is then an
+//! The archive pipeline (`archive::run`), the catalog (listing and reading manifests, its
+//! listing cache, the kept and restored notes) and the restore (its reads of an archive,
+//! its journal) go through it, and through nothing else of the store; a second backend (an S3-compatible bucket, say) is then an
 //! implementation of this trait. What it hands out is local: an archive is written into a
 //! [`PendingArchive`] (a file the pipeline reads back to verify; a remote backend stages it
 //! locally and uploads it when it is kept), and read as a [`File`] with ranged reads
 //! (`FileExt::read_at`; a remote backend downloads, or reads ranges into, a local cache).
-//! Listing and maintenance still use [`Store`] itself: the catalog reads `manifests/` with
-//! its listing cache, and check, repair and retention handle what only a filesystem has
-//! (temp files, orphans, set-aside archives).
+//! Maintenance still uses [`Store`] itself: check, repair and retention handle what only a
+//! filesystem has (temp files, orphans, set-aside archives, the stats of every archive).
 //!
 //! Every method keeps the rules of [`Store`]'s doc comment: nothing published is replaced,
 //! removal needs the exclusive lock, nothing is reached through a link.
@@ -19,7 +18,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{layout, LockGuard, PendingArchive, PurgeTarget, Scan, Store};
 
@@ -68,6 +67,27 @@ pub trait Backend: Sync {
 
     /// Remove the journal of a restore from deletion `id` (best effort).
     fn remove_restore_journal(&self, id: &str);
+
+    /// `(month, file name)` of every manifest and note (`*.json`) filed under a month.
+    fn manifest_names(&self) -> Result<Vec<(String, String)>>;
+
+    /// The manifest or note `name` filed under `month`: a regular file, not reached through
+    /// a link, of at most [`super::MANIFEST_MAX`] bytes.
+    fn read_manifest(&self, month: &str, name: &str) -> Result<Vec<u8>>;
+
+    /// Where the manifest or note `name` of `month` is, as a person should see it.
+    fn manifest_location(&self, month: &str, name: &str) -> std::path::PathBuf;
+
+    /// The cache `name` (the listing cache), if it can be read: at most `limit` bytes.
+    fn read_cache(&self, name: &str, limit: u64) -> Option<Vec<u8>>;
+
+    /// Replace the cache `name` whole with what `write` writes (not synced: a cache lost in
+    /// a crash is only recomputed).
+    fn write_cache(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    ) -> Result<()>;
 
     /// What the store holds: its archives and manifests, by id.
     fn list(&self) -> Result<Scan>;
@@ -141,6 +161,61 @@ impl Backend for Store {
 
     fn remove_restore_journal(&self, id: &str) {
         Store::remove_restore_journal(self, id)
+    }
+
+    fn manifest_names(&self) -> Result<Vec<(String, String)>> {
+        let dir = self.root().join(layout::MANIFESTS);
+        let mut out = Vec::new();
+        let months = match std::fs::read_dir(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).with_context(|| format!("cannot read '{}'", dir.display())),
+        };
+        for month in months {
+            let month = month.with_context(|| format!("cannot read '{}'", dir.display()))?;
+            if !month.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let mname = month.file_name().to_string_lossy().into_owned();
+            let files = std::fs::read_dir(month.path())
+                .with_context(|| format!("cannot read '{}'", month.path().display()))?;
+            for f in files {
+                let f = f.with_context(|| format!("cannot read '{}'", month.path().display()))?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.ends_with(layout::MANIFEST_SUFFIX) {
+                    out.push((mname.clone(), name));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_manifest(&self, month: &str, name: &str) -> Result<Vec<u8>> {
+        if !layout::safe_component(month) || !layout::safe_component(name) {
+            anyhow::bail!("'{month}/{name}' is not a name inside the store");
+        }
+        let path = self.manifest_location(month, name);
+        Ok(crate::sys::read_regular_path(
+            &path,
+            false,
+            super::MANIFEST_MAX,
+        )?)
+    }
+
+    fn manifest_location(&self, month: &str, name: &str) -> std::path::PathBuf {
+        self.root().join(layout::MANIFESTS).join(month).join(name)
+    }
+
+    fn read_cache(&self, name: &str, limit: u64) -> Option<Vec<u8>> {
+        self.read_cache_up_to(name, limit)
+    }
+
+    fn write_cache(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    ) -> Result<()> {
+        self.write_cache_with(name, write)
     }
 
     fn list(&self) -> Result<Scan> {

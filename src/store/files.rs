@@ -329,23 +329,39 @@ impl Store {
     /// Replace a small cache file in the store's root atomically (temp file, rename over
     /// it), without fsync: a cache lost in a crash is only recomputed.
     pub fn write_cache(&self, name: &str, content: &[u8]) -> Result<()> {
+        self.write_cache_with(name, &mut |w| Ok(w.write_all(content)?))
+    }
+
+    /// [`Store::write_cache`] of a cache that `write` writes out (the listing cache, too
+    /// large to be held whole).
+    pub fn write_cache_with(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn io::Write) -> Result<()>,
+    ) -> Result<()> {
         if !layout::safe_component(name) {
             bail!("bad cache file name '{name}'");
         }
-        let (tmp_name, mut file) = self.create_temp(name.as_bytes())?;
-        let written = io::Write::write_all(&mut file, content);
+        let (tmp_name, file) = self.create_temp(name.as_bytes())?;
+        let written = (|| -> Result<()> {
+            let mut w = io::BufWriter::new(file);
+            write(&mut w)?;
+            io::Write::flush(&mut w)?;
+            Ok(())
+        })();
         let tmp = self.subdir_fd(layout::TMP.as_bytes())?;
         let cname = sys::cstr(name.as_bytes())?;
         let renamed = written.and_then(|()| {
             let root = self.fd();
             // The store's own small file (a cache in its root), replaced whole.
             #[allow(clippy::disallowed_methods)]
-            Ok(rustix::fs::renameat(
+            let renamed = rustix::fs::renameat(
                 &tmp,
                 tmp_name.as_c_str(),
                 sys::borrow(&root)?,
                 cname.as_c_str(),
-            )?)
+            );
+            Ok(renamed?)
         });
         if let Err(e) = renamed {
             self.discard_temp(&tmp_name);
