@@ -214,7 +214,7 @@ fn check_orphans(
     bad: &mut usize,
 ) -> Result<usize> {
     let mut repaired = 0usize;
-    let archives = archive_files(store)?;
+    let archives = store.month_files(layout::ARCHIVES)?;
     if repair {
         for (path, id) in damaged {
             set_aside_manifest(path)?;
@@ -338,29 +338,6 @@ fn hash_file(mut file: File) -> Result<(u64, String)> {
         total += n as u64;
     }
     Ok((total, hasher.finalize().to_hex().to_string()))
-}
-
-/// `(month, file name)` of every file under `archives/<month>/`.
-fn archive_files(store: &Store) -> Result<Vec<(String, String)>> {
-    let dir = store.root().join(layout::ARCHIVES);
-    let mut out = Vec::new();
-    let months = match std::fs::read_dir(&dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("cannot read '{}'", dir.display())),
-    };
-    for month in months {
-        let month = month?;
-        if !month.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let m = month.file_name().to_string_lossy().into_owned();
-        for f in std::fs::read_dir(month.path())? {
-            let f = f?;
-            out.push((m.clone(), f.file_name().to_string_lossy().into_owned()));
-        }
-    }
-    Ok(out)
 }
 
 /// Rebuild `manifests/<month>/<id>.json` from the copy at the end of an archive, after

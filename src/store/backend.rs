@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{layout, LockGuard, PendingArchive, PurgeTarget, Scan, Store};
 
@@ -164,30 +164,9 @@ impl Backend for Store {
     }
 
     fn manifest_names(&self) -> Result<Vec<(String, String)>> {
-        let dir = self.root().join(layout::MANIFESTS);
-        let mut out = Vec::new();
-        let months = match std::fs::read_dir(&dir) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).with_context(|| format!("cannot read '{}'", dir.display())),
-        };
-        for month in months {
-            let month = month.with_context(|| format!("cannot read '{}'", dir.display()))?;
-            if !month.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let mname = month.file_name().to_string_lossy().into_owned();
-            let files = std::fs::read_dir(month.path())
-                .with_context(|| format!("cannot read '{}'", month.path().display()))?;
-            for f in files {
-                let f = f.with_context(|| format!("cannot read '{}'", month.path().display()))?;
-                let name = f.file_name().to_string_lossy().into_owned();
-                if name.ends_with(layout::MANIFEST_SUFFIX) {
-                    out.push((mname.clone(), name));
-                }
-            }
-        }
-        Ok(out)
+        let mut names = self.month_files(layout::MANIFESTS)?;
+        names.retain(|(_, name)| name.ends_with(layout::MANIFEST_SUFFIX));
+        Ok(names)
     }
 
     fn read_manifest(&self, month: &str, name: &str) -> Result<Vec<u8>> {

@@ -46,6 +46,32 @@ impl Scan {
 }
 
 impl Store {
+    /// `(month, file name)` of every file under `<kind>/<month>/` (`kind` is `archives` or
+    /// `manifests`), by name: what a listing shows, before anything is opened.
+    pub fn month_files(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let dir = self.root().join(kind);
+        let mut out = Vec::new();
+        let months = match std::fs::read_dir(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).with_context(|| format!("cannot read '{}'", dir.display())),
+        };
+        for month in months {
+            let month = month.with_context(|| format!("cannot read '{}'", dir.display()))?;
+            if !month.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let m = month.file_name().to_string_lossy().into_owned();
+            let files = std::fs::read_dir(month.path())
+                .with_context(|| format!("cannot read '{}'", month.path().display()))?;
+            for f in files {
+                let f = f.with_context(|| format!("cannot read '{}'", month.path().display()))?;
+                out.push((m.clone(), f.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        Ok(out)
+    }
+
     /// `(month, fd)` of every month directory under `kind/`.
     fn months(&self, kind: &str) -> Result<Vec<(String, OwnedFd)>> {
         let kind_fd = match sys::open_dir_nofollow(self.fd(), &sys::cstr(kind.as_bytes())?) {
