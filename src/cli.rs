@@ -34,6 +34,8 @@ pub enum Parsed {
     Man,
     /// Exit with this code; stderr has been written (a usage error), or nothing is to be done.
     Exit(i32),
+    /// `---drain-staging`: be the worker that archives staged deletions (instant mode).
+    DrainStaging,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +59,8 @@ enum Opt {
     Help,
     Version,
     NoArchive,
+    Sync,
+    DrainStaging,
     ShellInit,
     Completions,
     Man,
@@ -134,6 +138,17 @@ const OWN_LONG: &[LongOpt] = &[
         name: "no-archive",
         has_arg: HasArg::No,
         opt: Opt::NoArchive,
+    },
+    LongOpt {
+        name: "sync",
+        has_arg: HasArg::No,
+        opt: Opt::Sync,
+    },
+    // Hidden: the instant-mode worker that saferm starts (`---drain-staging`, alone).
+    LongOpt {
+        name: "-drain-staging",
+        has_arg: HasArg::No,
+        opt: Opt::DrainStaging,
     },
     LongOpt {
         name: "shell-init",
@@ -392,6 +407,16 @@ fn apply(
             }
             o.no_archive = true;
         }
+        Opt::Sync => o.sync = true,
+        Opt::DrainStaging => {
+            if arg.as_bytes() != b"---drain-staging" {
+                return Err(die(format!(
+                    "unrecognized option '{}'",
+                    String::from_utf8_lossy(arg.as_bytes())
+                )));
+            }
+            return Ok(Some(Parsed::DrainStaging));
+        }
         Opt::ShellInit | Opt::Completions => {
             let v = String::from_utf8_lossy(&value.unwrap_or_default()).into_owned();
             let (valid, what): (&[&str], _) = if opt == Opt::ShellInit {
@@ -537,6 +562,9 @@ pub fn command() -> Command {
         .arg(flag("verbose", 'v', "explain what is being done"))
         .arg(Arg::new("no-archive").long("no-archive").action(ArgAction::SetTrue).help(
             "delete for real: keep no archive of what is removed (saferm only)",
+        ))
+        .arg(Arg::new("sync").long("sync").action(ArgAction::SetTrue).help(
+            "with instant mode on, archive before returning, as without it (saferm only)",
         ))
         .arg(
             Arg::new("shell-init")

@@ -11,6 +11,7 @@
 //! keep_last = 10           # SAFERM_KEEP_LAST      never purge the newest N deletions
 //! confirm_above = "10GiB"  # SAFERM_CONFIRM_ABOVE  ask on a terminal before archiving more
 //! refuse_above = "never"   # SAFERM_REFUSE_ABOVE   without a terminal, refuse above this
+//! instant = false          # SAFERM_INSTANT        stage by rename, archive in the background
 //! ```
 
 use std::fmt;
@@ -80,6 +81,8 @@ pub struct Config {
     pub keep_last: Setting<usize>,
     pub confirm_above: Setting<Size>,
     pub refuse_above: Setting<Size>,
+    /// Instant mode: stage by rename and archive in the background.
+    pub instant: Setting<bool>,
 }
 
 /// The keys a config file may have.
@@ -92,6 +95,7 @@ const KEYS: &[&str] = &[
     "keep_last",
     "confirm_above",
     "refuse_above",
+    "instant",
 ];
 
 impl Config {
@@ -124,6 +128,10 @@ impl Config {
             },
             confirm_above: d(Size::Bytes(10 << 30)),
             refuse_above: d(Size::Unlimited),
+            instant: Setting {
+                value: false,
+                source: Source::Default,
+            },
         }
     }
 
@@ -161,6 +169,7 @@ impl Config {
                 None => None,
                 Some(toml::Value::String(s)) => Some(s.clone()),
                 Some(toml::Value::Integer(i)) => Some(i.to_string()),
+                Some(toml::Value::Boolean(b)) => Some(b.to_string()),
                 Some(other) => bail!(
                     "'{key}' must be a string or a number, not a {}",
                     other.type_str()
@@ -176,7 +185,7 @@ impl Config {
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
-        let vars: [(&str, &'static str); 8] = [
+        let vars: [(&str, &'static str); 9] = [
             ("store", "SAFERM_STORE"),
             ("zstd_level", "SAFERM_ZSTD_LEVEL"),
             ("max_age", "SAFERM_MAX_AGE"),
@@ -185,6 +194,7 @@ impl Config {
             ("keep_last", "SAFERM_KEEP_LAST"),
             ("confirm_above", "SAFERM_CONFIRM_ABOVE"),
             ("refuse_above", "SAFERM_REFUSE_ABOVE"),
+            ("instant", "SAFERM_INSTANT"),
         ];
         for (key, var) in vars {
             if let Some(v) = get(var).filter(|v| !v.is_empty()) {
@@ -254,6 +264,14 @@ impl Config {
                     value: parse_size(value)?,
                     source,
                 }
+            }
+            "instant" => {
+                let on = match value.trim() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => bail!("instant must be true or false, not '{value}'"),
+                };
+                self.instant = Setting { value: on, source };
             }
             _ => bail!("unknown setting '{key}'"),
         }

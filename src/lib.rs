@@ -52,6 +52,7 @@ pub(crate) mod estimate;
 pub(crate) mod fault;
 pub(crate) mod hash;
 pub(crate) mod home;
+pub(crate) mod instant;
 pub mod manifest;
 pub mod output;
 pub(crate) mod paths;

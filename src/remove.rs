@@ -106,6 +106,7 @@ pub fn delete(prog: &str, opts: &Options) -> Report {
         store_dirs,
         store_above_cache: HashMap::new(),
         archiving: !opts.no_archive,
+        staged: None,
         cwd: cwd.clone(),
         plan: Plan::default(),
         seen_dirs: HashMap::new(),
@@ -127,6 +128,18 @@ pub fn delete(prog: &str, opts: &Options) -> Report {
     // The store and the id of this run's deletion, for retention after the unlinks.
     let made = match store {
         Some(store) if plan.to_archive().next().is_some() => {
+            // Instant mode: staged by rename, archived in the background (instant.rs).
+            if let Ok(s) = &store {
+                if let Some(id) = crate::instant::stage(opts, &cwd, &config, s, &plan) {
+                    crate::timing::mark("staged");
+                    return Report {
+                        status: i32::from(failed),
+                        deletion: Some(id),
+                        archived: 0,
+                        kept: 0,
+                    };
+                }
+            }
             match archive_plan(prog, opts, &cwd, &config, store, &mut plan) {
                 Ok(made) => made,
                 Err(status) => return Report::status(status),

@@ -37,6 +37,8 @@ pub struct Options {
     pub presume_input_tty: bool,
     /// `--no-archive`: delete for real, keeping nothing.
     pub no_archive: bool,
+    /// `--sync`: archive before returning even when instant mode is on.
+    pub sync: bool,
     pub operands: Vec<OsString>,
 }
 
@@ -54,6 +56,7 @@ impl Default for Options {
             preserve_all_root: false,
             presume_input_tty: false,
             no_archive: false,
+            sync: false,
             operands: Vec::new(),
         }
     }

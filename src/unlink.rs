@@ -32,6 +32,12 @@ pub fn remove_store_file(dirfd: RawFd, name: &CStr) -> io::Result<()> {
     remove_object(dirfd, name, false)
 }
 
+/// Remove the empty directory of a staged deletion once its objects are archived and
+/// unlinked (`store::staging`).
+pub fn remove_staging_dir(dirfd: RawFd, name: &CStr) -> io::Result<()> {
+    remove_object(dirfd, name, true)
+}
+
 /// Remove a regular file `unrm` has just created and found damaged (its content did not match
 /// the manifest's blake3), so that no partial copy is left where the original was.
 pub fn remove_partial_restore(dirfd: RawFd, name: &CStr) -> io::Result<()> {

@@ -33,6 +33,7 @@ const LAYERS: [(&str, &[&str]); 4] = [
             "stats",
             "complete",
             "catalog",
+            "instant",
         ],
     ),
     (

@@ -9,6 +9,7 @@ mod deep;
 mod differential;
 mod fuzz;
 mod hostile_store;
+mod instant;
 mod isolation;
 mod layers;
 mod memory;

@@ -41,6 +41,12 @@ pub(super) fn logical_cwd(physical: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Operand `given`, resolved as `absolute`, as the shell in `cwd` (physical) typed it,
+/// when that differs ([`typed_path`] against [`logical_cwd`]), as a manifest records it.
+pub fn typed_operand(cwd: &[u8], given: &[u8], absolute: &[u8]) -> Option<Vec<u8>> {
+    typed_path(&logical_cwd(cwd), given, absolute, &mut HashMap::new())
+}
+
 /// The operand `given` as typed, made absolute lexically against `cwd`,
 /// when that differs from the `resolved` path it was archived under and still names the
 /// same object now (the directories above it resolve to those above `resolved`; for
@@ -267,7 +273,7 @@ impl Entries<'_> {
         // Every owner name was looked up when its entry was written.
         let user = self.names.known_user(st.uid);
         let group = self.names.known_group(st.gid);
-        let mut e = self.of_node(r.node, &self.plan.abs(r.node), user, group, r.offset);
+        let mut e = self.of_node(r.node, &self.plan.recorded(r.node), user, group, r.offset);
         e.kind = r.kind;
         if r.kind != Kind::File {
             e.size = 0;

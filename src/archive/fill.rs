@@ -238,7 +238,11 @@ impl<'c, 'p, 's> Filler<'c, 'p, 's> {
         match (plan.nodes[idx].parent(), self.stack.last()) {
             (None, _) => {
                 self.path.clear();
-                let root = plan.root_abs.get(&idx).map_or(&[][..], |p| p);
+                let root = plan
+                    .archived_as
+                    .get(&idx)
+                    .or_else(|| plan.root_abs.get(&idx))
+                    .map_or(&[][..], |p| p);
                 self.path.extend_from_slice(root);
             }
             (Some(_), Some(&(_, len))) => {
@@ -572,18 +576,25 @@ impl<'c, 'p, 's> Filler<'c, 'p, 's> {
             user: user.unwrap_or_default(),
             uid,
             cwd: PathBytes::new(ctx.cwd),
-            argv: std::env::args_os()
-                .map(|a| PathBytes::new(a.as_bytes()))
-                .collect(),
+            argv: match &ctx.origin {
+                Some(o) => o.argv.iter().map(|a| PathBytes::new(a)).collect(),
+                None => std::env::args_os()
+                    .map(|a| PathBytes::new(a.as_bytes()))
+                    .collect(),
+            },
             operands: roots
                 .iter()
                 .map(|&r| {
-                    let given = ctx.opts_operands[plan.nodes[r].operand].as_bytes();
-                    let absolute = plan.abs(r);
+                    let operand = plan.nodes[r].operand;
+                    let given = ctx.opts_operands[operand].as_bytes();
+                    let absolute = plan.recorded(r);
+                    let typed = match &ctx.origin {
+                        Some(o) => o.typed.get(operand).cloned().flatten(),
+                        None => typed_path(&ctx.logical_cwd, given, &absolute, &mut canonical),
+                    };
                     manifest::Operand {
                         given: PathBytes::new(given),
-                        typed: typed_path(&ctx.logical_cwd, given, &absolute, &mut canonical)
-                            .map(|t| PathBytes::new(&t)),
+                        typed: typed.map(|t| PathBytes::new(&t)),
                         absolute: PathBytes::new(&absolute),
                     }
                 })

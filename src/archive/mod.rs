@@ -15,5 +15,6 @@ mod fill;
 mod pipeline;
 mod space;
 
+pub use entries::typed_operand;
 pub use faults::simulate_concurrent_change;
-pub use pipeline::{run, Archived, Archiving};
+pub use pipeline::{run, Archived, Archiving, Origin};

@@ -60,6 +60,19 @@ pub struct Archiving<'a> {
     /// kernel would not say about ([`sys::writers`]): their content is hashed again just
     /// before their unlink ([`walk::Plan::recheck`]).
     pub(super) written_elsewhere: std::sync::Mutex<HashSet<usize>>,
+    /// A staged deletion's origin, recorded when it was staged (instant mode): its id,
+    /// time and command line, and each operand's path as typed, instead of this process's.
+    pub(super) origin: Option<Origin>,
+}
+
+/// Where a staged deletion comes from, as recorded when it was staged.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub id: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub argv: Vec<Vec<u8>>,
+    /// Each operand's path as typed, made absolute, when it differs from the resolved one.
+    pub typed: Vec<Option<Vec<u8>>>,
 }
 
 impl<'a> Archiving<'a> {
@@ -81,7 +94,15 @@ impl<'a> Archiving<'a> {
             own_changes: std::sync::Mutex::new(Vec::new()),
             warned: std::sync::Mutex::new(HashSet::new()),
             written_elsewhere: std::sync::Mutex::new(HashSet::new()),
+            origin: None,
         }
+    }
+
+    /// The archiving of a staged deletion: recorded with the id, time, command line and
+    /// typed paths of `origin` rather than the worker's own.
+    pub fn staged(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
     }
 }
 
@@ -170,14 +191,19 @@ pub(super) fn write_archive(
     order: &[usize],
 ) -> Result<Attempt> {
     simulate_replacement(plan);
-    let now = chrono::Utc::now();
-    let first = plan
-        .roots
-        .iter()
-        .find(|&&r| plan.subtree_has_removal(r))
-        .map(|&r| plan.display(r))
-        .unwrap_or_default();
-    let id = store::new_id(now, &first);
+    let (now, id) = match &ctx.origin {
+        Some(o) => (o.created, o.id.clone()),
+        None => {
+            let now = chrono::Utc::now();
+            let first = plan
+                .roots
+                .iter()
+                .find(|&&r| plan.subtree_has_removal(r))
+                .map(|&r| plan.display(r))
+                .unwrap_or_default();
+            (now, store::new_id(now, &first))
+        }
+    };
     let month = store::month_of(now);
     let mut pending = store.create_archive(&month, &id)?;
     let checked = match write_and_check(ctx, store, plan, order, &mut pending, &id, now)? {

@@ -43,6 +43,7 @@ pub fn run(prog: &str, args: &[OsString]) -> i32 {
             return 0;
         }
         Parsed::Exit(code) => return code,
+        Parsed::DrainStaging => return crate::instant::drain_staging(prog),
     };
     remove::delete(prog, &opts).status
 }

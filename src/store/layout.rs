@@ -37,6 +37,13 @@ pub const ARCHIVES: &str = "archives";
 pub const MANIFESTS: &str = "manifests";
 /// The journals of restores in progress, `restoring/<id>`.
 pub const RESTORING: &str = "restoring";
+/// Deletions staged by instant mode and not archived yet: `staging/<id>/` holds
+/// [`STAGED_ORIGIN`] and the operands themselves, renamed in whole as `0`, `1`, ...
+pub const STAGING: &str = "staging";
+/// Where a staged deletion came from (`staging/<id>/origin.json`).
+pub const STAGED_ORIGIN: &str = "origin.json";
+/// The lock of the worker that archives staged deletions (`staging/.drain`).
+pub const DRAIN_LOCK: &str = ".drain";
 /// The cache of listing headers, in the store's root.
 pub const INDEX: &str = "index.jsonl";
 /// The cache of the last full retention check, in the store's root.

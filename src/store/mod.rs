@@ -30,6 +30,7 @@ pub mod layout;
 mod lock;
 mod purge;
 mod scan;
+pub mod staging;
 
 pub use backend::Backend;
 pub use files::PendingArchive;

@@ -40,6 +40,9 @@ pub struct Walker<'a> {
     pub store_above_cache: HashMap<(u64, u64), Option<StoreMatch>>,
     /// Whether files are to be read (false with --no-archive).
     pub archiving: bool,
+    /// `(dev, ino)` of a staged deletion's directory in the store, when the walk is its
+    /// worker's: the operands right in it are the staged objects, not store files.
+    pub staged: Option<(u64, u64)>,
     pub cwd: Vec<u8>,
     pub plan: Plan,
     /// What earlier operands remove, so later operands see it gone, as rm (which removes
@@ -152,7 +155,8 @@ impl Walker<'_> {
         }
         // The store seen through another path (a bind mount of it or of `archives/`)
         // is still the store: its directories are known by `(dev, ino)` and its marker.
-        if let Some(found) = self.store_above(dir_part, parent_id) {
+        let staged = self.staged.is_some() && parent_id == self.staged;
+        if let Some(found) = self.store_above(dir_part, parent_id).filter(|_| !staged) {
             let msg = format!(
                 "cannot remove {}: it is inside {} (use 'unrm --purge')",
                 quote(&path),
@@ -160,7 +164,7 @@ impl Walker<'_> {
             );
             return self.error(&msg);
         }
-        if let Some(store) = &self.store_path {
+        if let Some(store) = self.store_path.as_ref().filter(|_| !staged) {
             if let Some(abs) = absolute_of(&self.cwd, &path, st.is_dir()) {
                 if std::path::Path::new(std::ffi::OsStr::from_bytes(&abs)).starts_with(store) {
                     let msg = format!(

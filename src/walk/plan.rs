@@ -111,6 +111,10 @@ pub struct Plan {
     /// The absolute path of each root node. Other nodes' paths are derived from their
     /// parents' (50,000 nodes would otherwise hold 100,000 path copies).
     pub root_abs: HashMap<usize, Vec<u8>>,
+    /// Where a root is recorded in the archive when that is not where it is now: a staged
+    /// deletion (instant mode) is read from the store's staging area and archived under
+    /// the path it was deleted from.
+    pub archived_as: HashMap<usize, Vec<u8>>,
     /// Whether any error was reported (exit status 1).
     pub failed: bool,
     /// Regular files to hash again just before their unlink, with the hash they were
@@ -174,6 +178,19 @@ impl Plan {
         self.path_of(idx, |root| {
             self.root_abs
                 .get(&root)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        })
+    }
+
+    /// The absolute path a node is recorded under in the archive and its manifest: where
+    /// it was deleted from ([`Plan::archived_as`]), which is where it is ([`Plan::abs`])
+    /// unless it was staged.
+    pub fn recorded(&self, idx: usize) -> Vec<u8> {
+        self.path_of(idx, |root| {
+            self.archived_as
+                .get(&root)
+                .or_else(|| self.root_abs.get(&root))
                 .map(Vec::as_slice)
                 .unwrap_or_default()
         })

@@ -1289,6 +1289,42 @@ impl Differential {
         };
         let gnu = run(Path::new(GNU_RM), &roots[0], &[]);
         let mut ours = run(&saferm_bin(), &roots[1], &self.saferm_env);
+        // Instant mode: what was staged must be archived, and nothing left staged; unrm
+        // finishes it (waiting for the worker saferm started).
+        let instant = self
+            .saferm_env
+            .iter()
+            .any(|(k, v)| k == "SAFERM_INSTANT" && v == "1");
+        let mut staging_report = String::new();
+        if instant && sandbox.store().join("staging").exists() {
+            let mut list = sandbox
+                .command(unrm_bin())
+                .arg("--list")
+                .current_dir(&roots[1]);
+            for (k, v) in &self.saferm_env {
+                list = list.env(k, v);
+            }
+            if self.unprivileged {
+                list = list.unprivileged();
+            }
+            let listed = list.run();
+            if listed.code() != Some(0) {
+                writeln!(staging_report, "  unrm --list: {}", listed.stderr_text())
+                    .expect("write to a String");
+            }
+            let left: Vec<String> = fs::read_dir(sandbox.store().join("staging"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n != ".drain")
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !left.is_empty() {
+                writeln!(staging_report, "  left staged after unrm: {left:?}")
+                    .expect("write to a String");
+            }
+        }
         let mut missing_warnings = Vec::new();
         for w in &self.saferm_warnings {
             let text = String::from_utf8_lossy(&ours.stderr).into_owned();
@@ -1302,7 +1338,7 @@ impl Differential {
         let our_tree = snapshot(&roots[1]);
         drop(mounts);
 
-        let mut report = String::new();
+        let mut report = staging_report;
         for w in &missing_warnings {
             writeln!(report, "  saferm's stderr lacks (or repeats) {w:?}")
                 .expect("write to a String");
@@ -1399,8 +1435,11 @@ pub fn differential(spec: &[&str], args: &[&str], stdin: Option<&str>) {
 /// broken behaviour does not hide the others.
 pub fn run_all(cases: impl IntoIterator<Item = Differential>) {
     let mut total = 0;
+    // Each case twice: as saferm runs by default, and in instant mode (issue 14), which
+    // must answer exactly as rm too.
     let failures: Vec<String> = cases
         .into_iter()
+        .flat_map(|case| [case.clone(), case.saferm_env("SAFERM_INSTANT", "1")])
         .inspect(|_| total += 1)
         .filter_map(|case| case.check().err())
         .collect();

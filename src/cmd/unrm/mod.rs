@@ -65,6 +65,17 @@ pub fn run(args: &[OsString]) -> i32 {
 
 fn execute(opts: &Options) -> Result<i32> {
     let store = Store::open().context("could not open the store")?;
+    // What instant mode staged is archived first (waiting for a worker at it), so that
+    // every answer is about every deletion. Completion never waits.
+    if !matches!(opts.action, Action::CompleteNames { .. }) {
+        let config =
+            crate::config::Config::load().unwrap_or_else(|_| crate::config::Config::defaults());
+        for (id, why) in crate::instant::drain("unrm", &store, &config, true)? {
+            stderr_write(
+                format!("unrm: staged deletion {id} could not be archived yet: {why}\n").as_bytes(),
+            );
+        }
+    }
     let cwd = std::env::current_dir()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b"/".to_vec());

@@ -1,0 +1,328 @@
+//! Instant mode (DESIGN §9, issue 14): when it is on, a deletion whose every object can be
+//! is staged — each operand renamed whole into the store's staging area, which takes no
+//! time and unlinks nothing — and saferm returns. A worker it starts (`saferm
+//! ---drain-staging`, in a process group of its own) archives each staged deletion through
+//! the same pipeline as the synchronous path (`archive::run`), recorded under the paths it
+//! was deleted from, and only once that archive is verified and durable and its manifest
+//! published does it unlink the staged objects (`sweep`). `unrm` first finishes what is
+//! staged (waiting for a worker that is at it), so it answers about every deletion.
+//!
+//! What is not staged takes today's path, whole: another filesystem than the store's, `-v`,
+//! anything the plan keeps (declined, refused, failed), unreadable directories, files of
+//! another user, sockets, pseudo-filesystems, immutable or append-only objects, and
+//! deletions above the confirmation limits.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use anyhow::{anyhow, Result};
+
+use crate::archive;
+use crate::config::{Config, Size};
+use crate::manifest::PathBytes;
+use crate::output::stderr_write;
+use crate::rules::{InteractiveMode, Options};
+use crate::store::staging::{StagedOperand, StagedOrigin, Staging};
+use crate::store::{self, Store};
+use crate::sys;
+use crate::walk::{Fate, Plan, Walker};
+
+/// Whether this run may be staged: instant mode on, not `--sync`, and every object of the
+/// plan removable by a rename of its operand (see the module doc).
+fn may_stage(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> bool {
+    if !config.instant.value || opts.sync || opts.no_archive || opts.verbose {
+        return false;
+    }
+    if plan.roots.is_empty() || plan.roots.iter().any(|&r| !plan.nodes[r].archive_self) {
+        return false;
+    }
+    let euid = sys::geteuid();
+    let mut bytes = 0u64;
+    let all = plan.nodes.iter().enumerate().all(|(i, n)| {
+        bytes = bytes.saturating_add(crate::estimate::stored_bound(&n.st));
+        n.fate == Fate::Remove
+            && n.st.dev == store.dev_ino.0
+            && n.unreadable.is_none()
+            && !n.pseudo
+            && !n.repeat
+            // A socket is removed with a warning that the synchronous path gives.
+            && n.st.file_type() != libc::S_IFSOCK
+            && (euid == 0 || n.st.uid == euid)
+            && not_pinned(&plan.abs(i))
+    });
+    // Above a limit the question (or the refusal) is the synchronous path's.
+    let under = |s: Size| {
+        s.bytes_of(store.fs_bytes().unwrap_or(u64::MAX))
+            .is_none_or(|l| bytes <= l)
+    };
+    all && under(config.confirm_above.value) && under(config.refuse_above.value)
+}
+
+/// Whether the object at `path` is free of the `chattr` attributes that forbid removing
+/// it (checked before staging: the worker could not unlink it).
+fn not_pinned(path: &[u8]) -> bool {
+    let Ok(c) = sys::cstr(path) else {
+        return false;
+    };
+    matches!(
+        sys::removal_attributes(sys::AT_FDCWD, &c),
+        Ok((false, false))
+    )
+}
+
+/// Stage the plan's operands when instant mode may (`None`: nothing was changed, and the
+/// synchronous path is to be taken): renamed into `staging/<id>/`, the worker started.
+/// Returns the id of the staged deletion.
+pub fn stage(
+    opts: &Options,
+    cwd: &[u8],
+    config: &Config,
+    store: &Store,
+    plan: &Plan,
+) -> Option<String> {
+    if !may_stage(opts, config, store, plan) {
+        return None;
+    }
+    let now = chrono::Utc::now();
+    let id = store::new_id(now, &plan.display(plan.roots[0]));
+    let operands = plan
+        .roots
+        .iter()
+        .map(|&r| {
+            let given = opts.operands[plan.nodes[r].operand].as_bytes();
+            let absolute = plan.abs(r);
+            StagedOperand {
+                given: PathBytes::new(given),
+                typed: archive::typed_operand(cwd, given, &absolute).map(|t| PathBytes::new(&t)),
+                absolute: PathBytes::new(&absolute),
+            }
+        })
+        .collect();
+    let origin = StagedOrigin::new(&id, now, cwd, operands);
+    let staging = store.begin_staging(&origin).ok()?;
+    for (slot, &r) in plan.roots.iter().enumerate() {
+        if staging
+            .take(sys::AT_FDCWD, &plan.nodes[r].name, slot)
+            .is_err()
+        {
+            // Nothing of this run is staged, or the rest takes the synchronous path too.
+            let back = (0..slot).rev().all(|s| {
+                staging
+                    .put_back(s, sys::AT_FDCWD, &plan.nodes[plan.roots[s]].name)
+                    .is_ok()
+            });
+            if back {
+                let _ = store.end_staging(staging);
+            }
+            return None;
+        }
+    }
+    crate::fault::pause("staged");
+    if !crate::fault::active("no-worker") {
+        start_worker();
+    }
+    Some(id)
+}
+
+/// Start `saferm ---drain-staging` in a process group of its own (a terminal's hangup or
+/// Ctrl-C is not its), with nothing of this terminal. If it cannot be started, the next
+/// saferm or unrm finishes the staging.
+fn start_worker() {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let _ = std::process::Command::new(exe)
+        .arg("---drain-staging")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+}
+
+/// The worker (`saferm ---drain-staging`): archive every staged deletion, oldest first,
+/// while holding the staging area's lock; another worker at it already is enough.
+pub fn drain_staging(prog: &str) -> i32 {
+    let config = Config::load().unwrap_or_else(|_| Config::defaults());
+    let store = match store::location_with(&config).and_then(|root| Store::open_at(&root)) {
+        Ok(s) => s,
+        Err(e) => {
+            stderr_write(format!("{prog}: {e:#}\n").as_bytes());
+            return 1;
+        }
+    };
+    match drain(prog, &store, &config, false) {
+        Ok(_) => 0,
+        Err(e) => {
+            stderr_write(format!("{prog}: {e:#}\n").as_bytes());
+            1
+        }
+    }
+}
+
+/// Archive every staged deletion, oldest first, under the staging lock: with `wait`, after
+/// any worker at it has finished (saying so once); without, none if one is at it. Returns
+/// the staged deletions that could not be finished, with why.
+pub fn drain(
+    prog: &str,
+    store: &Store,
+    config: &Config,
+    wait: bool,
+) -> Result<Vec<(String, String)>> {
+    if store.stagings()?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut failed: HashMap<String, String> = HashMap::new();
+    loop {
+        let lock = match store.drain_lock(false)? {
+            Some(lock) => lock,
+            None if !wait => return Ok(Vec::new()),
+            None => wait_for_worker(prog, store)?,
+        };
+        let pending: Vec<String> = store
+            .stagings()?
+            .into_iter()
+            .filter(|id| !failed.contains_key(id))
+            .collect();
+        if pending.is_empty() {
+            drop(lock);
+            // A saferm may have staged after the listing and found the lock held.
+            let left = store.stagings()?;
+            if left.iter().all(|id| failed.contains_key(id)) {
+                return Ok(failed.into_iter().collect());
+            }
+            continue;
+        }
+        for id in pending {
+            if let Err(e) = drain_one(prog, store, config, &id) {
+                if crate::signal::caught().is_some() {
+                    return Err(e);
+                }
+                failed.insert(id, format!("{e:#}"));
+            }
+        }
+        drop(lock);
+    }
+}
+
+/// Wait for the worker that holds the staging lock, interruptibly, and take the lock.
+fn wait_for_worker(prog: &str, store: &Store) -> Result<std::fs::File> {
+    stderr_write(format!("{prog}: waiting for the deletions being archived...\n").as_bytes());
+    loop {
+        if let Some(lock) = store.drain_lock(false)? {
+            return Ok(lock);
+        }
+        if crate::signal::caught().is_some() {
+            return Err(store::Interrupted.into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Archive staged deletion `id` and unlink what it staged; then remove the staging.
+fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<()> {
+    let (staging, origin) = store.open_staging(id)?;
+    let present: Vec<usize> = sys::read_dir(staging.fd())?
+        .iter()
+        .filter_map(|e| e.name.to_str().ok().and_then(|n| n.parse::<usize>().ok()))
+        .collect();
+    let Some(origin) = origin else {
+        if present.is_empty() {
+            // Made and left before anything was staged in it.
+            return store.end_staging(staging);
+        }
+        return Err(anyhow!(
+            "staged deletion {id} has lost where it came from; its objects are kept in '{}'",
+            staging.path.display()
+        ));
+    };
+    let mut slots: Vec<usize> = present
+        .into_iter()
+        .filter(|&s| s < origin.operands.len())
+        .collect();
+    slots.sort_unstable();
+    if slots.is_empty() {
+        return store.end_staging(staging);
+    }
+    let (mut plan, opts) = plan_staged(prog, store, &staging, &origin, &slots)?;
+    let operand = |k: usize| &origin.operands[slots[k]];
+    for (k, &r) in plan.roots.clone().iter().enumerate() {
+        if let Some(abs) = operand(k).absolute.bytes() {
+            plan.archived_as.insert(r, abs);
+        }
+    }
+    let created = chrono::DateTime::parse_from_rfc3339(&origin.created)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| anyhow!("staged deletion {id}: bad time: {e}"))?;
+    let cwd = origin.cwd.bytes().unwrap_or_default();
+    let ctx = archive::Archiving::new(prog, &cwd, &opts, config).staged(archive::Origin {
+        id: id.to_string(),
+        created,
+        argv: origin.argv.iter().filter_map(PathBytes::bytes).collect(),
+        typed: (0..slots.len())
+            .map(|k| operand(k).typed.as_ref().and_then(PathBytes::bytes))
+            .collect(),
+    });
+    let made = match archive::run(&ctx, store, &mut plan)? {
+        archive::Archived::Yes(made) => made,
+        archive::Archived::Declined => None,
+    };
+    crate::signal::restore();
+    crate::sweep::unlink_plan(prog, &opts, &mut plan);
+    if let Some(made) = &made {
+        for line in crate::retention::after_saferm_run(store, config, Some(made)) {
+            stderr_write(format!("{line}\n").as_bytes());
+        }
+    }
+    store.end_staging(staging)
+}
+
+/// The plan of what staging `staging` holds in `slots`, walked from where it is and to be
+/// archived under the paths it came from; and the options it is removed with (as `rm -rf`
+/// of the operands as given).
+fn plan_staged(
+    prog: &str,
+    store: &Store,
+    staging: &Staging,
+    origin: &StagedOrigin,
+    slots: &[usize],
+) -> Result<(Plan, Options)> {
+    let opts = Options {
+        interactive: InteractiveMode::Never,
+        ignore_missing: true,
+        recursive: true,
+        operands: slots
+            .iter()
+            .map(|&s| OsString::from_vec(origin.operands[s].given.bytes().unwrap_or_default()))
+            .collect(),
+        ..Default::default()
+    };
+    let st = sys::fstat(staging.fd())?;
+    let mut walker = Walker {
+        opts: &opts,
+        prog,
+        stdin_tty: false,
+        euid: sys::geteuid(),
+        root_dev_ino: None,
+        store_dev_ino: Some(store.dev_ino),
+        store_path: Some(store.canonical.clone()),
+        store_dirs: store.directory_ids(),
+        store_above_cache: HashMap::new(),
+        archiving: true,
+        staged: Some((st.dev, st.ino)),
+        cwd: staging.path.as_os_str().as_bytes().to_vec(),
+        plan: Plan::default(),
+        seen_dirs: HashMap::new(),
+        seen_names: HashMap::new(),
+        more_operands: false,
+        uncertain: HashSet::new(),
+    };
+    for (k, &slot) in slots.iter().enumerate() {
+        let path = staging.path.join(slot.to_string());
+        walker.operand(k, path.as_os_str().as_bytes());
+    }
+    let plan = walker.plan;
+    Ok((plan, opts))
+}

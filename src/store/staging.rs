@@ -1,0 +1,217 @@
+//! Instant mode's staging area (DESIGN §9): a deletion whose operands are renamed whole
+//! into `staging/<id>/` (same filesystem, so O(1), and nothing is unlinked), with the
+//! record of where they came from (`origin.json`). A worker archives each staged deletion
+//! through the ordinary pipeline, and only once its archive is verified and durable and its
+//! manifest published are the staged objects unlinked and the staging removed.
+//!
+//! Nothing here needs an fsync to keep data: a rename lost in a crash leaves the object
+//! where it was, and a staged object whose origin was lost is still in the store.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{layout, Store, SMALL_FILE_MAX};
+use crate::manifest::PathBytes;
+use crate::sys;
+
+/// The version of `origin.json` this build writes and reads.
+const ORIGIN_FORMAT: u32 = 1;
+
+/// One operand of a staged deletion: as given, as typed (made absolute, when it differs
+/// from the resolved path), and the absolute path it was removed from; it is staged as
+/// `staging/<id>/<index>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StagedOperand {
+    pub given: PathBytes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed: Option<PathBytes>,
+    pub absolute: PathBytes,
+}
+
+/// Where a staged deletion came from (`staging/<id>/origin.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StagedOrigin {
+    pub format: u32,
+    pub id: String,
+    /// RFC 3339, nanoseconds, UTC.
+    pub created: String,
+    pub cwd: PathBytes,
+    pub argv: Vec<PathBytes>,
+    pub operands: Vec<StagedOperand>,
+}
+
+impl StagedOrigin {
+    pub fn new(
+        id: &str,
+        created: chrono::DateTime<chrono::Utc>,
+        cwd: &[u8],
+        operands: Vec<StagedOperand>,
+    ) -> StagedOrigin {
+        use std::os::unix::ffi::OsStrExt;
+        StagedOrigin {
+            format: ORIGIN_FORMAT,
+            id: id.to_string(),
+            created: created.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            cwd: PathBytes::new(cwd),
+            argv: std::env::args_os()
+                .map(|a| PathBytes::new(a.as_bytes()))
+                .collect(),
+            operands,
+        }
+    }
+}
+
+/// A staged deletion's directory, open.
+pub struct Staging {
+    dir: OwnedFd,
+    pub id: String,
+    /// `staging/<id>` under the store, for the worker's walk.
+    pub path: PathBuf,
+}
+
+impl Staging {
+    /// The directory's descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.dir.as_raw_fd()
+    }
+
+    /// Rename `name` (in `dirfd`) into this staging as operand `slot`, never replacing.
+    pub fn take(&self, dirfd: RawFd, name: &std::ffi::CStr, slot: usize) -> std::io::Result<()> {
+        let slot = CString::new(slot.to_string()).map_err(std::io::Error::other)?;
+        sys::rename_noreplace(dirfd, name, self.fd(), &slot)
+    }
+
+    /// Rename operand `slot` back to `name` in `dirfd`, never replacing (a staging that
+    /// could not be finished).
+    pub fn put_back(
+        &self,
+        slot: usize,
+        dirfd: RawFd,
+        name: &std::ffi::CStr,
+    ) -> std::io::Result<()> {
+        let slot = CString::new(slot.to_string()).map_err(std::io::Error::other)?;
+        sys::rename_noreplace(self.fd(), &slot, dirfd, name)
+    }
+}
+
+impl Store {
+    fn staging_root(&self) -> Result<OwnedFd> {
+        let name = sys::cstr(layout::STAGING.as_bytes())?;
+        sys::mkdirat_exist_ok(self.fd(), &name, 0o700)
+            .with_context(|| format!("cannot create '{}'", self.staging_path().display()))?;
+        Ok(sys::open_dir_nofollow(self.fd(), &name)?)
+    }
+
+    fn staging_path(&self) -> PathBuf {
+        self.root().join(layout::STAGING)
+    }
+
+    /// Make `staging/<id>/` and write where its objects come from, ready for them to be
+    /// renamed in ([`Staging::take`]).
+    pub fn begin_staging(&self, origin: &StagedOrigin) -> Result<Staging> {
+        if !super::id::is_valid(&origin.id) {
+            bail!("'{}' is not a deletion id", origin.id);
+        }
+        let root = self.staging_root()?;
+        let name = sys::cstr(origin.id.as_bytes())?;
+        let path = self.staging_path().join(&origin.id);
+        if !sys::mkdirat_exist_ok(root.as_raw_fd(), &name, 0o700)? {
+            bail!("'{}' exists already", path.display());
+        }
+        let dir = sys::open_dir_nofollow(root.as_raw_fd(), &name)?;
+        let file = sys::openat(
+            dir.as_raw_fd(),
+            &sys::cstr(layout::STAGED_ORIGIN.as_bytes())?,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+        )
+        .with_context(|| format!("cannot write '{}'", path.display()))?;
+        File::from(file)
+            .write_all(&serde_json::to_vec(origin)?)
+            .with_context(|| format!("cannot write '{}'", path.display()))?;
+        Ok(Staging {
+            dir,
+            id: origin.id.clone(),
+            path,
+        })
+    }
+
+    /// The ids of the staged deletions, oldest first.
+    pub fn stagings(&self) -> Result<Vec<String>> {
+        let name = sys::cstr(layout::STAGING.as_bytes())?;
+        let root = match sys::open_dir_nofollow(self.fd(), &name) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
+            Err(e) => return Err(e).context("cannot open the staging area"),
+        };
+        let mut ids: Vec<String> = sys::read_dir(root.as_raw_fd())?
+            .iter()
+            .filter_map(|e| e.name.to_str().ok().map(str::to_string))
+            .filter(|n| super::id::is_valid(n))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Staged deletion `id`, open, with its origin (`None` if it has none: a staging whose
+    /// origin was lost in a crash, or one not finished being made).
+    pub fn open_staging(&self, id: &str) -> Result<(Staging, Option<StagedOrigin>)> {
+        if !super::id::is_valid(id) {
+            bail!("'{id}' is not a deletion id");
+        }
+        let root = self.staging_root()?;
+        let dir = sys::open_dir_nofollow(root.as_raw_fd(), &sys::cstr(id.as_bytes())?)?;
+        let origin = sys::read_regular(
+            dir.as_raw_fd(),
+            &sys::cstr(layout::STAGED_ORIGIN.as_bytes())?,
+            false,
+            SMALL_FILE_MAX,
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice::<StagedOrigin>(&b).ok())
+        .filter(|o| o.format == ORIGIN_FORMAT && o.id == id);
+        let staging = Staging {
+            dir,
+            id: id.to_string(),
+            path: self.staging_path().join(id),
+        };
+        Ok((staging, origin))
+    }
+
+    /// Remove a staging whose objects are archived and gone: its origin, then its
+    /// directory (which fails, keeping it, if anything is left in it).
+    pub fn end_staging(&self, staging: Staging) -> Result<()> {
+        let origin = sys::cstr(layout::STAGED_ORIGIN.as_bytes())?;
+        match crate::unlink::remove_store_file(staging.fd(), &origin) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e.into()),
+            _ => {}
+        }
+        let root = self.staging_root()?;
+        crate::unlink::remove_staging_dir(root.as_raw_fd(), &sys::cstr(staging.id.as_bytes())?)
+            .with_context(|| format!("cannot remove '{}'", staging.path.display()))
+    }
+
+    /// The lock of the worker that archives staged deletions, exclusive: `None` when
+    /// another holds it and `wait` is false.
+    pub fn drain_lock(&self, wait: bool) -> Result<Option<File>> {
+        let root = self.staging_root()?;
+        let fd = sys::openat(
+            root.as_raw_fd(),
+            &sys::cstr(layout::DRAIN_LOCK.as_bytes())?,
+            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW,
+            0o600,
+        )?;
+        let file = File::from(fd);
+        match sys::flock(&file, true, !wait) {
+            Ok(()) => Ok(Some(file)),
+            Err(e) if !wait && e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(e).context("cannot lock the staging area"),
+        }
+    }
+}

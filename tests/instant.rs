@@ -1,0 +1,178 @@
+//! Instant mode (issue 14): a deletion staged by rename into the store, archived by a
+//! worker, and only then unlinked; what cannot be staged takes the synchronous path. (The
+//! differential suite runs every case in instant mode too: `common::run_all`.)
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::full::full_snapshot;
+use crate::common::rich::rich_tree_for_unrm;
+use crate::common::{is_root, manifests, saferm_bin, tool, unrm_ok, Outcome, Sandbox, Tmpfs};
+
+/// `saferm ARGS` in `cwd` with instant mode on, and `env` besides.
+fn saferm_instant(sb: &Sandbox, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let mut cmd = sb
+        .command(saferm_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("SAFERM_INSTANT", "1");
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let out = cmd.run();
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "saferm {args:?}: {}",
+        out.stderr_text()
+    );
+    out
+}
+
+/// The staged deletions in the store (their directories' names).
+fn staged(sb: &Sandbox) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(sb.store().join("staging"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.file_name().is_some_and(|n| n != ".drain"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_staged_deletion_is_archived_under_the_paths_it_came_from_and_restores_whole() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    rich_tree_for_unrm(&w);
+    let before = full_snapshot(&w.join("t"));
+    // No worker: what saferm leaves is the staging itself.
+    let out = saferm_instant(&sb, &w, &["-rf", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    assert_eq!(
+        (out.stdout_text(), out.stderr_text()),
+        (String::new(), String::new())
+    );
+    assert!(
+        fs::symlink_metadata(w.join("t")).is_err(),
+        "t is gone from its place"
+    );
+    assert!(manifests(&sb.store()).is_empty(), "nothing is archived yet");
+    let staging = staged(&sb);
+    assert_eq!(staging.len(), 1, "{staging:?}");
+    assert!(staging[0].join("origin.json").is_file());
+    assert_eq!(
+        full_snapshot(&staging[0].join("0")),
+        before,
+        "staged whole, as it was"
+    );
+
+    // unrm finishes the staging first: archived, then unlinked from the staging area.
+    let listed = unrm_ok(&sb, &w, &["--list"]);
+    assert!(
+        listed.stdout_text().contains("'t'"),
+        "{}",
+        listed.stdout_text()
+    );
+    assert!(staged_is_empty(&sb), "{:?}", staged(&sb));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(&manifests(&sb.store())[0]).expect("manifest"))
+            .expect("json");
+    let w_canon = w.canonicalize().expect("canonical work dir");
+    assert_eq!(
+        manifest["operands"][0]["absolute"]["path"].as_str(),
+        Some(w_canon.join("t").to_str().expect("utf-8 path")),
+    );
+    assert_eq!(manifest["operands"][0]["given"]["path"].as_str(), Some("t"));
+    // GNU tar alone sees the tree where it was.
+    if tool("tar", "listing the archive with GNU tar").is_some() {
+        let archive = &crate::common::archives(&sb.store())[0];
+        let listing = std::process::Command::new("tar")
+            .args(["--zstd", "-tf"])
+            .arg(archive)
+            .output()
+            .expect("tar");
+        let text = String::from_utf8_lossy(&listing.stdout).into_owned();
+        let inside = w_canon.join("t/ro/inside");
+        let inside = inside.to_str().expect("utf-8").trim_start_matches('/');
+        assert!(text.lines().any(|l| l == inside), "{text}");
+        assert!(!text.contains("staging"), "{text}");
+    }
+    let out = unrm_ok(&sb, &w, &["t"]);
+    assert_eq!(out.stdout_text(), "restored 't'\n");
+    assert_eq!(full_snapshot(&w.join("t")), before);
+}
+
+fn staged_is_empty(sb: &Sandbox) -> bool {
+    staged(sb).is_empty()
+}
+
+#[test]
+fn the_worker_saferm_starts_archives_in_the_background() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("d/e")).expect("mkdir");
+    fs::write(w.join("d/e/f"), b"content").expect("write");
+    fs::write(w.join("g"), b"other").expect("write");
+    saferm_instant(&sb, &w, &["-r", "d", "g"], &[]);
+    assert!(!w.join("d").exists() && !w.join("g").exists());
+    // Without any unrm: the worker archives it, then removes the staging.
+    let start = Instant::now();
+    while !(manifests(&sb.store()).len() == 1 && staged_is_empty(&sb)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker did not finish: {:?}, {:?}",
+            manifests(&sb.store()),
+            staged(&sb)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unrm_ok(&sb, &w, &["--last"]);
+    assert_eq!(fs::read(w.join("d/e/f")).expect("restored"), b"content");
+    assert_eq!(fs::read(w.join("g")).expect("restored"), b"other");
+}
+
+#[test]
+fn what_cannot_be_staged_is_archived_before_saferm_returns() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let make = |name: &str| {
+        fs::create_dir_all(w.join(name)).expect("mkdir");
+        fs::write(w.join(name).join("f"), name).expect("write");
+    };
+    // -v (rm's lines are printed as objects go), --sync, a socket (its warning).
+    make("v");
+    let out = saferm_instant(&sb, &w, &["-rv", "v"], &[("SAFERM_FAULT", "no-worker")]);
+    assert_eq!(out.stdout_text(), "removed 'v/f'\nremoved directory 'v'\n");
+    assert_eq!(manifests(&sb.store()).len(), 1);
+    make("s");
+    saferm_instant(
+        &sb,
+        &w,
+        &["-r", "--sync", "s"],
+        &[("SAFERM_FAULT", "no-worker")],
+    );
+    assert_eq!(manifests(&sb.store()).len(), 2);
+    assert!(staged_is_empty(&sb));
+    // Another filesystem than the store's: renaming into the store cannot be done.
+    if is_root() {
+        let mnt = sb.work("mnt");
+        let _tmpfs = Tmpfs::mount(&mnt).expect("mount a tmpfs");
+        fs::create_dir(mnt.join("x")).expect("mkdir");
+        fs::write(mnt.join("x/f"), b"on tmpfs").expect("write");
+        saferm_instant(&sb, &mnt, &["-r", "x"], &[("SAFERM_FAULT", "no-worker")]);
+        assert!(!mnt.join("x").exists());
+        assert_eq!(manifests(&sb.store()).len(), 3);
+        assert!(staged_is_empty(&sb));
+    } else {
+        let why = "mounting a tmpfs needs root: the other-filesystem case is not tested";
+        assert!(
+            std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+            "{why}"
+        );
+        eprintln!("\n*** SKIPPED: {why}. ***");
+    }
+}
