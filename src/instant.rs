@@ -247,6 +247,11 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<()>
         return store.end_staging(staging);
     }
     let (mut plan, opts) = plan_staged(prog, store, &staging, &origin, &slots)?;
+    // Archived by a worker that was stopped while it unlinked: only that is left to do.
+    if store.published(&staging).is_some() {
+        crate::sweep::unlink_plan(prog, &opts, &mut plan);
+        return store.end_staging(staging);
+    }
     let operand = |k: usize| &origin.operands[slots[k]];
     for (k, &r) in plan.roots.clone().iter().enumerate() {
         if let Some(abs) = operand(k).absolute.bytes() {
@@ -257,8 +262,13 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<()>
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| anyhow!("staged deletion {id}: bad time: {e}"))?;
     let cwd = origin.cwd.bytes().unwrap_or_default();
+    // A deletion id of its own for each attempt, at the time it was staged: a worker killed
+    // after publishing leaves a deletion that holds everything staged, and what it had not
+    // unlinked yet is archived again beside it; one killed before leaves an unpublished
+    // archive, which the store's housekeeping removes.
+    let first = operand(0).given.bytes().unwrap_or_default();
     let ctx = archive::Archiving::new(prog, &cwd, &opts, config).staged(archive::Origin {
-        id: id.to_string(),
+        id: store::new_id(created, &first),
         created,
         argv: origin.argv.iter().filter_map(PathBytes::bytes).collect(),
         typed: (0..slots.len())
@@ -270,6 +280,11 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<()>
         archive::Archived::Declined => None,
     };
     crate::signal::restore();
+    // Before anything is unlinked: a retry must not archive what is left (the directories'
+    // times change as their entries go) beside the deletion that holds it all.
+    if let Some(made) = &made {
+        store.mark_published(&staging, made)?;
+    }
     crate::sweep::unlink_plan(prog, &opts, &mut plan);
     if let Some(made) = &made {
         for line in crate::retention::after_saferm_run(store, config, Some(made)) {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::full::full_snapshot;
 use crate::common::rich::rich_tree_for_unrm;
-use crate::common::{is_root, manifests, saferm_bin, tool, unrm_ok, Outcome, Sandbox, Tmpfs};
+use crate::common::{
+    is_root, manifests, noise, saferm_bin, snapshot, tool, unrm_ok, Outcome, Sandbox, Tmpfs,
+};
 
 /// `saferm ARGS` in `cwd` with instant mode on, and `env` besides.
 fn saferm_instant(sb: &Sandbox, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
@@ -175,4 +177,51 @@ fn what_cannot_be_staged_is_archived_before_saferm_returns() {
         );
         eprintln!("\n*** SKIPPED: {why}. ***");
     }
+}
+
+#[test]
+fn a_worker_killed_at_any_moment_loses_nothing_and_unrm_finishes_its_work() {
+    use std::process::Stdio;
+    const ROUNDS: u64 = 50;
+    let mut killed_early = 0;
+    for round in 0..ROUNDS {
+        let sb = Sandbox::new();
+        let w = sb.work("w");
+        fs::create_dir_all(w.join("d/sub")).expect("mkdir");
+        for i in 0..20 {
+            let dir = if i % 2 == 0 { "d" } else { "d/sub" };
+            fs::write(
+                w.join(dir).join(format!("f{i}")),
+                noise(round * 100 + i, 3000),
+            )
+            .expect("write");
+        }
+        fs::write(w.join("d/big"), noise(round, 4 << 20)).expect("write");
+        let before = snapshot(&w.join("d"));
+        saferm_instant(&sb, &w, &["-r", "d"], &[("SAFERM_FAULT", "no-worker")]);
+        let mut worker = sb
+            .std_command(saferm_bin())
+            .arg("---drain-staging")
+            .current_dir(&w)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the worker");
+        // Spread over the worker's run (a few dozen ms here): from before it has read
+        // anything to after it has published.
+        std::thread::sleep(Duration::from_micros(round * 2399 % 120_000));
+        let _ = worker.kill();
+        let status = worker.wait().expect("wait for the worker");
+        if !status.success() {
+            killed_early += 1;
+        }
+        // Whatever the kill interrupted, unrm finishes it, and everything comes back.
+        unrm_ok(&sb, &w, &["--list"]);
+        assert!(staged_is_empty(&sb), "round {round}: {:?}", staged(&sb));
+        unrm_ok(&sb, &w, &["d"]);
+        assert_eq!(snapshot(&w.join("d")), before, "round {round}");
+    }
+    eprintln!("{killed_early} of {ROUNDS} workers were killed before they finished");
+    assert!(killed_early > 0, "no round killed a worker at work");
 }

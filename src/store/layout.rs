@@ -42,6 +42,9 @@ pub const RESTORING: &str = "restoring";
 pub const STAGING: &str = "staging";
 /// Where a staged deletion came from (`staging/<id>/origin.json`).
 pub const STAGED_ORIGIN: &str = "origin.json";
+/// The deletion that holds a staging's objects, once published (`staging/<id>/published`):
+/// what is left staged then is only to be unlinked.
+pub const STAGED_PUBLISHED: &str = "published";
 /// The lock of the worker that archives staged deletions (`staging/.drain`).
 pub const DRAIN_LOCK: &str = ".drain";
 /// The cache of listing headers, in the store's root.

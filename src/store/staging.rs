@@ -184,13 +184,36 @@ impl Store {
         Ok((staging, origin))
     }
 
-    /// Remove a staging whose objects are archived and gone: its origin, then its
+    /// Note that deletion `made` holds everything staged in `staging` (its manifest is
+    /// published): a worker killed while unlinking leaves only unlinking to do.
+    pub fn mark_published(&self, staging: &Staging, made: &str) -> Result<()> {
+        let fd = sys::openat(
+            staging.fd(),
+            &sys::cstr(layout::STAGED_PUBLISHED.as_bytes())?,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
+            0o600,
+        )?;
+        File::from(fd).write_all(made.as_bytes())?;
+        Ok(())
+    }
+
+    /// The deletion that holds `staging`'s objects, if its archive was published.
+    pub fn published(&self, staging: &Staging) -> Option<String> {
+        let name = sys::cstr(layout::STAGED_PUBLISHED.as_bytes()).ok()?;
+        let text = sys::read_regular(staging.fd(), &name, false, 4096).ok()?;
+        let id = String::from_utf8(text).ok()?;
+        super::id::is_valid(&id).then_some(id)
+    }
+
+    /// Remove a staging whose objects are archived and gone: its notes, then its
     /// directory (which fails, keeping it, if anything is left in it).
     pub fn end_staging(&self, staging: Staging) -> Result<()> {
-        let origin = sys::cstr(layout::STAGED_ORIGIN.as_bytes())?;
-        match crate::unlink::remove_store_file(staging.fd(), &origin) {
-            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e.into()),
-            _ => {}
+        for note in [layout::STAGED_PUBLISHED, layout::STAGED_ORIGIN] {
+            let note = sys::cstr(note.as_bytes())?;
+            match crate::unlink::remove_store_file(staging.fd(), &note) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e.into()),
+                _ => {}
+            }
         }
         let root = self.staging_root()?;
         crate::unlink::remove_staging_dir(root.as_raw_fd(), &sys::cstr(staging.id.as_bytes())?)
