@@ -225,3 +225,66 @@ fn a_worker_killed_at_any_moment_loses_nothing_and_unrm_finishes_its_work() {
     eprintln!("{killed_early} of {ROUNDS} workers were killed before they finished");
     assert!(killed_early > 0, "no round killed a worker at work");
 }
+
+#[test]
+fn many_saferms_staging_at_once_beside_purges_and_checks_lose_nothing() {
+    const AT_ONCE: usize = 16;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let mut expected = std::collections::HashMap::new();
+    for p in 0..AT_ONCE {
+        let dir = w.join(format!("t{p}"));
+        fs::create_dir_all(dir.join("sub")).expect("mkdir");
+        for i in 0..8u64 {
+            fs::write(
+                dir.join("sub").join(format!("f{i}")),
+                noise(p as u64 * 10 + i, 5000),
+            )
+            .expect("write");
+        }
+        expected.insert(format!("t{p}"), snapshot(&dir));
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let maintenance = s.spawn(|| {
+            let mut rounds = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                // Nothing may be purged: every deletion is within keep_last.
+                unrm_ok(&sb, sb.root(), &["--purge", "--keep", "100"]);
+                let out = unrm_ok(&sb, sb.root(), &["--check"]);
+                assert!(
+                    out.stdout_text().contains("no problems found"),
+                    "{}",
+                    out.stdout_text()
+                );
+                rounds += 1;
+            }
+            rounds
+        });
+        let stagers: Vec<_> = (0..AT_ONCE)
+            .map(|p| {
+                let (sb, w) = (&sb, &w);
+                s.spawn(move || saferm_instant(sb, w, &["-r", &format!("t{p}")], &[]))
+            })
+            .collect();
+        for h in stagers {
+            h.join().expect("a saferm");
+        }
+        // Let the maintenance loop meet the workers at it.
+        std::thread::sleep(Duration::from_millis(300));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(maintenance.join().expect("maintenance") > 0);
+    });
+    let out = unrm_ok(&sb, sb.root(), &["--check"]);
+    assert!(
+        out.stdout_text().contains("no problems found"),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(staged_is_empty(&sb), "{:?}", staged(&sb));
+    for (name, tree) in &expected {
+        assert!(!w.join(name).exists(), "{name} is still in place");
+        unrm_ok(&sb, &w, &[name.as_str()]);
+        assert_eq!(&snapshot(&w.join(name)), tree, "{name}");
+    }
+}
