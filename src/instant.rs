@@ -8,7 +8,8 @@
 //! staged (waiting for a worker that is at it), so it answers about every deletion.
 //!
 //! What is not staged takes today's path, whole: another filesystem than the store's, `-v`,
-//! anything the plan keeps (declined, refused, failed), unreadable directories, files of
+//! anything the plan keeps (declined, refused, failed), trees more than 128 levels deep,
+//! unreadable directories, files of
 //! another user, sockets, pseudo-filesystems, immutable or append-only objects, and
 //! deletions above the confirmation limits.
 
@@ -28,6 +29,9 @@ use crate::store::{self, Store};
 use crate::sys;
 use crate::walk::{Fate, Plan, Walker};
 
+/// The deepest tree that is staged (levels below its operand).
+const MAX_STAGED_DEPTH: usize = 128;
+
 /// Whether this run may be staged: instant mode on, not `--sync`, and every object of the
 /// plan removable by a rename of its operand (see the module doc).
 fn may_stage(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> bool {
@@ -36,6 +40,17 @@ fn may_stage(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> boo
     }
     if plan.roots.is_empty() || plan.roots.iter().any(|&r| !plan.nodes[r].archive_self) {
         return false;
+    }
+    // Each object's attributes are looked up by path: a deep tree takes the synchronous
+    // path (its paths would cost their depth each, and outgrow PATH_MAX).
+    let mut depth = vec![0usize; plan.nodes.len()];
+    for (i, n) in plan.nodes.iter().enumerate() {
+        if let Some(p) = n.parent() {
+            depth[i] = depth[p] + 1;
+            if depth[i] > MAX_STAGED_DEPTH {
+                return false;
+            }
+        }
     }
     let euid = sys::geteuid();
     let mut bytes = 0u64;

@@ -159,6 +159,15 @@ fn what_cannot_be_staged_is_archived_before_saferm_returns() {
     );
     assert_eq!(manifests(&sb.store()).len(), 2);
     assert!(staged_is_empty(&sb));
+    // A tree deeper than instant mode stages.
+    let mut deep = w.join("deep");
+    for _ in 0..200 {
+        deep.push("l");
+    }
+    fs::create_dir_all(&deep).expect("mkdir");
+    saferm_instant(&sb, &w, &["-r", "deep"], &[("SAFERM_FAULT", "no-worker")]);
+    assert_eq!(manifests(&sb.store()).len(), 3);
+    assert!(staged_is_empty(&sb));
     // Another filesystem than the store's: renaming into the store cannot be done.
     if is_root() {
         let mnt = sb.work("mnt");
@@ -167,7 +176,7 @@ fn what_cannot_be_staged_is_archived_before_saferm_returns() {
         fs::write(mnt.join("x/f"), b"on tmpfs").expect("write");
         saferm_instant(&sb, &mnt, &["-r", "x"], &[("SAFERM_FAULT", "no-worker")]);
         assert!(!mnt.join("x").exists());
-        assert_eq!(manifests(&sb.store()).len(), 3);
+        assert_eq!(manifests(&sb.store()).len(), 4);
         assert!(staged_is_empty(&sb));
     } else {
         let why = "mounting a tmpfs needs root: the other-filesystem case is not tested";
