@@ -9,9 +9,8 @@
 //!
 //! What is not staged takes today's path, whole: another filesystem than the store's, `-v`,
 //! anything the plan keeps (declined, refused, failed), trees more than 128 levels deep,
-//! unreadable directories, files of
-//! another user, sockets, pseudo-filesystems, immutable or append-only objects, and
-//! deletions above the confirmation limits.
+//! unreadable directories, files of another user, sockets, pseudo-filesystems, immutable
+//! or append-only objects, and deletions above the confirmation limits.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
