@@ -12,7 +12,7 @@
 //! unreadable directories, files of another user, sockets, pseudo-filesystems, immutable
 //! or append-only objects, and deletions above the confirmation limits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
@@ -329,25 +329,10 @@ fn plan_staged(
         ..Default::default()
     };
     let st = sys::fstat(staging.fd())?;
-    let mut walker = Walker {
-        opts: &opts,
-        prog,
-        stdin_tty: false,
-        euid: sys::geteuid(),
-        root_dev_ino: None,
-        store_dev_ino: Some(store.dev_ino),
-        store_path: Some(store.canonical.clone()),
-        store_dirs: store.directory_ids(),
-        store_above_cache: HashMap::new(),
-        archiving: true,
-        staged: Some((st.dev, st.ino)),
-        cwd: staging.path.as_os_str().as_bytes().to_vec(),
-        plan: Plan::default(),
-        seen_dirs: HashMap::new(),
-        seen_names: HashMap::new(),
-        more_operands: false,
-        uncertain: HashSet::new(),
-    };
+    let cwd = staging.path.as_os_str().as_bytes().to_vec();
+    let mut walker = Walker::new(&opts, prog, cwd, Some(store));
+    walker.stdin_tty = false;
+    walker.staged = Some((st.dev, st.ino));
     for (k, &slot) in slots.iter().enumerate() {
         let path = staging.path.join(slot.to_string());
         walker.operand(k, path.as_os_str().as_bytes());

@@ -7,7 +7,6 @@
 //! ```
 //! Anything that fails before the unlink phase keeps every original (DESIGN §1.3).
 
-use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 
 use anyhow::anyhow;
@@ -18,7 +17,7 @@ use crate::quote::quote;
 use crate::rules;
 use crate::rules::Options;
 use crate::store::{self, Backend, Store};
-use crate::sys::{self};
+use crate::sys;
 use crate::walk::{self, Fate, Plan, Walker};
 
 /// What a deletion did: its exit status as rm's, and what it archived and removed.
@@ -84,36 +83,16 @@ pub fn delete(prog: &str, opts: &Options) -> Report {
         Ok(c) => store::location_with(c).and_then(|root| Store::open_at(&root)),
         Err(e) => Err(anyhow!("{e:#}")),
     });
-    let (store_dev_ino, store_path, store_dirs) = match &store {
-        Some(Ok(s)) => (
-            Some(s.dev_ino),
-            Some(s.canonical.clone()),
-            s.directory_ids(),
-        ),
-        _ => (None, None, HashSet::new()),
-    };
     let cwd = std::env::current_dir()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b".".to_vec());
-    let mut walker = Walker {
+    let mut walker = Walker::new(
         opts,
         prog,
-        stdin_tty: opts.presume_input_tty || sys::stdin_is_tty(),
-        euid: sys::geteuid(),
-        root_dev_ino,
-        store_dev_ino,
-        store_path,
-        store_dirs,
-        store_above_cache: HashMap::new(),
-        archiving: !opts.no_archive,
-        staged: None,
-        cwd: cwd.clone(),
-        plan: Plan::default(),
-        seen_dirs: HashMap::new(),
-        seen_names: HashMap::new(),
-        more_operands: false,
-        uncertain: HashSet::new(),
-    };
+        cwd.clone(),
+        store.as_ref().and_then(|s| s.as_ref().ok()),
+    );
+    walker.root_dev_ino = root_dev_ino;
     for (i, operand) in opts.operands.iter().enumerate() {
         walker.more_operands = i + 1 < opts.operands.len();
         walker.operand(i, operand.as_bytes());

@@ -16,6 +16,7 @@ use crate::dirstack::DirStack;
 use crate::quote::quote;
 use crate::rules;
 use crate::rules::{InteractiveMode, Options};
+use crate::store::Store;
 use crate::sys::{self, Stat};
 
 mod plan;
@@ -56,6 +57,32 @@ pub struct Walker<'a> {
     /// they are empty, which only the unlink phase finds out. A later operand meets them
     /// again, as rm does when they are still there.
     pub uncertain: HashSet<usize>,
+}
+
+impl<'a> Walker<'a> {
+    /// A walk of `opts`'s operands by `prog` in `cwd`, which skips `store` (its directories
+    /// by `(dev, ino)`, its path) when there is one; nothing walked yet.
+    pub fn new(opts: &'a Options, prog: &'a str, cwd: Vec<u8>, store: Option<&Store>) -> Self {
+        Walker {
+            opts,
+            prog,
+            stdin_tty: opts.presume_input_tty || sys::stdin_is_tty(),
+            euid: sys::geteuid(),
+            root_dev_ino: None,
+            store_dev_ino: store.map(|s| s.dev_ino),
+            store_path: store.map(|s| s.canonical.clone()),
+            store_dirs: store.map(Store::directory_ids).unwrap_or_default(),
+            store_above_cache: HashMap::new(),
+            archiving: !opts.no_archive,
+            staged: None,
+            cwd,
+            plan: Plan::default(),
+            seen_dirs: HashMap::new(),
+            seen_names: HashMap::new(),
+            more_operands: false,
+            uncertain: HashSet::new(),
+        }
+    }
 }
 
 /// How a directory was recognised as a store.
