@@ -5,7 +5,8 @@
 //! the same pipeline as the synchronous path (`archive::run`), recorded under the paths it
 //! was deleted from, and only once that archive is verified and durable and its manifest
 //! published does it unlink the staged objects (`sweep`). `unrm` first finishes what is
-//! staged (waiting for a worker that is at it), so it answers about every deletion.
+//! staged (waiting for a worker that is at it), so it answers about every deletion; but
+//! `unrm --last` of a deletion still staged renames its objects back ([`undo_newest`]).
 //!
 //! What is not staged takes today's path, whole: another filesystem than the store's, `-v`,
 //! anything the plan keeps (declined, refused, failed), trees more than 128 levels deep,
@@ -339,4 +340,69 @@ fn plan_staged(
     }
     let plan = walker.plan;
     Ok((plan, opts))
+}
+
+/// `unrm --last` of a deletion still staged (not archived yet): rename each of its objects
+/// back where it was, which is instant and exact (the same inodes, every time and
+/// attribute as they were). `None` when that is not the case — the newest deletion is an
+/// archived one, a worker has already published it, or something is in the way of one of
+/// its objects — and the ordinary restore is to be taken (after the staging is archived).
+/// Returns the restored paths.
+pub fn undo_newest(prog: &str, store: &Store) -> Result<Option<Vec<Vec<u8>>>> {
+    let Some(newest) = store.stagings()?.pop() else {
+        return Ok(None);
+    };
+    // The worker is not at it (waited for), and none starts while this runs.
+    let lock = match store.drain_lock(false)? {
+        Some(lock) => lock,
+        None => wait_for_worker(prog, store)?,
+    };
+    let Some(newest) = store.stagings()?.pop().filter(|id| *id >= newest) else {
+        return Ok(None);
+    };
+    let (mut headers, _) = crate::catalog::headers(store)?;
+    headers.retain(|h| !h.restored && !h.kept);
+    if headers.first().is_some_and(|h| h.id > newest) {
+        return Ok(None);
+    }
+    let (staging, origin) = store.open_staging(&newest)?;
+    let Some(origin) = origin.filter(|_| store.published(&staging).is_none()) else {
+        return Ok(None);
+    };
+    let mut back: Vec<(usize, Vec<u8>)> = Vec::new();
+    for e in sys::read_dir(staging.fd())?.iter() {
+        let Some(slot) = e.name.to_str().ok().and_then(|n| n.parse::<usize>().ok()) else {
+            continue;
+        };
+        let Some(dest) = origin.operands.get(slot).and_then(|o| o.absolute.bytes()) else {
+            return Ok(None);
+        };
+        // Its place must be free, in a directory that is still there.
+        let free = sys::cstr(&dest).is_ok_and(|c| {
+            sys::fstatat(sys::AT_FDCWD, &c, false)
+                .is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
+        });
+        let (parent, _) = crate::paths::split_parent(&dest);
+        let parent_there = sys::cstr(parent)
+            .is_ok_and(|c| sys::fstatat(sys::AT_FDCWD, &c, true).is_ok_and(|st| st.is_dir()));
+        if !free || !parent_there {
+            return Ok(None);
+        }
+        back.push((slot, dest));
+    }
+    back.sort();
+    let mut restored = Vec::new();
+    for (slot, dest) in back {
+        let name = sys::cstr(&dest)?;
+        staging.put_back(slot, sys::AT_FDCWD, &name).map_err(|e| {
+            anyhow!(
+                "could not put '{}' back: {e}",
+                String::from_utf8_lossy(&dest)
+            )
+        })?;
+        restored.push(dest);
+    }
+    store.end_staging(staging)?;
+    drop(lock);
+    Ok(Some(restored))
 }

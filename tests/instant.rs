@@ -297,3 +297,38 @@ fn many_saferms_staging_at_once_beside_purges_and_checks_lose_nothing() {
         assert_eq!(&snapshot(&w.join(name)), tree, "{name}");
     }
 }
+
+#[test]
+fn unrm_last_of_a_deletion_not_archived_yet_renames_it_back_as_it_was() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    rich_tree_for_unrm(&w);
+    let before = full_snapshot(&w.join("t"));
+    let inode = fs::metadata(w.join("t/ro/inside")).expect("stat").ino();
+    saferm_instant(&sb, &w, &["-rf", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    assert_eq!(staged(&sb).len(), 1);
+    let out = unrm_ok(&sb, &w, &["--last"]);
+    assert_eq!(out.stdout_text(), "restored 't'\n");
+    assert_eq!(full_snapshot(&w.join("t")), before);
+    // The same objects, not copies of them; and nothing was archived or is left staged.
+    assert_eq!(
+        fs::metadata(w.join("t/ro/inside")).expect("stat").ino(),
+        inode
+    );
+    assert!(staged_is_empty(&sb) && manifests(&sb.store()).is_empty());
+
+    // Something in its place since: the staging is archived first, and the ordinary
+    // restore brings it back into the directory made since, beside what is new there.
+    saferm_instant(&sb, &w, &["-rf", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    fs::create_dir(w.join("t")).expect("mkdir");
+    fs::write(w.join("t/new"), b"made since").expect("write");
+    unrm_ok(&sb, &w, &["--last"]);
+    assert!(staged_is_empty(&sb));
+    assert_eq!(crate::common::archives(&sb.store()).len(), 1);
+    assert_eq!(fs::read(w.join("t/new")).expect("kept"), b"made since");
+    assert_eq!(
+        fs::read(w.join("t/ro/inside")).expect("restored"),
+        b"read-only parent"
+    );
+}

@@ -65,8 +65,22 @@ pub fn run(args: &[OsString]) -> i32 {
 
 fn execute(opts: &Options) -> Result<i32> {
     let store = Store::open().context("could not open the store")?;
+    let cwd = std::env::current_dir()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_else(|_| b"/".to_vec());
     // What instant mode staged is archived first (waiting for a worker at it), so that
     // every answer is about every deletion. Completion never waits.
+    // `unrm --last` of a deletion not archived yet: its objects are renamed back.
+    let plain = opts.to.is_none() && opts.at.is_none() && !opts.json && !opts.pick && !opts.verbose;
+    if plain && matches!(opts.action, Action::Last(1)) {
+        if let Some(restored) = crate::instant::undo_newest("unrm", &store)? {
+            for dest in restored {
+                let shown = crate::paths::display(&cwd, &dest);
+                stdout_write(format!("restored {}\n", crate::quote::quote(&shown)).as_bytes());
+            }
+            return Ok(0);
+        }
+    }
     if !matches!(opts.action, Action::CompleteNames { .. }) {
         let config =
             crate::config::Config::load().unwrap_or_else(|_| crate::config::Config::defaults());
@@ -76,9 +90,6 @@ fn execute(opts: &Options) -> Result<i32> {
             );
         }
     }
-    let cwd = std::env::current_dir()
-        .map(|p| p.as_os_str().as_bytes().to_vec())
-        .unwrap_or_else(|_| b"/".to_vec());
     // A damaged manifest (a power cut soon after `rm` can leave one empty) hides its
     // deletion, and the answer would be about the others: it is rebuilt from the copy in its
     // archive first, then the catalog read again. `--check` reports instead (`--repair`
