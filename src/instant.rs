@@ -239,6 +239,7 @@ fn wait_for_worker(prog: &str, store: &Store) -> Result<std::fs::File> {
 /// Archive staged deletion `id` and unlink what it staged; then remove the staging.
 fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<()> {
     let (staging, origin) = store.open_staging(id)?;
+    crate::fault::pause("drain");
     let present: Vec<usize> = sys::read_dir(staging.fd())?
         .iter()
         .filter_map(|e| e.name.to_str().ok().and_then(|n| n.parse::<usize>().ok()))
@@ -352,10 +353,21 @@ pub fn undo_newest(prog: &str, store: &Store) -> Result<Option<Vec<Vec<u8>>>> {
     let Some(newest) = store.stagings()?.pop() else {
         return Ok(None);
     };
-    // The worker is not at it (waited for), and none starts while this runs.
+    // No worker is at it (one that is, is stopped: what it had begun is thrown away, or,
+    // if it had published, the ordinary restore follows), and none starts while this runs.
     let lock = match store.drain_lock(false)? {
         Some(lock) => lock,
-        None => wait_for_worker(prog, store)?,
+        None => {
+            for pid in store.drain_workers() {
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+            }
+            wait_for_worker(prog, store)?
+        }
     };
     let Some(newest) = store.stagings()?.pop().filter(|id| *id >= newest) else {
         return Ok(None);

@@ -332,3 +332,43 @@ fn unrm_last_of_a_deletion_not_archived_yet_renames_it_back_as_it_was() {
         b"read-only parent"
     );
 }
+
+#[test]
+fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Stdio;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t/sub")).expect("mkdir");
+    fs::write(w.join("t/sub/f"), noise(7, 100_000)).expect("write");
+    let before = snapshot(&w.join("t"));
+    let inode = fs::metadata(w.join("t/sub/f")).expect("stat").ino();
+    saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    // A worker at it, held before it archives (fault `drain`).
+    let pause = sb.work("pause");
+    let mut worker = sb
+        .std_command(saferm_bin())
+        .arg("---drain-staging")
+        .env("SAFERM_FAULT", "drain")
+        .env("SAFERM_TEST_PAUSE_DIR", &pause)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the worker");
+    let start = Instant::now();
+    while !pause.join("paused").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the worker did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = unrm_ok(&sb, &w, &["--last"]);
+    assert_eq!(out.stdout_text(), "restored 't'\n");
+    let status = worker.wait().expect("wait for the worker");
+    assert!(!status.success(), "the worker was stopped: {status:?}");
+    assert_eq!(snapshot(&w.join("t")), before);
+    assert_eq!(fs::metadata(w.join("t/sub/f")).expect("stat").ino(), inode);
+    assert!(staged_is_empty(&sb) && manifests(&sb.store()).is_empty());
+}

@@ -30,27 +30,7 @@ impl std::error::Error for Interrupted {}
 /// --purge)`, several pids when several share it; `another process` when it cannot be
 /// learnt (no /proc, another pid namespace).
 fn lock_holders(file: &File) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = file.metadata() else {
-        return "another process".to_string();
-    };
-    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    let found: Vec<(u32, bool)> = locks
-        .lines()
-        .filter_map(|line| flock_holder(line, meta.dev(), meta.ino()))
-        .collect();
-    // The device number in /proc/locks is the superblock's, which st_dev is not on every
-    // filesystem (btrfs subvolumes): the inode alone decides when no device matches.
-    let any_dev = found.iter().any(|&(_, dev_matches)| dev_matches);
-    let mut pids: Vec<u32> = found
-        .iter()
-        .filter(|&&(_, dev_matches)| dev_matches || !any_dev)
-        .map(|&(pid, _)| pid)
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    let mine = std::process::id();
-    pids.retain(|&p| p != mine);
+    let pids = lock_holder_pids(file);
     if pids.is_empty() {
         return "another process".to_string();
     }
@@ -69,6 +49,33 @@ fn lock_holders(file: &File) -> String {
     };
     let more = if pids.len() > 4 { ", ..." } else { "" };
     format!("{noun} {}{more}", described.join(", "))
+}
+
+/// The processes other than this one that hold the `flock` on `file`, as the kernel's
+/// /proc/locks tells (empty when it cannot be learnt).
+pub(super) fn lock_holder_pids(file: &File) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = file.metadata() else {
+        return Vec::new();
+    };
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let found: Vec<(u32, bool)> = locks
+        .lines()
+        .filter_map(|line| flock_holder(line, meta.dev(), meta.ino()))
+        .collect();
+    // The device number in /proc/locks is the superblock's, which st_dev is not on every
+    // filesystem (btrfs subvolumes): the inode alone decides when no device matches.
+    let any_dev = found.iter().any(|&(_, dev_matches)| dev_matches);
+    let mut pids: Vec<u32> = found
+        .iter()
+        .filter(|&&(_, dev_matches)| dev_matches || !any_dev)
+        .map(|&(pid, _)| pid)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let mine = std::process::id();
+    pids.retain(|&p| p != mine);
+    pids
 }
 
 /// The pid of a line of /proc/locks that is a granted FLOCK on inode `ino`, and whether its

@@ -220,6 +220,32 @@ impl Store {
             .with_context(|| format!("cannot remove '{}'", staging.path.display()))
     }
 
+    /// The workers (`saferm ---drain-staging`) holding the staging lock now, by the
+    /// kernel's lock table (never a pid written in a file), each checked to be one.
+    pub fn drain_workers(&self) -> Vec<u32> {
+        let Ok(root) = self.staging_root() else {
+            return Vec::new();
+        };
+        let Ok(name) = sys::cstr(layout::DRAIN_LOCK.as_bytes()) else {
+            return Vec::new();
+        };
+        let Ok(fd) = sys::openat(
+            root.as_raw_fd(),
+            &name,
+            libc::O_RDONLY | libc::O_NOFOLLOW,
+            0,
+        ) else {
+            return Vec::new();
+        };
+        super::lock::lock_holder_pids(&File::from(fd))
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"---drain-staging"))
+            })
+            .collect()
+    }
+
     /// The lock of the worker that archives staged deletions, exclusive: `None` when
     /// another holds it and `wait` is false.
     pub fn drain_lock(&self, wait: bool) -> Result<Option<File>> {
