@@ -140,6 +140,17 @@ pub fn stage(
     Some(id)
 }
 
+/// With instant mode on, start a worker when stagings wait and none is at them (one was
+/// killed, or could not be started): the synchronous runs between finish them too.
+pub fn resume(config: &Config, store: &Store) {
+    if !config.instant.value || store.stagings().map_or(true, |s| s.is_empty()) {
+        return;
+    }
+    if store.drain_workers().is_empty() && !crate::fault::active("no-worker") {
+        start_worker();
+    }
+}
+
 /// Start `saferm ---drain-staging` in a process group of its own (a terminal's hangup or
 /// Ctrl-C is not its), with nothing of this terminal. If it cannot be started, the next
 /// saferm or unrm finishes the staging.

@@ -149,6 +149,8 @@ pub fn delete(prog: &str, opts: &Options) -> Report {
         for line in crate::retention::after_saferm_run(store, &config, Some(id)) {
             stderr_write(format!("{line}\n").as_bytes());
         }
+        // Stagings a killed worker left are finished by a new one.
+        crate::instant::resume(&config, store);
     }
     Report {
         status: i32::from(failed),

@@ -372,3 +372,31 @@ fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
     assert_eq!(fs::metadata(w.join("t/sub/f")).expect("stat").ino(), inode);
     assert!(staged_is_empty(&sb) && manifests(&sb.store()).is_empty());
 }
+
+#[test]
+fn a_staging_left_without_a_worker_is_finished_after_the_next_saferm() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("left/sub")).expect("mkdir");
+    fs::write(w.join("left/sub/f"), b"left behind").expect("write");
+    fs::write(w.join("next"), b"the next one").expect("write");
+    saferm_instant(&sb, &w, &["-r", "left"], &[("SAFERM_FAULT", "no-worker")]);
+    assert_eq!(staged(&sb).len(), 1);
+    // The next saferm (here one that is not staged: -v) starts a worker for it.
+    saferm_instant(&sb, &w, &["-v", "next"], &[]);
+    let start = Instant::now();
+    while !staged_is_empty(&sb) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            staged(&sb)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(crate::common::archives(&sb.store()).len(), 2);
+    unrm_ok(&sb, &w, &["left"]);
+    assert_eq!(
+        fs::read(w.join("left/sub/f")).expect("restored"),
+        b"left behind"
+    );
+}
