@@ -1,7 +1,7 @@
 //! Instant mode (DESIGN §9, issue 14): when it is on, a deletion whose every object can be
 //! is staged — each operand renamed whole into the store's staging area, which takes no
 //! time and unlinks nothing — and saferm returns. A worker it starts (`saferm
-//! ---drain-staging`, in a process group of its own) archives each staged deletion through
+//! ---drain-staging`, in a session of its own, at a lower priority) archives each staged deletion through
 //! the same pipeline as the synchronous path (`archive::run`), recorded under the paths it
 //! was deleted from, and only once that archive is verified and durable and its manifest
 //! published does it unlink the staged objects (`sweep`). `unrm` first finishes what is
@@ -116,6 +116,7 @@ pub fn stage(
         .collect();
     let origin = StagedOrigin::new(&id, now, cwd, operands);
     let staging = store.begin_staging(&origin).ok()?;
+    crate::fault::pause("staging");
     for (slot, &r) in plan.roots.iter().enumerate() {
         if staging
             .take(sys::AT_FDCWD, &plan.nodes[r].name, slot)
@@ -134,6 +135,7 @@ pub fn stage(
         }
     }
     crate::fault::pause("staged");
+    drop(staging); // made: a worker may take it
     if !crate::fault::active("no-worker") {
         start_worker();
     }
@@ -151,11 +153,10 @@ pub fn resume(config: &Config, store: &Store) {
     }
 }
 
-/// Start `saferm ---drain-staging` in a process group of its own (a terminal's hangup or
-/// Ctrl-C is not its), with nothing of this terminal. If it cannot be started, the next
-/// saferm or unrm finishes the staging.
+/// Start `saferm ---drain-staging` with nothing of this terminal (it makes itself a
+/// session of its own: [`drain_staging`]). If it cannot be started, the next saferm or
+/// unrm finishes the staging.
 fn start_worker() {
-    use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -164,13 +165,16 @@ fn start_worker() {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .process_group(0)
         .spawn();
 }
 
 /// The worker (`saferm ---drain-staging`): archive every staged deletion, oldest first,
 /// while holding the staging area's lock; another worker at it already is enough.
 pub fn drain_staging(prog: &str) -> i32 {
+    // A session of its own, so that closing the terminal (SIGHUP) or Ctrl-C in it does not
+    // reach it, and a lower CPU priority than the commands the user runs meanwhile.
+    let _ = rustix::process::setsid();
+    let _ = rustix::process::nice(10);
     let config = Config::load().unwrap_or_else(|_| Config::defaults());
     let store = match store::location_with(&config).and_then(|root| Store::open_at(&root)) {
         Ok(s) => s,
@@ -221,15 +225,23 @@ pub fn drain(
             }
             continue;
         }
+        let mut busy = false;
         for id in pending {
-            if let Err(e) = drain_one(prog, store, config, &id) {
-                if crate::signal::caught().is_some() {
-                    return Err(e);
+            match drain_one(prog, store, config, &id) {
+                Ok(done) => busy |= !done,
+                Err(e) => {
+                    if crate::signal::caught().is_some() {
+                        return Err(e);
+                    }
+                    failed.insert(id, format!("{e:#}"));
                 }
-                failed.insert(id, format!("{e:#}"));
             }
         }
         drop(lock);
+        if busy {
+            // A staging being made: its saferm is done with it in a few milliseconds.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
 
@@ -248,8 +260,11 @@ fn wait_for_worker(prog: &str, store: &Store) -> Result<std::fs::File> {
 }
 
 /// Archive staged deletion `id` and unlink what it staged; then remove the staging.
-fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<()> {
-    let (staging, origin) = store.open_staging(id)?;
+/// `false` when it was left alone: the saferm that makes it is still at it.
+fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<bool> {
+    let Some((staging, origin)) = store.open_staging(id)? else {
+        return Ok(false); // its saferm is still making it
+    };
     crate::fault::pause("drain");
     let present: Vec<usize> = sys::read_dir(staging.fd())?
         .iter()
@@ -258,7 +273,7 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<()>
     let Some(origin) = origin else {
         if present.is_empty() {
             // Made and left before anything was staged in it.
-            return store.end_staging(staging);
+            return store.end_staging(staging).map(|()| true);
         }
         return Err(anyhow!(
             "staged deletion {id} has lost where it came from; its objects are kept in '{}'",
@@ -271,13 +286,13 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<()>
         .collect();
     slots.sort_unstable();
     if slots.is_empty() {
-        return store.end_staging(staging);
+        return store.end_staging(staging).map(|()| true);
     }
     let (mut plan, opts) = plan_staged(prog, store, &staging, &origin, &slots)?;
     // Archived by a worker that was stopped while it unlinked: only that is left to do.
     if store.published(&staging).is_some() {
         crate::sweep::unlink_plan(prog, &opts, &mut plan);
-        return store.end_staging(staging);
+        return store.end_staging(staging).map(|()| true);
     }
     let operand = |k: usize| &origin.operands[slots[k]];
     for (k, &r) in plan.roots.clone().iter().enumerate() {
@@ -318,7 +333,7 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<()>
             stderr_write(format!("{line}\n").as_bytes());
         }
     }
-    store.end_staging(staging)
+    store.end_staging(staging).map(|()| true)
 }
 
 /// The plan of what staging `staging` holds in `slots`, walked from where it is and to be
@@ -388,7 +403,9 @@ pub fn undo_newest(prog: &str, store: &Store) -> Result<Option<Vec<Vec<u8>>>> {
     if headers.first().is_some_and(|h| h.id > newest) {
         return Ok(None);
     }
-    let (staging, origin) = store.open_staging(&newest)?;
+    let Some((staging, origin)) = store.open_staging(&newest)? else {
+        return Ok(None);
+    };
     let Some(origin) = origin.filter(|_| store.published(&staging).is_none()) else {
         return Ok(None);
     };

@@ -290,7 +290,12 @@ fn many_saferms_staging_at_once_beside_purges_and_checks_lose_nothing() {
         "{}",
         out.stdout_text()
     );
-    assert!(staged_is_empty(&sb), "{:?}", staged(&sb));
+    assert!(
+        staged_is_empty(&sb),
+        "{:?}; unrm --check said: {}",
+        staged(&sb),
+        out.stderr_text()
+    );
     for (name, tree) in &expected {
         assert!(!w.join(name).exists(), "{name} is still in place");
         unrm_ok(&sb, &w, &[name.as_str()]);
@@ -399,4 +404,123 @@ fn a_staging_left_without_a_worker_is_finished_after_the_next_saferm() {
         fs::read(w.join("left/sub/f")).expect("restored"),
         b"left behind"
     );
+}
+
+/// Fields of /proc/PID/stat after the command name: state is [0], session [3], nice [16].
+fn proc_stat(pid: &str) -> Option<Vec<String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = text.rsplit_once(')')?.1;
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+#[test]
+fn the_worker_runs_in_a_session_of_its_own_at_a_lower_priority() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t")).expect("mkdir");
+    fs::write(w.join("t/f"), b"x").expect("write");
+    let pause = sb.work("pause");
+    let pause_text = pause.to_str().expect("utf-8 path").to_string();
+    saferm_instant(
+        &sb,
+        &w,
+        &["-r", "t"],
+        &[
+            ("SAFERM_FAULT", "drain"),
+            ("SAFERM_TEST_PAUSE_DIR", &pause_text),
+        ],
+    );
+    let start = Instant::now();
+    while !pause.join("paused").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no worker paused"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The worker is the process started with this test's pause directory.
+    let worker = fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .find(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            cmdline.split(|&b| b == 0).any(|a| a == b"---drain-staging")
+                && environ
+                    .split(|&b| b == 0)
+                    .any(|v| v == format!("SAFERM_TEST_PAUSE_DIR={pause_text}").as_bytes())
+        })
+        .expect("the worker's process");
+    let stat = proc_stat(&worker).expect("the worker's stat");
+    let mine = proc_stat("self").expect("this process's stat");
+    fs::write(pause.join("resume"), b"").expect("resume");
+    assert_eq!(stat[3], worker, "the worker leads a session of its own");
+    let nice = |s: &[String]| s[16].parse::<i32>().expect("nice");
+    assert_eq!(
+        nice(&stat),
+        (nice(&mine) + 10).min(19),
+        "lower CPU priority"
+    );
+    while !staged_is_empty(&sb) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            staged(&sb)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_staging_being_made_is_left_alone_until_its_saferm_is_done() {
+    use std::process::Stdio;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t")).expect("mkdir");
+    fs::write(w.join("t/f"), b"being staged").expect("write");
+    let pause = sb.work("pause");
+    // saferm held after it made the staging and wrote its origin, before the rename.
+    let mut saferm = sb
+        .std_command(saferm_bin())
+        .args(["-r", "t"])
+        .current_dir(&w)
+        .env("SAFERM_INSTANT", "1")
+        .env("SAFERM_FAULT", "staging")
+        .env("SAFERM_TEST_PAUSE_DIR", &pause)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start saferm");
+    let start = Instant::now();
+    while !pause.join("paused").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "saferm did not pause"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // unrm, meanwhile, finishes what is staged: it must wait for this one, not take it
+    // for an empty staging and remove it under saferm's feet.
+    let mut unrm = sb
+        .std_command(crate::common::unrm_bin())
+        .arg("--list")
+        .current_dir(&w)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start unrm");
+    std::thread::sleep(Duration::from_millis(300));
+    let staging = staged(&sb);
+    assert_eq!(staging.len(), 1, "the staging is still there");
+    assert!(staging[0].join("origin.json").is_file());
+    fs::write(pause.join("resume"), b"").expect("resume");
+    assert!(saferm.wait().expect("saferm").success());
+    assert!(unrm.wait().expect("unrm").success());
+    assert!(!w.join("t").exists());
+    unrm_ok(&sb, &w, &["--list"]);
+    assert!(staged_is_empty(&sb), "{:?}", staged(&sb));
+    unrm_ok(&sb, &w, &["t"]);
+    assert_eq!(fs::read(w.join("t/f")).expect("restored"), b"being staged");
 }

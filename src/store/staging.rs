@@ -125,6 +125,9 @@ impl Store {
             bail!("'{}' exists already", path.display());
         }
         let dir = sys::open_dir_nofollow(root.as_raw_fd(), &name)?;
+        // Held until the staging is made (the Staging is dropped): a worker leaves it alone
+        // meanwhile ([`Store::open_staging`]).
+        sys::flock(&dir, true, true).context("cannot lock the new staging")?;
         let file = sys::openat(
             dir.as_raw_fd(),
             &sys::cstr(layout::STAGED_ORIGIN.as_bytes())?,
@@ -159,14 +162,20 @@ impl Store {
         Ok(ids)
     }
 
-    /// Staged deletion `id`, open, with its origin (`None` if it has none: a staging whose
-    /// origin was lost in a crash, or one not finished being made).
-    pub fn open_staging(&self, id: &str) -> Result<(Staging, Option<StagedOrigin>)> {
+    /// Staged deletion `id`, open and locked, with its origin (`None` if it has none: a
+    /// staging whose origin was lost in a crash, or one whose making was cut short).
+    /// `Ok(None)` while the saferm that makes it is at it.
+    pub fn open_staging(&self, id: &str) -> Result<Option<(Staging, Option<StagedOrigin>)>> {
         if !super::id::is_valid(id) {
             bail!("'{id}' is not a deletion id");
         }
         let root = self.staging_root()?;
         let dir = sys::open_dir_nofollow(root.as_raw_fd(), &sys::cstr(id.as_bytes())?)?;
+        match sys::flock(&dir, true, true) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(e).context("cannot lock a staging"),
+        }
         let origin = sys::read_regular(
             dir.as_raw_fd(),
             &sys::cstr(layout::STAGED_ORIGIN.as_bytes())?,
@@ -181,7 +190,7 @@ impl Store {
             id: id.to_string(),
             path: self.staging_path().join(id),
         };
-        Ok((staging, origin))
+        Ok(Some((staging, origin)))
     }
 
     /// Note that deletion `made` holds everything staged in `staging` (its manifest is
