@@ -46,6 +46,34 @@ fn staged(sb: &Sandbox) -> Vec<PathBuf> {
     found
 }
 
+/// Wait until `done`, failing with `what` once `secs` have passed.
+fn wait_until(secs: u64, what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{}", what());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Wait until the process held by a `pause` fault in `dir` says it is paused.
+fn wait_paused(dir: &Path, who: &str) {
+    wait_until(
+        30,
+        || format!("{who} did not pause"),
+        || dir.join("paused").exists(),
+    );
+}
+
+/// Start `cmd` with none of the test's stdin, stdout or stderr.
+fn spawn_quiet(cmd: &mut std::process::Command) -> std::process::Child {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a program")
+}
+
 #[test]
 fn a_staged_deletion_is_archived_under_the_paths_it_came_from_and_restores_whole() {
     let sb = Sandbox::new();
@@ -122,16 +150,11 @@ fn the_worker_saferm_starts_archives_in_the_background() {
     saferm_instant(&sb, &w, &["-r", "d", "g"], &[]);
     assert!(!w.join("d").exists() && !w.join("g").exists());
     // Without any unrm: the worker archives it, then removes the staging.
-    let start = Instant::now();
-    while !(manifests(&sb.store()).len() == 1 && staged_is_empty(&sb)) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the worker did not finish: {:?}, {:?}",
-            manifests(&sb.store()),
-            staged(&sb)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        60,
+        || format!("the worker did not finish: {:?}", staged(&sb)),
+        || manifests(&sb.store()).len() == 1 && staged_is_empty(&sb),
+    );
     unrm_ok(&sb, &w, &["--last"]);
     assert_eq!(fs::read(w.join("d/e/f")).expect("restored"), b"content");
     assert_eq!(fs::read(w.join("g")).expect("restored"), b"other");
@@ -190,7 +213,6 @@ fn what_cannot_be_staged_is_archived_before_saferm_returns() {
 
 #[test]
 fn a_worker_killed_at_any_moment_loses_nothing_and_unrm_finishes_its_work() {
-    use std::process::Stdio;
     const ROUNDS: u64 = 50;
     let mut killed_early = 0;
     for round in 0..ROUNDS {
@@ -208,15 +230,11 @@ fn a_worker_killed_at_any_moment_loses_nothing_and_unrm_finishes_its_work() {
         fs::write(w.join("d/big"), noise(round, 4 << 20)).expect("write");
         let before = snapshot(&w.join("d"));
         saferm_instant(&sb, &w, &["-r", "d"], &[("SAFERM_FAULT", "no-worker")]);
-        let mut worker = sb
-            .std_command(saferm_bin())
-            .arg("---drain-staging")
-            .current_dir(&w)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the worker");
+        let mut worker = spawn_quiet(
+            sb.std_command(saferm_bin())
+                .arg("---drain-staging")
+                .current_dir(&w),
+        );
         // Spread over the worker's run (a few dozen ms here): from before it has read
         // anything to after it has published.
         std::thread::sleep(Duration::from_micros(round * 2399 % 120_000));
@@ -341,7 +359,6 @@ fn unrm_last_of_a_deletion_not_archived_yet_renames_it_back_as_it_was() {
 #[test]
 fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
     use std::os::unix::fs::MetadataExt;
-    use std::process::Stdio;
     let sb = Sandbox::new();
     let w = sb.work("w");
     fs::create_dir_all(w.join("t/sub")).expect("mkdir");
@@ -351,24 +368,13 @@ fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
     saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
     // A worker at it, held before it archives (fault `drain`).
     let pause = sb.work("pause");
-    let mut worker = sb
-        .std_command(saferm_bin())
-        .arg("---drain-staging")
-        .env("SAFERM_FAULT", "drain")
-        .env("SAFERM_TEST_PAUSE_DIR", &pause)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the worker");
-    let start = Instant::now();
-    while !pause.join("paused").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the worker did not start"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut worker = spawn_quiet(
+        sb.std_command(saferm_bin())
+            .arg("---drain-staging")
+            .env("SAFERM_FAULT", "drain")
+            .env("SAFERM_TEST_PAUSE_DIR", &pause),
+    );
+    wait_paused(&pause, "the worker");
     let out = unrm_ok(&sb, &w, &["--last"]);
     assert_eq!(out.stdout_text(), "restored 't'\n");
     let status = worker.wait().expect("wait for the worker");
@@ -389,15 +395,7 @@ fn a_staging_left_without_a_worker_is_finished_after_the_next_saferm() {
     assert_eq!(staged(&sb).len(), 1);
     // The next saferm (here one that is not staged: -v) starts a worker for it.
     saferm_instant(&sb, &w, &["-v", "next"], &[]);
-    let start = Instant::now();
-    while !staged_is_empty(&sb) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{:?}",
-            staged(&sb)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(60, || format!("{:?}", staged(&sb)), || staged_is_empty(&sb));
     assert_eq!(crate::common::archives(&sb.store()).len(), 2);
     unrm_ok(&sb, &w, &["left"]);
     assert_eq!(
@@ -430,14 +428,7 @@ fn the_worker_runs_in_a_session_of_its_own_at_a_lower_priority() {
             ("SAFERM_TEST_PAUSE_DIR", &pause_text),
         ],
     );
-    let start = Instant::now();
-    while !pause.join("paused").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no worker paused"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_paused(&pause, "the worker");
     // The worker is the process started with this test's pause directory.
     let worker = fs::read_dir("/proc")
         .expect("/proc")
@@ -463,54 +454,33 @@ fn the_worker_runs_in_a_session_of_its_own_at_a_lower_priority() {
         (nice(&mine) + 10).min(19),
         "lower CPU priority"
     );
-    while !staged_is_empty(&sb) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{:?}",
-            staged(&sb)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(60, || format!("{:?}", staged(&sb)), || staged_is_empty(&sb));
 }
 
 #[test]
 fn a_staging_being_made_is_left_alone_until_its_saferm_is_done() {
-    use std::process::Stdio;
     let sb = Sandbox::new();
     let w = sb.work("w");
     fs::create_dir_all(w.join("t")).expect("mkdir");
     fs::write(w.join("t/f"), b"being staged").expect("write");
     let pause = sb.work("pause");
     // saferm held after it made the staging and wrote its origin, before the rename.
-    let mut saferm = sb
-        .std_command(saferm_bin())
-        .args(["-r", "t"])
-        .current_dir(&w)
-        .env("SAFERM_INSTANT", "1")
-        .env("SAFERM_FAULT", "staging")
-        .env("SAFERM_TEST_PAUSE_DIR", &pause)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start saferm");
-    let start = Instant::now();
-    while !pause.join("paused").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "saferm did not pause"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut saferm = spawn_quiet(
+        sb.std_command(saferm_bin())
+            .args(["-r", "t"])
+            .current_dir(&w)
+            .env("SAFERM_INSTANT", "1")
+            .env("SAFERM_FAULT", "staging")
+            .env("SAFERM_TEST_PAUSE_DIR", &pause),
+    );
+    wait_paused(&pause, "saferm");
     // unrm, meanwhile, finishes what is staged: it must wait for this one, not take it
     // for an empty staging and remove it under saferm's feet.
-    let mut unrm = sb
-        .std_command(crate::common::unrm_bin())
-        .arg("--list")
-        .current_dir(&w)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start unrm");
+    let mut unrm = spawn_quiet(
+        sb.std_command(crate::common::unrm_bin())
+            .arg("--list")
+            .current_dir(&w),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let staging = staged(&sb);
     assert_eq!(staging.len(), 1, "the staging is still there");
