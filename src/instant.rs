@@ -24,7 +24,7 @@ use crate::config::{Config, Size};
 use crate::manifest::PathBytes;
 use crate::output::stderr_write;
 use crate::rules::{InteractiveMode, Options};
-use crate::store::staging::{StagedOperand, StagedOrigin, Staging};
+use crate::store::staging::{StagedOrigin, Staging};
 use crate::store::{self, Store};
 use crate::sys;
 use crate::walk::{Fate, Plan, Walker};
@@ -67,10 +67,8 @@ fn may_stage(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> boo
             && not_pinned(&plan.abs(i))
     });
     // Above a limit the question (or the refusal) is the synchronous path's.
-    let under = |s: Size| {
-        s.bytes_of(store.fs_bytes().unwrap_or(u64::MAX))
-            .is_none_or(|l| bytes <= l)
-    };
+    let fs = store.fs_bytes().unwrap_or(u64::MAX);
+    let under = |s: Size| s.bytes_of(fs).is_none_or(|l| bytes <= l);
     all && under(config.confirm_above.value) && under(config.refuse_above.value)
 }
 
@@ -107,7 +105,7 @@ pub fn stage(
         .map(|&r| {
             let given = opts.operands[plan.nodes[r].operand].as_bytes();
             let absolute = plan.abs(r);
-            StagedOperand {
+            crate::manifest::Operand {
                 given: PathBytes::new(given),
                 typed: archive::typed_operand(cwd, given, &absolute).map(|t| PathBytes::new(&t)),
                 absolute: PathBytes::new(&absolute),
@@ -206,7 +204,7 @@ pub fn drain(
     }
     let mut failed: HashMap<String, String> = HashMap::new();
     loop {
-        let lock = match store.drain_lock(false)? {
+        let lock = match store.drain_lock()? {
             Some(lock) => lock,
             None if !wait => return Ok(Vec::new()),
             None => wait_for_worker(prog, store)?,
@@ -247,16 +245,9 @@ pub fn drain(
 
 /// Wait for the worker that holds the staging lock, interruptibly, and take the lock.
 fn wait_for_worker(prog: &str, store: &Store) -> Result<std::fs::File> {
-    stderr_write(format!("{prog}: waiting for the deletions being archived...\n").as_bytes());
-    loop {
-        if let Some(lock) = store.drain_lock(false)? {
-            return Ok(lock);
-        }
-        if crate::signal::caught().is_some() {
-            return Err(store::Interrupted.into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    store.drain_lock_patiently(|_| {
+        stderr_write(format!("{prog}: waiting for the deletions being archived...\n").as_bytes())
+    })
 }
 
 /// Archive staged deletion `id` and unlink what it staged; then remove the staging.
@@ -381,7 +372,7 @@ pub fn undo_newest(prog: &str, store: &Store) -> Result<Option<Vec<Vec<u8>>>> {
     };
     // No worker is at it (one that is, is stopped: what it had begun is thrown away, or,
     // if it had published, the ordinary restore follows), and none starts while this runs.
-    let lock = match store.drain_lock(false)? {
+    let lock = match store.drain_lock()? {
         Some(lock) => lock,
         None => {
             for pid in store.drain_workers() {

@@ -51,6 +51,33 @@ fn lock_holders(file: &File) -> String {
     format!("{noun} {}{more}", described.join(", "))
 }
 
+/// Take the `flock` on `file`. When another process holds it, `waiting` is called once with
+/// who that is, then the lock is tried again every few dozen milliseconds until it is free
+/// or a signal was caught (`signal::caught`), which fails with [`Interrupted`]. A blocking
+/// `flock` would not do: after an `SA_RESTART` handler the kernel restarts it, and Ctrl-C
+/// would go unheard until the other process let go.
+pub(super) fn flock_patiently(
+    file: &File,
+    exclusive: bool,
+    waiting: impl FnOnce(&str),
+) -> Result<()> {
+    let mut waiting = Some(waiting);
+    loop {
+        match sys::flock(file, exclusive, true) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(tell) = waiting.take() {
+            tell(&lock_holders(file));
+        }
+        if crate::signal::caught().is_some() {
+            return Err(Interrupted.into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(LOCK_POLL_MS));
+    }
+}
+
 /// The processes other than this one that hold the `flock` on `file`, as the kernel's
 /// /proc/locks tells (empty when it cannot be learnt).
 pub(super) fn lock_holder_pids(file: &File) -> Vec<u32> {
@@ -150,30 +177,20 @@ impl Store {
     /// until the other process let go.
     fn lock_patiently(&self, exclusive: bool, waiting: impl FnOnce(&str)) -> Result<LockGuard> {
         let file = self.lock_file()?;
-        let mut waiting = Some(waiting);
-        loop {
-            match sys::flock(&file, exclusive, true) {
-                Ok(()) => {
-                    return Ok(LockGuard {
-                        _file: file,
-                        exclusive,
-                    })
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("cannot lock '{}'", self.root.join(layout::LOCK).display())
-                    })
-                }
+        flock_patiently(&file, exclusive, waiting).map_err(|e| {
+            if e.is::<Interrupted>() {
+                e
+            } else {
+                e.context(format!(
+                    "cannot lock '{}'",
+                    self.root.join(layout::LOCK).display()
+                ))
             }
-            if let Some(tell) = waiting.take() {
-                tell(&lock_holders(&file));
-            }
-            if crate::signal::caught().is_some() {
-                return Err(Interrupted.into());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(LOCK_POLL_MS));
-        }
+        })?;
+        Ok(LockGuard {
+            _file: file,
+            exclusive,
+        })
     }
 
     /// Take the lock exclusively only if nobody holds it: None when a writer, a restore or

@@ -17,22 +17,11 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{layout, Store, SMALL_FILE_MAX};
-use crate::manifest::PathBytes;
+use crate::manifest::{Operand, PathBytes};
 use crate::sys;
 
 /// The version of `origin.json` this build writes and reads.
 const ORIGIN_FORMAT: u32 = 1;
-
-/// One operand of a staged deletion: as given, as typed (made absolute, when it differs
-/// from the resolved path), and the absolute path it was removed from; it is staged as
-/// `staging/<id>/<index>`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StagedOperand {
-    pub given: PathBytes,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub typed: Option<PathBytes>,
-    pub absolute: PathBytes,
-}
 
 /// Where a staged deletion came from (`staging/<id>/origin.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,7 +32,9 @@ pub struct StagedOrigin {
     pub created: String,
     pub cwd: PathBytes,
     pub argv: Vec<PathBytes>,
-    pub operands: Vec<StagedOperand>,
+    /// Each operand as its manifest will record it; operand `i` is staged as
+    /// `staging/<id>/<i>`.
+    pub operands: Vec<Operand>,
 }
 
 impl StagedOrigin {
@@ -51,7 +42,7 @@ impl StagedOrigin {
         id: &str,
         created: chrono::DateTime<chrono::Utc>,
         cwd: &[u8],
-        operands: Vec<StagedOperand>,
+        operands: Vec<Operand>,
     ) -> StagedOrigin {
         use std::os::unix::ffi::OsStrExt;
         StagedOrigin {
@@ -255,9 +246,7 @@ impl Store {
             .collect()
     }
 
-    /// The lock of the worker that archives staged deletions, exclusive: `None` when
-    /// another holds it and `wait` is false.
-    pub fn drain_lock(&self, wait: bool) -> Result<Option<File>> {
+    fn drain_lock_file(&self) -> Result<File> {
         let root = self.staging_root()?;
         let fd = sys::openat(
             root.as_raw_fd(),
@@ -265,11 +254,31 @@ impl Store {
             libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW,
             0o600,
         )?;
-        let file = File::from(fd);
-        match sys::flock(&file, true, !wait) {
+        Ok(File::from(fd))
+    }
+
+    /// The lock of the worker that archives staged deletions, exclusive: `None` when
+    /// another holds it.
+    pub fn drain_lock(&self) -> Result<Option<File>> {
+        let file = self.drain_lock_file()?;
+        match sys::flock(&file, true, true) {
             Ok(()) => Ok(Some(file)),
-            Err(e) if !wait && e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
             Err(e) => Err(e).context("cannot lock the staging area"),
         }
+    }
+
+    /// [`Store::drain_lock`], waiting (interruptibly) for whoever holds it; `waiting` is
+    /// told who, once, if it must.
+    pub fn drain_lock_patiently(&self, waiting: impl FnOnce(&str)) -> Result<File> {
+        let file = self.drain_lock_file()?;
+        super::lock::flock_patiently(&file, true, waiting).map_err(|e| {
+            if e.is::<super::Interrupted>() {
+                e
+            } else {
+                e.context("cannot lock the staging area")
+            }
+        })?;
+        Ok(file)
     }
 }
