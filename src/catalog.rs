@@ -264,6 +264,9 @@ pub struct Header {
     pub month: String,
     pub created: String,
     pub cwd: PathBytes,
+    /// The command it is part of, when that made more than one deletion (the manifest's).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub run: Option<String>,
     pub operands: Vec<Operand>,
     pub totals: Totals,
     #[serde(default)]

@@ -8,10 +8,13 @@
 //! staged (waiting for a worker that is at it), so it answers about every deletion; but
 //! `unrm --last` of a deletion still staged renames its objects back ([`undo_newest`]).
 //!
-//! What is not staged takes today's path, whole: another filesystem than the store's, `-v`,
-//! anything the plan keeps (declined, refused, failed), trees more than 128 levels deep,
-//! unreadable directories, files of another user, sockets, pseudo-filesystems, immutable
-//! or append-only objects, and deletions above the confirmation limits.
+//! What is not staged takes today's path, operand by operand: one on another filesystem
+//! than the store's, holding anything the plan keeps (declined, refused, failed), more than
+//! 128 levels deep, an unreadable directory, a file of another user, a socket, a
+//! pseudo-filesystem, an immutable or append-only object, or one whose rename fails. A run
+//! is not staged at all with `-v`, when an object is met under two operands, or above the
+//! confirmation limits. A run that stages some operands and archives the others makes two
+//! deletions, recorded as one command (the manifest's `run`): `unrm --last` undoes both.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -32,44 +35,56 @@ use crate::walk::{Fate, Plan, Walker};
 /// The deepest tree that is staged (levels below its operand).
 const MAX_STAGED_DEPTH: usize = 128;
 
-/// Whether this run may be staged: instant mode on, not `--sync`, and every object of the
-/// plan removable by a rename of its operand (see the module doc).
-fn may_stage(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> bool {
+/// The operands of this run that are staged (as indices into `plan.roots`): none when
+/// instant mode is off, with `--sync`, `--no-archive` or `-v`, when an object is met under
+/// two operands, or when the deletion is above a confirmation limit; otherwise each whose
+/// every object can be removed by a rename of the operand (see the module doc). The others
+/// take the synchronous path.
+fn stageable(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> Vec<usize> {
     if !config.instant.value || opts.sync || opts.no_archive || opts.verbose {
-        return false;
+        return Vec::new();
     }
-    if plan.roots.is_empty() || plan.roots.iter().any(|&r| !plan.nodes[r].archive_self) {
-        return false;
+    // Met twice: which operand removes it is for the unlink phase to find out.
+    if plan.nodes.iter().any(|n| n.repeat) {
+        return Vec::new();
     }
+    let euid = sys::geteuid();
     // Each object's attributes are looked up by path: a deep tree takes the synchronous
     // path (its paths would cost their depth each, and outgrow PATH_MAX).
     let mut depth = vec![0usize; plan.nodes.len()];
+    let mut refused = std::collections::HashSet::new();
+    let mut bytes = 0u64;
     for (i, n) in plan.nodes.iter().enumerate() {
+        bytes = bytes.saturating_add(crate::estimate::stored_bound(&n.st));
         if let Some(p) = n.parent() {
             depth[i] = depth[p] + 1;
-            if depth[i] > MAX_STAGED_DEPTH {
-                return false;
-            }
         }
-    }
-    let euid = sys::geteuid();
-    let mut bytes = 0u64;
-    let all = plan.nodes.iter().enumerate().all(|(i, n)| {
-        bytes = bytes.saturating_add(crate::estimate::stored_bound(&n.st));
-        n.fate == Fate::Remove
+        if refused.contains(&n.operand) {
+            continue;
+        }
+        let ok = depth[i] <= MAX_STAGED_DEPTH
+            && n.fate == Fate::Remove
+            && n.archive_self
             && n.st.dev == store.dev_ino.0
             && n.unreadable.is_none()
             && !n.pseudo
-            && !n.repeat
             // A socket is removed with a warning that the synchronous path gives.
             && n.st.file_type() != libc::S_IFSOCK
             && (euid == 0 || n.st.uid == euid)
-            && not_pinned(&plan.abs(i))
-    });
+            && not_pinned(&plan.abs(i));
+        if !ok {
+            refused.insert(n.operand);
+        }
+    }
     // Above a limit the question (or the refusal) is the synchronous path's.
     let fs = store.fs_bytes().unwrap_or(u64::MAX);
     let under = |s: Size| s.bytes_of(fs).is_none_or(|l| bytes <= l);
-    all && under(config.confirm_above.value) && under(config.refuse_above.value)
+    if !under(config.confirm_above.value) || !under(config.refuse_above.value) {
+        return Vec::new();
+    }
+    (0..plan.roots.len())
+        .filter(|&k| !refused.contains(&plan.nodes[plan.roots[k]].operand))
+        .collect()
 }
 
 /// Whether the object at `path` is free of the `chattr` attributes that forbid removing
@@ -84,23 +99,31 @@ fn not_pinned(path: &[u8]) -> bool {
     )
 }
 
-/// Stage the plan's operands when instant mode may (`None`: nothing was changed, and the
-/// synchronous path is to be taken): renamed into `staging/<id>/`, the worker started.
-/// Returns the id of the staged deletion.
+/// What [`stage`] staged: the deletion's id, and the roots of the plan it took.
+pub struct Staged {
+    pub id: String,
+    pub roots: Vec<usize>,
+}
+
+/// Stage what of the plan instant mode may ([`stageable`]): each such operand renamed
+/// into `staging/<id>/`, and the worker started. `None` when nothing was staged, and the
+/// synchronous path is to be taken for every operand; otherwise the roots not in
+/// [`Staged::roots`] are (an operand whose rename failed is among them).
 pub fn stage(
     opts: &Options,
     cwd: &[u8],
     config: &Config,
     store: &Store,
     plan: &Plan,
-) -> Option<String> {
-    if !may_stage(opts, config, store, plan) {
-        return None;
-    }
+) -> Option<Staged> {
+    let roots: Vec<usize> = stageable(opts, config, store, plan)
+        .into_iter()
+        .map(|k| plan.roots[k])
+        .collect();
+    let first = *roots.first()?;
     let now = chrono::Utc::now();
-    let id = store::new_id(now, &plan.display(plan.roots[0]));
-    let operands = plan
-        .roots
+    let id = store::new_id(now, &plan.display(first));
+    let operands = roots
         .iter()
         .map(|&r| {
             let given = opts.operands[plan.nodes[r].operand].as_bytes();
@@ -115,29 +138,28 @@ pub fn stage(
     let origin = StagedOrigin::new(&id, now, cwd, operands);
     let staging = store.begin_staging(&origin).ok()?;
     crate::fault::pause("staging");
-    for (slot, &r) in plan.roots.iter().enumerate() {
-        if staging
-            .take(sys::AT_FDCWD, &plan.nodes[r].name, slot)
-            .is_err()
-        {
-            // Nothing of this run is staged, or the rest takes the synchronous path too.
-            let back = (0..slot).rev().all(|s| {
-                staging
-                    .put_back(s, sys::AT_FDCWD, &plan.nodes[plan.roots[s]].name)
-                    .is_ok()
-            });
-            if back {
-                let _ = store.end_staging(staging);
-            }
-            return None;
-        }
+    // One whose rename fails (a directory the user may not write, a mount point) takes the
+    // synchronous path; the worker archives the slots that are there.
+    let taken: Vec<usize> = roots
+        .iter()
+        .enumerate()
+        .filter(|&(slot, &r)| {
+            staging
+                .take(sys::AT_FDCWD, &plan.nodes[r].name, slot)
+                .is_ok()
+        })
+        .map(|(_, &r)| r)
+        .collect();
+    if taken.is_empty() {
+        let _ = store.end_staging(staging);
+        return None;
     }
     crate::fault::pause("staged");
     drop(staging); // made: a worker may take it
     if !crate::fault::active("no-worker") {
         start_worker();
     }
-    Some(id)
+    Some(Staged { id, roots: taken })
 }
 
 /// With instant mode on, start a worker when stagings wait and none is at them (one was
@@ -300,14 +322,16 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<boo
     // unlinked yet is archived again beside it; one killed before leaves an unpublished
     // archive, which the store's housekeeping removes.
     let first = operand(0).given.bytes().unwrap_or_default();
-    let ctx = archive::Archiving::new(prog, &cwd, &opts, config).staged(archive::Origin {
-        id: store::new_id(created, &first),
-        created,
-        argv: origin.argv.iter().filter_map(PathBytes::bytes).collect(),
-        typed: (0..slots.len())
-            .map(|k| operand(k).typed.as_ref().and_then(PathBytes::bytes))
-            .collect(),
-    });
+    let ctx = archive::Archiving::new(prog, &cwd, &opts, config)
+        .in_run(id)
+        .staged(archive::Origin {
+            id: store::new_id(created, &first),
+            created,
+            argv: origin.argv.iter().filter_map(PathBytes::bytes).collect(),
+            typed: (0..slots.len())
+                .map(|k| operand(k).typed.as_ref().and_then(PathBytes::bytes))
+                .collect(),
+        });
     let made = match archive::run(&ctx, store, &mut plan)? {
         archive::Archived::Yes(made) => made,
         archive::Archived::Declined => None,

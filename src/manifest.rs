@@ -160,6 +160,11 @@ pub struct Manifest<E = Vec<Entry>> {
     pub uid: u32,
     pub cwd: PathBytes,
     pub argv: Vec<PathBytes>,
+    /// Shared by the deletions one command made: an instant-mode run that staged some
+    /// operands and archived the others, or a staged deletion archived in parts after its
+    /// worker was killed. `unrm --last` undoes them together.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub run: Option<String>,
     pub operands: Vec<Operand>,
     pub totals: Totals,
     #[serde(skip_serializing_if = "Option::is_none", default)]

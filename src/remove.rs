@@ -107,19 +107,27 @@ pub fn delete(prog: &str, opts: &Options) -> Report {
     // The store and the id of this run's deletion, for retention after the unlinks.
     let made = match store {
         Some(store) if plan.to_archive().next().is_some() => {
-            // Instant mode: staged by rename, archived in the background (instant.rs).
+            // Instant mode: staged by rename, archived in the background (instant.rs); what
+            // could not be staged is archived here, as part of the same command.
+            let mut run = None;
             if let Ok(s) = &store {
-                if let Some(id) = crate::instant::stage(opts, &cwd, &config, s, &plan) {
+                if let Some(staged) = crate::instant::stage(opts, &cwd, &config, s, &plan) {
                     crate::timing::mark("staged");
-                    return Report {
-                        status: i32::from(failed),
-                        deletion: Some(id),
-                        archived: 0,
-                        kept: 0,
-                    };
+                    if staged.roots.len() == plan.roots.len() {
+                        return Report {
+                            status: i32::from(failed),
+                            deletion: Some(staged.id),
+                            archived: 0,
+                            kept: 0,
+                        };
+                    }
+                    for &r in &staged.roots {
+                        plan.keep_below(r); // staged: not this run's to archive or unlink
+                    }
+                    run = Some(staged.id);
                 }
             }
-            match archive_plan(prog, opts, &cwd, &config, store, &mut plan) {
+            match archive_plan(prog, opts, &cwd, &config, store, run.as_deref(), &mut plan) {
                 Ok(made) => made,
                 Err(status) => return Report::status(status),
             }
@@ -163,17 +171,22 @@ pub fn delete(prog: &str, opts: &Options) -> Report {
 /// Archive what the plan removes into `store` ([`archive::run`]): the store and the new
 /// deletion's id (`None` when nothing was left to archive), or the exit status to end with,
 /// nothing removed, when it could not be done (every operand is reported) or a person
-/// declined.
+/// declined. `run`: the command's staged deletion, when it staged the other operands.
 fn archive_plan(
     prog: &str,
     opts: &Options,
     cwd: &[u8],
     config: &crate::config::Config,
     store: anyhow::Result<Store>,
+    run: Option<&str>,
     plan: &mut Plan,
 ) -> Result<Option<(Store, String)>, i32> {
     let archived = store.map_err(|e| anyhow!("{e:#}")).and_then(|store| {
         let ctx = archive::Archiving::new(prog, cwd, opts, config);
+        let ctx = match run {
+            Some(run) => ctx.in_run(run),
+            None => ctx,
+        };
         archive::run(&ctx, &store, plan).map(|a| (a, store))
     });
     match archived {

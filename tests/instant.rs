@@ -192,7 +192,7 @@ fn what_cannot_be_staged_is_archived_before_saferm_returns() {
     assert_eq!(manifests(&sb.store()).len(), 3);
     assert!(staged_is_empty(&sb));
     // Another filesystem than the store's: renaming into the store cannot be done.
-    if is_root() {
+    if !skip_unless_root("mounting a tmpfs") {
         let mnt = sb.work("mnt");
         let _tmpfs = Tmpfs::mount(&mnt).expect("mount a tmpfs");
         fs::create_dir(mnt.join("x")).expect("mkdir");
@@ -201,14 +201,70 @@ fn what_cannot_be_staged_is_archived_before_saferm_returns() {
         assert!(!mnt.join("x").exists());
         assert_eq!(manifests(&sb.store()).len(), 4);
         assert!(staged_is_empty(&sb));
-    } else {
-        let why = "mounting a tmpfs needs root: the other-filesystem case is not tested";
-        assert!(
-            std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-            "{why}"
-        );
-        eprintln!("\n*** SKIPPED: {why}. ***");
     }
+}
+
+/// Skip loudly (fail under `.ci/run`) a case that needs root here.
+fn skip_unless_root(what: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    let why = format!("{what} needs root: not tested");
+    assert!(
+        std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+        "{why}"
+    );
+    eprintln!("\n*** SKIPPED: {why}. ***");
+    true
+}
+
+#[test]
+fn each_operand_that_cannot_be_staged_is_archived_at_once_and_last_undoes_the_whole_command() {
+    if skip_unless_root("mounting a tmpfs") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let mnt = sb.work("w/mnt");
+    let _tmpfs = Tmpfs::mount(&mnt).expect("mount a tmpfs");
+    for dir in ["a", "mnt/b", "c"] {
+        fs::create_dir_all(w.join(dir).join("in")).expect("mkdir");
+        fs::write(w.join(dir).join("in/f"), dir.as_bytes()).expect("write");
+    }
+    let operands = ["a", "mnt/b", "c"];
+    let state = || operands.map(|d| full_snapshot(&w.join(d)));
+    let before = state();
+    // `mnt/b` is on another filesystem than the store: it alone takes the synchronous
+    // path, and is archived before saferm returns; `a` and `c` are staged.
+    let out = saferm_instant(
+        &sb,
+        &w,
+        &["-r", "a", "mnt/b", "c"],
+        &[("SAFERM_FAULT", "no-worker")],
+    );
+    assert_eq!(out.stderr_text(), "");
+    for dir in ["a", "mnt/b", "c"] {
+        assert!(!w.join(dir).exists(), "{dir} is still there");
+    }
+    assert_eq!(
+        manifests(&sb.store()).len(),
+        1,
+        "mnt/b was not archived at once"
+    );
+    let staging = staged(&sb);
+    assert_eq!(staging.len(), 1, "{staging:?}");
+    let mut slots: Vec<String> = fs::read_dir(&staging[0])
+        .expect("read the staging")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<usize>().is_ok())
+        .collect();
+    slots.sort();
+    assert_eq!(slots, ["0", "1"], "a and c are staged");
+    // One command, two deletions: --last undoes both.
+    unrm_ok(&sb, &w, &["--last"]);
+    assert_eq!(state(), before);
+    assert!(staged_is_empty(&sb));
 }
 
 #[test]

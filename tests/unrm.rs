@@ -596,6 +596,7 @@ fn write_crafted(sb: &Sandbox, label: &str, entries: &[Crafted]) -> String {
         uid: 0,
         cwd: PathBytes::new(b"/"),
         argv: Vec::new(),
+        run: None,
         operands: vec![Operand {
             given: PathBytes::new(&entries[0].manifest_path),
             absolute: PathBytes::new(&entries[0].manifest_path),

@@ -582,6 +582,7 @@ impl<'c, 'p, 's> Filler<'c, 'p, 's> {
                     .map(|a| PathBytes::new(a.as_bytes()))
                     .collect(),
             },
+            run: ctx.run.clone(),
             operands: roots
                 .iter()
                 .map(|&r| {

@@ -63,6 +63,10 @@ pub struct Archiving<'a> {
     /// A staged deletion's origin, recorded when it was staged (instant mode): its id,
     /// time and command line, and each operand's path as typed, instead of this process's.
     pub(super) origin: Option<Origin>,
+    /// The command this deletion is part of, when it made more than one ([`Manifest::run`]).
+    ///
+    /// [`Manifest::run`]: crate::manifest::Manifest::run
+    pub(super) run: Option<String>,
 }
 
 /// Where a staged deletion comes from, as recorded when it was staged.
@@ -95,7 +99,14 @@ impl<'a> Archiving<'a> {
             warned: std::sync::Mutex::new(HashSet::new()),
             written_elsewhere: std::sync::Mutex::new(HashSet::new()),
             origin: None,
+            run: None,
         }
+    }
+
+    /// Recorded as part of command `run` (see [`Archiving::run`]).
+    pub fn in_run(mut self, run: &str) -> Self {
+        self.run = Some(run.to_string());
+        self
     }
 
     /// The archiving of a staged deletion: recorded with the id, time, command line and

@@ -224,7 +224,6 @@ impl Plan {
         }
     }
 
-    /// Keep a node, all its descendants, and its ancestors.
     /// Whether anything in the subtree of `idx` (itself included) is to be removed.
     pub fn subtree_has_removal(&self, idx: usize) -> bool {
         let mut stack = vec![idx];
@@ -237,13 +236,21 @@ impl Plan {
         false
     }
 
+    /// Keep a node, all its descendants, and its ancestors.
     pub fn keep_subtree(&mut self, idx: usize) {
+        self.keep_below(idx);
+        self.keep_with_ancestors(idx);
+    }
+
+    /// Keep a node and all its descendants, silently; its ancestors are left as they are.
+    /// For an operand instant mode staged, it takes it out of the rest of the run: nothing
+    /// under it is archived, unlinked or reported.
+    pub fn keep_below(&mut self, idx: usize) {
         let mut stack = vec![idx];
         while let Some(i) = stack.pop() {
             self.nodes[i].fate = Fate::Keep;
             stack.extend(self.children(i));
         }
-        self.keep_with_ancestors(idx);
     }
 
     /// The nodes to archive, parents before children.

@@ -183,10 +183,24 @@ fn act(
     match &opts.action {
         Action::Restore(names) => restore_names(opts, store, catalog, cwd, names, may_heal),
         Action::Last(n) => {
-            // The newest commands not undone yet: `unrm --last` twice undoes two commands.
+            // The newest commands not undone yet: `unrm --last` twice undoes two commands,
+            // each with every deletion it made (`Header::run`).
+            let mut commands: Vec<&str> = Vec::new();
             let newest: Vec<usize> = (0..catalog.len())
-                .filter(|&d| !catalog.headers[d].restored)
-                .take(*n)
+                .filter(|&d| {
+                    let h = &catalog.headers[d];
+                    let command = h.run.as_deref().unwrap_or(&h.id);
+                    if h.restored {
+                        false
+                    } else if commands.contains(&command) {
+                        true
+                    } else if commands.len() < *n {
+                        commands.push(command);
+                        true
+                    } else {
+                        false
+                    }
+                })
                 .collect();
             for &d in &newest {
                 let _ = catalog.load(d);
