@@ -173,8 +173,9 @@ pub fn resume(config: &Config, store: &Store) {
     }
 }
 
-/// Start `saferm ---drain-staging` with nothing of this terminal (it makes itself a
-/// session of its own: [`drain_staging`]). If it cannot be started, the next saferm or
+/// Start `saferm ---drain-staging` (or `unrm ---drain-staging`: this program, whichever
+/// it is) with nothing of this terminal (it makes itself a session of its own:
+/// [`drain_staging`]). If it cannot be started, the next saferm or
 /// unrm finishes the staging.
 fn start_worker() {
     let Ok(exe) = std::env::current_exe() else {
@@ -317,15 +318,20 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<boo
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| anyhow!("staged deletion {id}: bad time: {e}"))?;
     let cwd = origin.cwd.bytes().unwrap_or_default();
-    // A deletion id of its own for each attempt, at the time it was staged: a worker killed
-    // after publishing leaves a deletion that holds everything staged, and what it had not
-    // unlinked yet is archived again beside it; one killed before leaves an unpublished
-    // archive, which the store's housekeeping removes.
-    let first = operand(0).given.bytes().unwrap_or_default();
+    // The first attempt's deletion has the staging's id (what `unrm --list` showed for it
+    // still names it); a later one, an id of its own at the time it was staged, since the
+    // attempt before may have left an unpublished archive of that name (the store's
+    // housekeeping removes it).
+    let archive_id = if store.mark_attempted(&staging)? {
+        let first = operand(0).given.bytes().unwrap_or_default();
+        store::new_id(created, &first)
+    } else {
+        id.to_string()
+    };
     let ctx = archive::Archiving::new(prog, &cwd, &opts, config)
         .in_run(id)
         .staged(archive::Origin {
-            id: store::new_id(created, &first),
+            id: archive_id,
             created,
             argv: origin.argv.iter().filter_map(PathBytes::bytes).collect(),
             typed: (0..slots.len())
@@ -384,6 +390,21 @@ fn plan_staged(
     Ok((plan, opts))
 }
 
+/// A staged object to rename back: the staging, its slot, and where it came from.
+struct Back {
+    staging: usize,
+    slot: usize,
+    dest: Vec<u8>,
+}
+
+/// The stagings `undo` considers, oldest first: each opened (with its lock), its origin,
+/// and the slots still in it.
+struct Open {
+    staging: Staging,
+    origin: StagedOrigin,
+    slots: Vec<usize>,
+}
+
 /// `unrm --last` of a deletion still staged (not archived yet): rename each of its objects
 /// back where it was, which is instant and exact (the same inodes, every time and
 /// attribute as they were). `None` when that is not the case — the newest deletion is an
@@ -391,11 +412,79 @@ fn plan_staged(
 /// its objects — and the ordinary restore is to be taken (after the staging is archived).
 /// Returns the restored paths.
 pub fn undo_newest(prog: &str, store: &Store) -> Result<Option<Vec<Vec<u8>>>> {
-    let Some(newest) = store.stagings()?.pop() else {
+    undo(prog, store, |open, headers| {
+        let (k, newest) = open.iter().enumerate().next_back()?;
+        // A command that staged some operands and archived the others is undone whole by
+        // the ordinary restore, once its staging is archived.
+        if headers.first().is_some_and(|h| h.id > newest.origin.id) {
+            return None;
+        }
+        Some(newest.slots.iter().map(|&slot| (k, slot)).collect())
+    })
+}
+
+/// `unrm PATH...` where each PATH (given as the absolute forms it may stand for: as
+/// typed, and through the symlinks of its parents) is the whole of an operand still
+/// staged, in no deletion since: rename them back, as [`undo_newest`] does. `None` when
+/// any PATH is not such (a path inside a staged tree, a bare name, a glob, one deleted
+/// again since): the ordinary restore is to be taken for all.
+pub fn undo_paths(
+    prog: &str,
+    store: &Store,
+    paths: &[Vec<Vec<u8>>],
+) -> Result<Option<Vec<Vec<u8>>>> {
+    if paths.is_empty() {
         return Ok(None);
-    };
-    // No worker is at it (one that is, is stopped: what it had begun is thrown away, or,
-    // if it had published, the ordinary restore follows), and none starts while this runs.
+    }
+    undo(prog, store, |open, headers| {
+        let mut picked = Vec::new();
+        for forms in paths {
+            let is = |p: Option<Vec<u8>>| p.is_some_and(|p| forms.contains(&p));
+            // The newest staging that removed it, newest first.
+            let (k, slot) = open.iter().enumerate().rev().find_map(|(k, o)| {
+                o.slots
+                    .iter()
+                    .find(|&&s| {
+                        let op = &o.origin.operands[s];
+                        is(op.absolute.bytes()) || is(op.typed.as_ref().and_then(PathBytes::bytes))
+                    })
+                    .map(|&s| (k, s))
+            })?;
+            // Deleted again since (the path, a tree holding it, or part of it): that is
+            // the version to restore, and the ordinary restore finds it.
+            let since = headers.iter().take_while(|h| h.id > open[k].origin.id);
+            let related = |p: &[u8]| {
+                forms
+                    .iter()
+                    .any(|f| crate::paths::is_under(f, p) || crate::paths::is_under(p, f))
+            };
+            if since
+                .flat_map(|h| &h.operands)
+                .filter_map(|op| op.absolute.bytes())
+                .any(|p| related(&p))
+            {
+                return None;
+            }
+            if !picked.contains(&(k, slot)) {
+                picked.push((k, slot));
+            }
+        }
+        Some(picked)
+    })
+}
+
+/// Rename back the staged objects `select` picks (indices into the stagings, oldest first,
+/// and their slots), given the archived deletions' headers, newest first; all or none.
+/// No worker is at them meanwhile: one that is, is stopped (what it had begun is thrown
+/// away), and a new one is started for what is left.
+fn undo(
+    prog: &str,
+    store: &Store,
+    select: impl FnOnce(&[Open], &[crate::catalog::Header]) -> Option<Vec<(usize, usize)>>,
+) -> Result<Option<Vec<Vec<u8>>>> {
+    if store.stagings()?.is_empty() {
+        return Ok(None);
+    }
     let lock = match store.drain_lock()? {
         Some(lock) => lock,
         None => {
@@ -410,26 +499,35 @@ pub fn undo_newest(prog: &str, store: &Store) -> Result<Option<Vec<Vec<u8>>>> {
             wait_for_worker(prog, store)?
         }
     };
-    let Some(newest) = store.stagings()?.pop().filter(|id| *id >= newest) else {
-        return Ok(None);
-    };
-    let (mut headers, _) = crate::catalog::headers(store)?;
-    headers.retain(|h| !h.restored && !h.kept);
-    if headers.first().is_some_and(|h| h.id > newest) {
-        return Ok(None);
-    }
-    let Some((staging, origin)) = store.open_staging(&newest)? else {
-        return Ok(None);
-    };
-    let Some(origin) = origin.filter(|_| store.published(&staging).is_none()) else {
-        return Ok(None);
-    };
-    let mut back: Vec<(usize, Vec<u8>)> = Vec::new();
-    for e in sys::read_dir(staging.fd())?.iter() {
-        let Some(slot) = e.name.to_str().ok().and_then(|n| n.parse::<usize>().ok()) else {
+    let mut open = Vec::new();
+    for id in store.stagings()? {
+        // One being made, or published already (its archive is the deletion now).
+        let Some((staging, Some(origin))) = store.open_staging(&id)? else {
             continue;
         };
-        let Some(dest) = origin.operands.get(slot).and_then(|o| o.absolute.bytes()) else {
+        if store.published(&staging).is_some() {
+            continue;
+        }
+        let mut slots: Vec<usize> = sys::read_dir(staging.fd())?
+            .iter()
+            .filter_map(|e| e.name.to_str().ok().and_then(|n| n.parse::<usize>().ok()))
+            .filter(|&s| s < origin.operands.len())
+            .collect();
+        slots.sort_unstable();
+        open.push(Open {
+            staging,
+            origin,
+            slots,
+        });
+    }
+    let (mut headers, _) = crate::catalog::headers(store)?;
+    headers.retain(|h| !h.restored && !h.kept);
+    let Some(picked) = select(&open, &headers).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let mut back = Vec::new();
+    for (k, slot) in picked {
+        let Some(dest) = open[k].origin.operands[slot].absolute.bytes() else {
             return Ok(None);
         };
         // Its place must be free, in a directory that is still there.
@@ -443,21 +541,36 @@ pub fn undo_newest(prog: &str, store: &Store) -> Result<Option<Vec<Vec<u8>>>> {
         if !free || !parent_there {
             return Ok(None);
         }
-        back.push((slot, dest));
+        back.push(Back {
+            staging: k,
+            slot,
+            dest,
+        });
     }
-    back.sort();
+    back.sort_by_key(|b| (b.staging, b.slot));
     let mut restored = Vec::new();
-    for (slot, dest) in back {
-        let name = sys::cstr(&dest)?;
-        staging.put_back(slot, sys::AT_FDCWD, &name).map_err(|e| {
-            anyhow!(
-                "could not put '{}' back: {e}",
-                String::from_utf8_lossy(&dest)
-            )
-        })?;
-        restored.push(dest);
+    for b in back {
+        let o = &mut open[b.staging];
+        let name = sys::cstr(&b.dest)?;
+        o.staging
+            .put_back(b.slot, sys::AT_FDCWD, &name)
+            .map_err(|e| {
+                anyhow!(
+                    "could not put '{}' back: {e}",
+                    String::from_utf8_lossy(&b.dest)
+                )
+            })?;
+        o.slots.retain(|&s| s != b.slot);
+        restored.push(b.dest);
     }
-    store.end_staging(staging)?;
+    for o in open {
+        if o.slots.is_empty() {
+            store.end_staging(o.staging)?;
+        }
+    }
     drop(lock);
+    if !store.stagings()?.is_empty() && !crate::fault::active("no-worker") {
+        start_worker();
+    }
     Ok(Some(restored))
 }

@@ -441,6 +441,133 @@ fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
 }
 
 #[test]
+fn a_staged_deletion_is_restored_by_every_name_form_the_whole_operand_by_rename() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let elsewhere = sb.work("elsewhere");
+    std::os::unix::fs::symlink(&w, sb.root().join("link")).expect("symlink");
+    let make = || {
+        fs::create_dir_all(w.join("t/sub")).expect("mkdir");
+        fs::write(w.join("t/sub/deep-name"), b"inside").expect("write");
+        fs::write(w.join("t/top"), b"top").expect("write");
+    };
+    let ino = || fs::metadata(w.join("t/sub")).expect("stat").ino();
+    let abs = w.join("t").to_string_lossy().into_owned();
+    let via_link = sb.root().join("link/t").to_string_lossy().into_owned();
+    // Each NAME of the whole operand: renamed back, the same inodes, nothing archived.
+    for (cwd, name) in [
+        (&w, "t"),
+        (&elsewhere, abs.as_str()),
+        (&elsewhere, via_link.as_str()),
+    ] {
+        make();
+        let before = full_snapshot(&w.join("t"));
+        let inode = ino();
+        saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
+        assert_eq!(staged(&sb).len(), 1, "{name}");
+        let out = unrm_ok(&sb, cwd, &[name]);
+        assert!(
+            out.stdout_text().starts_with("restored "),
+            "{name}: {}",
+            out.stdout_text()
+        );
+        assert_eq!(full_snapshot(&w.join("t")), before, "{name}");
+        assert_eq!(ino(), inode, "{name}: not renamed back");
+        assert!(
+            staged_is_empty(&sb) && manifests(&sb.store()).is_empty(),
+            "{name}"
+        );
+    }
+    // A path inside it, a name found anywhere, a glob, and its id (the staging's, which
+    // its deletion keeps): from its archive, made first.
+    let id_of = |sb: &Sandbox| {
+        let dir = staged(sb).pop().expect("a staging");
+        dir.file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned()
+    };
+    for (cwd, name, restored) in [
+        (&w, "t/sub/deep-name", "t/sub/deep-name"),
+        (&elsewhere, "deep-name", "t/sub/deep-name"),
+        (&w, "t*", "t/top"),
+        (&w, "ID", "t/top"),
+    ] {
+        make();
+        let content = fs::read(w.join(restored)).expect("read");
+        saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
+        let staging_id = id_of(&sb);
+        let name = if name == "ID" {
+            staging_id.as_str()
+        } else {
+            name
+        };
+        // The id the staging has is the archived deletion's too.
+        unrm_ok(&sb, cwd, &[name]);
+        assert_eq!(
+            fs::read(w.join(restored)).expect("restored"),
+            content,
+            "{name}"
+        );
+        assert!(staged_is_empty(&sb), "{name}");
+        fs::remove_dir_all(w.join("t")).expect("clean up");
+    }
+}
+
+#[test]
+fn a_path_deleted_again_since_it_was_staged_restores_its_newest_version() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::write(w.join("f"), b"old, staged").expect("write");
+    saferm_instant(&sb, &w, &["f"], &[("SAFERM_FAULT", "no-worker")]);
+    fs::write(w.join("f"), b"new, archived").expect("write");
+    saferm_instant(&sb, &w, &["--sync", "f"], &[("SAFERM_FAULT", "no-worker")]);
+    assert_eq!(staged(&sb).len(), 1);
+    unrm_ok(&sb, &w, &["f"]);
+    assert_eq!(fs::read(w.join("f")).expect("restored"), b"new, archived");
+}
+
+#[test]
+fn unrm_path_stops_a_worker_at_the_deletion_and_renames_it_back() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t/sub")).expect("mkdir");
+    fs::write(w.join("t/sub/f"), noise(9, 100_000)).expect("write");
+    fs::write(w.join("u"), b"staged beside it").expect("write");
+    let before = snapshot(&w.join("t"));
+    let inode = fs::metadata(w.join("t/sub/f")).expect("stat").ino();
+    saferm_instant(&sb, &w, &["-r", "t", "u"], &[("SAFERM_FAULT", "no-worker")]);
+    let pause = sb.work("pause");
+    let mut worker = spawn_quiet(
+        sb.std_command(saferm_bin())
+            .arg("---drain-staging")
+            .env("SAFERM_FAULT", "drain")
+            .env("SAFERM_TEST_PAUSE_DIR", &pause),
+    );
+    wait_paused(&pause, "the worker");
+    let out = unrm_ok(&sb, &w, &["t"]);
+    assert_eq!(out.stdout_text(), "restored 't'\n");
+    let status = worker.wait().expect("wait for the worker");
+    assert!(!status.success(), "the worker was stopped: {status:?}");
+    assert_eq!(snapshot(&w.join("t")), before);
+    assert_eq!(fs::metadata(w.join("t/sub/f")).expect("stat").ino(), inode);
+    // `u`, staged with it, is left staged, and a new worker archives it.
+    assert!(!w.join("u").exists());
+    wait_until(
+        60,
+        || format!("u was not archived: {:?}", staged(&sb)),
+        || staged_is_empty(&sb) && manifests(&sb.store()).len() == 1,
+    );
+    unrm_ok(&sb, &w, &["u"]);
+    assert_eq!(
+        fs::read(w.join("u")).expect("restored"),
+        b"staged beside it"
+    );
+}
+
+#[test]
 fn a_staging_left_without_a_worker_is_finished_after_the_next_saferm() {
     let sb = Sandbox::new();
     let w = sb.work("w");

@@ -45,6 +45,10 @@ pub const STAGED_ORIGIN: &str = "origin.json";
 /// The deletion that holds a staging's objects, once published (`staging/<id>/published`):
 /// what is left staged then is only to be unlinked.
 pub const STAGED_PUBLISHED: &str = "published";
+/// Made (durably) before a worker first archives a staging (`staging/<id>/attempted`): the
+/// first attempt's deletion takes the staging's id; a later one, which may meet a partial
+/// archive of that name, takes an id of its own.
+pub const STAGED_ATTEMPTED: &str = "attempted";
 /// The lock of the worker that archives staged deletions (`staging/.drain`).
 pub const DRAIN_LOCK: &str = ".drain";
 /// The cache of listing headers, in the store's root.

@@ -197,6 +197,22 @@ impl Store {
         Ok(())
     }
 
+    /// Note that a worker is about to archive `staging`, durably; whether one had been
+    /// about to before (and may have left part of an archive named by the staging's id).
+    pub fn mark_attempted(&self, staging: &Staging) -> Result<bool> {
+        let name = sys::cstr(layout::STAGED_ATTEMPTED.as_bytes())?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        match sys::openat(staging.fd(), &name, flags, 0o600) {
+            Ok(fd) => {
+                drop(fd);
+                sys::fsync(&staging.dir)?;
+                Ok(false)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The deletion that holds `staging`'s objects, if its archive was published.
     pub fn published(&self, staging: &Staging) -> Option<String> {
         let name = sys::cstr(layout::STAGED_PUBLISHED.as_bytes()).ok()?;
@@ -208,7 +224,11 @@ impl Store {
     /// Remove a staging whose objects are archived and gone: its notes, then its
     /// directory (which fails, keeping it, if anything is left in it).
     pub fn end_staging(&self, staging: Staging) -> Result<()> {
-        for note in [layout::STAGED_PUBLISHED, layout::STAGED_ORIGIN] {
+        for note in [
+            layout::STAGED_PUBLISHED,
+            layout::STAGED_ATTEMPTED,
+            layout::STAGED_ORIGIN,
+        ] {
             let note = sys::cstr(note.as_bytes())?;
             match crate::unlink::remove_store_file(staging.fd(), &note) {
                 Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e.into()),

@@ -29,6 +29,12 @@ use restoring::{restore_names, restore_picks};
 pub fn run(args: &[OsString]) -> i32 {
     // Restoring holds a directory descriptor per level, like removing.
     crate::sys::raise_open_file_limit();
+    // The instant-mode worker, when unrm starts one for what it left staged (as saferm's).
+    if let [only] = args {
+        if only.as_bytes() == b"---drain-staging" {
+            return crate::instant::drain_staging("unrm");
+        }
+    }
     let opts = match unrm_cli::parse(args) {
         Parsed::Run(o) => o,
         Parsed::Exit { text, code } => {
@@ -72,14 +78,27 @@ fn execute(opts: &Options) -> Result<i32> {
     // every answer is about every deletion. Completion never waits.
     // `unrm --last` of a deletion not archived yet: its objects are renamed back.
     let plain = opts.to.is_none() && opts.at.is_none() && !opts.json && !opts.pick && !opts.verbose;
-    if plain && matches!(opts.action, Action::Last(1)) {
-        if let Some(restored) = crate::instant::undo_newest("unrm", &store)? {
-            for dest in restored {
-                let shown = crate::paths::display(&cwd, &dest);
-                stdout_write(format!("restored {}\n", crate::quote::quote(&shown)).as_bytes());
+    // So is `unrm PATH` of operands still staged, each whole.
+    let undone = match &opts.action {
+        Action::Last(1) if plain => crate::instant::undo_newest("unrm", &store)?,
+        Action::Restore(names) if plain => {
+            let forms: Option<Vec<Vec<Vec<u8>>>> = names
+                .iter()
+                .map(|n| staged_forms(&cwd, n.as_bytes()))
+                .collect();
+            match forms {
+                Some(forms) => crate::instant::undo_paths("unrm", &store, &forms)?,
+                None => None,
             }
-            return Ok(0);
         }
+        _ => None,
+    };
+    if let Some(restored) = undone {
+        for dest in restored {
+            let shown = crate::paths::display(&cwd, &dest);
+            stdout_write(format!("restored {}\n", crate::quote::quote(&shown)).as_bytes());
+        }
+        return Ok(0);
     }
     if !matches!(opts.action, Action::CompleteNames { .. }) {
         let config =
@@ -171,6 +190,19 @@ fn heal(store: &Store, damaged: &[(String, String)]) -> Result<()> {
         stderr_write(format!("unrm: {line}\n").as_bytes());
     }
     Ok(())
+}
+
+/// The absolute paths NAME may stand for as a whole staged operand: as typed (made
+/// absolute lexically) and through the symlinks of its parents. `None` for a glob, which
+/// only the ordinary resolution matches.
+fn staged_forms(cwd: &[u8], name: &[u8]) -> Option<Vec<Vec<u8>>> {
+    if crate::paths::has_glob(name) || name.is_empty() {
+        return None;
+    }
+    let abs = find::absolute(cwd, name);
+    let mut forms = vec![abs.clone()];
+    forms.extend(find::physical_path(&abs).filter(|p| *p != abs));
+    Some(forms)
 }
 
 fn act(
