@@ -135,7 +135,15 @@ pub fn stage(
             }
         })
         .collect();
-    let origin = StagedOrigin::new(&id, now, cwd, operands);
+    let staged: std::collections::HashSet<usize> =
+        roots.iter().map(|&r| plan.nodes[r].operand).collect();
+    let bytes = plan
+        .nodes
+        .iter()
+        .filter(|n| staged.contains(&n.operand))
+        .map(|n| crate::estimate::stored_bound(&n.st))
+        .fold(0, u64::saturating_add);
+    let origin = StagedOrigin::new(&id, now, cwd, operands, bytes);
     let staging = store.begin_staging(&origin).ok()?;
     crate::fault::pause("staging");
     // One whose rename fails (a directory the user may not write, a mount point) takes the

@@ -76,11 +76,25 @@ pub struct Candidate {
     pub archive_bytes: u64,
 }
 
-/// The store filesystem's size and free space, in bytes.
+/// The store filesystem's size and free space, in bytes, and what is staged in the store
+/// (instant mode) and not archived yet, which `max_size` counts with the archives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Space {
     pub total: u64,
     pub available: u64,
+    pub staged: u64,
+}
+
+impl Space {
+    /// The space of `store` now.
+    fn of(store: &Store) -> Result<Space> {
+        let fs = store.fs_stat()?;
+        Ok(Space {
+            total: fs.total,
+            available: fs.available,
+            staged: store.staged_bytes(),
+        })
+    }
 }
 
 /// The deletions to purge (indexes into `cands`, which is sorted oldest first), oldest
@@ -123,7 +137,7 @@ pub fn select(
         let total = cands
             .iter()
             .map(|c| c.archive_bytes)
-            .fold(0u64, u64::saturating_add);
+            .fold(space.staged, u64::saturating_add);
         let mut left = total.saturating_sub(freed(&chosen));
         for i in 0..n {
             if left <= limit {
@@ -208,11 +222,7 @@ pub fn purge(
             archive_bytes: size_of(h),
         })
         .collect();
-    let fs = store.fs_stat()?;
-    let space = Space {
-        total: fs.total,
-        available: fs.available,
-    };
+    let space = Space::of(store)?;
     let now = crate::fault::now();
     let chosen = select(&cands, rules, now, space, just_made);
     let purged: Vec<Purged> = chosen
@@ -281,11 +291,7 @@ pub const FULL_CHECK_SECS: i64 = 300;
 
 fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Result<Vec<String>> {
     let rules = Rules::from_config(config);
-    let fs = store.fs_stat()?;
-    let space = Space {
-        total: fs.total,
-        available: fs.available,
-    };
+    let space = Space::of(store)?;
     let now = crate::fault::now();
     let checked: Option<Checked> = store
         .read_cache(CHECKED)
@@ -294,6 +300,7 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
     if let Some(c) = checked.filter(|c| (0..FULL_CHECK_SECS).contains(&now.saturating_sub(c.at))) {
         let total = c
             .archive_bytes
+            .saturating_add(space.staged)
             .saturating_add(just_made.and_then(|id| store.archive_size(id)).unwrap_or(0));
         let over_size = rules
             .max_size
@@ -550,6 +557,7 @@ mod tests {
     const ROOMY: Space = Space {
         total: 1000,
         available: 900,
+        staged: 0,
     };
 
     #[test]
@@ -609,6 +617,7 @@ mod tests {
         let tight = Space {
             total: 1000,
             available: 50,
+            staged: 0,
         };
         let got = select(&c, &r, NOW, tight, None);
         assert_eq!(

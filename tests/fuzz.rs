@@ -887,7 +887,11 @@ fn fuzz_retention_select() {
                 protect_newest: protect,
                 ids: Vec::new(),
             };
-            let space = Space { total, available };
+            let space = Space {
+                total,
+                available,
+                staged: 0,
+            };
             let _ = select(&cands, &rules, now, space, None);
             Ok(())
         },

@@ -568,6 +568,45 @@ fn unrm_path_stops_a_worker_at_the_deletion_and_renames_it_back() {
 }
 
 #[test]
+fn max_size_counts_what_is_staged_and_never_purges_it() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    // Three archived deletions of 100 KiB each (incompressible), then 2 MiB staged.
+    for i in 0..3 {
+        fs::write(w.join(format!("old{i}")), noise(i, 100 << 10)).expect("write");
+        saferm_instant(&sb, &w, &["--sync", &format!("old{i}")], &[]);
+    }
+    fs::create_dir(w.join("big")).expect("mkdir");
+    fs::write(w.join("big/f"), noise(9, 2 << 20)).expect("write");
+    let before = snapshot(&w.join("big"));
+    saferm_instant(&sb, &w, &["-r", "big"], &[("SAFERM_FAULT", "no-worker")]);
+    assert_eq!(staged(&sb).len(), 1);
+    // The next run checks the store in full (as it does every few minutes): 300 KiB of
+    // archives alone are within 1 MiB, with what is staged they are not.
+    fs::write(sb.store().join("retention.json"), b"{}").expect("write retention.json");
+    fs::write(w.join("tiny"), b"t").expect("write");
+    let limits = [
+        ("SAFERM_FAULT", "no-worker"),
+        ("SAFERM_MAX_SIZE", "1M"),
+        ("SAFERM_KEEP_LAST", "1"),
+    ];
+    let out = saferm_instant(&sb, &w, &["--sync", "tiny"], &limits);
+    assert!(
+        out.stderr_text().contains("max_size"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(
+        manifests(&sb.store()).len(),
+        1,
+        "only the deletion just made is left"
+    );
+    assert_eq!(staged(&sb).len(), 1, "what is staged is never purged");
+    unrm_ok(&sb, &w, &["big"]);
+    assert_eq!(snapshot(&w.join("big")), before);
+}
+
+#[test]
 fn a_staging_left_without_a_worker_is_finished_after_the_next_saferm() {
     let sb = Sandbox::new();
     let w = sb.work("w");

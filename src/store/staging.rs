@@ -35,6 +35,10 @@ pub struct StagedOrigin {
     /// Each operand as its manifest will record it; operand `i` is staged as
     /// `staging/<id>/<i>`.
     pub operands: Vec<Operand>,
+    /// What the staged objects hold (an estimate of their archive's size, uncompressed):
+    /// part of the store for `max_size` until they are archived.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl StagedOrigin {
@@ -43,6 +47,7 @@ impl StagedOrigin {
         created: chrono::DateTime<chrono::Utc>,
         cwd: &[u8],
         operands: Vec<Operand>,
+        bytes: u64,
     ) -> StagedOrigin {
         use std::os::unix::ffi::OsStrExt;
         StagedOrigin {
@@ -54,6 +59,7 @@ impl StagedOrigin {
                 .map(|a| PathBytes::new(a.as_bytes()))
                 .collect(),
             operands,
+            bytes,
         }
     }
 }
@@ -151,6 +157,29 @@ impl Store {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    /// What every staging holds, by the sizes their origins recorded (read without their
+    /// locks: one being made counts from when its origin is written).
+    pub fn staged_bytes(&self) -> u64 {
+        let Ok(root) = self.staging_root() else {
+            return 0;
+        };
+        let Ok(name) = sys::cstr(layout::STAGED_ORIGIN.as_bytes()) else {
+            return 0;
+        };
+        self.stagings()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| {
+                let dir = sys::open_dir_nofollow(root.as_raw_fd(), &sys::cstr(id.as_bytes()).ok()?)
+                    .ok()?;
+                let b = sys::read_regular(dir.as_raw_fd(), &name, false, SMALL_FILE_MAX).ok()?;
+                serde_json::from_slice::<StagedOrigin>(&b)
+                    .ok()
+                    .map(|o| o.bytes)
+            })
+            .fold(0, u64::saturating_add)
     }
 
     /// Staged deletion `id`, open and locked, with its origin (`None` if it has none: a
