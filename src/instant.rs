@@ -71,7 +71,7 @@ fn stageable(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> Vec
             // A socket is removed with a warning that the synchronous path gives.
             && n.st.file_type() != libc::S_IFSOCK
             && (euid == 0 || n.st.uid == euid)
-            && not_pinned(&plan.abs(i));
+            && !n.pinned;
         if !ok {
             refused.insert(n.operand);
         }
@@ -85,18 +85,6 @@ fn stageable(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> Vec
     (0..plan.roots.len())
         .filter(|&k| !refused.contains(&plan.nodes[plan.roots[k]].operand))
         .collect()
-}
-
-/// Whether the object at `path` is free of the `chattr` attributes that forbid removing
-/// it (checked before staging: the worker could not unlink it).
-fn not_pinned(path: &[u8]) -> bool {
-    let Ok(c) = sys::cstr(path) else {
-        return false;
-    };
-    matches!(
-        sys::removal_attributes(sys::AT_FDCWD, &c),
-        Ok((false, false))
-    )
 }
 
 /// What [`stage`] staged: the deletion's id, and the roots of the plan it took.

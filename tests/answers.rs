@@ -382,60 +382,15 @@ fn manifests_without_typed_paths_still_read() {
 
 // --- 10. a removal that failed --------------------------------------------------------------
 
-/// Makes files immutable or directories append-only, and undoes it when dropped (the
-/// sandbox must be removable): the `chattr -i -a` of each path, ready to run.
-struct Attrs(Vec<std::process::Command>);
-
-impl Attrs {
-    /// `chattr FLAG` on each path; None (after a loud skip) when that cannot be done here.
-    fn set(sb: &Sandbox, flag: &str, paths: &[PathBuf]) -> Option<Attrs> {
-        if !crate::common::is_root() {
-            let why = "chattr +i/+a needs root: phantom deletions are not tested";
-            assert!(
-                std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-                "{why}"
-            );
-            eprintln!("\n*** SKIPPED: {why}. ***");
-            return None;
-        }
-        let chattr = crate::common::tool("chattr", "removals that fail (chattr +i)")?;
-        let mut done = Attrs(Vec::new());
-        for p in paths {
-            let ok = sb
-                .std_command(&chattr)
-                .arg(flag)
-                .arg(p)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("\n*** SKIPPED: chattr {flag} does not work here. ***");
-                return None;
-            }
-            let mut undo = sb.std_command(&chattr);
-            undo.args(["-i", "-a"]).arg(p);
-            done.0.push(undo);
-        }
-        Some(done)
-    }
-}
-
-impl Drop for Attrs {
-    fn drop(&mut self) {
-        for undo in &mut self.0 {
-            let _ = undo.status();
-        }
-    }
-}
-
 #[test]
 fn a_removal_that_removed_nothing_is_not_listed() {
     let sb = Sandbox::new();
     let w = sb.work("w");
     build_tree(&w, &["imm=keep me", "ao/f=1", "ao/g=2"]);
-    let Some(_attrs) = Attrs::set(&sb, "+i", &[w.join("imm")]) else {
+    let Some(_attrs) = crate::common::Attrs::set(&sb, "+i", &[w.join("imm")]) else {
         return;
     };
-    let Some(_more) = Attrs::set(&sb, "+a", &[w.join("ao")]) else {
+    let Some(_more) = crate::common::Attrs::set(&sb, "+a", &[w.join("ao")]) else {
         return;
     };
     for args in [&["imm"][..], &["-rf", "ao"]] {
@@ -476,7 +431,7 @@ fn what_a_removal_had_to_leave_in_place_is_not_listed_as_deleted() {
     let sb = Sandbox::new();
     let w = sb.work("w");
     build_tree(&w, &["d/imm=keep me", "d/a=1", "d/sub/b=2"]);
-    let Some(_attrs) = Attrs::set(&sb, "+i", &[w.join("d/imm")]) else {
+    let Some(_attrs) = crate::common::Attrs::set(&sb, "+i", &[w.join("d/imm")]) else {
         return;
     };
     let out = sb
@@ -537,7 +492,7 @@ fn an_overwrite_whose_obstacle_holds_an_immutable_file_changes_none_of_it() {
     let sb = Sandbox::new();
     let w = sb.work("w");
     deleted_then_in_the_way(&sb, &w, &["o/a=1", "o/sub/imm=2", "o/sub/b=3"]);
-    let Some(_attrs) = Attrs::set(&sb, "+i", &[w.join("o/sub/imm")]) else {
+    let Some(_attrs) = crate::common::Attrs::set(&sb, "+i", &[w.join("o/sub/imm")]) else {
         return;
     };
     let before = with_mtimes(&w);
@@ -562,7 +517,7 @@ fn an_overwrite_whose_obstacle_holds_an_append_only_directory_changes_none_of_it
     let sb = Sandbox::new();
     let w = sb.work("w");
     deleted_then_in_the_way(&sb, &w, &["o/a=1", "o/log/f=2"]);
-    let Some(_attrs) = Attrs::set(&sb, "+a", &[w.join("o/log")]) else {
+    let Some(_attrs) = crate::common::Attrs::set(&sb, "+a", &[w.join("o/log")]) else {
         return;
     };
     let before = with_mtimes(&w);
@@ -631,7 +586,7 @@ fn an_obstacle_made_immutable_after_it_was_looked_at_is_reported_as_removed_in_p
     let w = sb.work("w");
     deleted_then_in_the_way(&sb, &w, &["o/a=1", "o/sub/late=2"]);
     // Made able to chattr first, so a skip happens before anything runs.
-    let Some(probe) = Attrs::set(&sb, "+i", &[w.join("o/sub/late")]) else {
+    let Some(probe) = crate::common::Attrs::set(&sb, "+i", &[w.join("o/sub/late")]) else {
         return;
     };
     drop(probe);
@@ -649,7 +604,7 @@ fn an_obstacle_made_immutable_after_it_was_looked_at_is_reported_as_removed_in_p
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(pause.join("paused").exists(), "unrm did not pause");
-        attrs = Attrs::set(&sb, "+i", &[w.join("o/sub/late")]);
+        attrs = crate::common::Attrs::set(&sb, "+i", &[w.join("o/sub/late")]);
         fs::write(pause.join("resume"), b"").expect("resume");
         run.join().expect("unrm thread")
     });

@@ -268,6 +268,42 @@ fn each_operand_that_cannot_be_staged_is_archived_at_once_and_last_undoes_the_wh
 }
 
 #[test]
+fn an_operand_holding_an_immutable_file_fails_as_rm_fails_and_the_others_are_staged() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t/sub")).expect("mkdir");
+    fs::write(w.join("t/sub/imm"), b"pinned").expect("write");
+    fs::write(w.join("t/other"), b"goes").expect("write");
+    fs::write(w.join("u"), b"staged").expect("write");
+    let Some(_attrs) = crate::common::Attrs::set(&sb, "+i", &[w.join("t/sub/imm")]) else {
+        return;
+    };
+    let out = sb
+        .command(saferm_bin())
+        .args(["-rf", "t", "u"])
+        .current_dir(&w)
+        .env("SAFERM_INSTANT", "1")
+        .env("SAFERM_FAULT", "no-worker")
+        .run();
+    // rm's outcome: the immutable file and its directories stay, the rest goes.
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(
+        out.stderr_text(),
+        "rm: cannot remove 't/sub/imm': Operation not permitted\n"
+    );
+    assert!(w.join("t/sub/imm").exists() && !w.join("t/other").exists());
+    assert!(!w.join("u").exists());
+    assert_eq!(staged(&sb).len(), 1, "u is staged");
+    assert_eq!(
+        crate::common::archives(&sb.store()).len(),
+        1,
+        "t's removable part is archived at once"
+    );
+    unrm_ok(&sb, &w, &["u"]);
+    assert_eq!(fs::read(w.join("u")).expect("restored"), b"staged");
+}
+
+#[test]
 fn a_worker_killed_at_any_moment_loses_nothing_and_unrm_finishes_its_work() {
     const ROUNDS: u64 = 50;
     let mut killed_early = 0;

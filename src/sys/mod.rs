@@ -134,19 +134,55 @@ pub fn fstatat(dirfd: RawFd, name: &CStr, follow: bool) -> io::Result<Stat> {
 /// `statx` reports them without following a symlink: `(immutable, append_only)`. A
 /// filesystem that does not report one reads as not having it.
 pub fn removal_attributes(dirfd: RawFd, name: &CStr) -> io::Result<(bool, bool)> {
+    let (_, pinned) = statx_nofollow(dirfd, name, false)?;
+    Ok(pinned)
+}
+
+/// `fstatat` without following a symlink, by `statx`, which tells the `chattr` attributes
+/// in the same call: the stat, and whether the entry is immutable or append-only (its
+/// removal, or its entries', fails), as [`removal_attributes`] says.
+pub fn lstat_pinned(dirfd: RawFd, name: &CStr) -> io::Result<(Stat, bool)> {
+    let (st, (immutable, append)) = statx_nofollow(dirfd, name, true)?;
+    Ok((st, immutable || append))
+}
+
+fn statx_nofollow(dirfd: RawFd, name: &CStr, basic: bool) -> io::Result<(Stat, (bool, bool))> {
     use rustix::fs::{StatxAttributes, StatxFlags};
+    let mask = if basic {
+        StatxFlags::BASIC_STATS
+    } else {
+        StatxFlags::empty()
+    };
     let stx = rustix::fs::statx(
         borrow(&dirfd)?,
         name,
         AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
-        StatxFlags::empty(),
+        mask,
     )?;
     let has = |attr: StatxAttributes| {
         stx.stx_attributes_mask.contains(attr) && stx.stx_attributes.contains(attr)
     };
+    let st = Stat {
+        dev: rustix::fs::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+        ino: stx.stx_ino,
+        mode: u32::from(stx.stx_mode),
+        nlink: u64::from(stx.stx_nlink),
+        uid: stx.stx_uid,
+        gid: stx.stx_gid,
+        rdev: rustix::fs::makedev(stx.stx_rdev_major, stx.stx_rdev_minor),
+        size: stx.stx_size,
+        blocks: stx.stx_blocks,
+        mtime: stx.stx_mtime.tv_sec,
+        mtime_nsec: i64::from(stx.stx_mtime.tv_nsec),
+        ctime: stx.stx_ctime.tv_sec,
+        ctime_nsec: i64::from(stx.stx_ctime.tv_nsec),
+    };
     Ok((
-        has(StatxAttributes::IMMUTABLE),
-        has(StatxAttributes::APPEND),
+        st,
+        (
+            has(StatxAttributes::IMMUTABLE),
+            has(StatxAttributes::APPEND),
+        ),
     ))
 }
 
@@ -685,6 +721,26 @@ pub fn chmod_nofollow(dirfd: RawFd, name: &CStr, mode: u32, how: NoFollow) -> io
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_walk_s_statx_says_what_fstatat_says() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("f"), b"12345").expect("write");
+        std::os::unix::fs::symlink("f", tmp.path().join("l")).expect("symlink");
+        std::fs::create_dir(tmp.path().join("d")).expect("mkdir");
+        let dir = std::fs::File::open(tmp.path()).expect("open");
+        for name in [c"f", c"l", c"d", c"."] {
+            let (st, pinned) = lstat_pinned(dir.as_raw_fd(), name).expect("statx");
+            let expected = fstatat(dir.as_raw_fd(), name, false).expect("stat");
+            assert_eq!(st, expected, "{name:?}");
+            assert!(!pinned);
+        }
+        let missing = lstat_pinned(dir.as_raw_fd(), c"missing").map(|_| ());
+        assert_eq!(
+            missing.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ENOENT))
+        );
+    }
 
     #[test]
     fn directories_opened_beneath_stay_beneath() {

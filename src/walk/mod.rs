@@ -162,8 +162,8 @@ impl Walker<'_> {
         if removed_before {
             return self.missing(&path, &enoent(), &enoent());
         }
-        let st = match sys::fstatat(sys::AT_FDCWD, &cpath, false) {
-            Ok(st) => st,
+        let (st, pinned) = match sys::lstat_pinned(sys::AT_FDCWD, &cpath) {
+            Ok(got) => got,
             Err(e) => {
                 // rm reports what unlinkat says: `dangling/` is "Not a directory".
                 let unlink_err = match sys::cstr(&trimmed)
@@ -217,6 +217,7 @@ impl Walker<'_> {
         let node = Node {
             archive_self: !through_link && abs != b"/",
             pseudo,
+            pinned,
             ..Node::new(None, cpath.into(), st, index)
         };
         let idx = self.push(node, parent_id, base);
@@ -506,8 +507,8 @@ impl Walker<'_> {
     ) -> Option<Opened> {
         let opts = self.opts;
         let (operand, st) = (self.plan.nodes[idx].operand, self.plan.nodes[idx].st);
-        let child_st = match sys::fstatat(fd, &entry.name, false) {
-            Ok(s) => s,
+        let (child_st, pinned) = match sys::lstat_pinned(fd, &entry.name) {
+            Ok(got) => got,
             Err(e) => {
                 // Gone since readdir: rm's unlink would fail the same way.
                 if !(opts.ignore_missing && e.raw_os_error() == Some(libc::ENOENT)) {
@@ -525,6 +526,7 @@ impl Walker<'_> {
         };
         let child = Node {
             pseudo,
+            pinned,
             ..Node::new(Some(idx), entry.name, child_st, operand)
         };
         let cname = child.name.as_bytes().to_vec();

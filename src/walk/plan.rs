@@ -56,6 +56,8 @@ pub struct Node {
     /// kernel's state, not data. It is not archived; the unlink phase does what rm does and
     /// says what rm says.
     pub pseudo: bool,
+    /// Immutable or append-only (`chattr +i`/`+a`): its unlink, or its entries', fails.
+    pub pinned: bool,
 }
 
 impl Node {
@@ -74,6 +76,7 @@ impl Node {
             archive_self: true,
             repeat: false,
             pseudo: false,
+            pinned: false,
         }
     }
 

@@ -1451,3 +1451,48 @@ pub fn run_all(cases: impl IntoIterator<Item = Differential>) {
         );
     }
 }
+
+/// Makes files immutable or directories append-only, and undoes it when dropped (the
+/// sandbox must be removable): the `chattr -i -a` of each path, ready to run.
+pub struct Attrs(Vec<std::process::Command>);
+
+impl Attrs {
+    /// `chattr FLAG` on each path; None (after a loud skip) when that cannot be done here.
+    pub fn set(sb: &Sandbox, flag: &str, paths: &[PathBuf]) -> Option<Attrs> {
+        if !is_root() {
+            let why = "chattr +i/+a needs root: removals that fail are not tested";
+            assert!(
+                std::env::var_os("SAFERM_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+                "{why}"
+            );
+            eprintln!("\n*** SKIPPED: {why}. ***");
+            return None;
+        }
+        let chattr = tool("chattr", "removals that fail (chattr +i)")?;
+        let mut done = Attrs(Vec::new());
+        for p in paths {
+            let ok = sb
+                .std_command(&chattr)
+                .arg(flag)
+                .arg(p)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("\n*** SKIPPED: chattr {flag} does not work here. ***");
+                return None;
+            }
+            let mut undo = sb.std_command(&chattr);
+            undo.args(["-i", "-a"]).arg(p);
+            done.0.push(undo);
+        }
+        Some(done)
+    }
+}
+
+impl Drop for Attrs {
+    fn drop(&mut self) {
+        for undo in &mut self.0 {
+            let _ = undo.status();
+        }
+    }
+}
