@@ -30,6 +30,7 @@ use crate::common::{is_root, noise, saferm_bin, tool, unmount, unrm_bin, Sandbox
 /// run and right after it.
 const SAFERM_ROUNDS: usize = 10;
 const UNRM_ROUNDS: usize = 10;
+const INSTANT_ROUNDS: usize = 10;
 /// Files in the tree deleted and restored (about 8 MiB).
 const FILES: usize = 240;
 
@@ -233,9 +234,16 @@ fn fresh_fs(lo: &Loop, mnt: &Path) -> Mounted {
 }
 
 /// saferm or unrm started in the sandbox, its output going to files outside the loop fs.
-fn spawn(sb: &Sandbox, program: PathBuf, args: &[&std::ffi::OsStr], out: &Path) -> Child {
+fn spawn(
+    sb: &Sandbox,
+    program: PathBuf,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    out: &Path,
+) -> Child {
     let mut cmd = sb.std_command(program);
     cmd.args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(fs::File::create(out.with_extension("out")).expect("stdout file"))
         .stderr(fs::File::create(out.with_extension("err")).expect("stderr file"));
@@ -269,11 +277,12 @@ fn cut_round(
     fs_: Mounted,
     program: PathBuf,
     args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
     cut: Cut,
     out: &Path,
 ) -> Mounted {
     let mnt = fs_.dir.clone();
-    let mut child = spawn(sb, program, args, out);
+    let mut child = spawn(sb, program, args, env, out);
     match cut {
         Cut::During(delay) => {
             thread::sleep(delay);
@@ -379,10 +388,12 @@ fn power_cut_campaign() {
         };
         let started = Instant::now();
         let saferm = saferm_campaign(&sb, &lo);
+        let instant = instant_campaign(&sb, &lo);
         let unrm = unrm_campaign(&sb, &lo);
         report_line(&format!(
-            "{} saferm rounds ({saferm}), {} unrm rounds ({unrm}), in {:.1} s",
+            "{} saferm rounds ({saferm}), {} instant-mode rounds ({instant}), {} unrm rounds ({unrm}), in {:.1} s",
             SAFERM_ROUNDS,
+            INSTANT_ROUNDS,
             UNRM_ROUNDS,
             started.elapsed().as_secs_f64()
         ));
@@ -406,7 +417,7 @@ fn saferm_campaign(sb: &Sandbox, lo: &Loop) -> String {
         if round == 0 {
             // Calibration: how long a run takes here, uncut.
             let t = Instant::now();
-            wait(spawn(sb, saferm_bin(), &args, &out));
+            wait(spawn(sb, saferm_bin(), &args, &[], &out));
             took = t.elapsed();
             assert!(
                 !tree.exists(),
@@ -418,7 +429,7 @@ fn saferm_campaign(sb: &Sandbox, lo: &Loop) -> String {
         // saferm's unlinks come last and are durable at the next journal commit (within a
         // second here): the cuts after exit find them undone, then done.
         let cut = cuts(SAFERM_ROUNDS, &[0, 700, 1200, 1600, 2200, 3000], took)[round - 1];
-        let fs_ = cut_round(sb, lo, fs_, saferm_bin(), &args, cut, &out);
+        let fs_ = cut_round(sb, lo, fs_, saferm_bin(), &args, &[], cut, &out);
         let (same, missing, damaged) = compare(&tree, &spec);
         assert!(
             damaged.is_empty(),
@@ -441,6 +452,77 @@ fn saferm_campaign(sb: &Sandbox, lo: &Loop) -> String {
             "saferm round {round} ({cut:?}): {same} in place, {} removed: {outcome}",
             missing.len()
         ));
+        drop(fs_);
+    }
+    outcomes
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// saferm in instant mode, `rm -r tree` staged (and no worker started, so that the cut
+/// finds it staged), cut: every original in place, or staged where unrm finds it, and
+/// restored byte-identical (unrm archives it first).
+fn instant_campaign(sb: &Sandbox, lo: &Loop) -> String {
+    let spec = tree_spec();
+    let mnt = sb.data();
+    let env = [("SAFERM_INSTANT", "1"), ("SAFERM_FAULT", "no-worker")];
+    let mut took = Duration::ZERO;
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    for round in 0..=INSTANT_ROUNDS {
+        let fs_ = fresh_fs(lo, &mnt);
+        let tree = mnt.join("work/tree");
+        build(&tree, &spec);
+        sync_fs(&mnt);
+        let out = sb.root().join(format!("instant-{round}"));
+        let args = [os(Path::new("-r")), os(&tree)];
+        if round == 0 {
+            let t = Instant::now();
+            wait(spawn(sb, saferm_bin(), &args, &env, &out));
+            took = t.elapsed();
+            assert!(!tree.exists(), "the uncut run did not stage the tree");
+            drop(fs_);
+            continue;
+        }
+        // A staging is a rename, durable at the next journal commit (ext4 commits every 5
+        // s): the cuts after exit find it undone, then done.
+        let cut = cuts(INSTANT_ROUNDS, &[0, 700, 3000, 5500, 6500], took)[round - 1];
+        let fs_ = cut_round(sb, lo, fs_, saferm_bin(), &args, &env, cut, &out);
+        let (same, missing, damaged) = compare(&tree, &spec);
+        assert!(
+            damaged.is_empty(),
+            "round {round} ({cut:?}): originals damaged: {damaged:?}"
+        );
+        let outcome = if missing.is_empty() {
+            "all in place"
+        } else {
+            assert_eq!(
+                same, 0,
+                "round {round} ({cut:?}): an operand is staged whole"
+            );
+            let to = mnt.join(format!("check/unrm-{round}"));
+            let unrm = sb
+                .std_command(unrm_bin())
+                .arg("--to")
+                .arg(&to)
+                .arg(&tree)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run unrm");
+            let (same, missing, damaged) = compare(&to.join("tree"), &spec);
+            assert!(
+                unrm.status.success() && missing.is_empty() && damaged.is_empty(),
+                "round {round} ({cut:?}): the staged tree is not restored ({}; {same} identical, {} missing, {} damaged): {}",
+                unrm.status,
+                missing.len(),
+                damaged.len(),
+                String::from_utf8_lossy(&unrm.stderr)
+            );
+            "staged, unrm restores it"
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        report_line(&format!("instant round {round} ({cut:?}): {outcome}"));
         drop(fs_);
     }
     outcomes
@@ -552,7 +634,7 @@ fn unrm_campaign(sb: &Sandbox, lo: &Loop) -> String {
         let args = [os(Path::new("--last"))];
         if round == 0 {
             let t = Instant::now();
-            wait(spawn(sb, unrm_bin(), &args, &out));
+            wait(spawn(sb, unrm_bin(), &args, &[], &out));
             took = t.elapsed();
             let (same, _, _) = compare(&tree, &spec);
             assert_eq!(
@@ -566,7 +648,7 @@ fn unrm_campaign(sb: &Sandbox, lo: &Loop) -> String {
         // Half the cuts come right after unrm has said "restored": the window a durable
         // note over files not yet written leaves (one after the next journal commit).
         let cut = cuts(UNRM_ROUNDS, &[0, 0, 0, 300, 1500], took)[round - 1];
-        let fs_ = cut_round(sb, lo, fs_, unrm_bin(), &args, cut, &out);
+        let fs_ = cut_round(sb, lo, fs_, unrm_bin(), &args, &[], cut, &out);
         let said = fs::read_to_string(out.with_extension("out")).unwrap_or_default();
         let said_restored = said.lines().any(|l| l.starts_with("restored "));
         let (same, missing, damaged) = compare(&tree, &spec);

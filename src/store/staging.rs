@@ -132,8 +132,11 @@ impl Store {
             0o600,
         )
         .with_context(|| format!("cannot write '{}'", path.display()))?;
-        File::from(file)
-            .write_all(&serde_json::to_vec(origin)?)
+        // Durable before anything is renamed in: a power cut after a rename must not find
+        // the objects staged and where they came from lost (tests/powercut.rs, instant).
+        let mut file = File::from(file);
+        file.write_all(&serde_json::to_vec(origin)?)
+            .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write '{}'", path.display()))?;
         Ok(Staging {
             dir,
