@@ -270,19 +270,10 @@ enum Cut {
     AfterExit(Duration),
 }
 
-/// Start `program`, cut the power as `cut` says, wait for it, unmount and mount again.
-fn cut_round(
-    sb: &Sandbox,
-    lo: &Loop,
-    fs_: Mounted,
-    program: PathBuf,
-    args: &[&std::ffi::OsStr],
-    env: &[(&str, &str)],
-    cut: Cut,
-    out: &Path,
-) -> Mounted {
+/// Start `child` (a [`spawn`]), cut the power as `cut` says, wait for it, unmount and
+/// mount again.
+fn cut_round(lo: &Loop, fs_: Mounted, mut child: Child, cut: Cut) -> Mounted {
     let mnt = fs_.dir.clone();
-    let mut child = spawn(sb, program, args, env, out);
     match cut {
         Cut::During(delay) => {
             thread::sleep(delay);
@@ -429,7 +420,7 @@ fn saferm_campaign(sb: &Sandbox, lo: &Loop) -> String {
         // saferm's unlinks come last and are durable at the next journal commit (within a
         // second here): the cuts after exit find them undone, then done.
         let cut = cuts(SAFERM_ROUNDS, &[0, 700, 1200, 1600, 2200, 3000], took)[round - 1];
-        let fs_ = cut_round(sb, lo, fs_, saferm_bin(), &args, &[], cut, &out);
+        let fs_ = cut_round(lo, fs_, spawn(sb, saferm_bin(), &args, &[], &out), cut);
         let (same, missing, damaged) = compare(&tree, &spec);
         assert!(
             damaged.is_empty(),
@@ -488,7 +479,7 @@ fn instant_campaign(sb: &Sandbox, lo: &Loop) -> String {
         // A staging is a rename, durable at the next journal commit (ext4 commits every 5
         // s): the cuts after exit find it undone, then done.
         let cut = cuts(INSTANT_ROUNDS, &[0, 700, 3000, 5500, 6500], took)[round - 1];
-        let fs_ = cut_round(sb, lo, fs_, saferm_bin(), &args, &env, cut, &out);
+        let fs_ = cut_round(lo, fs_, spawn(sb, saferm_bin(), &args, &env, &out), cut);
         let (same, missing, damaged) = compare(&tree, &spec);
         assert!(
             damaged.is_empty(),
@@ -648,7 +639,7 @@ fn unrm_campaign(sb: &Sandbox, lo: &Loop) -> String {
         // Half the cuts come right after unrm has said "restored": the window a durable
         // note over files not yet written leaves (one after the next journal commit).
         let cut = cuts(UNRM_ROUNDS, &[0, 0, 0, 300, 1500], took)[round - 1];
-        let fs_ = cut_round(sb, lo, fs_, unrm_bin(), &args, &[], cut, &out);
+        let fs_ = cut_round(lo, fs_, spawn(sb, unrm_bin(), &args, &[], &out), cut);
         let said = fs::read_to_string(out.with_extension("out")).unwrap_or_default();
         let said_restored = said.lines().any(|l| l.starts_with("restored "));
         let (same, missing, damaged) = compare(&tree, &spec);
