@@ -11,7 +11,8 @@
 //! keep_last = 10           # SAFERM_KEEP_LAST      never purge the newest N deletions
 //! confirm_above = "10GiB"  # SAFERM_CONFIRM_ABOVE  ask on a terminal before archiving more
 //! refuse_above = "never"   # SAFERM_REFUSE_ABOVE   without a terminal, refuse above this
-//! instant = false          # SAFERM_INSTANT        stage by rename, archive in the background
+//! instant = true           # SAFERM_INSTANT        stage by rename, archive in the background
+//! instant_min = "256K"     # SAFERM_INSTANT_MIN    ... deletions of at least this much
 //! ```
 
 use std::fmt;
@@ -83,7 +84,14 @@ pub struct Config {
     pub refuse_above: Setting<Size>,
     /// Instant mode: stage by rename and archive in the background.
     pub instant: Setting<bool>,
+    /// The smallest deletion instant mode stages, each object counted as at least
+    /// [`INSTANT_OBJECT_MIN`]: below it, archiving before returning takes no longer.
+    pub instant_min: Setting<Size>,
 }
+
+/// What one object counts for against `instant_min`: a deletion of 16 small files is
+/// staged by default, one of 8 is archived at once (doc/benchmarks.md).
+pub const INSTANT_OBJECT_MIN: u64 = 16 << 10;
 
 /// The keys a config file may have.
 const KEYS: &[&str] = &[
@@ -96,6 +104,7 @@ const KEYS: &[&str] = &[
     "confirm_above",
     "refuse_above",
     "instant",
+    "instant_min",
 ];
 
 impl Config {
@@ -129,9 +138,10 @@ impl Config {
             confirm_above: d(Size::Bytes(10 << 30)),
             refuse_above: d(Size::Unlimited),
             instant: Setting {
-                value: false,
+                value: true,
                 source: Source::Default,
             },
+            instant_min: d(Size::Bytes(256 << 10)),
         }
     }
 
@@ -185,7 +195,7 @@ impl Config {
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
-        let vars: [(&str, &'static str); 9] = [
+        let vars: [(&str, &'static str); 10] = [
             ("store", "SAFERM_STORE"),
             ("zstd_level", "SAFERM_ZSTD_LEVEL"),
             ("max_age", "SAFERM_MAX_AGE"),
@@ -195,6 +205,7 @@ impl Config {
             ("confirm_above", "SAFERM_CONFIRM_ABOVE"),
             ("refuse_above", "SAFERM_REFUSE_ABOVE"),
             ("instant", "SAFERM_INSTANT"),
+            ("instant_min", "SAFERM_INSTANT_MIN"),
         ];
         for (key, var) in vars {
             if let Some(v) = get(var).filter(|v| !v.is_empty()) {
@@ -272,6 +283,12 @@ impl Config {
                     _ => bail!("instant must be true or false, not '{value}'"),
                 };
                 self.instant = Setting { value: on, source };
+            }
+            "instant_min" => {
+                self.instant_min = Setting {
+                    value: parse_size(value)?,
+                    source,
+                }
             }
             _ => bail!("unknown setting '{key}'"),
         }

@@ -8,6 +8,8 @@
 //! staged (waiting for a worker that is at it), so it answers about every deletion; but
 //! `unrm --last` of a deletion still staged renames its objects back ([`undo_newest`]).
 //!
+//! A deletion smaller than `instant_min` (256 KiB, each object counted as at least 16 KiB)
+//! is archived before saferm returns, which takes no longer than staging it.
 //! What is not staged takes today's path, operand by operand: one on another filesystem
 //! than the store's, holding anything the plan keeps (declined, refused, failed), more than
 //! 128 levels deep, an unreadable directory, a file of another user, a socket, a
@@ -23,7 +25,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use anyhow::{anyhow, Result};
 
 use crate::archive;
-use crate::config::{Config, Size};
+use crate::config::{Config, Size, INSTANT_OBJECT_MIN};
 use crate::manifest::PathBytes;
 use crate::output::stderr_write;
 use crate::rules::{InteractiveMode, Options};
@@ -76,10 +78,24 @@ fn stageable(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> Vec
             refused.insert(n.operand);
         }
     }
-    // Above a limit the question (or the refusal) is the synchronous path's.
+    // Above a limit the question (or the refusal) is the synchronous path's; below
+    // instant_min, archiving at once costs no more than staging (one fsync either way).
     let fs = store.fs_bytes().unwrap_or(u64::MAX);
     let under = |s: Size| s.bytes_of(fs).is_none_or(|l| bytes <= l);
     if !under(config.confirm_above.value) || !under(config.refuse_above.value) {
+        return Vec::new();
+    }
+    let counted = plan
+        .nodes
+        .iter()
+        .map(|n| crate::estimate::stored_bound(&n.st).max(INSTANT_OBJECT_MIN))
+        .fold(0u64, u64::saturating_add);
+    if config
+        .instant_min
+        .value
+        .bytes_of(fs)
+        .is_some_and(|min| counted < min)
+    {
         return Vec::new();
     }
     (0..plan.roots.len())

@@ -12,13 +12,15 @@ use crate::common::{
     is_root, manifests, noise, saferm_bin, snapshot, tool, unrm_ok, Outcome, Sandbox, Tmpfs,
 };
 
-/// `saferm ARGS` in `cwd` with instant mode on, and `env` besides.
+/// `saferm ARGS` in `cwd` with instant mode on for any deletion (`instant_min` 0), and
+/// `env` besides.
 fn saferm_instant(sb: &Sandbox, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     let mut cmd = sb
         .command(saferm_bin())
         .args(args)
         .current_dir(cwd)
-        .env("SAFERM_INSTANT", "1");
+        .env("SAFERM_INSTANT", "1")
+        .env("SAFERM_INSTANT_MIN", "0");
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }
@@ -204,6 +206,39 @@ fn what_cannot_be_staged_is_archived_before_saferm_returns() {
     }
 }
 
+#[test]
+fn by_default_a_large_deletion_is_staged_and_a_small_one_archived_at_once() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    for (dir, files) in [("small", 4), ("large", 40)] {
+        fs::create_dir(w.join(dir)).expect("mkdir");
+        for i in 0..files {
+            fs::write(w.join(dir).join(format!("f{i}")), b"x").expect("write");
+        }
+    }
+    let run = |dir: &str| {
+        let out = sb
+            .command(saferm_bin())
+            .args(["-r", dir])
+            .current_dir(&w)
+            .env_remove("SAFERM_INSTANT")
+            .env("SAFERM_FAULT", "no-worker")
+            .run();
+        assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+        assert!(!w.join(dir).exists());
+    };
+    // 5 objects count 80 KiB, below instant_min (256 KiB): archived before saferm returns.
+    run("small");
+    assert_eq!(crate::common::archives(&sb.store()).len(), 1);
+    assert!(staged_is_empty(&sb));
+    // 41 objects: staged.
+    run("large");
+    assert_eq!(crate::common::archives(&sb.store()).len(), 1);
+    assert_eq!(staged(&sb).len(), 1);
+    unrm_ok(&sb, &w, &["large"]);
+    assert_eq!(fs::read_dir(w.join("large")).expect("restored").count(), 40);
+}
+
 /// Skip loudly (fail under `.ci/run`) a case that needs root here.
 fn skip_unless_root(what: &str) -> bool {
     if is_root() {
@@ -283,6 +318,7 @@ fn an_operand_holding_an_immutable_file_fails_as_rm_fails_and_the_others_are_sta
         .args(["-rf", "t", "u"])
         .current_dir(&w)
         .env("SAFERM_INSTANT", "1")
+        .env("SAFERM_INSTANT_MIN", "0")
         .env("SAFERM_FAULT", "no-worker")
         .run();
     // rm's outcome: the immutable file and its directories stay, the rest goes.
@@ -728,6 +764,7 @@ fn a_staging_being_made_is_left_alone_until_its_saferm_is_done() {
             .args(["-r", "t"])
             .current_dir(&w)
             .env("SAFERM_INSTANT", "1")
+            .env("SAFERM_INSTANT_MIN", "0")
             .env("SAFERM_FAULT", "staging")
             .env("SAFERM_TEST_PAUSE_DIR", &pause),
     );
