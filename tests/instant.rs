@@ -450,6 +450,84 @@ fn many_saferms_staging_at_once_beside_purges_and_checks_lose_nothing() {
 }
 
 #[test]
+fn large_trees_archived_in_the_background_beside_purges_that_purge_lose_nothing() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    // Older deletions, archived, for the maintenance loop to purge one by one.
+    for i in 0..6u64 {
+        fs::write(w.join(format!("old{i}")), noise(100 + i, 20_000)).expect("write");
+        saferm_instant(&sb, &w, &["--sync", &format!("old{i}")], &[]);
+    }
+    let old: Vec<String> = crate::common::deletions(&sb)
+        .iter()
+        .filter_map(|d| d["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(old.len(), 6);
+    // Four trees of 8 MiB (incompressible: the workers take a while) and eight small ones.
+    let mut expected = std::collections::HashMap::new();
+    for p in 0..12u64 {
+        let dir = w.join(format!("t{p}"));
+        fs::create_dir_all(dir.join("sub")).expect("mkdir");
+        let (files, size) = if p < 4 { (4, 2 << 20) } else { (6, 4000) };
+        for i in 0..files {
+            let f = dir.join("sub").join(format!("f{i}"));
+            fs::write(f, noise(p * 10 + i, size)).expect("write");
+        }
+        expected.insert(format!("t{p}"), snapshot(&dir));
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let maintenance = s.spawn(|| {
+            let mut purged = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || purged < old.len() {
+                if let Some(id) = old.get(purged) {
+                    let out = unrm_ok(&sb, sb.root(), &["--purge", id]);
+                    assert!(
+                        out.stdout_text().contains("purged 1 deletion"),
+                        "{}",
+                        out.stdout_text()
+                    );
+                    purged += 1;
+                }
+                unrm_ok(&sb, sb.root(), &["--list"]);
+                let out = unrm_ok(&sb, sb.root(), &["--check"]);
+                assert!(
+                    out.stdout_text().contains("no problems found"),
+                    "{}",
+                    out.stdout_text()
+                );
+            }
+        });
+        let stagers: Vec<_> = (0..12)
+            .map(|p| {
+                let (sb, w) = (&sb, &w);
+                s.spawn(move || saferm_instant(sb, w, &["-r", &format!("t{p}")], &[]))
+            })
+            .collect();
+        for h in stagers {
+            h.join().expect("a saferm");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        maintenance.join().expect("maintenance");
+    });
+    let out = unrm_ok(&sb, sb.root(), &["--check"]);
+    assert!(
+        out.stdout_text().contains("no problems found"),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(staged_is_empty(&sb), "{:?}", staged(&sb));
+    let left = crate::common::deletions(&sb);
+    assert_eq!(left.len(), 12, "the purged ones, and only those, are gone");
+    for (name, tree) in &expected {
+        assert!(!w.join(name).exists(), "{name} is still in place");
+        unrm_ok(&sb, &w, &[name.as_str()]);
+        assert_eq!(&snapshot(&w.join(name)), tree, "{name}");
+    }
+}
+
+#[test]
 fn unrm_last_of_a_deletion_not_archived_yet_renames_it_back_as_it_was() {
     use std::os::unix::fs::MetadataExt;
     let sb = Sandbox::new();
