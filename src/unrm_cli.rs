@@ -239,16 +239,37 @@ fn output_args() -> Vec<Arg> {
 }
 
 /// Parse `args` (without `argv[0]`).
+const TRY_HELP: &str = "Try 'unrm --help' for more information.\n";
+
+/// clap's rendering of a usage error in the form every other unrm error has (saferm's and
+/// GNU's too): `unrm: MESSAGE`, clap's suggestions (`tip: ...`) kept, then the line that
+/// says where help is; clap's usage summary is left to `--help`.
+fn usage_error(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid usage");
+    let mut text = format!("unrm: {}\n", first.strip_prefix("error: ").unwrap_or(first));
+    for line in lines.filter(|l| l.starts_with("tip:")) {
+        text.push_str(&format!("  {line}\n"));
+    }
+    text.push_str(TRY_HELP);
+    text
+}
+
 pub fn parse(args: &[OsString]) -> Parsed {
     let matches = match command()
         .try_get_matches_from(std::iter::once(OsString::from("unrm")).chain(args.iter().cloned()))
     {
         Ok(m) => m,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if !e.use_stderr() => {
             return Parsed::Exit {
                 text: e.render().to_string(),
-                code,
+                code: 0,
+            };
+        }
+        Err(e) => {
+            return Parsed::Exit {
+                text: usage_error(&e.render().to_string()),
+                code: 1,
             };
         }
     };
@@ -257,8 +278,8 @@ pub fn parse(args: &[OsString]) -> Parsed {
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
     let usage = |msg: &str| Parsed::Exit {
-        text: format!("unrm: {msg}\nTry 'unrm --help' for more information.\n"),
-        code: 2,
+        text: format!("unrm: {msg}\n{TRY_HELP}"),
+        code: 1,
     };
     let action = if let Some(shell) = matches.get_one::<String>("completions") {
         Action::Completions(shell.clone())

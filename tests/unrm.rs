@@ -1223,11 +1223,27 @@ fn help_version_and_usage_errors() {
         &["--bogus"],
         &["--last", "0"],
     ] {
+        // As every other unrm error (and saferm's, and GNU's): `unrm: ...`, exit 1.
         let out = unrm(&sb, sb.root(), args);
-        assert_eq!(out.code(), Some(2), "{args:?}");
+        assert_eq!(out.code(), Some(1), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
-        assert!(!out.stderr.is_empty(), "{args:?}");
+        let err = out.stderr_text();
+        assert!(err.starts_with("unrm: "), "{args:?}: {err}");
+        assert!(
+            err.ends_with("\nTry 'unrm --help' for more information.\n"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("error:") && !err.contains("Usage:"),
+            "{args:?}: {err}"
+        );
     }
+    // clap's suggestion is kept.
+    let out = unrm(&sb, sb.root(), &["--lst"]);
+    assert_eq!(
+        out.stderr_text(),
+        "unrm: unexpected argument '--lst' found\n  tip: a similar argument exists: '--list'\nTry 'unrm --help' for more information.\n"
+    );
 }
 
 #[test]
