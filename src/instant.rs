@@ -170,9 +170,14 @@ fn start_worker() {
 /// while holding the staging area's lock; another worker at it already is enough.
 pub fn drain_staging(prog: &str) -> i32 {
     // A session of its own, so that closing the terminal (SIGHUP) or Ctrl-C in it does not
-    // reach it, and a lower CPU priority than the commands the user runs meanwhile.
+    // reach it, and a lower CPU and I/O priority than the commands the user runs meanwhile.
+    // Best-effort 7, not the idle class: an idle-class request waits while anyone else
+    // uses the disk (up to 10 s each under mq-deadline), and on a busy disk the worker
+    // would crawl while holding the staging lock that `unrm` waits for. Set before any
+    // thread starts (the archive's compressors inherit it).
     let _ = rustix::process::setsid();
     let _ = rustix::process::nice(10);
+    let _ = sys::set_io_priority_best_effort(7);
     let config = Config::load().unwrap_or_else(|_| Config::defaults());
     let store = match store::location_with(&config).and_then(|root| Store::open_at(&root)) {
         Ok(s) => s,

@@ -446,6 +446,16 @@ fn the_worker_runs_in_a_session_of_its_own_at_a_lower_priority() {
         .expect("the worker's process");
     let stat = proc_stat(&worker).expect("the worker's stat");
     let mine = proc_stat("self").expect("this process's stat");
+    // Its I/O priority, as util-linux's ionice reads it (ioprio_get).
+    let io_priority = tool("ionice", "the worker's I/O priority").map(|ionice| {
+        let out = sb
+            .std_command(ionice)
+            .args(["-p", &worker])
+            .output()
+            .expect("run ionice");
+        assert!(out.status.success(), "ionice -p: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    });
     fs::write(pause.join("resume"), b"").expect("resume");
     assert_eq!(stat[3], worker, "the worker leads a session of its own");
     let nice = |s: &[String]| s[16].parse::<i32>().expect("nice");
@@ -454,6 +464,9 @@ fn the_worker_runs_in_a_session_of_its_own_at_a_lower_priority() {
         (nice(&mine) + 10).min(19),
         "lower CPU priority"
     );
+    if let Some(io_priority) = io_priority {
+        assert_eq!(io_priority, "best-effort: prio 7", "lowest best-effort I/O");
+    }
     wait_until(60, || format!("{:?}", staged(&sb)), || staged_is_empty(&sb));
 }
 
