@@ -318,9 +318,13 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<boo
         archive::Archived::Declined => None,
     };
     crate::signal::restore();
+    // What could not be archived (a file that cannot be read) is kept: `made` does not
+    // hold everything staged, and the staging stays, with its origin, for a retry to
+    // archive what is left beside it.
+    let kept = plan.nodes.iter().any(|n| n.fate == Fate::Keep);
     // Before anything is unlinked: a retry must not archive what is left (the directories'
     // times change as their entries go) beside the deletion that holds it all.
-    if let Some(made) = &made {
+    if let (Some(made), false) = (&made, kept) {
         store.mark_published(&staging, made)?;
     }
     crate::sweep::unlink_plan(prog, &opts, &mut plan);
@@ -328,6 +332,12 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<boo
         for line in crate::retention::after_saferm_run(store, config, Some(made)) {
             stderr_write(format!("{line}\n").as_bytes());
         }
+    }
+    if kept {
+        return Err(anyhow!(
+            "some of what it holds could not be archived, and is kept in '{}'",
+            staging.path.display()
+        ));
     }
     store.end_staging(staging).map(|()| true)
 }

@@ -507,3 +507,49 @@ fn a_staging_being_made_is_left_alone_until_its_saferm_is_done() {
     unrm_ok(&sb, &w, &["t"]);
     assert_eq!(fs::read(w.join("t/f")).expect("restored"), b"being staged");
 }
+
+#[test]
+fn a_staged_file_that_cannot_be_read_stays_staged_with_its_origin_and_is_archived_later() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t/sub")).expect("mkdir");
+    fs::write(w.join("t/a"), b"archived first").expect("write");
+    fs::write(w.join("t/sub/f"), b"read only the second time").expect("write");
+    let before = snapshot(&w.join("t"));
+    saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    // unrm archives what is staged, but f cannot be read: the rest is archived and
+    // unlinked; f stays staged, and so does where it came from (it used to be removed
+    // with the staging's notes, leaving f to be restored by hand).
+    let out = sb
+        .command(crate::common::unrm_bin())
+        .arg("--list")
+        .current_dir(&w)
+        .env("SAFERM_FAULT", "read=f")
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text()
+            .contains("could not be archived yet: some of what it holds could not be archived"),
+        "{}",
+        out.stderr_text()
+    );
+    let staging = staged(&sb);
+    assert_eq!(staging.len(), 1, "{staging:?}");
+    assert!(staging[0].join("origin.json").is_file());
+    assert!(!staging[0].join("published").exists());
+    assert!(
+        !staging[0].join("0/a").exists(),
+        "a is archived and unlinked"
+    );
+    assert_eq!(
+        fs::read(staging[0].join("0/sub/f")).expect("f is kept"),
+        b"read only the second time"
+    );
+    assert_eq!(manifests(&sb.store()).len(), 1);
+    // The next unrm archives what is left, beside the first deletion.
+    unrm_ok(&sb, &w, &["--list"]);
+    assert!(staged_is_empty(&sb), "{:?}", staged(&sb));
+    assert_eq!(manifests(&sb.store()).len(), 2);
+    unrm_ok(&sb, &w, &["--last", "2"]);
+    assert_eq!(snapshot(&w.join("t")), before);
+}

@@ -206,9 +206,20 @@ impl Store {
     }
 
     /// Remove a staging whose objects are archived and gone: its notes, then its
-    /// directory (which fails, keeping it, if anything is left in it).
+    /// directory. One that still holds anything else is kept whole, its notes with it:
+    /// without its origin, what is left could only be restored by hand.
     pub fn end_staging(&self, staging: Staging) -> Result<()> {
-        for note in [layout::STAGED_PUBLISHED, layout::STAGED_ORIGIN] {
+        let notes = [layout::STAGED_PUBLISHED, layout::STAGED_ORIGIN];
+        let left = sys::read_dir(staging.fd())?
+            .iter()
+            .any(|e| !notes.iter().any(|n| e.name.as_bytes() == n.as_bytes()));
+        if left {
+            bail!(
+                "'{}' still holds objects that are not archived",
+                staging.path.display()
+            );
+        }
+        for note in notes {
             let note = sys::cstr(note.as_bytes())?;
             match crate::unlink::remove_store_file(staging.fd(), &note) {
                 Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e.into()),
