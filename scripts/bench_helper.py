@@ -499,10 +499,11 @@ def wait_staging(store, timeout=900):
 
 
 def pick_id(path):
-    """The id of the newest deletion (in `unrm --list --json` on stdin) that has PATH as
-    an operand."""
+    """The id of the newest archived deletion (in `unrm --list --json` on stdin; not a
+    staged one) that has PATH as an operand."""
     found = [d for d in json.load(sys.stdin)
-             if any(o.get("absolute", {}).get("path") == path for o in d.get("operands", []))]
+             if d.get("state", "archived") == "archived"
+             and any(o.get("absolute", {}).get("path") == path for o in d.get("operands", []))]
     if not found:
         sys.exit(f"bench: no deletion of {path} in unrm --list --json")
     print(max(found, key=lambda d: d["created"])["id"])
