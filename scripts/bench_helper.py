@@ -8,9 +8,12 @@
                                             with DIR itself, symlinks; nothing followed)
   bench_helper.py pick-id PATH              reads `unrm --list --json` on stdin, prints the
                                             id of the newest deletion of PATH
-  bench_helper.py percall OUT CALLS DIR SAFERM STORE PIPEDIR
+  bench_helper.py percall OUT CALLS DIR SAFERM STORE PIPEDIR TRASH_PUT TRASH_HOME
                                             one-file-per-call timing loop (tree "single");
-                                            appends result rows to OUT
+                                            appends result rows to OUT; TRASH_PUT "-":
+                                            no trash-put
+  bench_helper.py wait-staging STORE        wait until instant mode's worker has archived
+                                            what is staged in STORE and let go of its lock
   bench_helper.py report RESULTS [--markdown]
                                             print the result table(s)
 
@@ -18,6 +21,7 @@ Every byte is a function of fixed seeds: two runs generate identical trees.
 """
 
 import bisect
+import fcntl
 import hashlib
 import itertools
 import json
@@ -413,47 +417,93 @@ def single_file_content():
 # ---------------------------------------------------------------- per-call loop
 
 
-def percall(out, calls, workdir, saferm, store, pipedir):
+def percall(out, calls, workdir, saferm, store, pipedir, trash_put, trash_home):
     """(d) delete one 4 KiB file, one process per call, for each method.
 
     Each call: the file is (re)created without timing, then only the deleting
     process is timed (fork/exec of the child included, which is what a script
     pays). The methods are interleaved and their order rotated every call, so
-    drift (writeback, journal commits) is shared between them."""
+    drift (writeback, journal commits) is shared between them. After an instant
+    call its worker is waited for, and after a trash-put call the file is taken out
+    of the trash again, untimed."""
     data = single_file_content()
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "file-4k.txt")
-    env = dict(os.environ, SAFERM_STORE=store)
-    methods = ["rm", "pipeline", "saferm"]
+    name = "file-4k.txt"
+    path = os.path.join(workdir, name)
+    env = dict(os.environ, SAFERM_STORE=store, SAFERM_INSTANT="0")
+    envs = {"instant": dict(env, SAFERM_INSTANT="1"),
+            "trash-put": dict(os.environ, HOME=trash_home,
+                              XDG_DATA_HOME=os.path.join(trash_home, ".local/share"))}
+    trash = os.path.join(trash_home, ".local/share/Trash")
+    methods = ["rm", "pipeline", "saferm", "instant"]
+    if trash_put != "-":
+        methods.append("trash-put")
     rows = []
     for i in range(calls):
         k = i % len(methods)
         for m in methods[k:] + methods[:k]:
             write_file(path, data)
+            inode = os.lstat(path).st_ino
             if m == "rm":
                 cmd = ["/usr/bin/rm", path]
             elif m == "pipeline":
                 arc = os.path.join(pipedir, f"x{i}.tar.zst")
                 cmd = ["sh", "-c", 'tar -I "zstd -1 -T0" -C / -cf "$1" "$2" && '
                        'zstd -q -t "$1" && rm -f "/$2"', "sh", arc, path.lstrip("/")]
+            elif m == "trash-put":
+                cmd = [trash_put, path]
             else:
                 cmd = [saferm, path]
             t0 = time.perf_counter()
-            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=env)
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=envs.get(m, env))
             t1 = time.perf_counter()
             if r.returncode != 0 or os.path.lexists(path):
                 sys.exit(f"bench: {m} call {i} failed (exit {r.returncode}) "
                          f"or left {path} in place")
+            if m == "instant":
+                wait_staging(store)
+            elif m == "trash-put":
+                trashed = os.path.join(trash, "files", name)
+                if not os.path.lexists(trashed) or os.lstat(trashed).st_ino != inode:
+                    sys.exit(f"bench: trash-put call {i} did not rename {path} into "
+                             f"{trash}/files")
+                os.remove(trashed)
+                os.remove(os.path.join(trash, "info", name + ".trashinfo"))
             rows.append(f"single\t{m}\t{i + 1}\t{t1 - t0:.6f}\t-\t-\n")
     with open(out, "a") as f:
         f.writelines(rows)
 
 
+def wait_staging(store, timeout=900):
+    """Wait until nothing is staged in STORE (instant mode's worker has archived it
+    all) and the worker has let go of the staging lock (it is done)."""
+    staging = os.path.join(store, "staging")
+
+    def left():
+        try:
+            return [n for n in os.listdir(staging) if n != ".drain"]
+        except FileNotFoundError:
+            return []
+
+    deadline = time.monotonic() + timeout
+    while left():
+        if time.monotonic() > deadline:
+            sys.exit(f"bench: still staged in {staging} after {timeout} s: {left()}")
+        time.sleep(0.002)
+    # Only the worker that archived it can hold the lock now, and it is about to exit.
+    try:
+        with open(os.path.join(staging, ".drain"), "rb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+    except FileNotFoundError:
+        pass
+
+
 def pick_id(path):
-    """The id of the newest deletion (in `unrm --list --json` on stdin) that has PATH as
-    an operand."""
+    """The id of the newest archived deletion (in `unrm --list --json` on stdin; not a
+    staged one) that has PATH as an operand."""
     found = [d for d in json.load(sys.stdin)
-             if any(o.get("absolute", {}).get("path") == path for o in d.get("operands", []))]
+             if d.get("state", "archived") == "archived"
+             and any(o.get("absolute", {}).get("path") == path for o in d.get("operands", []))]
     if not found:
         sys.exit(f"bench: no deletion of {path} in unrm --list --json")
     print(max(found, key=lambda d: d["created"])["id"])
@@ -474,7 +524,7 @@ TREES = [  # result key ("tree:cache"; the per-call test has no cache state), la
     ("src:cold", "(c) source tree, cold"),
     ("single", "(d) 4 KiB file, per call"),
 ]
-METHODS = ["rm", "pipeline", "saferm"]
+METHODS = ["rm", "pipeline", "saferm", "instant", "trash-put"]
 RESTORES = ["unrm", "tar-x", "tar-x+sync"]
 
 
@@ -498,7 +548,10 @@ def report(path, markdown):
                     arch.setdefault((tree, m), []).append(int(nbytes))
 
     def fmt_t(tree, sec):
-        return f"{sec * 1000:.2f} ms" if tree == "single" else f"{sec:.2f} s"
+        # Under 0.1 s in ms (instant mode and trash-put return in a few), else in s.
+        if tree == "single":
+            return f"{sec * 1000:.2f} ms"
+        return f"{sec * 1000:.1f} ms" if sec < 0.1 else f"{sec:.2f} s"
 
     def cell(tree, m):
         v = times.get((tree, m))
@@ -518,9 +571,19 @@ def report(path, markdown):
         return f"{rss[(tree, m)] / 1024:.1f}" if (tree, m) in rss else "-"
 
     restores = any(m in RESTORES for _, m in times)
+    # Results saved before these methods were timed have no instant or trash-put rows,
+    # and a run on a machine without trash-put none of the latter: no column for them.
+    instant = any(m == "instant" for _, m in times)
+    trash = any(m == "trash-put" for _, m in times)
     head = ["tree", "files", "dirs", "links", "MiB", "rm -rf", "pipeline", "saferm",
             "saferm/pipeline", "saferm/rm", "saferm peak RSS MiB",
             "archive MiB pipeline / saferm"]
+    if instant:
+        head += ["instant, to return", "instant/rm"]
+    if trash:
+        head += ["trash-put", "saferm/trash-put"]
+    if instant and trash:
+        head += ["instant/trash-put"]
     if restores:
         head += ["unrm", "tar -x", "unrm/tar", "tar -x+sync", "unrm/(tar+sync)",
                  "unrm peak RSS MiB"]
@@ -535,6 +598,12 @@ def report(path, markdown):
                ratio(tree, "saferm", "pipeline"), ratio(tree, "saferm", "rm"),
                rss_cell(tree, "saferm"),
                f"{mib(tree, 'pipeline')} / {mib(tree, 'saferm')}"]
+        if instant:
+            row += [cell(tree, "instant"), ratio(tree, "instant", "rm")]
+        if trash:
+            row += [cell(tree, "trash-put"), ratio(tree, "saferm", "trash-put")]
+        if instant and trash:
+            row += [ratio(tree, "instant", "trash-put")]
         if restores:
             row += [cell(tree, "unrm"), cell(tree, "tar-x"), ratio(tree, "unrm", "tar-x"),
                     cell(tree, "tar-x+sync"), ratio(tree, "unrm", "tar-x+sync"),
@@ -545,6 +614,14 @@ def report(path, markdown):
             "warm: the tree as just written (after sync), cold: sync + drop_caches; "
             "peak RSS: the largest of the runs; "
             f"saferm = {params.get('saferm', '?')}")
+    if instant:
+        note += ("; saferm runs with SAFERM_INSTANT=0, instant with SAFERM_INSTANT=1 (the "
+                 "time until it returns, the operands staged by rename; its worker, which "
+                 "archives them in the background, was then waited for, untimed)")
+    if trash:
+        note += (f"; trash-put = {params.get('trash_put', '?')}, its trash on the benchmark "
+                 "filesystem (HOME and XDG_DATA_HOME there: a rename, checked by inode), "
+                 "emptied untimed after each run")
     if restores:
         note += (f", unrm = {params.get('unrm', '?')}. Restores (same cache state as the "
                  "deletions: warm = the archive as just written, after sync; cold = sync + "
@@ -601,8 +678,10 @@ def main(argv):
         print(*count_tree(argv[1]))
     elif len(argv) == 2 and argv[0] == "pick-id":
         pick_id(argv[1])
-    elif len(argv) == 7 and argv[0] == "percall":
-        percall(argv[1], int(argv[2]), argv[3], argv[4], argv[5], argv[6])
+    elif len(argv) == 9 and argv[0] == "percall":
+        percall(argv[1], int(argv[2]), *argv[3:9])
+    elif len(argv) == 2 and argv[0] == "wait-staging":
+        wait_staging(argv[1])
     elif len(argv) >= 2 and argv[0] == "report":
         report(argv[1], "--markdown" in argv[2:])
     else:

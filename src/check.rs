@@ -14,6 +14,7 @@ use crate::catalog::{Catalog, Deletion, IdMatch};
 use crate::manifest::{ArchiveInfo, Frame, Manifest};
 use crate::output::{stderr_write, stdout_write};
 use crate::store::layout::{self, MANIFEST_SUFFIX};
+use crate::store::staging::{Staged, StagedState};
 use crate::store::{LockGuard, Store};
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
@@ -51,8 +52,15 @@ pub fn is_incomplete(file: &File) -> bool {
     }
 }
 
-/// Check the named deletions (all when `ids` is empty); returns the exit status.
-pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Result<i32> {
+/// Check the named deletions (all when `ids` is empty), and say what is becoming of the
+/// staged ones (instant mode) among them; returns the exit status.
+pub fn run(
+    store: &Store,
+    catalog: &Catalog,
+    staged: &[Staged],
+    ids: &[String],
+    repair: bool,
+) -> Result<i32> {
     // Held shared while archives are read, as restores do: a purge cannot remove one under
     // us. The catalog is read again under it, so a purge that ran since it was opened is
     // not taken for damage.
@@ -61,15 +69,25 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
     let fresh = Catalog::open(store)?;
     let catalog = &fresh;
     let mut bad = 0usize;
-    let chosen = choose(catalog, ids, &mut bad);
+    let staged: Vec<&Staged> = staged
+        .iter()
+        .filter(|s| ids.is_empty() || ids.iter().any(|id| s.id.starts_with(id.as_str())))
+        .collect();
+    let chosen = choose(catalog, &staged, ids, &mut bad);
     let mut damaged = check_chosen(store, catalog, &chosen, repair && ids.is_empty(), &mut bad);
     let mut repaired = 0usize;
     if ids.is_empty() {
         repaired = look_after_store(store, catalog, shared, repair, &mut damaged, &mut bad)?;
     }
+    report_staged(&staged, &mut bad);
     let summary = format!(
-        "checked {} deletion(s): {}{}\n",
+        "checked {} deletion(s){}: {}{}\n",
         chosen.len(),
+        if staged.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} staged one(s) not archived yet", staged.len())
+        },
         if bad == 0 {
             "no problems found".to_string()
         } else {
@@ -85,9 +103,9 @@ pub fn run(store: &Store, catalog: &Catalog, ids: &[String], repair: bool) -> Re
     Ok(if bad == 0 { 0 } else { 1 })
 }
 
-/// The deletions `ids` name (every one when it is empty); each id that names none, or
-/// several, is a problem.
-fn choose(catalog: &Catalog, ids: &[String], bad: &mut usize) -> Vec<usize> {
+/// The deletions `ids` name (every one when it is empty); each id that names none (and
+/// no staged deletion), or several, is a problem.
+fn choose(catalog: &Catalog, staged: &[&Staged], ids: &[String], bad: &mut usize) -> Vec<usize> {
     let mut chosen: Vec<usize> = Vec::new();
     if ids.is_empty() {
         chosen.extend(0..catalog.len());
@@ -95,6 +113,7 @@ fn choose(catalog: &Catalog, ids: &[String], bad: &mut usize) -> Vec<usize> {
         for id in ids {
             match catalog.find_id(id) {
                 IdMatch::One(d) => chosen.push(d),
+                IdMatch::None if staged.iter().any(|s| s.id.starts_with(id.as_str())) => {}
                 IdMatch::None => {
                     problem(&format!("could not check {id}: no deletion has that id"));
                     *bad += 1;
@@ -296,6 +315,25 @@ fn check_orphans(
         }
     }
     Ok(repaired)
+}
+
+/// Say what is becoming of each staged deletion: waiting for a worker or being archived
+/// is how instant mode works, one that could not be archived is a problem.
+fn report_staged(staged: &[&Staged], bad: &mut usize) {
+    for s in staged {
+        match &s.state {
+            StagedState::Failed(why) => {
+                problem(&format!(
+                    "staged deletion {} could not be archived: {why}",
+                    s.id
+                ));
+                *bad += 1;
+            }
+            state => {
+                stdout_write(format!("staged deletion {}: {}\n", s.id, state.describe()).as_bytes())
+            }
+        }
+    }
 }
 
 fn problem(msg: &str) {

@@ -29,6 +29,11 @@
 //! `pause` stops saferm between sealing and unlinking until a test says go on: it creates
 //! the file `paused` in the directory `SAFERM_TEST_PAUSE_DIR` names, then waits (at most two
 //! minutes) for a file `resume` there, so that a test can change a file at exactly that step.
+//! Instant mode's steps pause the same way: `staging` (saferm has made the staging and
+//! written its origin, nothing renamed in yet), `staged` (everything renamed in), `drain`
+//! (a worker or unrm is about to archive a staging) and `drained` (unrm has finished what
+//! was staged and not yet looked at what is left); `no-worker` keeps saferm from starting
+//! its worker.
 //!
 //! `SAFERM_TEST_NOW=<unix seconds>` sets the clock retention measures ages with ([`now`]),
 //! so that age limits can be tested without racing the real clock.

@@ -205,9 +205,14 @@ fn start_worker() {
 /// while holding the staging area's lock; another worker at it already is enough.
 pub fn drain_staging(prog: &str) -> i32 {
     // A session of its own, so that closing the terminal (SIGHUP) or Ctrl-C in it does not
-    // reach it, and a lower CPU priority than the commands the user runs meanwhile.
+    // reach it, and a lower CPU and I/O priority than the commands the user runs meanwhile.
+    // Best-effort 7, not the idle class: an idle-class request waits while anyone else
+    // uses the disk (up to 10 s each under mq-deadline), and on a busy disk the worker
+    // would crawl while holding the staging lock that `unrm` waits for. Set before any
+    // thread starts (the archive's compressors inherit it).
     let _ = rustix::process::setsid();
     let _ = rustix::process::nice(10);
+    let _ = sys::set_io_priority_best_effort(7);
     let config = Config::load().unwrap_or_else(|_| Config::defaults());
     let store = match store::location_with(&config).and_then(|root| Store::open_at(&root)) {
         Ok(s) => s,
@@ -355,9 +360,13 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<boo
         archive::Archived::Declined => None,
     };
     crate::signal::restore();
+    // What could not be archived (a file that cannot be read) is kept: `made` does not
+    // hold everything staged, and the staging stays, with its origin, for a retry to
+    // archive what is left beside it.
+    let kept = plan.nodes.iter().any(|n| n.fate == Fate::Keep);
     // Before anything is unlinked: a retry must not archive what is left (the directories'
     // times change as their entries go) beside the deletion that holds it all.
-    if let Some(made) = &made {
+    if let (Some(made), false) = (&made, kept) {
         store.mark_published(&staging, made)?;
     }
     crate::sweep::unlink_plan(prog, &opts, &mut plan);
@@ -365,6 +374,12 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<boo
         for line in crate::retention::after_saferm_run(store, config, Some(made)) {
             stderr_write(format!("{line}\n").as_bytes());
         }
+    }
+    if kept {
+        return Err(anyhow!(
+            "some of what it holds could not be archived, and is kept in '{}'",
+            staging.path.display()
+        ));
     }
     store.end_staging(staging).map(|()| true)
 }

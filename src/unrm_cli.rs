@@ -427,18 +427,18 @@ mod tests {
         );
         assert_eq!(run(&["--doctor"]).action, Action::Stats);
         let args: Vec<OsString> = ["--older-than", "7d"].iter().map(OsString::from).collect();
-        assert!(matches!(parse(&args), Parsed::Exit { code: 2, .. }));
+        assert!(matches!(parse(&args), Parsed::Exit { code: 1, .. }));
         let args: Vec<OsString> = ["--purge", "--max-size", "lots"]
             .iter()
             .map(OsString::from)
             .collect();
-        assert!(matches!(parse(&args), Parsed::Exit { code: 2, .. }));
+        assert!(matches!(parse(&args), Parsed::Exit { code: 1, .. }));
     }
 
     #[test]
     fn two_actions_are_refused() {
         let args: Vec<OsString> = ["--list", "--check"].iter().map(OsString::from).collect();
-        assert!(matches!(parse(&args), Parsed::Exit { code: 2, .. }));
-        assert!(matches!(parse(&[]), Parsed::Exit { code: 2, .. }));
+        assert!(matches!(parse(&args), Parsed::Exit { code: 1, .. }));
+        assert!(matches!(parse(&[]), Parsed::Exit { code: 1, .. }));
     }
 }

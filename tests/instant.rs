@@ -818,6 +818,16 @@ fn the_worker_runs_in_a_session_of_its_own_at_a_lower_priority() {
         .expect("the worker's process");
     let stat = proc_stat(&worker).expect("the worker's stat");
     let mine = proc_stat("self").expect("this process's stat");
+    // Its I/O priority, as util-linux's ionice reads it (ioprio_get).
+    let io_priority = tool("ionice", "the worker's I/O priority").map(|ionice| {
+        let out = sb
+            .std_command(ionice)
+            .args(["-p", &worker])
+            .output()
+            .expect("run ionice");
+        assert!(out.status.success(), "ionice -p: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    });
     fs::write(pause.join("resume"), b"").expect("resume");
     assert_eq!(stat[3], worker, "the worker leads a session of its own");
     let nice = |s: &[String]| s[16].parse::<i32>().expect("nice");
@@ -826,6 +836,9 @@ fn the_worker_runs_in_a_session_of_its_own_at_a_lower_priority() {
         (nice(&mine) + 10).min(19),
         "lower CPU priority"
     );
+    if let Some(io_priority) = io_priority {
+        assert_eq!(io_priority, "best-effort: prio 7", "lowest best-effort I/O");
+    }
     wait_until(60, || format!("{:?}", staged(&sb)), || staged_is_empty(&sb));
 }
 
@@ -866,4 +879,234 @@ fn a_staging_being_made_is_left_alone_until_its_saferm_is_done() {
     assert!(staged_is_empty(&sb), "{:?}", staged(&sb));
     unrm_ok(&sb, &w, &["t"]);
     assert_eq!(fs::read(w.join("t/f")).expect("restored"), b"being staged");
+}
+
+#[test]
+fn a_staged_file_that_cannot_be_read_stays_staged_with_its_origin_and_is_archived_later() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t/sub")).expect("mkdir");
+    fs::write(w.join("t/a"), b"archived first").expect("write");
+    fs::write(w.join("t/sub/f"), b"read only the second time").expect("write");
+    let before = snapshot(&w.join("t"));
+    saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    // unrm archives what is staged, but f cannot be read: the rest is archived and
+    // unlinked; f stays staged, and so does where it came from (it used to be removed
+    // with the staging's notes, leaving f to be restored by hand).
+    let out = sb
+        .command(crate::common::unrm_bin())
+        .arg("--list")
+        .current_dir(&w)
+        .env("SAFERM_FAULT", "read=f")
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text()
+            .contains("could not be archived yet: some of what it holds could not be archived"),
+        "{}",
+        out.stderr_text()
+    );
+    let staging = staged(&sb);
+    assert_eq!(staging.len(), 1, "{staging:?}");
+    assert!(staging[0].join("origin.json").is_file());
+    assert!(!staging[0].join("published").exists());
+    assert!(
+        !staging[0].join("0/a").exists(),
+        "a is archived and unlinked"
+    );
+    assert_eq!(
+        fs::read(staging[0].join("0/sub/f")).expect("f is kept"),
+        b"read only the second time"
+    );
+    assert_eq!(manifests(&sb.store()).len(), 1);
+    // The next unrm archives what is left, beside the first deletion.
+    unrm_ok(&sb, &w, &["--list"]);
+    assert!(staged_is_empty(&sb), "{:?}", staged(&sb));
+    assert_eq!(manifests(&sb.store()).len(), 2);
+    unrm_ok(&sb, &w, &["--last", "2"]);
+    assert_eq!(snapshot(&w.join("t")), before);
+}
+
+/// The id of the one staged deletion.
+fn only_staged_id(sb: &Sandbox) -> String {
+    let staging = staged(sb);
+    assert_eq!(staging.len(), 1, "{staging:?}");
+    staging[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a staging id")
+        .to_string()
+}
+
+#[test]
+fn unrm_list_and_check_show_a_staged_deletion_that_could_not_be_archived() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::write(w.join("old"), b"archived before").expect("write");
+    crate::common::saferm_ok(&sb, &w, &["old"]);
+    fs::create_dir_all(w.join("t")).expect("mkdir");
+    fs::write(w.join("t/f"), b"staged").expect("write");
+    saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    let id = only_staged_id(&sb);
+    // The store looks full to unrm: the staging cannot be archived.
+    let full = |args: &[&str]| {
+        sb.command(crate::common::unrm_bin())
+            .args(args)
+            .current_dir(&w)
+            .env("SAFERM_FAULT", "space")
+            .run()
+    };
+    let out = full(&["--list"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let text = out.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    // Newest first: the staged deletion, then the archived one, in the listing's columns.
+    assert!(lines[0].starts_with(&format!("{id}  ")), "{text}");
+    assert!(
+        lines[0].contains("       ? files           ? -> ?           staged    't'  (not archived yet: could not be archived: not enough space in the store"),
+        "{text}"
+    );
+    assert!(lines[1].contains("  -         'old'"), "{text}");
+    assert!(
+        out.stderr_text().contains(&format!(
+            "unrm: staged deletion {id} could not be archived yet: not enough space"
+        )),
+        "{}",
+        out.stderr_text()
+    );
+
+    let out = full(&["--list", "--json"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let items: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let item = &items[0];
+    assert_eq!(item["id"].as_str(), Some(id.as_str()), "{items:#}");
+    assert_eq!(item["state"].as_str(), Some("staged"));
+    assert_eq!(
+        item["staged"]["status"].as_str(),
+        Some("could_not_be_archived")
+    );
+    assert!(item["staged"]["why"]
+        .as_str()
+        .is_some_and(|w| w.starts_with("not enough space")));
+    assert!(item["files"].is_null() && item["archive_bytes"].is_null());
+    let t = w.canonicalize().expect("canonical").join("t");
+    assert_eq!(item["operands"][0]["absolute"]["path"].as_str(), t.to_str());
+    assert_eq!(items[1]["state"].as_str(), Some("archived"));
+    // A pattern finds it by its path, as it finds archived ones.
+    let out = full(&["--list", t.to_str().expect("utf-8 path")]);
+    assert_eq!(
+        out.stdout_text().lines().count(),
+        1,
+        "{}",
+        out.stdout_text()
+    );
+
+    // --check fails for it, saying why, once.
+    let out = full(&["--check"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert_eq!(
+        out.stderr_text()
+            .matches(&format!(
+                "unrm: staged deletion {id} could not be archived: not enough space"
+            ))
+            .count(),
+        1,
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(
+        out.stdout_text(),
+        "checked 1 deletion(s) and 1 staged one(s) not archived yet: 1 problem(s)\n"
+    );
+    // Named by its id, too.
+    let out = full(&["--check", &id]);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    assert!(!out.stderr_text().contains("no deletion has that id"));
+
+    // With room again, it is archived and listed as any other deletion.
+    let out = unrm_ok(&sb, &w, &["--list"]);
+    assert!(staged_is_empty(&sb));
+    assert!(
+        !out.stdout_text().contains("staged"),
+        "{}",
+        out.stdout_text()
+    );
+    assert_eq!(out.stdout_text().lines().count(), 2);
+    let out = unrm_ok(&sb, &w, &["--check"]);
+    assert_eq!(
+        out.stdout_text(),
+        "checked 2 deletion(s): no problems found\n"
+    );
+}
+
+#[test]
+fn unrm_check_reports_staged_deletions_waiting_or_being_archived_without_failing() {
+    use std::process::Stdio;
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t")).expect("mkdir");
+    fs::write(w.join("t/f"), b"staged").expect("write");
+
+    // Waiting: staged after unrm --check has finished what was staged (held there by a
+    // fault), with no worker.
+    let pause = sb.work("pause-unrm");
+    let check = sb
+        .std_command(crate::common::unrm_bin())
+        .arg("--check")
+        .current_dir(&w)
+        .env("SAFERM_FAULT", "drained")
+        .env("SAFERM_TEST_PAUSE_DIR", &pause)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start unrm --check");
+    wait_paused(&pause, "unrm --check");
+    saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    let id = only_staged_id(&sb);
+    fs::write(pause.join("resume"), b"").expect("resume");
+    let out = check.wait_with_output().expect("unrm --check");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "staged deletion {id}: waiting to be archived\nchecked 0 deletion(s) and 1 staged one(s) not archived yet: no problems found\n"
+        ),
+        "{stderr}"
+    );
+
+    // Being archived: a worker at it (held by a fault before it archives); --check does
+    // not wait for it.
+    let pause = sb.work("pause-worker");
+    let mut worker = spawn_quiet(
+        sb.std_command(saferm_bin())
+            .arg("---drain-staging")
+            .env("SAFERM_FAULT", "drain")
+            .env("SAFERM_TEST_PAUSE_DIR", &pause),
+    );
+    wait_paused(&pause, "the worker");
+    let out = crate::common::unrm(&sb, &w, &["--check"]);
+    fs::write(pause.join("resume"), b"").expect("resume");
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(
+        out.stdout_text(),
+        format!(
+            "staged deletion {id}: being archived by worker {}\nchecked 0 deletion(s) and 1 staged one(s) not archived yet: no problems found\n",
+            worker.id()
+        ),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(worker.wait().expect("the worker").success());
+    assert!(staged_is_empty(&sb));
+    let out = unrm_ok(&sb, &w, &["--check"]);
+    assert_eq!(
+        out.stdout_text(),
+        "checked 1 deletion(s): no problems found\n"
+    );
 }

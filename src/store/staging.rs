@@ -97,6 +97,81 @@ impl Staging {
     }
 }
 
+/// A staged deletion not archived (yet), as `unrm --list` and `unrm --check` report it.
+pub struct Staged {
+    pub id: String,
+    /// Where it came from; `None` when its `origin.json` is missing or cannot be read.
+    pub origin: Option<StagedOrigin>,
+    pub state: StagedState,
+}
+
+/// What is becoming of a staged deletion.
+pub enum StagedState {
+    /// Nobody is at it: the next saferm or unrm finishes it (or the worker one starts).
+    Waiting,
+    /// These processes hold the staging lock: (pid, whether it is a worker).
+    Archiving(Vec<(u32, bool)>),
+    /// This run could not archive it, for this reason.
+    Failed(String),
+}
+
+impl StagedState {
+    /// Its name in `unrm --list --json`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StagedState::Waiting => "waiting",
+            StagedState::Archiving(_) => "being_archived",
+            StagedState::Failed(_) => "could_not_be_archived",
+        }
+    }
+
+    /// In words: `waiting to be archived`, `being archived by worker 4242`,
+    /// `could not be archived: WHY`.
+    pub fn describe(&self) -> String {
+        match self {
+            StagedState::Waiting => "waiting to be archived".to_string(),
+            StagedState::Archiving(holders) => {
+                let by: Vec<String> = holders
+                    .iter()
+                    .map(|&(pid, worker)| {
+                        format!("{} {pid}", if worker { "worker" } else { "process" })
+                    })
+                    .collect();
+                format!("being archived by {}", by.join(", "))
+            }
+            StagedState::Failed(why) => format!("could not be archived: {why}"),
+        }
+    }
+}
+
+impl Store {
+    /// Every staged deletion in the store, oldest first, and what is becoming of it;
+    /// `failed` are the ones this run could not archive, with why (`instant::drain`'s
+    /// answer).
+    pub fn staged(&self, failed: &[(String, String)]) -> Result<Vec<Staged>> {
+        let ids = self.stagings()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let holders = self.drain_lock_holders();
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let state = match failed.iter().find(|(f, _)| *f == id) {
+                    Some((_, why)) => StagedState::Failed(why.clone()),
+                    None if !holders.is_empty() => StagedState::Archiving(holders.clone()),
+                    None => StagedState::Waiting,
+                };
+                Staged {
+                    origin: self.staged_origin(&id),
+                    id,
+                    state,
+                }
+            })
+            .collect())
+    }
+}
+
 impl Store {
     fn staging_root(&self) -> Result<OwnedFd> {
         let name = sys::cstr(layout::STAGING.as_bytes())?;
@@ -199,21 +274,24 @@ impl Store {
             Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(None),
             Err(e) => return Err(e).context("cannot lock a staging"),
         }
-        let origin = sys::read_regular(
-            dir.as_raw_fd(),
-            &sys::cstr(layout::STAGED_ORIGIN.as_bytes())?,
-            false,
-            SMALL_FILE_MAX,
-        )
-        .ok()
-        .and_then(|b| serde_json::from_slice::<StagedOrigin>(&b).ok())
-        .filter(|o| o.format == ORIGIN_FORMAT && o.id == id);
+        let origin = read_origin(dir.as_raw_fd(), id);
         let staging = Staging {
             dir,
             id: id.to_string(),
             path: self.staging_path().join(id),
         };
         Ok(Some((staging, origin)))
+    }
+
+    /// Where staged deletion `id` came from, read without locking it (for a listing: a
+    /// worker may be at it); `None` if it has no readable origin, or is gone.
+    pub fn staged_origin(&self, id: &str) -> Option<StagedOrigin> {
+        if !super::id::is_valid(id) {
+            return None;
+        }
+        let root = self.staging_root().ok()?;
+        let dir = sys::open_dir_nofollow(root.as_raw_fd(), &sys::cstr(id.as_bytes()).ok()?).ok()?;
+        read_origin(dir.as_raw_fd(), id)
     }
 
     /// Note that deletion `made` holds everything staged in `staging` (its manifest is
@@ -254,13 +332,24 @@ impl Store {
     }
 
     /// Remove a staging whose objects are archived and gone: its notes, then its
-    /// directory (which fails, keeping it, if anything is left in it).
+    /// directory. One that still holds anything else is kept whole, its notes with it:
+    /// without its origin, what is left could only be restored by hand.
     pub fn end_staging(&self, staging: Staging) -> Result<()> {
-        for note in [
+        let notes = [
             layout::STAGED_PUBLISHED,
             layout::STAGED_ATTEMPTED,
             layout::STAGED_ORIGIN,
-        ] {
+        ];
+        let left = sys::read_dir(staging.fd())?
+            .iter()
+            .any(|e| !notes.iter().any(|n| e.name.as_bytes() == n.as_bytes()));
+        if left {
+            bail!(
+                "'{}' still holds objects that are not archived",
+                staging.path.display()
+            );
+        }
+        for note in notes {
             let note = sys::cstr(note.as_bytes())?;
             match crate::unlink::remove_store_file(staging.fd(), &note) {
                 Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e.into()),
@@ -275,6 +364,16 @@ impl Store {
     /// The workers (`saferm ---drain-staging`) holding the staging lock now, by the
     /// kernel's lock table (never a pid written in a file), each checked to be one.
     pub fn drain_workers(&self) -> Vec<u32> {
+        self.drain_lock_holders()
+            .into_iter()
+            .filter_map(|(pid, worker)| worker.then_some(pid))
+            .collect()
+    }
+
+    /// Whoever holds the staging lock now, by the kernel's lock table: each pid, and
+    /// whether it is a worker (`saferm ---drain-staging`) rather than an unrm finishing
+    /// the staged deletions itself.
+    pub fn drain_lock_holders(&self) -> Vec<(u32, bool)> {
         let Ok(root) = self.staging_root() else {
             return Vec::new();
         };
@@ -291,9 +390,10 @@ impl Store {
         };
         super::lock::lock_holder_pids(&File::from(fd))
             .into_iter()
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"---drain-staging"))
+            .map(|pid| {
+                let worker = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"---drain-staging"));
+                (pid, worker)
             })
             .collect()
     }
@@ -333,4 +433,14 @@ impl Store {
         })?;
         Ok(file)
     }
+}
+
+/// The origin of staged deletion `id`, whose directory is open at `dir`, if it has one
+/// that this build reads and that is its own.
+fn read_origin(dir: RawFd, id: &str) -> Option<StagedOrigin> {
+    let name = sys::cstr(layout::STAGED_ORIGIN.as_bytes()).ok()?;
+    let bytes = sys::read_regular(dir, &name, false, SMALL_FILE_MAX).ok()?;
+    serde_json::from_slice::<StagedOrigin>(&bytes)
+        .ok()
+        .filter(|o| o.format == ORIGIN_FORMAT && o.id == id)
 }

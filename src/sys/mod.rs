@@ -4,9 +4,10 @@
 //! did not get as an operand (DESIGN §1.6). The calls are rustix's (safe, zero-cost, one
 //! system call each) with the flags that matter here spelled out. The few that neither
 //! rustix nor std has (leases, `readahead`, `sync_file_range`, `mincore`, `fchmodat2`,
-//! `fnmatch`, the locale) are libc's, each behind one small safe wrapper (`cache.rs`,
-//! `locale.rs`, [`chmod_nofollow`]); directory listings are in `dir.rs`. `unlinkat` is
-//! deliberately absent: it lives in `unlink.rs`, the one module allowed to delete.
+//! `fnmatch`, the locale, `ioprio_set`) are libc's, each behind one small safe wrapper
+//! (`cache.rs`, `locale.rs`, [`chmod_nofollow`], [`set_io_priority_best_effort`]);
+//! directory listings are in `dir.rs`. `unlinkat` is deliberately absent: it lives in
+//! `unlink.rs`, the one module allowed to delete.
 //!
 //! A `RawFd` given to a function here is one its caller holds open for the whole call (an
 //! `OwnedFd` or `File` it owns, a level of a `DirStack`, the store's root), or `AT_FDCWD`:
@@ -590,6 +591,22 @@ pub fn stdin_is_tty() -> bool {
 /// The effective user id.
 pub fn geteuid() -> u32 {
     rustix::process::geteuid().as_raw()
+}
+
+/// Put the calling process in the best-effort I/O scheduling class at `level` (0, the
+/// highest, to 7, the lowest; larger values are taken as 7), as `ionice -c 2 -n LEVEL`
+/// does. Threads it starts afterwards inherit it. `ioprio_set(2)`, which neither rustix
+/// nor nix wraps.
+pub fn set_io_priority_best_effort(level: u8) -> io::Result<()> {
+    // <linux/ioprio.h>: the class in the bits above IOPRIO_CLASS_SHIFT, the level below.
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    const IOPRIO_CLASS_BE: libc::c_int = 2;
+    const IOPRIO_CLASS_SHIFT: u32 = 13;
+    let value = (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | libc::c_int::from(level.min(7));
+    // SAFETY: ioprio_set takes three integers (who 0: the calling thread) and reads and
+    // writes no memory of ours.
+    let ret = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, value) };
+    check(ret as libc::c_int).map(|_| ())
 }
 
 /// major/minor of a device number.

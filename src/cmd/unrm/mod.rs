@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 
 use crate::catalog::{Catalog, IdMatch};
 use crate::output::{stderr_write, stdout_write};
+use crate::store::staging::Staged;
 use crate::store::Store;
 use crate::unrm_cli::{self, Action, Options, Parsed};
 
@@ -74,8 +75,6 @@ fn execute(opts: &Options) -> Result<i32> {
     let cwd = std::env::current_dir()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b"/".to_vec());
-    // What instant mode staged is archived first (waiting for a worker at it), so that
-    // every answer is about every deletion. Completion never waits.
     // `unrm --last` of a deletion not archived yet: its objects are renamed back.
     let plain = opts.to.is_none() && opts.at.is_none() && !opts.json && !opts.pick && !opts.verbose;
     // So is `unrm PATH` of operands still staged, each whole.
@@ -100,15 +99,7 @@ fn execute(opts: &Options) -> Result<i32> {
         }
         return Ok(0);
     }
-    if !matches!(opts.action, Action::CompleteNames { .. }) {
-        let config =
-            crate::config::Config::load().unwrap_or_else(|_| crate::config::Config::defaults());
-        for (id, why) in crate::instant::drain("unrm", &store, &config, true)? {
-            stderr_write(
-                format!("unrm: staged deletion {id} could not be archived yet: {why}\n").as_bytes(),
-            );
-        }
-    }
+    let staged = finish_staged(opts, &store)?;
     // A damaged manifest (a power cut soon after `rm` can leave one empty) hides its
     // deletion, and the answer would be about the others: it is rebuilt from the copy in its
     // archive first, then the catalog read again. `--check` reports instead (`--repair`
@@ -140,7 +131,7 @@ fn execute(opts: &Options) -> Result<i32> {
         let result = if may_heal && !catalog.unreadable.is_empty() {
             Err(NeedsHealing.into())
         } else {
-            act(opts, &store, &catalog, &cwd, may_heal)
+            act(opts, &store, &catalog, &staged, &cwd, may_heal)
         };
         match result {
             Err(e) if e.is::<NeedsHealing>() => {
@@ -152,6 +143,31 @@ fn execute(opts: &Options) -> Result<i32> {
             }
             other => return other,
         }
+    }
+}
+
+/// Archive what instant mode staged first (waiting for a worker at it), so that every
+/// answer is about every deletion; completion never waits, and `--check` does not wait
+/// for a worker (it reports the deletion as being archived) and says itself what could not
+/// be archived. Returns, for `--list` and `--check`, the staged deletions still there.
+fn finish_staged(opts: &Options, store: &Store) -> Result<Vec<Staged>> {
+    if matches!(opts.action, Action::CompleteNames { .. }) {
+        return Ok(Vec::new());
+    }
+    let checks = matches!(opts.action, Action::Check { .. });
+    let config =
+        crate::config::Config::load().unwrap_or_else(|_| crate::config::Config::defaults());
+    let failed = crate::instant::drain("unrm", store, &config, !checks)?;
+    for (id, why) in failed.iter().filter(|_| !checks) {
+        stderr_write(
+            format!("unrm: staged deletion {id} could not be archived yet: {why}\n").as_bytes(),
+        );
+    }
+    crate::fault::pause("drained");
+    if checks || matches!(opts.action, Action::List(_)) {
+        store.staged(&failed)
+    } else {
+        Ok(Vec::new())
     }
 }
 
@@ -209,6 +225,7 @@ fn act(
     opts: &Options,
     store: &Store,
     catalog: &Catalog,
+    staged: &[Staged],
     cwd: &[u8],
     may_heal: bool,
 ) -> Result<i32> {
@@ -259,7 +276,7 @@ fn act(
                 false,
             ))
         }
-        Action::List(patterns) => Ok(list(opts, &catalog.headers, cwd, patterns)),
+        Action::List(patterns) => Ok(list(opts, &catalog.headers, staged, cwd, patterns)),
         Action::Show(id) => {
             if let IdMatch::One(d) = catalog.find_id(id) {
                 let _ = catalog.load(d);
@@ -267,7 +284,7 @@ fn act(
             }
             Ok(show(opts, catalog, id))
         }
-        Action::Check { ids, repair } => crate::check::run(store, catalog, ids, *repair),
+        Action::Check { ids, repair } => crate::check::run(store, catalog, staged, ids, *repair),
         Action::Purge(p) => purge(opts, store, catalog, p),
         Action::Stats => crate::stats::run(store, catalog, opts.json),
         Action::CompleteNames { shell, word } => {
