@@ -417,6 +417,10 @@ fn plan_staged(
     Ok((plan, opts))
 }
 
+/// An object renamed back where it was deleted from: its path, and when it was deleted
+/// (RFC 3339).
+pub type PutBack = (Vec<u8>, String);
+
 /// A staged object to rename back: the staging, its slot, and where it came from.
 struct Back {
     staging: usize,
@@ -437,9 +441,9 @@ struct Open {
 /// attribute as they were). `None` when that is not the case — the newest deletion is an
 /// archived one, a worker has already published it, or something is in the way of one of
 /// its objects — and the ordinary restore is to be taken (after the staging is archived).
-/// Returns the restored paths.
-pub fn undo_newest(prog: &str, store: &Store) -> Result<Option<Vec<Vec<u8>>>> {
-    undo(prog, store, |open, headers| {
+/// Returns the restored paths, each with when it was deleted.
+pub fn undo_newest(store: &Store) -> Result<Option<Vec<PutBack>>> {
+    undo(store, |open, headers| {
         let (k, newest) = open.iter().enumerate().next_back()?;
         // A command that staged some operands and archived the others is undone whole by
         // the ordinary restore, once its staging is archived.
@@ -455,15 +459,11 @@ pub fn undo_newest(prog: &str, store: &Store) -> Result<Option<Vec<Vec<u8>>>> {
 /// staged, in no deletion since: rename them back, as [`undo_newest`] does. `None` when
 /// any PATH is not such (a path inside a staged tree, a bare name, a glob, one deleted
 /// again since): the ordinary restore is to be taken for all.
-pub fn undo_paths(
-    prog: &str,
-    store: &Store,
-    paths: &[Vec<Vec<u8>>],
-) -> Result<Option<Vec<Vec<u8>>>> {
+pub fn undo_paths(store: &Store, paths: &[Vec<Vec<u8>>]) -> Result<Option<Vec<PutBack>>> {
     if paths.is_empty() {
         return Ok(None);
     }
-    undo(prog, store, |open, headers| {
+    undo(store, |open, headers| {
         let mut picked = Vec::new();
         for forms in paths {
             let is = |p: Option<Vec<u8>>| p.is_some_and(|p| forms.contains(&p));
@@ -505,10 +505,9 @@ pub fn undo_paths(
 /// No worker is at them meanwhile: one that is, is stopped (what it had begun is thrown
 /// away), and a new one is started for what is left.
 fn undo(
-    prog: &str,
     store: &Store,
     select: impl FnOnce(&[Open], &[crate::catalog::Header]) -> Option<Vec<(usize, usize)>>,
-) -> Result<Option<Vec<Vec<u8>>>> {
+) -> Result<Option<Vec<PutBack>>> {
     if store.stagings()?.is_empty() {
         return Ok(None);
     }
@@ -523,7 +522,8 @@ fn undo(
                     );
                 }
             }
-            wait_for_worker(prog, store)?
+            // Stopped, not waited for: nothing to say while it lets go.
+            store.drain_lock_patiently(|_| {})?
         }
     };
     let mut open = Vec::new();
@@ -588,7 +588,7 @@ fn undo(
                 )
             })?;
         o.slots.retain(|&s| s != b.slot);
-        restored.push(b.dest);
+        restored.push((b.dest, o.origin.created.clone()));
     }
     for o in open {
         if o.slots.is_empty() {

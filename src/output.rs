@@ -70,6 +70,31 @@ pub fn local_time(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
+/// When `rfc3339` was, for people, seen from `now` in the local time zone: `just now`,
+/// `12 s ago`, `3 min ago`, `today 14:02`, `yesterday 14:02`, `Mon 14:02` (this week),
+/// `Mar 14 14:02` (this year), `2025-03-14`; a time that does not parse as itself.
+pub fn ago(rfc3339: &str, now: chrono::DateTime<chrono::Local>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(rfc3339) else {
+        return rfc3339.to_string();
+    };
+    let t = t.with_timezone(&chrono::Local);
+    let secs = (now - t).num_seconds();
+    let days = (now.date_naive() - t.date_naive()).num_days();
+    match (secs, days) {
+        (s, _) if s < 0 => t.format("%Y-%m-%d %H:%M").to_string(),
+        (0..=4, _) => "just now".to_string(),
+        (5..=59, _) => format!("{secs} s ago"),
+        (60..=3599, _) => format!("{} min ago", secs / 60),
+        (_, 0) => t.format("today %H:%M").to_string(),
+        (_, 1) => t.format("yesterday %H:%M").to_string(),
+        (_, 2..=6) => t.format("%a %H:%M").to_string(),
+        _ if t.format("%Y").to_string() == now.format("%Y").to_string() => {
+            t.format("%b %d %H:%M").to_string()
+        }
+        _ => t.format("%Y-%m-%d").to_string(),
+    }
+}
+
 /// A byte count for people: `512 B`, `4.0 KiB`, `1.5 GiB`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -83,5 +108,30 @@ pub fn human(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ago;
+    use chrono::{Duration, Local, TimeZone};
+
+    #[test]
+    fn times_read_as_people_say_them() {
+        let now = Local
+            .with_ymd_and_hms(2026, 6, 10, 15, 0, 0)
+            .single()
+            .expect("a local time");
+        let at = |d: Duration| ago(&(now - d).to_rfc3339(), now);
+        assert_eq!(at(Duration::seconds(2)), "just now");
+        assert_eq!(at(Duration::seconds(42)), "42 s ago");
+        assert_eq!(at(Duration::minutes(3)), "3 min ago");
+        assert_eq!(at(Duration::hours(2)), "today 13:00");
+        assert_eq!(at(Duration::hours(24)), "yesterday 15:00");
+        assert_eq!(at(Duration::days(3)), "Sun 15:00");
+        assert_eq!(at(Duration::days(30)), "May 11 15:00");
+        assert_eq!(at(Duration::days(400)), "2025-05-06");
+        assert_eq!(at(Duration::seconds(-90)), "2026-06-10 15:01");
+        assert_eq!(ago("not a time", now), "not a time");
     }
 }

@@ -73,7 +73,10 @@ fn an_empty_manifest_is_rebuilt_before_unrm_restores_a_path_of_it() {
         let (sb, w, id, manifest) = power_cut_after_rm(list_first);
         let out = unrm_ok(&sb, &w, &["tree"]);
         assert_rebuilt(&out, &id, &manifest);
-        assert_eq!(out.stdout_text(), "restored 'tree'\n");
+        assert_eq!(
+            crate::common::when_blanked(&out.stdout_text()),
+            "restored 'tree' (deleted WHEN)\n"
+        );
         assert_eq!(fs::read(w.join("tree/sub/b")).expect("b"), b"2");
         assert!(!w.join("old").exists(), "the older deletion is not touched");
     }
@@ -195,7 +198,7 @@ fn a_path_removed_by_two_runs_restores_from_both_and_says_so() {
         .collect();
     let out = unrm_ok(&sb, &w, &["proj"]);
     assert_eq!(contents(&w.join("proj")), before);
-    let text = out.stdout_text();
+    let text = crate::common::when_blanked(&out.stdout_text());
     assert!(
         text.starts_with(&format!(
             "'proj' was removed in parts by 2 deletions; restoring from each, the newest version of each object: {}, {}\n",
@@ -203,7 +206,7 @@ fn a_path_removed_by_two_runs_restores_from_both_and_says_so() {
         )),
         "{text}"
     );
-    assert!(text.contains("restored 'proj'\n"), "{text}");
+    assert!(text.contains("restored 'proj' (deleted WHEN)\n"), "{text}");
     // Under --to, the pieces keep their places below the operand's parent.
     away(&sb, &w.join("proj"));
     let out_dir = sb.work("out");
@@ -220,7 +223,10 @@ fn a_path_removed_again_after_it_was_made_again_restores_the_newer_one() {
     build_tree(&w, &["proj/new=2", "proj/both=new"]);
     saferm(&sb, &w, &["-r", "proj"]);
     let out = unrm_ok(&sb, &w, &["proj"]);
-    assert_eq!(out.stdout_text(), "restored 'proj'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 'proj' (deleted WHEN; 1 older version: --pick)\n"
+    );
     assert_eq!(
         contents(&w.join("proj")),
         vec![
@@ -460,9 +466,16 @@ fn what_a_removal_had_to_leave_in_place_is_not_listed_as_deleted() {
         out.stderr_text()
     );
     let out = unrm_ok(&sb, &w, &["--last"]);
-    let mut lines: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+    let text = crate::common::when_blanked(&out.stdout_text());
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     lines.sort();
-    assert_eq!(lines, ["restored 'd/a'", "restored 'd/sub'"]);
+    assert_eq!(
+        lines,
+        [
+            "restored 'd/a' (deleted WHEN)",
+            "restored 'd/sub' (deleted WHEN)"
+        ]
+    );
     assert_eq!(fs::read(w.join("d/sub/b")).expect("b"), b"2");
 }
 

@@ -134,7 +134,10 @@ fn a_staged_deletion_is_archived_under_the_paths_it_came_from_and_restores_whole
         assert!(!text.contains("staging"), "{text}");
     }
     let out = unrm_ok(&sb, &w, &["t"]);
-    assert_eq!(out.stdout_text(), "restored 't'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 't' (deleted WHEN)\n"
+    );
     assert_eq!(full_snapshot(&w.join("t")), before);
 }
 
@@ -538,7 +541,10 @@ fn unrm_last_of_a_deletion_not_archived_yet_renames_it_back_as_it_was() {
     saferm_instant(&sb, &w, &["-rf", "t"], &[("SAFERM_FAULT", "no-worker")]);
     assert_eq!(staged(&sb).len(), 1);
     let out = unrm_ok(&sb, &w, &["--last"]);
-    assert_eq!(out.stdout_text(), "restored 't'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 't' (deleted WHEN; put back as it was)\n"
+    );
     assert_eq!(full_snapshot(&w.join("t")), before);
     // The same objects, not copies of them; and nothing was archived or is left staged.
     assert_eq!(
@@ -582,7 +588,10 @@ fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
     );
     wait_paused(&pause, "the worker");
     let out = unrm_ok(&sb, &w, &["--last"]);
-    assert_eq!(out.stdout_text(), "restored 't'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 't' (deleted WHEN; put back as it was)\n"
+    );
     let status = worker.wait().expect("wait for the worker");
     assert!(!status.success(), "the worker was stopped: {status:?}");
     assert_eq!(snapshot(&w.join("t")), before);
@@ -698,7 +707,10 @@ fn unrm_path_stops_a_worker_at_the_deletion_and_renames_it_back() {
     );
     wait_paused(&pause, "the worker");
     let out = unrm_ok(&sb, &w, &["t"]);
-    assert_eq!(out.stdout_text(), "restored 't'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 't' (deleted WHEN; put back as it was)\n"
+    );
     let status = worker.wait().expect("wait for the worker");
     assert!(!status.success(), "the worker was stopped: {status:?}");
     assert_eq!(snapshot(&w.join("t")), before);

@@ -38,7 +38,10 @@ fn round_trip_every_object_type_in_place() {
     saferm(&sb, &w, &["-r", "t"]);
     assert!(fs::symlink_metadata(w.join("t")).is_err(), "t was removed");
     let out = unrm_ok(&sb, &w, &["t"]);
-    assert_eq!(out.stdout_text(), "restored 't'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 't' (deleted WHEN)\n"
+    );
     assert_eq!(full_snapshot(&w.join("t")), before);
     if is_root() {
         assert_eq!(xattr(&w.join("t/secret"), "security.capability"), caps);
@@ -106,7 +109,10 @@ fn a_path_inside_a_deleted_tree_restores_just_that_with_recorded_parents() {
     // result is the tree as it was deleted.
     let abs = w.join("proj");
     let out = unrm_ok(&sb, sb.root(), &[abs.to_str().expect("utf-8")]);
-    assert_eq!(out.stdout_text(), "restored 'w/proj'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 'w/proj' (deleted WHEN)\n"
+    );
     assert_eq!(full_snapshot(&w.join("proj")), before);
     // Run again: nothing to do, nothing wrong.
     unrm_ok(&sb, &w, &["proj"]);
@@ -217,7 +223,10 @@ fn conflicts_are_left_alone_reported_and_the_rest_restored() {
     assert!(err.contains("1 left alone"), "{err}");
     // --rename restores beside it, numbered as GNU backups are.
     let out = unrm_ok(&sb, &w, &["--rename", "f"]);
-    assert_eq!(out.stdout_text(), "restored 'f' as 'f.~1~'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 'f' as 'f.~1~' (deleted WHEN)\n"
+    );
     unrm_ok(&sb, &w, &["--rename", "f"]);
     assert_eq!(fs::read(w.join("f.~1~")).expect("f.~1~"), b"old");
     assert_eq!(fs::read(w.join("f.~2~")).expect("f.~2~"), b"old");
@@ -225,8 +234,8 @@ fn conflicts_are_left_alone_reported_and_the_rest_restored() {
     // --overwrite replaces it, after archiving it as a deletion of its own.
     let out = unrm_ok(&sb, &w, &["--overwrite", "f"]);
     assert_eq!(
-        out.stdout_text(),
-        "restored 'f' (what was there is archived in the store)\n"
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 'f' (deleted WHEN; what was there is archived in the store)\n"
     );
     assert_eq!(fs::read(w.join("f")).expect("f"), b"old");
     let replaced = newest_id(&sb);
@@ -1202,7 +1211,10 @@ fn non_utf8_names_restore() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     let out = sb.command(unrm_bin()).current_dir(&w).arg(name).run();
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
-    assert_eq!(out.stdout_text(), "restored 'caf'$'\\351'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 'caf'$'\\351' (deleted WHEN)\n"
+    );
     assert_eq!(fs::read(w.join(name)).expect("restored"), b"latin-1");
 }
 
@@ -1427,10 +1439,11 @@ fn thousands_of_operands_come_back_each_whole_in_place_and_under_to() {
 
     // One line per operand, in order (compared as a list: a diff of 3,000 lines is no help).
     let lines = |out: &Outcome, prefix: &str, strip: usize| {
-        let got: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+        let text = crate::common::when_blanked(&out.stdout_text());
+        let got: Vec<String> = text.lines().map(str::to_string).collect();
         let want: Vec<String> = names
             .iter()
-            .map(|n| format!("restored '{prefix}{}'", &n[strip..]))
+            .map(|n| format!("restored '{prefix}{}' (deleted WHEN)", &n[strip..]))
             .collect();
         assert!(
             got == want,
@@ -1508,7 +1521,10 @@ fn fifos_and_devices_get_their_modes_without_proc() {
         return;
     }
     assert_eq!(out.code(), Some(0), "{stderr}");
-    assert_eq!(out.stdout_text(), "restored 'd'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 'd' (deleted WHEN)\n"
+    );
     assert_eq!(full_snapshot(&w.join("d")), before);
 
     // A kernel before fchmodat2 (6.6): the FIFO is changed through a descriptor of its own.
@@ -1570,7 +1586,46 @@ fn a_rerun_after_kill_9_finishes_the_directories_and_sweeps_the_temp_file() {
     assert_ne!(full_snapshot(&w.join("proj")), before);
     // Run again: everything as it was, no temp file, and the deletion is undone.
     let out = unrm_ok(&sb, &w, &["proj"]);
-    assert_eq!(out.stdout_text(), "restored 'proj'\n");
+    assert_eq!(
+        crate::common::when_blanked(&out.stdout_text()),
+        "restored 'proj' (deleted WHEN)\n"
+    );
     assert_eq!(full_snapshot(&w.join("proj")), before);
     assert_eq!(deletions(&sb)[0]["restored"], true);
+}
+
+#[test]
+fn a_restore_says_which_version_it_brought_back_and_what_was_there_already() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::write(w.join("tt"), b"first").expect("write");
+    saferm(&sb, &w, &["tt"]);
+    fs::write(w.join("tt"), b"second").expect("write");
+    saferm(&sb, &w, &["tt"]);
+    // Three minutes later (the clock of a debug build, SAFERM_TEST_NOW).
+    let later = (chrono::Utc::now().timestamp() + 200).to_string();
+    let unrm_later = |args: &[&str]| {
+        let out = sb
+            .command(crate::common::unrm_bin())
+            .args(args)
+            .current_dir(&w)
+            .env("SAFERM_TEST_NOW", &later)
+            .run();
+        assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+        out.stdout_text()
+    };
+    assert_eq!(
+        unrm_later(&["tt"]),
+        "restored 'tt' (deleted 3 min ago; 1 older version: --pick)\n"
+    );
+    assert_eq!(fs::read(w.join("tt")).expect("restored"), b"second");
+    // The same again: nothing is written, and unrm says so.
+    let newest = crate::common::deletions(&sb)[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    assert_eq!(
+        unrm_later(&["--at", &newest, "tt"]),
+        "'tt' is there already, as it was (deleted 3 min ago)\n"
+    );
 }

@@ -62,6 +62,9 @@ pub(super) fn flock_patiently(
     waiting: impl FnOnce(&str),
 ) -> Result<()> {
     let mut waiting = Some(waiting);
+    // Short waits first (a worker stopped by unrm lets go within milliseconds), then
+    // every LOCK_POLL_MS.
+    let mut pause = 1;
     loop {
         match sys::flock(file, exclusive, true) {
             Ok(()) => return Ok(()),
@@ -74,7 +77,8 @@ pub(super) fn flock_patiently(
         if crate::signal::caught().is_some() {
             return Err(Interrupted.into());
         }
-        std::thread::sleep(std::time::Duration::from_millis(LOCK_POLL_MS));
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+        pause = (pause * 2).min(LOCK_POLL_MS);
     }
 }
 

@@ -1505,3 +1505,19 @@ impl Drop for Attrs {
         }
     }
 }
+
+/// `text` with the time in each `(deleted WHEN...` that unrm says of a restore made
+/// `WHEN` (`just now`, `3 s ago`: it depends on how fast the test ran).
+pub fn when_blanked(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("(deleted ") {
+        let (head, tail) = rest.split_at(at + "(deleted ".len());
+        out.push_str(head);
+        out.push_str("WHEN");
+        let end = tail.find([';', ')']).unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}

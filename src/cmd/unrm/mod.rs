@@ -79,23 +79,26 @@ fn execute(opts: &Options) -> Result<i32> {
     let plain = opts.to.is_none() && opts.at.is_none() && !opts.json && !opts.pick && !opts.verbose;
     // So is `unrm PATH` of operands still staged, each whole.
     let undone = match &opts.action {
-        Action::Last(1) if plain => crate::instant::undo_newest("unrm", &store)?,
+        Action::Last(1) if plain => crate::instant::undo_newest(&store)?,
         Action::Restore(names) if plain => {
             let forms: Option<Vec<Vec<Vec<u8>>>> = names
                 .iter()
                 .map(|n| staged_forms(&cwd, n.as_bytes()))
                 .collect();
             match forms {
-                Some(forms) => crate::instant::undo_paths("unrm", &store, &forms)?,
+                Some(forms) => crate::instant::undo_paths(&store, &forms)?,
                 None => None,
             }
         }
         _ => None,
     };
     if let Some(restored) = undone {
-        for dest in restored {
-            let shown = crate::paths::display(&cwd, &dest);
-            stdout_write(format!("restored {}\n", crate::quote::quote(&shown)).as_bytes());
+        for (dest, created) in restored {
+            let shown = crate::quote::quote(&crate::paths::display(&cwd, &dest));
+            let when = ago(&created);
+            stdout_write(
+                format!("restored {shown} (deleted {when}; put back as it was)\n").as_bytes(),
+            );
         }
         return Ok(0);
     }
@@ -206,6 +209,12 @@ fn heal(store: &Store, damaged: &[(String, String)]) -> Result<()> {
         stderr_write(format!("unrm: {line}\n").as_bytes());
     }
     Ok(())
+}
+
+/// When `created` (RFC 3339) was, for people, from now (`SAFERM_TEST_NOW` in tests).
+fn ago(created: &str) -> String {
+    let now = chrono::DateTime::from_timestamp(crate::fault::now(), 0).unwrap_or_default();
+    crate::output::ago(created, now.into())
 }
 
 /// The absolute paths NAME may stand for as a whole staged operand: as typed (made

@@ -148,7 +148,7 @@ pub(super) fn restore_picks(
     };
     let (order, by_deletion) = group_by_deletion(opts, catalog, &anchor, picks, bases);
     let mut total = Report::default();
-    for d in order {
+    for &d in &order {
         let del = match catalog.load(d) {
             Ok(del) => del,
             Err(e) => {
@@ -169,7 +169,7 @@ pub(super) fn restore_picks(
             );
             failed = true;
         }
-        say_restored(opts, cwd, targets, &report);
+        say_restored(opts, cwd, catalog, (d, &order), targets, &report);
         if report.restored > 0 && !report.not_durable {
             note_restored(store, del, targets, &report);
         }
@@ -258,9 +258,18 @@ fn under_to(anchor: &[u8], base: &[u8], source: &[u8]) -> Vec<u8> {
 }
 
 /// One `restored ...` line per target root that came back (without -v, which printed each
-/// object). `restore` returns once what it made is durable; if it could not make it so,
+/// object), saying which version it is (when deletion `d` was made, and how many older
+/// deletions removed the same path: `--pick` chooses among them), or that it was there
+/// already. `restore` returns once what it made is durable; if it could not make it so,
 /// nothing is said to be restored.
-fn say_restored(opts: &Options, cwd: &[u8], targets: &[Target], report: &Report) {
+fn say_restored(
+    opts: &Options,
+    cwd: &[u8],
+    catalog: &Catalog,
+    (d, restoring): (usize, &[usize]),
+    targets: &[Target],
+    report: &Report,
+) {
     let renamed_to: HashMap<&[u8], &Vec<u8>> = report
         .renamed
         .iter()
@@ -268,26 +277,57 @@ fn say_restored(opts: &Options, cwd: &[u8], targets: &[Target], report: &Report)
         .collect();
     let restored: HashSet<&[u8]> = report.roots_restored.iter().map(|r| &r[..]).collect();
     let replaced: HashSet<&[u8]> = report.replaced.iter().map(|r| &r[..]).collect();
+    let deleted = format!("deleted {}", super::ago(&catalog.headers[d].created));
     for t in targets {
         let renamed = renamed_to.get(t.dest.as_slice()).copied();
         let used = renamed.unwrap_or(&t.dest);
         if opts.verbose || report.not_durable || !restored.contains(used.as_slice()) {
             continue;
         }
+        let shown = quote(&display(cwd, &t.dest));
+        // Nothing was written: all of it was there already, identical.
+        if report.restored == 0 && report.already > 0 && renamed.is_none() {
+            stdout_write(format!("{shown} is there already, as it was ({deleted})\n").as_bytes());
+            continue;
+        }
+        let mut notes = vec![deleted.clone()];
+        if replaced.contains(t.dest.as_slice()) {
+            notes.push("what was there is archived in the store".to_string());
+        }
+        let older = older_versions(catalog, d, restoring, &t.source);
+        if older > 0 {
+            let s = if older == 1 { "" } else { "s" };
+            notes.push(format!("{older} older version{s}: --pick"));
+        }
         let line = match renamed {
             Some(used) => format!(
-                "restored {} as {}\n",
-                quote(&display(cwd, &t.dest)),
-                quote(&display(cwd, used))
+                "restored {shown} as {} ({})\n",
+                quote(&display(cwd, used)),
+                notes.join("; ")
             ),
-            None if replaced.contains(t.dest.as_slice()) => format!(
-                "restored {} (what was there is archived in the store)\n",
-                quote(&display(cwd, &t.dest))
-            ),
-            None => format!("restored {}\n", quote(&display(cwd, &t.dest))),
+            None => format!("restored {shown} ({})\n", notes.join("; ")),
         };
         stdout_write(line.as_bytes());
     }
+}
+
+/// How many deletions older than `d` removed `path` itself (as one of their operands),
+/// are still in the store, and are not restored from in this run (`restoring`): the other
+/// versions `--pick` offers.
+fn older_versions(catalog: &Catalog, d: usize, restoring: &[usize], path: &[u8]) -> usize {
+    catalog
+        .headers
+        .iter()
+        .enumerate()
+        .skip(d + 1)
+        .filter(|(i, h)| !h.kept && !restoring.contains(i))
+        .map(|(_, h)| h)
+        .filter(|h| {
+            h.operands
+                .iter()
+                .any(|o| o.absolute.bytes().as_deref() == Some(path))
+        })
+        .count()
 }
 
 /// Note in the store that `del` was restored (whole, or in part), so that `unrm --last`
