@@ -141,7 +141,7 @@ fn restore_args() -> Vec<Arg> {
         Arg::new("at")
             .long("at")
             .value_name("ID|TIME")
-            .help("Restore the version from that deletion, or the newest one made by TIME"),
+            .help("Restore the version from that deletion, or the newest one made by TIME (2026-12-01 14:00, 14:00, 10m, 2h, 3d, yesterday)"),
         Arg::new("pick")
             .long("pick")
             .action(ArgAction::SetTrue)

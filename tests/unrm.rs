@@ -1629,3 +1629,55 @@ fn a_restore_says_which_version_it_brought_back_and_what_was_there_already() {
         "'tt' is there already, as it was (deleted 3 min ago)\n"
     );
 }
+
+#[test]
+fn at_takes_times_as_people_say_them() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let t0 = chrono::Utc::now().timestamp();
+    fs::write(w.join("f"), b"first").expect("write");
+    saferm(&sb, &w, &["f"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    fs::write(w.join("f"), b"second").expect("write");
+    saferm(&sb, &w, &["f"]);
+    // A minute after the first (the test clock of a debug build): `1m` ago is before the
+    // second deletion, `10s` ago after it.
+    let now = (t0 + 61).to_string();
+    let at = |when: &str| {
+        let _ = fs::remove_file(w.join("f"));
+        sb.command(crate::common::unrm_bin())
+            .args(["--at", when, "f"])
+            .current_dir(&w)
+            .env("SAFERM_TEST_NOW", &now)
+            .run()
+    };
+    for (when, content) in [
+        ("1m", &b"first"[..]),
+        ("1m ago", b"first"),
+        ("10s", b"second"),
+        ("now", b"second"),
+    ] {
+        let out = at(when);
+        assert_eq!(out.code(), Some(0), "--at {when}: {}", out.stderr_text());
+        assert_eq!(
+            fs::read(w.join("f")).expect("restored"),
+            content,
+            "--at {when}"
+        );
+    }
+    let out = at("yesterday");
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("unrm: "),
+        "{}",
+        out.stderr_text()
+    );
+    let out = at("soon");
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text()
+            .contains("neither a deletion id nor a time"),
+        "{}",
+        out.stderr_text()
+    );
+}

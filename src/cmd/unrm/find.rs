@@ -357,7 +357,9 @@ pub(super) fn at_filter(catalog: &Catalog, at: &str) -> Result<Box<dyn Fn(usize)
         return Ok(Box::new(move |i| i == d));
     }
     let time = parse_time(at).ok_or_else(|| {
-        format!("'{at}' is neither a deletion id nor a time (YYYY-MM-DD[ HH:MM[:SS]])")
+        format!(
+            "'{at}' is neither a deletion id nor a time (YYYY-MM-DD[ HH:MM[:SS]], HH:MM, 10m, 2h, 3d, yesterday)"
+        )
     })?;
     let created: Vec<Option<chrono::DateTime<chrono::Utc>>> = catalog
         .headers
@@ -371,10 +373,45 @@ pub(super) fn at_filter(catalog: &Catalog, at: &str) -> Result<Box<dyn Fn(usize)
     Ok(Box::new(move |i| created[i].is_some_and(|c| c <= time)))
 }
 
+/// A time as `--at` takes it: RFC 3339; `YYYY-MM-DD[ HH:MM[:SS]]` or `HH:MM` (today) in the
+/// local time zone (a date alone is its end); `now`, `today`, `yesterday` (its end); or how
+/// long ago, `10m`, `2h`, `3d`, `1w`, `45s` (`10m ago` too). The clock is the test clock
+/// in debug builds (`SAFERM_TEST_NOW`).
 pub(super) fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     use chrono::TimeZone;
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&chrono::Utc));
+    }
+    let now = chrono::DateTime::from_timestamp(crate::fault::now(), 0)?;
+    let local_now = now.with_timezone(&chrono::Local);
+    let lower = text.trim().to_ascii_lowercase();
+    let word = lower.strip_suffix(" ago").unwrap_or(&lower).trim();
+    let end_of = |days_back: i64| {
+        let day = local_now.date_naive() - chrono::Duration::days(days_back);
+        chrono::Local
+            .from_local_datetime(&day.and_hms_opt(23, 59, 59)?)
+            .latest()
+            .map(|t| t.with_timezone(&chrono::Utc).min(now))
+    };
+    match word {
+        "now" | "today" => return Some(now),
+        "yesterday" => return end_of(1),
+        _ => {}
+    }
+    // How long ago: a number and a unit (a number alone is not: `2026` is no time).
+    let unit_at = word.find(|c: char| !c.is_ascii_digit());
+    if unit_at.is_some_and(|i| i > 0) {
+        if let Ok(Some(secs)) = crate::config::parse_duration(word) {
+            return i64::try_from(secs)
+                .ok()
+                .and_then(|s| now.checked_sub_signed(chrono::Duration::try_seconds(s)?));
+        }
+    }
+    if let Ok(hm) = chrono::NaiveTime::parse_from_str(word, "%H:%M") {
+        return chrono::Local
+            .from_local_datetime(&local_now.date_naive().and_time(hm))
+            .earliest()
+            .map(|t| t.with_timezone(&chrono::Utc));
     }
     let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
         .iter()
