@@ -1681,3 +1681,55 @@ fn at_takes_times_as_people_say_them() {
         out.stderr_text()
     );
 }
+
+#[test]
+fn a_glob_without_a_slash_finds_names_anywhere_as_a_bare_name_does() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    let elsewhere = sb.work("elsewhere");
+    build_tree(&w, &["src/b.o=object", "src/c.c=source"]);
+    saferm(&sb, &w, &["-r", "src"]);
+    // Not in the current directory: by the name, wherever it was deleted from.
+    let out = unrm_ok(&sb, &elsewhere, &["*.o"]);
+    assert!(
+        out.stdout_text().starts_with("restored "),
+        "{}",
+        out.stdout_text()
+    );
+    assert_eq!(fs::read(w.join("src/b.o")).expect("restored"), b"object");
+    assert!(!w.join("src/c.c").exists(), "only what matches comes back");
+    // Matches in two deletions: unrm asks which, naming them.
+    build_tree(&w, &["other/d.o=another"]);
+    saferm(&sb, &w, &["-r", "other"]);
+    saferm(&sb, &w, &["src/b.o"]);
+    let out = unrm(&sb, &elsewhere, &["*.o"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text()
+            .contains("matches deleted objects of 2 deletions"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn a_name_not_in_the_store_gets_the_closest_deleted_one_suggested() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["build/out=1"]);
+    saferm(&sb, &w, &["-r", "build"]);
+    let out = unrm(&sb, &w, &["biuld"]);
+    assert_eq!(out.code(), Some(1));
+    let err = out.stderr_text();
+    assert!(
+        err.contains("no deletion in the store holds it; did you mean 'build' (deleted "),
+        "{err}"
+    );
+    // Nothing close: no suggestion.
+    let out = unrm(&sb, &w, &["completely-different"]);
+    assert!(
+        !out.stderr_text().contains("did you mean"),
+        "{}",
+        out.stderr_text()
+    );
+}

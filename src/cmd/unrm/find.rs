@@ -120,21 +120,42 @@ pub(super) fn resolve(
             IdMatch::None => {}
         }
     }
-    // 3. A glob: every matching deleted path (the newest deletion of each).
+    // 3. A glob: every matching deleted path (the newest deletion of each). Without a `/`,
+    //    as a bare name: in the current directory, else by the name anywhere.
     if has_glob(name) {
-        let pattern = absolute(cwd, name);
-        let mut found: Vec<(usize, Vec<u8>)> = Vec::new();
-        for (d, del) in deletions() {
-            for e in del.removed() {
-                let Some(p) = e.path.bytes() else { continue };
-                if glob_match(&pattern, &p) && !found.iter().any(|(_, f)| is_under(&p, f)) {
-                    found.retain(|(_, f)| !is_under(f, &p));
-                    found.push((d, p));
+        let glob_found = |matches: &dyn Fn(&[u8]) -> bool| {
+            let mut found: Vec<(usize, Vec<u8>)> = Vec::new();
+            for (d, del) in deletions() {
+                for e in del.removed() {
+                    let Some(p) = e.path.bytes() else { continue };
+                    if matches(&p) && !found.iter().any(|(_, f)| is_under(&p, f)) {
+                        found.retain(|(_, f)| !is_under(f, &p));
+                        found.push((d, p));
+                    }
                 }
+            }
+            found
+        };
+        let pattern = absolute(cwd, name);
+        let mut found = glob_found(&|p| glob_match(&pattern, p));
+        if found.is_empty() && !name.contains(&b'/') {
+            found = glob_found(&|p| glob_match(name, split_parent(p).1));
+            let deletions: HashSet<usize> = found.iter().map(|(d, _)| *d).collect();
+            if deletions.len() > 1 {
+                return Err(format!(
+                    "it matches deleted objects of {} deletions; give a path, or choose with --at ID:\n{}",
+                    deletions.len(),
+                    candidates_text(catalog, &found).trim_end()
+                ));
             }
         }
         if found.is_empty() {
-            return Err("no deleted path matches".to_string());
+            return Err(with_suggestion(
+                "no deleted path matches",
+                catalog,
+                cwd,
+                name,
+            ));
         }
         return Ok(Resolution::Found(found));
     }
@@ -155,7 +176,75 @@ pub(super) fn resolve(
             _ => return Ok(Resolution::Choose(found)),
         }
     }
-    Err("no deletion in the store holds it".to_string())
+    Err(with_suggestion(
+        "no deletion in the store holds it",
+        catalog,
+        cwd,
+        name,
+    ))
+}
+
+/// `msg`, and the deleted operands whose name is close to NAME's (an edit or two away):
+/// `...; did you mean 'build' (deleted 3 min ago)?`.
+fn with_suggestion(msg: &str, catalog: &Catalog, cwd: &[u8], name: &[u8]) -> String {
+    let mut trimmed = name;
+    while trimmed.len() > 1 && trimmed.ends_with(b"/") {
+        trimmed = &trimmed[..trimmed.len() - 1];
+    }
+    let typed = split_parent(trimmed).1;
+    let most = (typed.len() / 4).clamp(1, 2);
+    let mut close: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+    for (d, h) in catalog.headers.iter().enumerate() {
+        if h.kept {
+            continue;
+        }
+        for o in &h.operands {
+            let Some(p) = o.absolute.bytes() else {
+                continue;
+            };
+            let deleted = split_parent(&p).1;
+            if deleted.len().abs_diff(typed.len()) > most || deleted.len() > 255 {
+                continue;
+            }
+            let distance = edit_distance(deleted, typed);
+            if distance <= most && !close.iter().any(|(_, _, q)| *q == p) {
+                close.push((distance, d, p));
+            }
+        }
+    }
+    close.sort_by_key(|(distance, d, _)| (*distance, *d));
+    let Some((_, d, p)) = close.first() else {
+        return msg.to_string();
+    };
+    format!(
+        "{msg}; did you mean {} (deleted {})?",
+        quote(&crate::paths::display(cwd, p)),
+        super::ago(&catalog.headers[*d].created)
+    )
+}
+
+/// Edit distance between two names, in bytes: insertions, deletions, substitutions and
+/// swaps of two neighbours (`biuld` is one from `build`).
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let w = b.len() + 1;
+    let mut m = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            m[i * w + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut v = (m[(i - 1) * w + j] + 1)
+                    .min(m[i * w + j - 1] + 1)
+                    .min(m[(i - 1) * w + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    v = v.min(m[(i - 2) * w + j - 2] + 1);
+                }
+                v
+            };
+        }
+    }
+    m[a.len() * w + b.len()]
 }
 
 /// `abs` with its deepest existing ancestor resolved (symlinks followed), when that differs:
@@ -449,4 +538,19 @@ pub(super) fn matches_pattern(del: &Header, cwd: &[u8], pattern: &[u8]) -> bool 
             }
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distance_counts_swaps_of_neighbours_as_one() {
+        assert_eq!(edit_distance(b"build", b"build"), 0);
+        assert_eq!(edit_distance(b"biuld", b"build"), 1);
+        assert_eq!(edit_distance(b"buld", b"build"), 1);
+        assert_eq!(edit_distance(b"builds", b"build"), 1);
+        assert_eq!(edit_distance(b"", b"ab"), 2);
+        assert_eq!(edit_distance(b"kitten", b"sitting"), 3);
+    }
 }
