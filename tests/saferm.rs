@@ -1004,7 +1004,7 @@ fn large_deletions_ask_a_person_and_never_a_script() {
     assert_eq!(out.code(), Some(0));
     assert_eq!(
         out.stderr_text(),
-        "rm: archive 2.9 KiB before removing? [y/N] "
+        "rm: archive 2.9 KiB (more than confirm_above, 2.0 KiB) and then remove it? y: archive and remove; n: keep everything where it is [y/N] "
     );
     assert!(work.join("d/big").exists());
     assert!(archives(&sb.store()).is_empty());

@@ -47,10 +47,12 @@ pub(super) fn large_deletion_allowed(
     if ctx.interactive {
         if let Some(limit) = ctx.config.confirm_above.value.bytes_of(fs) {
             if total > limit {
+                // What each answer does: N (the default) must plainly keep the files.
                 let question = format!(
-                    "{}: archive {} before removing? [y/N] ",
+                    "{}: archive {} (more than confirm_above, {}) and then remove it? y: archive and remove; n: keep everything where it is [y/N] ",
                     ctx.prog,
-                    human(total)
+                    human(total),
+                    human(limit)
                 );
                 return Ok(walk::yes_no(&question));
             }
