@@ -42,13 +42,16 @@ pub enum Action {
 /// `unrm --purge [--older-than D] [--keep N] [--max-size S] [--dry-run] [ID...]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PurgeOptions {
-    /// Ids or unambiguous prefixes of ids.
+    /// Ids, unambiguous prefixes of ids, or names and paths (every deletion that removed
+    /// it, as `--list NAME` shows them).
     pub ids: Vec<String>,
     /// `--older-than`: Some(None) is `never`.
     pub older_than: Option<Option<u64>>,
     pub keep: Option<usize>,
     pub max_size: Option<crate::config::Size>,
     pub dry_run: bool,
+    /// `--yes`: no question on a terminal.
+    pub yes: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,6 +203,12 @@ fn store_args() -> Vec<Arg> {
             .action(ArgAction::SetTrue)
             .requires("purge")
             .help("With --purge: print what would be purged, purge nothing"),
+        Arg::new("yes")
+            .long("yes")
+            .short('y')
+            .action(ArgAction::SetTrue)
+            .requires("purge")
+            .help("With --purge: do not ask on a terminal (never asked without one)"),
     ]
 }
 
@@ -320,6 +329,7 @@ pub fn parse(args: &[OsString]) -> Parsed {
             keep: matches.get_one::<usize>("keep").copied(),
             max_size: matches.get_one::<crate::config::Size>("max-size").copied(),
             dry_run: matches.get_flag("dry-run"),
+            yes: matches.get_flag("yes"),
         })
     } else if matches.get_flag("stats") {
         if !names.is_empty() {
@@ -423,6 +433,7 @@ mod tests {
                 keep: Some(3),
                 max_size: None,
                 dry_run: true,
+                yes: false,
             })
         );
         assert_eq!(run(&["--doctor"]).action, Action::Stats);

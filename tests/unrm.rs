@@ -1733,3 +1733,47 @@ fn a_name_not_in_the_store_gets_the_closest_deleted_one_suggested() {
         out.stderr_text()
     );
 }
+
+#[test]
+fn purge_by_name_asks_a_person_what_goes_and_never_a_script() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    for text in ["one", "two"] {
+        fs::write(w.join("tt"), text).expect("write");
+        saferm(&sb, &w, &["tt"]);
+    }
+    fs::write(w.join("other"), b"stays").expect("write");
+    saferm(&sb, &w, &["other"]);
+    assert_eq!(crate::common::deletions(&sb).len(), 3);
+    // On a terminal: what would go, and a question; N keeps everything.
+    let (code, out, err) = unrm_on_a_tty(&sb, &w, &["--purge", "tt"], "n\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("purge 2 deletions ("), "{err}");
+    assert!(err.contains("[y/N]"), "{err}");
+    assert!(out.contains("nothing was purged"), "{out}");
+    assert_eq!(crate::common::deletions(&sb).len(), 3);
+    let (code, out, err) = unrm_on_a_tty(&sb, &w, &["--purge", "tt"], "y\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("purged 2 deletion(s)"), "{out}");
+    assert_eq!(crate::common::deletions(&sb).len(), 1);
+    // --yes on a terminal, and any script: no question.
+    let (code, out, err) = unrm_on_a_tty(&sb, &w, &["--purge", "--yes", "other"], "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("[y/N]"), "{err}");
+    assert!(out.contains("purged 1 deletion(s)"), "{out}");
+    fs::write(w.join("tt"), b"three").expect("write");
+    saferm(&sb, &w, &["tt"]);
+    let out = unrm_ok(&sb, &w, &["--purge", "tt"]);
+    assert!(
+        out.stdout_text().contains("purged 1 deletion(s)"),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(out.stderr_text().is_empty(), "{}", out.stderr_text());
+    // A name no deletion removed purges nothing.
+    let out = unrm(&sb, &w, &["--purge", "never-deleted"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(out
+        .stderr_text()
+        .contains("no deletion has that id or removed that name"));
+}

@@ -294,7 +294,7 @@ fn act(
             Ok(show(opts, catalog, id))
         }
         Action::Check { ids, repair } => crate::check::run(store, catalog, staged, ids, *repair),
-        Action::Purge(p) => purge(opts, store, catalog, p),
+        Action::Purge(p) => purge(opts, store, catalog, cwd, p),
         Action::Stats => crate::stats::run(store, catalog, opts.json),
         Action::CompleteNames { shell, word } => {
             let names = crate::complete::names(&catalog.headers, cwd);
@@ -310,12 +310,15 @@ fn act(
     }
 }
 
-/// `unrm --purge`: the configured limits, or those the options give, or the ids named.
-/// Ids that do not resolve purge nothing at all (a typo must not go with the rest).
+/// `unrm --purge`: the configured limits, or those the options give, or the deletions
+/// named (by id, or by a name or path they removed: every such deletion). What does not
+/// resolve purges nothing at all (a typo must not go with the rest). On a terminal, what
+/// would go is shown and asked about first, unless `--yes`.
 fn purge(
     opts: &Options,
     store: &Store,
     catalog: &Catalog,
+    cwd: &[u8],
     p: &crate::unrm_cli::PurgeOptions,
 ) -> Result<i32> {
     use crate::config::Size;
@@ -324,31 +327,32 @@ fn purge(
     let mut ids = Vec::new();
     let mut bad = false;
     for id in &p.ids {
-        match catalog.find_id(id) {
-            IdMatch::One(d) => ids.push(catalog.id(d).to_string()),
+        let why = match catalog.find_id(id) {
+            IdMatch::One(d) => {
+                ids.push(catalog.id(d).to_string());
+                continue;
+            }
+            IdMatch::Several(_) => "it is the start of several deletion ids",
             IdMatch::None => {
-                stderr_write(
-                    format!("unrm: could not purge {id}: no deletion has that id\n").as_bytes(),
-                );
-                bad = true;
+                let named: Vec<usize> = (0..catalog.len())
+                    .filter(|&d| find::matches_pattern(&catalog.headers[d], cwd, id.as_bytes()))
+                    .collect();
+                if !named.is_empty() {
+                    ids.extend(named.into_iter().map(|d| catalog.id(d).to_string()));
+                    continue;
+                }
+                "no deletion has that id or removed that name"
             }
-            IdMatch::Several(_) => {
-                stderr_write(
-                    format!(
-                        "unrm: could not purge {id}: it is the start of several deletion ids\n"
-                    )
-                    .as_bytes(),
-                );
-                bad = true;
-            }
-        }
+        };
+        stderr_write(format!("unrm: could not purge {id}: {why}\n").as_bytes());
+        bad = true;
     }
     if bad {
         stderr_write(b"unrm: nothing was purged\n");
         return Ok(1);
     }
     let limits_given = p.older_than.is_some() || p.max_size.is_some();
-    let rules = if !limits_given && ids.is_empty() && p.keep.is_none() {
+    let mut rules = if !limits_given && ids.is_empty() && p.keep.is_none() {
         Rules::from_config(&config)
     } else {
         Rules {
@@ -364,6 +368,40 @@ fn purge(
             ids,
         }
     };
+    // A person is shown what would go, and asked; then exactly that goes.
+    if !p.dry_run && !p.yes && !opts.json && crate::sys::stdin_is_tty() {
+        let would = retention::purge(store, None, &rules, None, true)?;
+        if would.is_empty() {
+            stdout_write(b"nothing to purge\n");
+            return Ok(0);
+        }
+        let mut text = String::new();
+        for x in &would {
+            text.push_str(&format!("  {}\n", retention::line_of(x)));
+        }
+        let bytes = would
+            .iter()
+            .map(|x| x.archive_bytes)
+            .fold(0u64, u64::saturating_add);
+        let n = would.len();
+        text.push_str(&format!(
+            "unrm: purge {n} deletion{} ({}) for good? They cannot be restored after. [y/N] ",
+            if n == 1 { "" } else { "s" },
+            crate::output::human(bytes)
+        ));
+        if !crate::walk::yes_no(&text) {
+            stdout_write(b"nothing was purged\n");
+            return Ok(0);
+        }
+        rules = Rules {
+            max_age: None,
+            max_size: Size::Unlimited,
+            min_free: Size::Unlimited,
+            max_count: None,
+            protect_newest: 0,
+            ids: would.iter().map(|x| x.header.id.clone()).collect(),
+        };
+    }
     let lock = if p.dry_run {
         None
     } else {
