@@ -162,8 +162,8 @@ fn store_args() -> Vec<Arg> {
             .help("List deletions; NAMEs are patterns: an id prefix, part of a path, or a glob"),
         Arg::new("show")
             .long("show")
-            .value_name("ID")
-            .help("List the files inside one deletion"),
+            .value_name("ID|NAME")
+            .help("List the files inside one deletion (by id, or the newest that removed NAME)"),
         Arg::new("check")
             .long("check")
             .action(ArgAction::SetTrue)

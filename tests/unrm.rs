@@ -1777,3 +1777,27 @@ fn purge_by_name_asks_a_person_what_goes_and_never_a_script() {
         .stderr_text()
         .contains("no deletion has that id or removed that name"));
 }
+
+#[test]
+fn show_takes_a_name_as_well_as_an_id() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["build/old=1"]);
+    saferm(&sb, &w, &["-r", "build"]);
+    build_tree(&w, &["build/new=2"]);
+    saferm(&sb, &w, &["-r", "build"]);
+    // The newest deletion that removed it.
+    let out = unrm_ok(&sb, &w, &["--show", "build"]);
+    assert!(
+        out.stdout_text().contains("build/new"),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(
+        !out.stdout_text().contains("build/old"),
+        "{}",
+        out.stdout_text()
+    );
+    let out = unrm(&sb, &w, &["--show", "nothing-like-it"]);
+    assert_eq!(out.code(), Some(1));
+}

@@ -287,11 +287,18 @@ fn act(
         }
         Action::List(patterns) => Ok(list(opts, &catalog.headers, staged, cwd, patterns)),
         Action::Show(id) => {
-            if let IdMatch::One(d) = catalog.find_id(id) {
+            // An id, or a name or path: the newest deletion that removed it.
+            let id = match catalog.find_id(id) {
+                IdMatch::None => (0..catalog.len())
+                    .find(|&d| find::matches_pattern(&catalog.headers[d], cwd, id.as_bytes()))
+                    .map_or_else(|| id.clone(), |d| catalog.id(d).to_string()),
+                _ => id.clone(),
+            };
+            if let IdMatch::One(d) = catalog.find_id(&id) {
                 let _ = catalog.load(d);
                 met_damage(catalog, may_heal)?;
             }
-            Ok(show(opts, catalog, id))
+            Ok(show(opts, catalog, &id))
         }
         Action::Check { ids, repair } => crate::check::run(store, catalog, staged, ids, *repair),
         Action::Purge(p) => purge(opts, store, catalog, cwd, p),
