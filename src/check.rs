@@ -60,7 +60,11 @@ pub fn run(
     staged: &[Staged],
     ids: &[String],
     repair: bool,
+    json: bool,
 ) -> Result<i32> {
+    if json {
+        COLLECTED.with_borrow_mut(|c| *c = Some(Collected::default()));
+    }
     // Held shared while archives are read, as restores do: a purge cannot remove one under
     // us. The catalog is read again under it, so a purge that ran since it was opened is
     // not taken for damage.
@@ -80,6 +84,26 @@ pub fn run(
         repaired = look_after_store(store, catalog, shared, repair, &mut damaged, &mut bad)?;
     }
     report_staged(&staged, &mut bad);
+    if let Some(c) = COLLECTED.with_borrow_mut(Option::take) {
+        let answer = serde_json::json!({
+            "version": 1,
+            "ok": bad == 0,
+            "checked": chosen.len(),
+            "staged": staged.iter().map(|s| serde_json::json!({
+                "id": s.id,
+                "state": s.state.describe(),
+                "failed": matches!(s.state, StagedState::Failed(_)),
+            })).collect::<Vec<_>>(),
+            "problems_left": bad,
+            "problems": c.problems,
+            "repaired": repaired,
+            "done": c.notes,
+        });
+        let mut text = serde_json::to_string_pretty(&answer).unwrap_or_default();
+        text.push('\n');
+        stdout_write(text.as_bytes());
+        return Ok(if bad == 0 { 0 } else { 1 });
+    }
     let summary = format!(
         "checked {} deletion(s){}: {}{}\n",
         chosen.len(),
@@ -202,20 +226,22 @@ fn look_after_store(
     // its manifest while orphans are looked for.
     drop(shared);
     let lock = store.lock_exclusive_patiently(|holder| {
-        problem(&format!(
-            "waiting for other saferm and unrm processes to finish ({holder} holds the store lock)..."
-        ))
+        stderr_write(
+            format!(
+                "unrm: waiting for other saferm and unrm processes to finish ({holder} holds the store lock)...\n"
+            )
+            .as_bytes(),
+        )
     })?;
     let scan = store.scan()?;
     for id in store.finish_interrupted_purges(&lock, &scan)? {
-        stdout_write(
-            format!("removed what was left of deletion {id} (its purge was interrupted)\n")
-                .as_bytes(),
-        );
+        note(&format!(
+            "removed what was left of deletion {id} (its purge was interrupted)"
+        ));
     }
     let swept = store.sweep_temp(&lock, STALE_TEMP_SECS)?;
     if swept > 0 {
-        stdout_write(format!("removed {swept} stale temp file(s)\n").as_bytes());
+        note(&format!("removed {swept} stale temp file(s)"));
     }
     check_orphans(store, catalog, &lock, repair, damaged, bad)
 }
@@ -280,12 +306,9 @@ fn check_orphans(
         let incomplete = store.open_published(&rel).is_ok_and(|f| is_incomplete(&f));
         if incomplete && repair {
             match store.remove_orphan_archive(lock, &month, id) {
-                Ok(()) => stdout_write(
-                    format!(
-                        "removed the incomplete archive '{rel}' (an interrupted saferm; it removed nothing)\n"
-                    )
-                    .as_bytes(),
-                ),
+                Ok(()) => note(&format!(
+                    "removed the incomplete archive '{rel}' (an interrupted saferm; it removed nothing)"
+                )),
                 Err(e) => {
                     problem(&format!("{e:#}"));
                     *bad += 1;
@@ -299,7 +322,7 @@ fn check_orphans(
         } else if repair {
             match rebuild_manifest(store, &month, &rel) {
                 Ok(()) => {
-                    stdout_write(format!("rebuilt the manifest of {id}\n").as_bytes());
+                    note(&format!("rebuilt the manifest of {id}"));
                     repaired += 1;
                 }
                 Err(e) => {
@@ -329,15 +352,38 @@ fn report_staged(staged: &[&Staged], bad: &mut usize) {
                 ));
                 *bad += 1;
             }
-            state => {
-                stdout_write(format!("staged deletion {}: {}\n", s.id, state.describe()).as_bytes())
-            }
+            state => note(&format!("staged deletion {}: {}", s.id, state.describe())),
         }
     }
 }
 
+/// What a `--check --json` run collects instead of printing: the problems found (with
+/// `--repair`, also those it mended) and what was done.
+#[derive(Default)]
+struct Collected {
+    problems: Vec<String>,
+    notes: Vec<String>,
+}
+
+thread_local! {
+    /// Set for a `--json` run ([`run`]): messages are collected for its one JSON answer.
+    static COLLECTED: std::cell::RefCell<Option<Collected>> = const { std::cell::RefCell::new(None) };
+}
+
 fn problem(msg: &str) {
-    stderr_write(format!("unrm: {msg}\n").as_bytes());
+    let collected =
+        COLLECTED.with_borrow_mut(|c| c.as_mut().map(|c| c.problems.push(msg.to_string())));
+    if collected.is_none() {
+        stderr_write(format!("unrm: {msg}\n").as_bytes());
+    }
+}
+
+fn note(msg: &str) {
+    let collected =
+        COLLECTED.with_borrow_mut(|c| c.as_mut().map(|c| c.notes.push(msg.to_string())));
+    if collected.is_none() {
+        stdout_write(format!("{msg}\n").as_bytes());
+    }
 }
 
 /// Decode the whole archive, compare every entry with the manifest, then compare the

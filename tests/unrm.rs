@@ -1801,3 +1801,36 @@ fn show_takes_a_name_as_well_as_an_id() {
     let out = unrm(&sb, &w, &["--show", "nothing-like-it"]);
     assert_eq!(out.code(), Some(1));
 }
+
+#[test]
+fn check_json_is_one_answer_with_its_problems() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["a=1", "b=2"]);
+    saferm(&sb, &w, &["a"]);
+    saferm(&sb, &w, &["b"]);
+    let out = unrm_ok(&sb, &w, &["--check", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout_text()).expect("JSON");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["checked"], 2);
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0));
+    // A damaged archive: the problem is in the answer, not on stderr, and exit 1.
+    let archive = crate::common::archives(&sb.store())[0].clone();
+    let mut bytes = fs::read(&archive).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&archive, bytes).expect("write");
+    let out = unrm(&sb, &w, &["--check", "--json"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(out.stderr_text().is_empty(), "{}", out.stderr_text());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout_text()).expect("JSON");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems_left"], 1);
+    assert!(
+        v["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("is damaged")),
+        "{v}"
+    );
+}

@@ -300,7 +300,9 @@ fn act(
             }
             Ok(show(opts, catalog, &id))
         }
-        Action::Check { ids, repair } => crate::check::run(store, catalog, staged, ids, *repair),
+        Action::Check { ids, repair } => {
+            crate::check::run(store, catalog, staged, ids, *repair, opts.json)
+        }
         Action::Purge(p) => purge(opts, store, catalog, cwd, p),
         Action::Stats => crate::stats::run(store, catalog, opts.json),
         Action::CompleteNames { shell, word } => {
