@@ -568,17 +568,15 @@ fn unrm_last_of_a_deletion_not_archived_yet_renames_it_back_as_it_was() {
     );
 }
 
-#[test]
-fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
+/// With the staged `t` (holding `t/sub/f`) in `w` and a worker held at it before it
+/// archives (fault `drain`), `unrm ARGS` stops the worker and renames `t` back: the same
+/// tree, the same inodes.
+fn put_back_from_a_held_worker(sb: &Sandbox, w: &Path, args: &[&str]) {
     use std::os::unix::fs::MetadataExt;
-    let sb = Sandbox::new();
-    let w = sb.work("w");
-    fs::create_dir_all(w.join("t/sub")).expect("mkdir");
-    fs::write(w.join("t/sub/f"), noise(7, 100_000)).expect("write");
-    let before = snapshot(&w.join("t"));
-    let inode = fs::metadata(w.join("t/sub/f")).expect("stat").ino();
-    saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
-    // A worker at it, held before it archives (fault `drain`).
+    let staging = staged(sb);
+    let slot = staging.first().expect("a staging").join("0");
+    let before = snapshot(&slot);
+    let inode = fs::metadata(slot.join("sub/f")).expect("stat").ino();
     let pause = sb.work("pause");
     let mut worker = spawn_quiet(
         sb.std_command(saferm_bin())
@@ -587,7 +585,7 @@ fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
             .env("SAFERM_TEST_PAUSE_DIR", &pause),
     );
     wait_paused(&pause, "the worker");
-    let out = unrm_ok(&sb, &w, &["--last"]);
+    let out = unrm_ok(sb, w, args);
     assert_eq!(
         crate::common::when_blanked(&out.stdout_text()),
         "restored 't' (deleted WHEN; put back as it was)\n"
@@ -596,6 +594,16 @@ fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
     assert!(!status.success(), "the worker was stopped: {status:?}");
     assert_eq!(snapshot(&w.join("t")), before);
     assert_eq!(fs::metadata(w.join("t/sub/f")).expect("stat").ino(), inode);
+}
+
+#[test]
+fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t/sub")).expect("mkdir");
+    fs::write(w.join("t/sub/f"), noise(7, 100_000)).expect("write");
+    saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    put_back_from_a_held_worker(&sb, &w, &["--last"]);
     assert!(staged_is_empty(&sb) && manifests(&sb.store()).is_empty());
 }
 
@@ -689,32 +697,13 @@ fn a_path_deleted_again_since_it_was_staged_restores_its_newest_version() {
 
 #[test]
 fn unrm_path_stops_a_worker_at_the_deletion_and_renames_it_back() {
-    use std::os::unix::fs::MetadataExt;
     let sb = Sandbox::new();
     let w = sb.work("w");
     fs::create_dir_all(w.join("t/sub")).expect("mkdir");
     fs::write(w.join("t/sub/f"), noise(9, 100_000)).expect("write");
     fs::write(w.join("u"), b"staged beside it").expect("write");
-    let before = snapshot(&w.join("t"));
-    let inode = fs::metadata(w.join("t/sub/f")).expect("stat").ino();
     saferm_instant(&sb, &w, &["-r", "t", "u"], &[("SAFERM_FAULT", "no-worker")]);
-    let pause = sb.work("pause");
-    let mut worker = spawn_quiet(
-        sb.std_command(saferm_bin())
-            .arg("---drain-staging")
-            .env("SAFERM_FAULT", "drain")
-            .env("SAFERM_TEST_PAUSE_DIR", &pause),
-    );
-    wait_paused(&pause, "the worker");
-    let out = unrm_ok(&sb, &w, &["t"]);
-    assert_eq!(
-        crate::common::when_blanked(&out.stdout_text()),
-        "restored 't' (deleted WHEN; put back as it was)\n"
-    );
-    let status = worker.wait().expect("wait for the worker");
-    assert!(!status.success(), "the worker was stopped: {status:?}");
-    assert_eq!(snapshot(&w.join("t")), before);
-    assert_eq!(fs::metadata(w.join("t/sub/f")).expect("stat").ino(), inode);
+    put_back_from_a_held_worker(&sb, &w, &["t"]);
     // `u`, staged with it, is left staged, and a new worker archives it.
     assert!(!w.join("u").exists());
     wait_until(
