@@ -445,9 +445,15 @@ struct Open {
 pub fn undo_newest(store: &Store) -> Result<Option<Vec<PutBack>>> {
     undo(store, |open, headers| {
         let (k, newest) = open.iter().enumerate().next_back()?;
-        // A command that staged some operands and archived the others is undone whole by
-        // the ordinary restore, once its staging is archived.
-        if headers.first().is_some_and(|h| h.id > newest.origin.id) {
+        // A command that staged some operands and archived the others, or a staging that
+        // is archived in part (what the worker could read), is undone whole by the
+        // ordinary restore, once its staging is archived.
+        let id = &newest.origin.id;
+        if headers.first().is_some_and(|h| h.id > *id)
+            || headers
+                .iter()
+                .any(|h| h.id == *id || h.run.as_ref() == Some(id))
+        {
             return None;
         }
         Some(newest.slots.iter().map(|&slot| (k, slot)).collect())
