@@ -494,3 +494,68 @@ pub(super) fn flush_full(out: &mut String) -> bool {
     }
     crate::output::stdout_closed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Cells, Table};
+
+    fn cells(id: &str, state: &'static str, what: &str) -> Cells {
+        Cells {
+            id: id.into(),
+            when: "3 min ago".into(),
+            files: "2 files".into(),
+            size: "6 B".into(),
+            stored: "1.5 KiB".into(),
+            state,
+            what: what.into(),
+        }
+    }
+
+    #[test]
+    fn colour_bolds_ids_dims_times_and_pads_outside_the_codes() {
+        let rows = [cells("20260610T1200", "restored", "'proj'")];
+        let table = Table::new(&rows, false, None, true);
+        assert_eq!(
+            table.line(&rows[0], false),
+            "\x1b[1m20260610T1200\x1b[0m  \x1b[2m3 min ago\x1b[0m  2 files   6 B  \
+             \x1b[32mrestored\x1b[0m  'proj'\n"
+        );
+        assert!(table
+            .line(&Cells::header(), true)
+            .starts_with("\x1b[4mID\x1b[0m   "));
+        let plain = Table::new(&rows, false, None, false);
+        assert_eq!(
+            plain.line(&rows[0], false),
+            "20260610T1200  3 min ago  2 files   6 B  restored  'proj'\n"
+        );
+    }
+
+    #[test]
+    fn only_what_was_deleted_is_cut_to_the_width() {
+        let rows = [
+            cells(
+                "20260610T1200",
+                "",
+                "'a rather long name' 'and another one'",
+            ),
+            cells("20260610T1201", "staged", "'b'"),
+        ];
+        let table = Table::new(&rows, false, Some(64), false);
+        let line = table.line(&rows[0], false);
+        assert_eq!(
+            line,
+            "20260610T1200  3 min ago  2 files   6 B          'a rather long…\n"
+        );
+        assert_eq!(line.trim_end().chars().count(), 64);
+        assert_eq!(
+            table.line(&rows[1], false),
+            "20260610T1201  3 min ago  2 files   6 B  staged  'b'\n"
+        );
+        // Too narrow: the other columns stay whole, and a little of what was deleted.
+        let narrow = Table::new(&rows, true, Some(20), false);
+        assert_eq!(
+            narrow.line(&rows[0], false),
+            "20260610T1200  3 min ago  2 files   6 B  1.5 KiB          'a rather l…\n"
+        );
+    }
+}
