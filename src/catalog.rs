@@ -227,6 +227,28 @@ impl<'s> Catalog<'s> {
     }
 }
 
+/// The shortest prefix of each of `ids` that no other of them starts with, of at least
+/// `min` bytes (or the whole id), as [`Catalog::find_id`] resolves it: one byte past the
+/// longest start it shares with another id. An id that is the start of another is its own
+/// short form (an exact id wins there). Ids are ASCII ([`crate::store::id`]); any that is
+/// not is left whole.
+pub fn unique_prefixes<'a>(ids: &[&'a str], min: usize) -> Vec<&'a str> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by(|&a, &b| ids[a].cmp(ids[b]));
+    let shared = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    let mut need = vec![0usize; ids.len()];
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let n = shared(ids[a], ids[b]) + 1;
+        need[a] = need[a].max(n);
+        need[b] = need[b].max(n);
+    }
+    ids.iter()
+        .zip(need)
+        .map(|(id, n)| id.get(..n.max(min)).unwrap_or(id))
+        .collect()
+}
+
 /// Record that `deletion` was restored (in part). The first note of each kind is kept: the
 /// sidecar is published without replacing, like every store file.
 pub fn mark_restored(store: &dyn Backend, deletion: &Deletion, note: &Restored) -> Result<()> {
@@ -399,4 +421,36 @@ fn write_index(store: &dyn Backend, headers: &[Header]) -> Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_prefixes;
+
+    #[test]
+    fn short_ids_go_one_past_what_they_share() {
+        let ids = [
+            "20260610T120000.1Z-1-a",
+            "20260610T120005.2Z-1-b",
+            "20260609T080000.3Z-1-c",
+            "20260610T120005.25Z-1-d",
+        ];
+        assert_eq!(
+            unique_prefixes(&ids, 8),
+            [
+                "20260610T120000",
+                "20260610T120005.2Z",
+                "20260609",
+                "20260610T120005.25"
+            ]
+        );
+        assert_eq!(unique_prefixes(&["20260610T1"], 8), ["20260610"]);
+        assert_eq!(unique_prefixes(&["short"], 8), ["short"]);
+        // An id that starts another is shown whole; the other goes past it.
+        assert_eq!(
+            unique_prefixes(&["abcdefghij", "abcdefghijk"], 8),
+            ["abcdefghij", "abcdefghijk"]
+        );
+        assert!(unique_prefixes(&[], 8).is_empty());
+    }
 }

@@ -199,7 +199,7 @@ Restore one file from a deleted tree; missing parent directories come back with 
 Restore under another directory.
 .TP
 \fBunrm \-\-list\fR, \fBunrm \-\-check\fR
-List the deletions; verify every archive against its manifest.
+List the deletions, newest first, one a line under a header: the shortest prefix of each id that is unique in the store (which every option taking an ID accepts), when (\fB29 min ago\fR, \fByesterday 08:00\fR), files, size, whether it was restored or is still staged, and what was deleted, relative to the current directory, cut with \fB…\fR to the terminal's width; \fB\-l\fR (\fB\-\-long\fR) shows whole ids, times and compressed sizes, \fB\-\-json\fR everything. Verify every archive against its manifest.
 "#;
 
 const FILES_AND_ENVIRONMENT: &str = r#".SH FILES
@@ -209,6 +209,12 @@ The store, mode 0700: \fBarchives/YYYY\-MM/ID.tar.zst\fR (one per saferm command
 Without saferm, restore with GNU tar: \fBtar \-\-zstd \-xpf ARCHIVE \-C /\fR.
 As root, \fBXDG_DATA_HOME\fR, \fBXDG_CONFIG_HOME\fR and \fBHOME\fR are ignored when they belong to another user (the directory, or its nearest existing ancestor, is not owned by root): root's store and config are then under root's home from the password database (\fBsudo \-E\fR never writes into the caller's home).
 .SH ENVIRONMENT
+.TP
+\fBCOLUMNS\fR
+The width \fBunrm \-\-list\fR fits its lines to (else the terminal's; in a pipe, lines are whole).
+.TP
+\fBNO_COLOR\fR
+When set and not empty, \fBunrm \-\-list\fR prints no colour on a terminal either (https://no\-color.org).
 .TP
 \fBSAFERM_STORE\fR
 The store's path (absolute); it may not be on tmpfs or under /tmp, /var/tmp, /dev/shm, /run.

@@ -9,7 +9,7 @@
 //! once at exit by [`finish`]: `rm: write error: No space left on device`, exit 1, as GNU
 //! does. The work itself is not undone: rm too removes the file and then reports.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
@@ -57,6 +57,40 @@ pub fn finish(prog: &str, code: i32) -> i32 {
             }
         }
     }
+}
+
+/// How wide stdout is, in columns: `COLUMNS` when it is set to a number, else the
+/// terminal's when stdout is one, else unlimited (`None`: a pipe gets whole lines).
+pub fn stdout_width() -> Option<usize> {
+    let from_env = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    if from_env.is_some() {
+        return from_env;
+    }
+    let out = io::stdout();
+    if !out.is_terminal() {
+        return None;
+    }
+    rustix::termios::tcgetwinsize(&out)
+        .ok()
+        .map(|w| usize::from(w.ws_col))
+        .filter(|&n| n > 0)
+}
+
+/// Whether to colour stdout: only on a terminal, and never when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn stdout_colour() -> bool {
+    colour_wanted(
+        io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// [`stdout_colour`]'s rule, given whether stdout is a terminal and `NO_COLOR`'s value.
+pub fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// An RFC 3339 time as local `YYYY-MM-DD HH:MM:SS`.
@@ -111,9 +145,33 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// `n` and its noun, singular for one: `1 file`, `2 files`, `0 files`.
+pub fn count(n: u64, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ago;
+    use super::{ago, colour_wanted, count};
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(
+            colour_wanted(true, Some(OsStr::new(""))),
+            "NO_COLOR= is unset"
+        );
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None), "not in a pipe");
+    }
+
+    #[test]
+    fn counts_have_their_plurals() {
+        assert_eq!(count(1, "file", "files"), "1 file");
+        assert_eq!(count(0, "file", "files"), "0 files");
+        assert_eq!(count(2, "file", "files"), "2 files");
+    }
     use chrono::{Duration, Local, TimeZone};
 
     #[test]

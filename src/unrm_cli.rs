@@ -60,6 +60,8 @@ pub struct Options {
     pub to: Option<PathBuf>,
     pub conflict: Conflict,
     pub json: bool,
+    /// `--list --long`: full ids, absolute times and archive sizes.
+    pub long: bool,
     pub verbose: bool,
     /// `--at ID|TIME`: restore from that deletion, or the newest one made by TIME.
     pub at: Option<String>,
@@ -160,6 +162,12 @@ fn store_args() -> Vec<Arg> {
             .long("list")
             .action(ArgAction::SetTrue)
             .help("List deletions; NAMEs are patterns: an id prefix, part of a path, or a glob"),
+        Arg::new("long")
+            .short('l')
+            .long("long")
+            .action(ArgAction::SetTrue)
+            .requires("list")
+            .help("With --list: full ids, absolute times and compressed sizes"),
         Arg::new("show")
             .long("show")
             .value_name("ID|NAME")
@@ -362,6 +370,7 @@ pub fn parse(args: &[OsString]) -> Parsed {
             Conflict::Skip
         },
         json: matches.get_flag("json"),
+        long: matches.get_flag("long"),
         verbose: matches.get_flag("verbose"),
         at: matches.get_one::<String>("at").cloned(),
         pick: matches.get_flag("pick"),

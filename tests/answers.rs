@@ -99,7 +99,7 @@ fn an_empty_manifest_is_rebuilt_before_last_picks_a_deletion() {
 #[test]
 fn an_empty_manifest_is_rebuilt_before_it_is_listed() {
     let (sb, _w, id, manifest) = power_cut_after_rm(false);
-    let out = unrm_ok(&sb, sb.root(), &["--list"]);
+    let out = unrm_ok(&sb, sb.root(), &["--list", "--long"]);
     assert_rebuilt(&out, &id, &manifest);
     assert!(out.stdout_text().contains(&id), "{}", out.stdout_text());
     // --check alone reports and changes nothing.
@@ -300,7 +300,7 @@ fn a_tree_removed_through_a_symlinked_path_is_restored_by_that_path() {
         m["operands"][0]["absolute"]["path"],
         real.join("src").to_str().expect("utf-8")
     );
-    let listed = unrm_ok(&sb, sb.root(), &["--list", typed]).stdout_text();
+    let listed = unrm_ok(&sb, sb.root(), &["--list", "-l", typed]).stdout_text();
     assert!(listed.contains(&id), "--list by the typed path: {listed}");
     // While the link is there, and after it is gone (only the manifest knows then).
     unrm_ok(&sb, sb.root(), &[typed]);

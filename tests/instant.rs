@@ -966,14 +966,22 @@ fn unrm_list_and_check_show_a_staged_deletion_that_could_not_be_archived() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     let text = out.stdout_text();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     // Newest first: the staged deletion, then the archived one, in the listing's columns.
-    assert!(lines[0].starts_with(&format!("{id}  ")), "{text}");
+    let short = lines[1].split(' ').next().unwrap_or_default();
+    assert!(id.starts_with(short) && short.len() >= 8, "{text}");
     assert!(
-        lines[0].contains("       ? files           ? -> ?           staged    't'  (not archived yet: could not be archived: not enough space in the store"),
+        lines[1].contains(" ?  staged  't'  (not archived yet: could not be archived: not enough space in the store"),
         "{text}"
     );
-    assert!(lines[1].contains("  -         'old'"), "{text}");
+    assert!(lines[2].ends_with("       'old'"), "no state: {text}");
+    let long = full(&["--list", "--long"]).stdout_text();
+    assert!(
+        long.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with(&format!("{id}  "))),
+        "{long}"
+    );
     assert!(
         out.stderr_text().contains(&format!(
             "unrm: staged deletion {id} could not be archived yet: not enough space"
@@ -1003,7 +1011,7 @@ fn unrm_list_and_check_show_a_staged_deletion_that_could_not_be_archived() {
     let out = full(&["--list", t.to_str().expect("utf-8 path")]);
     assert_eq!(
         out.stdout_text().lines().count(),
-        1,
+        2,
         "{}",
         out.stdout_text()
     );
@@ -1038,7 +1046,11 @@ fn unrm_list_and_check_show_a_staged_deletion_that_could_not_be_archived() {
         "{}",
         out.stdout_text()
     );
-    assert_eq!(out.stdout_text().lines().count(), 2);
+    assert_eq!(
+        out.stdout_text().lines().count(),
+        3,
+        "a header and two rows"
+    );
     let out = unrm_ok(&sb, &w, &["--check"]);
     assert_eq!(
         out.stdout_text(),

@@ -12,6 +12,7 @@ mod hostile_store;
 mod instant;
 mod isolation;
 mod layers;
+mod listing;
 mod memory;
 mod powercut;
 mod readme;

@@ -306,15 +306,17 @@ fn list_show_and_json_describe_the_store() {
     saferm(&sb, &w, &["lone"]);
     let out = unrm_ok(&sb, &w, &["--list"]);
     let lines: Vec<String> = out.stdout_text().lines().map(String::from).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].ends_with("'lone'"), "newest first: {lines:?}");
-    assert!(lines[1].contains("2 files"), "{lines:?}");
+    assert_eq!(lines.len(), 3, "a header and two deletions: {lines:?}");
+    assert!(lines[0].starts_with("ID "), "{lines:?}");
+    assert!(lines[1].ends_with("'lone'"), "newest first: {lines:?}");
+    assert!(lines[1].contains(" 1 file "), "{lines:?}");
+    assert!(lines[2].contains("2 files"), "{lines:?}");
     assert!(
-        lines[1].ends_with("'proj'"),
+        lines[2].ends_with("'proj'"),
         "relative to the cwd: {lines:?}"
     );
     let out = unrm_ok(&sb, &w, &["--list", "proj"]);
-    assert_eq!(out.stdout_text().lines().count(), 1);
+    assert_eq!(out.stdout_text().lines().count(), 2);
     let json = deletions(&sb);
     assert_eq!(json[1]["files"], 2);
     assert_eq!(json[1]["bytes"], 6);
@@ -949,7 +951,11 @@ fn bench_list_10000_deletions() {
     let first = std::time::Instant::now();
     let out = unrm_ok(&sb, &w, &["--list"]);
     let cold = first.elapsed();
-    assert_eq!(out.stdout_text().lines().count(), 10_001);
+    assert_eq!(
+        out.stdout_text().lines().count(),
+        10_002,
+        "a header and every deletion"
+    );
     let mut best = std::time::Duration::MAX;
     for _ in 0..5 {
         let t = std::time::Instant::now();

@@ -1,11 +1,12 @@
 //! `unrm --list` and `unrm --show`.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-use crate::catalog::{Catalog, Header, IdMatch};
+use crate::catalog::{unique_prefixes, Catalog, Header, IdMatch};
 use crate::manifest::{Kind, PathBytes};
-use crate::output::{local_time, stderr_write, stdout_write};
+use crate::output::{count, human, local_time, stderr_write, stdout_write};
 use crate::paths::display;
 use crate::quote::quote;
 use crate::store::staging::{Staged, StagedState};
@@ -56,6 +57,17 @@ pub(super) fn list(
     patterns: &[OsString],
 ) -> i32 {
     let staged_headers: Vec<Header> = staged.iter().map(staged_header).collect();
+    // Short ids are unique in the whole store, whatever the patterns leave.
+    let all_ids: Vec<&str> = headers
+        .iter()
+        .chain(&staged_headers)
+        .map(|h| h.id.as_str())
+        .collect();
+    let short: HashMap<&str, &str> = all_ids
+        .iter()
+        .copied()
+        .zip(unique_prefixes(&all_ids, SHORT_ID_MIN))
+        .collect();
     let mut rows: Vec<Row> = headers
         .iter()
         .map(Row::Archived)
@@ -74,16 +86,37 @@ pub(super) fn list(
         .collect();
     // Newest first, as the catalog is: ids begin with their time.
     rows.sort_by(|a, b| b.header().id.cmp(&a.header().id));
+    let short_of = |r: &Row| -> String {
+        let id = r.header().id.as_str();
+        short.get(id).copied().unwrap_or(id).to_string()
+    };
     if opts.json {
-        let items: Vec<serde_json::Value> = rows.iter().map(json_row).collect();
+        let items: Vec<serde_json::Value> =
+            rows.iter().map(|r| json_row(r, &short_of(r))).collect();
         let mut text = serde_json::to_string_pretty(&items).unwrap_or_default();
         text.push('\n');
         stdout_write(text.as_bytes());
         return 0;
     }
-    let mut out = String::new();
-    for row in &rows {
-        out.push_str(&text_row(row, cwd));
+    let now = chrono::DateTime::from_timestamp(crate::fault::now(), 0).unwrap_or_default();
+    let cells: Vec<Cells> = rows
+        .iter()
+        .map(|r| Cells::of(r, &short_of(r), cwd, opts.long, now.into()))
+        .collect();
+    let table = Table::new(
+        &cells,
+        opts.long,
+        crate::output::stdout_width(),
+        crate::output::stdout_colour(),
+    );
+    // An empty store lists nothing, not a header over nothing.
+    let mut out = if cells.is_empty() {
+        String::new()
+    } else {
+        table.line(&Cells::header(), true)
+    };
+    for c in &cells {
+        out.push_str(&table.line(c, false));
         if flush_full(&mut out) {
             return 0; // the reader went away
         }
@@ -92,12 +125,17 @@ pub(super) fn list(
     0
 }
 
+/// A short id has at least this many bytes: `YYYYMMDD`, then as much as it takes.
+const SHORT_ID_MIN: usize = 8;
+
 /// A row of `--list --json`: `state` is `archived`, or `staged` with `staged` saying what
-/// is becoming of it (and its counts unknown yet: null).
-fn json_row(row: &Row) -> serde_json::Value {
+/// is becoming of it (and its counts unknown yet: null); `short_id` is what the listing
+/// shows (the shortest prefix unique in the store).
+fn json_row(row: &Row, short_id: &str) -> serde_json::Value {
     match row {
         Row::Archived(m) => serde_json::json!({
             "id": m.id,
+            "short_id": short_id,
             "state": "archived",
             "created": m.created,
             "cwd": m.cwd,
@@ -119,6 +157,7 @@ fn json_row(row: &Row) -> serde_json::Value {
             };
             serde_json::json!({
                 "id": m.id,
+                "short_id": short_id,
                 "state": "staged",
                 "staged": { "status": s.state.name(), "pids": pids, "why": why },
                 "created": s.origin.as_ref().map(|o| &o.created),
@@ -137,52 +176,228 @@ fn json_row(row: &Row) -> serde_json::Value {
     }
 }
 
-/// A line of `--list`: id, time, files, bytes -> archive bytes, restored or not, the
-/// operands; a staged deletion's counts are not known yet (`?`), and what is becoming of
-/// it follows the operands.
-fn text_row(row: &Row, cwd: &[u8]) -> String {
-    let m = row.header();
-    let mut operands: Vec<String> = m
-        .operands
-        .iter()
-        .map(|o| quote(&display(cwd, &o.absolute.bytes().unwrap_or_default())))
-        .collect();
-    match row {
-        Row::Archived(m) => format!(
-            "{}  {}  {:>6} files  {:>10} -> {:<10}  {:<8}  {}\n",
-            m.id,
-            local_time(&m.created),
-            m.totals.files,
-            crate::output::human(m.totals.bytes),
-            m.archive
-                .as_ref()
-                .map(|a| crate::output::human(a.size))
-                .unwrap_or_else(|| "?".to_string()),
-            if m.restored {
-                "restored"
-            } else if m.partly_restored {
-                "partly"
-            } else {
-                "-"
-            },
-            operands.join(" ")
-        ),
-        Row::Staged(s, _) => {
-            if s.origin.is_none() {
-                operands.push("(where it came from is lost)".to_string());
-            }
-            format!(
-                "{}  {:<19}  {:>6} files  {:>10} -> {:<10}  {:<8}  {}  (not archived yet: {})\n",
-                m.id,
-                local_time(&m.created),
-                "?",
-                "?",
-                "?",
-                "staged",
-                operands.join(" "),
-                s.state.describe()
-            )
+/// A row of the text listing, cell by cell, before it is laid out: the short id (or the
+/// whole one with `--long`), when (relative, or absolute with `--long`), files, bytes,
+/// archive bytes (`--long` only), the state, and what was deleted, relative to the
+/// current directory. A staged deletion's counts are not known yet (`?`), and what is
+/// becoming of it follows what was deleted.
+struct Cells {
+    id: String,
+    when: String,
+    files: String,
+    size: String,
+    stored: String,
+    state: &'static str,
+    what: String,
+}
+
+impl Cells {
+    fn header() -> Cells {
+        Cells {
+            id: "ID".into(),
+            when: "DELETED".into(),
+            files: "FILES".into(),
+            size: "SIZE".into(),
+            stored: "STORED".into(),
+            state: "STATE",
+            what: "WHAT".into(),
         }
+    }
+
+    fn of(
+        row: &Row,
+        short_id: &str,
+        cwd: &[u8],
+        long: bool,
+        now: chrono::DateTime<chrono::Local>,
+    ) -> Cells {
+        let m = row.header();
+        let mut what: Vec<String> = m
+            .operands
+            .iter()
+            .map(|o| quote(&display(cwd, &o.absolute.bytes().unwrap_or_default())))
+            .collect();
+        let id = if long {
+            m.id.clone()
+        } else {
+            short_id.to_string()
+        };
+        let when = if long {
+            local_time(&m.created)
+        } else {
+            crate::output::ago(&m.created, now)
+        };
+        match row {
+            Row::Archived(m) => Cells {
+                id,
+                when,
+                files: count(m.totals.files, "file", "files"),
+                size: human(m.totals.bytes),
+                stored: m
+                    .archive
+                    .as_ref()
+                    .map_or_else(|| "?".to_string(), |a| human(a.size)),
+                state: if m.restored {
+                    "restored"
+                } else if m.partly_restored {
+                    "partly"
+                } else {
+                    ""
+                },
+                what: what.join(" "),
+            },
+            Row::Staged(s, _) => {
+                if s.origin.is_none() {
+                    what.push("(where it came from is lost)".to_string());
+                }
+                Cells {
+                    id,
+                    when,
+                    files: "?".into(),
+                    size: "?".into(),
+                    stored: "?".into(),
+                    state: "staged",
+                    what: format!(
+                        "{}  (not archived yet: {})",
+                        what.join(" "),
+                        s.state.describe()
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// How a cell is drawn on a terminal.
+#[derive(Clone, Copy)]
+enum Paint {
+    Plain,
+    Bold,
+    Dim,
+    Underline,
+    Green,
+    Yellow,
+}
+
+impl Paint {
+    fn start(self) -> &'static str {
+        match self {
+            Paint::Plain => "",
+            Paint::Bold => "\x1b[1m",
+            Paint::Dim => "\x1b[2m",
+            Paint::Underline => "\x1b[4m",
+            Paint::Green => "\x1b[32m",
+            Paint::Yellow => "\x1b[33m",
+        }
+    }
+}
+
+/// The listing's layout: every column as wide as its widest cell, two spaces apart; only
+/// the last one (what was deleted) is cut, with `…`, to fit `width`, and never to less
+/// than [`Table::MIN_WHAT`] characters.
+struct Table {
+    long: bool,
+    colour: bool,
+    /// Widths of the columns before the last, in characters.
+    widths: Vec<usize>,
+    /// Room for the last column, when the width is limited.
+    room: Option<usize>,
+}
+
+impl Table {
+    const MIN_WHAT: usize = 12;
+
+    fn new(rows: &[Cells], long: bool, width: Option<usize>, colour: bool) -> Table {
+        let mut table = Table {
+            long,
+            colour,
+            widths: Vec::new(),
+            room: None,
+        };
+        for c in std::iter::once(&Cells::header()).chain(rows) {
+            let cols = table.columns(c, false);
+            table.widths.resize(cols.len(), 0);
+            for (w, (text, _, _)) in table.widths.iter_mut().zip(cols) {
+                *w = (*w).max(text.chars().count());
+            }
+        }
+        let fixed: usize = table.widths.iter().map(|w| w + 2).sum();
+        table.room = width.map(|w| w.saturating_sub(fixed).max(Self::MIN_WHAT));
+        table
+    }
+
+    /// The cells before the last, each with whether it is right-aligned and its paint.
+    fn columns<'c>(&self, c: &'c Cells, header: bool) -> Vec<(&'c str, bool, Paint)> {
+        let paint = |p: Paint| if header { Paint::Underline } else { p };
+        let mut cols = vec![
+            (c.id.as_str(), false, paint(Paint::Bold)),
+            (c.when.as_str(), false, paint(Paint::Dim)),
+            (c.files.as_str(), true, paint(Paint::Plain)),
+            (c.size.as_str(), true, paint(Paint::Plain)),
+        ];
+        if self.long {
+            cols.push((c.stored.as_str(), true, paint(Paint::Plain)));
+        }
+        let state = match c.state {
+            "staged" => Paint::Yellow,
+            "restored" => Paint::Green,
+            _ => Paint::Plain,
+        };
+        cols.push((c.state, false, paint(state)));
+        cols
+    }
+
+    /// One line of the listing, `\n` included.
+    fn line(&self, c: &Cells, header: bool) -> String {
+        let mut out = String::new();
+        for ((text, right, paint), &width) in self.columns(c, header).into_iter().zip(&self.widths)
+        {
+            let pad = " ".repeat(width.saturating_sub(text.chars().count()));
+            if right {
+                out.push_str(&pad);
+            }
+            self.paint(&mut out, text, paint);
+            if !right {
+                out.push_str(&pad);
+            }
+            out.push_str("  ");
+        }
+        let what = fit(&c.what, self.room);
+        self.paint(
+            &mut out,
+            &what,
+            if header {
+                Paint::Underline
+            } else {
+                Paint::Plain
+            },
+        );
+        // No trailing blanks (a header of a table with nothing deleted, a blank state).
+        out.truncate(out.trim_end_matches(' ').len());
+        out.push('\n');
+        out
+    }
+
+    fn paint(&self, out: &mut String, text: &str, paint: Paint) {
+        if self.colour && !matches!(paint, Paint::Plain) && !text.is_empty() {
+            out.push_str(paint.start());
+            out.push_str(text);
+            out.push_str("\x1b[0m");
+        } else {
+            out.push_str(text);
+        }
+    }
+}
+
+/// `text`, cut to `room` characters with `…` at the end when it is longer.
+fn fit(text: &str, room: Option<usize>) -> std::borrow::Cow<'_, str> {
+    match room {
+        Some(room) if text.chars().count() > room => {
+            let mut cut: String = text.chars().take(room.saturating_sub(1)).collect();
+            cut.push('…');
+            cut.into()
+        }
+        _ => text.into(),
     }
 }
 
@@ -278,4 +493,69 @@ pub(super) fn flush_full(out: &mut String) -> bool {
         out.clear();
     }
     crate::output::stdout_closed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cells, Table};
+
+    fn cells(id: &str, state: &'static str, what: &str) -> Cells {
+        Cells {
+            id: id.into(),
+            when: "3 min ago".into(),
+            files: "2 files".into(),
+            size: "6 B".into(),
+            stored: "1.5 KiB".into(),
+            state,
+            what: what.into(),
+        }
+    }
+
+    #[test]
+    fn colour_bolds_ids_dims_times_and_pads_outside_the_codes() {
+        let rows = [cells("20260610T1200", "restored", "'proj'")];
+        let table = Table::new(&rows, false, None, true);
+        assert_eq!(
+            table.line(&rows[0], false),
+            "\x1b[1m20260610T1200\x1b[0m  \x1b[2m3 min ago\x1b[0m  2 files   6 B  \
+             \x1b[32mrestored\x1b[0m  'proj'\n"
+        );
+        assert!(table
+            .line(&Cells::header(), true)
+            .starts_with("\x1b[4mID\x1b[0m   "));
+        let plain = Table::new(&rows, false, None, false);
+        assert_eq!(
+            plain.line(&rows[0], false),
+            "20260610T1200  3 min ago  2 files   6 B  restored  'proj'\n"
+        );
+    }
+
+    #[test]
+    fn only_what_was_deleted_is_cut_to_the_width() {
+        let rows = [
+            cells(
+                "20260610T1200",
+                "",
+                "'a rather long name' 'and another one'",
+            ),
+            cells("20260610T1201", "staged", "'b'"),
+        ];
+        let table = Table::new(&rows, false, Some(64), false);
+        let line = table.line(&rows[0], false);
+        assert_eq!(
+            line,
+            "20260610T1200  3 min ago  2 files   6 B          'a rather long…\n"
+        );
+        assert_eq!(line.trim_end().chars().count(), 64);
+        assert_eq!(
+            table.line(&rows[1], false),
+            "20260610T1201  3 min ago  2 files   6 B  staged  'b'\n"
+        );
+        // Too narrow: the other columns stay whole, and a little of what was deleted.
+        let narrow = Table::new(&rows, true, Some(20), false);
+        assert_eq!(
+            narrow.line(&rows[0], false),
+            "20260610T1200  3 min ago  2 files   6 B  1.5 KiB          'a rather l…\n"
+        );
+    }
 }
