@@ -55,9 +55,11 @@ fn stageable(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> Vec
     // path (its paths would cost their depth each, and outgrow PATH_MAX).
     let mut depth = vec![0usize; plan.nodes.len()];
     let mut refused = std::collections::HashSet::new();
-    let mut bytes = 0u64;
+    let (mut bytes, mut counted) = (0u64, 0u64);
     for (i, n) in plan.nodes.iter().enumerate() {
-        bytes = bytes.saturating_add(crate::estimate::stored_bound(&n.st));
+        let bound = crate::estimate::stored_bound(&n.st);
+        bytes = bytes.saturating_add(bound);
+        counted = counted.saturating_add(bound.max(INSTANT_OBJECT_MIN));
         if let Some(p) = n.parent() {
             depth[i] = depth[p] + 1;
         }
@@ -85,11 +87,6 @@ fn stageable(opts: &Options, config: &Config, store: &Store, plan: &Plan) -> Vec
     if !under(config.confirm_above.value) || !under(config.refuse_above.value) {
         return Vec::new();
     }
-    let counted = plan
-        .nodes
-        .iter()
-        .map(|n| crate::estimate::stored_bound(&n.st).max(INSTANT_OBJECT_MIN))
-        .fold(0u64, u64::saturating_add);
     if config
         .instant_min
         .value
@@ -297,10 +294,7 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<boo
         return Ok(false); // its saferm is still making it
     };
     crate::fault::pause("drain");
-    let present: Vec<usize> = sys::read_dir(staging.fd())?
-        .iter()
-        .filter_map(|e| e.name.to_str().ok().and_then(|n| n.parse::<usize>().ok()))
-        .collect();
+    let present = staging.slots()?;
     let Some(origin) = origin else {
         if present.is_empty() {
             // Made and left before anything was staged in it.
@@ -311,11 +305,10 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<boo
             staging.path.display()
         ));
     };
-    let mut slots: Vec<usize> = present
+    let slots: Vec<usize> = present
         .into_iter()
         .filter(|&s| s < origin.operands.len())
         .collect();
-    slots.sort_unstable();
     if slots.is_empty() {
         return store.end_staging(staging).map(|()| true);
     }
@@ -541,12 +534,11 @@ fn undo(
         if store.published(&staging).is_some() {
             continue;
         }
-        let mut slots: Vec<usize> = sys::read_dir(staging.fd())?
-            .iter()
-            .filter_map(|e| e.name.to_str().ok().and_then(|n| n.parse::<usize>().ok()))
+        let slots: Vec<usize> = staging
+            .slots()?
+            .into_iter()
             .filter(|&s| s < origin.operands.len())
             .collect();
-        slots.sort_unstable();
         open.push(Open {
             staging,
             origin,

@@ -78,6 +78,16 @@ impl Staging {
         self.dir.as_raw_fd()
     }
 
+    /// The operand slots staged here now (`0`, `1`, ...), in order.
+    pub fn slots(&self) -> std::io::Result<Vec<usize>> {
+        let mut slots: Vec<usize> = sys::read_dir(self.fd())?
+            .iter()
+            .filter_map(|e| e.name.to_str().ok().and_then(|n| n.parse::<usize>().ok()))
+            .collect();
+        slots.sort_unstable();
+        Ok(slots)
+    }
+
     /// Rename `name` (in `dirfd`) into this staging as operand `slot`, never replacing.
     pub fn take(&self, dirfd: RawFd, name: &std::ffi::CStr, slot: usize) -> std::io::Result<()> {
         let slot = CString::new(slot.to_string()).map_err(std::io::Error::other)?;
