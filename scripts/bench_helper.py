@@ -579,7 +579,8 @@ def report(path, markdown):
             "saferm/pipeline", "saferm/rm", "saferm peak RSS MiB",
             "archive MiB pipeline / saferm"]
     if instant:
-        head += ["instant, to return", "instant/rm"]
+        head += ["instant, to return", "instant/rm", "instant, archived",
+                 "archived/saferm"]
     if trash:
         head += ["trash-put", "saferm/trash-put"]
     if instant and trash:
@@ -599,7 +600,8 @@ def report(path, markdown):
                rss_cell(tree, "saferm"),
                f"{mib(tree, 'pipeline')} / {mib(tree, 'saferm')}"]
         if instant:
-            row += [cell(tree, "instant"), ratio(tree, "instant", "rm")]
+            row += [cell(tree, "instant"), ratio(tree, "instant", "rm"),
+                    cell(tree, "instant-done"), ratio(tree, "instant-done", "saferm")]
         if trash:
             row += [cell(tree, "trash-put"), ratio(tree, "saferm", "trash-put")]
         if instant and trash:
@@ -617,7 +619,9 @@ def report(path, markdown):
     if instant:
         note += ("; saferm runs with SAFERM_INSTANT=0, instant with SAFERM_INSTANT=1 (the "
                  "time until it returns, the operands staged by rename; its worker, which "
-                 "archives them in the background, was then waited for, untimed)")
+                 "archives them in the background, was then waited for; instant, archived = "
+                 "the time from the start until it had verified, made durable and unlinked "
+                 "everything staged)")
     if trash:
         note += (f"; trash-put = {params.get('trash_put', '?')}, its trash on the benchmark "
                  "filesystem (HOME and XDG_DATA_HOME there: a rename, checked by inode), "
