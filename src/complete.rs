@@ -16,10 +16,149 @@
 //! offered as `./-x` (relative to the cwd) or by its absolute path, never as an option; a
 //! bare name that unrm would read as a glob is offered by its path instead.
 
-use crate::catalog::Header;
+use crate::catalog::{unique_prefixes, Catalog, Header};
 
 /// At most this many deletions (newest first) feed completion, so Tab stays instant.
 const DELETIONS: usize = 2000;
+/// At most this many manifests are read for the names inside deleted trees.
+const TREES: usize = 32;
+/// Short ids are at least this long, as `unrm --list` shows them.
+pub const SHORT_ID_MIN: usize = 8;
+
+/// What a Tab asks for, read from the command line up to the cursor.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    /// The word being completed so far, its quoting removed (after `--show=`, the value).
+    pub word: Vec<u8>,
+    /// `--show=` when the word holds the option and its value together: bash's replies
+    /// continue the whole word; zsh and fish complete the value alone.
+    pub lead: Vec<u8>,
+    /// The option whose value the word is.
+    pub value_of: Option<ValueOf>,
+    /// Whether `--purge` is on the line: its NAMEs may be ids.
+    pub purging: bool,
+}
+
+/// Options whose value completes from the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueOf {
+    /// `--show ID|NAME`.
+    Show,
+    /// `--at ID|TIME`.
+    At,
+}
+
+impl ValueOf {
+    /// The long options, as typed, whose value is completed here.
+    pub const LONG: [&'static str; 2] = ["show", "at"];
+
+    fn from_option(word: &[u8]) -> Option<ValueOf> {
+        match word {
+            b"--show" => Some(ValueOf::Show),
+            b"--at" => Some(ValueOf::At),
+            _ => None,
+        }
+    }
+}
+
+/// The request `line` (the command line up to the cursor) makes.
+pub fn request(line: &[u8]) -> Request {
+    let (before, current) = split_words(line);
+    let (word, _) = dequote(Quoting::Plain, current);
+    let mut req = Request {
+        purging: before.iter().any(|w| *w == b"--purge"),
+        ..Request::default()
+    };
+    let joined = word
+        .iter()
+        .position(|&b| b == b'=')
+        .and_then(|eq| ValueOf::from_option(&word[..eq]).map(|v| (eq, v)));
+    if let Some((eq, v)) = joined {
+        req.lead = word[..=eq].to_vec();
+        req.word = word[eq + 1..].to_vec();
+        req.value_of = Some(v);
+    } else {
+        // `--` ends the options: what follows is a NAME whatever it looks like.
+        let options_end = before.iter().position(|w| *w == b"--");
+        if options_end.is_none() {
+            req.value_of = before.last().and_then(|w| ValueOf::from_option(w));
+        }
+        req.word = word;
+    }
+    req
+}
+
+/// What to offer for `req` from the cwd `cwd`, newest deletions first: short ids for
+/// `--at`; ids and names for `--show` (and NAMEs of `--purge`); else the names, and, once
+/// the word holds a `/`, what was inside the deleted directory it names
+/// ([`names_inside`]). Without `req.lead`: bash's replies put it back.
+pub fn offer(catalog: &Catalog, cwd: &[u8], req: &Request) -> Vec<Vec<u8>> {
+    let headers = &catalog.headers[..catalog.headers.len().min(DELETIONS)];
+    let ids = || -> Vec<Vec<u8>> {
+        let all: Vec<&str> = catalog.headers.iter().map(|h| h.id.as_str()).collect();
+        unique_prefixes(&all, SHORT_ID_MIN)
+            .into_iter()
+            .take(DELETIONS)
+            .map(|id| id.as_bytes().to_vec())
+            .collect()
+    };
+    match req.value_of {
+        Some(ValueOf::At) => ids(),
+        Some(ValueOf::Show) => [ids(), names(headers, cwd)].concat(),
+        None => {
+            let mut out = names(headers, cwd);
+            out.extend(names_inside(catalog, cwd, &req.word));
+            if req.purging {
+                out.extend(ids());
+            }
+            out
+        }
+    }
+}
+
+/// The objects that were directly inside the directory `word` names up to its last `/`,
+/// when that directory is (inside) a deleted tree: `build/obj/` offers `build/obj/a.o` and
+/// `build/obj/sub/`, one level at a time as file completion does. Each is offered as typed
+/// before the last `/`, so it resolves back to the same path. A name unrm would read as a
+/// glob is not offered (it would match others too): `unrm --show` lists it.
+pub fn names_inside(catalog: &Catalog, cwd: &[u8], word: &[u8]) -> Vec<Vec<u8>> {
+    let Some(slash) = word.iter().rposition(|&b| b == b'/') else {
+        return Vec::new();
+    };
+    let typed_dir = &word[..=slash];
+    let dir = crate::rules::lexical_absolute(cwd, typed_dir);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let holding = (0..catalog.len().min(DELETIONS)).filter(|&d| {
+        catalog.headers[d].operands.iter().any(|op| {
+            op.absolute
+                .bytes()
+                .is_some_and(|abs| crate::paths::is_under(&dir, &abs))
+        })
+    });
+    for d in holding.take(TREES) {
+        let Ok(del) = catalog.load(d) else {
+            continue;
+        };
+        for e in del.removed() {
+            let Some(path) = e.path.bytes() else {
+                continue;
+            };
+            let (parent, name) = crate::paths::split_parent(&path);
+            if parent != dir.as_slice() || name.is_empty() || crate::paths::has_glob(name) {
+                continue;
+            }
+            let mut offered = [typed_dir, name].concat();
+            if e.kind == crate::manifest::Kind::Dir {
+                offered.push(b'/');
+            }
+            if seen.insert(offered.clone()) {
+                out.push(offered);
+            }
+        }
+    }
+    out
+}
 
 /// The names to offer from the cwd `cwd`: each operand's path relative to the cwd (when it
 /// was under it) and its last component, in the forms that resolve back to it; no repeats.
@@ -119,8 +258,15 @@ pub fn bash_replies(names: &[Vec<u8>], text: &[u8], line: &[u8]) -> Vec<u8> {
 
 /// The last shell word of `line`: what follows the last blank or operator outside quotes.
 fn current_word(line: &[u8]) -> &[u8] {
+    split_words(line).1
+}
+
+/// The words of the last command in `line` before the one being typed (dequoted), and that
+/// one as typed: words end at blanks outside quotes, and a command at an operator.
+fn split_words(line: &[u8]) -> (Vec<Vec<u8>>, &[u8]) {
     let mut quoting = Quoting::Plain;
     let mut start = 0;
+    let mut before = Vec::new();
     let mut i = 0;
     while i < line.len() {
         let b = line[i];
@@ -130,7 +276,14 @@ fn current_word(line: &[u8]) -> &[u8] {
                 b'\'' if i > 0 && line[i - 1] == b'$' => quoting = Quoting::Dollar,
                 b'\'' => quoting = Quoting::Single,
                 b'"' => quoting = Quoting::Double,
-                b' ' | b'\t' | b'\n' | b';' | b'&' | b'|' | b'(' | b')' | b'<' | b'>' => {
+                b' ' | b'\t' | b'\n' => {
+                    if i > start {
+                        before.push(dequote(Quoting::Plain, &line[start..i]).0);
+                    }
+                    start = i + 1
+                }
+                b';' | b'&' | b'|' | b'(' | b')' | b'<' | b'>' => {
+                    before.clear();
                     start = i + 1
                 }
                 _ => {}
@@ -143,7 +296,7 @@ fn current_word(line: &[u8]) -> &[u8] {
         }
         i += 1;
     }
-    &line[start.min(line.len())..]
+    (before, &line[start.min(line.len())..])
 }
 
 /// What a piece of a shell word means, read from `quoting` on: the bytes, and the quoting
@@ -356,6 +509,28 @@ mod tests {
             .filter(|r| !r.is_empty())
             .map(|r| String::from_utf8_lossy(r).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn the_request_is_read_from_the_line() {
+        let r = |line: &str| request(line.as_bytes());
+        assert_eq!(r("unrm 'a b/c").word, b"a b/c");
+        assert_eq!(r("unrm --show ").value_of, Some(ValueOf::Show));
+        assert_eq!(r("unrm --at 12").value_of, Some(ValueOf::At));
+        let joined = r("unrm --at=12");
+        assert_eq!(
+            (joined.lead, joined.word),
+            (b"--at=".to_vec(), b"12".to_vec())
+        );
+        assert_eq!(r("unrm -- --at ").value_of, None);
+        assert_eq!(
+            r("unrm --at x ").value_of,
+            None,
+            "the value is typed already"
+        );
+        assert!(r("unrm --purge x ").purging);
+        assert!(!r("unrm --purge; unrm ").purging, "another command");
+        assert_eq!(r("unrm \\-x").word, b"-x");
     }
 
     #[test]

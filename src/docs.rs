@@ -83,7 +83,11 @@ fn add_deleted_names(shell: &str, generated: String) -> Option<String> {
                  COMPREPLY=()\n    \
                  while IFS= read -r -d '' reply; do\n        \
                      COMPREPLY+=(\"$reply\")\n    \
-                 done < <(unrm --complete-names bash -- \"$2\" \"${{COMP_LINE:0:COMP_POINT}}\" 2>/dev/null)\n\
+                 done < <(unrm --complete-names bash -- \"$2\" \"${{COMP_LINE:0:COMP_POINT}}\" 2>/dev/null)\n    \
+                 # A directory inside a deleted tree: no space after it, to go on into it.\n    \
+                 if [[ ${{#COMPREPLY[@]}} -eq 1 ]]; then\n        \
+                     case ${{COMPREPLY[0]}} in */ | */\\' | */\\\") compopt -o nospace ;; esac\n    \
+                 fi\n\
              }}\n\
              complete -F _saferm_unrm_complete -o bashdefault -o default unrm\n",
             value_options = value_options(&Program::Unrm.command()).join("|")
@@ -96,16 +100,35 @@ fn add_deleted_names(shell: &str, generated: String) -> Option<String> {
                 .lines()
                 .find(|l| l.contains("'*::names") && l.contains(":_default"))?;
             let replaced_line = names_line.replace(":_default'", ":_saferm_unrm_names'");
-            let body = generated.replacen(names_line, &replaced_line, 1);
+            let mut body = generated.replacen(names_line, &replaced_line, 1);
+            // --show and --at complete deletion ids (and --show names) from the store.
+            for long in crate::complete::ValueOf::LONG {
+                let line = body
+                    .lines()
+                    .find(|l| l.starts_with(&format!("'--{long}=[")) && l.contains(":_default'"))?
+                    .to_string();
+                body = body.replacen(&line, &line.replace(":_default'", ":_saferm_unrm_ids'"), 1);
+            }
             let dispatch = "if [ \"$funcstack[1]\" = \"_unrm\" ]; then";
             let at = body.find(dispatch)?;
             let helper = "# Deleted names from the saferm store, besides files on disk: NUL-separated,\n\
-                 # kept as they are; compadd quotes what it inserts.\n\
+                 # kept as they are; compadd quotes what it inserts. unrm reads the line up to\n\
+                 # the cursor to see what is asked (a value of --show, a path inside a deleted\n\
+                 # directory); directories inside deleted trees end in / and take no space.\n\
                  (( $+functions[_saferm_unrm_names] )) ||\n\
                  _saferm_unrm_names() {\n    \
-                     local -a deleted\n    \
-                     deleted=(${(0)\"$(unrm --complete-names zsh 2>/dev/null)\"})\n    \
-                     _alternative 'deleted:deleted name:compadd -a deleted' 'files:file:_files'\n\
+                     local -a deleted dirs\n    \
+                     deleted=(${(0)\"$(unrm --complete-names zsh -- '' \"$LBUFFER\" 2>/dev/null)\"})\n    \
+                     dirs=(${(M)deleted:#*/})\n    \
+                     deleted=(${deleted:#*/})\n    \
+                     _alternative 'deleted:deleted name:compadd -a deleted' \\\n        \
+                         'dirs:deleted directory:compadd -S \"\" -a dirs' 'files:file:_files'\n\
+                 }\n\n\
+                 (( $+functions[_saferm_unrm_ids] )) ||\n\
+                 _saferm_unrm_ids() {\n    \
+                     local -a ids\n    \
+                     ids=(${(0)\"$(unrm --complete-names zsh -- '' \"$LBUFFER\" 2>/dev/null)\"})\n    \
+                     compadd -a ids\n\
                  }\n\n";
             Some(format!("{}{helper}{}", &body[..at], &body[at..]))
         }
@@ -113,17 +136,23 @@ fn add_deleted_names(shell: &str, generated: String) -> Option<String> {
             "{generated}\n\
              # Deleted names from the saferm store, besides files on disk: NUL-separated, kept\n\
              # as they are; fish escapes what it inserts.\n\
-             complete -c unrm -a '(unrm --complete-names fish 2>/dev/null | string split0)' -d 'deleted'\n"
+             complete -c unrm -a '(unrm --complete-names fish -- \"\" (commandline -cp | string collect) 2>/dev/null | string split0)' -d 'deleted'\n\
+             complete -c unrm -l show -x -a '(unrm --complete-names fish -- \"\" (commandline -cp | string collect) 2>/dev/null | string split0)' -d 'deletion'\n\
+             complete -c unrm -l at -x -a '(unrm --complete-names fish -- \"\" (commandline -cp | string collect) 2>/dev/null | string split0)' -d 'deletion'\n"
         )),
         _ => None,
     }
 }
 
-/// The spellings of the options whose value is not a NAME (`--to`, `-x`), for bash's `case`.
+/// The spellings of the options whose value is not a NAME (`--to`, `-x`) nor completed from
+/// the store (`--show`: `crate::complete::ValueOf`), for bash's `case`.
 fn value_options(cmd: &clap::Command) -> Vec<String> {
     let mut out = Vec::new();
     for arg in cmd.get_arguments() {
-        if !arg.get_action().takes_values() || arg.is_positional() {
+        let from_store = arg
+            .get_long()
+            .is_some_and(|l| crate::complete::ValueOf::LONG.contains(&l));
+        if !arg.get_action().takes_values() || arg.is_positional() || from_store {
             continue;
         }
         out.extend(

@@ -412,3 +412,243 @@ fn complete_names_lists_every_name_whole() {
     want.sort();
     assert_eq!(show(&got), show(&want));
 }
+
+/// `unrm --complete-names SHELL -- TEXT LINE`: the words offered for the line up to the
+/// cursor, NUL-separated (bash: the replies, quoted to continue the word).
+fn complete(sb: &Sandbox, work: &Path, shell: &str, text: &str, line: &[u8]) -> Vec<Vec<u8>> {
+    let out = sb
+        .command(unrm_bin())
+        .current_dir(work)
+        .args(["--complete-names", shell, "--", text])
+        .arg(OsString::from_vec(line.to_vec()))
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let mut got = fields(&out.stdout);
+    got.sort();
+    got
+}
+
+fn sorted(words: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = words.iter().map(|w| w.to_vec()).collect();
+    v.sort();
+    v
+}
+
+/// Deletes the tree `t` (`t/obj/a.o`, `t/obj/sub/x`, `t/README`, `t/g*lob`, and a file
+/// whose name would run as code in a careless completion) from `work`.
+fn delete_tree(sb: &Sandbox, work: &Path) {
+    fs::create_dir_all(work.join("t/obj/sub")).expect("mkdir");
+    for f in [
+        "t/obj/a.o",
+        "t/obj/sub/x",
+        "t/README",
+        "t/g*lob",
+        "t/obj/$(touch PWNED)",
+    ] {
+        fs::write(work.join(f), b"x").expect("write");
+    }
+    let out = sb
+        .command(saferm_bin())
+        .current_dir(work)
+        .args(["-r", "t"])
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+}
+
+/// Once the word holds a `/`, what was inside the deleted directory it names is offered, a
+/// level at a time, directories with a trailing `/`, as typed before the last `/`; a name
+/// unrm would read as a glob is not offered; nothing ran.
+#[test]
+fn names_inside_a_deleted_tree_are_offered_a_level_at_a_time() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    delete_tree(&sb, &work);
+    let zsh = |line: &str| complete(&sb, &work, "zsh", "", line.as_bytes());
+    let top: &[&[u8]] = &[b"t"];
+    assert_eq!(zsh("unrm "), sorted(top));
+    assert_eq!(
+        zsh("unrm t/"),
+        sorted(&[b"t", b"t/obj/", b"t/README"]),
+        "the operand and its children, not t/g*lob"
+    );
+    assert_eq!(
+        zsh("unrm 't/obj/a"),
+        sorted(&[b"t", b"t/obj/a.o", b"t/obj/sub/", b"t/obj/$(touch PWNED)"])
+    );
+    // Typed another way, offered that way: resolving the word gives the same path.
+    assert_eq!(zsh("unrm ./t/obj/sub/"), sorted(&[b"t", b"./t/obj/sub/x"]));
+    let abs = format!("{}/t/obj/sub/", work.display());
+    assert!(zsh(&format!("unrm {abs}")).contains(&format!("{abs}x").into_bytes()));
+    // A path that is not inside a deleted tree offers only the names.
+    assert_eq!(zsh("unrm elsewhere/"), sorted(top));
+    // bash: the reply continues the word, quoted; no name ran.
+    let bash = complete(&sb, &work, "bash", "t/obj/$", b"unrm t/obj/$");
+    assert_eq!(bash, sorted(&[b"'t/obj/$(touch PWNED)'"]));
+    // And each offered path restores what it names.
+    let out = sb
+        .command(unrm_bin())
+        .current_dir(&work)
+        .arg("t/obj/sub/x")
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    assert_eq!(fs::read(work.join("t/obj/sub/x")).expect("restored"), b"x");
+    assert!(
+        !work.join("t/README").exists(),
+        "only the one file came back"
+    );
+    assert_nothing_ran(&sb);
+}
+
+/// The short ids of `unrm --list`, newest first.
+fn short_ids(sb: &Sandbox, work: &Path) -> Vec<Vec<u8>> {
+    let out = sb
+        .command(unrm_bin())
+        .current_dir(work)
+        .args(["--list", "--json"])
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let text = out.stdout_text();
+    let mut ids: Vec<Vec<u8>> = text
+        .split("\"short_id\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').nth(1))
+        .map(|id| id.as_bytes().to_vec())
+        .collect();
+    assert!(!ids.is_empty(), "no short_id in {text}");
+    ids.sort();
+    ids
+}
+
+/// `--at` completes the short ids `unrm --list` shows; `--show` ids and names; NAMEs after
+/// `--purge` ids too; a plain NAME no ids. `--show=` in bash keeps the option in the word.
+#[test]
+fn ids_are_offered_for_show_at_and_purge() {
+    let sb = Sandbox::new();
+    let work = sb.work("w");
+    delete_tree(&sb, &work);
+    fs::write(work.join("f"), b"x").expect("write");
+    let out = sb.command(saferm_bin()).current_dir(&work).arg("f").run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let ids = short_ids(&sb, &work);
+    assert_eq!(ids.len(), 2);
+    let names = sorted(&[b"f", b"t"]);
+    let with = |extra: &[Vec<u8>]| {
+        let mut v = [ids.clone(), extra.to_vec()].concat();
+        v.sort();
+        v
+    };
+    for shell in ["zsh", "fish"] {
+        let c = |line: &str| complete(&sb, &work, shell, "", line.as_bytes());
+        assert_eq!(c("unrm --at "), ids, "{shell}");
+        assert_eq!(c("unrm --at=2"), ids, "{shell}: the value alone");
+        assert_eq!(c("unrm --show "), with(&names), "{shell}");
+        assert_eq!(c("unrm --purge --dry-run "), with(&names), "{shell}");
+        assert_eq!(c("unrm "), names, "{shell}");
+        assert_eq!(
+            c("unrm -- --at "),
+            names,
+            "{shell}: after --, --at is a NAME"
+        );
+        assert_eq!(
+            c("true; unrm --at x; unrm "),
+            names,
+            "{shell}: another command"
+        );
+    }
+    let first = String::from_utf8(ids[0][..4].to_vec()).expect("ascii id");
+    let bash = complete(
+        &sb,
+        &work,
+        "bash",
+        &first,
+        format!("unrm --at={first}").as_bytes(),
+    );
+    let want: Vec<Vec<u8>> = ids
+        .iter()
+        .filter(|i| i.starts_with(first.as_bytes()))
+        .cloned()
+        .collect();
+    assert_eq!(bash, want, "readline replaces the value after '='");
+}
+
+/// In each real shell: Tab goes into a deleted directory a level at a time (no space after
+/// a directory, so the next Tab goes on), the completed word restores what it names, and
+/// `--at ` Tab (and `--show 2` Tab) complete the only deletion's short id.
+#[test]
+fn tab_goes_into_deleted_trees_and_completes_ids_in_bash_zsh_and_fish() {
+    for shell in SHELLS {
+        let Some(program) = require(shell.name) else {
+            continue;
+        };
+        let sb = Sandbox::new();
+        let work = sb.work("w");
+        let bin = bin_dir(&sb);
+        fs::create_dir_all(work.join("tree/sub dir")).expect("mkdir");
+        fs::write(work.join("tree/sub dir/file one"), b"1").expect("write");
+        fs::write(work.join("tree/other"), b"2").expect("write");
+        let out = sb
+            .command(saferm_bin())
+            .current_dir(&work)
+            .args(["-r", "tree"])
+            .run();
+        assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+        let id = short_ids(&sb, &work).remove(0);
+        let comp = sb.work("completions");
+        let file = sb
+            .std_command(unrm_bin())
+            .args(["--completions", shell.name])
+            .output()
+            .expect("unrm --completions");
+        fs::write(comp.join("_unrm"), &file.stdout).expect("write _unrm");
+        let rc = sb.root().join("rc");
+        let rc_text = format!(
+            "{}{}{}\n",
+            shell.rc.replace("{dir}", &comp.display().to_string()),
+            shell.set_data,
+            sb.data().display()
+        );
+        fs::write(&rc, rc_text).expect("rc");
+        let mut cmd = sb.std_command_with_path(program, format!("{}:/usr/bin:/bin", bin.display()));
+        cmd.args(&shell.argv[1..])
+            .current_dir(&work)
+            .env("TERM", "xterm")
+            .env("LC_ALL", "C.UTF-8");
+        let mut pty = Pty::spawn(cmd);
+        pty.send(format!("source {}\n", rc.display()).as_bytes());
+        pty.wait_for(&format!("{}: first prompt", shell.name), |p| {
+            p.prompts() >= 1
+        });
+        let cases: &[(&str, &[&[u8]])] = &[
+            ("unrm tree/s\tf\t", &[b"unrm", b"tree/sub dir/file one"]),
+            ("unrm --at \t", &[b"unrm", b"--at", &id]),
+            // --show offers names too: `tree` and the id, until a digit is typed.
+            ("unrm --show 2\t", &[b"unrm", b"--show", &id]),
+        ];
+        for (i, (keys, want)) in cases.iter().enumerate() {
+            let out = sb.root().join(format!("out{i}"));
+            // Each Tab is sent on its own, once the shell has had time to finish the last.
+            for (n, part) in keys.split_inclusive('\t').enumerate() {
+                let before = pty.transcript().len();
+                pty.send(part.as_bytes());
+                pty.wait_for(
+                    &format!("{}: case {i}, key group {n} echoed", shell.name),
+                    |p| p.transcript().len() > before,
+                );
+                thread::sleep(Duration::from_millis(300));
+            }
+            pty.send(format!("\x01words {} \r", out.display()).as_bytes());
+            pty.wait_for(&format!("{}: case {i} run", shell.name), |_| out.exists());
+            let got = fields(&fs::read(&out).expect("read the words"));
+            let want: Vec<Vec<u8>> = want.iter().map(|w| w.to_vec()).collect();
+            assert_eq!(
+                show(&got),
+                show(&want),
+                "{}: {keys:?}\nthe terminal showed:\n{}",
+                shell.name,
+                pty.transcript()
+            );
+        }
+        pty.send(b"exit\n");
+        assert_nothing_ran(&sb);
+    }
+}

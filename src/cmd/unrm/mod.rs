@@ -306,11 +306,18 @@ fn act(
         Action::Purge(p) => purge(opts, store, catalog, cwd, p),
         Action::Stats => crate::stats::run(store, catalog, opts.json),
         Action::CompleteNames { shell, word } => {
-            let names = crate::complete::names(&catalog.headers, cwd);
-            let out = match (shell.as_str(), word) {
-                ("bash", Some((text, line))) => crate::complete::bash_replies(&names, text, line),
-                ("bash", None) => crate::complete::bash_replies(&names, b"", b""),
-                _ => crate::complete::nul_list(&names, shell),
+            let (text, line) = word
+                .as_ref()
+                .map_or((&b""[..], &b""[..]), |(t, l)| (t.as_slice(), l.as_slice()));
+            let req = crate::complete::request(line);
+            let mut offered = crate::complete::offer(catalog, cwd, &req);
+            let out = if shell == "bash" {
+                for o in &mut offered {
+                    o.splice(0..0, req.lead.iter().copied());
+                }
+                crate::complete::bash_replies(&offered, text, line)
+            } else {
+                crate::complete::nul_list(&offered, shell)
             };
             stdout_write(&out);
             Ok(0)
