@@ -19,8 +19,11 @@ use crate::output::{human, stderr_write};
 const DELAY: Duration = Duration::from_millis(500);
 /// How often the bar is redrawn at most.
 const REDRAW: Duration = Duration::from_millis(100);
-/// Characters of the bar itself.
+/// Characters of the bar itself, at most: fewer on a narrow terminal, so that the counts,
+/// the rate and the ETA fit.
 const BAR_WIDTH: u64 = 30;
+/// A narrower bar than this is left out.
+const MIN_BAR_WIDTH: u64 = 8;
 
 pub struct Progress {
     /// What is being done, as the line starts: `saferm: archiving`.
@@ -72,13 +75,9 @@ impl Progress {
             self.test_step = Some(reached.max(step));
         }
         if due {
-            let line = bar_line(
-                self.label,
-                self.done,
-                self.total,
-                now.duration_since(self.start),
-            );
             let width = crate::sys::terminal_width(2).unwrap_or(80);
+            let elapsed = now.duration_since(self.start);
+            let line = bar_line(self.label, (self.done, self.total), elapsed, width);
             // Never wider than the terminal: a wrapped line would not be redrawn in place.
             let line: String = line.chars().take(width.saturating_sub(1)).collect();
             stderr_write(format!("\r{line}\x1b[K").as_bytes());
@@ -107,15 +106,28 @@ impl Drop for Progress {
     }
 }
 
-/// `saferm: archiving [bar] 12.0 MiB/100.0 MiB 40.0 MiB/s ETA 2s`.
-fn bar_line(label: &str, done: u64, total: u64, elapsed: Duration) -> String {
+/// `saferm: archiving [bar] 12.0 MiB/100.0 MiB 40.0 MiB/s ETA 2s`, in fewer than `width`
+/// characters when the bar can shrink to make it fit.
+fn bar_line(label: &str, (done, total): (u64, u64), elapsed: Duration, width: usize) -> String {
     let done = done.min(total);
-    let filled = (done.saturating_mul(BAR_WIDTH))
+    let rest = counts(done, total, elapsed);
+    // Two spaces around the bar; one column left free (the cursor).
+    let room = width.saturating_sub(label.chars().count() + rest.chars().count() + 3);
+    let bar_width = (room as u64).min(BAR_WIDTH);
+    if bar_width < MIN_BAR_WIDTH {
+        return format!("{label} {rest}");
+    }
+    let filled = (done.saturating_mul(bar_width))
         .checked_div(total)
-        .unwrap_or(BAR_WIDTH);
-    let bar: String = (0..BAR_WIDTH)
+        .unwrap_or(bar_width);
+    let bar: String = (0..bar_width)
         .map(|i| if i < filled { '█' } else { '░' })
         .collect();
+    format!("{label} {bar} {rest}")
+}
+
+/// `12.0 MiB/100.0 MiB 40.0 MiB/s ETA 2s`.
+fn counts(done: u64, total: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
     let eta = if rate > 0.0 {
@@ -124,7 +136,7 @@ fn bar_line(label: &str, done: u64, total: u64, elapsed: Duration) -> String {
         "?".to_string()
     };
     format!(
-        "{label} {bar} {}/{} {}/s ETA {eta}",
+        "{}/{} {}/s ETA {eta}",
         human(done),
         human(total),
         human(rate as u64),
@@ -149,9 +161,9 @@ mod tests {
     fn the_bar_says_how_far_how_fast_and_how_long_yet() {
         let line = bar_line(
             "saferm: archiving",
-            25 << 20,
-            100 << 20,
+            (25 << 20, 100 << 20),
             Duration::from_secs(1),
+            200,
         );
         assert_eq!(
             line,
@@ -161,7 +173,18 @@ mod tests {
                 "░".repeat(23)
             )
         );
-        assert!(bar_line("unrm: restoring", 0, 0, Duration::ZERO).ends_with("0 B/0 B 0 B/s ETA ?"));
+        assert!(bar_line("unrm: restoring", (0, 0), Duration::ZERO, 80)
+            .ends_with("0 B/0 B 0 B/s ETA ?"));
+        // On 80 columns the bar is shorter, and the ETA still there.
+        let rate = Duration::from_secs(1);
+        let narrow = bar_line("saferm: archiving", (113 << 20, 300 << 20), rate, 80);
+        assert!(
+            narrow.ends_with(" 113.0 MiB/300.0 MiB 113.0 MiB/s ETA 2s"),
+            "{narrow}"
+        );
+        assert_eq!(narrow.chars().count(), 79, "{narrow}");
+        let tiny = bar_line("saferm: archiving", (1, 2), rate, 40);
+        assert_eq!(tiny, "saferm: archiving 1 B/2 B 1 B/s ETA 1s");
         assert_eq!(duration(200.0), "3m 20s");
         assert_eq!(duration(7500.0), "2h 5m");
     }

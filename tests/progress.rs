@@ -186,6 +186,18 @@ fn wait_paused(run: &mut OnTty, pause: &Path) {
     }
 }
 
+/// Wait until the terminal shows the bar `label` (what the program wrote before it paused
+/// may still be on its way through the terminal).
+fn wait_for_bar(run: &OnTty, label: &str) {
+    for _ in 0..6000 {
+        if run.screen().contains(label) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no bar when interrupted: {:?}", run.screen());
+}
+
 #[test]
 fn saferm_moves_its_bar_by_bytes_within_one_large_file() {
     let sb = Sandbox::new();
@@ -270,11 +282,7 @@ fn ctrl_c_while_archiving_clears_the_bar_and_says_nothing_was_removed() {
         .env("SAFERM_TEST_PAUSE_DIR", &pause);
     let mut run = OnTty::spawn(cmd);
     wait_paused(&mut run, &pause);
-    assert!(
-        run.screen().contains("saferm: archiving"),
-        "no bar when interrupted: {:?}",
-        run.screen()
-    );
+    wait_for_bar(&run, "saferm: archiving");
     run.interrupt();
     fs::write(pause.join("resume"), b"").expect("resume");
     let (status, screen) = run.wait();
@@ -316,11 +324,7 @@ fn ctrl_c_during_a_restore_clears_the_bar_says_what_was_restored_and_a_rerun_fin
         .env("SAFERM_TEST_PAUSE_DIR", &pause);
     let mut run = OnTty::spawn(cmd);
     wait_paused(&mut run, &pause);
-    assert!(
-        run.screen().contains("unrm: restoring"),
-        "no bar when interrupted: {:?}",
-        run.screen()
-    );
+    wait_for_bar(&run, "unrm: restoring");
     run.interrupt();
     fs::write(pause.join("resume"), b"").expect("resume");
     let (status, screen) = run.wait();
