@@ -167,9 +167,18 @@ fn check_chosen(
     // Manifests that cannot be read: with --repair they are moved aside (kept, renamed
     // `*.damaged`) and rebuilt from their archives like lost ones.
     let mut damaged: Vec<(std::path::PathBuf, String)> = Vec::new();
-    for &d in chosen {
+    // Ctrl-C stops the reading (nothing is changed while archives are read) and says how
+    // far it got.
+    crate::signal::catch();
+    let total = chosen
+        .iter()
+        .filter_map(|&d| catalog.headers[d].archive.as_ref())
+        .map(|a| a.size)
+        .sum();
+    let mut bar = crate::progress::Progress::new("unrm: checking", total);
+    for (done, &d) in chosen.iter().enumerate() {
         let result = match catalog.load(d) {
-            Ok(del) => check_deletion(store, del),
+            Ok(del) => check_deletion(store, del, &mut bar),
             Err(e) => {
                 let h = &catalog.headers[d];
                 damaged.push((
@@ -179,7 +188,16 @@ fn check_chosen(
                 Err(anyhow!("its manifest is damaged: {e}"))
             }
         };
+        if let Some(sig) = crate::signal::caught() {
+            bar.clear();
+            let done = done + usize::from(result.is_ok());
+            let all = crate::output::count(chosen.len() as u64, "archive", "archives");
+            let line = format!("unrm: interrupted: checked {done} of {all}; nothing was changed\n");
+            stderr_write(line.as_bytes());
+            crate::signal::reraise(sig);
+        }
         if let Err(e) = result {
+            bar.clear();
             problem(&format!("deletion {} is damaged: {e:#}", catalog.id(d)));
             // With --repair, counted only if it cannot be rebuilt (below).
             if !may_rebuild || catalog.load(d).is_ok() {
@@ -187,6 +205,8 @@ fn check_chosen(
             }
         }
     }
+    bar.finish();
+    crate::signal::restore();
     damaged
 }
 
@@ -388,7 +408,7 @@ fn note(msg: &str) {
 
 /// Decode the whole archive, compare every entry with the manifest, then compare the
 /// archive file itself with the size and blake3 recorded when it was sealed.
-fn check_deletion(store: &Store, d: &Deletion) -> Result<()> {
+fn check_deletion(store: &Store, d: &Deletion, bar: &mut crate::progress::Progress) -> Result<()> {
     let info = d
         .manifest
         .archive
@@ -402,11 +422,31 @@ fn check_deletion(store: &Store, d: &Deletion) -> Result<()> {
             info.size
         );
     }
-    crate::archive::verify::verify_archive(
-        BufReader::with_capacity(1 << 20, file),
-        &d.manifest.entries,
-        Some(&info.blake3),
-    )
+    let watched = Watched {
+        inner: BufReader::with_capacity(1 << 20, file),
+        bar,
+    };
+    crate::archive::verify::verify_archive(watched, &d.manifest.entries, Some(&info.blake3))
+}
+
+/// An archive being checked, as it is read: moves the progress bar, and stops at Ctrl-C.
+struct Watched<'a, R> {
+    inner: R,
+    bar: &'a mut crate::progress::Progress,
+}
+
+impl<R: Read> Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if crate::signal::caught().is_some() {
+            return Err(crate::signal::stop_error());
+        }
+        let n = self.inner.read(buf)?;
+        self.bar.advance(n as u64);
+        if crate::fault::active("check-signal") {
+            crate::signal::raise_interrupt();
+        }
+        Ok(n)
+    }
 }
 
 fn hash_file(mut file: File) -> Result<(u64, String)> {

@@ -14,7 +14,8 @@
 //! every source file look uncached, which starts the read-ahead thread (src/prefetch.rs),
 //! `cold-start` only starts it (it then finds every file cached and gives up), and `warm`
 //! makes every file look cached (the thread never starts). unrm:
-//! `restore-signal` (SIGINT while restoring), `restore-sync` (making a restore durable
+//! `restore-signal` (SIGINT while restoring), `check-signal` (SIGINT while `--check` reads an
+//! archive), `restore-sync` (making a restore durable
 //! fails), `purge-crash` (a purge stops between the manifest and the archive),
 //! `no-fchmodat2` (the kernel lacks fchmodat2, as before 6.6).
 //!
@@ -25,6 +26,10 @@
 //! `sparse-damage=a` stores one byte of the sparse file `a`'s data other than the one its
 //! hash was worked out from. unrm: `restore-kill=a` kills unrm (SIGKILL) once `a` is written
 //! under its temp name.
+//!
+//! `archive-pause=a` pauses saferm after the first chunk of the file `a` is archived, and
+//! `restore-pause=a` unrm after the first chunk of `a` is restored (both with the progress
+//! bar drawn), the way `pause` does, so that a test can interrupt them there.
 //!
 //! `pause` stops saferm between sealing and unlinking until a test says go on: it creates
 //! the file `paused` in the directory `SAFERM_TEST_PAUSE_DIR` names, then waits (at most two
@@ -73,7 +78,15 @@ pub fn names(step: &str, name: &[u8]) -> bool {
 /// Fault `step` (`pause`): tell the test through `SAFERM_TEST_PAUSE_DIR/paused`, then wait
 /// for `SAFERM_TEST_PAUSE_DIR/resume`.
 pub fn pause(step: &str) {
-    if !active(step) {
+    if active(step) {
+        wait_for_resume();
+    }
+}
+
+/// The wait of [`pause`], for steps that name files (`archive-pause=a`, see [`names`]):
+/// create `SAFERM_TEST_PAUSE_DIR/paused`, then wait (two minutes at most) for `resume`.
+pub fn wait_for_resume() {
+    if !cfg!(debug_assertions) {
         return;
     }
     let Some(dir) = std::env::var_os("SAFERM_TEST_PAUSE_DIR").map(std::path::PathBuf::from) else {

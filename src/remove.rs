@@ -197,6 +197,11 @@ fn archive_plan(
         Ok((archive::Archived::Declined, _)) => Err(0),
         Err(e) => {
             if let Some(sig) = crate::signal::caught() {
+                // Said already when Ctrl-C ended a wait for the store lock.
+                if !e.chain().any(|c| c.is::<crate::store::Interrupted>()) {
+                    let msg = format!("{prog}: interrupted: nothing was removed\n");
+                    stderr_write(msg.as_bytes());
+                }
                 crate::signal::reraise(sig);
             }
             let reason = format!("{e:#}");

@@ -63,6 +63,28 @@ pub fn caught() -> Option<i32> {
     }
 }
 
+/// The error a reader returns to stop a copy once a signal has arrived. Not of kind
+/// `Interrupted`, which `io::copy` retries: this one ends the copy.
+pub fn stop_error() -> std::io::Error {
+    std::io::Error::other(Stopped)
+}
+
+/// Whether `e` is [`stop_error`].
+pub fn is_stop(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Stopped>())
+}
+
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
 /// Die of `sig` as if it had not been caught.
 pub fn reraise(sig: i32) -> ! {
     restore();

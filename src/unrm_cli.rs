@@ -92,7 +92,11 @@ pub fn command() -> Command {
              deletion of a path wins (--at, --pick choose another).\n\n\
              Nothing that exists is replaced: directories are restored into, identical objects \
              are left as they are, anything else is reported and unrm exits 1 \
-             (--rename restores beside it, --overwrite archives it first, then replaces it).",
+             (--rename restores beside it, --overwrite archives it first, then replaces it).\n\n\
+             On a terminal, a restore or --check that takes more than half a second shows its \
+             progress in bytes on stderr. Ctrl-C stops a restore, keeps every complete file, \
+             removes the one being written and says how many came back; the same command \
+             again finishes it.",
         )
         .args(restore_args())
         .args(store_args())

@@ -15,6 +15,7 @@ mod layers;
 mod listing;
 mod memory;
 mod powercut;
+mod progress;
 mod readme;
 mod saferm;
 mod shell;

@@ -208,7 +208,7 @@ impl<'c, 'p, 's> Filler<'c, 'p, 's> {
             stack: Vec::new(),
             fds: DirStack::new(sys::AT_FDCWD),
             path: Vec::new(),
-            progress: crate::progress::Progress::new(total),
+            progress: crate::progress::Progress::new("saferm: archiving", total),
         })
     }
 
@@ -379,6 +379,7 @@ impl<'c, 'p, 's> Filler<'c, 'p, 's> {
             quote(&self.plan.display(idx))
         );
         if self.ctx.warned.lock().is_ok_and(|mut w| w.insert(idx)) {
+            self.progress.clear();
             stderr_write(msg.as_bytes());
         }
         self.not_archived.push(entry);
@@ -464,8 +465,13 @@ impl<'c, 'p, 's> Filler<'c, 'p, 's> {
         } else {
             let buffered =
                 std::io::BufReader::with_capacity(1 << 20, FaultyRead::new(&file, &node.name));
-            let mut reader = Hashing {
+            let watched = Watched {
                 inner: buffered,
+                progress: &mut self.progress,
+                pause: crate::fault::names("archive-pause", node.name.as_bytes()),
+            };
+            let mut reader = Hashing {
+                inner: watched,
                 hasher,
             };
             let r = self.writer.append(&meta, Some(&mut reader));
@@ -489,7 +495,10 @@ impl<'c, 'p, 's> Filler<'c, 'p, 's> {
         if !handed_over && sparse.is_none() {
             entry.blake3 = Some(hasher.finalize().to_hex().to_string());
         }
-        self.progress.advance(st.size);
+        if st.size <= WHOLE_READ_BYTES || sparse.is_some() {
+            // (A large file moved the bar as it was read.)
+            self.progress.advance(st.size);
+        }
         self.totals.files += 1;
         self.totals.bytes += st.size;
         self.record(idx, entry, handed_over, sparse);
@@ -618,6 +627,30 @@ impl<'c, 'p, 's> Filler<'c, 'p, 's> {
             .seal(compress_copy, |w| manifest.write_json(w))
             .context("cannot finish the archive")?;
         Ok(Filled::Sealed(Box::new((sealed, manifest))))
+    }
+}
+
+/// A large file's reader, as its bytes go into the archive: moves the progress bar chunk by
+/// chunk, and ends the copy once Ctrl-C has arrived (a 300 MiB file is not read to its end
+/// first).
+struct Watched<'a, R> {
+    inner: R,
+    progress: &'a mut crate::progress::Progress,
+    /// Failure injection (debug builds): pause after the first chunk (`archive-pause`).
+    pause: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if crate::signal::caught().is_some() {
+            return Err(crate::signal::stop_error());
+        }
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        if std::mem::take(&mut self.pause) {
+            crate::fault::wait_for_resume();
+        }
+        Ok(n)
     }
 }
 

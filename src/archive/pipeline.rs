@@ -230,6 +230,11 @@ pub(super) fn write_archive(
         Ok(verified) => verified,
         Err(failures) => return Ok(Attempt::Retry(failures)),
     };
+    // Ctrl-C during verification or the sync: the deletion is not published, and nothing
+    // is removed.
+    if crate::signal::caught().is_some() {
+        bail!("interrupted");
+    }
     publish(store, &pending, &month, sealed, synced, &manifest)?;
     pending.keep();
     crate::timing::mark("archive durable, manifest published");

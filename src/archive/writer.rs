@@ -758,6 +758,8 @@ impl Read for Exact<'_> {
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            // Ctrl-C: the whole archive is abandoned, not padded out.
+            Err(e) if crate::signal::is_stop(&e) => Err(e),
             Err(e) => self.fail(AppendError::Source(e), &mut buf[..want]),
         }
     }

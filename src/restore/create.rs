@@ -98,15 +98,21 @@ impl Restorer<'_> {
     ) -> io::Result<Done> {
         let Data { read: data, sparse } = data;
         let mut hash = ContentHash::of(e);
+        let bar = &mut self.tally.bar;
         let copied = match sparse {
             Ok(None) => {
                 let mut buf = std::mem::take(&mut self.buf);
                 buf.resize(256 * 1024, 0);
-                let copied = copy_hashed(data, file, &mut buf, &mut hash);
+                let pause = crate::fault::names("restore-pause", dest);
+                let copied = copy_hashed(data, file, &mut buf, &mut hash, (bar, pause));
                 self.buf = buf;
                 copied
             }
-            Ok(Some((size, stored))) => copy_sparse(data, file, size, stored, &mut hash),
+            Ok(Some((size, stored))) => {
+                let copied = copy_sparse(data, file, size, stored, &mut hash);
+                bar.advance(size);
+                copied
+            }
             Err(err) => Err(err),
         };
         match copied {
@@ -176,6 +182,7 @@ impl Restorer<'_> {
                 ) {
                     self.report.xattrs_not_set += 1;
                 } else {
+                    self.tally.bar.clear();
                     stderr_write(
                         format!(
                             "unrm: could not restore the attribute {} of {}: {}\n",
@@ -222,12 +229,14 @@ fn copy_sparse(
     Ok(())
 }
 
-/// Copy everything from `src` to `dst`, feeding it to `hash`.
+/// Copy everything from `src` to `dst`, feeding it to `hash`, and moving the progress `bar`
+/// chunk by chunk (`pause`: failure injection, `restore-pause`, after the first chunk).
 fn copy_hashed(
     src: &mut dyn Read,
     dst: &mut File,
     buf: &mut [u8],
     hash: &mut ContentHash,
+    (bar, mut pause): (&mut crate::progress::Progress, bool),
 ) -> io::Result<()> {
     let mut total = 0u64;
     loop {
@@ -246,6 +255,10 @@ fn copy_hashed(
             dst.write_all(&buf[..n])?;
         }
         total += n as u64;
+        bar.advance(n as u64);
+        if std::mem::take(&mut pause) {
+            crate::fault::wait_for_resume();
+        }
         // Failure injection (debug builds): Ctrl-C arrives while a file is being written.
         if crate::fault::active("restore-signal") {
             crate::signal::raise_interrupt();

@@ -55,6 +55,7 @@ mod durable;
 pub mod obstacle;
 mod restorer;
 pub mod resume;
+pub mod tally;
 
 use std::collections::HashMap;
 use std::io;
@@ -68,6 +69,7 @@ use crate::store::Backend;
 use crate::sys;
 use restorer::Restorer;
 use resume::Resume;
+pub use tally::Tally;
 
 /// What to do when the destination of a restored object already exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +145,7 @@ pub fn restore(
     targets: &[Target],
     opts: &RestoreOptions,
     report: &mut Report,
+    tally: &mut Tally,
 ) -> Result<()> {
     let paths: Vec<Vec<u8>> = manifest
         .entries
@@ -162,7 +165,7 @@ pub fn restore(
         .enumerate()
         .map(|(i, p)| (p.as_slice(), i))
         .collect();
-    let mut r = Restorer::new(opts, report, manifest, &paths, &index);
+    let mut r = Restorer::new(opts, report, manifest, &paths, &index, tally);
     let jobs = r.plan(targets)?;
     if jobs.iter().all(Option::is_none) {
         return Ok(());

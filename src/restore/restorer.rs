@@ -15,6 +15,7 @@ use super::create::{create_node, create_symlink, same_content, Done};
 use super::dirs::Finish;
 use super::durable::Filesystems;
 use super::resume::Resume;
+use super::tally::Tally;
 use super::{reason, Conflict, Report, RestoreOptions, Target};
 use crate::manifest::{Entry, Kind, Manifest};
 use crate::output::stderr_write;
@@ -113,6 +114,8 @@ pub(super) struct Restorer<'a> {
     pub(super) verbose_out: Vec<u8>,
     /// What a killed restore of this deletion left to finish, and this run's journal.
     pub(super) resume: Resume,
+    /// The run's progress: the bar, and the files in place.
+    pub(super) tally: &'a mut Tally,
 }
 
 impl<'a> Restorer<'a> {
@@ -123,6 +126,7 @@ impl<'a> Restorer<'a> {
         manifest: &'a Manifest,
         paths: &'a [Vec<u8>],
         index: &'a HashMap<&'a [u8], usize>,
+        tally: &'a mut Tally,
     ) -> Restorer<'a> {
         Restorer {
             opts,
@@ -142,6 +146,7 @@ impl<'a> Restorer<'a> {
             filesystems: Filesystems::start(),
             verbose_out: Vec::new(),
             resume: Resume::default(),
+            tally,
         }
     }
 }
@@ -154,6 +159,7 @@ impl Restorer<'_> {
 
     pub(super) fn fail(&mut self, dest: &[u8], reason: &str) {
         let shown = self.shown(dest);
+        self.tally.bar.clear();
         stderr_write(format!("unrm: could not restore {shown}: {reason}\n").as_bytes());
         self.report.failed += 1;
     }
@@ -449,6 +455,7 @@ impl Restorer<'_> {
                 if e.kind == Kind::File {
                     self.first_names
                         .insert(self.paths[i].clone(), dest.to_vec());
+                    self.tally.in_place(e.size, true);
                 }
                 self.report.restored += 1;
                 if self.roots.is_dest(dest) {
@@ -472,6 +479,7 @@ impl Restorer<'_> {
 
     /// Report that something else is at `dest`; below a directory, nothing is restored.
     fn conflict(&mut self, e: &Entry, dest: &[u8]) {
+        self.tally.bar.clear();
         stderr_write(
             format!(
                 "unrm: could not restore {}: something else is there (--rename restores beside it)\n",
@@ -539,6 +547,7 @@ impl Restorer<'_> {
         if e.kind == Kind::File {
             self.first_names
                 .insert(self.paths[i].clone(), dest.to_vec());
+            self.tally.in_place(e.size, false);
         }
         self.report.already += 1;
         if self.roots.is_dest(dest) {

@@ -13,7 +13,7 @@ use crate::manifest::PathBytes;
 use crate::output::{stderr_write, stdout_write};
 use crate::paths::{display, split_parent, PathMap};
 use crate::quote::quote;
-use crate::restore::{self, Report, RestoreOptions, Target};
+use crate::restore::{self, Conflict, Report, RestoreOptions, Tally, Target};
 use crate::store::Store;
 use crate::sys;
 use crate::unrm_cli::Options;
@@ -147,11 +147,13 @@ pub(super) fn restore_picks(
         verbose: opts.verbose,
     };
     let (order, by_deletion) = group_by_deletion(opts, catalog, &anchor, picks, bases);
+    let mut tally = Tally::new("unrm: restoring", wanted(catalog, &order, &by_deletion));
     let mut total = Report::default();
     for &d in &order {
         let del = match catalog.load(d) {
             Ok(del) => del,
             Err(e) => {
+                tally.bar.clear();
                 stderr_write(format!("unrm: could not restore: {e}\n").as_bytes());
                 failed = true;
                 continue;
@@ -159,33 +161,85 @@ pub(super) fn restore_picks(
         };
         let targets = &by_deletion[&d];
         let mut report = Report::default();
-        if let Err(e) = restore::restore(store, &del.manifest, targets, &ropts, &mut report) {
-            stderr_write(
-                format!(
-                    "unrm: could not restore from deletion {}: {e:#}\n",
-                    del.id()
-                )
-                .as_bytes(),
-            );
-            failed = true;
+        let result = restore::restore(
+            store,
+            &del.manifest,
+            targets,
+            &ropts,
+            &mut report,
+            &mut tally,
+        );
+        tally.bar.clear();
+        let interrupted = crate::signal::caught();
+        match result {
+            // Ctrl-C: said below, in one line.
+            Err(_) if interrupted.is_some() && !report.not_durable => {}
+            Err(e) => {
+                stderr_write(
+                    format!(
+                        "unrm: could not restore from deletion {}: {e:#}\n",
+                        del.id()
+                    )
+                    .as_bytes(),
+                );
+                failed = true;
+            }
+            Ok(()) => {}
         }
-        say_restored(opts, cwd, catalog, (d, &order), targets, &report);
+        if interrupted.is_none() {
+            say_restored(opts, cwd, catalog, (d, &order), targets, &report);
+        }
         if report.restored > 0 && !report.not_durable {
             note_restored(store, del, targets, &report);
         }
-        if let Some(sig) = crate::signal::caught() {
-            stderr_write(
-                format!(
-                    "unrm: interrupted after restoring {} object(s)\n",
-                    total.restored + report.restored
-                )
-                .as_bytes(),
-            );
+        if let Some(sig) = interrupted {
+            let objects = total.restored + report.restored;
+            stderr_write(interrupted_line(&tally, objects, opts.conflict).as_bytes());
             crate::signal::reraise(sig);
         }
         add_up(&mut total, report);
     }
+    tally.bar.finish();
     sum_up(&total, failed)
+}
+
+/// The regular files (and their bytes) the run restores: what its progress counts.
+fn wanted(
+    catalog: &Catalog,
+    order: &[usize],
+    by_deletion: &HashMap<usize, Vec<Target>>,
+) -> (u64, u64) {
+    order
+        .iter()
+        .filter_map(|d| Some((catalog.load(*d).ok()?, &by_deletion[d])))
+        .map(|(del, targets)| Tally::wanted(&del.manifest, targets))
+        .fold((0, 0), |(n, b), (dn, db)| (n + dn, b + db))
+}
+
+/// What Ctrl-C left: `unrm: interrupted: restored 120 of 5000 files (3.1 MiB of 290.0 MiB);
+/// run the same command again to finish`. The files counted are complete under their real
+/// names (the one being written is removed), and a run again finds them there, identical,
+/// and restores the rest. Without regular files, the `objects` made are counted.
+fn interrupted_line(tally: &Tally, objects: u64, conflict: Conflict) -> String {
+    let again = match conflict {
+        Conflict::Skip => "run the same command again to finish",
+        // Again with --rename would restore all of it beside what is there now.
+        Conflict::Rename => "run it again without --rename to finish",
+        // What was in the way is archived and gone: again, it would archive this part.
+        Conflict::Overwrite => "run it again without --overwrite to finish",
+    };
+    let (files, wanted) = (tally.files, tally.files_wanted.max(tally.files));
+    if wanted == 0 {
+        let objects = crate::output::count(objects, "object", "objects");
+        return format!("unrm: interrupted: restored {objects}; {again}\n");
+    }
+    let noun = if wanted == 1 { "file" } else { "files" };
+    let (human, bytes_wanted) = (crate::output::human, tally.bytes_wanted.max(tally.bytes));
+    format!(
+        "unrm: interrupted: restored {files} of {wanted} {noun} ({} of {}); {again}\n",
+        human(tally.bytes),
+        human(bytes_wanted)
+    )
 }
 
 /// The picks as restore targets, grouped by deletion in the order of first mention, each
