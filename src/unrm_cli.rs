@@ -213,7 +213,7 @@ fn store_args() -> Vec<Arg> {
             .long("cat")
             .value_name("PATH")
             .value_parser(value_parser!(OsString))
-            .help("Write a deleted file's content to stdout, checked against its blake3 (PATH as for restoring; --at, --pick choose the version)"),
+            .help("Write a deleted file's content to stdout, checked against its blake3: a mismatch is exit 1 before the end is written (nothing at all up to 8 MiB). PATH as for restoring; --at, --pick choose the version"),
         Arg::new("since")
             .long("since")
             .value_name("TIME")
