@@ -478,6 +478,15 @@ fn purge_takes_the_same_time_filters_alone_or_with_names() {
         "{}",
         out.stderr_text()
     );
+    let out = at_now(&sb, &w, &["--purge", "--since", "soon"]);
+    assert_eq!(out.code(), Some(1));
+    assert!(
+        out.stderr_text()
+            .starts_with("unrm: could not purge: --since 'soon' is not a time (")
+            && out.stderr_text().ends_with("\nunrm: nothing was purged\n"),
+        "{}",
+        out.stderr_text()
+    );
     assert_eq!(listed(&at_now_ok(&sb, &w, &["--list"])).len(), 2);
 }
 

@@ -1,7 +1,8 @@
 //! `--since`, `--until`, `--today`: which deletions `--list` and `--purge` take, by when
 //! they were made (the manifest's `created`), read with the parser `--at` uses.
 
-use crate::catalog::Header;
+use crate::catalog::{Catalog, Header};
+use crate::output::stderr_write;
 use crate::unrm_cli::Filter;
 
 use super::find::parse_time_as;
@@ -43,4 +44,38 @@ impl TimeRange {
         let t = t.with_timezone(&chrono::Utc);
         self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
     }
+}
+
+/// `--purge` by time: `--since`, `--until`, `--today` name deletions, those of the NAMEs
+/// (`ids`, when `named`) made in the range, or all made in it; the range chooses, as the
+/// limits do, so the configured limits are not applied (an empty range purges nothing).
+/// Nothing changes without them; false (said on stderr) when a time does not parse.
+pub(super) fn choose_by_time(
+    filter: &Filter,
+    catalog: &Catalog,
+    named: bool,
+    ids: &mut Vec<String>,
+) -> bool {
+    if !filter.by_time() {
+        return true;
+    }
+    let range = match TimeRange::of(filter) {
+        Ok(r) => r,
+        Err(msg) => {
+            stderr_write(format!("unrm: could not purge: {msg}\n").as_bytes());
+            return false;
+        }
+    };
+    let in_range: Vec<&str> = catalog
+        .headers
+        .iter()
+        .filter(|h| range.holds(h))
+        .map(|h| h.id.as_str())
+        .collect();
+    if named {
+        ids.retain(|id| in_range.contains(&id.as_str()));
+    } else {
+        *ids = in_range.iter().map(|id| id.to_string()).collect();
+    }
+    true
 }

@@ -364,34 +364,13 @@ fn purge(
         stderr_write(format!("unrm: could not purge {id}: {why}\n").as_bytes());
         bad = true;
     }
+    bad |= !filter::choose_by_time(&opts.filter, catalog, !p.ids.is_empty(), &mut ids);
     if bad {
         stderr_write(b"unrm: nothing was purged\n");
         return Ok(1);
     }
-    // `--since`, `--until`, `--today` name deletions by time: those of the NAMEs, or all.
-    if opts.filter.by_time() {
-        let range = match filter::TimeRange::of(&opts.filter) {
-            Ok(r) => r,
-            Err(msg) => {
-                stderr_write(format!("unrm: could not purge: {msg}\n").as_bytes());
-                return Ok(1);
-            }
-        };
-        let in_range: Vec<&str> = catalog
-            .headers
-            .iter()
-            .filter(|h| range.holds(h))
-            .map(|h| h.id.as_str())
-            .collect();
-        if p.ids.is_empty() {
-            ids = in_range.iter().map(|id| id.to_string()).collect();
-        } else {
-            ids.retain(|id| in_range.contains(&id.as_str()));
-        }
-    }
-    let limits_given = p.older_than.is_some() || p.max_size.is_some();
-    let by_config = !limits_given && ids.is_empty() && p.keep.is_none() && !opts.filter.by_time();
-    let mut rules = if by_config {
+    let limits_given = p.older_than.is_some() || p.max_size.is_some() || opts.filter.by_time();
+    let mut rules = if !limits_given && ids.is_empty() && p.keep.is_none() {
         Rules::from_config(&config)
     } else {
         Rules {
