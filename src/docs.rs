@@ -227,6 +227,18 @@ Restore one file from a deleted tree; missing parent directories come back with 
 \fBunrm \-\-to /tmp/old build/\fR
 Restore under another directory.
 .TP
+\fBunrm\fR
+Show the newest five deletions as \fBunrm \-\-list\fR does, and how to restore them.
+.TP
+\fBunrm \-\-show build\fR
+Show what the newest deletion of build holds, as a tree with sizes, file counts and symlink targets (\fB\-l\fR: type, mode, owner, size and mtime of each object).
+.TP
+\fBunrm \-\-cat proj/src/main.rs | diff \- proj/src/main.rs\fR
+Write one deleted file to stdout, checked against its blake3: up to 8 MiB nothing is written unless it matches; a bigger file holds back at least its last 256 KiB. A mismatch is exit 1. \fB\-\-to \-\fR is refused: \fB\-\-cat\fR writes a file to stdout.
+.TP
+\fBunrm \-\-list \-\-since yesterday \-\-sort size\fR, \fBunrm \-\-purge \-\-today\fR
+Only the deletions made since the start of yesterday, biggest first; purge those made today. \fB\-\-since\fR, \fB\-\-until\fR take 10m, 2h, 3d (ago), 14:00, 2026\-12\-01 14:00, today, yesterday, in the local time zone.
+.TP
 \fBunrm \-\-list\fR, \fBunrm \-\-check\fR
 List the deletions, newest first, one a line under a header: the shortest prefix of each id that is unique in the store (which every option taking an ID accepts), when (\fB29 min ago\fR, \fByesterday 08:00\fR), files, size, whether it was restored or is still staged, and what was deleted, relative to the current directory, cut with \fB…\fR to the terminal's width; \fB\-l\fR (\fB\-\-long\fR) shows whole ids, times and compressed sizes, \fB\-\-json\fR everything. Verify every archive against its manifest.
 "#;

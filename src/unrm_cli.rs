@@ -21,6 +21,10 @@ pub enum Action {
     List(Vec<OsString>),
     /// The files inside one deletion.
     Show(String),
+    /// A deleted regular file's content, to stdout, verified.
+    Cat(OsString),
+    /// `unrm` alone: the newest deletions and how to restore them.
+    Recent,
     /// Verify archives against manifests (all, or these ids).
     Check { ids: Vec<String>, repair: bool },
     /// Print completions for a shell.
@@ -67,6 +71,35 @@ pub struct Options {
     pub at: Option<String>,
     /// `--pick`: choose among every deletion of a path, not just the newest.
     pub pick: bool,
+    /// `--since`, `--until`, `--today`, `--sort`: which deletions `--list` and `--purge`
+    /// take, and the listing's order.
+    pub filter: Filter,
+}
+
+/// Which deletions, by when they were made, and in what order they are listed. The times
+/// are kept as typed: they are read against the clock when the command runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// `--since TIME` (`--today`: `today`, its start): made at or after it.
+    pub since: Option<String>,
+    /// `--until TIME`: made at or before it.
+    pub until: Option<String>,
+    pub sort: Sort,
+}
+
+impl Filter {
+    /// Whether deletions are chosen by when they were made.
+    pub fn by_time(&self) -> bool {
+        self.since.is_some() || self.until.is_some()
+    }
+}
+
+/// `--sort`: newest first (the default), or biggest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sort {
+    #[default]
+    Time,
+    Size,
 }
 
 /// The outcome of parsing.
@@ -96,7 +129,10 @@ pub fn command() -> Command {
              On a terminal, a restore or --check that takes more than half a second shows its \
              progress in bytes on stderr. Ctrl-C stops a restore, keeps every complete file, \
              removes the one being written and says how many came back; the same command \
-             again finishes it.",
+             again finishes it.\n\n\
+             Without arguments, unrm shows the newest deletions and how to restore them. \
+             TIME (--at, --since, --until) is 2026-12-01 14:00, 14:00 (today), 10m, 2h, 3d \
+             (ago), today or yesterday, in the local time zone.",
         )
         .args(restore_args())
         .args(store_args())
@@ -107,6 +143,7 @@ pub fn command() -> Command {
                     "last",
                     "list",
                     "show",
+                    "cat",
                     "check",
                     "completions",
                     "man",
@@ -137,7 +174,7 @@ fn restore_args() -> Vec<Arg> {
             .long("to")
             .value_name("DIR")
             .value_parser(value_parser!(PathBuf))
-            .help("Restore under DIR instead of the original place"),
+            .help("Restore under DIR instead of the original place (not '-': see --cat)"),
         Arg::new("rename")
             .long("rename")
             .action(ArgAction::SetTrue)
@@ -170,12 +207,36 @@ fn store_args() -> Vec<Arg> {
             .short('l')
             .long("long")
             .action(ArgAction::SetTrue)
-            .requires("list")
-            .help("With --list: full ids, absolute times and compressed sizes"),
+            .help("With --list: full ids, absolute times and compressed sizes; with --show: \
+                   type, mode, owner, size, mtime and whole path of each object"),
         Arg::new("show")
             .long("show")
             .value_name("ID|NAME")
-            .help("List the files inside one deletion (by id, or the newest that removed NAME)"),
+            .help("Show what one deletion holds as a tree with sizes (by id, or the newest that removed NAME)"),
+        Arg::new("cat")
+            .long("cat")
+            .value_name("PATH")
+            .value_parser(value_parser!(OsString))
+            .help("Write a deleted file's content to stdout, checked against its blake3: a mismatch is exit 1 before the end is written (nothing at all up to 8 MiB). PATH as for restoring; --at, --pick choose the version"),
+        Arg::new("since")
+            .long("since")
+            .value_name("TIME")
+            .help("With --list or --purge: only deletions made at or after TIME"),
+        Arg::new("until")
+            .long("until")
+            .value_name("TIME")
+            .help("With --list or --purge: only deletions made at or before TIME"),
+        Arg::new("today")
+            .long("today")
+            .action(ArgAction::SetTrue)
+            .conflicts_with("since")
+            .help("With --list or --purge: only deletions made today (--since today)"),
+        Arg::new("sort")
+            .long("sort")
+            .value_name("KEY")
+            .value_parser(["time", "size"])
+            .requires("list")
+            .help("With --list: newest first (time, the default) or biggest first (size)"),
         Arg::new("check")
             .long("check")
             .action(ArgAction::SetTrue)
@@ -331,6 +392,11 @@ pub fn parse(args: &[OsString]) -> Parsed {
             return usage("--show takes one ID and no NAME");
         }
         Action::Show(id.clone())
+    } else if let Some(path) = matches.get_one::<OsString>("cat") {
+        if !names.is_empty() {
+            return usage("--cat takes one PATH and no NAME");
+        }
+        Action::Cat(path.clone())
     } else if matches.get_flag("purge") {
         Action::Purge(PurgeOptions {
             ids: names
@@ -357,12 +423,19 @@ pub fn parse(args: &[OsString]) -> Parsed {
             ids,
             repair: matches.get_flag("repair"),
         }
+    } else if names.is_empty() && bare(&matches) {
+        Action::Recent
     } else {
         if names.is_empty() {
-            return usage("missing NAME (or --last, --list, --show, --check, --purge, --stats)");
+            return usage(
+                "missing NAME (or --last, --list, --show, --cat, --check, --purge, --stats)",
+            );
         }
         Action::Restore(names)
     };
+    if let Some(msg) = misplaced(&matches, &action) {
+        return usage(msg);
+    }
     Parsed::Run(Options {
         action,
         to: matches.get_one::<PathBuf>("to").cloned(),
@@ -378,7 +451,52 @@ pub fn parse(args: &[OsString]) -> Parsed {
         verbose: matches.get_flag("verbose"),
         at: matches.get_one::<String>("at").cloned(),
         pick: matches.get_flag("pick"),
+        filter: Filter {
+            since: if matches.get_flag("today") {
+                Some("today".to_string())
+            } else {
+                matches.get_one::<String>("since").cloned()
+            },
+            until: matches.get_one::<String>("until").cloned(),
+            sort: match matches.get_one::<String>("sort").map(String::as_str) {
+                Some("size") => Sort::Size,
+                _ => Sort::Time,
+            },
+        },
     })
+}
+
+/// Whether no option of restoring was given: `unrm` alone (or `unrm --json`) shows the
+/// newest deletions; `unrm --to DIR` without a NAME is still a usage error.
+fn bare(matches: &clap::ArgMatches) -> bool {
+    ["to", "rename", "overwrite", "at", "pick", "verbose"]
+        .iter()
+        .all(|id| matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine))
+}
+
+/// An option given with an action it has no meaning for (clap's `requires` cannot say
+/// "with --list or --purge"), or `--to -`.
+fn misplaced(matches: &clap::ArgMatches, action: &Action) -> Option<&'static str> {
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let filtered = given("since") || given("until") || given("today");
+    if filtered && !matches!(action, Action::List(_) | Action::Purge(_)) {
+        return Some("--since, --until and --today go with --list or --purge");
+    }
+    if filtered && (given("older-than") || given("max-size") || given("keep")) {
+        return Some("--since, --until and --today choose what --purge purges: give them without --older-than, --max-size or --keep");
+    }
+    if given("long") && !matches!(action, Action::List(_) | Action::Show(_)) {
+        return Some("--long goes with --list or --show");
+    }
+    // `--to -` would make a directory called `-`; the content of one file goes to stdout
+    // with --cat (`diff <(unrm --cat f) f`). `--to ./-` is that directory.
+    if matches
+        .get_one::<PathBuf>("to")
+        .is_some_and(|p| p.as_os_str() == "-")
+    {
+        return Some("--to - is not supported: to write a deleted file to stdout, use --cat PATH");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -463,6 +581,55 @@ mod tests {
     fn two_actions_are_refused() {
         let args: Vec<OsString> = ["--list", "--check"].iter().map(OsString::from).collect();
         assert!(matches!(parse(&args), Parsed::Exit { code: 1, .. }));
-        assert!(matches!(parse(&[]), Parsed::Exit { code: 1, .. }));
+    }
+
+    #[test]
+    fn unrm_alone_shows_the_newest_deletions_and_other_options_alone_still_need_a_name() {
+        assert_eq!(run(&[]).action, Action::Recent);
+        assert_eq!(run(&["--json"]).action, Action::Recent);
+        for args in [&["--to", "d"][..], &["-v"], &["--rename"], &["--at", "2h"]] {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            assert!(
+                matches!(parse(&args), Parsed::Exit { code: 1, .. }),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_go_with_list_or_purge() {
+        let o = run(&[
+            "--list", "--since", "2h", "--until", "10m", "--sort", "size",
+        ]);
+        assert_eq!(
+            o.filter,
+            Filter {
+                since: Some("2h".into()),
+                until: Some("10m".into()),
+                sort: Sort::Size
+            }
+        );
+        assert_eq!(
+            run(&["--purge", "--today"]).filter.since.as_deref(),
+            Some("today")
+        );
+        for args in [
+            &["--since", "2h", "x"][..],
+            &["--today", "--since", "2h", "--list"],
+            &["--sort", "size"],
+            &["--list", "--sort", "name"],
+            &["--show", "x", "--today"],
+            &["--cat", "x", "y"],
+            &["x", "--to", "-"],
+            &["-l", "x"],
+        ] {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            assert!(
+                matches!(parse(&args), Parsed::Exit { code: 1, .. }),
+                "{args:?}"
+            );
+        }
+        assert_eq!(run(&["--cat", "a/b"]).action, Action::Cat("a/b".into()));
+        assert!(run(&["--show", "x", "-l"]).long);
     }
 }

@@ -191,7 +191,7 @@ fn the_short_ids_listed_are_taken_by_every_option_that_takes_an_id() {
     let sb = Sandbox::new();
     let w = store_for_people(&sb);
     let run = |args: &[&str]| unrm_ok(&sb, &w, args).stdout_text();
-    assert!(run(&["--show", "20260610T120000"]).contains("/proj/a'"));
+    assert!(run(&["--show", "20260610T120000"]).contains("\nproj/  2 files, 6 B\n├── a  5 B\n"));
     assert!(run(&["--purge", "--dry-run", "20260301"])
         .starts_with(&format!("would purge {}", DELETIONS[2].1)));
     run(&["--check", "20260609"]);

@@ -3,6 +3,7 @@
 //! The tests make and move their own trees freely: the bans of clippy.toml are for `src/`.
 #![allow(clippy::disallowed_methods)]
 mod answers;
+mod browse;
 mod common;
 mod completion;
 mod deep;

@@ -49,6 +49,7 @@
 //!    what lets a killed restore be finished) is removed; the caller (`unrm`) prints the
 //!    summary and writes the "restored" note.
 
+pub mod cat;
 mod create;
 mod dirs;
 mod durable;

@@ -467,6 +467,12 @@ pub(super) fn at_filter(catalog: &Catalog, at: &str) -> Result<Box<dyn Fn(usize)
 /// long ago, `10m`, `2h`, `3d`, `1w`, `45s` (`10m ago` too). The clock is the test clock
 /// in debug builds (`SAFERM_TEST_NOW`).
 pub(super) fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    parse_time_as(text, false)
+}
+
+/// [`parse_time`], with a day (`2026-12-01`, `today`, `yesterday`) read as its start when
+/// `start` (`--since yesterday` is from yesterday's midnight on), else as its end.
+pub(super) fn parse_time_as(text: &str, start: bool) -> Option<chrono::DateTime<chrono::Utc>> {
     use chrono::TimeZone;
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&chrono::Utc));
@@ -477,13 +483,21 @@ pub(super) fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let word = lower.strip_suffix(" ago").unwrap_or(&lower).trim();
     let end_of = |days_back: i64| {
         let day = local_now.date_naive() - chrono::Duration::days(days_back);
+        if start {
+            return chrono::Local
+                .from_local_datetime(&day.and_hms_opt(0, 0, 0)?)
+                .earliest()
+                .map(|t| t.with_timezone(&chrono::Utc));
+        }
         chrono::Local
             .from_local_datetime(&day.and_hms_opt(23, 59, 59)?)
             .latest()
             .map(|t| t.with_timezone(&chrono::Utc).min(now))
     };
     match word {
-        "now" | "today" => return Some(now),
+        "now" => return Some(now),
+        "today" if start => return end_of(0),
+        "today" => return Some(now),
         "yesterday" => return end_of(1),
         _ => {}
     }
@@ -506,9 +520,10 @@ pub(super) fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .iter()
         .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
         .or_else(|| {
+            let (h, m, sec) = if start { (0, 0, 0) } else { (23, 59, 59) };
             chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
                 .ok()
-                .and_then(|d| d.and_hms_opt(23, 59, 59))
+                .and_then(|d| d.and_hms_opt(h, m, sec))
         })?;
     chrono::Local
         .from_local_datetime(&naive)

@@ -10,8 +10,9 @@ use crate::output::{count, human, local_time, stderr_write, stdout_write};
 use crate::paths::display;
 use crate::quote::quote;
 use crate::store::staging::{Staged, StagedState};
-use crate::unrm_cli::Options;
+use crate::unrm_cli::{Options, Sort};
 
+use super::filter::TimeRange;
 use super::find::matches_pattern;
 
 /// One row of the listing: an archived deletion, or one still staged (instant mode) with
@@ -56,6 +57,63 @@ pub(super) fn list(
     cwd: &[u8],
     patterns: &[OsString],
 ) -> i32 {
+    let range = match TimeRange::of(&opts.filter) {
+        Ok(r) => r,
+        Err(msg) => {
+            stderr_write(format!("unrm: could not list: {msg}\n").as_bytes());
+            return 1;
+        }
+    };
+    let wanted = |h: &Header| {
+        range.holds(h)
+            && (patterns.is_empty()
+                || patterns
+                    .iter()
+                    .any(|p| matches_pattern(h, cwd, p.as_bytes())))
+    };
+    print_rows(opts, headers, staged, cwd, &wanted, None);
+    0
+}
+
+/// How many deletions `unrm` alone shows.
+const RECENT: usize = 5;
+
+/// `unrm` alone: the newest deletions as `--list` shows them, and how to restore them; or
+/// that there is nothing to restore.
+pub(super) fn recent(opts: &Options, headers: &[Header], staged: &[Staged], cwd: &[u8]) -> i32 {
+    let total = headers.len() + staged.len();
+    if total == 0 && !opts.json {
+        stdout_write(b"nothing to restore: the store holds no deletions\n");
+        return 0;
+    }
+    print_rows(opts, headers, staged, cwd, &|_| true, Some(RECENT));
+    if !opts.json {
+        let more = if total > RECENT {
+            format!("all {total} deletions: unrm --list")
+        } else {
+            "more: unrm --list (--since, --sort), unrm --help".to_string()
+        };
+        stdout_write(
+            format!(
+                "restore: unrm NAME (a path, a name or an id), unrm --last (the last command)\n\
+                 what one holds: unrm --show NAME; {more}\n"
+            )
+            .as_bytes(),
+        );
+    }
+    0
+}
+
+/// Print the deletions `wanted` lets through (archived and staged), in `--sort` order, at
+/// most `limit` of them: a table, or `--json`.
+fn print_rows(
+    opts: &Options,
+    headers: &[Header],
+    staged: &[Staged],
+    cwd: &[u8],
+    wanted: &dyn Fn(&Header) -> bool,
+    limit: Option<usize>,
+) {
     let staged_headers: Vec<Header> = staged.iter().map(staged_header).collect();
     // Short ids are unique in the whole store, whatever the patterns leave.
     let all_ids: Vec<&str> = headers
@@ -77,15 +135,15 @@ pub(super) fn list(
                 .zip(&staged_headers)
                 .map(|(s, h)| Row::Staged(s, h)),
         )
-        .filter(|r| {
-            patterns.is_empty()
-                || patterns
-                    .iter()
-                    .any(|p| matches_pattern(r.header(), cwd, p.as_bytes()))
-        })
+        .filter(|r| wanted(r.header()))
         .collect();
-    // Newest first, as the catalog is: ids begin with their time.
+    // Newest first, as the catalog is: ids begin with their time. By size, the biggest
+    // first (a staged deletion's size is not known yet: last), the newest of equals first.
     rows.sort_by(|a, b| b.header().id.cmp(&a.header().id));
+    if opts.filter.sort == Sort::Size {
+        rows.sort_by_key(|r| std::cmp::Reverse(size_of(r)));
+    }
+    rows.truncate(limit.unwrap_or(usize::MAX));
     let short_of = |r: &Row| -> String {
         let id = r.header().id.as_str();
         short.get(id).copied().unwrap_or(id).to_string()
@@ -96,7 +154,7 @@ pub(super) fn list(
         let mut text = serde_json::to_string_pretty(&items).unwrap_or_default();
         text.push('\n');
         stdout_write(text.as_bytes());
-        return 0;
+        return;
     }
     let now = chrono::DateTime::from_timestamp(crate::fault::now(), 0).unwrap_or_default();
     let cells: Vec<Cells> = rows
@@ -118,11 +176,18 @@ pub(super) fn list(
     for c in &cells {
         out.push_str(&table.line(c, false));
         if flush_full(&mut out) {
-            return 0; // the reader went away
+            return; // the reader went away
         }
     }
     stdout_write(out.as_bytes());
-    0
+}
+
+/// What `--sort size` orders by: the bytes deleted; none for a staged deletion.
+fn size_of(row: &Row) -> Option<u64> {
+    match row {
+        Row::Archived(h) => Some(h.totals.bytes),
+        Row::Staged(..) => None,
+    }
 }
 
 /// A short id has at least this many bytes: `YYYYMMDD`, then as much as it takes.
@@ -401,7 +466,9 @@ fn fit(text: &str, room: Option<usize>) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub(super) fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
+/// `unrm --show`: a tree with sizes ([`super::tree`]); with `--long`, a line per object
+/// with its type, mode, owner, size, mtime and whole path; with `--json`, the manifest.
+pub(super) fn show(opts: &Options, catalog: &Catalog, cwd: &[u8], id: &str) -> i32 {
     let d = match catalog.find_id(id) {
         IdMatch::One(d) => match catalog.load(d) {
             Ok(del) => del,
@@ -430,7 +497,22 @@ pub(super) fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
         stdout_write(text.as_bytes());
         return 0;
     }
-    let mut out = String::new();
+    let ids: Vec<&str> = catalog.headers.iter().map(|h| h.id.as_str()).collect();
+    let short = unique_prefixes(&ids, SHORT_ID_MIN)
+        .into_iter()
+        .zip(&ids)
+        .find(|(_, id)| **id == d.id())
+        .map_or(d.id(), |(s, _)| s);
+    let created = &d.manifest.created;
+    let mut out = super::tree::header(short, &super::ago(created), &local_time(created), cwd, d);
+    if !opts.long {
+        super::tree::draw(d, cwd, &mut |line| {
+            out.push_str(line);
+            flush_full(&mut out)
+        });
+        stdout_write(out.as_bytes());
+        return 0;
+    }
     // Sockets were removed without an archive entry (they hold no data): listed last.
     for e in d.manifest.entries.iter().chain(&d.manifest.not_archived) {
         let tag = match e.kind {

@@ -20,10 +20,13 @@ use crate::store::staging::Staged;
 use crate::store::Store;
 use crate::unrm_cli::{self, Action, Options, Parsed};
 
+mod cat;
+mod filter;
 mod find;
 mod list;
 mod restoring;
-use list::{list, show};
+mod tree;
+use list::{list, recent, show};
 use restoring::{restore_names, restore_picks};
 
 /// Run unrm with `args` (without `argv[0]`); returns the exit status.
@@ -115,7 +118,10 @@ fn execute(opts: &Options) -> Result<i32> {
     loop {
         // Restores hold the lock shared from reading the catalog on, so a purge cannot
         // remove a deletion between resolving a name and reading its archive.
-        let restore_lock = if matches!(opts.action, Action::Restore(_) | Action::Last(_)) {
+        let restore_lock = if matches!(
+            opts.action,
+            Action::Restore(_) | Action::Last(_) | Action::Cat(_)
+        ) {
             Some(
                 store
                     .lock_shared_patiently(|holder| {
@@ -167,7 +173,7 @@ fn finish_staged(opts: &Options, store: &Store) -> Result<Vec<Staged>> {
         );
     }
     crate::fault::pause("drained");
-    if checks || matches!(opts.action, Action::List(_)) {
+    if checks || matches!(opts.action, Action::List(_) | Action::Recent) {
         store.staged(&failed)
     } else {
         Ok(Vec::new())
@@ -286,6 +292,8 @@ fn act(
             ))
         }
         Action::List(patterns) => Ok(list(opts, &catalog.headers, staged, cwd, patterns)),
+        Action::Recent => Ok(recent(opts, &catalog.headers, staged, cwd)),
+        Action::Cat(path) => cat::cat(opts, store, catalog, cwd, path.as_bytes(), may_heal),
         Action::Show(id) => {
             // An id, or a name or path: the newest deletion that removed it.
             let id = match catalog.find_id(id) {
@@ -298,7 +306,7 @@ fn act(
                 let _ = catalog.load(d);
                 met_damage(catalog, may_heal)?;
             }
-            Ok(show(opts, catalog, &id))
+            Ok(show(opts, catalog, cwd, &id))
         }
         Action::Check { ids, repair } => {
             crate::check::run(store, catalog, staged, ids, *repair, opts.json)
@@ -363,11 +371,12 @@ fn purge(
         stderr_write(format!("unrm: could not purge {id}: {why}\n").as_bytes());
         bad = true;
     }
+    bad |= !filter::choose_by_time(&opts.filter, catalog, !p.ids.is_empty(), &mut ids);
     if bad {
         stderr_write(b"unrm: nothing was purged\n");
         return Ok(1);
     }
-    let limits_given = p.older_than.is_some() || p.max_size.is_some();
+    let limits_given = p.older_than.is_some() || p.max_size.is_some() || opts.filter.by_time();
     let mut rules = if !limits_given && ids.is_empty() && p.keep.is_none() {
         Rules::from_config(&config)
     } else {
