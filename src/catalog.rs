@@ -227,6 +227,10 @@ impl<'s> Catalog<'s> {
     }
 }
 
+/// A short id (`unrm --list`, completion) has at least this many bytes: `YYYYMMDD`, then as
+/// much as it takes.
+pub const SHORT_ID_MIN: usize = 8;
+
 /// The shortest prefix of each of `ids` that no other of them starts with, of at least
 /// `min` bytes (or the whole id), as [`Catalog::find_id`] resolves it: one byte past the
 /// longest start it shares with another id. An id that is the start of another is its own

@@ -16,14 +16,12 @@
 //! offered as `./-x` (relative to the cwd) or by its absolute path, never as an option; a
 //! bare name that unrm would read as a glob is offered by its path instead.
 
-use crate::catalog::{unique_prefixes, Catalog, Header};
+use crate::catalog::{unique_prefixes, Catalog, Header, SHORT_ID_MIN};
 
 /// At most this many deletions (newest first) feed completion, so Tab stays instant.
 const DELETIONS: usize = 2000;
 /// At most this many manifests are read for the names inside deleted trees.
 const TREES: usize = 32;
-/// Short ids are at least this long, as `unrm --list` shows them.
-pub const SHORT_ID_MIN: usize = 8;
 
 /// What a Tab asks for, read from the command line up to the cursor.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -46,16 +44,19 @@ pub enum ValueOf {
     Show,
     /// `--at ID|TIME`.
     At,
+    /// `--cat PATH`: a NAME, as what is restored.
+    Cat,
 }
 
 impl ValueOf {
     /// The long options, as typed, whose value is completed here.
-    pub const LONG: [&'static str; 2] = ["show", "at"];
+    pub const LONG: [&'static str; 3] = ["show", "at", "cat"];
 
     fn from_option(word: &[u8]) -> Option<ValueOf> {
         match word {
             b"--show" => Some(ValueOf::Show),
             b"--at" => Some(ValueOf::At),
+            b"--cat" => Some(ValueOf::Cat),
             _ => None,
         }
     }
@@ -105,6 +106,7 @@ pub fn offer(catalog: &Catalog, cwd: &[u8], req: &Request) -> Vec<Vec<u8>> {
     match req.value_of {
         Some(ValueOf::At) => ids(),
         Some(ValueOf::Show) => [ids(), names(headers, cwd)].concat(),
+        Some(ValueOf::Cat) => [names(headers, cwd), names_inside(catalog, cwd, &req.word)].concat(),
         None => {
             let mut out = names(headers, cwd);
             out.extend(names_inside(catalog, cwd, &req.word));

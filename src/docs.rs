@@ -101,13 +101,19 @@ fn add_deleted_names(shell: &str, generated: String) -> Option<String> {
                 .find(|l| l.contains("'*::names") && l.contains(":_default"))?;
             let replaced_line = names_line.replace(":_default'", ":_saferm_unrm_names'");
             let mut body = generated.replacen(names_line, &replaced_line, 1);
-            // --show and --at complete deletion ids (and --show names) from the store.
+            // --show and --at complete deletion ids (and --show names) from the store, --cat
+            // the names a NAME completes to.
             for long in crate::complete::ValueOf::LONG {
                 let line = body
                     .lines()
                     .find(|l| l.starts_with(&format!("'--{long}=[")) && l.contains(":_default'"))?
                     .to_string();
-                body = body.replacen(&line, &line.replace(":_default'", ":_saferm_unrm_ids'"), 1);
+                let action = if long == "cat" {
+                    ":_saferm_unrm_names'"
+                } else {
+                    ":_saferm_unrm_ids'"
+                };
+                body = body.replacen(&line, &line.replace(":_default'", action), 1);
             }
             let dispatch = "if [ \"$funcstack[1]\" = \"_unrm\" ]; then";
             let at = body.find(dispatch)?;
@@ -138,7 +144,8 @@ fn add_deleted_names(shell: &str, generated: String) -> Option<String> {
              # as they are; fish escapes what it inserts.\n\
              complete -c unrm -a '(unrm --complete-names fish -- \"\" (commandline -cp | string collect) 2>/dev/null | string split0)' -d 'deleted'\n\
              complete -c unrm -l show -x -a '(unrm --complete-names fish -- \"\" (commandline -cp | string collect) 2>/dev/null | string split0)' -d 'deletion'\n\
-             complete -c unrm -l at -x -a '(unrm --complete-names fish -- \"\" (commandline -cp | string collect) 2>/dev/null | string split0)' -d 'deletion'\n"
+             complete -c unrm -l at -x -a '(unrm --complete-names fish -- \"\" (commandline -cp | string collect) 2>/dev/null | string split0)' -d 'deletion'\n\
+             complete -c unrm -l cat -x -a '(unrm --complete-names fish -- \"\" (commandline -cp | string collect) 2>/dev/null | string split0)' -d 'deleted'\n"
         )),
         _ => None,
     }

@@ -479,6 +479,11 @@ fn names_inside_a_deleted_tree_are_offered_a_level_at_a_time() {
     assert_eq!(zsh("unrm ./t/obj/sub/"), sorted(&[b"t", b"./t/obj/sub/x"]));
     let abs = format!("{}/t/obj/sub/", work.display());
     assert!(zsh(&format!("unrm {abs}")).contains(&format!("{abs}x").into_bytes()));
+    // --cat's PATH completes as a NAME does.
+    assert_eq!(
+        zsh("unrm --cat t/obj/sub/"),
+        sorted(&[b"t", b"t/obj/sub/x"])
+    );
     // A path that is not inside a deleted tree offers only the names.
     assert_eq!(zsh("unrm elsewhere/"), sorted(top));
     // bash: the reply continues the word, quoted; no name ran.
@@ -572,7 +577,7 @@ fn ids_are_offered_for_show_at_and_purge() {
 }
 
 /// In each real shell: Tab goes into a deleted directory a level at a time (no space after
-/// a directory, so the next Tab goes on), the completed word restores what it names, and
+/// a directory, so the next Tab goes on), also as --cat's PATH, and
 /// `--at ` Tab (and `--show 2` Tab) complete the only deletion's short id.
 #[test]
 fn tab_goes_into_deleted_trees_and_completes_ids_in_bash_zsh_and_fish() {
@@ -621,6 +626,10 @@ fn tab_goes_into_deleted_trees_and_completes_ids_in_bash_zsh_and_fish() {
         let cases: &[(&str, &[&[u8]])] = &[
             ("unrm tree/s\tf\t", &[b"unrm", b"tree/sub dir/file one"]),
             ("unrm --at \t", &[b"unrm", b"--at", &id]),
+            (
+                "unrm --cat tree/s\tf\t",
+                &[b"unrm", b"--cat", b"tree/sub dir/file one"],
+            ),
             // --show offers names too: `tree` and the id, until a digit is typed.
             ("unrm --show 2\t", &[b"unrm", b"--show", &id]),
         ];

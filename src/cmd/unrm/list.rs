@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-use crate::catalog::{unique_prefixes, Catalog, Header, IdMatch};
+use crate::catalog::{unique_prefixes, Catalog, Header, IdMatch, SHORT_ID_MIN};
 use crate::manifest::{Kind, PathBytes};
 use crate::output::{count, human, local_time, stderr_write, stdout_write};
 use crate::paths::display;
@@ -189,9 +189,6 @@ fn size_of(row: &Row) -> Option<u64> {
         Row::Staged(..) => None,
     }
 }
-
-/// A short id has at least this many bytes: `YYYYMMDD`, then as much as it takes.
-const SHORT_ID_MIN: usize = 8;
 
 /// A row of `--list --json`: `state` is `archived`, or `staged` with `staged` saying what
 /// is becoming of it (and its counts unknown yet: null); `short_id` is what the listing
