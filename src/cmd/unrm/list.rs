@@ -93,9 +93,7 @@ pub(super) fn list(
     if opts.json {
         let items: Vec<serde_json::Value> =
             rows.iter().map(|r| json_row(r, &short_of(r))).collect();
-        let mut text = serde_json::to_string_pretty(&items).unwrap_or_default();
-        text.push('\n');
-        stdout_write(text.as_bytes());
+        crate::output::print_json("list", serde_json::json!({ "deletions": items }));
         return 0;
     }
     let now = chrono::DateTime::from_timestamp(crate::fault::now(), 0).unwrap_or_default();
@@ -425,9 +423,11 @@ pub(super) fn show(opts: &Options, catalog: &Catalog, id: &str) -> i32 {
         }
     };
     if opts.json {
-        let mut text = serde_json::to_string_pretty(&d.manifest).unwrap_or_default();
-        text.push('\n');
-        stdout_write(text.as_bytes());
+        // The manifest as it is, its own `format` field included.
+        crate::output::print_json(
+            "show",
+            serde_json::to_value(&d.manifest).unwrap_or_default(),
+        );
         return 0;
     }
     let mut out = String::new();

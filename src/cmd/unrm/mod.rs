@@ -20,6 +20,7 @@ use crate::store::staging::Staged;
 use crate::store::Store;
 use crate::unrm_cli::{self, Action, Options, Parsed};
 
+mod account;
 mod find;
 mod list;
 mod restoring;
@@ -273,6 +274,9 @@ fn act(
             }
             if picks.is_empty() {
                 stderr_write(b"unrm: could not restore: no deletion is left to undo\n");
+                if opts.json {
+                    account::Account::default().print(1, false);
+                }
                 return Ok(1);
             }
             Ok(restore_picks(
@@ -282,7 +286,7 @@ fn act(
                 cwd,
                 picks,
                 &HashMap::new(),
-                false,
+                account::Account::default(),
             ))
         }
         Action::List(patterns) => Ok(list(opts, &catalog.headers, staged, cwd, patterns)),
@@ -411,6 +415,7 @@ fn purge(
             ids: would.iter().map(|x| x.header.id.clone()).collect(),
         };
     }
+    let mut finished = Vec::new();
     let lock = if p.dry_run {
         None
     } else {
@@ -421,8 +426,11 @@ fn purge(
             )
         })?;
         let scan = store.scan()?;
-        for id in store.finish_interrupted_purges(&lock, &scan)? {
-            stdout_write(format!("finished the interrupted purge of {id}\n").as_bytes());
+        finished = store.finish_interrupted_purges(&lock, &scan)?;
+        if !opts.json {
+            for id in &finished {
+                stdout_write(format!("finished the interrupted purge of {id}\n").as_bytes());
+            }
         }
         Some(lock)
     };
@@ -445,9 +453,13 @@ fn purge(
                 })
             })
             .collect();
-        let mut text = serde_json::to_string_pretty(&items).unwrap_or_default();
-        text.push('\n');
-        stdout_write(text.as_bytes());
+        let doc = serde_json::json!({
+            "dry_run": p.dry_run,
+            "deletions": items,
+            "archive_bytes": bytes,
+            "finished_interrupted": finished,
+        });
+        crate::output::print_json("purge", doc);
         return Ok(0);
     }
     let verb = if p.dry_run { "would purge" } else { "purged" };

@@ -1,0 +1,208 @@
+//! What a restore did, as the one JSON document `unrm NAME --json` (and `unrm --last
+//! --json`) prints, kind `restore` (doc/json.md): per deletion, which version it is; per
+//! target, where it went and what became of it, worked out from the restore's log
+//! ([`crate::restore::Report::log`]) rather than from the lines people read.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::catalog::Catalog;
+use crate::manifest::PathBytes;
+use crate::paths::split_parent;
+use crate::restore::{Outcome, Report, Target};
+
+/// Objects, regular files among them, and the bytes of those files.
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    objects: u64,
+    files: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, file: bool, bytes: u64) {
+        self.objects += 1;
+        self.files += u64::from(file);
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+
+    fn sum(&mut self, other: Tally) {
+        self.objects += other.objects;
+        self.files += other.files;
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+
+    fn json(self) -> Value {
+        json!({ "objects": self.objects, "files": self.files, "bytes": self.bytes })
+    }
+}
+
+/// What became of one target: its tallies, and the objects that were in the way or failed.
+#[derive(Default)]
+struct Settled {
+    restored: Tally,
+    already: Tally,
+    conflicts: Vec<Value>,
+    failures: Vec<Value>,
+}
+
+/// The restore document being put together: a deletion at a time, then printed once.
+#[derive(Default)]
+pub(super) struct Account {
+    deletions: Vec<Value>,
+    unresolved: Vec<Value>,
+    restored: Tally,
+    already: Tally,
+    conflicts: u64,
+    failed: u64,
+}
+
+impl Account {
+    /// A NAME that resolved to nothing to restore, and why (also said on stderr).
+    pub(super) fn unresolved(&mut self, name: &[u8], why: &str) {
+        let mut v = path_json(name);
+        v["reason"] = why.into();
+        self.unresolved.push(v);
+    }
+
+    /// Whether a NAME came to nothing.
+    pub(super) fn has_unresolved(&self) -> bool {
+        !self.unresolved.is_empty()
+    }
+
+    /// The restore of `targets` from deletion `d` (`restoring`: every deletion of this
+    /// run); `error` is what stopped it as a whole, if anything did.
+    pub(super) fn deletion(
+        &mut self,
+        catalog: &Catalog,
+        (d, restoring): (usize, &[usize]),
+        targets: &[Target],
+        report: &Report,
+        error: Option<String>,
+    ) {
+        let settled = settle(targets, report);
+        let mut items = Vec::new();
+        for (t, s) in targets.iter().zip(settled) {
+            let renamed = report.renamed.iter().find(|(w, _)| *w == t.dest);
+            let used = renamed.map_or(&t.dest, |(_, u)| u);
+            let state = state_of(&s, report.not_durable);
+            self.restored.sum(s.restored);
+            self.already.sum(s.already);
+            self.conflicts += s.conflicts.len() as u64;
+            self.failed += s.failures.len() as u64;
+            items.push(json!({
+                "source": PathBytes::new(&t.source),
+                "destination": PathBytes::new(used),
+                "renamed": renamed.is_some(),
+                "replaced": report.replaced.contains(&t.dest),
+                "older_versions": super::restoring::older_versions(catalog, d, restoring, &t.source),
+                "state": state,
+                "restored": s.restored.json(),
+                "already_there": s.already.json(),
+                "conflicts": s.conflicts,
+                "failures": s.failures,
+            }));
+        }
+        let h = &catalog.headers[d];
+        self.deletions.push(json!({
+            "id": h.id,
+            "created": h.created,
+            "error": error,
+            "targets": items,
+        }));
+    }
+
+    /// Print the document; `code` is the exit status unrm returns with it.
+    pub(super) fn print(self, code: i32, interrupted: bool) {
+        let doc = json!({
+            "ok": code == 0,
+            "interrupted": interrupted,
+            "deletions": self.deletions,
+            "unresolved": self.unresolved,
+            "totals": {
+                "restored": self.restored.json(),
+                "already_there": self.already.json(),
+                "conflicts": self.conflicts,
+                "failed": self.failed,
+            },
+        });
+        crate::output::print_json("restore", doc);
+    }
+}
+
+/// A target's state, the worst that happened to it: `failed` (something of it could not
+/// be restored; nothing of it was reached, the deletion's `error` says why; or what was
+/// made could not be made durable: `not_durable`), `conflict` (something
+/// else is in the way of part of it), `restored` (written, all of it there now), or
+/// `already_there` (nothing written: all of it was there, identical).
+fn state_of(s: &Settled, not_durable: bool) -> &'static str {
+    let nothing = s.restored.objects == 0 && s.already.objects == 0 && s.conflicts.is_empty();
+    if not_durable || !s.failures.is_empty() || nothing {
+        "failed"
+    } else if !s.conflicts.is_empty() {
+        "conflict"
+    } else if s.restored.objects > 0 {
+        "restored"
+    } else {
+        "already_there"
+    }
+}
+
+/// Each target's share of the log: an object belongs to every target whose destination
+/// (after a rename) is it or holds it, and a failure also to the target asked for at that
+/// very path (one not in the deletion fails at its source). Found by walking up each
+/// logged path, so the cost is its depth, never the number of targets (`rm d/*` makes one
+/// target per file).
+fn settle(targets: &[Target], report: &Report) -> Vec<Settled> {
+    let mut by_dest: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    let mut exact: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (i, t) in targets.iter().enumerate() {
+        let used = report
+            .renamed
+            .iter()
+            .find(|(w, _)| *w == t.dest)
+            .map_or(&t.dest, |(_, u)| u);
+        by_dest.entry(used.as_slice()).or_default().push(i);
+        exact.entry(t.dest.as_slice()).or_default().push(i);
+        exact.entry(t.source.as_slice()).or_default().push(i);
+    }
+    let mut out: Vec<Settled> = targets.iter().map(|_| Settled::default()).collect();
+    let mut owners: Vec<usize> = Vec::new();
+    for item in &report.log {
+        owners.clear();
+        let mut p: &[u8] = &item.path;
+        loop {
+            owners.extend(by_dest.get(p).into_iter().flatten());
+            if p == b"/" || p.is_empty() || !p.contains(&b'/') {
+                break;
+            }
+            p = split_parent(p).0;
+        }
+        if matches!(item.outcome, Outcome::Failed(_)) {
+            owners.extend(exact.get(item.path.as_slice()).into_iter().flatten());
+        }
+        owners.sort_unstable();
+        owners.dedup();
+        for &i in &owners {
+            let s = &mut out[i];
+            match &item.outcome {
+                Outcome::Restored => s.restored.add(item.file, item.bytes),
+                Outcome::Already => s.already.add(item.file, item.bytes),
+                Outcome::Conflict => s.conflicts.push(path_json(&item.path)),
+                Outcome::Failed(why) => {
+                    let mut v = path_json(&item.path);
+                    v["reason"] = why.as_str().into();
+                    s.failures.push(v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A path as the documents give every path: `{"path": ...}`, or `{"path_b64": ...}` when
+/// it is not UTF-8 (as manifests do).
+fn path_json(path: &[u8]) -> Value {
+    serde_json::to_value(PathBytes::new(path)).unwrap_or_else(|_| json!({}))
+}
