@@ -12,9 +12,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::common::{
-    build_tree, saferm_bin, saferm_ok, unescape, unrm, unrm_ok, Outcome, Sandbox,
-};
+use crate::common::{build_tree, saferm_bin, saferm_ok, unescape, unrm, unrm_ok, Outcome, Sandbox};
 
 // ------------------------------------------------------------------ the validator
 
@@ -43,9 +41,13 @@ fn validate(root: &Value, schema: &Value, doc: &Value, at: &str) -> Result<(), S
                 }
             }
             "required" => {
-                let names = want.as_array().ok_or(format!("{at}: required not a list"))?;
+                let names = want
+                    .as_array()
+                    .ok_or(format!("{at}: required not a list"))?;
                 for n in names {
-                    let n = n.as_str().ok_or(format!("{at}: a required name not a string"))?;
+                    let n = n
+                        .as_str()
+                        .ok_or(format!("{at}: a required name not a string"))?;
                     if doc.as_object().is_some_and(|o| !o.contains_key(n)) {
                         return Err(format!("{at}: {n:?} is missing"));
                     }
@@ -84,7 +86,8 @@ fn resolve_ref<'a>(root: &'a Value, r: &Value) -> Result<&'a Value, String> {
     let pointer = r
         .strip_prefix('#')
         .ok_or(format!("{r}: only local $refs are known"))?;
-    root.pointer(pointer).ok_or(format!("{r}: no such definition"))
+    root.pointer(pointer)
+        .ok_or(format!("{r}: no such definition"))
 }
 
 fn check_type(want: &Value, doc: &Value, at: &str) -> Result<(), String> {
@@ -167,6 +170,9 @@ fn document(out: &Outcome, kind: &str) -> Value {
     doc
 }
 
+/// A change that makes a good document wrong.
+type Patch = dyn Fn(&mut Value);
+
 #[test]
 fn the_validator_takes_what_matches_and_rejects_what_does_not() {
     let root = json!({
@@ -186,13 +192,16 @@ fn the_validator_takes_what_matches_and_rejects_what_does_not() {
     let ok = |doc: Value| validate(&root, &root, &doc, "$");
     let good = json!({"version": 1, "kind": "a", "n": 3, "paths": [{"path": "/x"}], "either": 2});
     assert_eq!(ok(good.clone()), Ok(()));
-    assert_eq!(ok(json!({"version": 1, "kind": "b", "n": null, "paths": []})), Ok(()));
+    assert_eq!(
+        ok(json!({"version": 1, "kind": "b", "n": null, "paths": []})),
+        Ok(())
+    );
     let wrong = |patch: &dyn Fn(&mut Value)| {
         let mut doc = good.clone();
         patch(&mut doc);
         ok(doc)
     };
-    let cases: [(&str, &dyn Fn(&mut Value)); 9] = [
+    let cases: [(&str, &Patch); 9] = [
         ("is not 1", &|d| d["version"] = json!(2)),
         ("is none of", &|d| d["kind"] = json!("c")),
         ("is not of type", &|d| d["n"] = json!("3")),
@@ -201,7 +210,9 @@ fn the_validator_takes_what_matches_and_rejects_what_does_not() {
             d.as_object_mut().map(|o| o.remove("paths"));
         }),
         ("is not in the schema", &|d| d["extra"] = json!(true)),
-        ("is not in the schema", &|d| d["paths"][0]["mode"] = json!(1)),
+        ("is not in the schema", &|d| {
+            d["paths"][0]["mode"] = json!(1)
+        }),
         ("is not of type", &|d| d["paths"][0]["path"] = json!(7)),
         ("matches 0 of oneOf", &|d| d["either"] = json!(false)),
     ];
@@ -282,7 +293,11 @@ fn every_document_unrm_prints_matches_the_schema() {
     let show = document(&unrm_ok(&sb, &w, &["--show", &id, "--json"]), "show");
     assert_eq!(show["id"], id.as_str());
     // The newest deletion's name is not UTF-8: its path comes as base64.
-    assert_eq!(show["entries"][0]["path_b64"], b64(&w.join("n\u{0}m")), "{show:#}");
+    assert_eq!(
+        show["entries"][0]["path_b64"],
+        b64(&w.join("n\u{0}m")),
+        "{show:#}"
+    );
     // (By its absolute path: a bare `d` is also a part of the sandbox's path.)
     let d = w.join("d");
     let d = d.to_str().expect("utf-8");
@@ -301,7 +316,10 @@ fn every_document_unrm_prints_matches_the_schema() {
     document(&unrm_ok(&sb, &w, &["d", "--json"]), "restore");
     let to = sb.work("out");
     let to_arg = to.to_str().expect("utf-8");
-    document(&unrm_ok(&sb, &w, &["--to", to_arg, "f", "--json"]), "restore");
+    document(
+        &unrm_ok(&sb, &w, &["--to", to_arg, "f", "--json"]),
+        "restore",
+    );
     document(&unrm_ok(&sb, &w, &["--last", "--json"]), "restore");
     let missing = document(&run(&sb, &w, &["nothing-such", "--json"], 1), "restore");
     assert_eq!(missing["ok"], false);
@@ -369,6 +387,7 @@ fn a_restore_document_counts_what_it_wrote_and_what_was_there_already() {
         .expect("the deletion is listed");
     assert_eq!(d["created"], made["created"]);
     assert_eq!(d["error"], Value::Null);
+    assert_eq!(d["method"], "archive");
 
     // Again: nothing is written, all of it is there.
     let doc = document(&unrm_ok(&sb, &w, &["d", "--json"]), "restore");
@@ -444,8 +463,9 @@ fn a_failed_target_says_why_and_a_name_not_found_is_unresolved() {
     let failure = &t["failures"][0];
     assert_eq!(failure["path"], w.join("p/q").to_str().expect("utf-8"));
     assert!(
-        failure["reason"].as_str().is_some_and(|r| !r.is_empty()
-            && out.stderr_text().contains(r)),
+        failure["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty() && out.stderr_text().contains(r)),
         "the reason is the one said on stderr: {doc:#}\n{}",
         out.stderr_text()
     );
@@ -455,6 +475,54 @@ fn a_failed_target_says_why_and_a_name_not_found_is_unresolved() {
     assert_eq!(doc["totals"]["failed"], 1);
 }
 
+/// saferm in instant mode, its staging left for unrm to find (no worker archives it).
+fn stage(sb: &Sandbox, w: &Path, args: &[&str]) {
+    let out = sb
+        .command(saferm_bin())
+        .args(args)
+        .current_dir(w)
+        .env("SAFERM_INSTANT", "1")
+        .env("SAFERM_INSTANT_MIN", "0")
+        .env("SAFERM_FAULT", "no-worker")
+        .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+}
+
+#[test]
+fn a_staged_deletion_restored_with_json_is_renamed_back_and_counted_where_it_is() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["t/x=12345", "t/y/z=67", "u/v=1"]);
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).expect("there"));
+    let (t_ino, u_ino) = (inode(&w.join("t/x")), inode(&w.join("u/v")));
+    // One command: a second saferm would archive the staging it finds (no worker has it).
+    stage(&sb, &w, &["-r", "t", "u"]);
+    assert!(!w.join("t").exists() && !w.join("u").exists());
+    for (args, name, ino, counts) in [
+        (&["t", "--json"][..], "t/x", t_ino, tally(4, 2, 7)),
+        (&["--last", "--json"][..], "u/v", u_ino, tally(2, 1, 1)),
+    ] {
+        // No worker is started for what is left staged either.
+        let out = sb
+            .command(crate::common::unrm_bin())
+            .args(args)
+            .current_dir(&w)
+            .env("SAFERM_FAULT", "no-worker")
+            .run();
+        assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+        let doc = document(&out, "restore");
+        assert_eq!(doc["deletions"][0]["method"], "rename", "{doc:#}");
+        let t = only_target(&doc);
+        assert_eq!(t["state"], "restored", "{doc:#}");
+        assert_eq!(t["restored"], counts, "{doc:#}");
+        assert_eq!(inode(&w.join(name)), ino, "the same file, put back");
+        assert!(out.stderr_text().is_empty(), "{}", out.stderr_text());
+    }
+    assert_eq!(fs::read(w.join("t/y/z")).expect("back"), b"67");
+}
+
+/// With a worker let run: whether it has archived the staging by the time unrm looks
+/// (restored from the archive) or not (renamed back), the document counts the same.
 #[test]
 fn an_instant_mode_deletion_restored_with_json_comes_back_whole() {
     let sb = Sandbox::new();

@@ -108,6 +108,7 @@ impl Account {
         self.deletions.push(json!({
             "id": h.id,
             "created": h.created,
+            "method": "archive",
             "error": error,
             "targets": items,
         }));
@@ -129,6 +130,92 @@ impl Account {
         });
         crate::output::print_json("restore", doc);
     }
+}
+
+/// Print the document of an instant-mode undo: `restored` were renamed back whole from
+/// where saferm staged them (the same inodes), so each is `restored`, and what it holds is
+/// counted where it is now, as an archive restore would have made it (a hard link's
+/// second name is not a file of its own; sockets, which archives do not keep, are not
+/// counted).
+pub(super) fn put_back(store: &crate::store::Store, restored: &[crate::instant::PutBack]) {
+    let catalog = Catalog::open(store).ok();
+    let mut account = Account::default();
+    let mut by_id: Vec<(&str, &str, Vec<Value>)> = Vec::new();
+    for b in restored {
+        let tally = count_tree(&b.dest);
+        account.restored.sum(tally);
+        let older = catalog.as_ref().map_or(0, |c| deleted_before(c, &b.dest));
+        let target = json!({
+            "source": PathBytes::new(&b.dest),
+            "destination": PathBytes::new(&b.dest),
+            "renamed": false,
+            "replaced": false,
+            "older_versions": older,
+            "state": "restored",
+            "restored": tally.json(),
+            "already_there": Tally::default().json(),
+            "conflicts": [],
+            "failures": [],
+        });
+        match by_id.iter_mut().find(|(id, _, _)| *id == b.id) {
+            Some((_, _, targets)) => targets.push(target),
+            None => by_id.push((&b.id, &b.created, vec![target])),
+        }
+    }
+    for (id, created, targets) in by_id {
+        account.deletions.push(json!({
+            "id": id,
+            "created": created,
+            "method": "rename",
+            "error": null,
+            "targets": targets,
+        }));
+    }
+    account.print(0, false);
+}
+
+/// How many deletions in the store (not kept in place) removed `path` as one of their
+/// operands: for a staged deletion renamed back, every one is older (one made since
+/// would have been the one restored), and `--pick` offers them.
+fn deleted_before(catalog: &Catalog, path: &[u8]) -> usize {
+    catalog
+        .headers
+        .iter()
+        .filter(|h| !h.kept)
+        .filter(|h| {
+            h.operands
+                .iter()
+                .any(|o| o.absolute.bytes().as_deref() == Some(path))
+        })
+        .count()
+}
+
+/// The objects at and below `path` (read only, without following symlinks), counted as
+/// a restore from an archive counts what it makes.
+fn count_tree(path: &[u8]) -> Tally {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut tally = Tally::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path))];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let kind = meta.file_type();
+        if kind.is_socket() {
+            continue;
+        }
+        let first = seen.insert((meta.dev(), meta.ino()));
+        let file = kind.is_file() && first;
+        tally.add(file, if file { meta.len() } else { 0 });
+        if kind.is_dir() {
+            for entry in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    tally
 }
 
 /// A target's state, the worst that happened to it: `failed` (something of it could not

@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use anyhow::{Context, Result};
 
 use crate::catalog::{Catalog, IdMatch};
+use crate::instant::PutBack;
 use crate::output::{stderr_write, stdout_write};
 use crate::store::staging::Staged;
 use crate::store::Store;
@@ -77,7 +78,7 @@ fn execute(opts: &Options) -> Result<i32> {
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b"/".to_vec());
     // `unrm --last` of a deletion not archived yet: its objects are renamed back.
-    let plain = opts.to.is_none() && opts.at.is_none() && !opts.json && !opts.pick && !opts.verbose;
+    let plain = opts.to.is_none() && opts.at.is_none() && !opts.pick && !opts.verbose;
     // So is `unrm PATH` of operands still staged, each whole.
     let undone = match &opts.action {
         Action::Last(1) if plain => crate::instant::undo_newest(&store)?,
@@ -94,7 +95,11 @@ fn execute(opts: &Options) -> Result<i32> {
         _ => None,
     };
     if let Some(restored) = undone {
-        for (dest, created) in restored {
+        if opts.json {
+            account::put_back(&store, &restored);
+            return Ok(0);
+        }
+        for PutBack { dest, created, .. } in restored {
             let shown = crate::quote::quote(&crate::paths::display(&cwd, &dest));
             let when = ago(&created);
             stdout_write(
