@@ -445,26 +445,7 @@ fn purge(
         .map(|x| x.archive_bytes)
         .fold(0u64, u64::saturating_add);
     if opts.json {
-        let items: Vec<serde_json::Value> = purged
-            .iter()
-            .map(|x| {
-                serde_json::json!({
-                    "id": x.header.id,
-                    "created": x.header.created,
-                    "operands": x.header.operands,
-                    "archive_bytes": x.archive_bytes,
-                    "reason": format!("{:?}", x.reason).to_lowercase(),
-                    "purged": !p.dry_run,
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "dry_run": p.dry_run,
-            "deletions": items,
-            "archive_bytes": bytes,
-            "finished_interrupted": finished,
-        });
-        crate::output::print_json("purge", doc);
+        print_purged(&purged, p.dry_run, &finished);
         return Ok(0);
     }
     let verb = if p.dry_run { "would purge" } else { "purged" };
@@ -488,6 +469,34 @@ fn purge(
     }
     stdout_write(out.as_bytes());
     Ok(0)
+}
+
+/// `--purge --json`: what went (or would go), and the interrupted purges finished first.
+fn print_purged(purged: &[crate::retention::Purged], dry_run: bool, finished: &[String]) {
+    let items: Vec<serde_json::Value> = purged
+        .iter()
+        .map(|x| {
+            serde_json::json!({
+                "id": x.header.id,
+                "created": x.header.created,
+                "operands": x.header.operands,
+                "archive_bytes": x.archive_bytes,
+                "reason": format!("{:?}", x.reason).to_lowercase(),
+                "purged": !dry_run,
+            })
+        })
+        .collect();
+    let bytes = purged
+        .iter()
+        .map(|x| x.archive_bytes)
+        .fold(0u64, u64::saturating_add);
+    let doc = serde_json::json!({
+        "dry_run": dry_run,
+        "deletions": items,
+        "archive_bytes": bytes,
+        "finished_interrupted": finished,
+    });
+    crate::output::print_json("purge", doc);
 }
 
 #[cfg(test)]
