@@ -162,8 +162,14 @@ fn document(out: &Outcome, kind: &str) -> Value {
     let doc: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{text}"));
     let s = schema();
-    if let Err(e) = validate(&s, &s, &doc, "$") {
-        panic!("the {kind} document does not match doc/json-schema.json: {e}\n{doc:#}");
+    // Against its kind's definition first, for a message that says where; then against the
+    // whole schema, which must take it as that kind and no other.
+    let own = &s["$defs"][kind];
+    assert!(own.is_object(), "the schema defines no {kind:?}");
+    for (what, against) in [(kind, own), ("any kind", &s)] {
+        if let Err(e) = validate(&s, against, &doc, "$") {
+            panic!("the document does not match {what} in doc/json-schema.json: {e}\n{doc:#}");
+        }
     }
     assert_eq!(doc["kind"], kind, "{doc:#}");
     assert_eq!(doc["version"], 1, "{doc:#}");
@@ -543,4 +549,29 @@ fn an_instant_mode_deletion_restored_with_json_comes_back_whole() {
     assert_eq!(t["restored"], tally(4, 2, 7), "{doc:#}");
     assert_eq!(fs::read(w.join("t/x")).expect("back"), b"12345");
     assert_eq!(fs::read(w.join("t/y/z")).expect("back"), b"67");
+}
+
+#[test]
+fn a_staged_deletion_that_could_not_be_archived_is_in_the_documents_as_the_schema_says() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["old=archived before", "t/f=staged"]);
+    saferm_ok(&sb, &w, &["old"]);
+    stage(&sb, &w, &["-r", "t"]);
+    // The store looks full to unrm: the staging cannot be archived.
+    let full = |args: &[&str]| {
+        sb.command(crate::common::unrm_bin())
+            .args(args)
+            .current_dir(&w)
+            .env("SAFERM_FAULT", "space")
+            .run()
+    };
+    let list = document(&full(&["--list", "--json"]), "list");
+    let row = &list["deletions"][0];
+    assert_eq!(row["state"], "staged", "{list:#}");
+    assert_eq!(row["staged"]["status"], "could_not_be_archived");
+    assert_eq!(row["files"], Value::Null);
+    assert_eq!(list["deletions"][1]["state"], "archived");
+    let check = document(&full(&["--check", "--json"]), "check");
+    assert_eq!(check["staged"][0]["failed"], true, "{check:#}");
 }
