@@ -575,3 +575,16 @@ fn a_staged_deletion_that_could_not_be_archived_is_in_the_documents_as_the_schem
     let check = document(&full(&["--check", "--json"]), "check");
     assert_eq!(check["staged"][0]["failed"], true, "{check:#}");
 }
+
+#[test]
+fn a_target_inside_another_is_counted_in_both_and_once_in_the_totals() {
+    let sb = Sandbox::new();
+    let w = store(&sb);
+    let doc = document(&unrm_ok(&sb, &w, &["d", "d/a", "--json"]), "restore");
+    let targets = doc["deletions"][0]["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 2, "{doc:#}");
+    assert_eq!(targets[0]["restored"], tally(5, 2, 7), "{doc:#}");
+    assert_eq!(targets[1]["destination"], path_of(&w.join("d/a")));
+    assert_eq!(targets[1]["restored"], tally(1, 1, 5), "{doc:#}");
+    assert_eq!(doc["totals"]["restored"], tally(5, 2, 7), "{doc:#}");
+}

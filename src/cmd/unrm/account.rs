@@ -81,16 +81,21 @@ impl Account {
         report: &Report,
         error: Option<String>,
     ) {
+        // The totals count each object once, though targets may hold one another.
+        for item in &report.log {
+            match item.outcome {
+                Outcome::Restored => self.restored.add(item.file, item.bytes),
+                Outcome::Already => self.already.add(item.file, item.bytes),
+                Outcome::Conflict => self.conflicts += 1,
+                Outcome::Failed(_) => self.failed += 1,
+            }
+        }
         let settled = settle(targets, report);
         let mut items = Vec::new();
         for (t, s) in targets.iter().zip(settled) {
             let renamed = report.renamed.iter().find(|(w, _)| *w == t.dest);
             let used = renamed.map_or(&t.dest, |(_, u)| u);
             let state = state_of(&s, report.not_durable);
-            self.restored.sum(s.restored);
-            self.already.sum(s.already);
-            self.conflicts += s.conflicts.len() as u64;
-            self.failed += s.failures.len() as u64;
             items.push(json!({
                 "source": PathBytes::new(&t.source),
                 "destination": PathBytes::new(used),
