@@ -298,3 +298,68 @@ fn settle(targets: &[Target], report: &Report) -> Vec<Settled> {
 fn path_json(path: &[u8]) -> Value {
     serde_json::to_value(PathBytes::new(path)).unwrap_or_else(|_| json!({}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::Logged;
+
+    fn logged(path: &str, outcome: Outcome, bytes: u64) -> Logged {
+        Logged {
+            path: path.as_bytes().to_vec(),
+            outcome,
+            file: bytes > 0,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn each_object_goes_to_the_targets_holding_its_destination_and_states_are_the_worst() {
+        let target = |s: &str, d: &str| Target {
+            source: s.as_bytes().to_vec(),
+            dest: d.as_bytes().to_vec(),
+        };
+        // a/ renamed beside what was there; b/ in place; c is not in the deletion.
+        let targets = [
+            target("/w/a", "/w/a"),
+            target("/w/b", "/w/b"),
+            target("/w/c", "/w/c"),
+        ];
+        let report = Report {
+            renamed: vec![(b"/w/a".to_vec(), b"/w/a.~1~".to_vec())],
+            log: vec![
+                logged("/w/a.~1~", Outcome::Restored, 0),
+                logged("/w/a.~1~/x", Outcome::Restored, 3),
+                logged("/w/a/x", Outcome::Restored, 9), // not a's: it went beside
+                logged("/w/b", Outcome::Already, 0),
+                logged("/w/b/y", Outcome::Conflict, 0),
+                logged("/w/bb", Outcome::Restored, 1), // a sibling, not below b
+                logged("/w/c", Outcome::Failed("not in it".into()), 0),
+            ],
+            ..Report::default()
+        };
+        let s = settle(&targets, &report);
+        assert_eq!(
+            (
+                s[0].restored.objects,
+                s[0].restored.files,
+                s[0].restored.bytes
+            ),
+            (2, 1, 3)
+        );
+        assert_eq!(state_of(&s[0], false), "restored");
+        assert_eq!(state_of(&s[0], true), "failed", "not durable");
+        assert_eq!((s[1].already.objects, s[1].conflicts.len()), (1, 1));
+        assert_eq!(state_of(&s[1], false), "conflict");
+        assert_eq!(s[2].failures.len(), 1);
+        assert_eq!(state_of(&s[2], false), "failed");
+        assert_eq!(
+            state_of(&Settled::default(), false),
+            "failed",
+            "nothing reached"
+        );
+        let mut there = Settled::default();
+        there.already.add(true, 4);
+        assert_eq!(state_of(&there, false), "already_there");
+    }
+}
