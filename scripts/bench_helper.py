@@ -500,8 +500,11 @@ def wait_staging(store, timeout=900):
 
 def pick_id(path):
     """The id of the newest archived deletion (in `unrm --list --json` on stdin; not a
-    staged one) that has PATH as an operand."""
-    found = [d for d in json.load(sys.stdin)
+    staged one) that has PATH as an operand. The document holds them in `deletions`
+    (doc/json.md); before it had a version, the listing was a bare array."""
+    doc = json.load(sys.stdin)
+    listed = doc.get("deletions", []) if isinstance(doc, dict) else doc
+    found = [d for d in listed
              if d.get("state", "archived") == "archived"
              and any(o.get("absolute", {}).get("path") == path for o in d.get("operands", []))]
     if not found:

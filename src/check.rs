@@ -86,7 +86,6 @@ pub fn run(
     report_staged(&staged, &mut bad);
     if let Some(c) = COLLECTED.with_borrow_mut(Option::take) {
         let answer = serde_json::json!({
-            "version": 1,
             "ok": bad == 0,
             "checked": chosen.len(),
             "staged": staged.iter().map(|s| serde_json::json!({
@@ -99,9 +98,7 @@ pub fn run(
             "repaired": repaired,
             "done": c.notes,
         });
-        let mut text = serde_json::to_string_pretty(&answer).unwrap_or_default();
-        text.push('\n');
-        stdout_write(text.as_bytes());
+        crate::output::print_json("check", answer);
         return Ok(if bad == 0 { 0 } else { 1 });
     }
     let summary = format!(

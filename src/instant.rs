@@ -410,9 +410,15 @@ fn plan_staged(
     Ok((plan, opts))
 }
 
-/// An object renamed back where it was deleted from: its path, and when it was deleted
-/// (RFC 3339).
-pub type PutBack = (Vec<u8>, String);
+/// An object renamed back where it was deleted from.
+pub struct PutBack {
+    /// Where it is again.
+    pub dest: Vec<u8>,
+    /// When it was deleted (RFC 3339).
+    pub created: String,
+    /// The id of the deletion that staged it.
+    pub id: String,
+}
 
 /// A staged object to rename back: the staging, its slot, and where it came from.
 struct Back {
@@ -586,7 +592,11 @@ fn undo(
                 )
             })?;
         o.slots.retain(|&s| s != b.slot);
-        restored.push((b.dest, o.origin.created.clone()));
+        restored.push(PutBack {
+            dest: b.dest,
+            created: o.origin.created.clone(),
+            id: o.origin.id.clone(),
+        });
     }
     for o in open {
         if o.slots.is_empty() {

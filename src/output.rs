@@ -150,6 +150,25 @@ pub fn count(n: u64, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
 }
 
+/// The version of unrm's JSON documents (doc/json.md): within a version, fields are only
+/// ever added, so a script written against it keeps working.
+pub const JSON_VERSION: u32 = 1;
+
+/// Print one JSON document on stdout: the object `fields` with `version` and `kind` (what
+/// printed it: `list`, `show`, `check`, `purge`, `restore`, `stats`) added, so that every
+/// document unrm prints has the same top (doc/json-schema.json).
+pub fn print_json(kind: &str, fields: serde_json::Value) {
+    let mut doc = match fields {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    doc.insert("version".into(), JSON_VERSION.into());
+    doc.insert("kind".into(), kind.into());
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    stdout_write(text.as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::{ago, colour_wanted, count};

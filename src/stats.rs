@@ -76,9 +76,7 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
             // The shell SAFERM_ALIAS names, or null: a trace of the snippet, not of an alias.
             "shell_snippet": snippet,
         });
-        let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
-        text.push('\n');
-        stdout_write(text.as_bytes());
+        crate::output::print_json("stats", value);
         return Ok(0);
     }
     let when = |h: Option<&crate::catalog::Header>| {

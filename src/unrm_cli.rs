@@ -296,7 +296,7 @@ fn output_args() -> Vec<Arg> {
         Arg::new("json")
             .long("json")
             .action(ArgAction::SetTrue)
-            .help("With --list, --show, --purge or --stats: print JSON"),
+            .help("Print one JSON document (doc/json.md) for --list, --show, --check, --purge, --stats or a restore"),
         Arg::new("verbose")
             .short('v')
             .long("verbose")

@@ -992,7 +992,8 @@ fn unrm_list_and_check_show_a_staged_deletion_that_could_not_be_archived() {
 
     let out = full(&["--list", "--json"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
-    let items: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let items = &doc["deletions"];
     let item = &items[0];
     assert_eq!(item["id"].as_str(), Some(id.as_str()), "{items:#}");
     assert_eq!(item["state"].as_str(), Some("staged"));

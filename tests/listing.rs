@@ -179,8 +179,9 @@ fn the_long_listing_has_whole_ids_and_times_and_json_the_short_ids() {
             && lines[2].ends_with("  restored  'lone'"),
         "{text}"
     );
-    let json: serde_json::Value =
+    let doc: serde_json::Value =
         serde_json::from_slice(&list(&sb, &w, "80", &["--json"]).stdout).expect("json");
+    let json = &doc["deletions"];
     assert_eq!(json[0]["short_id"], "20260610T122");
     assert_eq!(json[0]["id"], DELETIONS[4].1);
     assert_eq!(json[4]["short_id"], "20260301");

@@ -27,7 +27,7 @@ fn unrm_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Outcome {
 fn ids(sb: &Sandbox) -> Vec<String> {
     let out = unrm_ok(sb, sb.root(), &["--list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list json");
-    let mut ids: Vec<String> = v
+    let mut ids: Vec<String> = v["deletions"]
         .as_array()
         .expect("array")
         .iter()

@@ -12,6 +12,7 @@ mod fuzz;
 mod hostile_store;
 mod instant;
 mod isolation;
+mod json;
 mod layers;
 mod listing;
 mod memory;

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use super::dirs::Finish;
 use super::reason;
 use super::restorer::{Data, Restorer};
+use super::Outcome;
 use crate::hash::ContentHash;
 use crate::manifest::{Entry, Kind};
 use crate::output::stderr_write;
@@ -193,6 +194,8 @@ impl Restorer<'_> {
                         .as_bytes(),
                     );
                     self.report.failed += 1;
+                    let why = format!("could not restore its attribute: {}", reason(&err));
+                    self.log(dest, Outcome::Failed(why), None);
                 }
             }
         }

@@ -104,6 +104,31 @@ pub struct RestoreOptions {
     pub cwd: Vec<u8>,
     /// `-v`: print each restored object.
     pub verbose: bool,
+    /// Keep a [`Report::log`] of every object settled (`unrm --json` accounts per target).
+    pub record: bool,
+}
+
+/// What became of one object of a restore, for [`Report::log`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Made at its destination.
+    Restored,
+    /// Found there already, identical.
+    Already,
+    /// Something else is there: left alone.
+    Conflict,
+    /// Could not be restored, and why (as said on stderr).
+    Failed(String),
+}
+
+/// One object of a restore's log: its destination (or, when it was not in the deletion,
+/// the path asked for), what became of it, whether it is a regular file, and its bytes.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub path: Vec<u8>,
+    pub outcome: Outcome,
+    pub file: bool,
+    pub bytes: u64,
 }
 
 /// What a restore did, for the summary and the exit code.
@@ -130,6 +155,8 @@ pub struct Report {
     pub xattrs_not_set: u64,
     /// What was restored could not be made durable: nothing may be said to be restored.
     pub not_durable: bool,
+    /// With [`RestoreOptions::record`]: every object settled, in the order it was.
+    pub log: Vec<Logged>,
 }
 
 impl Report {

@@ -16,7 +16,7 @@ use super::dirs::Finish;
 use super::durable::Filesystems;
 use super::resume::Resume;
 use super::tally::Tally;
-use super::{reason, Conflict, Report, RestoreOptions, Target};
+use super::{reason, Conflict, Logged, Outcome, Report, RestoreOptions, Target};
 use crate::manifest::{Entry, Kind, Manifest};
 use crate::output::stderr_write;
 use crate::paths::{display, is_under, join, normal_absolute, split_parent, PathMap};
@@ -162,6 +162,21 @@ impl Restorer<'_> {
         self.tally.bar.clear();
         stderr_write(format!("unrm: could not restore {shown}: {reason}\n").as_bytes());
         self.report.failed += 1;
+        self.log(dest, Outcome::Failed(reason.to_string()), None);
+    }
+
+    /// Note in the report's log (when one is kept) what became of the object at `path`;
+    /// `entry` is its manifest entry when known (whether it is a file, and its size).
+    pub(super) fn log(&mut self, path: &[u8], outcome: Outcome, entry: Option<&Entry>) {
+        if self.opts.record {
+            let file = entry.is_some_and(|e| e.kind == Kind::File);
+            self.report.log.push(Logged {
+                path: path.to_vec(),
+                outcome,
+                file,
+                bytes: if file { entry.map_or(0, |e| e.size) } else { 0 },
+            });
+        }
     }
 
     /// Decide each entry's destination; settle conflicts at the target roots.
@@ -406,6 +421,19 @@ impl Restorer<'_> {
             .filter(|j| matches!(j, Some(Job::Create(_))))
             .count();
         self.report.failed += n as u64;
+        if self.opts.record {
+            let why = "the archive could not be read as far as it";
+            for (i, job) in jobs.iter().enumerate().skip(from) {
+                if let Some(Job::Create(dest)) = job {
+                    let manifest = self.manifest;
+                    self.log(
+                        dest,
+                        Outcome::Failed(why.into()),
+                        Some(&manifest.entries[i]),
+                    );
+                }
+            }
+        }
     }
 
     /// Create one object at `dest` from entry `i`.
@@ -458,6 +486,7 @@ impl Restorer<'_> {
                     self.tally.in_place(e.size, true);
                 }
                 self.report.restored += 1;
+                self.log(dest, Outcome::Restored, Some(e));
                 if self.roots.is_dest(dest) {
                     self.report.roots_restored.push(dest.to_vec());
                 }
@@ -488,6 +517,7 @@ impl Restorer<'_> {
             .as_bytes(),
         );
         self.report.conflicts.push(dest.to_vec());
+        self.log(dest, Outcome::Conflict, Some(e));
         if e.kind == Kind::Dir {
             self.skipped_below.insert_first(dest.to_vec(), ());
         }
@@ -550,6 +580,7 @@ impl Restorer<'_> {
             self.tally.in_place(e.size, false);
         }
         self.report.already += 1;
+        self.log(dest, Outcome::Already, Some(e));
         if self.roots.is_dest(dest) {
             self.report.roots_restored.push(dest.to_vec());
         }

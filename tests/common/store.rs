@@ -44,7 +44,12 @@ pub fn edit_manifest(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 /// The deletions in the store, newest first, from `unrm --list --json`.
 pub fn deletions(sb: &Sandbox) -> Vec<serde_json::Value> {
     let out = unrm_ok(sb, sb.root(), &["--list", "--json"]);
-    serde_json::from_slice(&out.stdout).expect("--list --json is JSON")
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--list --json is JSON");
+    match &doc["deletions"] {
+        serde_json::Value::Array(items) => items.clone(),
+        _ => panic!("--list --json holds no deletions: {doc}"),
+    }
 }
 
 /// The id of the newest deletion in the store.

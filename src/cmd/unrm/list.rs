@@ -151,9 +151,7 @@ fn print_rows(
     if opts.json {
         let items: Vec<serde_json::Value> =
             rows.iter().map(|r| json_row(r, &short_of(r))).collect();
-        let mut text = serde_json::to_string_pretty(&items).unwrap_or_default();
-        text.push('\n');
-        stdout_write(text.as_bytes());
+        crate::output::print_json("list", serde_json::json!({ "deletions": items }));
         return;
     }
     let now = chrono::DateTime::from_timestamp(crate::fault::now(), 0).unwrap_or_default();
@@ -489,9 +487,11 @@ pub(super) fn show(opts: &Options, catalog: &Catalog, cwd: &[u8], id: &str) -> i
         }
     };
     if opts.json {
-        let mut text = serde_json::to_string_pretty(&d.manifest).unwrap_or_default();
-        text.push('\n');
-        stdout_write(text.as_bytes());
+        // The manifest as it is, its own `format` field included.
+        crate::output::print_json(
+            "show",
+            serde_json::to_value(&d.manifest).unwrap_or_default(),
+        );
         return 0;
     }
     let ids: Vec<&str> = catalog.headers.iter().map(|h| h.id.as_str()).collect();

@@ -15,11 +15,13 @@ use std::os::unix::ffi::OsStrExt;
 use anyhow::{Context, Result};
 
 use crate::catalog::{Catalog, IdMatch};
+use crate::instant::PutBack;
 use crate::output::{stderr_write, stdout_write};
 use crate::store::staging::Staged;
 use crate::store::Store;
 use crate::unrm_cli::{self, Action, Options, Parsed};
 
+mod account;
 mod cat;
 mod filter;
 mod find;
@@ -79,7 +81,7 @@ fn execute(opts: &Options) -> Result<i32> {
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_else(|_| b"/".to_vec());
     // `unrm --last` of a deletion not archived yet: its objects are renamed back.
-    let plain = opts.to.is_none() && opts.at.is_none() && !opts.json && !opts.pick && !opts.verbose;
+    let plain = opts.to.is_none() && opts.at.is_none() && !opts.pick && !opts.verbose;
     // So is `unrm PATH` of operands still staged, each whole.
     let undone = match &opts.action {
         Action::Last(1) if plain => crate::instant::undo_newest(&store)?,
@@ -96,7 +98,11 @@ fn execute(opts: &Options) -> Result<i32> {
         _ => None,
     };
     if let Some(restored) = undone {
-        for (dest, created) in restored {
+        if opts.json {
+            account::put_back(&store, &restored);
+            return Ok(0);
+        }
+        for PutBack { dest, created, .. } in restored {
             let shown = crate::quote::quote(&crate::paths::display(&cwd, &dest));
             let when = ago(&created);
             stdout_write(
@@ -279,6 +285,9 @@ fn act(
             }
             if picks.is_empty() {
                 stderr_write(b"unrm: could not restore: no deletion is left to undo\n");
+                if opts.json {
+                    account::Account::default().print(1, false);
+                }
                 return Ok(1);
             }
             Ok(restore_picks(
@@ -288,7 +297,7 @@ fn act(
                 cwd,
                 picks,
                 &HashMap::new(),
-                false,
+                account::Account::default(),
             ))
         }
         Action::List(patterns) => Ok(list(opts, &catalog.headers, staged, cwd, patterns)),
@@ -427,6 +436,7 @@ fn purge(
             ids: would.iter().map(|x| x.header.id.clone()).collect(),
         };
     }
+    let mut finished = Vec::new();
     let lock = if p.dry_run {
         None
     } else {
@@ -437,8 +447,11 @@ fn purge(
             )
         })?;
         let scan = store.scan()?;
-        for id in store.finish_interrupted_purges(&lock, &scan)? {
-            stdout_write(format!("finished the interrupted purge of {id}\n").as_bytes());
+        finished = store.finish_interrupted_purges(&lock, &scan)?;
+        if !opts.json {
+            for id in &finished {
+                stdout_write(format!("finished the interrupted purge of {id}\n").as_bytes());
+            }
         }
         Some(lock)
     };
@@ -448,22 +461,7 @@ fn purge(
         .map(|x| x.archive_bytes)
         .fold(0u64, u64::saturating_add);
     if opts.json {
-        let items: Vec<serde_json::Value> = purged
-            .iter()
-            .map(|x| {
-                serde_json::json!({
-                    "id": x.header.id,
-                    "created": x.header.created,
-                    "operands": x.header.operands,
-                    "archive_bytes": x.archive_bytes,
-                    "reason": format!("{:?}", x.reason).to_lowercase(),
-                    "purged": !p.dry_run,
-                })
-            })
-            .collect();
-        let mut text = serde_json::to_string_pretty(&items).unwrap_or_default();
-        text.push('\n');
-        stdout_write(text.as_bytes());
+        print_purged(&purged, p.dry_run, &finished);
         return Ok(0);
     }
     let verb = if p.dry_run { "would purge" } else { "purged" };
@@ -487,6 +485,34 @@ fn purge(
     }
     stdout_write(out.as_bytes());
     Ok(0)
+}
+
+/// `--purge --json`: what went (or would go), and the interrupted purges finished first.
+fn print_purged(purged: &[crate::retention::Purged], dry_run: bool, finished: &[String]) {
+    let items: Vec<serde_json::Value> = purged
+        .iter()
+        .map(|x| {
+            serde_json::json!({
+                "id": x.header.id,
+                "created": x.header.created,
+                "operands": x.header.operands,
+                "archive_bytes": x.archive_bytes,
+                "reason": format!("{:?}", x.reason).to_lowercase(),
+                "purged": !dry_run,
+            })
+        })
+        .collect();
+    let bytes = purged
+        .iter()
+        .map(|x| x.archive_bytes)
+        .fold(0u64, u64::saturating_add);
+    let doc = serde_json::json!({
+        "dry_run": dry_run,
+        "deletions": items,
+        "archive_bytes": bytes,
+        "finished_interrupted": finished,
+    });
+    crate::output::print_json("purge", doc);
 }
 
 #[cfg(test)]

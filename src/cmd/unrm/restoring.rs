@@ -18,6 +18,7 @@ use crate::store::Store;
 use crate::sys;
 use crate::unrm_cli::Options;
 
+use super::account::Account;
 use super::find::{absolute, at_filter, candidates_text, choose, resolve, Resolution};
 use super::met_damage;
 
@@ -35,6 +36,9 @@ pub(super) fn restore_names(
             Ok(f) => f,
             Err(msg) => {
                 stderr_write(format!("unrm: could not restore: --at {msg}\n").as_bytes());
+                if opts.json {
+                    Account::default().print(1, false);
+                }
                 return Ok(1);
             }
         },
@@ -42,7 +46,8 @@ pub(super) fn restore_names(
     let tty = sys::stdin_is_tty();
     let mut picks = Vec::new();
     let mut bases = HashMap::new();
-    let mut failed = false;
+    // Names that come to nothing, for the JSON document (and the exit status).
+    let mut account = Account::default();
     // Every name is resolved before anything is asked or restored: a damaged manifest met
     // on the way is rebuilt first, and the names resolved again.
     let resolved: Vec<(&[u8], _)> = names
@@ -54,8 +59,9 @@ pub(super) fn restore_names(
         .collect();
     met_damage(catalog, may_heal)?;
     for (name, resolution) in resolved {
-        let fail = |msg: &str| {
+        let mut fail = |msg: &str| {
             stderr_write(format!("unrm: could not restore {}: {msg}\n", quote(name)).as_bytes());
+            account.unresolved(name, msg);
         };
         match resolution {
             Ok(Resolution::Found(found)) => picks.extend(found),
@@ -66,15 +72,18 @@ pub(super) fn restore_names(
                         ids.push(catalog.id(*d));
                     }
                 }
-                stdout_write(
-                    format!(
-                        "{} was removed in parts by {} deletions; restoring from each, the newest version of each object: {}\n",
-                        quote(&display(cwd, &absolute(cwd, name))),
-                        ids.len(),
-                        ids.join(", ")
-                    )
-                    .as_bytes(),
-                );
+                // (The JSON document lists each deletion.)
+                if !opts.json {
+                    stdout_write(
+                        format!(
+                            "{} was removed in parts by {} deletions; restoring from each, the newest version of each object: {}\n",
+                            quote(&display(cwd, &absolute(cwd, name))),
+                            ids.len(),
+                            ids.join(", ")
+                        )
+                        .as_bytes(),
+                    );
+                }
                 for (d, p, base) in found {
                     bases.insert((d, p.clone()), base);
                     picks.push((d, p));
@@ -82,32 +91,30 @@ pub(super) fn restore_names(
             }
             Ok(Resolution::Choose(found)) if tty => match choose(catalog, name, &found) {
                 Some(n) => picks.push(found[n].clone()),
-                None => {
-                    fail("nothing was chosen");
-                    failed = true;
-                }
+                None => fail("nothing was chosen"),
             },
             Ok(Resolution::Choose(found)) => {
                 fail(&format!(
                     "it matches several deleted objects; give the path, or choose with --at ID (or on a terminal):\n{}",
                     candidates_text(catalog, &found).trim_end()
                 ));
-                failed = true;
             }
-            Err(msg) => {
-                fail(&msg);
-                failed = true;
-            }
+            Err(msg) => fail(&msg),
         }
     }
     if picks.is_empty() {
+        if opts.json {
+            account.print(1, false);
+        }
         return Ok(1);
     }
-    let code = restore_picks(opts, store, catalog, cwd, picks, &bases, failed);
+    let code = restore_picks(opts, store, catalog, cwd, picks, &bases, account);
     Ok(code)
 }
 
-/// Restore every (deletion, source path), one pass over each archive; print the summary.
+/// Restore every (deletion, source path), one pass over each archive; print the summary,
+/// or with `--json` the one document of `account` (which holds the names that came to
+/// nothing: the status is 1 if there are any).
 pub(super) fn restore_picks(
     opts: &Options,
     store: &Store,
@@ -115,16 +122,21 @@ pub(super) fn restore_picks(
     cwd: &[u8],
     picks: Vec<(usize, Vec<u8>)>,
     bases: &HashMap<(usize, Vec<u8>), Vec<u8>>,
-    mut failed: bool,
+    mut account: Account,
 ) -> i32 {
+    let mut failed = account.has_unresolved();
+    let give_up = |e: &anyhow::Error, account: Account| {
+        stderr_write(format!("unrm: {e:#}\n").as_bytes());
+        if opts.json {
+            account.print(1, false);
+        }
+        1
+    };
     // Held shared, as writers do, so that a collector (exclusive) never removes an archive
     // that is being restored from.
     let _lock = match store.lock_shared() {
         Ok(l) => l,
-        Err(e) => {
-            stderr_write(format!("unrm: could not restore: {e:#}\n").as_bytes());
-            return 1;
-        }
+        Err(e) => return give_up(&e.context("could not restore"), account),
     };
     // Ctrl-C stops after the current object (a file being written is removed), leaves what
     // is complete in place, and dies of the signal.
@@ -133,10 +145,7 @@ pub(super) fn restore_picks(
         None => b"/".to_vec(),
         Some(dir) => match prepare_to(dir) {
             Ok(a) => a,
-            Err(e) => {
-                stderr_write(format!("unrm: {e:#}\n").as_bytes());
-                return 1;
-            }
+            Err(e) => return give_up(&e, account),
         },
     };
     let ropts = RestoreOptions {
@@ -144,7 +153,9 @@ pub(super) fn restore_picks(
         anchor: anchor.clone(),
         euid: sys::geteuid(),
         cwd: cwd.to_vec(),
-        verbose: opts.verbose,
+        // The -v lines would be more than the one JSON document on stdout.
+        verbose: opts.verbose && !opts.json,
+        record: opts.json,
     };
     let (order, by_deletion) = group_by_deletion(opts, catalog, &anchor, picks, bases);
     let mut tally = Tally::new("unrm: restoring", wanted(catalog, &order, &by_deletion));
@@ -171,6 +182,7 @@ pub(super) fn restore_picks(
         );
         tally.bar.clear();
         let interrupted = crate::signal::caught();
+        let mut error = None;
         match result {
             // Ctrl-C: said below, in one line.
             Err(_) if interrupted.is_some() && !report.not_durable => {}
@@ -183,10 +195,13 @@ pub(super) fn restore_picks(
                     .as_bytes(),
                 );
                 failed = true;
+                error = Some(format!("{e:#}"));
             }
             Ok(()) => {}
         }
-        if interrupted.is_none() {
+        if opts.json {
+            account.deletion(catalog, (d, &order), targets, &report, error);
+        } else if interrupted.is_none() {
             say_restored(opts, cwd, catalog, (d, &order), targets, &report);
         }
         if report.restored > 0 && !report.not_durable {
@@ -195,12 +210,19 @@ pub(super) fn restore_picks(
         if let Some(sig) = interrupted {
             let objects = total.restored + report.restored;
             stderr_write(interrupted_line(&tally, objects, opts.conflict).as_bytes());
+            if opts.json {
+                account.print(1, true);
+            }
             crate::signal::reraise(sig);
         }
         add_up(&mut total, report);
     }
     tally.bar.finish();
-    sum_up(&total, failed)
+    let code = sum_up(&total, failed);
+    if opts.json {
+        account.print(code, false);
+    }
+    code
 }
 
 /// The regular files (and their bytes) the run restores: what its progress counts.
@@ -368,7 +390,12 @@ fn say_restored(
 /// How many deletions older than `d` removed `path` itself (as one of their operands),
 /// are still in the store, and are not restored from in this run (`restoring`): the other
 /// versions `--pick` offers.
-fn older_versions(catalog: &Catalog, d: usize, restoring: &[usize], path: &[u8]) -> usize {
+pub(super) fn older_versions(
+    catalog: &Catalog,
+    d: usize,
+    restoring: &[usize],
+    path: &[u8],
+) -> usize {
     catalog
         .headers
         .iter()
