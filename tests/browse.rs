@@ -511,7 +511,9 @@ fn unrm_alone_with_an_empty_store_says_there_is_nothing_to_restore() {
     );
     assert_eq!(out.stderr_text(), "");
     let out = at_now_ok(&sb, &w, &["--json"]);
-    assert_eq!(out.stdout_text().trim(), "[]");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["kind"], "list", "{json}");
+    assert_eq!(json["deletions"].as_array().map(Vec::len), Some(0), "{json}");
 }
 
 #[test]
@@ -561,7 +563,8 @@ fn unrm_alone_shows_the_newest_five_deletions_and_how_to_restore() {
     assert_eq!(&lines[..6], &first[..]);
     let json: serde_json::Value =
         serde_json::from_slice(&at_now_ok(&sb, &w, &["--json"]).stdout).expect("json");
-    assert_eq!(json.as_array().map(Vec::len), Some(5));
+    assert_eq!(json["kind"], "list", "{json}");
+    assert_eq!(json["deletions"].as_array().map(Vec::len), Some(5), "{json}");
     // A few deletions: all of them, and where to find more.
     let sb = Sandbox::new();
     let w = sb.work("w");

@@ -295,6 +295,9 @@ fn every_document_unrm_prints_matches_the_schema() {
     let list = document(&unrm_ok(&sb, &w, &["--list", "--json"]), "list");
     let items = list["deletions"].as_array().expect("deletions");
     assert_eq!(items.len(), 4, "{list:#}");
+    // `unrm --json` alone: the newest deletions, as a listing.
+    let recent = document(&unrm_ok(&sb, &w, &["--json"]), "list");
+    assert_eq!(recent["deletions"], list["deletions"], "{recent:#}");
     let id = items[0]["id"].as_str().expect("id").to_string();
     let show = document(&unrm_ok(&sb, &w, &["--show", &id, "--json"]), "show");
     assert_eq!(show["id"], id.as_str());
