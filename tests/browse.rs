@@ -513,7 +513,11 @@ fn unrm_alone_with_an_empty_store_says_there_is_nothing_to_restore() {
     let out = at_now_ok(&sb, &w, &["--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["kind"], "list", "{json}");
-    assert_eq!(json["deletions"].as_array().map(Vec::len), Some(0), "{json}");
+    assert_eq!(
+        json["deletions"].as_array().map(Vec::len),
+        Some(0),
+        "{json}"
+    );
 }
 
 #[test]
@@ -564,7 +568,11 @@ fn unrm_alone_shows_the_newest_five_deletions_and_how_to_restore() {
     let json: serde_json::Value =
         serde_json::from_slice(&at_now_ok(&sb, &w, &["--json"]).stdout).expect("json");
     assert_eq!(json["kind"], "list", "{json}");
-    assert_eq!(json["deletions"].as_array().map(Vec::len), Some(5), "{json}");
+    assert_eq!(
+        json["deletions"].as_array().map(Vec::len),
+        Some(5),
+        "{json}"
+    );
     // A few deletions: all of them, and where to find more.
     let sb = Sandbox::new();
     let w = sb.work("w");

@@ -306,6 +306,39 @@ const SHELLS: &[Shell] = &[
     },
 ];
 
+/// `shell` (at `program`) on a pseudo-terminal in `work`, with `bin` first on its PATH, unrm's
+/// completion loaded as installed and then `rc_extra` run; returned at its first prompt.
+fn start_shell(
+    sb: &Sandbox,
+    shell: &Shell,
+    program: &Path,
+    work: &Path,
+    bin: &Path,
+    rc_extra: &str,
+) -> Pty {
+    let comp = sb.work("completions");
+    let file = sb
+        .std_command(unrm_bin())
+        .args(["--completions", shell.name])
+        .output()
+        .expect("unrm --completions");
+    fs::write(comp.join("_unrm"), &file.stdout).expect("write _unrm");
+    let rc = sb.root().join("rc");
+    let rc_text = shell.rc.replace("{dir}", &comp.display().to_string()) + rc_extra;
+    fs::write(&rc, rc_text).expect("rc");
+    let mut cmd = sb.std_command_with_path(program, format!("{}:/usr/bin:/bin", bin.display()));
+    cmd.args(&shell.argv[1..])
+        .current_dir(work)
+        .env("TERM", "xterm")
+        .env("LC_ALL", "C.UTF-8");
+    let mut pty = Pty::spawn(cmd);
+    pty.send(format!("source {}\n", rc.display()).as_bytes());
+    pty.wait_for(&format!("{}: first prompt", shell.name), |p| {
+        p.prompts() >= 1
+    });
+    pty
+}
+
 /// In each real shell: with one deleted name in the store, `unrm ` and Tab complete the
 /// word to that name, quoted so that the command line hands unrm exactly its bytes; and no
 /// name ran as code. zsh loads the completion from $fpath on the first Tab, which once
@@ -326,25 +359,7 @@ fn tab_completes_hostile_names_in_bash_zsh_and_fish() {
         for (i, n) in names.iter().enumerate() {
             delete_into(&sb, &data(i), &work, &[n]);
         }
-        let comp = sb.work("completions");
-        let file = sb
-            .std_command(unrm_bin())
-            .args(["--completions", shell.name])
-            .output()
-            .expect("unrm --completions");
-        fs::write(comp.join("_unrm"), &file.stdout).expect("write _unrm");
-        let rc = sb.root().join("rc");
-        fs::write(&rc, shell.rc.replace("{dir}", &comp.display().to_string())).expect("rc");
-        let mut cmd = sb.std_command_with_path(program, format!("{}:/usr/bin:/bin", bin.display()));
-        cmd.args(&shell.argv[1..])
-            .current_dir(&work)
-            .env("TERM", "xterm")
-            .env("LC_ALL", "C.UTF-8");
-        let mut pty = Pty::spawn(cmd);
-        pty.send(format!("source {}\n", rc.display()).as_bytes());
-        pty.wait_for(&format!("{}: first prompt", shell.name), |p| {
-            p.prompts() >= 1
-        });
+        let mut pty = start_shell(&sb, shell, &program, &work, &bin, "");
         let mut failures = Vec::new();
         for (i, n) in names.iter().enumerate() {
             let out = sb.root().join(format!("out{i}"));
@@ -598,31 +613,8 @@ fn tab_goes_into_deleted_trees_and_completes_ids_in_bash_zsh_and_fish() {
             .run();
         assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
         let id = short_ids(&sb, &work).remove(0);
-        let comp = sb.work("completions");
-        let file = sb
-            .std_command(unrm_bin())
-            .args(["--completions", shell.name])
-            .output()
-            .expect("unrm --completions");
-        fs::write(comp.join("_unrm"), &file.stdout).expect("write _unrm");
-        let rc = sb.root().join("rc");
-        let rc_text = format!(
-            "{}{}{}\n",
-            shell.rc.replace("{dir}", &comp.display().to_string()),
-            shell.set_data,
-            sb.data().display()
-        );
-        fs::write(&rc, rc_text).expect("rc");
-        let mut cmd = sb.std_command_with_path(program, format!("{}:/usr/bin:/bin", bin.display()));
-        cmd.args(&shell.argv[1..])
-            .current_dir(&work)
-            .env("TERM", "xterm")
-            .env("LC_ALL", "C.UTF-8");
-        let mut pty = Pty::spawn(cmd);
-        pty.send(format!("source {}\n", rc.display()).as_bytes());
-        pty.wait_for(&format!("{}: first prompt", shell.name), |p| {
-            p.prompts() >= 1
-        });
+        let set_data = format!("{}{}\n", shell.set_data, sb.data().display());
+        let mut pty = start_shell(&sb, shell, &program, &work, &bin, &set_data);
         let cases: &[(&str, &[&[u8]])] = &[
             ("unrm tree/s\tf\t", &[b"unrm", b"tree/sub dir/file one"]),
             ("unrm --at \t", &[b"unrm", b"--at", &id]),
