@@ -190,6 +190,23 @@ impl<E: Serialize> Manifest<E> {
 }
 
 impl Manifest {
+    /// The zstd frame to start decoding from to reach entry `i` (a restore, `unrm --cat`):
+    /// the last frame at or before it at which an entry starts. `(that entry, the frame's
+    /// offset in the archive file)`; the start of the archive when there is none.
+    pub fn start_frame(&self, i: usize) -> (usize, u64) {
+        let want = self.entries[i].offset;
+        let mut start = (0usize, 0u64);
+        for f in self.frames.iter().filter(|f| f.tar_offset <= want) {
+            if let Some(n) = self.entries[..=i]
+                .iter()
+                .position(|e| e.offset == f.tar_offset)
+            {
+                start = (n, f.compressed_offset);
+            }
+        }
+        start
+    }
+
     pub fn from_json(bytes: &[u8]) -> anyhow::Result<Manifest> {
         let m: Manifest = serde_json::from_slice(bytes)?;
         if m.format > MANIFEST_VERSION {

@@ -71,7 +71,7 @@ fn stream(
         .archive
         .as_ref()
         .ok_or_else(|| CatError::Damaged(format!("deletion {} has no archive", manifest.id)))?;
-    let (first, offset) = start_frame(manifest, i);
+    let (first, offset) = manifest.start_frame(i);
     let mut file = store.open_archive(&archive.path).map_err(damaged)?;
     file.seek(SeekFrom::Start(offset))
         .with_context(|| format!("cannot read {}", quote(archive.path.as_bytes())))
@@ -99,7 +99,10 @@ fn stream(
                 quote(&want)
             )));
         }
-        let sparse = sparse_size(&mut entry).map_err(|err| damaged(err.into()))?;
+        let (_, sparse) = super::restorer::pax_xattrs(&mut entry);
+        let sparse = sparse
+            .map_err(|err| damaged(err.into()))?
+            .map(|(size, _)| size);
         let stored = entry.size();
         let mut hash = ContentHash::of(e);
         let read = match sparse {
@@ -123,37 +126,6 @@ fn stream(
     Err(damaged(anyhow!(
         "the archive ends before entry {i} of its manifest"
     )))
-}
-
-/// The frame to start decoding from for entry `i`: the last one at or before it where an
-/// entry starts (as a restore seeks, `restorer.rs`); `(that entry, the frame's offset in the
-/// archive file)`, the start of the archive when there is none.
-fn start_frame(manifest: &Manifest, i: usize) -> (usize, u64) {
-    let want = manifest.entries[i].offset;
-    let mut start = (0usize, 0u64);
-    for f in manifest.frames.iter().filter(|f| f.tar_offset <= want) {
-        if let Some(n) = manifest.entries[..=i]
-            .iter()
-            .position(|e| e.offset == f.tar_offset)
-        {
-            start = (n, f.compressed_offset);
-        }
-    }
-    start
-}
-
-/// The real size of an entry stored as PAX 1.0 sparse (`crate::archive::sparse`); None for
-/// one stored whole.
-fn sparse_size<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<u64>> {
-    let mut records = Vec::new();
-    if let Some(exts) = entry.pax_extensions()? {
-        for ext in exts.flatten() {
-            if ext.key_bytes().starts_with(b"GNU.sparse.") {
-                records.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec()));
-            }
-        }
-    }
-    crate::archive::sparse::realsize(records.iter().map(|(k, v)| (&k[..], &v[..])))
 }
 
 /// A failure while feeding: reading the archive, or writing the stream.

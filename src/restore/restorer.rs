@@ -333,7 +333,7 @@ impl Restorer<'_> {
             .as_ref()
             .ok_or_else(|| anyhow!("deletion {} has no archive", self.manifest.id))?;
         let mut file = store.open_archive(&archive.path)?;
-        let start = self.start_frame(first);
+        let start = self.manifest.start_frame(first);
         file.seek(SeekFrom::Start(start.1))
             .with_context(|| format!("cannot read {}", quote(archive.path.as_bytes())))?;
         let decoder =
@@ -393,25 +393,6 @@ impl Restorer<'_> {
             bail!("the archive ends before entry {i} of its manifest");
         }
         Ok(())
-    }
-
-    /// The frame to start decoding from for the first wanted entry `first`: the last one at
-    /// or before it, and an entry must start exactly there. `(that entry, the frame's offset
-    /// in the archive file)`; the start of the archive when there is none.
-    fn start_frame(&self, first: usize) -> (usize, u64) {
-        let want = self.manifest.entries[first].offset;
-        let mut start = (0usize, 0u64);
-        for f in &self.manifest.frames {
-            if f.tar_offset <= want {
-                if let Some(i) = self.manifest.entries[..=first]
-                    .iter()
-                    .position(|e| e.offset == f.tar_offset)
-                {
-                    start = (i, f.compressed_offset);
-                }
-            }
-        }
-        start
     }
 
     /// Count what can no longer be restored after the stream broke at entry `from`.
@@ -599,7 +580,7 @@ pub(super) struct Data<'a> {
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The `SCHILY.xattr.*` records of an entry's PAX header, and whether it is sparse.
-fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> (Xattrs, Sparse) {
+pub(super) fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> (Xattrs, Sparse) {
     let stored = entry.size();
     let mut out = Vec::new();
     let mut records = Vec::new();
