@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::archive::{MANIFEST_FRAME_MAGIC, MANIFEST_FRAME_TAG};
 use crate::catalog::{Catalog, Deletion, IdMatch};
 use crate::manifest::{ArchiveInfo, Frame, Manifest};
-use crate::output::{stderr_write, stdout_write};
+use crate::output::{count, stderr_write, stdout_write};
 use crate::store::layout::{self, MANIFEST_SUFFIX};
 use crate::store::staging::{Staged, StagedState};
 use crate::store::{LockGuard, Store};
@@ -102,20 +102,26 @@ pub fn run(
         return Ok(if bad == 0 { 0 } else { 1 });
     }
     let summary = format!(
-        "checked {} deletion(s){}: {}{}\n",
-        chosen.len(),
+        "checked {}{}: {}{}\n",
+        count(chosen.len() as u64, "deletion", "deletions"),
         if staged.is_empty() {
             String::new()
         } else {
-            format!(" and {} staged one(s) not archived yet", staged.len())
+            format!(
+                " and {} not archived yet",
+                count(staged.len() as u64, "staged one", "staged ones")
+            )
         },
         if bad == 0 {
             "no problems found".to_string()
         } else {
-            format!("{bad} problem(s)")
+            count(bad as u64, "problem", "problems")
         },
         if repaired > 0 {
-            format!(", {repaired} manifest(s) rebuilt")
+            format!(
+                ", {} rebuilt",
+                count(repaired as u64, "manifest", "manifests")
+            )
         } else {
             String::new()
         }
@@ -258,7 +264,10 @@ fn look_after_store(
     }
     let swept = store.sweep_temp(&lock, STALE_TEMP_SECS)?;
     if swept > 0 {
-        note(&format!("removed {swept} stale temp file(s)"));
+        note(&format!(
+            "removed {}",
+            count(swept as u64, "stale temp file", "stale temp files")
+        ));
     }
     check_orphans(store, catalog, &lock, repair, damaged, bad)
 }

@@ -364,8 +364,8 @@ fn housekeeping(store: &Store, config: &Config, just_made: Option<&str>) -> Resu
     let finished = store.finish_interrupted_purges(&lock, &scan)?;
     if !finished.is_empty() {
         lines.push(format!(
-            "saferm: finished purging {} deletion(s) that an interrupted purge left behind",
-            finished.len()
+            "saferm: finished purging {} that an interrupted purge left behind",
+            crate::output::count(finished.len() as u64, "deletion", "deletions")
         ));
     }
     store.sweep_temp(&lock, crate::check::STALE_TEMP_SECS)?;

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, Setting, Size};
-use crate::output::human;
 use crate::output::stdout_write;
+use crate::output::{count, human};
 use crate::retention::{duration_text, size_text};
 use crate::store::Store;
 
@@ -112,9 +112,18 @@ pub fn run(store: &Store, catalog: &Catalog, json: bool) -> Result<i32> {
     out.push_str(&format!("newest:         {}\n", when(newest)));
     if orphans > 0 || !scan.purging.is_empty() || !catalog.unreadable.is_empty() {
         out.push_str(&format!(
-            "problems:       {orphans} archive(s) without a manifest, {} interrupted purge(s), {} unreadable manifest(s): run unrm --check\n",
-            scan.purging.len(),
-            catalog.unreadable.len()
+            "problems:       {} without a manifest, {}, {}: run unrm --check\n",
+            count(orphans as u64, "archive", "archives"),
+            count(
+                scan.purging.len() as u64,
+                "interrupted purge",
+                "interrupted purges"
+            ),
+            count(
+                catalog.unreadable.len() as u64,
+                "unreadable manifest",
+                "unreadable manifests"
+            )
         ));
     }
     out.push_str(&format!(

@@ -515,7 +515,7 @@ fn an_overwrite_whose_obstacle_holds_an_immutable_file_changes_none_of_it() {
         out.stderr_text(),
         "unrm: could not restore 'o': it is in the way and cannot be removed whole \
          ('o/sub/imm' is immutable); nothing of it was changed\n\
-         unrm: restored 0 object(s); 1 could not be restored\n"
+         unrm: restored 0 objects; 1 could not be restored\n"
     );
     assert_eq!(with_mtimes(&w), before, "the obstacle is as it was");
     assert_eq!(

@@ -471,7 +471,7 @@ fn purge_takes_the_same_time_filters_alone_or_with_names() {
         .collect();
     gone.sort_unstable();
     assert_eq!(gone, ["alpha'", "bravo'"], "{dry}");
-    assert!(lines[2].starts_with("would purge 2 deletion(s)"), "{dry}");
+    assert!(lines[2].starts_with("would purge 2 deletions"), "{dry}");
     // A name outside the range purges nothing.
     let none = at_now_ok(&sb, &w, &["--purge", "--today", "bravo"]).stdout_text();
     assert_eq!(none, "nothing to purge\n");

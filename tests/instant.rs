@@ -1032,7 +1032,7 @@ fn unrm_list_and_check_show_a_staged_deletion_that_could_not_be_archived() {
     );
     assert_eq!(
         out.stdout_text(),
-        "checked 1 deletion(s) and 1 staged one(s) not archived yet: 1 problem(s)\n"
+        "checked 1 deletion and 1 staged one not archived yet: 1 problem\n"
     );
     // Named by its id, too.
     let out = full(&["--check", &id]);
@@ -1055,7 +1055,7 @@ fn unrm_list_and_check_show_a_staged_deletion_that_could_not_be_archived() {
     let out = unrm_ok(&sb, &w, &["--check"]);
     assert_eq!(
         out.stdout_text(),
-        "checked 2 deletion(s): no problems found\n"
+        "checked 2 deletions: no problems found\n"
     );
 }
 
@@ -1094,7 +1094,7 @@ fn unrm_check_reports_staged_deletions_waiting_or_being_archived_without_failing
     assert_eq!(
         stdout,
         format!(
-            "staged deletion {id}: waiting to be archived\nchecked 0 deletion(s) and 1 staged one(s) not archived yet: no problems found\n"
+            "staged deletion {id}: waiting to be archived\nchecked 0 deletions and 1 staged one not archived yet: no problems found\n"
         ),
         "{stderr}"
     );
@@ -1115,7 +1115,7 @@ fn unrm_check_reports_staged_deletions_waiting_or_being_archived_without_failing
     assert_eq!(
         out.stdout_text(),
         format!(
-            "staged deletion {id}: being archived by worker {}\nchecked 0 deletion(s) and 1 staged one(s) not archived yet: no problems found\n",
+            "staged deletion {id}: being archived by worker {}\nchecked 0 deletions and 1 staged one not archived yet: no problems found\n",
             worker.id()
         ),
         "{}",
@@ -1124,8 +1124,5 @@ fn unrm_check_reports_staged_deletions_waiting_or_being_archived_without_failing
     assert!(worker.wait().expect("the worker").success());
     assert!(staged_is_empty(&sb));
     let out = unrm_ok(&sb, &w, &["--check"]);
-    assert_eq!(
-        out.stdout_text(),
-        "checked 1 deletion(s): no problems found\n"
-    );
+    assert_eq!(out.stdout_text(), "checked 1 deletion: no problems found\n");
 }

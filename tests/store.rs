@@ -72,7 +72,7 @@ fn purge_dry_run_prints_and_keeps_everything() {
         assert!(text.contains(&format!("would purge {id}")), "{text}");
     }
     assert!(!text.contains(&before[3]), "{text}");
-    assert!(text.contains("would purge 3 deletion(s)"), "{text}");
+    assert!(text.contains("would purge 3 deletions"), "{text}");
     assert!(text.contains("nothing was purged"), "{text}");
     assert_eq!(ids(&sb), before);
 }
@@ -131,7 +131,7 @@ fn purge_by_size_goes_oldest_first_until_the_store_fits() {
         &["--purge", "--max-size", "250K", "--keep", "0"],
     );
     assert!(
-        out.stdout_text().contains("purged 3 deletion(s)"),
+        out.stdout_text().contains("purged 3 deletions"),
         "{}",
         out.stdout_text()
     );
@@ -174,7 +174,7 @@ fn purge_named_ids_even_within_keep_last_and_nothing_on_a_typo() {
     // A whole id and a prefix; keep_last (10 by default) does not protect a named one.
     let prefix = &all[0][..all[0].len() - 3];
     let out = unrm_ok(&sb, sb.root(), &["--purge", &all[2], prefix]);
-    assert!(out.stdout_text().contains("purged 2 deletion(s)"));
+    assert!(out.stdout_text().contains("purged 2 deletions"));
     assert_eq!(ids(&sb), vec![all[1].clone()]);
     unrm_ok(&sb, sb.root(), &["--check"]);
 }
@@ -555,7 +555,7 @@ fn stale_temp_files_are_swept_fresh_ones_kept() {
     fs::write(tmp.join("new.1.tmp"), b"x").expect("write");
     age(&tmp.join("old.1.tmp"), 7200);
     let out = unrm_ok(&sb, sb.root(), &["--check"]);
-    assert!(out.stdout_text().contains("removed 1 stale temp file(s)"));
+    assert!(out.stdout_text().contains("removed 1 stale temp file"));
     assert!(!tmp.join("old.1.tmp").exists());
     assert!(tmp.join("new.1.tmp").exists());
     // And after a saferm run.

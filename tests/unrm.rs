@@ -124,7 +124,7 @@ fn a_path_inside_a_deleted_tree_restores_just_that_with_recorded_parents() {
     assert_eq!(
         out.stderr_text(),
         "unrm: could not restore 'proj/README': something else is there (--rename restores beside it)\n\
-         unrm: restored 0 object(s); 1 left alone because they exist\n"
+         unrm: restored 0 objects; 1 left alone because they exist\n"
     );
     assert_eq!(fs::read(w.join("proj/README")).expect("kept"), b"changed");
 }
@@ -263,7 +263,7 @@ fn unknown_names_are_reported_and_the_others_restored() {
     assert_eq!(
         out.stderr_text(),
         "unrm: could not restore 'nothing-like-it': no deletion in the store holds it\n\
-         unrm: restored 1 object(s)\n"
+         unrm: restored 1 object\n"
     );
     assert!(w.join("f").exists());
 }
@@ -360,10 +360,7 @@ fn check_passes_on_a_sound_store() {
     rich_tree_for_unrm(&w);
     saferm(&sb, &w, &["-r", "t"]);
     let out = unrm_ok(&sb, &w, &["--check"]);
-    assert_eq!(
-        out.stdout_text(),
-        "checked 1 deletion(s): no problems found\n"
-    );
+    assert_eq!(out.stdout_text(), "checked 1 deletion: no problems found\n");
 }
 
 /// Flip one byte of the archive in the middle of a file's compressed data.
@@ -491,7 +488,7 @@ fn a_symlink_planted_in_place_of_a_parent_is_not_followed() {
     assert_eq!(
         out.stderr_text(),
         "unrm: could not restore 'proj/secret': 'proj' is a symlink (restores never follow one)\n\
-         unrm: restored 0 object(s); 1 could not be restored\n"
+         unrm: restored 0 objects; 1 could not be restored\n"
     );
     assert!(
         fs::read_dir(&outside).expect("outside").next().is_none(),
@@ -527,7 +524,7 @@ fn restoring_as_an_unprivileged_user_reports_foreign_owners_once() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
     assert_eq!(
         out.stderr_text(),
-        "unrm: could not give 2 restored object(s) their recorded owner (only root can); they belong to you\n"
+        "unrm: could not give 2 restored objects their recorded owner (only root can); they belong to you\n"
     );
     for f in ["mine", "theirs", "also"] {
         let m = fs::metadata(w.join("d").join(f)).expect("restored");
@@ -1136,7 +1133,7 @@ fn check_reports_a_manifest_whose_archive_is_gone() {
         err.contains("is damaged") && err.contains("No such file"),
         "{err}"
     );
-    assert_eq!(out.stdout_text(), "checked 1 deletion(s): 1 problem(s)\n");
+    assert_eq!(out.stdout_text(), "checked 1 deletion: 1 problem\n");
     let out = unrm(&sb, &w, &["f"]);
     assert_eq!(out.code(), Some(1));
     assert!(!w.join("f").exists());
@@ -1347,7 +1344,7 @@ fn device_nodes_need_root_and_the_rest_is_restored_without() {
     assert_eq!(
         out.stderr_text(),
         "unrm: could not restore 'd/null': only root can create device nodes\n\
-         unrm: restored 3 object(s); 1 could not be restored\n"
+         unrm: restored 3 objects; 1 could not be restored\n"
     );
     assert_eq!(fs::read(w.join("d/f")).expect("f"), b"x");
     assert!(fs::symlink_metadata(w.join("d/p"))
@@ -1762,18 +1759,32 @@ fn purge_by_name_asks_a_person_what_goes_and_never_a_script() {
     assert_eq!(crate::common::deletions(&sb).len(), 3);
     let (code, out, err) = unrm_on_a_tty(&sb, &w, &["--purge", "tt"], "y\n");
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("purged 2 deletion(s)"), "{out}");
+    assert!(out.contains("purged 2 deletions"), "{out}");
+    assert_eq!(crate::common::deletions(&sb).len(), 1);
+    // --json on a terminal is asked too; the document says what went.
+    fs::write(w.join("tt"), b"again").expect("write");
+    saferm(&sb, &w, &["tt"]);
+    let (code, out, err) = unrm_on_a_tty(&sb, &w, &["--purge", "--json", "tt"], "n\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("purge 1 deletion ("), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["deletions"].as_array().map(Vec::len), Some(0), "{doc}");
+    assert_eq!(crate::common::deletions(&sb).len(), 2);
+    let (code, out, err) = unrm_on_a_tty(&sb, &w, &["--purge", "--json", "tt"], "y\n");
+    assert_eq!(code, Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["deletions"].as_array().map(Vec::len), Some(1), "{doc}");
     assert_eq!(crate::common::deletions(&sb).len(), 1);
     // --yes on a terminal, and any script: no question.
     let (code, out, err) = unrm_on_a_tty(&sb, &w, &["--purge", "--yes", "other"], "");
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("[y/N]"), "{err}");
-    assert!(out.contains("purged 1 deletion(s)"), "{out}");
+    assert!(out.contains("purged 1 deletion"), "{out}");
     fs::write(w.join("tt"), b"three").expect("write");
     saferm(&sb, &w, &["tt"]);
     let out = unrm_ok(&sb, &w, &["--purge", "tt"]);
     assert!(
-        out.stdout_text().contains("purged 1 deletion(s)"),
+        out.stdout_text().contains("purged 1 deletion"),
         "{}",
         out.stdout_text()
     );

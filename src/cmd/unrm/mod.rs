@@ -402,39 +402,29 @@ fn purge(
             ids,
         }
     };
-    // A person is shown what would go, and asked; then exactly that goes.
-    if !p.dry_run && !p.yes && !opts.json && crate::sys::stdin_is_tty() {
-        let would = retention::purge(store, None, &rules, None, true)?;
-        if would.is_empty() {
-            stdout_write(b"nothing to purge\n");
-            return Ok(0);
+    // A person is shown what would go, and asked; then exactly that goes (--json too: it
+    // says what went, it is no answer to the question).
+    if !p.dry_run && !p.yes && crate::sys::stdin_is_tty() {
+        match confirm_purge(store, &rules)? {
+            Ok(ids) => {
+                rules = Rules {
+                    max_age: None,
+                    max_size: Size::Unlimited,
+                    min_free: Size::Unlimited,
+                    max_count: None,
+                    protect_newest: 0,
+                    ids,
+                }
+            }
+            Err(_) if opts.json => {
+                print_purged(&[], false, &[]);
+                return Ok(0);
+            }
+            Err(nothing) => {
+                stdout_write(format!("{nothing}\n").as_bytes());
+                return Ok(0);
+            }
         }
-        let mut text = String::new();
-        for x in &would {
-            text.push_str(&format!("  {}\n", retention::line_of(x)));
-        }
-        let bytes = would
-            .iter()
-            .map(|x| x.archive_bytes)
-            .fold(0u64, u64::saturating_add);
-        let n = would.len();
-        text.push_str(&format!(
-            "unrm: purge {n} deletion{} ({}) for good? They cannot be restored after. [y/N] ",
-            if n == 1 { "" } else { "s" },
-            crate::output::human(bytes)
-        ));
-        if !crate::walk::yes_no(&text) {
-            stdout_write(b"nothing was purged\n");
-            return Ok(0);
-        }
-        rules = Rules {
-            max_age: None,
-            max_size: Size::Unlimited,
-            min_free: Size::Unlimited,
-            max_count: None,
-            protect_newest: 0,
-            ids: would.iter().map(|x| x.header.id.clone()).collect(),
-        };
     }
     let mut finished = Vec::new();
     let lock = if p.dry_run {
@@ -473,8 +463,8 @@ fn purge(
         out.push_str("nothing to purge\n");
     } else {
         out.push_str(&format!(
-            "{verb} {} deletion(s), {}{}\n",
-            purged.len(),
+            "{verb} {}, {}{}\n",
+            crate::output::count(purged.len() as u64, "deletion", "deletions"),
             crate::output::human(bytes),
             if p.dry_run {
                 "; nothing was purged"
@@ -488,6 +478,37 @@ fn purge(
 }
 
 /// `--purge --json`: what went (or would go), and the interrupted purges finished first.
+/// Show on the terminal what `rules` would purge and ask: the ids to purge, or what to say
+/// when nothing goes (nothing matched, or the answer was no).
+fn confirm_purge(
+    store: &Store,
+    rules: &crate::retention::Rules,
+) -> Result<std::result::Result<Vec<String>, &'static str>> {
+    use crate::retention;
+    let would = retention::purge(store, None, rules, None, true)?;
+    if would.is_empty() {
+        return Ok(Err("nothing to purge"));
+    }
+    let mut text = String::new();
+    for x in &would {
+        text.push_str(&format!("  {}\n", retention::line_of(x)));
+    }
+    let bytes = would
+        .iter()
+        .map(|x| x.archive_bytes)
+        .fold(0u64, u64::saturating_add);
+    let n = would.len();
+    text.push_str(&format!(
+        "unrm: purge {n} deletion{} ({}) for good? They cannot be restored after. [y/N] ",
+        if n == 1 { "" } else { "s" },
+        crate::output::human(bytes)
+    ));
+    if !crate::walk::yes_no(&text) {
+        return Ok(Err("nothing was purged"));
+    }
+    Ok(Ok(would.iter().map(|x| x.header.id.clone()).collect()))
+}
+
 fn print_purged(purged: &[crate::retention::Purged], dry_run: bool, finished: &[String]) {
     let items: Vec<serde_json::Value> = purged
         .iter()

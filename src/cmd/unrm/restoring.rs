@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::catalog::{self, Catalog, Deletion, Restored};
 use crate::manifest::PathBytes;
-use crate::output::{stderr_write, stdout_write};
+use crate::output::{count, stderr_write, stdout_write};
 use crate::paths::{display, split_parent, PathMap};
 use crate::quote::quote;
 use crate::restore::{self, Conflict, Report, RestoreOptions, Tally, Target};
@@ -454,8 +454,8 @@ fn sum_up(total: &Report, failed: bool) -> i32 {
     if total.ownership_not_set > 0 {
         stderr_write(
             format!(
-                "unrm: could not give {} restored object(s) their recorded owner (only root can); they belong to you\n",
-                total.ownership_not_set
+                "unrm: could not give {} their recorded owner (only root can); they belong to you\n",
+                count(total.ownership_not_set, "restored object", "restored objects")
             )
             .as_bytes(),
         );
@@ -463,14 +463,21 @@ fn sum_up(total: &Report, failed: bool) -> i32 {
     if total.xattrs_not_set > 0 {
         stderr_write(
             format!(
-                "unrm: could not restore {} extended attribute(s) (not permitted or not supported here)\n",
-                total.xattrs_not_set
+                "unrm: could not restore {} (not permitted or not supported here)\n",
+                count(
+                    total.xattrs_not_set,
+                    "extended attribute",
+                    "extended attributes"
+                )
             )
             .as_bytes(),
         );
     }
     if !total.ok() || failed {
-        let mut parts = vec![format!("restored {} object(s)", total.restored)];
+        let mut parts = vec![format!(
+            "restored {}",
+            count(total.restored, "object", "objects")
+        )];
         if !total.conflicts.is_empty() {
             parts.push(format!(
                 "{} left alone because they exist",
