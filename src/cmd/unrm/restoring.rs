@@ -354,6 +354,11 @@ fn say_restored(
     let restored: HashSet<&[u8]> = report.roots_restored.iter().map(|r| &r[..]).collect();
     let replaced: HashSet<&[u8]> = report.replaced.iter().map(|r| &r[..]).collect();
     let deleted = format!("deleted {}", super::ago(&catalog.headers[d].created));
+    // Each target's line; the plain ones (restored, or there already) are summed up when
+    // there are many of them (`rm d/*` of thousands of files).
+    let mut lines: Vec<(Said, String)> = Vec::new();
+    // Of the plain restored ones, how many have older versions in the store.
+    let mut with_older = 0u64;
     for t in targets {
         let renamed = renamed_to.get(t.dest.as_slice()).copied();
         let used = renamed.unwrap_or(&t.dest);
@@ -363,7 +368,7 @@ fn say_restored(
         let shown = quote(&display(cwd, &t.dest));
         // Nothing was written: all of it was there already, identical.
         if report.restored == 0 && report.already > 0 && renamed.is_none() {
-            stdout_write(format!("{shown} is there already, as it was ({deleted})\n").as_bytes());
+            lines.push((Said::Already, shown));
             continue;
         }
         let mut notes = vec![deleted.clone()];
@@ -371,6 +376,7 @@ fn say_restored(
             notes.push("what was there is archived in the store".to_string());
         }
         let older = older_versions(catalog, d, restoring, &t.source);
+        with_older += u64::from(older > 0 && renamed.is_none() && notes.len() == 1);
         if older > 0 {
             let s = if older == 1 { "" } else { "s" };
             notes.push(format!("{older} older version{s}: --pick"));
@@ -381,10 +387,83 @@ fn say_restored(
                 quote(&display(cwd, used)),
                 notes.join("; ")
             ),
+            None if notes.len() == 1 => {
+                lines.push((Said::Restored, shown));
+                continue;
+            }
+            None if older > 0 && notes.len() == 2 => {
+                lines.push((Said::Restored, format!("{shown}\0{}", notes.join("; "))));
+                continue;
+            }
             None => format!("restored {shown} ({})\n", notes.join("; ")),
         };
-        stdout_write(line.as_bytes());
+        lines.push((Said::Other, line));
     }
+    let mut out = String::new();
+    let plain = |said: Said| lines.iter().filter(move |(s, _)| *s == said);
+    if lines.len() <= LISTED {
+        for (said, text) in &lines {
+            match said {
+                Said::Restored => match text.split_once('\0') {
+                    Some((shown, notes)) => out.push_str(&format!("restored {shown} ({notes})\n")),
+                    None => out.push_str(&format!("restored {text} ({deleted})\n")),
+                },
+                Said::Already => {
+                    out.push_str(&format!("{text} is there already, as it was ({deleted})\n"))
+                }
+                Said::Other => out.push_str(text),
+            }
+        }
+    } else {
+        for (_, text) in plain(Said::Other) {
+            out.push_str(text);
+        }
+        let some = |said: Said| {
+            let names: Vec<&str> = plain(said)
+                .map(|(_, t)| t.split('\0').next().unwrap_or(t))
+                .collect();
+            let shown = names[..names.len().min(3)].join(", ");
+            match names.len() {
+                0 => None,
+                n if n <= 3 => Some(shown),
+                n => Some(format!("{shown} and {} more", n - 3)),
+            }
+        };
+        if let Some(names) = some(Said::Restored) {
+            let n = plain(Said::Restored).count() as u64;
+            let older = match with_older {
+                0 => String::new(),
+                k => format!("; {} older versions: --pick", count(k, "has", "have")),
+            };
+            out.push_str(&format!(
+                "restored {}: {names} ({deleted}{older}; -v lists every object)\n",
+                count(n, "operand", "operands")
+            ));
+        }
+        if let Some(names) = some(Said::Already) {
+            let n = plain(Said::Already).count() as u64;
+            out.push_str(&format!(
+                "{} there already, as {} ({deleted}): {names}\n",
+                count(n, "operand was", "operands were"),
+                if n == 1 { "it was" } else { "they were" },
+            ));
+        }
+    }
+    stdout_write(out.as_bytes());
+}
+
+/// More lines than this for one deletion are summed up.
+const LISTED: usize = 10;
+
+/// What a restore line says of its target.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Said {
+    /// Restored, nothing more to say but when it was deleted.
+    Restored,
+    /// All of it was there already, identical.
+    Already,
+    /// A line of its own (renamed, replaced, older versions).
+    Other,
 }
 
 /// How many deletions older than `d` removed `path` itself (as one of their operands),
@@ -480,7 +559,7 @@ fn sum_up(total: &Report, failed: bool) -> i32 {
         )];
         if !total.conflicts.is_empty() {
             parts.push(format!(
-                "{} left alone because they exist",
+                "{} not restored: something else is in the way",
                 total.conflicts.len()
             ));
         }
