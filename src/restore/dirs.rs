@@ -102,6 +102,7 @@ impl Restorer<'_> {
                 let id = sys::fstat(fd.as_raw_fd()).map_or((0, 0), |st| (st.dev, st.ino));
                 if made {
                     self.resume.made_dir(id);
+                    self.fresh_dirs.insert(path.to_vec());
                 }
                 if let Some(i) = recorded {
                     self.finalize.push((path.to_vec(), Finish::Recorded(i), id));

@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStringExt;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::create::{create_node, create_symlink, same_content, Done};
+use super::decode::Decoded;
 use super::dirs::Finish;
 use super::durable::Filesystems;
 use super::resume::Resume;
@@ -92,6 +93,10 @@ pub(super) struct Restorer<'a> {
     pub(super) dirs: HashMap<Vec<u8>, OwnedFd>,
     /// Directories this run created (so a directory entry arriving later adopts them).
     pub(super) created_dirs: HashSet<Vec<u8>>,
+    /// Of those, the ones this run's own mkdirat made (not one adopted from a killed restore,
+    /// nor one that appeared meanwhile): they were empty, so what goes into them needs no
+    /// look first.
+    pub(super) fresh_dirs: HashSet<Vec<u8>>,
     /// Directories to finish at the end: (dest, what to give them, their `(dev, ino)`).
     pub(super) finalize: Vec<(Vec<u8>, Finish, (u64, u64))>,
     /// The `next` of the last [`Restorer::retire`], and how many of the first `finalize`
@@ -136,6 +141,7 @@ impl<'a> Restorer<'a> {
             index,
             dirs: HashMap::new(),
             created_dirs: HashSet::new(),
+            fresh_dirs: HashSet::new(),
             finalize: Vec::new(),
             retired_at: (Vec::new(), 0),
             first_names: HashMap::new(),
@@ -338,7 +344,8 @@ impl Restorer<'_> {
             .with_context(|| format!("cannot read {}", quote(archive.path.as_bytes())))?;
         let decoder =
             zstd::stream::read::Decoder::new(file).context("cannot start decoding the archive")?;
-        let mut tar = tar::Archive::new(decoder);
+        let decoded = Decoded::start(decoder).context("cannot start decoding the archive")?;
+        let mut tar = tar::Archive::new(decoded);
         let entries = tar.entries().context("cannot read the archive")?;
         let mut i = start.0;
         for entry in entries {
@@ -440,7 +447,11 @@ impl Restorer<'_> {
         // Something is there already: a directory is restored into, an identical object is
         // left as it is (so a restore can be run again after an interruption or a partial
         // restore), anything else is a conflict.
-        let ours = e.kind == Kind::Dir && self.created_dirs.contains(dest);
+        // Nor is anything in a directory this run made itself (it was empty; a name that appears
+        // there since makes the create fail, as O_EXCL and mkdirat do not replace): one
+        // lookup less per object of a tree restored whole.
+        let ours = (e.kind == Kind::Dir && self.created_dirs.contains(dest))
+            || self.fresh_dirs.contains(parent);
         if !ours {
             match sys::fstatat(pfd, &cname, false) {
                 Ok(st) => return self.existing(i, pfd, &cname, dest, &st),
