@@ -51,6 +51,7 @@
 
 pub mod cat;
 mod create;
+mod decode;
 mod dirs;
 mod durable;
 pub mod obstacle;
