@@ -1237,3 +1237,135 @@ fn flatten(dir: &Path) -> (usize, PathBuf) {
     }
     (n, at)
 }
+
+/// A command line as a shell hands it to completion: any bytes but NUL, mostly quotes, escapes,
+/// slashes, option spellings and the names in the store.
+fn completion_line() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        prop::sample::select(vec![
+            &b"'"[..],
+            b"\"",
+            b"$'",
+            b"\\",
+            b"/",
+            b"./",
+            b"../",
+            b" ",
+            b"=",
+            b";",
+            b"|",
+            b"--show",
+            b"--at",
+            b"--cat",
+            b"--purge",
+            b"--",
+            b"t",
+            b"t/",
+            b"sub",
+            b"deep/",
+            b"a",
+            b"\xff",
+            b"\n",
+            b"*",
+        ])
+        .prop_map(<[u8]>::to_vec),
+        // Any byte but NUL, which no argument can hold.
+        prop::collection::vec(1u8..=255, 1..4),
+    ];
+    prop::collection::vec(piece, 0..12).prop_map(|v| [&b"unrm "[..], &v.concat()].concat())
+}
+
+/// `unrm --complete-names` reads the line up to the cursor that a shell passes (and, with a
+/// `/`, the manifests of the deleted trees it names): whatever the line, it prints words and
+/// exits 0, never panics, and (as Tab must) never waits or writes anything.
+#[test]
+fn fuzz_completion_lines() {
+    let fx = Fixture::new();
+    campaign(
+        "completion_lines",
+        150,
+        32,
+        (
+            completion_line(),
+            0usize..6,
+            prop::sample::select(vec!["bash", "zsh", "fish"]),
+        ),
+        |(line, cut, shell)| {
+            // bash's TEXT: the end of the line (what readline replaces), any length of it.
+            let text = &line[line.len() - cut.min(line.len())..];
+            let out = fx
+                .sb
+                .command(unrm_bin())
+                .current_dir(&fx.work)
+                .args(["--complete-names", shell, "--"])
+                .arg(std::ffi::OsStr::from_bytes(text))
+                .arg(std::ffi::OsStr::from_bytes(&line))
+                .run();
+            let err = out.stderr_text();
+            prop_assert_eq!(out.code(), Some(0), "{:?}: {}", line, err);
+            prop_assert!(!err.contains("panicked"), "{:?}: {}", line, err);
+            Ok(())
+        },
+    );
+    fx.nothing_written_in_place()
+        .expect("completion wrote nothing");
+}
+
+/// Times as people type them, and bytes that only look like them: `--since`, `--until` and
+/// `--at` either take one or say why not (exit 1, `unrm: ...`); never a panic.
+#[test]
+fn fuzz_time_arguments() {
+    let fx = Fixture::new();
+    let time = prop::collection::vec(
+        prop_oneof![
+            prop::sample::select(vec![
+                "2026-12-01",
+                " ",
+                "14:00",
+                ":",
+                "-",
+                "T",
+                "10m",
+                "2h",
+                "3d",
+                "99999999999999d",
+                "yesterday",
+                "today",
+                "now",
+                "+",
+                "0",
+                "9",
+                "24:60",
+                "2026-02-30",
+                "\u{e9}",
+            ])
+            .prop_map(str::to_string),
+            "[ -~]{1,3}",
+        ],
+        0..6,
+    )
+    .prop_map(|v| v.concat());
+    let option = prop::sample::select(vec!["--since", "--until", "--at"]);
+    campaign(
+        "time_arguments",
+        120,
+        32,
+        (option, time),
+        |(option, time)| {
+            let args: Vec<&str> = match option {
+                // --cat: the version --at chooses, to stdout (nothing restored in place).
+            "--at" => vec!["--at", &time, "--cat", "t/a"],
+                _ => vec!["--list", option, &time],
+            };
+            let out = fx
+                .sb
+                .command(unrm_bin())
+                .current_dir(&fx.work)
+                .args(&args)
+                .run();
+            reported(&out, &format!("unrm {args:?}"))
+        },
+    );
+    fx.nothing_written_in_place()
+        .expect("nothing restored in place");
+}
