@@ -1354,7 +1354,7 @@ fn fuzz_time_arguments() {
         |(option, time)| {
             let args: Vec<&str> = match option {
                 // --cat: the version --at chooses, to stdout (nothing restored in place).
-            "--at" => vec!["--at", &time, "--cat", "t/a"],
+                "--at" => vec!["--at", &time, "--cat", "t/a"],
                 _ => vec!["--list", option, &time],
             };
             let out = fx
