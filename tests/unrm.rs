@@ -1892,3 +1892,21 @@ fn many_operands_restored_from_one_deletion_are_summed_up_in_one_line() {
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("restored 'd/f01' (deleted "), "{text}");
 }
+
+/// A deletion whose content is all back already (restored by a path inside it) is noted
+/// as undone by `unrm --last`, which then moves on to the command before it instead of
+/// saying "there already" again and again.
+#[test]
+fn last_moves_on_past_a_deletion_found_all_in_place() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    build_tree(&w, &["first=1", "proj/src/a.c=hi"]);
+    saferm(&sb, &w, &["first"]);
+    saferm(&sb, &w, &["-r", "proj"]);
+    unrm_ok(&sb, &w, &["proj/src"]);
+    let text = crate::common::when_blanked(&unrm_ok(&sb, &w, &["--last"]).stdout_text());
+    assert_eq!(text, "'proj' is there already, as it was (deleted WHEN)\n");
+    let text = crate::common::when_blanked(&unrm_ok(&sb, &w, &["--last"]).stdout_text());
+    assert_eq!(text, "restored 'first' (deleted WHEN)\n");
+    assert_eq!(fs::read(w.join("first")).expect("restored"), b"1");
+}

@@ -204,7 +204,9 @@ pub(super) fn restore_picks(
         } else if interrupted.is_none() {
             say_restored(opts, cwd, catalog, (d, &order), targets, &report);
         }
-        if report.restored > 0 && !report.not_durable {
+        // Found all there already counts too: else `unrm --last` would stop at that
+        // deletion for good, never reaching the command before it.
+        if (report.restored > 0 || report.already > 0) && !report.not_durable {
             note_restored(store, del, targets, &report);
         }
         if let Some(sig) = interrupted {
