@@ -358,9 +358,7 @@ fn say_restored(
     let deleted = format!("deleted {}", super::ago(&catalog.headers[d].created));
     // Each target's line; the plain ones (restored, or there already) are summed up when
     // there are many of them (`rm d/*` of thousands of files).
-    let mut lines: Vec<(Said, String)> = Vec::new();
-    // Of the plain restored ones, how many have older versions in the store.
-    let mut with_older = 0u64;
+    let mut lines: Vec<Said> = Vec::new();
     for t in targets {
         let renamed = renamed_to.get(t.dest.as_slice()).copied();
         let used = renamed.unwrap_or(&t.dest);
@@ -370,102 +368,116 @@ fn say_restored(
         let shown = quote(&display(cwd, &t.dest));
         // Nothing was written: all of it was there already, identical.
         if report.restored == 0 && report.already > 0 && renamed.is_none() {
-            lines.push((Said::Already, shown));
+            lines.push(Said::Already(shown));
+            continue;
+        }
+        let older = older_versions(catalog, d, restoring, &t.source);
+        let replaced = replaced.contains(t.dest.as_slice());
+        if renamed.is_none() && !replaced {
+            lines.push(Said::Restored { shown, older });
             continue;
         }
         let mut notes = vec![deleted.clone()];
-        if replaced.contains(t.dest.as_slice()) {
+        if replaced {
             notes.push("what was there is archived in the store".to_string());
         }
-        let older = older_versions(catalog, d, restoring, &t.source);
-        with_older += u64::from(older > 0 && renamed.is_none() && notes.len() == 1);
         if older > 0 {
-            let s = if older == 1 { "" } else { "s" };
-            notes.push(format!("{older} older version{s}: --pick"));
+            notes.push(older_note(older));
         }
-        let line = match renamed {
+        lines.push(Said::Other(match renamed {
             Some(used) => format!(
                 "restored {shown} as {} ({})\n",
                 quote(&display(cwd, used)),
                 notes.join("; ")
             ),
-            None if notes.len() == 1 => {
-                lines.push((Said::Restored, shown));
-                continue;
-            }
-            None if older > 0 && notes.len() == 2 => {
-                lines.push((Said::Restored, format!("{shown}\0{}", notes.join("; "))));
-                continue;
-            }
             None => format!("restored {shown} ({})\n", notes.join("; ")),
-        };
-        lines.push((Said::Other, line));
+        }));
     }
     let mut out = String::new();
-    let plain = |said: Said| lines.iter().filter(move |(s, _)| *s == said);
     if lines.len() <= LISTED {
-        for (said, text) in &lines {
-            match said {
-                Said::Restored => match text.split_once('\0') {
-                    Some((shown, notes)) => out.push_str(&format!("restored {shown} ({notes})\n")),
-                    None => out.push_str(&format!("restored {text} ({deleted})\n")),
-                },
-                Said::Already => {
-                    out.push_str(&format!("{text} is there already, as it was ({deleted})\n"))
+        for line in &lines {
+            match line {
+                Said::Restored { shown, older: 0 } => {
+                    out.push_str(&format!("restored {shown} ({deleted})\n"))
                 }
-                Said::Other => out.push_str(text),
+                Said::Restored { shown, older } => out.push_str(&format!(
+                    "restored {shown} ({deleted}; {})\n",
+                    older_note(*older)
+                )),
+                Said::Already(shown) => out.push_str(&format!(
+                    "{shown} is there already, as it was ({deleted})\n"
+                )),
+                Said::Other(text) => out.push_str(text),
             }
         }
-    } else {
-        for (_, text) in plain(Said::Other) {
-            out.push_str(text);
-        }
-        let some = |said: Said| {
-            let names: Vec<&str> = plain(said)
-                .map(|(_, t)| t.split('\0').next().unwrap_or(t))
-                .collect();
-            let shown = names[..names.len().min(3)].join(", ");
-            match names.len() {
-                0 => None,
-                n if n <= 3 => Some(shown),
-                n => Some(format!("{shown} and {} more", n - 3)),
+        stdout_write(out.as_bytes());
+        return;
+    }
+    let mut restored_names = Vec::new();
+    let mut already_names = Vec::new();
+    let mut with_older = 0u64;
+    for line in &lines {
+        match line {
+            Said::Restored { shown, older } => {
+                restored_names.push(shown.as_str());
+                with_older += u64::from(*older > 0);
             }
-        };
-        if let Some(names) = some(Said::Restored) {
-            let n = plain(Said::Restored).count() as u64;
-            let older = match with_older {
-                0 => String::new(),
-                k => format!("; {} older versions: --pick", count(k, "has", "have")),
-            };
-            out.push_str(&format!(
-                "restored {}: {names} ({deleted}{older}; -v lists every object)\n",
-                count(n, "operand", "operands")
-            ));
-        }
-        if let Some(names) = some(Said::Already) {
-            let n = plain(Said::Already).count() as u64;
-            out.push_str(&format!(
-                "{} there already, as {} ({deleted}): {names}\n",
-                count(n, "operand was", "operands were"),
-                if n == 1 { "it was" } else { "they were" },
-            ));
+            Said::Already(shown) => already_names.push(shown.as_str()),
+            Said::Other(text) => out.push_str(text),
         }
     }
+    if !restored_names.is_empty() {
+        let older = match with_older {
+            0 => String::new(),
+            k => format!("; {} older versions: --pick", count(k, "has", "have")),
+        };
+        out.push_str(&format!(
+            "restored {}: {} ({deleted}{older}; -v lists every object)\n",
+            count(restored_names.len() as u64, "operand", "operands"),
+            first_names(&restored_names)
+        ));
+    }
+    if !already_names.is_empty() {
+        let n = already_names.len() as u64;
+        out.push_str(&format!(
+            "{} there already, as {} ({deleted}): {}\n",
+            count(n, "operand was", "operands were"),
+            if n == 1 { "it was" } else { "they were" },
+            first_names(&already_names)
+        ));
+    }
     stdout_write(out.as_bytes());
+}
+
+/// `N older version(s): --pick`.
+fn older_note(older: usize) -> String {
+    format!(
+        "{}: --pick",
+        count(older as u64, "older version", "older versions")
+    )
+}
+
+/// The first three of `names`, and how many more.
+fn first_names(names: &[&str]) -> String {
+    let shown = names[..names.len().min(3)].join(", ");
+    match names.len() {
+        n if n <= 3 => shown,
+        n => format!("{shown} and {} more", n - 3),
+    }
 }
 
 /// More lines than this for one deletion are summed up.
 const LISTED: usize = 10;
 
 /// What a restore line says of its target.
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum Said {
-    /// Restored, nothing more to say but when it was deleted.
-    Restored,
+    /// Restored in place, nothing more to say but when it was deleted and how many older
+    /// versions there are.
+    Restored { shown: String, older: usize },
     /// All of it was there already, identical.
-    Already,
-    /// A line of its own (renamed, replaced, older versions).
-    Other,
+    Already(String),
+    /// A line of its own (renamed, replaced).
+    Other(String),
 }
 
 /// How many deletions older than `d` removed `path` itself (as one of their operands),
