@@ -30,6 +30,20 @@ pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// For each of `paths` (normal absolute), the index of its parent among them: `None` when
+/// the parent is not one of them, and for `/`, which is its own parent.
+pub fn parent_indices(paths: &[Vec<u8>]) -> Vec<Option<usize>> {
+    let index: std::collections::HashMap<&[u8], usize> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_slice(), i))
+        .collect();
+    paths
+        .iter()
+        .map(|p| index.get(split_parent(p).0).copied().filter(|_| p != b"/"))
+        .collect()
+}
+
 /// Whether unrm reads a NAME as a glob (`*`, `?`, `[`), matched against deleted paths.
 pub fn has_glob(name: &[u8]) -> bool {
     name.iter().any(|b| matches!(b, b'*' | b'?' | b'['))

@@ -366,20 +366,13 @@ pub(super) fn pieces(found: &[Attempt<'_>]) -> Vec<(usize, Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     for (a, paths) in found.iter().zip(&held) {
         let base = split_parent(&a.operand).0.to_vec();
-        let pos: HashMap<&[u8], usize> = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.as_slice(), i))
-            .collect();
         // Each object's parent among them (none for the top one).
-        let parent: Vec<Option<usize>> = paths
-            .iter()
-            .map(|p| {
-                (p.as_slice() != a.path.as_slice())
-                    .then(|| pos.get(split_parent(p).0).copied())
-                    .flatten()
-            })
-            .collect();
+        let mut parent = crate::paths::parent_indices(paths);
+        for (q, p) in parent.iter_mut().zip(paths.iter()) {
+            if p.as_slice() == a.path.as_slice() {
+                *q = None;
+            }
+        }
         // Excluded: an object a newer deletion removed again, or one below a directory of
         // this deletion that a newer one removed again. One pass, parents first.
         let mut excluded = vec![false; paths.len()];

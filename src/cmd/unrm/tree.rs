@@ -13,8 +13,6 @@
 //! Names are quoted only when a shell would need it (`quote_if_needed`): a name holding a
 //! newline or an escape sequence is shown escaped, never sent to the terminal as it is.
 
-use std::collections::HashMap;
-
 use crate::catalog::Deletion;
 use crate::manifest::{Entry, Kind};
 use crate::output::{count, human};
@@ -58,15 +56,7 @@ pub(super) fn draw(del: &Deletion, cwd: &[u8], emit: &mut dyn FnMut(&str) -> boo
         .iter()
         .map(|e| e.path.bytes().unwrap_or_default())
         .collect();
-    let index: HashMap<&[u8], usize> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.as_slice(), i))
-        .collect();
-    let parent: Vec<Option<usize>> = paths
-        .iter()
-        .map(|p| index.get(split_parent(p).0).copied().filter(|_| p != b"/"))
-        .collect();
+    let parent = crate::paths::parent_indices(&paths);
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); entries.len()];
     let mut tops = Vec::new();
     for (i, p) in parent.iter().enumerate() {
