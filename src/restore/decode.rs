@@ -24,7 +24,7 @@ pub(super) struct Decoded {
 }
 
 impl Decoded {
-    /// Read `source` on a new thread; if no thread can be started, on this one, as before.
+    /// Read `source` on a new thread (an error if no thread can be started).
     pub(super) fn start(mut source: impl Read + Send + 'static) -> io::Result<Decoded> {
         let (to, chunks) = sync_channel::<io::Result<Vec<u8>>>(AHEAD);
         let thread = std::thread::Builder::new()
