@@ -516,6 +516,9 @@ pub struct Outcome {
     pub status: Option<ExitStatus>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The most memory the program held resident at once, in bytes (`ru_maxrss`, as
+    /// `wait4` reports it); `None` when it was killed by the timeout.
+    pub peak_rss: Option<u64>,
 }
 
 impl Outcome {
@@ -725,6 +728,7 @@ impl TestCommand {
 
     /// Runs to completion (or kills after the timeout) and returns what happened.
     pub fn run(&self) -> Outcome {
+        #[expect(clippy::zombie_processes, reason = "reap() waits for it, with wait4")]
         let mut child = self
             .build()
             .spawn()
@@ -746,14 +750,14 @@ impl TestCommand {
         let stdout = child.stdout.take().map(|p| read_all(Box::new(p)));
         let stderr = read_all(Box::new(child.stderr.take().expect("stderr pipe")));
         let deadline = Instant::now() + self.timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for the child") {
-                break Some(status);
+        let (status, peak_rss) = loop {
+            if let Some(reaped) = reap(&child) {
+                break reaped;
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                break None;
+                break (None, None);
             }
             thread::sleep(Duration::from_millis(2));
         };
@@ -766,12 +770,35 @@ impl TestCommand {
                 .map(|t| t.join().expect("stdout reader thread"))
                 .unwrap_or_default(),
             stderr: stderr.join().expect("stderr reader thread"),
+            peak_rss,
         }
     }
 
     /// How this command reads in a report: `rm -r 'a b'`.
     pub fn describe(&self) -> String {
         describe_args(&self.args)
+    }
+}
+
+/// The child's exit status and peak resident memory once it has exited (`None` while it
+/// runs). `wait4` rather than `Child::try_wait`, which does not report the child's usage.
+fn reap(child: &std::process::Child) -> Option<(Option<ExitStatus>, Option<u64>)> {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    let mut status = 0;
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the types wait4 writes.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        match r {
+            0 => return None,
+            r if r == pid => {
+                let kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+                return Some((Some(ExitStatus::from_raw(status)), Some(kib * 1024)));
+            }
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => panic!("wait for the child: {}", std::io::Error::last_os_error()),
+        }
     }
 }
 
