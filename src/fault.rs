@@ -33,12 +33,14 @@
 //!
 //! `pause` stops saferm between sealing and unlinking until a test says go on: it creates
 //! the file `paused` in the directory `SAFERM_TEST_PAUSE_DIR` names, then waits (at most two
-//! minutes) for a file `resume` there, so that a test can change a file at exactly that step.
+//! minutes) for a file `resume` there, or for a signal it catches, so that a test can change
+//! a file (or stop the process) at exactly that step.
 //! Instant mode's steps pause the same way: `staging` (saferm has made the staging and
 //! written its origin, nothing renamed in yet), `staged` (everything renamed in), `drain`
-//! (a worker or unrm is about to archive a staging) and `drained` (unrm has finished what
-//! was staged and not yet looked at what is left); `no-worker` keeps saferm from starting
-//! its worker.
+//! (a worker or unrm is about to archive a staging), `published` (it has published the
+//! staging's deletion and not yet noted so in the staging) and `drained` (unrm has finished
+//! what was staged and not yet looked at what is left); `no-worker` keeps saferm from
+//! starting its worker.
 //!
 //! `SAFERM_TEST_NOW=<unix seconds>` sets the clock retention measures ages with ([`now`]),
 //! so that age limits can be tested without racing the real clock.
@@ -84,7 +86,8 @@ pub fn pause(step: &str) {
 }
 
 /// The wait of [`pause`], for steps that name files (`archive-pause=a`, see [`names`]):
-/// create `SAFERM_TEST_PAUSE_DIR/paused`, then wait (two minutes at most) for `resume`.
+/// create `SAFERM_TEST_PAUSE_DIR/paused`, then wait (two minutes at most) for `resume`, or
+/// for a signal that [`crate::signal`] catches (what the process does with it is the test).
 pub fn wait_for_resume() {
     if !cfg!(debug_assertions) {
         return;
@@ -94,7 +97,7 @@ pub fn wait_for_resume() {
     };
     let _ = std::fs::write(dir.join("paused"), b"");
     for _ in 0..12_000 {
-        if dir.join("resume").exists() {
+        if dir.join("resume").exists() || crate::signal::caught().is_some() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

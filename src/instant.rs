@@ -352,15 +352,26 @@ fn drain_one(prog: &str, store: &Store, config: &Config, id: &str) -> Result<boo
         archive::Archived::Yes(made) => made,
         archive::Archived::Declined => None,
     };
-    crate::signal::restore();
+    crate::fault::pause("published");
     // What could not be archived (a file that cannot be read) is kept: `made` does not
     // hold everything staged, and the staging stays, with its origin, for a retry to
     // archive what is left beside it.
     let kept = plan.nodes.iter().any(|n| n.fate == Fate::Keep);
     // Before anything is unlinked: a retry must not archive what is left (the directories'
     // times change as their entries go) beside the deletion that holds it all.
-    if let (Some(made), false) = (&made, kept) {
-        store.mark_published(&staging, made)?;
+    let marked = match (&made, kept) {
+        (Some(made), false) => {
+            store.mark_published(&staging, made)?;
+            true
+        }
+        _ => false,
+    };
+    // Signals stay caught until the mark is made: `unrm` stops a worker with SIGTERM, and
+    // one that died between publishing and marking would leave a deletion its staging does
+    // not name, which the retry archived a second time. Stopped here, the retry unlinks.
+    crate::signal::restore();
+    if marked && crate::signal::caught().is_some() {
+        return Err(crate::signal::stop_error().into());
     }
     crate::sweep::unlink_plan(prog, &opts, &mut plan);
     if let Some(made) = &made {

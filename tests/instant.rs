@@ -607,6 +607,45 @@ fn unrm_last_stops_a_worker_at_the_deletion_and_renames_it_back() {
     assert!(staged_is_empty(&sb) && manifests(&sb.store()).is_empty());
 }
 
+/// `unrm --last` stops the worker (SIGTERM) just after it has published the staging's
+/// deletion and before it has noted so in the staging (fault `published`). The stop waits
+/// for the note: the deletion is restored from its archive, and the store holds it once —
+/// not a second time, archived again by the next worker from a staging that did not say.
+#[test]
+fn a_worker_stopped_just_after_publishing_leaves_one_deletion_restored_whole() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    fs::create_dir_all(w.join("t/sub")).expect("mkdir");
+    fs::write(w.join("t/sub/f"), noise(7, 100_000)).expect("write");
+    fs::write(w.join("t/top"), b"top").expect("write");
+    let before = snapshot(&w.join("t"));
+    saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
+    let pause = sb.work("pause");
+    let mut worker = spawn_quiet(
+        sb.std_command(saferm_bin())
+            .arg("---drain-staging")
+            .env("SAFERM_FAULT", "published")
+            .env("SAFERM_TEST_PAUSE_DIR", &pause),
+    );
+    wait_paused(&pause, "the worker");
+    assert_eq!(
+        manifests(&sb.store()).len(),
+        1,
+        "published before the pause"
+    );
+    let out = unrm_ok(&sb, &w, &["--last"]);
+    let status = worker.wait().expect("wait for the worker");
+    assert!(!status.success(), "the worker was stopped: {status:?}");
+    assert_eq!(snapshot(&w.join("t")), before, "{}", out.stdout_text());
+    assert!(staged_is_empty(&sb));
+    // Beside the deletion's manifest, the note that it was restored.
+    let deletions: Vec<PathBuf> = manifests(&sb.store())
+        .into_iter()
+        .filter(|m| !m.to_string_lossy().ends_with(".restored.json"))
+        .collect();
+    assert_eq!(deletions.len(), 1, "one deletion: {deletions:?}");
+}
+
 #[test]
 fn a_staged_deletion_is_restored_by_every_name_form_the_whole_operand_by_rename() {
     use std::os::unix::fs::MetadataExt;
