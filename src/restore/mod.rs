@@ -196,14 +196,19 @@ pub fn restore(
         .collect();
     let mut r = Restorer::new(opts, report, manifest, &paths, &index, tally);
     let jobs = r.plan(targets)?;
+    crate::timing::mark("restore planned");
     if jobs.iter().all(Option::is_none) {
         return Ok(());
     }
     r.resume = Resume::start(store, &manifest.id);
     let result = r.stream(store, &jobs);
+    crate::timing::mark("objects created");
     r.finish();
+    crate::timing::mark("directories finished");
     // Also after a failure or Ctrl-C: what was made is kept, and may be noted as restored.
-    if let Err(err) = r.filesystems.sync() {
+    let synced = r.filesystems.sync();
+    crate::timing::mark("synced");
+    if let Err(err) = synced {
         r.report.not_durable = true;
         return Err(anyhow!(
             "could not make what was restored durable (a crash could lose it): {}",

@@ -33,6 +33,7 @@ use restoring::{restore_names, restore_picks};
 
 /// Run unrm with `args` (without `argv[0]`); returns the exit status.
 pub fn run(args: &[OsString]) -> i32 {
+    crate::timing::start();
     // Restoring holds a directory descriptor per level, like removing.
     crate::sys::raise_open_file_limit();
     // The instant-mode worker, when unrm starts one for what it left staged (as saferm's).
