@@ -1910,3 +1910,56 @@ fn last_moves_on_past_a_deletion_found_all_in_place() {
     assert_eq!(text, "restored 'first' (deleted WHEN)\n");
     assert_eq!(fs::read(w.join("first")).expect("restored"), b"1");
 }
+
+/// A restore of many small files (made several at once, `src/restore/writers.rs`) says what
+/// it restored in archive order, as one thread would, and a damaged one among them is
+/// reported, left out and leaves no temporary file; every other file comes back whole.
+#[test]
+fn many_small_files_come_back_in_archive_order_a_damaged_one_reported_in_its_place() {
+    let sb = Sandbox::new();
+    let w = sb.work("w");
+    for s in 0..20 {
+        fs::create_dir_all(w.join(format!("d/s{s:02}"))).expect("mkdir");
+        for f in 0..10 {
+            let body = format!("{s}/{f}").repeat(f * 50 + 1);
+            fs::write(w.join(format!("d/s{s:02}/f{f}")), body).expect("write");
+        }
+    }
+    let before = crate::common::snapshot(&w.join("d"));
+    saferm(&sb, &w, &["-r", "d"]);
+    let manifest = manifests(&sb.store()).pop().expect("a manifest");
+    let damaged = w.join("d/s07/f5");
+    let mut order = Vec::new();
+    crate::common::edit_manifest(&manifest, |v| {
+        for e in v["entries"].as_array_mut().expect("entries") {
+            let path = e["path"].as_str().expect("a path").to_string();
+            if Path::new(&path) == damaged {
+                e["blake3"] = "0".repeat(64).into();
+            } else {
+                order.push(path);
+            }
+        }
+    });
+    let out = unrm(&sb, &w, &["-v", "d"]);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr_text());
+    let prefix = format!("{}/", w.display());
+    let lines: Vec<String> = out
+        .stdout_text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("restored ").map(str::to_string))
+        .collect();
+    let expected: Vec<String> = order
+        .iter()
+        .map(|p| format!("'{}'", p.strip_prefix(&prefix).unwrap_or(p)))
+        .collect();
+    assert_eq!(lines, expected, "{}", out.stdout_text());
+    assert!(
+        out.stderr_text().contains("d/s07/f5") && out.stderr_text().contains("damaged"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(!damaged.exists());
+    let mut want = before;
+    want.retain(|e| !e.path.ends_with("s07/f5"));
+    assert_eq!(crate::common::snapshot(&w.join("d")), want);
+}

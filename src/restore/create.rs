@@ -119,11 +119,7 @@ impl Restorer<'_> {
         };
         match copied {
             Ok(()) if hash.matches(e.size) => {}
-            Ok(()) => {
-                return Err(io::Error::other(
-                    "the archived copy is damaged (blake3 mismatch); nothing was left in its place",
-                ))
-            }
+            Ok(()) => return Err(damaged()),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => return Err(err),
             Err(err) => {
                 return Err(io::Error::other(format!(
@@ -313,6 +309,13 @@ pub(super) fn same_content(pfd: RawFd, name: &CStr, e: &Entry) -> bool {
     read(&mut file, &mut hash, &mut buf).is_ok() && hash.matches(e.size)
 }
 
+/// A restored file's content did not hash to what its manifest records.
+pub(super) fn damaged() -> io::Error {
+    io::Error::other(
+        "the archived copy is damaged (blake3 mismatch); nothing was left in its place",
+    )
+}
+
 /// Feed everything `src` gives to `hash`.
 fn feed(src: &mut impl Read, hash: &mut ContentHash, buf: &mut [u8]) -> io::Result<()> {
     loop {
@@ -329,7 +332,7 @@ fn feed(src: &mut impl Read, hash: &mut ContentHash, buf: &mut [u8]) -> io::Resu
 /// `.unrm.<pid>.<8 hex digits>.tmp`, the digits one random start per process counted up
 /// (two syscalls fewer per file than a fresh pid and random number each; O_EXCL still
 /// settles a name left by an earlier process of the same pid).
-fn create_temp_file(pfd: RawFd) -> io::Result<(CString, OwnedFd)> {
+pub(super) fn create_temp_file(pfd: RawFd) -> io::Result<(CString, OwnedFd)> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static START: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -352,7 +355,7 @@ fn create_temp_file(pfd: RawFd) -> io::Result<(CString, OwnedFd)> {
 }
 
 /// Remove a file this run created and found damaged, if the name still is that file.
-fn remove_partial(pfd: RawFd, name: &CStr, file: &File) {
+pub(super) fn remove_partial(pfd: RawFd, name: &CStr, file: &File) {
     let (Ok(ours), Ok(there)) = (sys::fstat(file.as_raw_fd()), sys::fstatat(pfd, name, false))
     else {
         return;
@@ -364,11 +367,16 @@ fn remove_partial(pfd: RawFd, name: &CStr, file: &File) {
 
 /// Set the recorded owner when it differs; false when not permitted (not root).
 pub(super) fn set_owner_fd(fd: RawFd, e: &Entry, euid: u32) -> io::Result<bool> {
+    set_owner_ids(fd, (e.uid, e.gid), euid)
+}
+
+/// [`set_owner_fd`], given the owner: `(uid, gid)`.
+pub(super) fn set_owner_ids(fd: RawFd, (uid, gid): (u32, u32), euid: u32) -> io::Result<bool> {
     let st = sys::fstat(fd)?;
-    if (st.uid, st.gid) == (e.uid, e.gid) {
+    if (st.uid, st.gid) == (uid, gid) {
         return Ok(true);
     }
-    if let Err(err) = std::os::unix::fs::fchown(sys::borrow(&fd)?, Some(e.uid), Some(e.gid)) {
+    if let Err(err) = std::os::unix::fs::fchown(sys::borrow(&fd)?, Some(uid), Some(gid)) {
         if err.raw_os_error() == Some(libc::EPERM) && euid != 0 {
             return Ok(false);
         }

@@ -204,6 +204,10 @@ impl Restorer<'_> {
     /// opened again as `..` of the one finished before it when it is its parent (and still
     /// has its `(dev, ino)`), else by name from the nearest open directory above it.
     fn finalize_dirs(&mut self, list: &[(Vec<u8>, Finish, (u64, u64))]) {
+        if !list.is_empty() {
+            // Their last files must be in before their mtime is set.
+            self.drain_writers();
+        }
         let mut below: Option<(&[u8], OwnedFd)> = None;
         for (dest, finish, id) in list.iter().rev() {
             let from_below = below

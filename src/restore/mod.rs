@@ -58,6 +58,7 @@ pub mod obstacle;
 mod restorer;
 pub mod resume;
 pub mod tally;
+mod writers;
 
 use std::collections::HashMap;
 use std::io;

@@ -17,6 +17,7 @@ use super::dirs::Finish;
 use super::durable::Filesystems;
 use super::resume::Resume;
 use super::tally::Tally;
+use super::writers::{Handover, MAX_SIZE};
 use super::{reason, Conflict, Logged, Outcome, Report, RestoreOptions, Target};
 use crate::manifest::{Entry, Kind, Manifest};
 use crate::output::stderr_write;
@@ -124,6 +125,8 @@ pub(super) struct Restorer<'a> {
     pub(super) resume: Resume,
     /// The run's progress: the bar, and the files in place.
     pub(super) tally: &'a mut Tally,
+    /// Small files handed to writer threads, and what is queued behind them.
+    pub(super) handover: Handover,
 }
 
 impl<'a> Restorer<'a> {
@@ -162,6 +165,7 @@ impl<'a> Restorer<'a> {
             verbose_out: Vec::new(),
             resume: Resume::default(),
             tally,
+            handover: Handover::default(),
         }
     }
 }
@@ -356,6 +360,12 @@ impl Restorer<'_> {
         let decoded = Decoded::start(decoder).context("cannot start decoding the archive")?;
         let mut tar = tar::Archive::new(decoded);
         let entries = tar.entries().context("cannot read the archive")?;
+        let small_files = jobs
+            .iter()
+            .zip(&self.manifest.entries)
+            .filter(|(j, e)| j.is_some() && e.kind == Kind::File && e.size <= MAX_SIZE)
+            .count();
+        self.start_writers(small_files);
         let mut i = start.0;
         for entry in entries {
             if i > last {
@@ -404,6 +414,7 @@ impl Restorer<'_> {
             }
             i += 1;
         }
+        self.stop_writers();
         if i <= last {
             self.abandon(jobs, i);
             bail!("the archive ends before entry {i} of its manifest");
@@ -413,6 +424,7 @@ impl Restorer<'_> {
 
     /// Count what can no longer be restored after the stream broke at entry `from`.
     fn abandon(&mut self, jobs: &[Option<Job>], from: usize) {
+        self.stop_writers();
         let n = jobs[from..]
             .iter()
             .filter(|j| matches!(j, Some(Job::Create(_))))
@@ -442,7 +454,7 @@ impl Restorer<'_> {
     }
 
     /// Create one object at `dest` from entry `i`.
-    fn create(&mut self, i: usize, dest: &[u8], data: Data<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) {
+    fn create(&mut self, i: usize, dest: &[u8], mut data: Data<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) {
         let manifest = self.manifest;
         let e = &manifest.entries[i];
         let (parent, name) = split_parent(dest);
@@ -450,6 +462,7 @@ impl Restorer<'_> {
         let pfd = match self.dir(parent, true) {
             Ok(fd) => fd,
             Err(err) => {
+                self.drain_writers();
                 self.fail(dest, &reason(&err));
                 if e.kind == Kind::Dir {
                     self.skipped_below.insert_first(dest.to_vec(), ());
@@ -459,7 +472,10 @@ impl Restorer<'_> {
         };
         let cname = match sys::cstr(name) {
             Ok(c) => c,
-            Err(err) => return self.fail(dest, &reason(&err)),
+            Err(err) => {
+                self.drain_writers();
+                return self.fail(dest, &reason(&err));
+            }
         };
         // Something is there already: a directory is restored into, an identical object is
         // left as it is (so a restore can be run again after an interruption or a partial
@@ -471,10 +487,23 @@ impl Restorer<'_> {
             || self.fresh_dirs.contains(parent);
         if !ours {
             match sys::fstatat(pfd, &cname, false) {
-                Ok(st) => return self.existing(i, pfd, &cname, dest, &st),
+                Ok(st) => {
+                    self.drain_writers();
+                    return self.existing(i, pfd, &cname, dest, &st);
+                }
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(err) => return self.fail(dest, &reason(&err)),
+                Err(err) => {
+                    self.drain_writers();
+                    return self.fail(dest, &reason(&err));
+                }
             }
+        }
+        if e.kind == Kind::File && self.write_later(i, (pfd, &cname), dest, &mut data, xattrs) {
+            return;
+        }
+        if e.kind == Kind::Hardlink {
+            // To a file this run restored: one handed to a writer must be there first.
+            self.drain_writers();
         }
         let result = match e.kind {
             Kind::Dir => self.create_dir(i, pfd, &cname, dest, xattrs),
@@ -484,6 +513,14 @@ impl Restorer<'_> {
             Kind::Fifo | Kind::Char | Kind::Block => create_node(e, pfd, &cname, self.opts.euid),
             Kind::Socket => Err(io::Error::other("sockets are not archived")),
         };
+        self.settle(i, dest, result);
+    }
+
+    /// What became of entry `i`, made at `dest`: counted, logged, and what it stops
+    /// stopped. In archive order ([`Restorer::settle`]).
+    pub(super) fn commit(&mut self, i: usize, dest: &[u8], result: io::Result<Done>) {
+        let manifest = self.manifest;
+        let e = &manifest.entries[i];
         match result {
             Ok(Done { owner_set }) => {
                 if !owner_set {
