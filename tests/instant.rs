@@ -568,6 +568,19 @@ fn unrm_last_of_a_deletion_not_archived_yet_renames_it_back_as_it_was() {
     );
 }
 
+/// A worker (`saferm ---drain-staging`) started and held at the pause step `fault`.
+fn held_worker(sb: &Sandbox, fault: &str) -> std::process::Child {
+    let pause = sb.work("pause");
+    let worker = spawn_quiet(
+        sb.std_command(saferm_bin())
+            .arg("---drain-staging")
+            .env("SAFERM_FAULT", fault)
+            .env("SAFERM_TEST_PAUSE_DIR", &pause),
+    );
+    wait_paused(&pause, "the worker");
+    worker
+}
+
 /// With the staged `t` (holding `t/sub/f`) in `w` and a worker held at it before it
 /// archives (fault `drain`), `unrm ARGS` stops the worker and renames `t` back: the same
 /// tree, the same inodes.
@@ -577,14 +590,7 @@ fn put_back_from_a_held_worker(sb: &Sandbox, w: &Path, args: &[&str]) {
     let slot = staging.first().expect("a staging").join("0");
     let before = snapshot(&slot);
     let inode = fs::metadata(slot.join("sub/f")).expect("stat").ino();
-    let pause = sb.work("pause");
-    let mut worker = spawn_quiet(
-        sb.std_command(saferm_bin())
-            .arg("---drain-staging")
-            .env("SAFERM_FAULT", "drain")
-            .env("SAFERM_TEST_PAUSE_DIR", &pause),
-    );
-    wait_paused(&pause, "the worker");
+    let mut worker = held_worker(sb, "drain");
     let out = unrm_ok(sb, w, args);
     assert_eq!(
         crate::common::when_blanked(&out.stdout_text()),
@@ -620,14 +626,7 @@ fn a_worker_stopped_just_after_publishing_leaves_one_deletion_restored_whole() {
     fs::write(w.join("t/top"), b"top").expect("write");
     let before = snapshot(&w.join("t"));
     saferm_instant(&sb, &w, &["-r", "t"], &[("SAFERM_FAULT", "no-worker")]);
-    let pause = sb.work("pause");
-    let mut worker = spawn_quiet(
-        sb.std_command(saferm_bin())
-            .arg("---drain-staging")
-            .env("SAFERM_FAULT", "published")
-            .env("SAFERM_TEST_PAUSE_DIR", &pause),
-    );
-    wait_paused(&pause, "the worker");
+    let mut worker = held_worker(&sb, "published");
     assert_eq!(
         manifests(&sb.store()).len(),
         1,
