@@ -327,10 +327,17 @@ const TRY_HELP: &str = "Try 'unrm --help' for more information.\n";
 /// GNU's too): `unrm: MESSAGE`, clap's suggestions (`tip: ...`) kept, then the line that
 /// says where help is; clap's usage summary is left to `--help`.
 fn usage_error(rendered: &str) -> String {
-    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut lines = rendered.lines().map(str::trim).skip_while(|l| l.is_empty());
     let first = lines.next().unwrap_or("invalid usage");
-    let mut text = format!("unrm: {}\n", first.strip_prefix("error: ").unwrap_or(first));
-    for line in lines.filter(|l| l.starts_with("tip:")) {
+    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let rest: Vec<&str> = lines.collect();
+    if first.ends_with(':') {
+        // What clap lists below it (the arguments that are needed): on the same line.
+        let listed: Vec<&str> = rest.iter().copied().take_while(|l| !l.is_empty()).collect();
+        first = format!("{first} {}", listed.join(", "));
+    }
+    let mut text = format!("unrm: {first}\n");
+    for line in rest.iter().filter(|l| l.starts_with("tip:")) {
         text.push_str(&format!("  {line}\n"));
     }
     text.push_str(TRY_HELP);
@@ -575,6 +582,19 @@ mod tests {
             .map(OsString::from)
             .collect();
         assert!(matches!(parse(&args), Parsed::Exit { code: 1, .. }));
+    }
+
+    #[test]
+    fn a_missing_argument_is_named_in_the_error() {
+        let args: Vec<OsString> = ["--sort", "size"].iter().map(OsString::from).collect();
+        let Parsed::Exit { text, code: 1 } = parse(&args) else {
+            panic!("--sort without --list is a usage error");
+        };
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("unrm: ") && first.contains("--list"),
+            "{text}"
+        );
     }
 
     #[test]
