@@ -286,15 +286,10 @@ impl Restorer<'_> {
             self.take_written(false);
             return true;
         }
-        let Ok(name) = CString::new(name.to_bytes()) else {
-            self.handover
-                .place(seq, Err(io::Error::from(io::ErrorKind::InvalidInput)));
-            return true;
-        };
         let job = FileJob {
             seq,
             dir,
-            name,
+            name: name.to_owned(),
             data: content,
             hashes: (e.blake3.clone(), e.blake3_blocks.clone()),
             size: e.size,
