@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::common::full::set_mtime;
-use crate::common::{files_under, manifests, saferm_bin, Sandbox};
+use crate::common::{files_under, manifests, saferm_bin, saferm_ok, Sandbox};
 
 /// `work/many`, holding `n` empty files named by `name`.
 fn empty_files(work: &Path, n: usize, name: impl Fn(usize) -> String) -> PathBuf {
@@ -80,17 +80,12 @@ fn a_huge_directory_is_removed_in_bounded_memory() {
     let sb = Sandbox::new();
     let work = sb.work("w");
     fs::write(work.join("one"), b"1").expect("create");
-    let one = sb.command(saferm_bin()).current_dir(&work).arg("one").run();
-    assert_eq!(one.code(), Some(0), "{}", one.stderr_text());
-    let baseline = one.peak_rss.expect("the run exited");
+    let baseline = saferm_ok(&sb, &work, &["one"])
+        .peak_rss
+        .expect("the run exited");
 
     let many = empty_files(&work, 100_000, |i| format!("file{i:06}"));
-    let out = sb
-        .command(saferm_bin())
-        .current_dir(&work)
-        .args(["-rf", "many"])
-        .run();
-    assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+    let out = saferm_ok(&sb, &work, &["-rf", "many"]);
     assert_eq!(out.stderr_text(), "");
     assert!(!many.exists(), "many is removed");
     let manifests = manifests(&sb.store());
