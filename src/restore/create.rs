@@ -121,12 +121,7 @@ impl Restorer<'_> {
             Ok(()) if hash.matches(e.size) => {}
             Ok(()) => return Err(damaged()),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => return Err(err),
-            Err(err) => {
-                return Err(io::Error::other(format!(
-                    "cannot read it from the archive ({}); nothing was left in its place",
-                    reason(&err)
-                )))
-            }
+            Err(err) => return Err(unreadable(&err)),
         }
         // chown clears file capabilities (and setuid): security.capability goes on after
         // it; the others before the mode, which may take away the write permission that
@@ -314,6 +309,14 @@ pub(super) fn damaged() -> io::Error {
     io::Error::other(
         "the archived copy is damaged (blake3 mismatch); nothing was left in its place",
     )
+}
+
+/// The archive could not be read as far as the end of a file's content.
+pub(super) fn unreadable(err: &io::Error) -> io::Error {
+    io::Error::other(format!(
+        "cannot read it from the archive ({}); nothing was left in its place",
+        reason(err)
+    ))
 }
 
 /// Feed everything `src` gives to `hash`.
